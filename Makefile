@@ -1,0 +1,53 @@
+# Switchboard: `make run` starts the embedded default, `make test` runs everything CI runs.
+# Both work from a fresh clone: they create .venv, install the pinned dependencies, and fetch
+# Apache Kafka's jars from Maven Central into .cache/ on first use.
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-stamp
+PYTEST_ARGS ?=
+
+.PHONY: help install run test lint typecheck unit kafka bench clean distclean
+
+help:
+	@echo "make run    start Kafka and a worker with sandbox channels on http://127.0.0.1:6066"
+	@echo "make test   lint, type-check and run the whole test suite against a real broker"
+	@echo "make bench  the pipeline benchmark (prints figures; not part of make test)"
+	@echo "make unit   only the tests that need no broker (fast)"
+	@echo "make clean  remove local broker and worker state (.switchboard/)"
+
+$(STAMP): pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[dev]'
+	@touch $(STAMP)
+
+install: $(STAMP)
+
+kafka: install
+	$(BIN)/switchboard kafka fetch
+
+run: install
+	$(BIN)/switchboard dev
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: install
+	$(BIN)/mypy
+
+unit: install
+	$(BIN)/pytest -m "not kafka and not registry" $(PYTEST_ARGS)
+
+test: lint typecheck kafka
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+bench: install kafka
+	$(BIN)/python -m bench.pipeline $(BENCH_ARGS)
+
+clean:
+	rm -rf .switchboard
+
+distclean: clean
+	rm -rf $(VENV) .cache

@@ -1,0 +1,232 @@
+"""The Faust application and everything its agents and views share.
+
+:func:`build` makes one :class:`Switchboard`: the Faust app (RocksDB tables through rocksdict,
+at-least-once), its topics and tables, the client registry, the transports and the encoders of
+the public topics; then it registers the agents and the web views. Nothing is global: tests
+and the benchmark build as many as they like.
+
+Every topic and table here carries raw bytes; the pure core (:mod:`switchboard.records`,
+:mod:`switchboard.wire`) does the encoding, so what is on the wire is explicit and typed.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import faust
+from faust.types import TableT, TopicT
+
+from streams.clients import ClientRegistry
+from streams.metrics import Metrics
+from streams.schema_registry import SchemaIds, SchemaRegistry
+from switchboard import records
+from switchboard.errors import FieldError
+from switchboard.instruction import CHANNELS
+from switchboard.settings import Settings
+from switchboard.status import StatusEvent
+from switchboard.wire import Headers, encode_record
+from transports.registry import TransportRegistry
+
+__all__ = ["Switchboard", "Tables", "Topics", "build"]
+
+log = logging.getLogger(__name__)
+
+BIG_MESSAGE = 64 * 1024 * 1024
+
+
+@dataclass
+class Topics:
+    instructions: TopicT
+    status: TopicT
+    rejected: TopicT
+    sessions: TopicT
+    reports: TopicT
+    dispatch: Mapping[str, TopicT]
+
+
+@dataclass
+class Tables:
+    """Changelogged RocksDB tables. Each has exactly one writing agent (named below)."""
+
+    sessions: TableT[bytes, bytes]  # session agent: session id -> SessionState
+    audiences: TableT[
+        bytes, bytes
+    ]  # session agent: "<session id>:<chunk>" -> recipients of that chunk
+    sends: TableT[
+        bytes, bytes
+    ]  # dispatch agents: "<delivery key>#<attempt>" -> the provider's answer
+    deliveries: TableT[bytes, bytes]  # report agent: delivery key -> DeliveryState
+    progress: TableT[bytes, bytes]  # report agent: session id -> Progress
+
+
+@dataclass
+class Switchboard:
+    settings: Settings
+    app: faust.App
+    topics: Topics
+    tables: Tables
+    clients: ClientRegistry
+    transports: TransportRegistry
+    metrics: Metrics
+    schema_ids: SchemaIds = field(default_factory=SchemaIds)
+    registry: SchemaRegistry | None = None
+
+    # -- producing ---------------------------------------------------------------------------
+
+    async def publish_status(self, event: StatusEvent) -> None:
+        value, headers = encode_record(
+            "status_event", event.to_avro(), self.schema_ids.status_event
+        )
+        await self.topics.status.send(key=event.session_id.encode(), value=value, headers=headers)
+        self.metrics.status_events.labels(event.channel or "session", event.status).inc()
+
+    async def report(self, report: records.Report) -> None:
+        await self.topics.reports.send(key=report.session_id.encode(), value=records.encode(report))
+
+    async def command(self, command: records.OpenSession | records.FanOut) -> None:
+        await self.topics.sessions.send(
+            key=command.session_id.encode(), value=records.encode(command)
+        )
+
+    async def dispatch(self, job: records.DispatchJob) -> None:
+        await self.topics.dispatch[job.channel].send(
+            key=job.session_id.encode(), value=records.encode(job)
+        )
+
+    async def reject(
+        self,
+        *,
+        errors: list[FieldError],
+        topic: str,
+        partition: int,
+        offset: int,
+        key: bytes | None,
+        value: bytes | None,
+        headers: Headers,
+        client_id: str | None = None,
+    ) -> None:
+        """Put an unusable input on the rejected topic, with its bytes and every error."""
+        import uuid
+
+        record: dict[str, Any] = {
+            "rejection_id": str(uuid.uuid4()),
+            "client_id": client_id,
+            "topic": topic,
+            "partition": partition,
+            "offset": offset,
+            "key": key,
+            "headers": [{"key": k, "value": v} for k, v in headers],
+            "value": value,
+            "errors": [e.as_dict() for e in errors],
+            "rejected_at": int(time.time() * 1000),
+        }
+        encoded, out_headers = encode_record("rejection", record, self.schema_ids.rejection)
+        await self.topics.rejected.send(key=key, value=encoded, headers=out_headers)
+        self.metrics.rejections.labels("kafka").inc()
+        log.warning("instruction rejected", extra={
+            "topic": topic, "partition": partition, "offset": offset,
+            "errors": [e.as_dict() for e in errors[:10]]})  # fmt: skip
+
+
+def build(
+    settings: Settings,
+    *,
+    schema_ids: SchemaIds | None = None,
+    registry: SchemaRegistry | None = None,
+) -> Switchboard:
+    """Build the Faust app with all its agents and views (nothing is started)."""
+    app = faust.App(
+        settings.app_id,
+        broker=[f"kafka://{server.strip()}" for server in settings.bootstrap_servers.split(",")],
+        store="rocksdb://",
+        datadir=str(settings.data_dir),
+        autodiscover=False,
+        key_serializer="raw",
+        value_serializer="raw",
+        topic_partitions=settings.partitions,
+        topic_replication_factor=settings.replication_factor,
+        topic_allow_declare=True,
+        processing_guarantee="at_least_once",
+        consumer_auto_offset_reset="earliest",
+        producer_acks=-1,
+        producer_max_request_size=BIG_MESSAGE,
+        consumer_max_fetch_size=BIG_MESSAGE,
+        broker_commit_interval=1.0,
+        web_enabled=True,
+        web_bind=settings.web_host,
+        web_host=settings.web_host,
+        web_port=settings.web_port,
+        canonical_url=settings.web_url,
+        web_tables_enabled=False,  # /table/ would expose every client's data unauthenticated
+        web_graph_enabled=False,
+        web_stats_enabled=False,
+        web_metrics_enabled=False,
+        worker_redirect_stdouts=False,
+    )
+
+    def topic(name: str) -> TopicT:
+        return app.topic(
+            settings.topic(name),
+            key_type=bytes,
+            value_type=bytes,
+            partitions=settings.partitions if name != "clients" else 1,
+            internal=False,
+        )
+
+    topics = Topics(
+        instructions=topic("instructions"),
+        status=topic("status"),
+        rejected=topic("rejected"),
+        sessions=topic("sessions"),
+        reports=topic("reports"),
+        dispatch={channel: topic(f"dispatch.{channel}") for channel in CHANNELS},
+    )
+
+    def table(name: str, help_text: str) -> TableT[bytes, bytes]:
+        return app.Table(
+            name, key_type=bytes, value_type=bytes, partitions=settings.partitions, help=help_text
+        )
+
+    tables = Tables(
+        sessions=table("sessions", "session id -> session state"),
+        audiences=table("audiences", "session id:chunk -> recipients"),
+        sends=table("sends", "delivery key#attempt -> provider answer"),
+        deliveries=table("deliveries", "delivery key -> delivery state"),
+        progress=table("progress", "session id -> final deliveries by status"),
+    )
+    sb = Switchboard(
+        settings=settings,
+        app=app,
+        topics=topics,
+        tables=tables,
+        clients=ClientRegistry(settings),
+        transports=TransportRegistry(sandbox_all=settings.sandbox, outbox=settings.sandbox_outbox),
+        metrics=Metrics(),
+        schema_ids=schema_ids or SchemaIds(),
+        registry=registry,
+    )
+
+    from streams import dispatch, intake, reports, sessions
+    from streams.web import api
+
+    async def follow_clients() -> None:
+        await sb.clients.run()
+
+    app.task(follow_clients)
+
+    intake.register(sb)
+    sessions.register(sb)
+    dispatch.register(sb)
+    reports.register(sb)
+    api.register(sb)
+
+    async def close_transports(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
+        await sb.transports.aclose()
+
+    app.on_before_shutdown.connect(close_transports)
+
+    return sb

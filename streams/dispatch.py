@@ -1,0 +1,183 @@
+"""Dispatch agents: one per channel, ``<prefix>.dispatch.<channel>`` → provider → reports.
+
+Each agent runs with Faust concurrency 1 and overlaps up to ``SWITCHBOARD_MAX_IN_FLIGHT``
+provider calls itself, acknowledging jobs strictly in offset order (``streams/inflight.py``),
+so an offset is never committed past a send that has not finished.
+
+For each job:
+
+1. a cancelled session's job is reported ``cancelled`` and not sent (the session table is on
+   this worker: every topic is keyed by session id and co-partitioned);
+2. a job already answered (the ``sends`` table has its delivery and attempt) is skipped: this is
+   what makes a re-emitted fan-out chunk or a redelivered job harmless;
+3. the client's transport for the channel sends it, within ``SWITCHBOARD_PROVIDER_TIMEOUT``;
+4. the answer is recorded in ``sends`` and reported (``sent``, and ``delivered`` when the
+   acceptance is the delivery; or ``failed`` with the error's class).
+
+A crash between the provider's acceptance and step 4 sends that one message again when the job
+is redelivered (at-least-once, the only guarantee a provider without idempotency keys allows).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from typing import Any, cast
+
+from faust import Stream
+from faust.types import EventT, StreamT
+
+from streams.app import Switchboard
+from streams.guard import quarantine
+from streams.inflight import run_overlapped
+from streams.sessions import load_session
+from switchboard import records
+from switchboard.errors import ConfigError
+from switchboard.records import DispatchJob, Report
+from transports.base import OutboundMessage, SendResult
+from transports.errors import TransportError
+
+__all__ = ["register"]
+
+log = logging.getLogger(__name__)
+
+
+def register(sb: Switchboard) -> None:
+    for channel, topic in sb.topics.dispatch.items():
+        _register_channel(sb, channel, topic)
+
+
+def _register_channel(sb: Switchboard, channel: str, topic: Any) -> None:
+    async def dispatcher(stream: StreamT[bytes]) -> None:
+        await sb.clients.ready.wait()
+
+        async def on_error(event: EventT[bytes], exc: Exception) -> None:
+            await quarantine(sb, event, f"dispatch.{channel}", exc)
+
+        async def on_fatal(exc: BaseException) -> None:
+            log.critical("dispatch cannot report; stopping the worker", exc_info=exc)
+            await sb.app.crash(exc)
+
+        await run_overlapped(
+            cast(Stream[bytes], stream).noack().events(),  # StreamT does not declare noack()
+            lambda event: _handle(sb, event),
+            max_in_flight=sb.settings.max_in_flight,
+            drain_timeout=sb.settings.provider_timeout,
+            on_error=on_error,
+            on_fatal=on_fatal,
+        )
+
+    sb.app.agent(topic, name=f"switchboard.dispatch.{channel}")(dispatcher)
+
+
+async def _handle(sb: Switchboard, event: EventT[bytes]) -> None:
+    job = records.decode(DispatchJob, event.value)
+    session = load_session(sb, job.session_id)
+    if session is not None and session.status == "cancelled":
+        await sb.report(_report(job, "cancelled", error="the session was cancelled"))
+        return
+    send_key = f"{job.key}#{job.attempt}".encode()
+    if sb.tables.sends.get(send_key) is not None:
+        log.info(
+            "job already sent; duplicate skipped",
+            extra={"delivery": job.key, "attempt": job.attempt},
+        )
+        return
+    result, failure, provider = await _send(sb, job)
+    # Written in this task, whose context carries the job's event: the row goes to its partition.
+    sb.tables.sends[send_key] = json.dumps({
+        "at": time.time(),
+        "provider_message_id": result.provider_message_id if result else None,
+        "error_code": failure.code if failure else None,
+    }).encode()  # fmt: skip
+    if failure is not None:
+        status = "suppressed" if failure.suppressed else "failed"
+        sb.metrics.sends.labels(job.channel, provider, status).inc()
+        await sb.report(_report(job, status, error=failure.message, error_code=failure.code,
+                                retryable=failure.retryable,
+                                detail={"retry_after": failure.retry_after} if failure.retry_after else {}))  # fmt: skip
+        return
+    assert result is not None
+    sb.metrics.sends.labels(job.channel, provider, "ok").inc()
+    detail = dict(result.detail)
+    await sb.report(
+        _report(job, "sent", provider_message_id=result.provider_message_id, detail=detail)
+    )
+    if result.status == "delivered":
+        await sb.report(
+            _report(job, "delivered", provider_message_id=result.provider_message_id, detail=detail)
+        )
+
+
+async def _send(
+    sb: Switchboard, job: DispatchJob
+) -> tuple[SendResult | None, TransportError | None, str]:
+    """Call the provider. Every failure comes back classified; nothing here raises."""
+    client = sb.clients.get(job.client_id)
+    if client is None:
+        return (
+            None,
+            TransportError(f"client {job.client_id!r} is no longer configured", code="no-client"),
+            "-",
+        )
+    try:
+        transport = sb.transports.get(client, job.channel)
+    except ConfigError as exc:
+        return None, TransportError(str(exc), code="config"), "-"
+    message = OutboundMessage(
+        channel=job.channel,
+        to=job.address,
+        body=job.message,
+        subject=job.subject,
+        file_url=job.file_url,
+        extras=job.extras,
+        locale=job.locale,
+        reference=job.key,
+        attempt=job.attempt,
+    )
+    gauge = sb.metrics.in_flight.labels(job.channel)
+    gauge.inc()
+    started = time.perf_counter()
+    try:
+        result = await asyncio.wait_for(transport.send(message), sb.settings.provider_timeout)
+    except TransportError as exc:
+        return None, exc, transport.name
+    except TimeoutError:
+        return (
+            None,
+            _retryable(
+                f"the provider did not answer within {sb.settings.provider_timeout:g}s", "timeout"
+            ),
+            transport.name,
+        )
+    except Exception as exc:
+        log.exception("transport raised an unclassified error", extra={"provider": transport.name})
+        return None, _retryable(f"{type(exc).__name__}: {exc}", "unclassified"), transport.name
+    finally:
+        gauge.dec()
+        sb.metrics.send_seconds.labels(job.channel, transport.name).observe(
+            time.perf_counter() - started
+        )
+    return result, None, transport.name
+
+
+def _retryable(message: str, code: str) -> TransportError:
+    from transports.errors import RetryableError
+
+    return RetryableError(message, code=code)
+
+
+def _report(job: DispatchJob, status: Any, **fields: Any) -> Report:
+    return Report(
+        session_id=job.session_id,
+        client_id=job.client_id,
+        channel=job.channel,
+        index=job.index,
+        address=job.address,
+        status=status,
+        attempt=job.attempt,
+        occurred_at=time.time(),
+        **fields,
+    )

@@ -1,0 +1,56 @@
+"""The error policy of the serial agents: nothing is acknowledged silently.
+
+Faust acknowledges an event whose processing raised, logs it, and moves on: the event is gone.
+:func:`guarded` runs a handler so that an unexpected exception (a bug, a poison message) instead
+puts the event's bytes on the rejected topic with the error, from where it can be inspected and
+replayed; only then does the stream move on. If even that write fails, Kafka itself is failing:
+the worker stops without acknowledging, and the partition's next owner retries the event.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+from switchboard.errors import FieldError
+from switchboard.wire import header_list
+
+if TYPE_CHECKING:
+    from faust.types import EventT
+
+    from streams.app import Switchboard
+
+__all__ = ["guarded", "quarantine"]
+
+log = logging.getLogger(__name__)
+
+
+async def guarded(
+    sb: Switchboard,
+    event: EventT[Any],
+    stage: str,
+    handler: Callable[[EventT[Any]], Awaitable[None]],
+) -> None:
+    try:
+        await handler(event)
+    except Exception as exc:  # noqa: BLE001 - see the module docstring
+        await quarantine(sb, event, stage, exc)
+
+
+async def quarantine(sb: Switchboard, event: EventT[Any], stage: str, exc: BaseException) -> None:
+    """Put ``event`` on the rejected topic because ``stage`` failed on it with ``exc``."""
+    msg = event.message
+    log.exception("%s failed on an event; it goes to the rejected topic", stage, exc_info=exc,
+                  extra={"topic": msg.topic, "partition": msg.partition, "offset": msg.offset})  # fmt: skip
+    sb.metrics.rejections.labels(f"internal:{stage}").inc()
+    try:
+        await sb.reject(
+            errors=[FieldError("", f"internal error in {stage}: {type(exc).__name__}: {exc}")],
+            topic=msg.topic, partition=msg.partition, offset=msg.offset, key=msg.key,
+            value=msg.value, headers=header_list(msg.headers),
+        )  # fmt: skip
+    except BaseException as fatal:
+        log.critical("cannot write to the rejected topic; stopping the worker", exc_info=fatal)
+        await sb.app.crash(fatal)
+        raise

@@ -1,0 +1,132 @@
+"""Overlapping provider I/O inside one agent without ever committing past unfinished work.
+
+Faust's agent ``concurrency>1`` can commit an offset past a message still being processed
+(faust #606). The mechanism is in the consumer's commit arithmetic: ``Consumer._new_offset``
+commits the first run of consecutive acked offsets, and its guard against a hole at the head
+(``min(acked) - committed > 1``) lets exactly one unacked offset through, and is skipped
+entirely while the committed offset is 0. Acks that arrive out of order therefore lose messages
+on a crash (``tests/unit/test_inflight.py`` reproduces this against Faust's own code).
+
+So the dispatch agents run with concurrency 1, start many sends as tasks, and acknowledge
+strictly in offset order per partition: an event is acked only when it and every event before
+it on its partition have finished. Faust then only ever sees in-order acks, for which its
+commit arithmetic is right. The cost is head-of-line blocking of acks, not of sends: a slow
+send delays the commit of the ones after it, never their sending.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections import deque
+from collections.abc import Awaitable, Callable
+from typing import Any, Protocol
+
+__all__ = ["Ackable", "InOrderAcker", "run_overlapped"]
+
+
+class Ackable(Protocol):
+    """What the acker needs of a Faust event (``faust.types.EventT``)."""
+
+    @property
+    def message(self) -> Any: ...
+
+    def ack(self) -> bool: ...
+
+
+class _Slot:
+    __slots__ = ("done", "event")
+
+    def __init__(self, event: Ackable) -> None:
+        self.event = event
+        self.done = False
+
+
+class InOrderAcker:
+    """Acks events in offset order per topic-partition, whatever order they finish in."""
+
+    def __init__(self) -> None:
+        self._queues: dict[tuple[str, int], deque[_Slot]] = {}
+
+    def track(self, event: Ackable) -> _Slot:
+        """Register ``event`` as started. Events must be tracked in the order they arrive."""
+        slot = _Slot(event)
+        tp = (event.message.topic, event.message.partition)
+        self._queues.setdefault(tp, deque()).append(slot)
+        return slot
+
+    def finish(self, slot: _Slot) -> int:
+        """Mark ``slot`` finished; ack every finished event at the head of its partition.
+        Returns how many events were acked."""
+        slot.done = True
+        tp = (slot.event.message.topic, slot.event.message.partition)
+        queue = self._queues[tp]
+        acked = 0
+        while queue and queue[0].done:
+            queue.popleft().event.ack()
+            acked += 1
+        if not queue:
+            del self._queues[tp]
+        return acked
+
+    @property
+    def pending(self) -> int:
+        return sum(len(q) for q in self._queues.values())
+
+
+async def run_overlapped(
+    events: Any,
+    handle: Callable[[Any], Awaitable[None]],
+    *,
+    max_in_flight: int,
+    drain_timeout: float,
+    on_error: Callable[[Any, Exception], Awaitable[None]],
+    on_fatal: Callable[[BaseException], Awaitable[None]],
+) -> None:
+    """Run ``handle(event)`` for each event of ``events`` (an async iterator of un-acked Faust
+    events), up to ``max_in_flight`` at a time, acking in order.
+
+    Each handler runs as a task created while its event is the stream's current event, so the
+    task's context carries that event and table writes inside it land on the event's partition.
+
+    Failure modes:
+        * ``handle`` raises: ``on_error(event, exc)`` decides what the failure means (the
+          dispatcher reports it); the event is acked after it returns. Faust's default of
+          silently acking a failed event never applies.
+        * ``on_error`` raises too (Kafka itself is failing): the event is never acked and
+          ``on_fatal`` is awaited; it should stop the worker, so the partition's next owner
+          processes the event again from the committed offset.
+        * the stream stops (shutdown, rebalance): sends in flight get ``drain_timeout`` seconds
+          to finish, so their events are acked rather than sent again by the next owner.
+    """
+    acker = InOrderAcker()
+    slots = asyncio.Semaphore(max_in_flight)
+    tasks: set[asyncio.Task[None]] = set()
+
+    async def run(event: Any, slot: _Slot) -> None:
+        try:
+            try:
+                await handle(event)
+            except Exception as exc:  # noqa: BLE001 - the error policy decides, not Faust
+                await on_error(event, exc)
+        except asyncio.CancelledError:
+            slots.release()
+            raise  # not acked: processed again by the partition's next owner
+        except BaseException as exc:  # noqa: BLE001
+            slots.release()
+            await on_fatal(exc)
+            return
+        slots.release()
+        acker.finish(slot)
+
+    try:
+        async for event in events:
+            await slots.acquire()
+            slot = acker.track(event)
+            task = asyncio.create_task(run(event, slot))
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
+    finally:
+        if tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.shield(asyncio.wait(set(tasks), timeout=drain_timeout))

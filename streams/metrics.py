@@ -1,0 +1,45 @@
+"""Prometheus metrics of one worker, served at ``GET /metrics``.
+
+Each :class:`Metrics` has its own registry, so several apps in one process (tests, the
+benchmark) never collide on metric names.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+__all__ = ["Metrics"]
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.instructions = Counter(
+            "switchboard_instructions_total", "Instructions received, by source and outcome.",
+            ["source", "outcome"], registry=r)  # fmt: skip
+        self.rejections = Counter(
+            "switchboard_rejections_total", "Inputs refused, by source.", ["source"], registry=r
+        )
+        self.sessions = Counter("switchboard_sessions_opened_total", "Sessions opened.", registry=r)
+        self.status_events = Counter(
+            "switchboard_status_events_total", "Status events published, by channel and status.",
+            ["channel", "status"], registry=r)  # fmt: skip
+        self.sends = Counter(
+            "switchboard_provider_sends_total", "Provider calls, by channel, provider and outcome.",
+            ["channel", "provider", "outcome"], registry=r)  # fmt: skip
+        self.send_seconds = Histogram(
+            "switchboard_provider_send_seconds", "Provider call latency.", ["channel", "provider"],
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30), registry=r)  # fmt: skip
+        self.in_flight = Gauge(
+            "switchboard_provider_in_flight",
+            "Provider calls in flight, by channel.",
+            ["channel"],
+            registry=r,
+        )
+        self.clients = Gauge(
+            "switchboard_clients", "Configured clients known to this worker.", registry=r
+        )
+
+    def exposition(self) -> bytes:
+        return generate_latest(self.registry)

@@ -1,0 +1,106 @@
+"""The report agent: the one owner of every delivery's state, and of the status topic's order.
+
+Consumes ``<prefix>.reports`` (keyed by session id): the session agent's ``accepted`` and
+``rejected``, the dispatchers' ``sent``, ``delivered`` and ``failed``, and later providers'
+callbacks. It is the only writer of the ``deliveries`` and ``progress`` tables and the only
+producer of per-delivery status events, so a recipient's events are in order on the status
+topic.
+
+* A report that does not move its delivery forward (a duplicate, a ``sent`` after
+  ``delivered``, anything after a final failure) changes nothing and emits nothing
+  (:func:`switchboard.status.supersedes`).
+* When a delivery becomes final, the session's progress counts it; when every delivery of the
+  session is final, one ``completed`` event with the counts per status is emitted.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from datetime import UTC, datetime
+
+from faust.types import EventT, StreamT
+
+from streams.app import Switchboard
+from streams.guard import guarded
+from streams.sessions import load_session
+from switchboard import records
+from switchboard.records import DeliveryState, Progress, Report
+from switchboard.status import StatusEvent, is_final, supersedes
+
+__all__ = ["load_delivery", "load_progress", "register"]
+
+log = logging.getLogger(__name__)
+
+
+def register(sb: Switchboard) -> None:
+    @sb.app.agent(sb.topics.reports, name="switchboard.reports")
+    async def reports(stream: StreamT[bytes]) -> None:
+        async for event in stream.events():
+            await guarded(sb, event, "reports", lambda e: _handle(sb, e))
+
+
+def load_delivery(sb: Switchboard, key: str) -> DeliveryState | None:
+    raw = sb.tables.deliveries.get(key.encode())
+    return records.decode(DeliveryState, raw) if raw is not None else None
+
+
+def load_progress(sb: Switchboard, session_id: str) -> Progress:
+    raw = sb.tables.progress.get(session_id.encode())
+    return records.decode(Progress, raw) if raw is not None else Progress()
+
+
+async def _handle(sb: Switchboard, event: EventT[bytes]) -> None:
+    report = records.decode(Report, event.value)
+    old = load_delivery(sb, report.key)
+    if not supersedes(report.status, old.status if old else None):
+        log.debug("report changes nothing", extra={"delivery": report.key, "status": report.status})
+        return
+    state = DeliveryState(
+        status=report.status,
+        attempt=max(report.attempt, old.attempt if old else 0),
+        address=report.address or (old.address if old else ""),
+        updated_at=report.occurred_at,
+        provider_message_id=report.provider_message_id
+        or (old.provider_message_id if old else None),
+        error_code=report.error_code,
+        error=report.error,
+    )
+    sb.tables.deliveries[report.key.encode()] = records.encode(state)
+    await sb.publish_status(StatusEvent(
+        session_id=report.session_id,
+        client_id=report.client_id,
+        status=report.status,
+        recipient=state.address or None,
+        channel=report.channel,
+        attempt=report.attempt,
+        provider_message_id=report.provider_message_id,
+        error_code=report.error_code,
+        error=report.error,
+        detail=report.detail,
+        occurred_at=datetime.fromtimestamp(report.occurred_at, UTC),
+    ))  # fmt: skip
+    if is_final(report.status) and not (old is not None and is_final(old.status)):
+        await _count_final(sb, report)
+
+
+async def _count_final(sb: Switchboard, report: Report) -> None:
+    progress = load_progress(sb, report.session_id)
+    counts = dict(progress.counts)
+    counts[report.status] = counts.get(report.status, 0) + 1
+    progress = dataclasses.replace(progress, final=progress.final + 1, counts=counts)
+    session = load_session(sb, report.session_id)
+    if (
+        session is not None
+        and progress.completed_at is None
+        and progress.final >= session.deliveries
+    ):
+        progress = dataclasses.replace(progress, completed_at=report.occurred_at)
+        await sb.publish_status(StatusEvent(
+            session_id=report.session_id,
+            client_id=report.client_id,
+            status="completed",
+            detail={"deliveries": session.deliveries, "counts": counts},
+        ))  # fmt: skip
+        log.info("session completed", extra={"session_id": report.session_id, "counts": counts})
+    sb.tables.progress[report.session_id.encode()] = records.encode(progress)

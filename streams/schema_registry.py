@@ -1,0 +1,81 @@
+"""Schema Registry I/O (only when ``SCHEMA_REGISTRY_URL`` is set).
+
+At start, the worker registers the bundled ``status_event`` and ``rejection`` schemas under the
+TopicNameStrategy subjects (``<topic>-value``) and writes those topics in the Confluent wire
+format with the returned ids. Reading an instruction in the Confluent format fetches its writer
+schema by id once and caches it; the body is then resolved against the bundled reader schema,
+so producers may use any compatible version of ``instruction.avsc``.
+
+The registry client is confluent-kafka's synchronous one; its calls run in a thread so the
+event loop never blocks on HTTP.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import fastavro
+from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
+
+import schemas
+from schemas import SchemaName
+from switchboard.errors import ConfigError
+
+__all__ = ["SchemaIds", "SchemaRegistry"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class SchemaIds:
+    """Registered ids of the schemas Switchboard writes (``None``: no registry, header form)."""
+
+    status_event: int | None = None
+    rejection: int | None = None
+
+
+class SchemaRegistry:
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self._client = SchemaRegistryClient({"url": url})
+        self._writers: dict[int, Any] = {}
+
+    def register(self, subject: str, name: SchemaName) -> int:
+        """Register the bundled schema ``name`` under ``subject`` (idempotent); return its id."""
+        try:
+            schema_id: int = self._client.register_schema(
+                subject, Schema(schemas.source(name), "AVRO")
+            )
+        except Exception as exc:
+            raise ConfigError(
+                f"cannot register {name} under {subject} at {self.url}: {exc}"
+            ) from exc
+        log.info("schema registered", extra={"subject": subject, "schema_id": schema_id})
+        return schema_id
+
+    def register_outputs(self, status_topic: str, rejected_topic: str) -> SchemaIds:
+        return SchemaIds(
+            status_event=self.register(f"{status_topic}-value", "status_event"),
+            rejection=self.register(f"{rejected_topic}-value", "rejection"),
+        )
+
+    async def writer_schema(self, schema_id: int) -> Any | None:
+        """The parsed schema registered under ``schema_id``; ``None`` if the registry has no such
+        id. Raises ``ConnectionError`` when the registry cannot be asked (the caller retries)."""
+        if schema_id in self._writers:
+            return self._writers[schema_id]
+        try:
+            schema = await asyncio.to_thread(self._client.get_schema, schema_id)
+        except Exception as exc:
+            if "40403" in str(exc) or "not found" in str(exc).lower():
+                return None
+            raise ConnectionError(f"schema registry {self.url}: {exc}") from exc
+        if schema.schema_type not in (None, "AVRO") or schema.schema_str is None:
+            return None
+        parsed = fastavro.parse_schema(json.loads(schema.schema_str))
+        self._writers[schema_id] = parsed
+        return parsed

@@ -1,0 +1,98 @@
+"""Every topic Switchboard reads or writes, and their creation.
+
+Public topics (CONTRACT.md section 4) and internal ones share one partition count
+(``SWITCHBOARD_PARTITIONS``) and, apart from the instructions and clients topics, one key: the
+session id. Faust's assignor gives a worker the same partition numbers of all of them, so a
+session's commands, jobs, reports and table rows are always on one worker: the dispatcher can
+read its session's cancel flag locally, and one agent owns each delivery's state.
+
+Switchboard creates its topics itself, before the worker starts (Faust does not create external
+source topics, and would subscribe to a missing one without ever noticing it appear). An
+existing topic with another partition count is an error the operator must resolve: Faust
+refuses to co-partition tables with it.
+
+    instructions ─► intake ─► sessions ─► session agent ─► dispatch.<channel> ─► dispatch agents
+                       │                       │                                        │
+                       ▼                       ▼                                        ▼
+                   rejected                 reports ◄───────────────────────────────────┘
+                                               │
+                                               ▼
+                                  report agent ─► status
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from switchboard.errors import ConfigError
+from switchboard.instruction import CHANNELS
+from switchboard.settings import Settings
+
+__all__ = ["TopicSpec", "ensure_topics", "topic_specs"]
+
+_DAY_MS = 24 * 3600 * 1000
+_BIG = str(64 * 1024 * 1024)
+
+
+@dataclass(frozen=True, slots=True)
+class TopicSpec:
+    name: str
+    config: Mapping[str, str] = field(default_factory=dict)
+    partitions: int | None = None  # None: SWITCHBOARD_PARTITIONS
+
+
+def topic_specs(settings: Settings) -> list[TopicSpec]:
+    t = settings.topic
+    week = {"retention.ms": str(7 * _DAY_MS)}
+    return [
+        TopicSpec(t("instructions"), {**week, "max.message.bytes": _BIG}),
+        TopicSpec(t("status"), week),
+        TopicSpec(t("rejected"), {"retention.ms": str(30 * _DAY_MS), "max.message.bytes": _BIG}),
+        TopicSpec(t("clients"), {"cleanup.policy": "compact"}, partitions=1),
+        TopicSpec(t("sessions"), {**week, "max.message.bytes": _BIG}),
+        TopicSpec(t("reports"), week),
+        *(TopicSpec(t(f"dispatch.{channel}"), week) for channel in CHANNELS),
+    ]
+
+
+def ensure_topics(settings: Settings, timeout: float = 30.0) -> list[str]:
+    """Create the missing topics; check existing ones. Returns the names created.
+
+    Raises:
+        ConfigError: a topic exists with another partition count, or cannot be created.
+    """
+    from confluent_kafka.admin import AdminClient
+    from confluent_kafka.cimpl import NewTopic
+
+    admin = AdminClient({"bootstrap.servers": settings.bootstrap_servers})
+    existing = admin.list_topics(timeout=timeout).topics
+    missing: list[NewTopic] = []
+    problems: list[str] = []
+    for spec in topic_specs(settings):
+        wanted = spec.partitions or settings.partitions
+        if spec.name in existing:
+            have = len(existing[spec.name].partitions)
+            if have != wanted:
+                problems.append(
+                    f"topic {spec.name} has {have} partitions, Switchboard needs {wanted}: "
+                    f"set SWITCHBOARD_PARTITIONS={have}, or use another SWITCHBOARD_TOPIC_PREFIX"
+                )
+            continue
+        missing.append(
+            NewTopic(spec.name, wanted, settings.replication_factor, config=dict(spec.config))
+        )
+    if problems:
+        raise ConfigError("\n".join(problems))
+    created = []
+    for name, future in (
+        admin.create_topics(missing, operation_timeout=timeout).items() if missing else []
+    ):
+        try:
+            future.result(timeout)
+        except Exception as exc:
+            if "TOPIC_ALREADY_EXISTS" not in str(exc):  # another worker was first
+                raise ConfigError(f"cannot create topic {name}: {exc}") from exc
+        else:
+            created.append(name)
+    return created

@@ -1,0 +1,274 @@
+"""The Send API, served by Faust's aiohttp web server (CONTRACT.md section 3).
+
+The views only authenticate, validate and produce: every state change goes through Kafka and
+is made by the agent that owns it. ``POST /v1/messages`` answers 202 only after the broker
+confirmed the instruction's write (``acks=all``), and 503 when it did not within
+``SWITCHBOARD_PRODUCE_TIMEOUT``; a 202 therefore always means the instruction is durable.
+
+``GET /v1/sessions/{id}`` is routed to the worker that owns the session's partition (Faust's
+``table_route``, which forwards GETs only: it drops request bodies) and answered from its tables.
+A session of another client answers 404, exactly like a session that does not exist.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+import uuid
+from typing import Any
+
+from faust.web import Request, Response, View
+
+from streams.app import Switchboard
+from streams.intake import SESSION_HEADER, SOURCE_HEADER
+from streams.reports import load_delivery, load_progress
+from streams.sessions import load_session
+from streams.web.openapi import openapi_document
+from switchboard.clients import ClientConfig
+from switchboard.errors import ValidationFailed
+from switchboard.records import SessionState, delivery_key
+from switchboard.validation import ValidationPolicy, validate_instruction
+
+__all__ = ["register"]
+
+log = logging.getLogger(__name__)
+
+MAX_PAGE = 500
+
+
+class HTTPProblem(Exception):
+    """An HTTP error answer: ``status`` and the contract's ``{"errors": [...]}`` body."""
+
+    def __init__(
+        self, status: int, field: str, error: str, headers: dict[str, str] | None = None
+    ) -> None:
+        super().__init__(error)
+        self.status = status
+        self.body = {"errors": [{"field": field, "error": error}]}
+        self.headers = headers or {}
+
+
+def register(sb: Switchboard) -> None:
+    app = sb.app
+    policy = ValidationPolicy(allow_http_webhooks=sb.settings.allow_http_webhooks)
+
+    @app.page("/v1/messages", name="messages")
+    class Messages(View):
+        async def post(self, request: Request) -> Response:
+            try:
+                client = _authenticate(sb, request)
+                body = await _read_body(request, sb.settings.max_body_bytes)
+                data = _parse_json(body)
+                _merge_idempotency_header(request, data)
+                try:
+                    instruction = validate_instruction(
+                        data, client=client, authenticated_client=client.client_id, policy=policy
+                    )
+                except ValidationFailed as exc:
+                    sb.metrics.rejections.labels("api").inc()
+                    return self.json({"errors": exc.as_dicts()}, status=422)
+                session_id = str(uuid.uuid4())
+                await _produce(
+                    sb, client.client_id, session_id, json.dumps(instruction.to_contract()).encode()
+                )
+            except HTTPProblem as exc:
+                return _problem(self, exc)
+            sb.metrics.instructions.labels("api", "accepted").inc()
+            return self.json(
+                {
+                    "session_id": session_id,
+                    "status": "accepted",
+                    "recipients": len(instruction.audience),
+                },
+                status=202,
+            )
+
+    async def get_session(view: View, request: Request, *args: Any, **kwargs: Any) -> Response:
+        try:
+            client = _authenticate(sb, request)
+            state = load_session(sb, _uuid(request.match_info["session_id"]))
+            if state is None or state.client_id != client.client_id:
+                raise HTTPProblem(404, "session_id", "no such session")
+            offset, limit = _page(request)
+        except HTTPProblem as exc:
+            return _problem(view, exc)
+        return view.json(_session_document(sb, state, offset, limit))
+
+    @app.page("/v1/sessions/{session_id}", name="session")
+    class Session(View):
+        # Routed to the worker owning the session's partition (GET only: bodies are dropped).
+        get = app.table_route(table=sb.tables.sessions, match_info="session_id")(get_session)
+
+    @app.page("/healthz", name="healthz")
+    class Health(View):
+        async def get(self, request: Request) -> Response:
+            ready = sb.clients.ready.is_set()
+            sb.metrics.clients.set(len(sb.clients))
+            body = {
+                "status": "ok" if ready else "starting",
+                "clients": len(sb.clients),
+                "rebalancing": bool(app.rebalancing),
+            }
+            return self.json(body, status=200 if ready else 503)
+
+    @app.page("/metrics", name="metrics")
+    class Metrics(View):
+        async def get(self, request: Request) -> Response:
+            sb.metrics.clients.set(len(sb.clients))
+            return self.bytes(sb.metrics.exposition(), content_type="text/plain; version=0.0.4")
+
+    document = openapi_document()
+
+    @app.page("/openapi.json", name="openapi")
+    class OpenAPI(View):
+        async def get(self, request: Request) -> Response:
+            return self.json(document)
+
+
+def _problem(view: View, exc: HTTPProblem) -> Response:
+    return view.json(exc.body, status=exc.status, headers=exc.headers)
+
+
+def _authenticate(sb: Switchboard, request: Request) -> ClientConfig:
+    """The client of the request's API key (``Authorization: Bearer <key>``)."""
+    scheme, _, key = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not key.strip():
+        raise HTTPProblem(401, "Authorization", "missing API key: send `Authorization: Bearer <key>`",
+                          {"WWW-Authenticate": 'Bearer realm="switchboard"'})  # fmt: skip
+    if not sb.clients.ready.is_set():
+        raise HTTPProblem(
+            503, "", "starting: client configuration not loaded yet", {"Retry-After": "2"}
+        )
+    client = sb.clients.authenticate(key.strip())
+    if client is None:
+        raise HTTPProblem(
+            401,
+            "Authorization",
+            "unknown API key",
+            {"WWW-Authenticate": 'Bearer error="invalid_token"'},
+        )
+    return client
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    too_large = HTTPProblem(413, "", f"the request body is larger than {limit:,} bytes")
+    length = request.headers.get("Content-Length")
+    if length is not None and length.isdigit() and int(length) > limit:
+        raise too_large
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.content.iter_chunked(64 * 1024):  # type: ignore[attr-defined]
+        size += len(chunk)
+        if size > limit:
+            raise too_large
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _parse_json(body: bytes) -> dict[str, Any]:
+    if not body.strip():
+        raise HTTPProblem(400, "", "the request body is empty; send the instruction as JSON")
+    try:
+        data = json.loads(body)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise HTTPProblem(400, "", f"the request body is not valid JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise HTTPProblem(400, "", "the instruction must be a JSON object")
+    return data
+
+
+def _merge_idempotency_header(request: Request, data: dict[str, Any]) -> None:
+    header = request.headers.get("Idempotency-Key")
+    if header is None:
+        return
+    if data.get("idempotency_key") not in (None, header):
+        raise HTTPProblem(422, "idempotency_key", "differs from the Idempotency-Key header")
+    data["idempotency_key"] = header
+
+
+async def _produce(sb: Switchboard, client_id: str, session_id: str, value: bytes) -> None:
+    headers = [
+        ("content-type", b"application/json"),
+        (SESSION_HEADER, session_id.encode()),
+        (SOURCE_HEADER, b"api"),
+    ]
+    started = time.monotonic()
+    try:
+        future = await sb.topics.instructions.send(
+            key=client_id.encode(), value=value, headers=headers
+        )
+        await asyncio.wait_for(asyncio.shield(future), sb.settings.produce_timeout)
+    except Exception as exc:  # noqa: BLE001 - any failure to confirm means "not durable": 503
+        log.error("instruction not confirmed by the broker", extra={"client_id": client_id, "error": repr(exc),
+                                                                      "waited": round(time.monotonic() - started, 3)})  # fmt: skip
+        raise HTTPProblem(503, "", "the instruction could not be stored (Kafka did not confirm the write); nothing was sent, retry later",
+                          {"Retry-After": "5"}) from None  # fmt: skip
+
+
+def _uuid(value: str) -> str:
+    try:
+        return str(uuid.UUID(value))
+    except ValueError:
+        raise HTTPProblem(404, "session_id", "no such session") from None
+
+
+def _page(request: Request) -> tuple[int, int]:
+    try:
+        offset = int(request.query.get("offset", "0"))
+        limit = int(request.query.get("limit", "100"))
+    except ValueError:
+        raise HTTPProblem(400, "offset", "offset and limit must be whole numbers") from None
+    if offset < 0 or not 1 <= limit <= MAX_PAGE:
+        raise HTTPProblem(400, "limit", f"offset must be 0 or more and limit 1 to {MAX_PAGE}")
+    return offset, limit
+
+
+def _session_document(
+    sb: Switchboard, state: SessionState, offset: int, limit: int
+) -> dict[str, Any]:
+    progress = load_progress(sb, state.session_id)
+    status = "completed" if progress.completed_at is not None else state.status
+    pending = (
+        "accepted"
+        if state.status == "dispatching"
+        else ("scheduled" if state.status == "scheduled" else "accepted")
+    )
+    recipients: list[dict[str, Any]] = []
+    end = min(state.recipients, offset + limit)
+    for index in range(offset, end):
+        for channel in state.channels:
+            key = delivery_key(state.session_id, index, channel)
+            delivery = load_delivery(sb, key)
+            entry: dict[str, Any] = {"index": index, "channel": channel}
+            if delivery is None:
+                entry["status"] = pending
+            else:
+                entry.update({
+                    "recipient": delivery.address or None, "status": delivery.status, "attempt": delivery.attempt,
+                    "provider_message_id": delivery.provider_message_id, "error_code": delivery.error_code,
+                    "error": delivery.error, "updated_at": _iso(delivery.updated_at),
+                })  # fmt: skip
+            recipients.append(entry)
+    return {
+        "session_id": state.session_id,
+        "client_id": state.client_id,
+        "status": status,
+        "trigger": state.trigger,
+        "channels": state.channels,
+        "created_at": _iso(state.created_at),
+        "completed_at": _iso(progress.completed_at) if progress.completed_at else None,
+        "recipient_count": state.recipients,
+        "deliveries": state.deliveries,
+        "final": progress.final,
+        "counts": progress.counts,
+        "recipients": recipients,
+        "next_offset": end if end < state.recipients else None,
+    }
+
+
+def _iso(ts: float) -> str:
+    from datetime import UTC, datetime
+
+    return datetime.fromtimestamp(ts, UTC).isoformat().replace("+00:00", "Z")

@@ -1,0 +1,303 @@
+"""The OpenAPI 3.1 document served at ``GET /openapi.json``.
+
+Built from the same constants the validator uses (channels, triggers, statuses), so the
+document cannot drift from what the API accepts; ``tests/unit/test_openapi.py`` validates it
+against the OpenAPI specification.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from switchboard.instruction import CHANNELS, MAX_AUDIENCE, TRIGGERS
+from switchboard.status import STATUSES
+
+__all__ = ["openapi_document"]
+
+
+def _errors_response(description: str) -> dict[str, Any]:
+    return {
+        "description": description,
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Errors"}}},
+    }
+
+
+def openapi_document() -> dict[str, Any]:
+    string = {"type": "string"}
+    nullable_string = {"type": ["string", "null"]}
+    recipient = {
+        "type": "object",
+        "additionalProperties": False,
+        "description": "A recipient profile with per-channel addresses.",
+        "properties": {
+            "phone": {
+                "type": "string",
+                "description": "E.164, e.g. +14155550100 (sms, voice, whatsapp)",
+            },
+            "email": {"type": "string", "format": "email"},
+            "push_token": {
+                "type": "string",
+                "description": "APNs device token or FCM registration token",
+            },
+            "slack": {
+                "type": "string",
+                "description": "Slack conversation id, #channel or incoming-webhook URL",
+            },
+            "name": {"type": "string", "description": "Available to templates as {{name}}"},
+            "timezone": {"type": "string", "description": "IANA zone, e.g. America/Los_Angeles"},
+            "locale": {"type": "string"},
+            "vars": {"type": "object", "additionalProperties": {"type": "string"}},
+        },
+    }
+    instruction = {
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["transport", "audience"],
+        "properties": {
+            "client_id": {
+                "type": "string",
+                "description": "Optional over HTTP: must match the API key's client.",
+            },
+            "idempotency_key": {"type": "string", "maxLength": 255},
+            "transport": {
+                "type": "object",
+                "additionalProperties": False,
+                "properties": {
+                    "type": {
+                        "type": "string",
+                        "enum": list(CHANNELS),
+                        "description": "Omitted: the client's default channels.",
+                    },
+                    "subject": string,
+                    "message": {
+                        "type": "string",
+                        "description": "{{var}} placeholders from extras.template_vars and the recipient profile.",
+                    },
+                    "fileUrl": {"type": "string", "format": "uri"},
+                    "extras": {
+                        "type": "object",
+                        "description": "template_vars, html, reply_to, headers, ...",
+                    },
+                },
+            },
+            "audience": {
+                "type": "array",
+                "minItems": 1,
+                "maxItems": MAX_AUDIENCE,
+                "items": {
+                    "oneOf": [
+                        {"type": "string", "description": "An address for the chosen channel"},
+                        {"$ref": "#/components/schemas/Recipient"},
+                    ]
+                },
+            },
+            "options": {
+                "type": "object",
+                "additionalProperties": False,
+                "properties": {
+                    "trigger": {"type": "string", "enum": list(TRIGGERS), "default": "immediate"},
+                    "scheduledTimestamp": {"type": "string", "format": "date-time"},
+                    "retries": {"type": "integer", "minimum": 0, "maximum": 20, "default": 0},
+                    "retryIntervalMinutes": {
+                        "type": "string",
+                        "default": "60",
+                        "examples": ["60,180,600"],
+                    },
+                    "webhookUrl": {"type": "string", "format": "uri"},
+                },
+            },
+        },
+    }
+    delivery = {
+        "type": "object",
+        "properties": {
+            "index": {"type": "integer"},
+            "channel": {"type": "string", "enum": list(CHANNELS)},
+            "recipient": nullable_string,
+            "status": {"type": "string", "enum": list(STATUSES)},
+            "attempt": {"type": "integer"},
+            "provider_message_id": nullable_string,
+            "error_code": nullable_string,
+            "error": nullable_string,
+            "updated_at": {"type": "string", "format": "date-time"},
+        },
+    }
+    session = {
+        "type": "object",
+        "properties": {
+            "session_id": {"type": "string", "format": "uuid"},
+            "client_id": string,
+            "status": {
+                "type": "string",
+                "enum": [
+                    "accepted",
+                    "scheduled",
+                    "waiting",
+                    "dispatching",
+                    "cancelled",
+                    "completed",
+                ],
+            },
+            "trigger": {"type": "string", "enum": list(TRIGGERS)},
+            "channels": {"type": "array", "items": {"type": "string", "enum": list(CHANNELS)}},
+            "created_at": {"type": "string", "format": "date-time"},
+            "completed_at": {"type": ["string", "null"], "format": "date-time"},
+            "recipient_count": {"type": "integer"},
+            "deliveries": {"type": "integer", "description": "recipients x channels"},
+            "final": {"type": "integer", "description": "deliveries in a final state"},
+            "counts": {"type": "object", "additionalProperties": {"type": "integer"}},
+            "recipients": {"type": "array", "items": {"$ref": "#/components/schemas/Delivery"}},
+            "next_offset": {"type": ["integer", "null"]},
+        },
+    }
+    bearer: list[dict[str, list[str]]] = [{"apiKey": []}]
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "Switchboard Send API",
+            "version": "1.0.0",
+            "description": "Send one message to an audience over SMS, email, push, voice, WhatsApp or Slack.",
+        },
+        "servers": [{"url": "http://127.0.0.1:6066"}],
+        "components": {
+            "securitySchemes": {
+                "apiKey": {"type": "http", "scheme": "bearer", "description": "A client's API key."}
+            },
+            "schemas": {
+                "Instruction": instruction,
+                "Recipient": recipient,
+                "Delivery": delivery,
+                "Session": session,
+                "Errors": {
+                    "type": "object",
+                    "required": ["errors"],
+                    "properties": {
+                        "errors": {
+                            "type": "array",
+                            "items": {
+                                "type": "object",
+                                "required": ["field", "error"],
+                                "properties": {"field": string, "error": string},
+                            },
+                        }
+                    },
+                },
+                "Accepted": {
+                    "type": "object",
+                    "required": ["session_id", "status", "recipients"],
+                    "properties": {
+                        "session_id": {"type": "string", "format": "uuid"},
+                        "status": {"const": "accepted"},
+                        "recipients": {"type": "integer"},
+                    },
+                },
+            },
+        },
+        "paths": {
+            "/v1/messages": {
+                "post": {
+                    "summary": "Accept an instruction",
+                    "security": bearer,
+                    "parameters": [
+                        {
+                            "name": "Idempotency-Key",
+                            "in": "header",
+                            "required": False,
+                            "schema": {"type": "string", "maxLength": 255},
+                        }
+                    ],
+                    "requestBody": {
+                        "required": True,
+                        "content": {
+                            "application/json": {
+                                "schema": {"$ref": "#/components/schemas/Instruction"}
+                            }
+                        },
+                    },
+                    "responses": {
+                        "202": {
+                            "description": "Durably stored in Kafka; a session was opened.",
+                            "content": {
+                                "application/json": {
+                                    "schema": {"$ref": "#/components/schemas/Accepted"}
+                                }
+                            },
+                        },
+                        "400": _errors_response("The body is not a JSON object."),
+                        "401": _errors_response("Missing or unknown API key."),
+                        "409": _errors_response("Idempotency conflict."),
+                        "413": _errors_response("The body is too large."),
+                        "422": _errors_response(
+                            "The instruction breaks the rules; every problem is listed."
+                        ),
+                        "429": _errors_response("Rate limited; see Retry-After."),
+                        "503": _errors_response(
+                            "Kafka did not confirm the write; nothing was sent. Retry later."
+                        ),
+                    },
+                }
+            },
+            "/v1/sessions/{session_id}": {
+                "get": {
+                    "summary": "A session and its recipients' states",
+                    "security": bearer,
+                    "parameters": [
+                        {
+                            "name": "session_id",
+                            "in": "path",
+                            "required": True,
+                            "schema": {"type": "string", "format": "uuid"},
+                        },
+                        {
+                            "name": "offset",
+                            "in": "query",
+                            "schema": {"type": "integer", "minimum": 0, "default": 0},
+                        },
+                        {
+                            "name": "limit",
+                            "in": "query",
+                            "schema": {
+                                "type": "integer",
+                                "minimum": 1,
+                                "maximum": 500,
+                                "default": 100,
+                            },
+                        },
+                    ],
+                    "responses": {
+                        "200": {
+                            "description": "The session.",
+                            "content": {
+                                "application/json": {
+                                    "schema": {"$ref": "#/components/schemas/Session"}
+                                }
+                            },
+                        },
+                        "401": _errors_response("Missing or unknown API key."),
+                        "404": _errors_response("No such session for this client."),
+                    },
+                }
+            },
+            "/healthz": {
+                "get": {
+                    "summary": "Liveness and readiness",
+                    "responses": {
+                        "200": {"description": "Ready."},
+                        "503": {"description": "Starting."},
+                    },
+                }
+            },
+            "/metrics": {
+                "get": {
+                    "summary": "Prometheus metrics",
+                    "responses": {"200": {"description": "Text exposition format."}},
+                }
+            },
+            "/openapi.json": {
+                "get": {
+                    "summary": "This document",
+                    "responses": {"200": {"description": "OpenAPI 3.1."}},
+                }
+            },
+        },
+    }

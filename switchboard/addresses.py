@@ -1,0 +1,118 @@
+"""Address validation and normalisation, per kind of address. Pure functions.
+
+Each ``normalize_*`` function returns the canonical form of a valid address and raises
+:class:`AddressError` (whose message is the reason, ready for a ``FieldError``) otherwise.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping
+from typing import Final
+from urllib.parse import urlsplit
+
+import phonenumbers
+from email_validator import EmailNotValidError, validate_email
+
+__all__ = [
+    "NORMALIZERS",
+    "AddressError",
+    "normalize_email",
+    "normalize_phone",
+    "normalize_push_token",
+    "normalize_slack",
+    "normalize_url",
+]
+
+
+class AddressError(ValueError):
+    """The address is not valid; the message says why."""
+
+
+def normalize_phone(value: str) -> str:
+    """An E.164 number (``+`` and country code), checked for plausibility with libphonenumber."""
+    text = value.strip()
+    if text.startswith("whatsapp:"):
+        text = text[len("whatsapp:") :]
+    if not text.startswith("+"):
+        raise AddressError(
+            "not a valid E.164 phone number: it must start with + and the country code"
+        )
+    try:
+        number = phonenumbers.parse(text, None)
+    except phonenumbers.NumberParseException as exc:
+        raise AddressError(f"not a valid E.164 phone number: {exc._msg}") from None
+    if not phonenumbers.is_possible_number(number):
+        raise AddressError("not a valid E.164 phone number: wrong number of digits for its country")
+    if not phonenumbers.is_valid_number(number):
+        raise AddressError("not a valid E.164 phone number: no such number range in its country")
+    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+
+
+def normalize_email(value: str) -> str:
+    """A syntactically valid address (no DNS lookup); the domain is lower-cased and IDNA-checked."""
+    try:
+        result = validate_email(value.strip(), check_deliverability=False)
+    except EmailNotValidError as exc:
+        raise AddressError(f"not a valid email address: {exc}") from None
+    normalized: str = result.normalized
+    return normalized
+
+
+_APNS_TOKEN: Final = re.compile(r"[0-9a-fA-F]{64,200}")
+_FCM_TOKEN: Final = re.compile(r"[A-Za-z0-9_\-:]{100,4096}")
+
+
+def normalize_push_token(value: str) -> str:
+    """An APNs device token (hex, 64+ characters, lower-cased) or an FCM registration token."""
+    text = value.strip()
+    if _APNS_TOKEN.fullmatch(text):
+        return text.lower()
+    if _FCM_TOKEN.fullmatch(text):
+        return text
+    raise AddressError(
+        "not a valid push token: expected an APNs device token (64 or more hex characters) "
+        "or an FCM registration token (100 or more characters of A-Z a-z 0-9 _ - :)"
+    )
+
+
+_SLACK_ID: Final = re.compile(r"[CGDU][A-Z0-9]{8,}")
+_SLACK_NAME: Final = re.compile(r"#[a-z0-9][a-z0-9_\-]{0,79}")
+
+
+def normalize_slack(value: str) -> str:
+    """A Slack conversation id (``C…``, ``G…``, ``D…``, ``U…``), a ``#channel-name``, or an
+    incoming-webhook URL (``https://hooks.slack.com/...``)."""
+    text = value.strip()
+    if _SLACK_ID.fullmatch(text) or _SLACK_NAME.fullmatch(text):
+        return text
+    if text.startswith(("https://", "http://")):
+        parts = urlsplit(text)
+        if parts.scheme == "https" and parts.hostname == "hooks.slack.com":
+            return text
+        raise AddressError("not a valid Slack webhook URL: it must be https://hooks.slack.com/...")
+    raise AddressError(
+        "not a valid Slack address: expected a conversation id such as C0123456789, "
+        "a #channel-name, or an incoming-webhook URL"
+    )
+
+
+def normalize_url(value: str, *, allow_http: bool = False) -> str:
+    """An absolute https URL (http too when ``allow_http``) with a host."""
+    text = value.strip()
+    parts = urlsplit(text)
+    schemes = ("https", "http") if allow_http else ("https",)
+    if parts.scheme not in schemes:
+        raise AddressError(f"not a valid URL: the scheme must be {' or '.join(schemes)}")
+    if not parts.hostname:
+        raise AddressError("not a valid URL: it has no host")
+    return text
+
+
+#: Normaliser for each recipient-profile address field.
+NORMALIZERS: Final[Mapping[str, Callable[[str], str]]] = {
+    "phone": normalize_phone,
+    "email": normalize_email,
+    "push_token": normalize_push_token,
+    "slack": normalize_slack,
+}

@@ -1,0 +1,294 @@
+"""``switchboard``: the command-line tool.
+
+::
+
+    switchboard dev                      the embedded default: broker + worker, sandbox channels
+    switchboard worker                   a worker (settings from SWITCHBOARD_* variables)
+    switchboard kafka start|stop|status  a local single-node Kafka broker from Maven Central jars
+    switchboard clients apply FILE       write clients.yaml to the clients topic
+    switchboard clients add-key CLIENT   make an API key; print it once, store its digest
+    switchboard send ...                 send a message through the Send API
+    switchboard status SESSION           a session's state
+    switchboard config                   the settings reference
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from switchboard.errors import ConfigError, SwitchboardError
+from switchboard.settings import Settings
+
+__all__ = ["main"]
+
+DEFAULT_URL = "http://127.0.0.1:6066"
+EMBEDDED_RUN_DIR = Path(".switchboard")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if not hasattr(args, "run"):
+        parser.print_help()
+        return 2
+    try:
+        result: int = args.run(args)
+        return result
+    except (SwitchboardError, ConfigError) as exc:
+        print(f"switchboard: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="switchboard", description="Kafka-native communication service."
+    )
+    sub = p.add_subparsers(metavar="COMMAND")
+
+    dev = sub.add_parser(
+        "dev", help="run the embedded default: a local broker and a sandbox worker"
+    )
+    dev.add_argument("--clients", type=Path, default=Path("config/clients.yaml"))
+    dev.set_defaults(run=_dev)
+
+    worker = sub.add_parser("worker", help="run a worker")
+    worker.add_argument("--web-port", type=int)
+    worker.add_argument("--data-dir", type=Path)
+    worker.set_defaults(run=_worker)
+
+    kafka = sub.add_parser(
+        "kafka", help="a local single-node Kafka broker (KRaft) from Maven Central"
+    )
+    kafka.add_argument("action", choices=["start", "stop", "status", "fetch"])
+    kafka.add_argument("--run-dir", type=Path, default=EMBEDDED_RUN_DIR / "kafka")
+    kafka.add_argument("--port", type=int, default=19092)
+    kafka.add_argument("--kafka-version", default=None)
+    kafka.set_defaults(run=_kafka)
+
+    clients = sub.add_parser("clients", help="client configuration")
+    csub = clients.add_subparsers(metavar="ACTION", required=True)
+    apply = csub.add_parser(
+        "apply", help="validate a clients.yaml and write it to the clients topic"
+    )
+    apply.add_argument("file", type=Path)
+    apply.set_defaults(run=_clients_apply)
+    add_key = csub.add_parser("add-key", help="make a new API key for a client in a clients.yaml")
+    add_key.add_argument("client")
+    add_key.add_argument("--file", type=Path, default=Path("config/clients.yaml"))
+    add_key.set_defaults(run=_clients_add_key)
+
+    send = sub.add_parser("send", help="send a message through the Send API")
+    send.add_argument("--to", action="append", required=True, help="an address (repeat for more)")
+    send.add_argument("--channel", choices=["sms", "email", "push", "voice", "whatsapp", "slack"])
+    send.add_argument("--message", "-m", required=True)
+    send.add_argument("--subject")
+    send.add_argument("--file-url")
+    send.add_argument("--idempotency-key")
+    _api_options(send)
+    send.set_defaults(run=_send)
+
+    status = sub.add_parser("status", help="show a session")
+    status.add_argument("session_id")
+    _api_options(status)
+    status.set_defaults(run=_status)
+
+    config = sub.add_parser("config", help="print the settings reference")
+    config.add_argument("--markdown", action="store_true")
+    config.set_defaults(run=_config)
+    return p
+
+
+def _api_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--url", default=os.environ.get("SWITCHBOARD_URL", DEFAULT_URL))
+    p.add_argument("--api-key", default=os.environ.get("SWITCHBOARD_API_KEY", "demo-key"))
+
+
+# -- running ---------------------------------------------------------------------------------
+
+
+def _worker(args: argparse.Namespace) -> int:
+    from streams.worker import run_worker
+
+    overrides: dict[str, Any] = {}
+    if args.web_port:
+        overrides["web_port"] = args.web_port
+    if args.data_dir:
+        overrides["data_dir"] = args.data_dir
+    run_worker(Settings.from_env(**overrides))
+    return 0
+
+
+def _dev(args: argparse.Namespace) -> int:
+    """The embedded default of ``make run``: needs nothing but Java, Maven and this package."""
+    from streams.worker import run_worker
+    from switchboard.kafka.local import LocalBroker
+
+    overrides: dict[str, Any] = {
+        "sandbox": True,
+        "clients_file": args.clients,
+        "data_dir": EMBEDDED_RUN_DIR / "data",
+        "sandbox_outbox": EMBEDDED_RUN_DIR / "outbox.jsonl",
+    }
+    if not os.environ.get("SWITCHBOARD_LOG_FORMAT"):
+        overrides["log_format"] = "text"
+    settings = Settings.from_env(**overrides)
+    broker = LocalBroker(
+        EMBEDDED_RUN_DIR / "kafka", port=int(settings.bootstrap_servers.rsplit(":", 1)[1])
+    )
+    print(f"Starting Kafka {broker.distribution.version} on {broker.bootstrap_servers} "
+          f"(first run fetches its jars from Maven Central)...", flush=True)  # fmt: skip
+    started_here = broker.running_pid() is None
+    if started_here:
+        broker.start()
+    try:
+        run_worker(settings, on_ready=lambda: _announce(settings))
+    except SystemExit as exc:
+        return int(exc.code or 0)
+    finally:
+        if started_here:
+            print("Stopping Kafka...", flush=True)
+            broker.stop()
+    return 0
+
+
+def _announce(settings: Settings) -> None:
+    url = settings.web_url
+    body = json.dumps({"transport": {"type": "email", "subject": "Hello", "message": "Hello {{name}}!"},
+                       "audience": [{"email": "ana@example.com", "name": "Ana"}]})  # fmt: skip
+    print(
+        f"""
+Switchboard is running on {url} (sandbox: nothing leaves this machine). Ctrl-C stops everything.
+
+Send a first message:
+  curl -s -X POST {url}/v1/messages -H 'Authorization: Bearer demo-key' \\
+       -H 'Content-Type: application/json' -d '{body}'
+  .venv/bin/switchboard send --channel sms --to +14155550100 -m 'Hello from Switchboard'
+
+Then: .venv/bin/switchboard status <session_id>    (sandbox sends: {settings.sandbox_outbox})
+      API document: {url}/openapi.json    metrics: {url}/metrics
+""",
+        flush=True,
+    )
+
+
+def _kafka(args: argparse.Namespace) -> int:
+    from switchboard.kafka.local import DEFAULT_KAFKA_VERSION, KafkaDistribution, LocalBroker
+
+    dist = KafkaDistribution(version=args.kafka_version or DEFAULT_KAFKA_VERSION)
+    if args.action == "fetch":
+        print(dist.ensure())
+        return 0
+    broker = LocalBroker(args.run_dir, distribution=dist, port=args.port)
+    if args.action == "start":
+        broker.start()
+        print(
+            f"Kafka {dist.version} running on {broker.bootstrap_servers} (pid {broker.running_pid()}, logs {broker.log_file})"
+        )
+    elif args.action == "stop":
+        broker.stop()
+        print("stopped")
+    else:
+        pid = broker.running_pid()
+        print(f"running (pid {pid}) on {broker.bootstrap_servers}" if pid else "not running")
+        return 0 if pid else 3
+    return 0
+
+
+# -- clients ---------------------------------------------------------------------------------
+
+
+def _clients_apply(args: argparse.Namespace) -> int:
+    from streams.worker import apply_clients_file
+
+    applied = apply_clients_file(Settings.from_env(), args.file)
+    print(f"applied {len(applied)} client(s): {', '.join(applied)}")
+    return 0
+
+
+def _clients_add_key(args: argparse.Namespace) -> int:
+    import yaml
+
+    from switchboard.clients import api_key_digest, new_api_key
+
+    document = yaml.safe_load(args.file.read_text())
+    client = (document or {}).get("clients", {}).get(args.client)
+    if client is None:
+        raise ConfigError(f"{args.file} has no client {args.client!r}")
+    key = new_api_key(args.client)
+    client.setdefault("api_keys", []).append(api_key_digest(key))
+    args.file.write_text(yaml.safe_dump(document, sort_keys=False))
+    print(key)
+    print(f"# its digest was added to {args.file}; run `switchboard clients apply {args.file}`. "
+          "The key is shown only now.", file=sys.stderr)  # fmt: skip
+    return 0
+
+
+# -- the Send API ----------------------------------------------------------------------------
+
+
+def _send(args: argparse.Namespace) -> int:
+    transport: dict[str, Any] = {"message": args.message}
+    if args.channel:
+        transport["type"] = args.channel
+    if args.subject:
+        transport["subject"] = args.subject
+    if args.file_url:
+        transport["fileUrl"] = args.file_url
+    body: dict[str, Any] = {"transport": transport, "audience": args.to}
+    if args.idempotency_key:
+        body["idempotency_key"] = args.idempotency_key
+    status, answer = _http(args, "POST", "/v1/messages", body)
+    print(json.dumps(answer, indent=2))
+    return 0 if status == 202 else 1
+
+
+def _status(args: argparse.Namespace) -> int:
+    status, answer = _http(args, "GET", f"/v1/sessions/{args.session_id}")
+    print(json.dumps(answer, indent=2))
+    return 0 if status == 200 else 1
+
+
+def _http(args: argparse.Namespace, method: str, path: str, body: Any = None) -> tuple[int, Any]:
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(  # noqa: S310 - the URL is the operator's own --url
+        args.url.rstrip("/") + path, data=data, method=method,
+        headers={"Authorization": f"Bearer {args.api_key}", "Content-Type": "application/json"},
+    )  # fmt: skip
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310
+            return response.status, json.loads(response.read() or b"null")
+    except urllib.error.HTTPError as exc:
+        payload = exc.read()
+        try:
+            return exc.code, json.loads(payload)
+        except ValueError:
+            return exc.code, {"error": payload.decode(errors="replace")}
+    except urllib.error.URLError as exc:
+        raise SwitchboardError(
+            f"cannot reach {args.url}: {exc.reason} (is `make run` running?)"
+        ) from None
+
+
+def _config(args: argparse.Namespace) -> int:
+    rows = Settings.reference()
+    if args.markdown:
+        print("| variable | default | meaning |\n|---|---|---|")
+        for env, default, doc in rows:
+            print(f"| `{env}` | {f'`{default}`' if default else ''} | {doc} |")
+    else:
+        for env, default, doc in rows:
+            print(f"{env}={default}\n    {doc}")
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

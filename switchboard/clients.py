@@ -1,0 +1,292 @@
+"""Client configuration (CONTRACT.md section 6): parsing, validation and API-key hashing. Pure.
+
+A client's configuration arrives as YAML (``config/clients.yaml``, applied with
+``switchboard clients apply``) and travels as JSON on the compacted ``<prefix>.clients`` topic,
+keyed by client id. :func:`parse_client` accepts either form's mapping and reports every problem.
+
+API keys are never stored: only ``sha256:<hex>`` digests are. :func:`api_key_digest` computes
+one; lookups compare digests with :func:`hmac.compare_digest`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+import secrets
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Final, cast
+
+from switchboard.errors import ConfigError, FieldError
+from switchboard.instruction import CHANNELS, Channel
+from switchboard.zones import is_zone_name
+
+__all__ = [
+    "ChannelConfig",
+    "ClientConfig",
+    "TimeWindow",
+    "api_key_digest",
+    "new_api_key",
+    "parse_client",
+    "parse_clients_document",
+]
+
+DAYS: Final = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+_CLIENT_ID: Final = re.compile(r"[a-z0-9][a-z0-9_\-]{0,62}")
+_DIGEST: Final = re.compile(r"sha256:[0-9a-f]{64}")
+_HHMM: Final = re.compile(r"([01]\d|2[0-4]):([0-5]\d)")
+
+
+def api_key_digest(key: str) -> str:
+    """The stored form of an API key: ``sha256:`` and the hex digest of its UTF-8 bytes."""
+    return "sha256:" + hashlib.sha256(key.encode()).hexdigest()
+
+
+def new_api_key(client_id: str) -> str:
+    """A new random API key (256 bits), prefixed for recognisability in secret scanners."""
+    return f"sb_{client_id}_{secrets.token_urlsafe(32)}"
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelConfig:
+    """How one client sends over one channel: the provider and its options (``from``, ...).
+
+    Provider secrets are never here: options name environment variables instead (see the
+    transports' docs), so the topic and the logs never carry them.
+    """
+
+    provider: str
+    options: Mapping[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"provider": self.provider, **self.options}
+
+
+@dataclass(frozen=True, slots=True)
+class TimeWindow:
+    """When a channel may send: ``days`` of the week, ``start``-``end`` local time (``end`` may be
+    before ``start``: the window then crosses midnight), in ``timezone`` (an IANA name, or
+    ``recipient``: the recipient's zone, else the phone number's, else the client's)."""
+
+    days: tuple[str, ...]
+    start: str
+    end: str
+    timezone: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "days": list(self.days),
+            "start": self.start,
+            "end": self.end,
+            "timezone": self.timezone,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class ClientConfig:
+    client_id: str
+    api_key_digests: tuple[str, ...] = ()
+    webhook_secret: str | None = None
+    default_channels: tuple[Channel, ...] = ()
+    channels: Mapping[Channel, ChannelConfig] = field(default_factory=dict)
+    time_windows: Mapping[Channel, TimeWindow] = field(default_factory=dict)
+    timezone: str = "UTC"
+    service_managers: tuple[str, ...] | None = None
+    help_text: str | None = None
+
+    def accepts_key(self, key: str) -> bool:
+        """Whether ``key`` is one of this client's API keys (constant-time per digest)."""
+        digest = api_key_digest(key)
+        found = False
+        for stored in self.api_key_digests:
+            found |= hmac.compare_digest(stored, digest)
+        return found
+
+    def to_json(self) -> dict[str, Any]:
+        """The topic form: the same mapping :func:`parse_client` reads."""
+        out: dict[str, Any] = {
+            "api_keys": list(self.api_key_digests),
+            "default_channels": list(self.default_channels),
+            "channels": {ch: cfg.to_json() for ch, cfg in self.channels.items()},
+            "time_windows": {ch: w.to_json() for ch, w in self.time_windows.items()},
+            "timezone": self.timezone,
+        }
+        if self.webhook_secret is not None:
+            out["webhook_secret"] = self.webhook_secret
+        if self.service_managers is not None:
+            out["service_managers"] = list(self.service_managers)
+        if self.help_text is not None:
+            out["help_text"] = self.help_text
+        return out
+
+
+_KNOWN_KEYS: Final = frozenset(
+    {"api_keys", "webhook_secret", "default_channels", "channels", "time_windows", "timezone",
+     "service_managers", "help_text"}
+)  # fmt: skip
+
+
+def parse_client(client_id: str, data: Any) -> ClientConfig:
+    """Build a :class:`ClientConfig`; raise :class:`ConfigError` naming every problem."""
+    errors: list[FieldError] = []
+    p = f"clients.{client_id}"
+    if not isinstance(client_id, str) or not _CLIENT_ID.fullmatch(client_id):
+        errors.append(
+            FieldError(
+                p, "a client id is 1-63 characters of a-z 0-9 _ -, starting with a letter or digit"
+            )
+        )
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"{p}: must be a mapping")
+    errors.extend(FieldError(f"{p}.{k}", "unknown setting") for k in data if k not in _KNOWN_KEYS)
+    keys = _api_keys(data.get("api_keys", []), f"{p}.api_keys", errors)
+    secret = data.get("webhook_secret")
+    if secret is not None and not (
+        isinstance(secret, str) and secret.startswith("whsec_") and len(secret) > 16
+    ):
+        errors.append(
+            FieldError(f"{p}.webhook_secret", "must be whsec_ followed by a base64 secret")
+        )
+    channels = _channels(data.get("channels", {}), f"{p}.channels", errors)
+    defaults = _string_list(data.get("default_channels", []), f"{p}.default_channels", errors)
+    for i, name in enumerate(defaults):
+        if name not in channels:
+            errors.append(
+                FieldError(
+                    f"{p}.default_channels[{i}]",
+                    f"channel {name!r} is not configured under channels",
+                )
+            )
+    timezone = data.get("timezone", "UTC")
+    if not is_zone_name(timezone):
+        errors.append(FieldError(f"{p}.timezone", "not an IANA time zone name"))
+    windows = _windows(data.get("time_windows", {}), channels, f"{p}.time_windows", errors)
+    managers = None
+    if "service_managers" in data:
+        managers = tuple(_string_list(data["service_managers"], f"{p}.service_managers", errors))
+    help_text = data.get("help_text")
+    if help_text is not None and not isinstance(help_text, str):
+        errors.append(FieldError(f"{p}.help_text", "must be a string"))
+    if errors:
+        raise ConfigError(
+            "invalid client configuration:\n" + "\n".join(f"  {e.field}: {e.error}" for e in errors)
+        )
+    return ClientConfig(
+        client_id=client_id,
+        api_key_digests=tuple(keys),
+        webhook_secret=secret,
+        default_channels=tuple(cast(Channel, d) for d in defaults),
+        channels=channels,
+        time_windows=windows,
+        timezone=timezone,
+        service_managers=managers,
+        help_text=help_text,
+    )
+
+
+def _api_keys(value: Any, where: str, errors: list[FieldError]) -> list[str]:
+    keys = _string_list(value, where, errors)
+    for i, key in enumerate(keys):
+        if not _DIGEST.fullmatch(key):
+            errors.append(
+                FieldError(
+                    f"{where}[{i}]",
+                    "must be sha256:<64 hex digits>; store digests, never keys (see `switchboard clients add-key`)",
+                )
+            )
+    return keys
+
+
+def _channels(raw: Any, where: str, errors: list[FieldError]) -> dict[Channel, ChannelConfig]:
+    if not isinstance(raw, Mapping):
+        errors.append(FieldError(where, "must be a mapping of channel to settings"))
+        return {}
+    channels: dict[Channel, ChannelConfig] = {}
+    for name, cfg in raw.items():
+        if name not in CHANNELS:
+            errors.append(
+                FieldError(
+                    f"{where}.{name}", f"unknown channel; expected one of {', '.join(CHANNELS)}"
+                )
+            )
+        elif not isinstance(cfg, Mapping) or not isinstance(cfg.get("provider"), str):
+            errors.append(
+                FieldError(
+                    f"{where}.{name}", "must be a mapping with a provider, e.g. {provider: sandbox}"
+                )
+            )
+        else:
+            options = {k: v for k, v in cfg.items() if k != "provider"}
+            channels[cast(Channel, name)] = ChannelConfig(cfg["provider"], options)
+    return channels
+
+
+def _windows(
+    raw: Any, channels: Mapping[Channel, ChannelConfig], where: str, errors: list[FieldError]
+) -> dict[Channel, TimeWindow]:
+    if not isinstance(raw, Mapping):
+        errors.append(FieldError(where, "must be a mapping of channel to window"))
+        return {}
+    windows: dict[Channel, TimeWindow] = {}
+    for name, value in raw.items():
+        window = _parse_window(value, f"{where}.{name}", errors)
+        if name not in channels:
+            errors.append(FieldError(f"{where}.{name}", "no such configured channel"))
+        elif window is not None:
+            windows[cast(Channel, name)] = window
+    return windows
+
+
+def parse_clients_document(doc: Any) -> dict[str, ClientConfig]:
+    """Parse a whole ``clients.yaml`` document (``{"clients": {id: config}}``)."""
+    if not isinstance(doc, Mapping) or not isinstance(doc.get("clients"), Mapping):
+        raise ConfigError("a clients file must have a top-level `clients:` mapping")
+    problems: list[str] = []
+    parsed: dict[str, ClientConfig] = {}
+    for client_id, data in doc["clients"].items():
+        try:
+            parsed[str(client_id)] = parse_client(str(client_id), data)
+        except ConfigError as exc:
+            problems.append(str(exc))
+    if problems:
+        raise ConfigError("\n".join(problems))
+    return parsed
+
+
+def _string_list(value: Any, where: str, errors: list[FieldError]) -> list[str]:
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        errors.append(FieldError(where, "must be a list of strings"))
+        return []
+    return list(value)
+
+
+def _parse_window(raw: Any, where: str, errors: list[FieldError]) -> TimeWindow | None:
+    if not isinstance(raw, Mapping):
+        errors.append(FieldError(where, "must be a mapping with days, start, end and timezone"))
+        return None
+    before = len(errors)
+    days = _string_list(raw.get("days", list(DAYS)), f"{where}.days", errors)
+    errors.extend(
+        FieldError(f"{where}.days", f"unknown day {d!r}; use {', '.join(DAYS)}")
+        for d in days
+        if d not in DAYS
+    )
+    start, end = raw.get("start", "00:00"), raw.get("end", "24:00")
+    for key, value in (("start", start), ("end", end)):
+        if (
+            not isinstance(value, str)
+            or not _HHMM.fullmatch(value)
+            or (value.startswith("24") and value != "24:00")
+        ):
+            errors.append(FieldError(f"{where}.{key}", "must be HH:MM between 00:00 and 24:00"))
+    zone = raw.get("timezone", "recipient")
+    if zone != "recipient" and not is_zone_name(zone):
+        errors.append(
+            FieldError(f"{where}.timezone", "must be `recipient` or an IANA time zone name")
+        )
+    unknown = set(raw) - {"days", "start", "end", "timezone"}
+    errors.extend(FieldError(f"{where}.{k}", "unknown setting") for k in sorted(unknown))
+    if len(errors) > before:
+        return None
+    return TimeWindow(tuple(days), start, end, zone)

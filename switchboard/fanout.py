@@ -1,0 +1,108 @@
+"""Fan-out: one chunk of a session's audience → dispatch jobs, one per (recipient, channel). Pure.
+
+A session's audience is stored in chunks of :data:`CHUNK_SIZE` recipients, and fanned out one
+chunk per session command, so a 1,000,000-recipient session never holds more than one chunk's
+jobs in memory and never blocks its partition for long.
+
+For each recipient and channel, :func:`plan_chunk` gives either a :class:`~switchboard.records.
+DispatchJob` with the message rendered for that recipient, or a ``rejected`` report saying why
+that delivery cannot be made (no address for the channel, a template variable without a value):
+a delivery is never dropped silently.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any, Final
+
+from switchboard.instruction import ADDRESS_FIELD, Channel
+from switchboard.records import DispatchJob, Report, SessionState
+from switchboard.render import MissingVariable, TemplateSyntaxError, render
+
+__all__ = ["CHUNK_SIZE", "chunk_count", "plan_chunk", "template_variables"]
+
+CHUNK_SIZE: Final = 500
+
+
+def chunk_count(recipients: int, size: int = CHUNK_SIZE) -> int:
+    return max(1, -(-recipients // size))
+
+
+def template_variables(
+    transport: Mapping[str, Any], recipient: Mapping[str, Any]
+) -> dict[str, Any]:
+    """Variables for one recipient: ``extras.template_vars``, then the profile (which wins)."""
+    extras = transport.get("extras") or {}
+    variables: dict[str, Any] = dict(extras.get("template_vars") or {})
+    variables.update(recipient.get("vars") or {})
+    if recipient.get("name") is not None:
+        variables["name"] = recipient["name"]
+    return variables
+
+
+def plan_chunk(
+    session: SessionState,
+    chunk: int,
+    recipients: Sequence[Mapping[str, Any]],
+    *,
+    now: float,
+    size: int = CHUNK_SIZE,
+) -> Iterator[DispatchJob | Report]:
+    """The jobs (or rejected reports) of audience chunk ``chunk``, in recipient then channel order."""
+    transport = session.transport
+    extras = {k: v for k, v in (transport.get("extras") or {}).items() if k != "template_vars"}
+    for offset, recipient in enumerate(recipients):
+        index = chunk * size + offset
+        variables = template_variables(transport, recipient)
+        for channel in session.channels:
+            address = (recipient.get("addresses") or {}).get(ADDRESS_FIELD[_channel(channel)])
+            if not address:
+                yield _rejected(session, channel, index, "", now, "no-address",
+                                f"the recipient has no {ADDRESS_FIELD[_channel(channel)]} for {channel}")  # fmt: skip
+                continue
+            try:
+                message = _render(transport.get("message"), variables)
+                subject = _render(transport.get("subject"), variables)
+                job_extras = dict(extras)
+                if isinstance(extras.get("html"), str):
+                    job_extras["html"] = render(extras["html"], variables, escape_html=True)
+            except (MissingVariable, TemplateSyntaxError) as exc:
+                yield _rejected(session, channel, index, address, now, "template", str(exc))
+                continue
+            yield DispatchJob(
+                session_id=session.session_id,
+                client_id=session.client_id,
+                channel=channel,
+                index=index,
+                address=address,
+                attempt=1,
+                message=message,
+                subject=subject,
+                file_url=transport.get("fileUrl"),
+                extras=job_extras,
+                locale=recipient.get("locale"),
+            )
+
+
+def _render(template: Any, variables: Mapping[str, Any]) -> str | None:
+    return render(template, variables) if isinstance(template, str) else None
+
+
+def _channel(name: str) -> Channel:
+    return name  # type: ignore[return-value]  # channels were validated at intake
+
+
+def _rejected(
+    session: SessionState, channel: str, index: int, address: str, now: float, code: str, error: str
+) -> Report:
+    return Report(
+        session_id=session.session_id,
+        client_id=session.client_id,
+        channel=channel,
+        index=index,
+        address=address,
+        status="rejected",
+        error_code=code,
+        error=error,
+        occurred_at=now,
+    )

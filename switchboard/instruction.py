@@ -1,0 +1,186 @@
+"""The instruction: what a client asks Switchboard to send (CONTRACT.md section 2).
+
+These are plain immutable values. :func:`switchboard.validation.validate_instruction` is the only
+way to build one from untrusted input; :meth:`Instruction.to_contract` gives back the contract's
+JSON shape, which is also what travels inside Switchboard's internal topics.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Final, Literal, get_args
+
+Channel = Literal["sms", "email", "push", "voice", "whatsapp", "slack"]
+CHANNELS: Final[tuple[Channel, ...]] = get_args(Channel)
+
+Trigger = Literal["immediate", "scheduled", "manual"]
+TRIGGERS: Final[tuple[Trigger, ...]] = get_args(Trigger)
+
+#: Which recipient-profile field holds the address for each channel.
+ADDRESS_FIELD: Final[Mapping[Channel, str]] = {
+    "sms": "phone",
+    "voice": "phone",
+    "whatsapp": "phone",
+    "email": "email",
+    "push": "push_token",
+    "slack": "slack",
+}
+
+MAX_AUDIENCE: Final = 1_000_000
+
+__all__ = [
+    "ADDRESS_FIELD",
+    "CHANNELS",
+    "MAX_AUDIENCE",
+    "TRIGGERS",
+    "Channel",
+    "Instruction",
+    "Options",
+    "Recipient",
+    "Transport",
+    "Trigger",
+    "recipient_from_record",
+    "recipient_record",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class Recipient:
+    """One audience entry. ``addresses`` maps a channel's address field (``phone``, ``email``,
+    ``push_token``, ``slack``) to a normalised address. ``given`` is the original string when the
+    entry was a bare address rather than a profile."""
+
+    addresses: Mapping[str, str]
+    name: str | None = None
+    timezone: str | None = None
+    locale: str | None = None
+    vars: Mapping[str, str] = field(default_factory=dict)
+    given: str | None = None
+
+    def address_for(self, channel: Channel) -> str | None:
+        return self.addresses.get(ADDRESS_FIELD[channel])
+
+    def to_contract(self) -> str | dict[str, Any]:
+        if self.given is not None:
+            return self.given
+        out: dict[str, Any] = dict(self.addresses)
+        for key in ("name", "timezone", "locale"):
+            if (value := getattr(self, key)) is not None:
+                out[key] = value
+        if self.vars:
+            out["vars"] = dict(self.vars)
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class Transport:
+    """The message and the channel it goes over (``None``: the client's default channels)."""
+
+    type: Channel | None
+    message: str | None = None
+    subject: str | None = None
+    file_url: str | None = None
+    extras: Mapping[str, Any] = field(default_factory=dict)
+
+    def to_contract(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"type": self.type}
+        if self.subject is not None:
+            out["subject"] = self.subject
+        if self.message is not None:
+            out["message"] = self.message
+        if self.file_url is not None:
+            out["fileUrl"] = self.file_url
+        if self.extras:
+            out["extras"] = dict(self.extras)
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class Options:
+    trigger: Trigger = "immediate"
+    scheduled_at: datetime | None = None
+    retries: int = 0
+    retry_intervals_minutes: tuple[float, ...] = (60.0,)
+    webhook_url: str | None = None
+
+    def to_contract(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "trigger": self.trigger,
+            "retries": self.retries,
+            "retryIntervalMinutes": ",".join(_minutes(m) for m in self.retry_intervals_minutes),
+        }
+        if self.scheduled_at is not None:
+            out["scheduledTimestamp"] = self.scheduled_at.isoformat()
+        if self.webhook_url is not None:
+            out["webhookUrl"] = self.webhook_url
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class Instruction:
+    """A validated instruction. ``channels`` is resolved: the transport's type, or the client's
+    default channels when the instruction named none."""
+
+    client_id: str
+    transport: Transport
+    audience: tuple[Recipient, ...]
+    channels: tuple[Channel, ...]
+    options: Options = field(default_factory=Options)
+    idempotency_key: str | None = None
+
+    def to_contract(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "client_id": self.client_id,
+            "transport": self.transport.to_contract(),
+            "audience": [r.to_contract() for r in self.audience],
+            "options": self.options.to_contract(),
+        }
+        if self.idempotency_key is not None:
+            out["idempotency_key"] = self.idempotency_key
+        return out
+
+    def to_record(self) -> dict[str, Any]:
+        """The internal form (session commands, tables): like the contract's, but with the
+        resolved channels and every recipient as its normalised addresses, so no stage after
+        intake parses an address again."""
+        return {
+            "client_id": self.client_id,
+            "idempotency_key": self.idempotency_key,
+            "channels": list(self.channels),
+            "transport": self.transport.to_contract(),
+            "options": self.options.to_contract(),
+            "audience": [recipient_record(r) for r in self.audience],
+        }
+
+    @property
+    def deliveries(self) -> int:
+        """How many (recipient, channel) deliveries this instruction makes."""
+        return len(self.audience) * len(self.channels)
+
+
+def recipient_record(r: Recipient) -> dict[str, Any]:
+    """A recipient in the internal form; absent fields are left out (audiences can be large)."""
+    out: dict[str, Any] = {"addresses": dict(r.addresses)}
+    for key in ("name", "timezone", "locale", "given"):
+        if (value := getattr(r, key)) is not None:
+            out[key] = value
+    if r.vars:
+        out["vars"] = dict(r.vars)
+    return out
+
+
+def recipient_from_record(data: Mapping[str, Any]) -> Recipient:
+    return Recipient(
+        addresses=data.get("addresses", {}),
+        name=data.get("name"),
+        timezone=data.get("timezone"),
+        locale=data.get("locale"),
+        vars=data.get("vars", {}),
+        given=data.get("given"),
+    )
+
+
+def _minutes(value: float) -> str:
+    return str(int(value)) if value == int(value) else repr(value)

@@ -1,0 +1,1 @@
+"""Running a local Apache Kafka broker from Maven Central jars (``make run``, the tests)."""

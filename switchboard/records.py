@@ -1,0 +1,181 @@
+"""Messages on Switchboard's internal topics, and the values of its tables. Pure.
+
+Internal topics carry JSON (they are Switchboard's own; the public topics carry Avro). Every
+internal topic is keyed by session id and has the same partition count, so one session's
+commands, jobs and reports, and its table rows, all live on one partition (see
+``streams/topics.py``). Decoding ignores unknown fields, so a newer worker's messages do not
+stop an older one during a rolling upgrade.
+
+::
+
+    sessions topic   OpenSession, FanOut     ─► session agent (owns SessionState)
+    dispatch.<ch>    DispatchJob             ─► dispatch agent of channel <ch>
+    reports topic    Report                  ─► report agent (owns DeliveryState, Progress)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Literal, TypeVar
+
+from switchboard.status import Status
+
+__all__ = [
+    "DeliveryState",
+    "DispatchJob",
+    "FanOut",
+    "OpenSession",
+    "Progress",
+    "Report",
+    "SessionCommand",
+    "SessionState",
+    "decode",
+    "delivery_key",
+    "encode",
+]
+
+T = TypeVar("T")
+
+
+def delivery_key(session_id: str, index: int, channel: str) -> str:
+    """Table key of one (recipient, channel) delivery of a session."""
+    return f"{session_id}/{index}/{channel}"
+
+
+def encode(record: Any) -> bytes:
+    """JSON bytes of a record dataclass, with its ``kind`` tag when it has one."""
+    body = dataclasses.asdict(record)
+    kind = getattr(type(record), "KIND", None)
+    if kind is not None:
+        body["kind"] = kind
+    return json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def decode(cls: type[T], data: bytes | Mapping[str, Any]) -> T:
+    """Build ``cls`` from JSON bytes or a mapping, ignoring unknown fields."""
+    body = json.loads(data) if isinstance(data, bytes | bytearray) else dict(data)
+    names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    return cls(**{k: v for k, v in body.items() if k in names})
+
+
+@dataclass(frozen=True, slots=True)
+class OpenSession:
+    """Open a session for a validated instruction (contract shape) under ``session_id``."""
+
+    KIND: ClassVar[str] = "open"
+    session_id: str
+    instruction: dict[str, Any]
+    received_at: float
+    source: Literal["api", "kafka"]
+    origin: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class FanOut:
+    """Continue a session's fan-out with audience chunk ``chunk``."""
+
+    KIND: ClassVar[str] = "fanout"
+    session_id: str
+    chunk: int
+
+
+SessionCommand = OpenSession | FanOut
+_COMMANDS: dict[str, type[OpenSession] | type[FanOut]] = {"open": OpenSession, "fanout": FanOut}
+
+
+def decode_command(data: bytes) -> SessionCommand:
+    body = json.loads(data)
+    try:
+        cls = _COMMANDS[body["kind"]]
+    except (KeyError, TypeError):
+        raise ValueError(f"unknown session command kind: {body.get('kind')!r}") from None
+    return decode(cls, body)
+
+
+@dataclass(frozen=True, slots=True)
+class DispatchJob:
+    """Send one rendered message to one address: a self-contained unit of provider work."""
+
+    session_id: str
+    client_id: str
+    channel: str
+    index: int
+    address: str
+    attempt: int
+    message: str | None
+    subject: str | None = None
+    file_url: str | None = None
+    extras: dict[str, Any] = field(default_factory=dict)
+    locale: str | None = None
+
+    @property
+    def key(self) -> str:
+        return delivery_key(self.session_id, self.index, self.channel)
+
+
+@dataclass(frozen=True, slots=True)
+class Report:
+    """What happened to one delivery attempt (a provider's answer, a callback, a decision)."""
+
+    session_id: str
+    client_id: str
+    channel: str
+    index: int
+    address: str
+    status: Status
+    attempt: int = 0
+    provider_message_id: str | None = None
+    error_code: str | None = None
+    error: str | None = None
+    retryable: bool = False
+    detail: dict[str, Any] = field(default_factory=dict)
+    occurred_at: float = 0.0
+
+    @property
+    def key(self) -> str:
+        return delivery_key(self.session_id, self.index, self.channel)
+
+
+@dataclass(frozen=True, slots=True)
+class SessionState:
+    """A session as the session agent keeps it. ``deliveries`` = recipients x channels."""
+
+    session_id: str
+    client_id: str
+    channels: list[str]
+    recipients: int
+    deliveries: int
+    chunks: int
+    trigger: str
+    status: Literal["accepted", "scheduled", "waiting", "dispatching", "cancelled"]
+    created_at: float
+    source: str
+    transport: dict[str, Any]
+    options: dict[str, Any]
+    idempotency_key: str | None = None
+    fanned_out_chunks: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryState:
+    """The latest state of one delivery, owned by the report agent."""
+
+    status: Status
+    attempt: int
+    address: str
+    updated_at: float
+    provider_message_id: str | None = None
+    error_code: str | None = None
+    error: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Progress:
+    """How many of a session's deliveries are final, by status; owned by the report agent."""
+
+    final: int = 0
+    counts: dict[str, int] = field(default_factory=dict)
+    completed_at: float | None = None

@@ -1,0 +1,239 @@
+"""Operator settings, read from the environment. One typed, immutable object.
+
+Every setting is a field with its environment variable and its documentation; the README's
+configuration table is generated from these (``switchboard config --markdown``) and a test keeps
+the two equal.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any, Literal, get_args, get_origin, get_type_hints
+
+from switchboard.errors import ConfigError
+
+__all__ = ["Settings"]
+
+LogFormat = Literal["json", "text"]
+
+
+def _s(env: str, doc: str) -> dict[str, str]:
+    return {"env": env, "doc": doc}
+
+
+@dataclass(frozen=True)
+class Settings:
+    bootstrap_servers: str = field(
+        default="127.0.0.1:19092",
+        metadata=_s("SWITCHBOARD_BOOTSTRAP_SERVERS", "Kafka bootstrap servers, comma separated."),
+    )
+    topic_prefix: str = field(
+        default="comms",
+        metadata=_s(
+            "SWITCHBOARD_TOPIC_PREFIX",
+            "Prefix of every topic: `<prefix>.instructions`, `<prefix>.status`, ...",
+        ),
+    )
+    app_id: str = field(
+        default="switchboard",
+        metadata=_s(
+            "SWITCHBOARD_APP_ID",
+            "Consumer group and prefix of the changelog topics. Workers of one deployment share it.",
+        ),
+    )
+    partitions: int = field(
+        default=8,
+        metadata=_s(
+            "SWITCHBOARD_PARTITIONS",
+            "Partitions of every topic Switchboard creates: the most workers that share the load.",
+        ),
+    )
+    replication_factor: int = field(
+        default=1,
+        metadata=_s(
+            "SWITCHBOARD_REPLICATION_FACTOR",
+            "Replication factor of the topics Switchboard creates (3 in production).",
+        ),
+    )
+    data_dir: Path = field(
+        default=Path(".switchboard/data"),
+        metadata=_s(
+            "SWITCHBOARD_DATA_DIR",
+            "Where the worker keeps its RocksDB tables (a cache: rebuilt from Kafka when lost). One per worker.",
+        ),
+    )
+    web_host: str = field(
+        default="127.0.0.1", metadata=_s("SWITCHBOARD_WEB_HOST", "Address the HTTP server binds.")
+    )
+    web_port: int = field(
+        default=6066,
+        metadata=_s(
+            "SWITCHBOARD_WEB_PORT", "Port of the HTTP server (Send API, callbacks, metrics)."
+        ),
+    )
+    advertised_url: str | None = field(
+        default=None,
+        metadata=_s(
+            "SWITCHBOARD_ADVERTISED_URL",
+            "URL other workers use to reach this one (requests for a session are routed to the worker that owns it). Default: http://<web host>:<web port>.",
+        ),
+    )
+    public_url: str | None = field(
+        default=None,
+        metadata=_s(
+            "SWITCHBOARD_PUBLIC_URL",
+            "The public base URL providers call back (Twilio status callbacks).",
+        ),
+    )
+    schema_registry_url: str | None = field(
+        default=None,
+        metadata=_s(
+            "SCHEMA_REGISTRY_URL",
+            "Confluent-compatible Schema Registry. Set: Avro in the Confluent wire format. Unset: schemaless Avro with a content-type header.",
+        ),
+    )
+    clients_file: Path | None = field(
+        default=None,
+        metadata=_s(
+            "SWITCHBOARD_CLIENTS_FILE",
+            "A clients.yaml applied to the clients topic when the worker starts (the embedded default uses config/clients.yaml).",
+        ),
+    )
+    sandbox: bool = field(
+        default=False,
+        metadata=_s(
+            "SWITCHBOARD_SANDBOX",
+            "Send every channel of every client in sandbox mode: rendered, validated, recorded, reported delivered; nothing leaves the machine.",
+        ),
+    )
+    sandbox_outbox: Path | None = field(
+        default=None,
+        metadata=_s(
+            "SWITCHBOARD_SANDBOX_OUTBOX", "A JSON-lines file where sandbox sends are recorded."
+        ),
+    )
+    max_in_flight: int = field(
+        default=100,
+        metadata=_s(
+            "SWITCHBOARD_MAX_IN_FLIGHT", "Provider requests in flight per channel and worker."
+        ),
+    )
+    provider_timeout: float = field(
+        default=30.0,
+        metadata=_s(
+            "SWITCHBOARD_PROVIDER_TIMEOUT",
+            "Seconds a provider call may take before it counts as a retryable timeout.",
+        ),
+    )
+    produce_timeout: float = field(
+        default=10.0,
+        metadata=_s(
+            "SWITCHBOARD_PRODUCE_TIMEOUT",
+            "Seconds the Send API waits for the broker to confirm a write before answering 503.",
+        ),
+    )
+    max_body_bytes: int = field(
+        default=16 * 1024 * 1024,
+        metadata=_s(
+            "SWITCHBOARD_MAX_BODY_BYTES", "Largest accepted HTTP request body (413 above)."
+        ),
+    )
+    allow_http_webhooks: bool = field(
+        default=False,
+        metadata=_s(
+            "SWITCHBOARD_ALLOW_HTTP_WEBHOOKS", "Accept http:// webhook URLs (https only otherwise)."
+        ),
+    )
+    log_level: str = field(
+        default="info", metadata=_s("SWITCHBOARD_LOG_LEVEL", "debug, info, warning or error.")
+    )
+    log_format: LogFormat = field(
+        default="json", metadata=_s("SWITCHBOARD_LOG_FORMAT", "json (one object per line) or text.")
+    )
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+        """Read every setting from ``env`` (default ``os.environ``); ``overrides`` win.
+
+        Raises:
+            ConfigError: naming each variable whose value cannot be used.
+        """
+        env = os.environ if env is None else env
+        hints = get_type_hints(cls)
+        values: dict[str, Any] = {}
+        problems: list[str] = []
+        for f in fields(cls):
+            raw = env.get(f.metadata["env"])
+            if raw is None or raw == "":
+                continue
+            try:
+                values[f.name] = _convert(hints[f.name], raw)
+            except ValueError as exc:
+                problems.append(f"{f.metadata['env']}={raw!r}: {exc}")
+        if problems:
+            raise ConfigError("invalid settings:\n  " + "\n  ".join(problems))
+        settings = replace(cls(), **values, **overrides)
+        settings.check()
+        return settings
+
+    def check(self) -> None:
+        problems = []
+        if self.partitions < 1:
+            problems.append("SWITCHBOARD_PARTITIONS must be at least 1")
+        if self.replication_factor < 1:
+            problems.append("SWITCHBOARD_REPLICATION_FACTOR must be at least 1")
+        if self.max_in_flight < 1:
+            problems.append("SWITCHBOARD_MAX_IN_FLIGHT must be at least 1")
+        if problems:
+            raise ConfigError("invalid settings:\n  " + "\n  ".join(problems))
+
+    def topic(self, name: str) -> str:
+        """The full name of one of Switchboard's topics, e.g. ``topic("status")``."""
+        return f"{self.topic_prefix}.{name}"
+
+    @property
+    def web_url(self) -> str:
+        return self.advertised_url or f"http://{self.web_host}:{self.web_port}"
+
+    @classmethod
+    def reference(cls) -> list[tuple[str, str, str]]:
+        """(variable, default, doc) for every setting: the configuration reference."""
+        rows = []
+        for f in fields(cls):
+            default = f.default
+            shown = (
+                ""
+                if default is None
+                else str(default).lower()
+                if isinstance(default, bool)
+                else str(default)
+            )
+            rows.append((f.metadata["env"], shown, f.metadata["doc"]))
+        return rows
+
+
+def _convert(hint: Any, raw: str) -> Any:
+    args = [a for a in get_args(hint) if a is not type(None)]
+    if get_origin(hint) is not None and get_origin(hint) is not Literal and args:
+        hint = args[0]  # Optional[X] -> X
+    if get_origin(hint) is Literal:
+        if raw not in get_args(hint):
+            raise ValueError(f"must be one of {', '.join(map(str, get_args(hint)))}")
+        return raw
+    if hint is bool:
+        lowered = raw.strip().lower()
+        if lowered in ("1", "true", "yes", "on"):
+            return True
+        if lowered in ("0", "false", "no", "off"):
+            return False
+        raise ValueError("must be true or false")
+    if hint is int:
+        return int(raw)
+    if hint is float:
+        return float(raw)
+    if hint is Path:
+        return Path(raw)
+    return raw

@@ -1,0 +1,104 @@
+"""Delivery statuses and the status event (CONTRACT.md section 5). Pure.
+
+A recipient's delivery moves forward only::
+
+    accepted ─► scheduled / deferred ─► sent ─► delivered ─► read
+        │                                 │
+        └──────────────► failed, undelivered, suppressed, cancelled, expired, rejected
+
+:func:`is_final` tells when a delivery needs nothing more (the session completes when every
+delivery is final); :func:`supersedes` is the rule that keeps late or repeated provider reports
+from moving a delivery backwards.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Final, Literal, get_args
+
+Status = Literal[
+    "accepted", "scheduled", "deferred", "sent", "delivered", "read", "failed", "undelivered",
+    "suppressed", "cancelled", "expired", "rejected", "completed",
+]  # fmt: skip
+STATUSES: Final[tuple[Status, ...]] = get_args(Status)
+
+#: Statuses after which a delivery needs nothing more. ``delivered`` is final although ``read``
+#: may still follow it: nothing more has to happen for the session to complete.
+FINAL: Final[frozenset[Status]] = frozenset(
+    {"delivered", "read", "failed", "undelivered", "suppressed", "cancelled", "expired", "rejected"}
+)
+
+_RANK: Final[Mapping[Status, int]] = {
+    "accepted": 0, "scheduled": 1, "deferred": 1, "sent": 2, "delivered": 3, "read": 4,
+}  # fmt: skip
+
+__all__ = ["FINAL", "STATUSES", "Status", "StatusEvent", "is_final", "supersedes"]
+
+
+def is_final(status: Status) -> bool:
+    return status in FINAL
+
+
+def supersedes(new: Status, old: Status | None) -> bool:
+    """Whether a delivery in state ``old`` moves to ``new``.
+
+    Progress statuses only move forward (a ``sent`` after ``delivered`` changes nothing); a
+    failure ends a delivery that is not final yet; nothing replaces a final failure, and
+    ``read`` may still follow ``delivered``.
+    """
+    if old is None:
+        return True
+    if new == old:
+        return False
+    if old in FINAL and old not in ("delivered",):
+        return False
+    if new in _RANK and old in _RANK:
+        return _RANK[new] > _RANK[old]
+    if old == "delivered":
+        return False  # only ``read`` (ranked above) may follow a delivery
+    return new in FINAL
+
+
+@dataclass(frozen=True, slots=True)
+class StatusEvent:
+    """One entry of the status topic: a delivery's or a session's state change."""
+
+    session_id: str
+    client_id: str
+    status: Status
+    recipient: str | None = None
+    channel: str | None = None
+    attempt: int = 0
+    provider_message_id: str | None = None
+    error_code: str | None = None
+    error: str | None = None
+    detail: Mapping[str, Any] = field(default_factory=dict)
+    occurred_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+    event_id: str = field(default_factory=lambda: str(uuid.uuid4()))
+
+    def to_avro(self) -> dict[str, Any]:
+        """The ``StatusEvent`` Avro record (``schemas/status_event.avsc``)."""
+        return {
+            "event_id": self.event_id,
+            "session_id": self.session_id,
+            "client_id": self.client_id,
+            "recipient": self.recipient,
+            "channel": self.channel,
+            "status": self.status,
+            "attempt": self.attempt,
+            "provider_message_id": self.provider_message_id,
+            "error_code": self.error_code,
+            "error": self.error,
+            "occurred_at": self.occurred_at,
+            "detail": dict(self.detail) if self.detail else None,
+        }
+
+    def to_json(self) -> dict[str, Any]:
+        """The JSON form (webhook bodies, the HTTP API): ``occurred_at`` as ISO 8601 UTC."""
+        out = self.to_avro()
+        out["occurred_at"] = self.occurred_at.astimezone(UTC).isoformat().replace("+00:00", "Z")
+        out["detail"] = dict(self.detail)
+        return out

@@ -1,0 +1,432 @@
+"""Instruction validation: untrusted mapping in, :class:`Instruction` out. Pure.
+
+The same function serves the Send API (before answering 202) and the intake agent (for
+instructions produced to Kafka), so both paths accept and refuse exactly the same inputs.
+
+Guarantees:
+    * Every problem is reported, each with the path of its field (``audience[3].phone``), in one
+      :class:`~switchboard.errors.ValidationFailed`; nothing stops at the first error.
+    * Unknown fields are errors: a misspelt ``sheduledTimestamp`` must not silently send now.
+    * Addresses come out normalised (E.164, lower-cased email domains), so later stages and
+      idempotency compare like with like.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Final, cast
+
+from switchboard.addresses import NORMALIZERS, AddressError, normalize_url
+from switchboard.clients import ClientConfig
+from switchboard.errors import FieldError, ValidationFailed
+from switchboard.instruction import (
+    ADDRESS_FIELD,
+    CHANNELS,
+    MAX_AUDIENCE,
+    TRIGGERS,
+    Channel,
+    Instruction,
+    Options,
+    Recipient,
+    Transport,
+    Trigger,
+)
+from switchboard.zones import is_zone_name
+
+__all__ = ["ValidationPolicy", "validate_instruction"]
+
+_TOP: Final = frozenset({"client_id", "idempotency_key", "transport", "audience", "options"})
+_TRANSPORT: Final = frozenset({"type", "subject", "message", "fileUrl", "extras"})
+_OPTIONS: Final = frozenset(
+    {"trigger", "scheduledTimestamp", "retries", "retryIntervalMinutes", "webhookUrl"}
+)
+_PROFILE: Final = frozenset({*NORMALIZERS, "name", "timezone", "locale", "vars"})
+MAX_RETRIES: Final = 20
+MAX_MESSAGE: Final = 32_000
+SMS_MAX_CHARS: Final = 1600  # Twilio's limit for one Messages API body
+
+
+@dataclass(frozen=True, slots=True)
+class ValidationPolicy:
+    """Operator settings that change what is acceptable."""
+
+    allow_http_webhooks: bool = False
+    max_audience: int = MAX_AUDIENCE
+
+
+def validate_instruction(
+    data: Any,
+    *,
+    client: ClientConfig | None,
+    authenticated_client: str | None = None,
+    policy: ValidationPolicy | None = None,
+) -> Instruction:
+    """Validate ``data`` (decoded JSON or Avro) for ``client``.
+
+    Args:
+        data: the instruction as a mapping.
+        client: the configuration of the client named by ``data["client_id"]`` (or by the API
+            key), or ``None`` when no such client exists.
+        authenticated_client: over HTTP, the client the API key belongs to; ``client_id`` in the
+            body is then optional and must match.
+        policy: operator settings.
+
+    Raises:
+        ValidationFailed: with every problem found.
+    """
+    policy = policy or ValidationPolicy()
+    v = _Validator(policy)
+    instruction = v.instruction(data, client, authenticated_client)
+    if v.errors or instruction is None:
+        raise ValidationFailed(v.errors or [FieldError("", "invalid instruction")])
+    return instruction
+
+
+class _Validator:
+    def __init__(self, policy: ValidationPolicy) -> None:
+        self.policy = policy
+        self.errors: list[FieldError] = []
+
+    def err(self, field: str, error: str) -> None:
+        self.errors.append(FieldError(field, error))
+
+    def unknown(self, data: Mapping[str, Any], known: frozenset[str], prefix: str) -> None:
+        for key in data:
+            if key not in known:
+                self.err(f"{prefix}{key}", "unknown field")
+
+    def optional_str(
+        self, data: Mapping[str, Any], key: str, path: str, *, max_len: int
+    ) -> str | None:
+        value = data.get(key)
+        if value is None:
+            return None
+        if not isinstance(value, str):
+            self.err(path, "must be a string")
+            return None
+        if len(value) > max_len:
+            self.err(path, f"must be at most {max_len} characters")
+            return None
+        return value
+
+    # -- the instruction -------------------------------------------------------------------
+
+    def instruction(
+        self, data: Any, client: ClientConfig | None, authenticated: str | None
+    ) -> Instruction | None:
+        if not isinstance(data, Mapping):
+            self.err("", "the instruction must be a JSON object")
+            return None
+        self.unknown(data, _TOP, "")
+        client_id = self.client_id(data.get("client_id"), client, authenticated)
+        idem = self.optional_str(data, "idempotency_key", "idempotency_key", max_len=255)
+        if idem is not None and not idem.strip():
+            self.err("idempotency_key", "must not be blank")
+        transport = self.transport(data.get("transport"), client)
+        channels = self.channels(transport, client)
+        audience = self.audience(data.get("audience"), channels)
+        options = self.options(data.get("options"))
+        if (
+            self.errors
+            or client_id is None
+            or transport is None
+            or audience is None
+            or options is None
+        ):
+            return None
+        return Instruction(
+            client_id=client_id,
+            transport=transport,
+            audience=audience,
+            channels=channels,
+            options=options,
+            idempotency_key=idem,
+        )
+
+    def client_id(
+        self, value: Any, client: ClientConfig | None, authenticated: str | None
+    ) -> str | None:
+        if value is None and authenticated is not None:
+            value = authenticated
+        if value is None:
+            self.err("client_id", "required")
+            return None
+        if not isinstance(value, str) or not value:
+            self.err("client_id", "must be a non-empty string")
+            return None
+        if authenticated is not None and value != authenticated:
+            self.err("client_id", "does not match the client of the API key")
+            return None
+        if client is None or client.client_id != value:
+            self.err("client_id", f"unknown client {value!r}")
+            return None
+        return value
+
+    def transport(self, data: Any, client: ClientConfig | None) -> Transport | None:
+        if data is None:
+            self.err("transport", "required")
+            return None
+        if not isinstance(data, Mapping):
+            self.err("transport", "must be an object")
+            return None
+        self.unknown(data, _TRANSPORT, "transport.")
+        channel: Channel | None = None
+        raw_type = data.get("type")
+        if raw_type is not None:
+            if raw_type not in CHANNELS:
+                self.err(
+                    "transport.type",
+                    f"unknown channel {raw_type!r}; expected one of {', '.join(CHANNELS)}",
+                )
+            elif client is not None and raw_type not in client.channels:
+                configured = ", ".join(client.channels) or "none"
+                self.err(
+                    "transport.type",
+                    f"channel {raw_type!r} is not configured for client {client.client_id!r} (configured: {configured})",
+                )
+            else:
+                channel = cast(Channel, raw_type)
+        subject = self.optional_str(data, "subject", "transport.subject", max_len=998)
+        message = self.optional_str(data, "message", "transport.message", max_len=MAX_MESSAGE)
+        file_url = self.optional_str(data, "fileUrl", "transport.fileUrl", max_len=2048)
+        if file_url is not None:
+            try:
+                file_url = normalize_url(file_url, allow_http=True)
+            except AddressError as exc:
+                self.err("transport.fileUrl", str(exc))
+        extras = data.get("extras", {}) or {}
+        if not isinstance(extras, Mapping) or not all(isinstance(k, str) for k in extras):
+            self.err("transport.extras", "must be an object")
+            extras = {}
+        template_vars = extras.get("template_vars")
+        if template_vars is not None and not (
+            isinstance(template_vars, Mapping)
+            and all(
+                isinstance(v, str | int | float | bool) or v is None for v in template_vars.values()
+            )
+        ):
+            self.err(
+                "transport.extras.template_vars",
+                "must be an object of strings, numbers or booleans",
+            )
+        return Transport(
+            type=channel, message=message, subject=subject, file_url=file_url, extras=dict(extras)
+        )
+
+    def channels(
+        self, transport: Transport | None, client: ClientConfig | None
+    ) -> tuple[Channel, ...]:
+        if transport is None or client is None:
+            return ()
+        if transport.type is not None:
+            channels: tuple[Channel, ...] = (transport.type,)
+        elif client.default_channels:
+            channels = client.default_channels
+        else:
+            if not any(e.field == "transport.type" for e in self.errors):
+                self.err(
+                    "transport.type",
+                    f"required: client {client.client_id!r} has no default channels",
+                )
+            return ()
+        for channel in channels:
+            self.content_for(channel, transport)
+        return channels
+
+    def content_for(self, channel: Channel, t: Transport) -> None:
+        """What each channel needs to have something to send."""
+        has_body = bool(t.message) or bool(t.extras.get("html"))
+        if channel == "email":
+            if not t.subject:
+                self.err("transport.subject", "required for email")
+            if not has_body:
+                self.err("transport.message", "required for email (or extras.html)")
+        elif channel in ("sms", "whatsapp", "voice"):
+            if not t.message and not t.file_url and not t.extras.get("content_sid"):
+                self.err("transport.message", f"required for {channel} (or fileUrl)")
+            if channel == "sms" and t.message and len(t.message) > SMS_MAX_CHARS:
+                self.err("transport.message", f"an SMS is at most {SMS_MAX_CHARS} characters")
+        elif not t.message:  # push, slack
+            self.err("transport.message", f"required for {channel}")
+
+    # -- the audience ----------------------------------------------------------------------
+
+    def audience(self, data: Any, channels: Sequence[Channel]) -> tuple[Recipient, ...] | None:
+        if data is None:
+            self.err("audience", "required")
+            return None
+        if not isinstance(data, list):
+            self.err("audience", "must be a list of addresses or recipient profiles")
+            return None
+        if not data:
+            self.err("audience", "must have at least one recipient")
+            return None
+        if len(data) > self.policy.max_audience:
+            self.err("audience", f"must have at most {self.policy.max_audience:,} recipients")
+            return None
+        recipients: list[Recipient] = []
+        for i, entry in enumerate(data):
+            recipient = self.recipient(entry, f"audience[{i}]", channels)
+            if recipient is not None:
+                recipients.append(recipient)
+            if len(self.errors) >= 100:
+                self.err("audience", "too many errors; fix these and resubmit")
+                return None
+        return tuple(recipients)
+
+    def recipient(self, entry: Any, path: str, channels: Sequence[Channel]) -> Recipient | None:
+        if isinstance(entry, str):
+            return self.bare_address(entry, path, channels)
+        if not isinstance(entry, Mapping):
+            self.err(path, "must be an address string or a recipient profile object")
+            return None
+        before = len(self.errors)
+        self.unknown(entry, _PROFILE, f"{path}.")
+        addresses: dict[str, str] = {}
+        for key, normalize in NORMALIZERS.items():
+            value = entry.get(key)
+            if value is None:
+                continue
+            if not isinstance(value, str):
+                self.err(f"{path}.{key}", "must be a string")
+                continue
+            try:
+                addresses[key] = normalize(value)
+            except AddressError as exc:
+                self.err(f"{path}.{key}", str(exc))
+        name = self.optional_str(entry, "name", f"{path}.name", max_len=200)
+        locale = self.optional_str(entry, "locale", f"{path}.locale", max_len=35)
+        timezone = self.optional_str(entry, "timezone", f"{path}.timezone", max_len=64)
+        if timezone is not None and not is_zone_name(timezone):
+            self.err(f"{path}.timezone", "not an IANA time zone name, e.g. America/Los_Angeles")
+        raw_vars = entry.get("vars") or {}
+        if not isinstance(raw_vars, Mapping) or not all(
+            isinstance(v, str) for v in raw_vars.values()
+        ):
+            self.err(f"{path}.vars", "must be an object of strings")
+            raw_vars = {}
+        if (
+            channels
+            and not any(ADDRESS_FIELD[c] in addresses for c in channels)
+            and len(self.errors) == before
+        ):
+            wanted = sorted({ADDRESS_FIELD[c] for c in channels})
+            self.err(path, f"no address for {', '.join(channels)}: give {' or '.join(wanted)}")
+        if len(self.errors) > before:
+            return None
+        return Recipient(
+            addresses=addresses, name=name, timezone=timezone, locale=locale, vars=dict(raw_vars)
+        )
+
+    def bare_address(self, value: str, path: str, channels: Sequence[Channel]) -> Recipient | None:
+        """A string is an address for the chosen channel(s). With several channels (client
+        defaults) it is used for each channel whose kind of address it is."""
+        if not channels:
+            return None
+        addresses: dict[str, str] = {}
+        reasons: list[str] = []
+        for field in dict.fromkeys(ADDRESS_FIELD[c] for c in channels):
+            try:
+                addresses[field] = NORMALIZERS[field](value)
+            except AddressError as exc:
+                reasons.append(str(exc))
+        if not addresses:
+            self.err(
+                path,
+                reasons[0]
+                if len(reasons) == 1
+                else "not a valid address for " + ", ".join(channels),
+            )
+            return None
+        return Recipient(addresses=addresses, given=value)
+
+    # -- options ---------------------------------------------------------------------------
+
+    def options(self, data: Any) -> Options | None:
+        if data is None:
+            return Options()
+        if not isinstance(data, Mapping):
+            self.err("options", "must be an object")
+            return None
+        self.unknown(data, _OPTIONS, "options.")
+        before = len(self.errors)
+        trigger: Trigger = "immediate"
+        raw_trigger = data.get("trigger")
+        if raw_trigger is not None:
+            if raw_trigger in TRIGGERS:
+                trigger = cast(Trigger, raw_trigger)
+            else:
+                self.err("options.trigger", f"must be one of {', '.join(TRIGGERS)}")
+        scheduled_at = self.timestamp(data.get("scheduledTimestamp"))
+        if (
+            trigger == "scheduled"
+            and scheduled_at is None
+            and "options.scheduledTimestamp" not in {e.field for e in self.errors}
+        ):
+            self.err("options.scheduledTimestamp", "required when trigger is scheduled")
+        if scheduled_at is not None and trigger != "scheduled":
+            self.err("options.scheduledTimestamp", "only allowed with trigger 'scheduled'")
+        retries = data.get("retries", 0)
+        if retries is None:
+            retries = 0
+        if (
+            isinstance(retries, bool)
+            or not isinstance(retries, int)
+            or not 0 <= retries <= MAX_RETRIES
+        ):
+            self.err("options.retries", f"must be a whole number from 0 to {MAX_RETRIES}")
+            retries = 0
+        intervals = self.intervals(data.get("retryIntervalMinutes"))
+        webhook = self.optional_str(data, "webhookUrl", "options.webhookUrl", max_len=2048)
+        if webhook is not None:
+            try:
+                webhook = normalize_url(webhook, allow_http=self.policy.allow_http_webhooks)
+            except AddressError as exc:
+                self.err("options.webhookUrl", str(exc))
+        if len(self.errors) > before:
+            return None
+        return Options(trigger, scheduled_at, retries, intervals, webhook)
+
+    def timestamp(self, value: Any) -> datetime | None:
+        if value is None:
+            return None
+        if not isinstance(value, str):
+            self.err("options.scheduledTimestamp", "must be an ISO 8601 string")
+            return None
+        try:
+            parsed = datetime.fromisoformat(value)
+        except ValueError:
+            self.err(
+                "options.scheduledTimestamp", "not an ISO 8601 timestamp, e.g. 2026-12-31T23:59:59Z"
+            )
+            return None
+        # A timestamp without an offset is UTC (documented): the seed examples omit it.
+        return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
+
+    def intervals(self, value: Any) -> tuple[float, ...]:
+        if value is None:
+            return (60.0,)
+        items: list[Any]
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            items = [value]
+        elif isinstance(value, str):
+            items = [part.strip() for part in value.split(",")]
+        else:
+            items = [None]
+        out: list[float] = []
+        for item in items:
+            try:
+                minutes = float(item)
+            except (TypeError, ValueError):
+                minutes = math.nan
+            if not (math.isfinite(minutes) and 0 < minutes <= 7 * 24 * 60):
+                self.err(
+                    "options.retryIntervalMinutes",
+                    "must be a comma list of minutes, each above 0 and at most 10080 (7 days), e.g. 60,180,600",
+                )
+                return (60.0,)
+            out.append(minutes)
+        return tuple(out)

@@ -1,0 +1,66 @@
+"""The one small interface every channel adapter implements.
+
+A transport turns an :class:`OutboundMessage` (one rendered message for one address) into one
+provider request. It answers with a :class:`SendResult`, or raises one of the classified
+:mod:`transports.errors`. It must be safe to call many times concurrently: the dispatcher keeps
+up to ``SWITCHBOARD_MAX_IN_FLIGHT`` sends in flight per channel, and a transport limits its own
+connections and rates below that if its provider needs it.
+
+Transports never see Kafka or tables, and never log message bodies or credentials.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol, runtime_checkable
+
+__all__ = ["OutboundMessage", "SendResult", "Transport"]
+
+
+@dataclass(frozen=True, slots=True)
+class OutboundMessage:
+    """What to send, already rendered for its recipient."""
+
+    channel: str
+    to: str
+    body: str | None
+    subject: str | None = None
+    file_url: str | None = None
+    extras: Mapping[str, Any] = field(default_factory=dict)
+    sender: str | None = None
+    locale: str | None = None
+    #: Where the provider should report this message's later states, when it can.
+    status_callback: str | None = None
+    #: Identifies the delivery in logs and provider metadata: ``<session>/<index>/<channel>``.
+    reference: str = ""
+    attempt: int = 1
+
+
+@dataclass(frozen=True, slots=True)
+class SendResult:
+    """A provider accepted the message.
+
+    ``status`` is ``sent`` when a later report will say what happened (an SMS awaiting its
+    delivery callback), or ``delivered`` when the acceptance is itself the delivery (an SMTP
+    relay's 250, the sandbox).
+    """
+
+    provider_message_id: str | None
+    status: Literal["sent", "delivered"] = "sent"
+    detail: Mapping[str, Any] = field(default_factory=dict)
+
+
+@runtime_checkable
+class Transport(Protocol):
+    """A channel adapter. ``name`` is the provider, e.g. ``smtp``, ``twilio``, ``sandbox``."""
+
+    name: str
+
+    async def send(self, message: OutboundMessage) -> SendResult:
+        """Send one message. Raises :class:`transports.errors.TransportError` subclasses."""
+        ...
+
+    async def aclose(self) -> None:
+        """Release connections. Called once when the worker stops or the config changes."""
+        ...

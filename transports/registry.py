@@ -1,0 +1,100 @@
+"""Which transport sends a client's channel, built from the client's configuration.
+
+Transports are built lazily, one per (client, channel), and rebuilt when that client's channel
+configuration changes (a ``switchboard clients apply`` reaches every worker without a restart).
+With ``sandbox_all`` (``SWITCHBOARD_SANDBOX=true``) every channel of every client uses the
+sandbox whatever its configured provider.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from switchboard.clients import ChannelConfig, ClientConfig
+from switchboard.errors import ConfigError
+from transports.base import Transport
+from transports.sandbox import SandboxTransport
+from transports.smtp import SmtpTransport
+
+__all__ = ["PROVIDERS", "TransportRegistry"]
+
+Factory = Callable[[str, Mapping[str, Any]], Transport]
+
+#: provider name -> (channels it serves, factory(channel, options))
+PROVIDERS: dict[str, tuple[frozenset[str], Factory]] = {
+    "smtp": (frozenset({"email"}), lambda channel, options: SmtpTransport(options)),
+}
+
+
+@dataclass
+class _Entry:
+    config: ChannelConfig
+    transport: Transport
+
+
+class TransportRegistry:
+    def __init__(self, *, sandbox_all: bool = False, outbox: Path | None = None) -> None:
+        self.sandbox_all = sandbox_all
+        self.outbox = outbox
+        self._sandboxes: dict[str, SandboxTransport] = {}
+        self._built: dict[tuple[str, str], _Entry] = {}
+        self._retired: list[Transport] = []
+
+    def sandbox(self, channel: str) -> SandboxTransport:
+        if channel not in self._sandboxes:
+            self._sandboxes[channel] = SandboxTransport(channel, self.outbox)
+        return self._sandboxes[channel]
+
+    def get(self, client: ClientConfig, channel: str) -> Transport:
+        """The transport for ``client``'s ``channel``.
+
+        Raises:
+            ConfigError: the channel is not configured, or its provider is unknown or misconfigured.
+        """
+        config = client.channels.get(channel)  # type: ignore[call-overload]
+        if config is None:
+            raise ConfigError(
+                f"channel {channel!r} is not configured for client {client.client_id!r}"
+            )
+        if self.sandbox_all or config.provider == "sandbox":
+            return self.sandbox(channel)
+        key = (client.client_id, channel)
+        entry = self._built.get(key)
+        if entry is not None and entry.config == config:
+            return entry.transport
+        transport = build(channel, config)
+        if entry is not None:
+            self._retired.append(entry.transport)  # closed at shutdown: sends may be in flight
+        self._built[key] = _Entry(config, transport)
+        return transport
+
+    async def aclose(self) -> None:
+        for transport in [
+            *(e.transport for e in self._built.values()),
+            *self._retired,
+            *self._sandboxes.values(),
+        ]:
+            await transport.aclose()
+        self._built.clear()
+        self._retired.clear()
+
+
+def build(channel: str, config: ChannelConfig) -> Transport:
+    """Build a transport from a channel's configuration (no connection is made)."""
+    if config.provider == "sandbox":
+        return SandboxTransport(channel)
+    try:
+        channels, factory = PROVIDERS[config.provider]
+    except KeyError:
+        known = ", ".join(sorted([*PROVIDERS, "sandbox"]))
+        raise ConfigError(
+            f"unknown provider {config.provider!r} for {channel}; known: {known}"
+        ) from None
+    if channel not in channels:
+        raise ConfigError(
+            f"provider {config.provider!r} cannot send {channel}; it sends {', '.join(sorted(channels))}"
+        )
+    return factory(channel, config.options)
