@@ -37,7 +37,7 @@ from switchboard import records
 from switchboard.errors import ConfigError
 from switchboard.records import DispatchJob, Report
 from transports.base import OutboundMessage, SendResult
-from transports.errors import TransportError
+from transports.errors import RetryableError, TransportError
 
 __all__ = ["register"]
 
@@ -64,7 +64,7 @@ def _register_channel(sb: Switchboard, channel: str, topic: Any) -> None:
             cast(Stream[bytes], stream).noack().events(),  # StreamT does not declare noack()
             lambda event: _handle(sb, event),
             max_in_flight=sb.settings.max_in_flight,
-            drain_timeout=sb.settings.provider_timeout,
+            drain_timeout=sb.settings.drain_timeout,
             on_error=on_error,
             on_fatal=on_fatal,
         )
@@ -141,15 +141,16 @@ async def _send(
     gauge.inc()
     started = time.perf_counter()
     try:
-        result = await asyncio.wait_for(transport.send(message), sb.settings.provider_timeout)
+        # Each transport bounds its own requests; this deadline only catches a send that is
+        # stuck, and includes the wait for the sender's rate-limit slot (which is not an error).
+        result = await asyncio.wait_for(transport.send(message), sb.settings.send_deadline)
     except TransportError as exc:
         return None, exc, transport.name
     except TimeoutError:
+        deadline = sb.settings.send_deadline
         return (
             None,
-            _retryable(
-                f"the provider did not answer within {sb.settings.provider_timeout:g}s", "timeout"
-            ),
+            _retryable(f"the send did not finish within {deadline:g}s", "deadline"),
             transport.name,
         )
     except Exception as exc:
@@ -164,8 +165,6 @@ async def _send(
 
 
 def _retryable(message: str, code: str) -> TransportError:
-    from transports.errors import RetryableError
-
     return RetryableError(message, code=code)
 
 

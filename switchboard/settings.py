@@ -121,11 +121,18 @@ class Settings:
             "SWITCHBOARD_MAX_IN_FLIGHT", "Provider requests in flight per channel and worker."
         ),
     )
-    provider_timeout: float = field(
-        default=30.0,
+    send_deadline: float = field(
+        default=600.0,
         metadata=_s(
-            "SWITCHBOARD_PROVIDER_TIMEOUT",
-            "Seconds a provider call may take before it counts as a retryable timeout.",
+            "SWITCHBOARD_SEND_DEADLINE",
+            "Seconds one send may take in all, waiting for its sender's rate-limit slot included, before it counts as stuck (a retryable failure). Each provider request has its own shorter timeout (the channel's `timeout` option). Keep it above max in flight / the slowest sender's rate.",
+        ),
+    )
+    drain_timeout: float = field(
+        default=20.0,
+        metadata=_s(
+            "SWITCHBOARD_DRAIN_TIMEOUT",
+            "Seconds a stopping worker (or one losing partitions) lets sends in flight finish; unfinished ones are sent by the next owner.",
         ),
     )
     produce_timeout: float = field(

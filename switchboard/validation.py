@@ -89,6 +89,8 @@ class _Validator:
     def __init__(self, policy: ValidationPolicy) -> None:
         self.policy = policy
         self.errors: list[FieldError] = []
+        #: transport.type was given but unusable: no channel-specific checks follow from it.
+        self.bad_type = False
 
     def err(self, field: str, error: str) -> None:
         self.errors.append(FieldError(field, error))
@@ -176,6 +178,7 @@ class _Validator:
         channel: Channel | None = None
         raw_type = data.get("type")
         if raw_type is not None:
+            self.bad_type = True
             if raw_type not in CHANNELS:
                 self.err(
                     "transport.type",
@@ -189,6 +192,7 @@ class _Validator:
                 )
             else:
                 channel = cast(Channel, raw_type)
+                self.bad_type = False
         subject = self.optional_str(data, "subject", "transport.subject", max_len=998)
         message = self.optional_str(data, "message", "transport.message", max_len=MAX_MESSAGE)
         file_url = self.optional_str(data, "fileUrl", "transport.fileUrl", max_len=2048)
@@ -219,7 +223,7 @@ class _Validator:
     def channels(
         self, transport: Transport | None, client: ClientConfig | None
     ) -> tuple[Channel, ...]:
-        if transport is None or client is None:
+        if transport is None or client is None or self.bad_type:
             return ()
         if transport.type is not None:
             channels: tuple[Channel, ...] = (transport.type,)

@@ -6,6 +6,12 @@ provider request. It answers with a :class:`SendResult`, or raises one of the cl
 up to ``SWITCHBOARD_MAX_IN_FLIGHT`` sends in flight per channel, and a transport limits its own
 connections and rates below that if its provider needs it.
 
+A transport bounds its own provider I/O: every request has a timeout (the channel's ``timeout``
+option), and its expiry is a :class:`~transports.errors.RetryableError`. Waiting for a sender's
+rate-limit slot is not provider time and is not bounded by it: a large audience on one sender
+waits its turn instead of failing (the dispatcher's ``SWITCHBOARD_SEND_DEADLINE`` only catches
+a send that is stuck).
+
 Transports never see Kafka or tables, and never log message bodies or credentials.
 """
 

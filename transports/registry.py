@@ -15,9 +15,13 @@ from typing import Any
 
 from switchboard.clients import ChannelConfig, ClientConfig
 from switchboard.errors import ConfigError
+from transports.apns import ApnsTransport
 from transports.base import Transport
+from transports.fcm import FcmTransport
 from transports.sandbox import SandboxTransport
+from transports.slack import SlackTransport
 from transports.smtp import SmtpTransport
+from transports.twilio import TWILIO_CHANNELS, twilio_transport
 
 __all__ = ["PROVIDERS", "TransportRegistry"]
 
@@ -26,6 +30,10 @@ Factory = Callable[[str, Mapping[str, Any]], Transport]
 #: provider name -> (channels it serves, factory(channel, options))
 PROVIDERS: dict[str, tuple[frozenset[str], Factory]] = {
     "smtp": (frozenset({"email"}), lambda channel, options: SmtpTransport(options)),
+    "twilio": (TWILIO_CHANNELS, twilio_transport),
+    "apns": (frozenset({"push"}), lambda channel, options: ApnsTransport(options)),
+    "fcm": (frozenset({"push"}), lambda channel, options: FcmTransport(options)),
+    "slack": (frozenset({"slack"}), lambda channel, options: SlackTransport(options)),
 }
 
 

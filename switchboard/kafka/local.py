@@ -69,18 +69,20 @@ def free_port() -> int:
 
 
 def java_command(min_major: int = 17) -> str:
-    """Return a ``java`` executable of at least ``min_major``: ``$JAVA_HOME`` first, else PATH."""
+    """Return a ``java`` executable of at least ``min_major``: ``$JAVA_HOME`` first, then PATH,
+    then the JDKs installed side by side under ``/usr/lib/jvm`` (newest first)."""
     candidates = []
     if home := os.environ.get("JAVA_HOME"):
         candidates.append(str(Path(home) / "bin" / "java"))
     if found := shutil.which("java"):
         candidates.append(found)
+    candidates.extend(str(p) for p in sorted(Path("/usr/lib/jvm").glob("*/bin/java"), reverse=True))
     for candidate in candidates:
         if _java_major(candidate) >= min_major:
             return candidate
     raise BrokerError(
-        f"Kafka needs Java {min_major} or newer; none found (checked $JAVA_HOME and PATH). "
-        "Install an OpenJDK 17+ and retry."
+        f"Java {min_major} or newer is needed; none found (checked $JAVA_HOME, PATH and "
+        f"/usr/lib/jvm). Install an OpenJDK {min_major}+ and retry."
     )
 
 

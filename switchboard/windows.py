@@ -1,0 +1,263 @@
+"""Time windows (CONTRACT.md section 6): is a channel open now, and when does it next open. Pure.
+
+A message outside its channel's window is not dropped: the scheduler defers it to the window's
+next opening (:func:`release_time`). Nothing here reads the clock; every instant is passed in.
+
+The window's rule
+=================
+
+A :class:`~switchboard.clients.TimeWindow` is a set of weekly *instances*. For every local
+calendar date D whose weekday is in ``days``, there is one instance. It opens at the wall time
+``D start`` and stays open until the wall clock next reads ``end``, i.e. for
+``(end - start) mod 24 h``, or 24 hours when that is zero:
+
+- ``end`` after ``start``: the same day (``"00:00"``-``"24:00"`` is the whole of D);
+- ``end`` before ``start``: the window crosses midnight and the part after midnight belongs to
+  the day it **started**. ``fri 22:00-06:00`` is open on Saturday 02:00 but not on Friday 02:00
+  (unless ``thu`` is in ``days`` too), nor on Monday 02:00 (unless ``sun`` is).
+- ``start == end`` (also ``"24:00"``-``"00:00"``) means **24 hours from start**, not "never": a
+  window that can never open would hold messages forever, which is the worse misreading.
+
+``"24:00"`` is the midnight that ends the day, so ``start: "24:00"`` starts at the next
+midnight (still D's instance). An instance is the half-open interval of instants
+``[opening, closing)``: open at its opening, closed at its closing. Instances never overlap;
+consecutive ones may touch (every-day ``00:00``-``24:00``), and then the window stays open
+across the seam.
+
+Daylight-saving time and other offset changes
+=============================================
+
+Wall times become instants by one rule, for any IANA zone: **a wall time T is the first instant
+whose local wall clock reads T or later.**
+
+- T exists once: that instant.
+- T is ambiguous (a fall-back overlap, when the clock reads T twice): the **first** occurrence.
+  A window opening in the overlap opens at the first pass; one closing in it closes at the first
+  pass (so it is never longer than its wall-clock length suggests).
+- T does not exist (a spring-forward gap, or a skipped day such as Pacific/Apia on 2011-12-30):
+  the first valid instant after the gap, i.e. the transition itself. ``02:30`` on the day New
+  York jumps from 02:00 to 03:00 is 03:00 EDT. An instance lying wholly inside a gap (e.g.
+  ``02:00``-``02:30`` that day) is empty: it never opens, and the next instance is the opening.
+
+The rule is monotone (a later wall time never maps to an earlier instant), so instances stay
+ordered and :func:`next_opening` can return the first non-empty instance that starts after
+``at``. Half-hour (Australia/Lord_Howe) and odd offsets (Asia/Kathmandu, +05:45) need no special
+case: the conversion is exact to the second.
+
+Guarantees and failure modes
+============================
+
+- ``is_open(w, at, z)`` is true exactly when ``at`` lies in one of the window's instances.
+- ``next_opening(w, at, z)`` is ``at`` (in UTC) when the window is open at ``at``; otherwise the
+  earliest instant after ``at`` at which it is open. It is always an aware UTC datetime. The
+  search visits at most 17 instance dates (2 days back, for instances that started earlier and
+  are still running, and 14 ahead) and normally stops within 8 days ahead: a window with at
+  least one day opens within a week, and the second week is only reached when that week's
+  instance fell entirely inside a DST gap.
+- ``ValueError``: ``at`` is naive; ``days`` is empty, names an unknown day, or ``start``/``end``
+  is not ``HH:MM`` from 00:00 to 24:00 (validated configuration never does this, so these are
+  programming errors); ``next_opening`` found no non-empty instance within 14 days, which real
+  tz data cannot produce (it would take a window inside a DST gap three weeks in a row).
+- ``OverflowError``: ``at`` within two weeks of :data:`datetime.min` / :data:`datetime.max`.
+
+:func:`recipient_zone` picks the zone a ``recipient`` window is read in (documented there).
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from collections.abc import Iterator
+from datetime import UTC, date, datetime, time, timedelta
+from typing import Final
+from zoneinfo import ZoneInfo
+
+import phonenumbers
+from phonenumbers.timezone import time_zones_for_number
+
+from switchboard.clients import TimeWindow
+from switchboard.zones import is_zone_name
+
+__all__ = ["is_open", "next_opening", "recipient_zone", "release_time"]
+
+_DAYS: Final = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")  # index == date.weekday()
+_MINUTES_PER_DAY: Final = 24 * 60
+_HHMM: Final = re.compile(r"([01][0-9]|2[0-4]):([0-5][0-9])")  # as clients.py validates it
+# Instances that started up to two local dates before `at` may still be running: an instance
+# spans at most from D 00:00 to D+2 00:00 ("24:00"-"24:00"), and a gap can push `at`'s local
+# date one more day forward (Pacific/Apia skipped a whole day).
+_LOOK_BACK_DAYS: Final = 2
+# One week finds the next instance of any window with a day; the second covers the case where
+# that instance is empty because it falls inside a DST gap. The loop stops at the first hit.
+_LOOK_AHEAD_DAYS: Final = 14
+# phonenumbers answers this for numbers it cannot place (non-geographic, unassigned ranges).
+_UNKNOWN_ZONE: Final = "Etc/Unknown"
+
+
+def is_open(window: TimeWindow, at: datetime, zone: ZoneInfo) -> bool:
+    """Whether ``window``, read in ``zone``, is open at the instant ``at`` (aware)."""
+    at_utc = _utc(at)
+    days, start, end = _parse(window)
+    local_day = at_utc.astimezone(zone).date()
+    for opening, closing in _instances(
+        days, start, end, zone, local_day - timedelta(days=_LOOK_BACK_DAYS), local_day
+    ):
+        if opening <= at_utc < closing:
+            return True
+    return False
+
+
+def next_opening(window: TimeWindow, at: datetime, zone: ZoneInfo) -> datetime:
+    """The earliest instant at or after ``at`` when ``window`` is open: ``at`` itself (in UTC)
+    when it is open now. Always an aware UTC datetime."""
+    at_utc = _utc(at)
+    days, start, end = _parse(window)
+    if not days:
+        raise ValueError("a time window with no days never opens")
+    local_day = at_utc.astimezone(zone).date()
+    for opening, closing in _instances(
+        days,
+        start,
+        end,
+        zone,
+        local_day - timedelta(days=_LOOK_BACK_DAYS),
+        local_day + timedelta(days=_LOOK_AHEAD_DAYS),
+    ):
+        # Instances come in time order and never overlap, so the first one that has not closed
+        # yet either contains `at` or is the next opening.
+        if closing > at_utc:
+            return max(opening, at_utc)
+    raise ValueError(
+        f"time window {window!r} does not open within {_LOOK_AHEAD_DAYS} days of {at_utc.isoformat()} in {zone.key}"
+    )
+
+
+def release_time(window: TimeWindow | None, at: datetime, zone: ZoneInfo) -> datetime | None:
+    """When a message due at ``at`` may go out: ``None`` to send now (no window, or the window is
+    open), else the window's next opening (aware UTC), which the scheduler defers it to."""
+    if window is None:
+        _utc(at)  # the same contract as with a window: a naive instant is a bug either way
+        return None
+    opening = next_opening(window, at, zone)
+    return None if opening == _utc(at) else opening
+
+
+def recipient_zone(
+    window_zone: str, recipient_tz: str | None, phone: str | None, client_tz: str
+) -> ZoneInfo:
+    """The zone a window is read in.
+
+    A fixed ``window_zone`` (an IANA name) is that zone. ``"recipient"`` is, in order:
+
+    1. the recipient profile's ``timezone``, when it is a zone this machine knows;
+    2. the zone implied by ``phone`` (E.164), from ``phonenumbers``' prefix data. Its
+       ``Etc/Unknown`` answer and names this machine's tz database lacks are ignored. When the
+       number maps to several zones (a UK mobile: Guernsey, Isle of Man, Jersey, London; a
+       Russian mobile: sixteen zones), the client's own zone wins if it is one of them (a
+       client's recipients mostly live where it does), else the first in sorted order, so the
+       answer never depends on the library's list order;
+    3. the client's ``timezone``.
+
+    Raises :class:`zoneinfo.ZoneInfoNotFoundError` (a ``KeyError``) or ``ValueError`` when the
+    fixed ``window_zone`` or ``client_tz`` (validated configuration) is not a zone.
+    """
+    if window_zone != "recipient":
+        return ZoneInfo(window_zone)
+    if recipient_tz is not None and is_zone_name(recipient_tz):
+        return ZoneInfo(recipient_tz)
+    candidates = _phone_zones(phone)
+    if candidates:
+        return ZoneInfo(client_tz if client_tz in candidates else min(candidates))
+    return ZoneInfo(client_tz)
+
+
+def _phone_zones(phone: str | None) -> frozenset[str]:
+    if not phone:
+        return frozenset()
+    try:
+        number = phonenumbers.parse(phone, None)
+    except phonenumbers.NumberParseException:
+        return frozenset()
+    return frozenset(
+        name
+        for name in time_zones_for_number(number)
+        if name != _UNKNOWN_ZONE and is_zone_name(name)
+    )
+
+
+def _utc(at: datetime) -> datetime:
+    # Aware datetimes sharing a tzinfo compare by wall clock, ignoring `fold`; converting every
+    # instant to UTC first makes all comparisons below compare instants.
+    if at.tzinfo is None or at.utcoffset() is None:
+        raise ValueError(f"a naive datetime is not an instant: {at!r}; attach a time zone")
+    return at.astimezone(UTC)
+
+
+def _parse(window: TimeWindow) -> tuple[frozenset[int], int, int]:
+    """Weekday numbers (Monday 0) and start/end in minutes after midnight (0 to 1440)."""
+    # tuple(): a window rebuilt from its JSON form may carry a list, which cannot be a cache key.
+    return _parse_fields(tuple(window.days), window.start, window.end)
+
+
+# A client has a handful of windows, and the scheduler asks about one for every recipient.
+@functools.lru_cache(maxsize=1024)
+def _parse_fields(days: tuple[str, ...], start: str, end: str) -> tuple[frozenset[int], int, int]:
+    unknown = [d for d in days if d not in _DAYS]
+    if unknown:
+        raise ValueError(f"unknown day(s) {unknown!r} in time window; use {', '.join(_DAYS)}")
+    return frozenset(_DAYS.index(d) for d in days), _minutes(start), _minutes(end)
+
+
+def _minutes(hhmm: str) -> int:
+    match = _HHMM.fullmatch(hhmm)
+    if match is None or (hhmm.startswith("24") and hhmm != "24:00"):
+        raise ValueError(f"time {hhmm!r} is not HH:MM between 00:00 and 24:00")
+    return int(match[1]) * 60 + int(match[2])
+
+
+def _instances(
+    days: frozenset[int], start: int, end: int, zone: ZoneInfo, first: date, last: date
+) -> Iterator[tuple[datetime, datetime]]:
+    """The non-empty instances starting on local dates ``first``..``last``, in time order, as
+    ``[opening, closing)`` UTC instants."""
+    # Until the clock next reads `end`: the next day when end is at or before start, and never
+    # zero minutes (24 hours when both read the same, even as "24:00" and "00:00").
+    length = (end - start) % _MINUTES_PER_DAY or _MINUTES_PER_DAY
+    day = first
+    while day <= last:
+        if day.weekday() in days:
+            midnight = datetime.combine(day, time())  # naive: a wall time in `zone`
+            opening = _instant(midnight + timedelta(minutes=start), zone)
+            closing = _instant(midnight + timedelta(minutes=start + length), zone)
+            if opening < closing:  # empty when the whole instance falls in a gap
+                yield opening, closing
+        day += timedelta(days=1)
+
+
+def _instant(wall: datetime, zone: ZoneInfo) -> datetime:
+    """The first instant (UTC) whose wall clock in ``zone`` reads ``wall`` or later."""
+    # zoneinfo reads an ambiguous wall time with the offset before the transition for fold=0
+    # and after it for fold=1; for a time that exists, one or both round-trip.
+    readings = [wall.replace(tzinfo=zone, fold=fold).astimezone(UTC) for fold in (0, 1)]
+    existing = [u for u in readings if _wall(u, zone) == wall]
+    if existing:
+        return min(existing)  # the first occurrence in an overlap
+    # A gap: the transition lies between the two readings (the offset after it maps `wall`
+    # before it, the one before maps it after). Transitions are whole seconds in tz data, so a
+    # binary search over seconds for the first instant reading `wall` or later is exact.
+    lo, hi = min(readings), max(readings)
+    if _wall(hi, zone) < wall or _wall(lo, zone) >= wall:  # pragma: no cover -- not in tz data
+        return hi
+    lo_s, hi_s = int(lo.timestamp()), int(hi.timestamp())
+    # Invariant: the instant lo_s reads before `wall`, hi_s reads `wall` or later.
+    while hi_s - lo_s > 1:
+        mid = (lo_s + hi_s) // 2
+        if _wall(datetime.fromtimestamp(mid, UTC), zone) >= wall:
+            hi_s = mid
+        else:
+            lo_s = mid
+    return datetime.fromtimestamp(hi_s, UTC)
+
+
+def _wall(instant: datetime, zone: ZoneInfo) -> datetime:
+    return instant.astimezone(zone).replace(tzinfo=None, fold=0)

@@ -1,0 +1,500 @@
+"""A local Twilio REST API (Messages and Calls) for tests, speaking Twilio's real wire protocol.
+
+It answers what the official ``twilio`` SDK sends, so transports are tested through the SDK:
+
+- ``POST /2010-04-01/Accounts/{AccountSid}/Messages.json`` and ``.../Calls.json``, form-encoded,
+  with HTTP Basic auth (account SID and auth token). Bad credentials get ``401`` with Twilio's
+  error body ``{"code": 20003, "message", "more_info", "status"}``; another account's path gets
+  ``404``/20404.
+- ``201`` with a JSON body shaped like Twilio's MessageInstance / CallInstance: a 34-character
+  SID (``SM``, ``MM`` when media is attached, ``CA`` for calls), status ``queued`` (``accepted``
+  for a Messaging Service send without a ``From``), ``num_segments`` counted the way a handset
+  does (:mod:`switchboard.segments`), ``num_media``, ``uri`` and the rest.
+- The checks Twilio makes on the request, with its codes: a missing ``To`` (21604 / 21201), an
+  invalid ``To`` (21211), no sender (21603 / 21213), nothing to send (21602), a body over 1600
+  characters (21617), WhatsApp and non-WhatsApp addresses mixed (21910), a call without
+  ``Url``/``Twiml``/``ApplicationSid`` (21205).
+
+Every request is recorded (:attr:`FakeTwilioServer.requests`, in arrival order, with every form
+value) before it is answered. Answers can be scripted, for one destination or for all, forever or
+``times`` times (the first matching script wins; a destination's scripts before global ones):
+
+    server.script(Behaviour.error(400, 21610), to="+14155550199")
+    server.script(Behaviour.rate_limited(retry_after=7), times=1)
+    server.script(Behaviour(delay=2.0))          # answer normally, two seconds late
+    server.script(Behaviour.dropped())           # read the request, close the connection
+
+:meth:`FakeTwilioServer.send_status_callback` plays Twilio's part afterwards: it POSTs (or GETs,
+per ``StatusCallbackMethod``) the status to the ``StatusCallback`` URL a resource was created
+with, signed with ``X-Twilio-Signature`` by :class:`twilio.request_validator.RequestValidator`.
+
+Use it inside the test's event loop::
+
+    async with FakeTwilioServer() as server:
+        options = {"api_base": server.base_url, "account_sid": server.account_sid, ...}
+
+Closing cuts scripted delays short, so a test never waits for a slow answer nobody reads.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import re
+import secrets
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from email.utils import formatdate
+from types import TracebackType
+from typing import Any, Literal, Self
+from urllib.parse import urlencode
+
+import aiohttp
+from aiohttp import web
+from twilio.request_validator import RequestValidator
+from yarl import URL
+
+from switchboard.segments import count_segments
+
+__all__ = [
+    "TEST_ACCOUNT_SID",
+    "TEST_AUTH_TOKEN",
+    "Behaviour",
+    "FakeTwilioServer",
+    "RecordedRequest",
+]
+
+TEST_ACCOUNT_SID = "AC" + "0123456789abcdef" * 2
+TEST_AUTH_TOKEN = "fake-twilio-token-" + "5" * 14
+
+API_VERSION = "2010-04-01"
+_E164 = re.compile(r"(whatsapp:)?\+[1-9]\d{1,14}")
+_PATH = "/2010-04-01/Accounts/{account_sid}/{resource:Messages|Calls}.json"
+
+Resource = Literal["Messages", "Calls"]
+
+
+@dataclass(frozen=True, slots=True)
+class Behaviour:
+    """How the server answers a scripted request.
+
+    ``delay`` (seconds) comes first; then ``drop`` closes the connection without an answer, or
+    ``status`` answers with Twilio's error body (``code``, ``message``) and ``Retry-After``, or,
+    with neither, the request is answered as usual (authentication and checks included).
+    """
+
+    status: int | None = None
+    code: int | None = None
+    message: str | None = None
+    retry_after: str | None = None
+    delay: float = 0.0
+    drop: bool = False
+
+    @classmethod
+    def error(cls, status: int, code: int | None = None, message: str | None = None) -> Behaviour:
+        """Answer ``status`` with Twilio error ``code``."""
+        return cls(status=status, code=code, message=message)
+
+    @classmethod
+    def rate_limited(cls, retry_after: float | str | None = 1, code: int = 20429) -> Behaviour:
+        """Answer 429 Too Many Requests, with ``Retry-After`` unless it is None."""
+        header = f"{retry_after:g}" if isinstance(retry_after, float | int) else retry_after
+        return cls(status=429, code=code, message="Too Many Requests", retry_after=header)
+
+    @classmethod
+    def slow(cls, milliseconds: float) -> Behaviour:
+        """Answer as usual, ``milliseconds`` late."""
+        return cls(delay=milliseconds / 1000)
+
+    @classmethod
+    def dropped(cls, after_ms: float = 0) -> Behaviour:
+        """Read the request, then close the connection without answering."""
+        return cls(drop=True, delay=after_ms / 1000)
+
+
+@dataclass(frozen=True, slots=True)
+class RecordedRequest:
+    """One request as received (before it was answered)."""
+
+    resource: Resource
+    account_sid: str
+    #: Every form field with all its values, in the order sent (``MediaUrl`` may repeat).
+    form: Mapping[str, tuple[str, ...]]
+    #: Whether the Basic credentials were the server's.
+    authorized: bool
+    #: The server loop's clock (``loop.time()``) when the request arrived.
+    received_at: float
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+    def get(self, name: str) -> str | None:
+        """The (first) value of form field ``name``, or None."""
+        values = self.form.get(name)
+        return values[0] if values else None
+
+    def getall(self, name: str) -> tuple[str, ...]:
+        return self.form.get(name, ())
+
+    @property
+    def to(self) -> str | None:
+        return self.get("To")
+
+
+@dataclass(slots=True)
+class _Script:
+    behaviour: Behaviour
+    remaining: int | None  # None: forever
+
+
+class FakeTwilioServer:
+    """Twilio's Messages and Calls APIs on ``127.0.0.1`` (see the module docs)."""
+
+    def __init__(
+        self,
+        account_sid: str = TEST_ACCOUNT_SID,
+        auth_token: str = TEST_AUTH_TOKEN,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+    ) -> None:
+        self.account_sid = account_sid
+        self.auth_token = auth_token
+        self.host = host
+        self.port = port
+        #: Every request received, in arrival order.
+        self.requests: list[RecordedRequest] = []
+        #: Created resources by SID: the JSON answered, updated by status callbacks.
+        self.resources: dict[str, dict[str, Any]] = {}
+        #: The creating request of each resource, by SID.
+        self.created_by: dict[str, RecordedRequest] = {}
+        self._scripts: dict[str | None, list[_Script]] = {}
+        self._closing = asyncio.Event()
+        self._runner: web.AppRunner | None = None
+        self._sequence: dict[str, int] = {}
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    async def start(self) -> Self:
+        app = web.Application()
+        app.router.add_post(_PATH, self._handle)
+        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self.host, self.port)
+        await site.start()
+        server = site._server  # aiohttp has no public accessor for the bound port
+        assert isinstance(server, asyncio.Server)
+        self.port = server.sockets[0].getsockname()[1]
+        return self
+
+    async def close(self) -> None:
+        self._closing.set()
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    async def __aenter__(self) -> Self:
+        return await self.start()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    @property
+    def base_url(self) -> str:
+        """``http://127.0.0.1:<port>``: what a client uses in place of ``https://api.twilio.com``."""
+        return f"http://{self.host}:{self.port}"
+
+    # -- scripting and inspection ------------------------------------------------------------
+
+    def script(
+        self, behaviour: Behaviour, *, to: str | None = None, times: int | None = None
+    ) -> None:
+        """Answer requests to ``to`` (any destination when None) with ``behaviour``.
+
+        ``times`` limits how many requests it answers; None means all of them. A destination is
+        matched with or without its ``whatsapp:`` prefix.
+        """
+        if times is not None and times < 1:
+            raise ValueError("times must be at least 1")
+        key = None if to is None else to.removeprefix("whatsapp:")
+        self._scripts.setdefault(key, []).append(_Script(behaviour, times))
+
+    def clear_scripts(self) -> None:
+        self._scripts.clear()
+
+    def messages(self) -> list[RecordedRequest]:
+        return [r for r in self.requests if r.resource == "Messages"]
+
+    def calls(self) -> list[RecordedRequest]:
+        return [r for r in self.requests if r.resource == "Calls"]
+
+    # -- status callbacks --------------------------------------------------------------------
+
+    async def send_status_callback(
+        self,
+        sid: str,
+        status: str,
+        error_code: int | str | None = None,
+        *,
+        extra: Mapping[str, str] | None = None,
+    ) -> int:
+        """Report ``status`` of resource ``sid`` to its ``StatusCallback``, as Twilio does.
+
+        The request is signed with ``X-Twilio-Signature`` over the exact URL and parameters.
+        Returns the receiver's HTTP status.
+
+        Raises:
+            LookupError: no such resource, or it was created without a ``StatusCallback``.
+        """
+        created = self.created_by.get(sid)
+        url = created.get("StatusCallback") if created else None
+        if created is None or url is None:
+            raise LookupError(f"{sid} is unknown or has no StatusCallback")
+        resource = self.resources[sid]
+        resource["status"] = status
+        params = self._callback_params(created.resource, resource, status, error_code)
+        params.update(extra or {})
+        validator = RequestValidator(self.auth_token)
+        headers = {"User-Agent": "TwilioProxy/1.1"}
+        async with aiohttp.ClientSession() as session:
+            if (created.get("StatusCallbackMethod") or "POST").upper() == "GET":
+                full = f"{url}{'&' if '?' in url else '?'}{urlencode(params)}"
+                headers["X-Twilio-Signature"] = validator.compute_signature(full, {})
+                request = session.get(URL(full, encoded=True), headers=headers)
+            else:
+                headers["X-Twilio-Signature"] = validator.compute_signature(url, params)
+                # encoded=True: call the URL exactly as given, as Twilio does (no re-quoting).
+                request = session.post(URL(url, encoded=True), data=params, headers=headers)
+            async with request as response:
+                await response.read()
+                return response.status
+
+    def _callback_params(
+        self, kind: Resource, resource: Mapping[str, Any], status: str, error_code: int | str | None
+    ) -> dict[str, str]:
+        sid = str(resource["sid"])
+        common = {
+            "AccountSid": self.account_sid,
+            "From": str(resource.get("from") or ""),
+            "To": str(resource["to"]),
+            "ApiVersion": API_VERSION,
+        }
+        if kind == "Messages":
+            params = {
+                **common,
+                "MessageSid": sid,
+                "SmsSid": sid,
+                "MessageStatus": status,
+                "SmsStatus": status,
+            }
+            if resource.get("messaging_service_sid"):
+                params["MessagingServiceSid"] = str(resource["messaging_service_sid"])
+            if str(resource["to"]).startswith("whatsapp:"):
+                params["ChannelPrefix"] = "whatsapp"
+        else:
+            sequence = self._sequence[sid] = self._sequence.get(sid, -1) + 1
+            params = {
+                **common,
+                "CallSid": sid,
+                "CallStatus": status,
+                "Direction": "outbound-api",
+                "CallbackSource": "call-progress-events",
+                "SequenceNumber": str(sequence),
+                "Timestamp": formatdate(usegmt=True),
+            }
+            if status == "completed":
+                params["CallDuration"] = "0"
+        if error_code is not None:
+            params["ErrorCode"] = str(error_code)
+        return params
+
+    # -- the API -----------------------------------------------------------------------------
+
+    async def _handle(self, request: web.Request) -> web.StreamResponse:
+        resource: Resource = "Messages" if request.match_info["resource"] == "Messages" else "Calls"
+        account_sid = request.match_info["account_sid"]
+        form = await request.post()
+        recorded = RecordedRequest(
+            resource=resource,
+            account_sid=account_sid,
+            form=_fields(form.items()),
+            authorized=self._authorized(request.headers.get("Authorization")),
+            received_at=asyncio.get_running_loop().time(),
+            headers={k: v for k, v in request.headers.items() if k.lower() != "authorization"},
+        )
+        self.requests.append(recorded)
+        behaviour = self._next_behaviour(recorded.to)
+        if behaviour is not None and behaviour.delay > 0:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._closing.wait(), behaviour.delay)
+        if behaviour is not None and behaviour.drop:
+            assert request.transport is not None
+            request.transport.close()
+            return web.Response()  # never reaches the client: the connection is gone
+        if not recorded.authorized:
+            return _error(401, 20003, "Authenticate")
+        if account_sid != self.account_sid:
+            return _error(404, 20404, f"The requested resource {request.path} was not found")
+        if behaviour is not None and behaviour.status is not None:
+            return _error(
+                behaviour.status,
+                behaviour.code,
+                behaviour.message or f"Scripted error {behaviour.code}",
+                retry_after=behaviour.retry_after,
+            )
+        if resource == "Messages":
+            return self._create_message(recorded)
+        return self._create_call(recorded)
+
+    def _authorized(self, header: str | None) -> bool:
+        if not header:
+            return False
+        try:
+            auth = aiohttp.BasicAuth.decode(header)
+        except ValueError:
+            return False
+        return auth.login == self.account_sid and hmac.compare_digest(
+            auth.password.encode(), self.auth_token.encode()
+        )
+
+    def _next_behaviour(self, to: str | None) -> Behaviour | None:
+        keys: list[str | None] = [None]
+        if to is not None:
+            keys.insert(0, to.removeprefix("whatsapp:"))
+        for key in keys:
+            scripts = self._scripts.get(key)
+            if not scripts:
+                continue
+            first = scripts[0]
+            if first.remaining is not None:
+                first.remaining -= 1
+                if first.remaining == 0:
+                    scripts.pop(0)
+            return first.behaviour
+        return None
+
+    def _create_message(self, req: RecordedRequest) -> web.Response:
+        to, sender, service = req.get("To"), req.get("From"), req.get("MessagingServiceSid")
+        body, media = req.get("Body") or "", req.getall("MediaUrl")
+        if not to:
+            return _error(400, 21604, "A 'To' phone number is required.")
+        if not _E164.fullmatch(to):
+            return _error(400, 21211, f"The 'To' number {to} is not a valid phone number.")
+        if not sender and not service:
+            return _error(400, 21603, "A 'From' phone number is required.")
+        if sender and sender.startswith("whatsapp:") != to.startswith("whatsapp:"):
+            return _error(
+                400, 21910, "Invalid From and To pair. From and To should be of the same channel"
+            )
+        if not body and not media and not req.get("ContentSid"):
+            return _error(400, 21602, "Message body is required.")
+        if len(body) > 1600:
+            return _error(
+                400, 21617, "The concatenated message body exceeds the 1600 character limit."
+            )
+        sid = _sid("MM" if media else "SM")
+        whatsapp = to.startswith("whatsapp:")
+        resource = {
+            **self._common(sid, "Messages"),
+            "body": body,
+            "date_sent": None,
+            "direction": "outbound-api",
+            "error_code": None,
+            "error_message": None,
+            "from": sender,
+            "messaging_service_sid": service,
+            "num_media": str(len(media)),
+            "num_segments": "1" if whatsapp or media or not body else str(count_segments(body)),
+            "status": "queued" if sender else "accepted",
+            "to": to,
+            "subresource_uris": {
+                "media": f"/{API_VERSION}/Accounts/{self.account_sid}/Messages/{sid}/Media.json"
+            },
+        }
+        return self._created(sid, resource, req)
+
+    def _create_call(self, req: RecordedRequest) -> web.Response:
+        to, sender = req.get("To"), req.get("From")
+        if not to:
+            return _error(400, 21201, "No 'To' number is specified")
+        if not _E164.fullmatch(to) or to.startswith("whatsapp:"):
+            return _error(400, 21211, f"The 'To' number {to} is not a valid phone number.")
+        if not sender:
+            return _error(400, 21213, "No 'From' number is specified")
+        if not (req.get("Url") or req.get("Twiml") or req.get("ApplicationSid")):
+            return _error(400, 21205, "Url, Twiml or ApplicationSid is required")
+        sid = _sid("CA")
+        resource = {
+            **self._common(sid, "Calls"),
+            "annotation": None,
+            "answered_by": None,
+            "caller_name": None,
+            "direction": "outbound-api",
+            "duration": None,
+            "end_time": None,
+            "forwarded_from": None,
+            "from": sender,
+            "from_formatted": sender,
+            "group_sid": None,
+            "parent_call_sid": None,
+            "phone_number_sid": _sid("PN"),
+            "queue_time": "0",
+            "start_time": None,
+            "status": "queued",
+            "to": to,
+            "to_formatted": to,
+            "trunk_sid": None,
+            "subresource_uris": {
+                "recordings": f"/{API_VERSION}/Accounts/{self.account_sid}/Calls/{sid}/Recordings.json",
+                "notifications": f"/{API_VERSION}/Accounts/{self.account_sid}/Calls/{sid}/Notifications.json",
+            },
+        }
+        return self._created(sid, resource, req)
+
+    def _common(self, sid: str, kind: Resource) -> dict[str, Any]:
+        now = formatdate(usegmt=True)
+        return {
+            "sid": sid,
+            "account_sid": self.account_sid,
+            "api_version": API_VERSION,
+            "date_created": now,
+            "date_updated": now,
+            "price": None,
+            "price_unit": "USD",
+            "uri": f"/{API_VERSION}/Accounts/{self.account_sid}/{kind}/{sid}.json",
+        }
+
+    def _created(self, sid: str, resource: dict[str, Any], req: RecordedRequest) -> web.Response:
+        self.resources[sid] = resource
+        self.created_by[sid] = req
+        return web.json_response(resource, status=201)
+
+
+def _fields(items: Iterable[tuple[str, object]]) -> dict[str, tuple[str, ...]]:
+    fields: dict[str, list[str]] = {}
+    for name, value in items:
+        if isinstance(value, bytes | bytearray):
+            text = value.decode()
+        elif isinstance(value, web.FileField):
+            text = value.filename
+        else:
+            text = str(value)
+        fields.setdefault(name, []).append(text)
+    return {name: tuple(values) for name, values in fields.items()}
+
+
+def _sid(prefix: str) -> str:
+    return prefix + secrets.token_hex(16)
+
+
+def _error(
+    status: int, code: int | None, message: str, *, retry_after: str | None = None
+) -> web.Response:
+    body: dict[str, Any] = {"code": code, "message": message, "status": status}
+    body["more_info"] = f"https://www.twilio.com/docs/errors/{code}" if code else None
+    headers = {"Retry-After": retry_after} if retry_after is not None else None
+    return web.json_response(body, status=status, headers=headers)

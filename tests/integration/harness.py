@@ -1,0 +1,336 @@
+"""Test harness for end-to-end tests: real worker processes, readers of the public topics.
+
+A :class:`Worker` is ``python -m switchboard.cli worker`` in a subprocess, configured only
+through its environment, exactly as an operator runs it: tests talk to it over HTTP and Kafka
+and can stop, kill and restart it. Each test module uses its own topic prefix and app id, so
+modules never see each other's messages or tables.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from email import message_from_bytes
+from email.message import Message
+from pathlib import Path
+from typing import Any
+
+from confluent_kafka import Consumer, Producer
+
+from switchboard.wire import read_record
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+# -- HTTP ------------------------------------------------------------------------------------
+
+
+@dataclass
+class Answer:
+    status: int
+    body: Any
+    headers: dict[str, str]
+
+
+def http(method: str, url: str, body: Any = None, *, key: str | None = None,
+         raw: bytes | None = None, headers: dict[str, str] | None = None, timeout: float = 30) -> Answer:  # fmt: skip
+    data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
+    all_headers = {"Content-Type": "application/json", **(headers or {})}
+    if key is not None:
+        all_headers["Authorization"] = f"Bearer {key}"
+    request = urllib.request.Request(url, data=data, method=method, headers=all_headers)
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            payload = response.read()
+            status, hdrs = response.status, dict(response.headers)
+    except urllib.error.HTTPError as exc:
+        payload, status, hdrs = exc.read(), exc.code, dict(exc.headers)
+    try:
+        parsed = json.loads(payload) if payload else None
+    except ValueError:
+        parsed = payload.decode(errors="replace")
+    return Answer(status, parsed, hdrs)
+
+
+def wait_for(
+    predicate: Callable[[], Any],
+    timeout: float = 30.0,
+    interval: float = 0.1,
+    what: str = "condition",
+) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(interval)
+
+
+# -- the worker ------------------------------------------------------------------------------
+
+
+@dataclass
+class Worker:
+    """One ``switchboard worker`` process. ``env`` holds its SWITCHBOARD_* settings."""
+
+    bootstrap: str
+    prefix: str
+    workdir: Path
+    clients_file: Path
+    extra_env: dict[str, str] = field(default_factory=dict)
+    port: int = field(default_factory=free_port)
+    process: subprocess.Popen[bytes] | None = None
+    starts: int = 0
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def log_path(self) -> Path:
+        return self.workdir / f"worker-{self.starts}.log"
+
+    def topic(self, name: str) -> str:
+        return f"{self.prefix}.{name}"
+
+    def env(self) -> dict[str, str]:
+        return {
+            **os.environ,
+            "SWITCHBOARD_BOOTSTRAP_SERVERS": self.bootstrap,
+            "SWITCHBOARD_TOPIC_PREFIX": self.prefix,
+            "SWITCHBOARD_APP_ID": f"sb-{self.prefix}",
+            "SWITCHBOARD_PARTITIONS": "4",
+            "SWITCHBOARD_DATA_DIR": str(self.workdir / "data"),
+            "SWITCHBOARD_WEB_PORT": str(self.port),
+            "SWITCHBOARD_WEB_HOST": "127.0.0.1",
+            "SWITCHBOARD_CLIENTS_FILE": str(self.clients_file),
+            "SWITCHBOARD_LOG_FORMAT": "json",
+            "SWITCHBOARD_ALLOW_HTTP_WEBHOOKS": "true",
+            **self.extra_env,
+        }
+
+    def start(self, timeout: float = 90.0) -> Worker:
+        self.starts += 1
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        log = self.log_path.open("wb")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "switchboard.cli", "worker"],
+            cwd=ROOT, env=self.env(), stdout=log, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        log.close()
+        try:
+            wait_for(self._ready, timeout, 0.2, f"worker {self.prefix} to be ready")
+        except AssertionError:
+            self.stop()
+            raise AssertionError(f"worker did not start; log:\n{self.log_tail()}") from None
+        return self
+
+    def _ready(self) -> bool:
+        assert self.process is not None
+        if self.process.poll() is not None:
+            raise AssertionError(
+                f"worker exited with {self.process.returncode}; log:\n{self.log_tail()}"
+            )
+        try:
+            return http("GET", f"{self.url}/healthz", timeout=2).status == 200
+        except OSError:
+            return False
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 60.0) -> int | None:
+        """Stop the worker (SIGTERM: a clean shutdown; SIGKILL: a crash). Returns its exit code."""
+        if self.process is None or self.process.poll() is not None:
+            return self.process.returncode if self.process else None
+        self.process.send_signal(sig)
+        try:
+            return self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            return self.process.wait(10)
+
+    def log_tail(self, lines: int = 60) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except FileNotFoundError:
+            return "(no log)"
+
+    def log_records(self) -> list[dict[str, Any]]:
+        out = []
+        for path in sorted(self.workdir.glob("worker-*.log")):
+            for line in path.read_text(errors="replace").splitlines():
+                if line.startswith("{"):
+                    try:
+                        out.append(json.loads(line))
+                    except ValueError:
+                        continue
+        return out
+
+    # -- the Send API --
+
+    def post(self, body: Any, key: str, **kwargs: Any) -> Answer:
+        return http("POST", f"{self.url}/v1/messages", body, key=key, **kwargs)
+
+    def session(self, session_id: str, key: str) -> Answer:
+        return http("GET", f"{self.url}/v1/sessions/{session_id}", key=key)
+
+    def wait_completed(self, session_id: str, key: str, timeout: float = 60.0) -> dict[str, Any]:
+        def done() -> dict[str, Any] | None:
+            answer = self.session(session_id, key)
+            return (
+                answer.body
+                if answer.status == 200 and answer.body["status"] == "completed"
+                else None
+            )
+
+        result: dict[str, Any] = wait_for(done, timeout, 0.2, f"session {session_id} to complete")
+        return result
+
+
+# -- Kafka -----------------------------------------------------------------------------------
+
+
+def produce(bootstrap: str, topic: str, value: bytes | None, *, key: bytes | None = None,
+            headers: list[tuple[str, bytes]] | None = None) -> None:  # fmt: skip
+    producer = Producer({"bootstrap.servers": bootstrap})
+    errors: list[Any] = []
+    producer.produce(topic, value=value, key=key, headers=headers or [],
+                     on_delivery=lambda err, msg: errors.append(err) if err else None)  # fmt: skip
+    assert producer.flush(30) == 0, "produce not confirmed"
+    assert not errors, errors
+
+
+class TopicReader:
+    """Reads a topic from the beginning in a background thread (a consumer with its own group)
+    and keeps every record; tests wait for the records they expect."""
+
+    def __init__(self, bootstrap: str, topic: str, decode: Callable[[Any], Any]) -> None:
+        self._consumer = Consumer({
+            "bootstrap.servers": bootstrap, "group.id": f"test-{uuid.uuid4()}",
+            "auto.offset.reset": "earliest", "enable.auto.commit": False,
+        })  # fmt: skip
+        self._consumer.subscribe([topic])
+        self._decode = decode
+        self._lock = threading.Lock()
+        self.records: list[Any] = []
+        self.errors: list[str] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            msg = self._consumer.poll(0.2)
+            if msg is None or msg.error():
+                continue
+            try:
+                record = self._decode(msg)
+            except Exception as exc:  # a test must see this, not a dead thread and a timeout
+                self.errors.append(f"offset {msg.offset()}: {type(exc).__name__}: {exc}")
+                continue
+            with self._lock:
+                self.records.append(record)
+        self._consumer.close()
+
+    def matching(self, predicate: Callable[[Any], bool]) -> list[Any]:
+        with self._lock:
+            return [r for r in self.records if predicate(r)]
+
+    def wait(
+        self, predicate: Callable[[Any], bool], count: int = 1, timeout: float = 60.0
+    ) -> list[Any]:
+        try:
+            return list(wait_for(lambda: (m := self.matching(predicate)) and len(m) >= count and m, timeout, 0.1,
+                                 f"{count} matching record(s)"))  # fmt: skip
+        except AssertionError:
+            with self._lock:
+                seen = [_brief(r) for r in self.records[-8:]]
+            raise AssertionError(f"{len(self.matching(predicate))} of {count} records after {timeout}s; "
+                                 f"decode errors: {self.errors[:5]}; last records: {seen}") from None  # fmt: skip
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(10)
+
+
+def _brief(record: Any) -> Any:
+    if isinstance(record, dict):
+        return {
+            k: record.get(k) for k in ("session_id", "recipient", "status", "key") if k in record
+        }
+    return record
+
+
+def status_reader(bootstrap: str, topic: str, writer_schema: Any = None) -> TopicReader:
+    def decode(msg: Any) -> dict[str, Any]:
+        record = read_record("status_event", msg.value(), writer_schema)
+        record["_key"] = msg.key()
+        record["_headers"] = dict(msg.headers() or [])
+        return record
+
+    return TopicReader(bootstrap, topic, decode)
+
+
+def rejection_reader(bootstrap: str, topic: str, writer_schema: Any = None) -> TopicReader:
+    def decode(msg: Any) -> dict[str, Any]:
+        record = read_record("rejection", msg.value(), writer_schema)
+        record["_headers"] = dict(msg.headers() or [])
+        return record
+
+    return TopicReader(bootstrap, topic, decode)
+
+
+# -- SMTP ------------------------------------------------------------------------------------
+
+
+class MailSink:
+    """An aiosmtpd server on loopback that keeps every message it accepts (thread-safe)."""
+
+    def __init__(self) -> None:
+        from aiosmtpd.controller import Controller
+
+        self.messages: list[tuple[str, list[str], Message]] = []
+        self._lock = threading.Lock()
+        self.port = free_port()
+        self.reject: dict[str, str] = {}  # recipient -> SMTP reply to answer instead of 250
+        self._controller = Controller(self, hostname="127.0.0.1", port=self.port)
+        self._controller.start()
+
+    async def handle_RCPT(
+        self, server: Any, session: Any, envelope: Any, address: str, rcpt_options: Any
+    ) -> str:
+        if address in self.reject:
+            return self.reject[address]
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        with self._lock:
+            self.messages.append(
+                (envelope.mail_from, list(envelope.rcpt_tos), message_from_bytes(envelope.content))
+            )
+        return "250 Message accepted for delivery"
+
+    def to(self, address: str) -> list[Message]:
+        with self._lock:
+            return [m for _, rcpts, m in self.messages if address in rcpts]
+
+    def stop(self) -> None:
+        self._controller.stop()
