@@ -36,7 +36,13 @@ from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
 
-__all__ = ["max_attempts", "next_attempt_at", "parse_retry_after", "retry_delay"]
+__all__ = [
+    "max_attempts",
+    "next_attempt_at",
+    "parse_retry_after",
+    "retry_after_seconds",
+    "retry_delay",
+]
 
 
 def max_attempts(retries: int) -> int:
@@ -121,3 +127,8 @@ def _check_intervals(intervals_minutes: Sequence[float]) -> None:
             raise ValueError(
                 f"each retry interval must be a finite number of minutes > 0, got {minutes!r}"
             )
+
+
+def retry_after_seconds(value: str | None) -> float | None:
+    """:func:`parse_retry_after` read now: what a transport calls on a provider's answer."""
+    return parse_retry_after(value, datetime.now(UTC))

@@ -48,8 +48,6 @@ import os
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
-from email.utils import parsedate_to_datetime
 from typing import Any, Final
 
 import aiohttp
@@ -58,6 +56,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
 from switchboard.errors import ConfigError
+from switchboard.retry import retry_after_seconds
 from transports.base import OutboundMessage, SendResult
 from transports.errors import PermanentError, RetryableError, SuppressedError, TransportError
 
@@ -121,23 +120,6 @@ def classify(status: int, body: Any, retry_after: float | None = None) -> Transp
     if code in _RETRYABLE or status == 429 or status >= 500:
         return RetryableError(text, code=code, retry_after=retry_after)
     return PermanentError(text, code=code)
-
-
-def _retry_after(value: str | None) -> float | None:
-    """A ``Retry-After`` header in seconds: delta-seconds or an HTTP date; None if unusable."""
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:
-        return None
-    return max(0.0, (when - datetime.now(UTC)).total_seconds())
 
 
 @dataclass(frozen=True, slots=True)
@@ -259,7 +241,7 @@ class FcmTransport:
         try:
             async with session.post(url, **kwargs) as response:
                 text = await response.text()
-                retry_after = _retry_after(response.headers.get("Retry-After"))
+                retry_after = retry_after_seconds(response.headers.get("Retry-After"))
                 status = response.status
         except TimeoutError:
             raise RetryableError(

@@ -40,8 +40,6 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Mapping
-from datetime import UTC, datetime
-from email.utils import parsedate_to_datetime
 from typing import Any, Final
 from urllib.parse import urlsplit
 
@@ -51,6 +49,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 from slack_sdk.webhook.async_client import AsyncWebhookClient
 
 from switchboard.errors import ConfigError
+from switchboard.retry import retry_after_seconds
 from transports.base import OutboundMessage, SendResult
 from transports.errors import PermanentError, RetryableError, TransportError
 
@@ -186,7 +185,7 @@ class SlackTransport:
         except SlackApiError as exc:
             data = exc.response.data
             error = data.get("error") if isinstance(data, Mapping) else None
-            retry_after = _retry_after(exc.response.headers.get("Retry-After"))
+            retry_after = retry_after_seconds(exc.response.headers.get("Retry-After"))
             raise classify_api_error(
                 exc.response.status_code, error if isinstance(error, str) else None, retry_after
             ) from None
@@ -214,7 +213,7 @@ class SlackTransport:
         except (TimeoutError, aiohttp.ClientError) as exc:
             raise _network_error(exc, self.timeout) from None
         if response.status_code != 200:
-            retry_after = _retry_after(response.headers.get("Retry-After"))
+            retry_after = retry_after_seconds(response.headers.get("Retry-After"))
             raise classify_webhook_error(response.status_code, response.body, retry_after)
         return SendResult(None, "delivered")
 
@@ -237,20 +236,3 @@ def _escape(text: str) -> str:
 
 def _bad_extra(name: str, expected: str) -> PermanentError:
     return PermanentError(f"extras.{name}: must be {expected}", code="bad-extras")
-
-
-def _retry_after(value: str | None) -> float | None:
-    """A ``Retry-After`` header in seconds: delta-seconds or an HTTP date; None if unusable."""
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:
-        return None
-    return max(0.0, (when - datetime.now(UTC)).total_seconds())

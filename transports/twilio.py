@@ -62,8 +62,6 @@ import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
-from email.utils import parsedate_to_datetime
 from typing import Any, Final
 from urllib.parse import urlsplit
 
@@ -74,6 +72,7 @@ from twilio.rest import Client
 from twilio.twiml.voice_response import VoiceResponse
 
 from switchboard.errors import ConfigError
+from switchboard.retry import retry_after_seconds
 from transports.base import OutboundMessage, SendResult, Transport
 from transports.errors import PermanentError, RetryableError, SuppressedError, TransportError
 from transports.ratelimit import RateLimiter
@@ -86,7 +85,6 @@ __all__ = [
     "call_request",
     "classify_error",
     "message_request",
-    "parse_retry_after",
     "twilio_transport",
 ]
 
@@ -340,23 +338,6 @@ def _is_media(url: str, extras: Mapping[str, Any]) -> bool:
 # -- errors (pure) ---------------------------------------------------------------------------
 
 
-def parse_retry_after(value: str | None) -> float | None:
-    """Seconds from a ``Retry-After`` header (delay-seconds or an HTTP date), or None."""
-    if not value:
-        return None
-    try:
-        seconds = float(value.strip())
-    except ValueError:
-        try:
-            when = parsedate_to_datetime(value)
-        except (TypeError, ValueError):
-            return None
-        if when.tzinfo is None:
-            return None
-        seconds = (when - datetime.now(UTC)).total_seconds()
-    return max(0.0, seconds) if math.isfinite(seconds) else None
-
-
 def classify_error(exc: BaseException, *, retry_after: float | None = None) -> TransportError:
     """Map what the SDK raised to a classified :class:`TransportError` (see the module docs)."""
     if isinstance(exc, TwilioRestException | TwilioServiceException):
@@ -441,7 +422,7 @@ class _HttpClient:
         )
         probe = _PROBE.get()
         if probe is not None and response.status_code >= 400 and response.headers is not None:
-            probe.retry_after = parse_retry_after(response.headers.get("Retry-After"))
+            probe.retry_after = retry_after_seconds(response.headers.get("Retry-After"))
         return response
 
     async def close(self) -> None:

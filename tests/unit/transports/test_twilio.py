@@ -29,7 +29,6 @@ from transports.twilio import (
     TwilioMessagingTransport,
     TwilioVoiceTransport,
     classify_error,
-    parse_retry_after,
     twilio_transport,
 )
 
@@ -656,22 +655,6 @@ def test_options_are_defaulted_per_channel(monkeypatch: pytest.MonkeyPatch) -> N
     assert whatsapp.options.senders == ("+14155550102",)
     assert short_code.options.senders == ("88222", "ACME Inc")
     assert isinstance(sms_transport, Transport)
-
-
-@pytest.mark.parametrize(
-    ("header", "seconds"),
-    [
-        (None, None),
-        ("", None),
-        ("7", 7.0),
-        (" 1.5 ", 1.5),
-        ("-3", 0.0),
-        ("soon", None),
-        ("Thu, 01 Jan 1970 00:00:00 GMT", 0.0),
-    ],
-)
-def test_parse_retry_after(header: str | None, seconds: float | None) -> None:
-    assert parse_retry_after(header) == seconds
 
 
 @pytest.mark.parametrize(
