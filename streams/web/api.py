@@ -189,21 +189,48 @@ def _merge_idempotency_header(request: Request, data: dict[str, Any]) -> None:
 
 
 async def _produce(sb: Switchboard, client_id: str, session_id: str, value: bytes) -> None:
+    """Write the instruction and wait for the broker's acknowledgement (``acks=all``).
+
+    Raises:
+        HTTPProblem: 413 when the broker refuses the record as too large for the topic; 503
+            when it refuses the write or does not confirm it within ``produce_timeout``. After
+            a timeout the write may still complete: the client retries with the same
+            Idempotency-Key to be safe.
+    """
+    from aiokafka.errors import MessageSizeTooLargeError
+
     headers = [
         ("content-type", b"application/json"),
         (SESSION_HEADER, session_id.encode()),
         (SOURCE_HEADER, b"api"),
     ]
     started = time.monotonic()
-    try:
+
+    async def write() -> None:
         future = await sb.topics.instructions.send(
             key=client_id.encode(), value=value, headers=headers
         )
-        await asyncio.wait_for(asyncio.shield(future), sb.settings.produce_timeout)
-    except Exception as exc:  # noqa: BLE001 - any failure to confirm means "not durable": 503
-        log.error("instruction not confirmed by the broker", extra={"client_id": client_id, "error": repr(exc),
-                                                                      "waited": round(time.monotonic() - started, 3)})  # fmt: skip
-        raise HTTPProblem(503, "", "the instruction could not be stored (Kafka did not confirm the write); nothing was sent, retry later",
+        await future
+
+    try:
+        # Shielded: an unconfirmed write is not cancelled (it cannot be taken back anyway).
+        await asyncio.wait_for(asyncio.shield(write()), sb.settings.produce_timeout)
+    except MessageSizeTooLargeError:
+        raise HTTPProblem(
+            413,
+            "",
+            f"the instruction ({len(value):,} bytes as JSON) is larger than the instructions topic accepts (max.message.bytes)",
+        ) from None
+    except TimeoutError:
+        log.error("instruction not confirmed in time", extra={"client_id": client_id, "session_id": session_id,
+                                                               "waited": round(time.monotonic() - started, 3)})  # fmt: skip
+        raise HTTPProblem(503, "", f"Kafka did not confirm the write within {sb.settings.produce_timeout:g}s; the instruction may or may not be stored: retry with the same Idempotency-Key",
+                          {"Retry-After": "5"}) from None  # fmt: skip
+    except Exception as exc:  # noqa: BLE001 - a refused write is not durable: 503
+        log.error(
+            "instruction refused by the broker", extra={"client_id": client_id, "error": repr(exc)}
+        )
+        raise HTTPProblem(503, "", f"Kafka refused the write ({type(exc).__name__}); nothing was stored, retry later",
                           {"Retry-After": "5"}) from None  # fmt: skip
 
 

@@ -1,0 +1,105 @@
+"""Kafka is the system of record: a worker stops or dies, another carries on, nothing is lost
+and nothing is sent twice; a write the broker did not confirm is never answered 202."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import uuid
+from collections import Counter
+from typing import Any
+
+import pytest
+from confluent_kafka.admin import AdminClient
+from confluent_kafka.cimpl import NewTopic
+
+from tests.integration.conftest import WorkerFactory
+from tests.integration.harness import MailSink, TopicReader, Worker, status_reader
+from tests.integration.test_pipeline import email_instruction
+
+pytestmark = pytest.mark.kafka
+
+
+def _send(worker: Worker, key: str, n: int, tag: str) -> tuple[str, list[str]]:
+    recipients = [f"{tag}-{i}-{uuid.uuid4().hex[:6]}@example.com" for i in range(n)]
+    answer = worker.post(email_instruction(*recipients), key)
+    assert answer.status == 202, answer.body
+    return answer.body["session_id"], recipients
+
+
+def _assert_sent_once(mail: MailSink, statuses: TopicReader, recipients: list[str]) -> None:
+    for address in recipients:
+        assert len(mail.to(address)) == 1, f"{address} got {len(mail.to(address))} emails"
+    sent = Counter(e["recipient"] for e in statuses.matching(lambda e: e["status"] == "sent"))
+    assert all(sent[a] == 1 for a in recipients), {a: sent[a] for a in recipients}
+
+
+def test_restart_keeps_sessions_and_sends_nothing_twice(
+    make_worker: WorkerFactory, kafka: Any, keys: Any, mail: MailSink
+) -> None:
+    worker = make_worker().start()
+    statuses = status_reader(kafka.bootstrap_servers, worker.topic("status"))
+    try:
+        first, first_recipients = _send(worker, keys.acme, 5, "before")
+        worker.wait_completed(first, keys.acme)
+
+        assert worker.stop(signal.SIGTERM) == 0, worker.log_tail()
+        worker.start()
+        # The session from before the restart is still there, read from the worker's tables.
+        assert worker.session(first, keys.acme).body["status"] == "completed"
+
+        second, second_recipients = _send(worker, keys.acme, 5, "after")
+        worker.wait_completed(second, keys.acme)
+        _assert_sent_once(mail, statuses, first_recipients + second_recipients)
+
+        # Another worker on another machine (an empty data directory) rebuilds the tables from
+        # their changelog topics and carries on.
+        assert worker.stop(signal.SIGTERM) == 0
+        shutil.rmtree(worker.workdir / "data")
+        worker.start()
+        session = worker.session(first, keys.acme).body
+        assert session["status"] == "completed" and session["counts"] == {"delivered": 5}
+        third, third_recipients = _send(worker, keys.acme, 3, "fresh")
+        worker.wait_completed(third, keys.acme)
+        _assert_sent_once(mail, statuses, first_recipients + second_recipients + third_recipients)
+    finally:
+        statuses.close()
+        worker.stop()
+
+
+def test_a_write_the_broker_does_not_confirm_answers_503(
+    worker_for_writes: Worker, kafka: Any, keys: Any
+) -> None:
+    """The broker stops answering (SIGSTOP) while the instruction is written: the Send API
+    answers 503 with Retry-After after SWITCHBOARD_PRODUCE_TIMEOUT, never 202."""
+    pid = kafka.running_pid()
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        answer = worker_for_writes.post(email_instruction("paused@example.com"), keys.acme)
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    assert answer.status == 503, answer.body
+    assert answer.headers.get("Retry-After") == "5"
+    assert "did not confirm the write" in answer.body["errors"][0]["error"]
+    # The broker is back: the worker serves again.
+    ok = worker_for_writes.post(email_instruction("resumed@example.com"), keys.acme)
+    assert ok.status == 202, ok.body
+
+
+def test_a_write_the_broker_refuses_is_never_202(worker_for_writes: Worker, keys: Any) -> None:
+    """The instructions topic of this worker accepts at most 2,000-byte records: the broker
+    refuses a larger instruction, and the client hears it (413) instead of a 202."""
+    big = email_instruction(*(f"r{i:04d}@example.com" for i in range(200)))
+    answer = worker_for_writes.post(big, keys.acme)
+    assert answer.status == 413, answer.body
+    assert "max.message.bytes" in answer.body["errors"][0]["error"]
+
+
+@pytest.fixture(scope="module")
+def worker_for_writes(make_worker: WorkerFactory, kafka: Any) -> Worker:
+    worker = make_worker({"SWITCHBOARD_PRODUCE_TIMEOUT": "2"})
+    admin = AdminClient({"bootstrap.servers": kafka.bootstrap_servers})
+    topic = NewTopic(worker.topic("instructions"), 4, 1, config={"max.message.bytes": "2000"})
+    admin.create_topics([topic])[worker.topic("instructions")].result(30)
+    return worker.start()
