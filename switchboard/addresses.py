@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Mapping
 from typing import Final
-from urllib.parse import urlsplit
+from urllib.parse import SplitResult, urlsplit
 
 import phonenumbers
 from email_validator import EmailNotValidError, validate_email
@@ -29,8 +29,15 @@ class AddressError(ValueError):
     """The address is not valid; the message says why."""
 
 
+_PHONE_CHARACTERS: Final = re.compile(r"\+[0-9 ()\-.]+")
+
+
 def normalize_phone(value: str) -> str:
-    """An E.164 number (``+`` and country code), checked for plausibility with libphonenumber."""
+    """An E.164 number (``+`` and country code), checked for plausibility with libphonenumber.
+
+    Spaces, dashes, dots and parentheses are allowed and dropped. Letters (vanity numbers) and
+    extensions are refused: a message cannot dial an extension, and silently dropping it would
+    reach the wrong person."""
     text = value.strip()
     if text.startswith("whatsapp:"):
         text = text[len("whatsapp:") :]
@@ -38,10 +45,17 @@ def normalize_phone(value: str) -> str:
         raise AddressError(
             "not a valid E.164 phone number: it must start with + and the country code"
         )
+    if not _PHONE_CHARACTERS.fullmatch(text):
+        raise AddressError(
+            "not a valid E.164 phone number: only digits after the +, "
+            "with optional spaces, dashes, dots or parentheses"
+        )
     try:
         number = phonenumbers.parse(text, None)
     except phonenumbers.NumberParseException as exc:
         raise AddressError(f"not a valid E.164 phone number: {exc._msg}") from None
+    if number.extension:
+        raise AddressError("not a valid E.164 phone number: extensions are not supported")
     if not phonenumbers.is_possible_number(number):
         raise AddressError("not a valid E.164 phone number: wrong number of digits for its country")
     if not phonenumbers.is_valid_number(number):
@@ -87,7 +101,7 @@ def normalize_slack(value: str) -> str:
     if _SLACK_ID.fullmatch(text) or _SLACK_NAME.fullmatch(text):
         return text
     if text.startswith(("https://", "http://")):
-        parts = urlsplit(text)
+        parts = _split_url(text)
         if parts.scheme == "https" and parts.hostname == "hooks.slack.com":
             return text
         raise AddressError("not a valid Slack webhook URL: it must be https://hooks.slack.com/...")
@@ -100,13 +114,26 @@ def normalize_slack(value: str) -> str:
 def normalize_url(value: str, *, allow_http: bool = False) -> str:
     """An absolute https URL (http too when ``allow_http``) with a host."""
     text = value.strip()
-    parts = urlsplit(text)
+    parts = _split_url(text)
     schemes = ("https", "http") if allow_http else ("https",)
     if parts.scheme not in schemes:
         raise AddressError(f"not a valid URL: the scheme must be {' or '.join(schemes)}")
     if not parts.hostname:
         raise AddressError("not a valid URL: it has no host")
     return text
+
+
+def _split_url(text: str) -> SplitResult:
+    # urlsplit silently skips tabs and line breaks (WHATWG rules), but the text we would return
+    # still has them; and it raises ValueError for a malformed IPv6 host or port.
+    if any(ord(c) < 0x21 or ord(c) == 0x7F for c in text):
+        raise AddressError("not a valid URL: it contains spaces or control characters")
+    try:
+        parts = urlsplit(text)
+        _ = parts.port  # raises ValueError for a port that is not a number
+    except ValueError as exc:
+        raise AddressError(f"not a valid URL: {exc}") from None
+    return parts
 
 
 #: Normaliser for each recipient-profile address field.

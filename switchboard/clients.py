@@ -10,6 +10,8 @@ one; lookups compare digests with :func:`hmac.compare_digest`.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
 import hmac
 import re
@@ -142,11 +144,12 @@ def parse_client(client_id: str, data: Any) -> ClientConfig:
     errors.extend(FieldError(f"{p}.{k}", "unknown setting") for k in data if k not in _KNOWN_KEYS)
     keys = _api_keys(data.get("api_keys", []), f"{p}.api_keys", errors)
     secret = data.get("webhook_secret")
-    if secret is not None and not (
-        isinstance(secret, str) and secret.startswith("whsec_") and len(secret) > 16
-    ):
+    if secret is not None and not _is_webhook_secret(secret):
         errors.append(
-            FieldError(f"{p}.webhook_secret", "must be whsec_ followed by a base64 secret")
+            FieldError(
+                f"{p}.webhook_secret",
+                "must be whsec_ followed by a base64 secret of at least 16 bytes (Standard Webhooks)",
+            )
         )
     channels = _channels(data.get("channels", {}), f"{p}.channels", errors)
     defaults = _string_list(data.get("default_channels", []), f"{p}.default_channels", errors)
@@ -156,6 +159,13 @@ def parse_client(client_id: str, data: Any) -> ClientConfig:
                 FieldError(
                     f"{p}.default_channels[{i}]",
                     f"channel {name!r} is not configured under channels",
+                )
+            )
+        elif name in defaults[:i]:
+            errors.append(
+                FieldError(
+                    f"{p}.default_channels[{i}]",
+                    f"channel {name!r} is listed twice: it would send twice",
                 )
             )
     timezone = data.get("timezone", "UTC")
@@ -210,7 +220,11 @@ def _channels(raw: Any, where: str, errors: list[FieldError]) -> dict[Channel, C
                     f"{where}.{name}", f"unknown channel; expected one of {', '.join(CHANNELS)}"
                 )
             )
-        elif not isinstance(cfg, Mapping) or not isinstance(cfg.get("provider"), str):
+        elif (
+            not isinstance(cfg, Mapping)
+            or not isinstance(cfg.get("provider"), str)
+            or not cfg["provider"]
+        ):
             errors.append(
                 FieldError(
                     f"{where}.{name}", "must be a mapping with a provider, e.g. {provider: sandbox}"
@@ -254,6 +268,15 @@ def parse_clients_document(doc: Any) -> dict[str, ClientConfig]:
     return parsed
 
 
+def _is_webhook_secret(secret: Any) -> bool:
+    if not isinstance(secret, str) or not secret.startswith("whsec_"):
+        return False
+    try:
+        return len(base64.b64decode(secret[len("whsec_") :], validate=True)) >= 16
+    except (binascii.Error, ValueError):
+        return False
+
+
 def _string_list(value: Any, where: str, errors: list[FieldError]) -> list[str]:
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
         errors.append(FieldError(where, "must be a list of strings"))
@@ -272,6 +295,15 @@ def _parse_window(raw: Any, where: str, errors: list[FieldError]) -> TimeWindow 
         for d in days
         if d not in DAYS
     )
+    if raw.get("days") == []:
+        errors.append(
+            FieldError(
+                f"{where}.days",
+                "must name at least one day: a window that never opens would hold messages forever",
+            )
+        )
+    if len(set(days)) != len(days):
+        errors.append(FieldError(f"{where}.days", "lists a day twice"))
     start, end = raw.get("start", "00:00"), raw.get("end", "24:00")
     for key, value in (("start", start), ("end", end)):
         if (

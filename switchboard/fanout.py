@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, Final
 
-from switchboard.instruction import ADDRESS_FIELD, Channel
+from switchboard.instruction import ADDRESS_FIELD, SMS_MAX_CHARS, Channel
 from switchboard.records import DispatchJob, Report, SessionState
 from switchboard.render import MissingVariable, TemplateSyntaxError, render
 
@@ -68,6 +68,10 @@ def plan_chunk(
                     job_extras["html"] = render(extras["html"], variables, escape_html=True)
             except (MissingVariable, TemplateSyntaxError) as exc:
                 yield _rejected(session, channel, index, address, now, "template", str(exc))
+                continue
+            if channel == "sms" and message is not None and len(message) > SMS_MAX_CHARS:
+                yield _rejected(session, channel, index, address, now, "too-long",
+                                f"the rendered SMS is {len(message)} characters; at most {SMS_MAX_CHARS} can be sent")  # fmt: skip
                 continue
             yield DispatchJob(
                 session_id=session.session_id,

@@ -29,11 +29,13 @@ ADDRESS_FIELD: Final[Mapping[Channel, str]] = {
 }
 
 MAX_AUDIENCE: Final = 1_000_000
+SMS_MAX_CHARS: Final = 1600  # Twilio's limit for one Messages API body
 
 __all__ = [
     "ADDRESS_FIELD",
     "CHANNELS",
     "MAX_AUDIENCE",
+    "SMS_MAX_CHARS",
     "TRIGGERS",
     "Channel",
     "Instruction",

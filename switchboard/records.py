@@ -87,12 +87,12 @@ _COMMANDS: dict[str, type[OpenSession] | type[FanOut]] = {"open": OpenSession, "
 
 
 def decode_command(data: bytes) -> SessionCommand:
+    """Decode a session command; ``ValueError`` for anything that is not one."""
     body = json.loads(data)
-    try:
-        cls = _COMMANDS[body["kind"]]
-    except (KeyError, TypeError):
-        raise ValueError(f"unknown session command kind: {body.get('kind')!r}") from None
-    return decode(cls, body)
+    kind = body.get("kind") if isinstance(body, dict) else None
+    if not isinstance(kind, str) or kind not in _COMMANDS:
+        raise ValueError(f"unknown session command kind: {kind!r}")
+    return decode(_COMMANDS[kind], body)
 
 
 @dataclass(frozen=True, slots=True)

@@ -56,7 +56,9 @@ def supersedes(new: Status, old: Status | None) -> bool:
     if old in FINAL and old not in ("delivered",):
         return False
     if new in _RANK and old in _RANK:
-        return _RANK[new] > _RANK[old]
+        # scheduled and deferred share a rank: a scheduled delivery may be held by a time
+        # window (deferred), and a deferred one rescheduled for a retry.
+        return _RANK[new] > _RANK[old] or {new, old} == {"scheduled", "deferred"}
     if old == "delivered":
         return False  # only ``read`` (ranked above) may follow a delivery
     return new in FINAL

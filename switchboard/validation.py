@@ -26,6 +26,7 @@ from switchboard.instruction import (
     ADDRESS_FIELD,
     CHANNELS,
     MAX_AUDIENCE,
+    SMS_MAX_CHARS,
     TRIGGERS,
     Channel,
     Instruction,
@@ -34,6 +35,7 @@ from switchboard.instruction import (
     Transport,
     Trigger,
 )
+from switchboard.render import TemplateSyntaxError, placeholders
 from switchboard.zones import is_zone_name
 
 __all__ = ["ValidationPolicy", "validate_instruction"]
@@ -46,7 +48,6 @@ _OPTIONS: Final = frozenset(
 _PROFILE: Final = frozenset({*NORMALIZERS, "name", "timezone", "locale", "vars"})
 MAX_RETRIES: Final = 20
 MAX_MESSAGE: Final = 32_000
-SMS_MAX_CHARS: Final = 1600  # Twilio's limit for one Messages API body
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,24 +176,7 @@ class _Validator:
             self.err("transport", "must be an object")
             return None
         self.unknown(data, _TRANSPORT, "transport.")
-        channel: Channel | None = None
-        raw_type = data.get("type")
-        if raw_type is not None:
-            self.bad_type = True
-            if raw_type not in CHANNELS:
-                self.err(
-                    "transport.type",
-                    f"unknown channel {raw_type!r}; expected one of {', '.join(CHANNELS)}",
-                )
-            elif client is not None and raw_type not in client.channels:
-                configured = ", ".join(client.channels) or "none"
-                self.err(
-                    "transport.type",
-                    f"channel {raw_type!r} is not configured for client {client.client_id!r} (configured: {configured})",
-                )
-            else:
-                channel = cast(Channel, raw_type)
-                self.bad_type = False
+        channel = self.channel_type(data.get("type"), client)
         subject = self.optional_str(data, "subject", "transport.subject", max_len=998)
         message = self.optional_str(data, "message", "transport.message", max_len=MAX_MESSAGE)
         file_url = self.optional_str(data, "fileUrl", "transport.fileUrl", max_len=2048)
@@ -201,10 +185,48 @@ class _Validator:
                 file_url = normalize_url(file_url, allow_http=True)
             except AddressError as exc:
                 self.err("transport.fileUrl", str(exc))
-        extras = data.get("extras", {}) or {}
+        extras = self.extras(data.get("extras"))
+        # Template mistakes are the sender's: refuse them now, not once per recipient later.
+        html = extras.get("html") if isinstance(extras.get("html"), str) else None
+        for path, template in (
+            ("transport.message", message),
+            ("transport.subject", subject),
+            ("transport.extras.html", html),
+        ):
+            if template:
+                try:
+                    placeholders(template)
+                except TemplateSyntaxError as exc:
+                    self.err(path, str(exc))
+        return Transport(
+            type=channel, message=message, subject=subject, file_url=file_url, extras=extras
+        )
+
+    def channel_type(self, raw_type: Any, client: ClientConfig | None) -> Channel | None:
+        if raw_type is None:
+            return None
+        if raw_type not in CHANNELS:
+            self.err(
+                "transport.type",
+                f"unknown channel {raw_type!r}; expected one of {', '.join(CHANNELS)}",
+            )
+        elif client is not None and raw_type not in client.channels:
+            configured = ", ".join(client.channels) or "none"
+            self.err(
+                "transport.type",
+                f"channel {raw_type!r} is not configured for client {client.client_id!r} (configured: {configured})",
+            )
+        else:
+            return cast(Channel, raw_type)
+        self.bad_type = True
+        return None
+
+    def extras(self, extras: Any) -> dict[str, Any]:
+        if extras is None:
+            return {}
         if not isinstance(extras, Mapping) or not all(isinstance(k, str) for k in extras):
             self.err("transport.extras", "must be an object")
-            extras = {}
+            return {}
         template_vars = extras.get("template_vars")
         if template_vars is not None and not (
             isinstance(template_vars, Mapping)
@@ -214,11 +236,11 @@ class _Validator:
         ):
             self.err(
                 "transport.extras.template_vars",
-                "must be an object of strings, numbers or booleans",
+                "must be an object of strings, numbers, booleans or null (null uses the placeholder's default)",
             )
-        return Transport(
-            type=channel, message=message, subject=subject, file_url=file_url, extras=dict(extras)
-        )
+        if extras.get("html") is not None and not isinstance(extras["html"], str):
+            self.err("transport.extras.html", "must be a string")
+        return dict(extras)
 
     def channels(
         self, transport: Transport | None, client: ClientConfig | None
@@ -242,7 +264,9 @@ class _Validator:
 
     def content_for(self, channel: Channel, t: Transport) -> None:
         """What each channel needs to have something to send."""
-        has_body = bool(t.message) or bool(t.extras.get("html"))
+        has_body = bool(t.message) or (
+            isinstance(t.extras.get("html"), str) and bool(t.extras["html"])
+        )
         if channel == "email":
             if not t.subject:
                 self.err("transport.subject", "required for email")
@@ -371,7 +395,7 @@ class _Validator:
             and "options.scheduledTimestamp" not in {e.field for e in self.errors}
         ):
             self.err("options.scheduledTimestamp", "required when trigger is scheduled")
-        if scheduled_at is not None and trigger != "scheduled":
+        if scheduled_at is not None and trigger != "scheduled" and raw_trigger in (None, *TRIGGERS):
             self.err("options.scheduledTimestamp", "only allowed with trigger 'scheduled'")
         retries = data.get("retries", 0)
         if retries is None:

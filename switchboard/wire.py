@@ -84,7 +84,11 @@ def header_map(
     if headers is None:
         return {}
     items = headers.items() if isinstance(headers, Mapping) else headers
-    return {str(k).lower(): v for k, v in items if v is not None}
+    return {
+        str(k).lower(): v if isinstance(v, bytes) else str(v).encode()
+        for k, v in items
+        if v is not None
+    }
 
 
 def sniff(
@@ -138,6 +142,8 @@ def decode_instruction(
             data = json.loads(value)
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise DecodeFailed([FieldError("", f"not valid JSON: {exc}")]) from None
+        except RecursionError:
+            raise DecodeFailed([FieldError("", "not usable JSON: nested too deeply")]) from None
         if not isinstance(data, dict):
             raise DecodeFailed([FieldError("", "the instruction must be a JSON object")])
         return data

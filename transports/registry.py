@@ -8,6 +8,7 @@ sandbox whatever its configured provider.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,6 +51,9 @@ class TransportRegistry:
         self._sandboxes: dict[str, SandboxTransport] = {}
         self._built: dict[tuple[str, str], _Entry] = {}
         self._retired: list[Transport] = []
+        self._closers: set[asyncio.Task[None]] = set()
+        #: Seconds a replaced transport stays open for the sends already in flight on it.
+        self.retire_after = 600.0
 
     def sandbox(self, channel: str) -> SandboxTransport:
         if channel not in self._sandboxes:
@@ -75,9 +79,26 @@ class TransportRegistry:
             return entry.transport
         transport = build(channel, config)
         if entry is not None:
-            self._retired.append(entry.transport)  # closed at shutdown: sends may be in flight
+            self._retire(entry.transport)
         self._built[key] = _Entry(config, transport)
         return transport
+
+    def _retire(self, transport: Transport) -> None:
+        """Close a replaced transport once the sends it may still have in flight are done."""
+        self._retired.append(transport)
+
+        async def close_later() -> None:
+            await asyncio.sleep(self.retire_after)
+            if transport in self._retired:
+                self._retired.remove(transport)
+                await transport.aclose()
+
+        try:
+            task = asyncio.get_running_loop().create_task(close_later())
+        except RuntimeError:  # no loop (a synchronous caller): closed by aclose()
+            return
+        self._closers.add(task)
+        task.add_done_callback(self._closers.discard)
 
     async def aclose(self) -> None:
         for transport in [

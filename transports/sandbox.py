@@ -75,7 +75,12 @@ class SandboxTransport:
             await asyncio.sleep(delay / 1000)
         kind = behaviour.get("fail")
         fail_attempts = behaviour.get("fail_attempts", 1_000_000)
-        if kind in _FAILURES and isinstance(fail_attempts, int) and attempt <= fail_attempts:
+        if (
+            isinstance(kind, str)
+            and kind in _FAILURES
+            and isinstance(fail_attempts, int)
+            and attempt <= fail_attempts
+        ):
             raise _FAILURES[kind](f"sandbox: simulated {kind} failure", code=f"sandbox-{kind}")
 
     async def aclose(self) -> None:

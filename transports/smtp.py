@@ -30,7 +30,7 @@ import re
 from collections.abc import Mapping
 from email.message import EmailMessage
 from email.utils import formatdate, make_msgid, parseaddr
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 import aiosmtplib
 
@@ -42,9 +42,10 @@ __all__ = ["SmtpTransport", "build_email"]
 
 _RESERVED_HEADERS: Final = frozenset(
     {"from", "to", "cc", "bcc", "subject", "date", "message-id", "content-type",
-     "content-transfer-encoding", "mime-version", "reply-to"}
+     "content-transfer-encoding", "mime-version", "reply-to", "x-switchboard-reference"}
 )  # fmt: skip
 _HEADER_NAME: Final = re.compile(r"[!-9;-~]+")  # RFC 5322 ftext
+_N = TypeVar("_N", int, float)
 
 
 def build_email(message: OutboundMessage, sender: str) -> EmailMessage:
@@ -97,14 +98,14 @@ class SmtpTransport:
         if self.security not in ("starttls", "tls", "none"):
             raise ConfigError("smtp `security` must be starttls, tls or none")
         default_port = {"tls": 465, "starttls": 587, "none": 25}[self.security]
-        self.port = int(options.get("port", default_port))
+        self.port = _number(options, "port", default_port, int)
         self.username = options.get("username")
         password_env = options.get("password_env")
         self._password = os.environ.get(str(password_env)) if password_env else None
         if password_env and self._password is None:
             raise ConfigError(f"smtp password_env names {password_env}, which is not set")
-        self.timeout = float(options.get("timeout", 30))
-        self._slots = asyncio.Semaphore(int(options.get("max_connections", 4)))
+        self.timeout = _number(options, "timeout", 30.0, float)
+        self._slots = asyncio.Semaphore(_number(options, "max_connections", 4, int))
         self._idle: list[aiosmtplib.SMTP] = []
 
     async def send(self, message: OutboundMessage) -> SendResult:
@@ -161,6 +162,21 @@ class SmtpTransport:
         idle, self._idle = self._idle, []
         for client in idle:
             await _close(client)
+
+
+def _number(options: Mapping[str, Any], key: str, default: _N, kind: type[_N]) -> _N:
+    value = options.get(key, default)
+    whole = kind is int
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or value <= 0
+        or (whole and value != int(value))
+    ):
+        raise ConfigError(
+            f"smtp `{key}` must be a positive {'whole ' if whole else ''}number, not {value!r}"
+        )
+    return kind(value)
 
 
 def _classify(exc: aiosmtplib.SMTPException) -> TransportError:

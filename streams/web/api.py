@@ -174,6 +174,8 @@ def _parse_json(body: bytes) -> dict[str, Any]:
         data = json.loads(body)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise HTTPProblem(400, "", f"the request body is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise HTTPProblem(400, "", "the request body is JSON nested too deeply") from None
     if not isinstance(data, dict):
         raise HTTPProblem(400, "", "the instruction must be a JSON object")
     return data

@@ -1,0 +1,413 @@
+"""The pipeline benchmark: ``make bench`` (not part of ``make test``).
+
+Pushes N instructions x M recipients through the whole chain of a real worker process (Avro
+produced to the instructions topic, ``delivered`` status events consumed) and prints:
+
+* deliveries per second, from the first instruction produced to the last ``delivered`` consumed;
+* end-to-end latency p50 / p99: instruction produced -> its recipient's ``delivered`` consumed;
+* CPU seconds of the worker process per 1,000 deliveries, and its peak RSS.
+
+Beside it, in the same run, a baseline: a plain confluent-kafka consume -> transform -> produce
+loop over the same number of topic hops (instructions -> sessions -> fan-out -> dispatch ->
+reports -> status: five hops), in one process of its own, fanned out per recipient at the first
+hop like Switchboard. The baseline is what Kafka and Python cost without Faust, tables, status
+events or validation: the floor to compare against.
+
+``--provider twilio-fake`` sends SMS through the real Twilio transport to a local fake Twilio
+server that answers each request after ``--provider-latency-ms`` (default 20 ms), instead of the
+sandbox: with 100 requests in flight, provider latency should be hidden by concurrency.
+
+    .venv/bin/python -m bench.pipeline --instructions 200 --recipients 50
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import shutil
+import statistics
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import fastavro
+import yaml
+from confluent_kafka import Consumer, Producer
+from confluent_kafka.admin import AdminClient
+from confluent_kafka.cimpl import NewTopic
+
+import schemas
+from switchboard.clients import api_key_digest
+from switchboard.kafka.local import KafkaDistribution, LocalBroker
+from switchboard.wire import read_record
+from tests.integration.harness import Worker
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclass
+class Result:
+    name: str
+    deliveries: int
+    seconds: float
+    latencies: list[float]
+    cpu_seconds: float
+    peak_rss_mb: float
+
+    @property
+    def rate(self) -> float:
+        return self.deliveries / self.seconds
+
+    def row(self) -> str:
+        lat = sorted(self.latencies)
+        p50 = statistics.median(lat) * 1000 if lat else float("nan")
+        p99 = lat[min(len(lat) - 1, int(len(lat) * 0.99))] * 1000 if lat else float("nan")
+        cpu = self.cpu_seconds / self.deliveries * 1000
+        return (f"| {self.name} | {self.deliveries:,} | {self.rate:,.0f} | {p50:,.0f} | {p99:,.0f} | "
+                f"{cpu:.2f} | {self.peak_rss_mb:.0f} |")  # fmt: skip
+
+
+# -- process accounting (Linux /proc) ---------------------------------------------------------
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    ticks = os.sysconf("SC_CLK_TCK")
+    return (int(fields[11]) + int(fields[12])) / ticks  # utime + stime
+
+
+def peak_rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+# -- Switchboard ------------------------------------------------------------------------------
+
+
+def instruction(i: int, recipients: int, channel: str) -> tuple[dict[str, Any], list[str]]:
+    if channel == "sms":
+        # Distinct, valid NANP numbers: exchanges 200-999 of area code 415.
+        audience = [
+            f"+1415{200 + (k // 10_000) % 800:03d}{k % 10_000:04d}"
+            for k in range(i * recipients, (i + 1) * recipients)
+        ]
+    else:
+        audience = [f"b{i}-{j}@example.com" for j in range(recipients)]
+    body = {
+        "client_id": "bench", "idempotency_key": None, "options": None, "audience": audience,
+        "transport": {"type": channel, "subject": "Benchmark", "message": "Hello {{name}}, your code is 1234.",
+                      "fileUrl": None, "extras": {"template_vars": {"name": "there"}}},
+    }  # fmt: skip
+    return body, audience
+
+
+class StatusWatcher:
+    """Consumes the status topic; records when each recipient's ``delivered`` (or ``sent``,
+    for providers that report delivery later) was consumed."""
+
+    def __init__(self, bootstrap: str, topic: str, final: str) -> None:
+        self.final = final
+        self.seen: dict[str, float] = {}
+        self.lock = threading.Lock()
+        self._stop = threading.Event()
+        self._consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"bench-{uuid.uuid4()}",
+                                   "auto.offset.reset": "earliest", "enable.auto.commit": False})  # fmt: skip
+        self._consumer.subscribe([topic])
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            for msg in self._consumer.consume(1000, 0.2):
+                if msg.error():
+                    continue
+                event = read_record("status_event", msg.value())
+                if event["status"] == self.final:
+                    with self.lock:
+                        self.seen.setdefault(event["recipient"], time.perf_counter())
+        self._consumer.close()
+
+    def count(self) -> int:
+        with self.lock:
+            return len(self.seen)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(10)
+
+
+def run_switchboard(
+    broker: LocalBroker, workdir: Path, n: int, m: int, provider: str, latency_ms: int
+) -> Result:
+    prefix = f"bench{uuid.uuid4().hex[:6]}"
+    channel = "sms" if provider == "twilio-fake" else "email"
+    extra_env: dict[str, str] = {"SWITCHBOARD_LOG_LEVEL": "warning", "SWITCHBOARD_PARTITIONS": "4"}
+    with fake_provider(provider, latency_ms) as channel_config:
+        if provider == "twilio-fake":
+            extra_env["BENCH_TWILIO_TOKEN"] = channel_config.pop("_token")
+        clients = {"clients": {"bench": {"api_keys": [api_key_digest("bench-key")], "default_channels": [channel],
+                                         "channels": {channel: channel_config}}}}  # fmt: skip
+        clients_file = workdir / "clients.yaml"
+        clients_file.write_text(yaml.safe_dump(clients))
+        worker = Worker(broker.bootstrap_servers, prefix, workdir / prefix, clients_file, extra_env)
+        worker.start()
+        final = "sent" if provider == "twilio-fake" else "delivered"
+        watcher = StatusWatcher(broker.bootstrap_servers, worker.topic("status"), final)
+        try:
+            producer = Producer({"bootstrap.servers": broker.bootstrap_servers, "linger.ms": 5})
+            topic = worker.topic("instructions")
+            headers = [("content-type", schemas.content_type("instruction").encode())]
+            _wait_until(
+                lambda: _warm_up(producer, topic, headers, channel, watcher), 120, "warm-up"
+            )
+            before = watcher.count()
+            assert worker.process is not None
+            pid = worker.process.pid
+            cpu0 = cpu_seconds(pid)
+            produced_at: dict[str, float] = {}
+            start = time.perf_counter()
+            for i in range(n):
+                body, audience = instruction(i, m, channel)
+                now = time.perf_counter()
+                for address in audience:
+                    produced_at[address] = now
+                producer.produce(topic, _avro(body), key=b"bench", headers=headers)
+                producer.poll(0)
+            producer.flush(60)
+            total = n * m
+            _wait_until(lambda: watcher.count() - before >= total, 600, f"{total} deliveries")
+            with watcher.lock:
+                finished = [watcher.seen[a] for a in produced_at]
+                latencies = [watcher.seen[a] - produced_at[a] for a in produced_at]
+            seconds = max(finished) - start
+            cpu = cpu_seconds(pid) - cpu0
+            rss = peak_rss_mb(pid)
+        finally:
+            watcher.stop()
+            worker.stop()
+    name = (
+        f"Switchboard ({'sandbox' if provider == 'sandbox' else f'fake Twilio, {latency_ms} ms'})"
+    )
+    return Result(name, total, seconds, latencies, cpu, rss)
+
+
+def _warm_up(
+    producer: Producer,
+    topic: str,
+    headers: list[tuple[str, bytes]],
+    channel: str,
+    watcher: StatusWatcher,
+) -> bool:
+    if watcher.count() > 0:
+        return True
+    body, _ = instruction(10**6, 1, channel)
+    producer.produce(topic, _avro(body), key=b"bench", headers=headers)
+    producer.flush(10)
+    time.sleep(1)
+    return watcher.count() > 0
+
+
+def _avro(body: dict[str, Any]) -> bytes:
+    buf = io.BytesIO()
+    fastavro.schemaless_writer(buf, schemas.parsed("instruction"), body)
+    return buf.getvalue()
+
+
+@contextmanager
+def fake_provider(provider: str, latency_ms: int) -> Iterator[dict[str, Any]]:
+    if provider == "sandbox":
+        yield {"provider": "sandbox"}
+        return
+    from tests.fakes.background import BackgroundServer
+    from tests.fakes.twilio_server import (
+        TEST_ACCOUNT_SID,
+        TEST_AUTH_TOKEN,
+        Behaviour,
+        FakeTwilioServer,
+    )
+
+    server = BackgroundServer(FakeTwilioServer())
+    server.start()
+    try:
+        server.call(lambda fake: fake.script(Behaviour.slow(latency_ms)))
+        yield {"provider": "twilio", "account_sid": TEST_ACCOUNT_SID, "auth_token_env": "BENCH_TWILIO_TOKEN",
+               "from": ["+14155550100"], "api_base": server.url, "rate_per_second": 1_000_000, "max_in_flight": 100,
+               "_token": TEST_AUTH_TOKEN}  # fmt: skip
+    finally:
+        server.stop()
+
+
+# -- the baseline -----------------------------------------------------------------------------
+
+BASELINE = r"""
+import json, sys, threading
+from confluent_kafka import Consumer, Producer
+bootstrap, prefix, hops = sys.argv[1], sys.argv[2], int(sys.argv[3])
+
+def stage(k):
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"{prefix}-{k}", "auto.offset.reset": "earliest",
+                         "enable.auto.commit": True})
+    consumer.subscribe([f"{prefix}.hop{k}"])
+    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5})
+    while True:
+        for msg in consumer.consume(500, 0.1):
+            if msg.error():
+                continue
+            record = json.loads(msg.value())
+            # hop 0 fans an instruction out to its recipients, as the session agent does
+            outs = [{"to": a, "message": record["message"]} for a in record["audience"]] if k == 0 else [dict(record, hop=k)]
+            for out in outs:
+                producer.produce(f"{prefix}.hop{k + 1}", json.dumps(out).encode(), key=msg.key())
+        producer.poll(0)
+
+for k in range(hops):
+    threading.Thread(target=stage, args=(k,), daemon=True).start()
+threading.Event().wait()
+"""
+
+HOPS = 5  # instructions -> sessions (open) -> sessions (fan-out) -> dispatch -> reports -> status
+
+
+def run_baseline(broker: LocalBroker, workdir: Path, n: int, m: int) -> Result:
+    import subprocess
+
+    prefix = f"base{uuid.uuid4().hex[:6]}"
+    admin = AdminClient({"bootstrap.servers": broker.bootstrap_servers})
+    names = [f"{prefix}.hop{k}" for k in range(HOPS + 1)]
+    for future in admin.create_topics([NewTopic(t, 4, 1) for t in names]).values():
+        future.result(30)
+    script = workdir / "baseline.py"
+    script.write_text(BASELINE)
+    process = subprocess.Popen(
+        [sys.executable, str(script), broker.bootstrap_servers, prefix, str(HOPS)]
+    )
+    seen: dict[str, float] = {}
+    consumer = Consumer({"bootstrap.servers": broker.bootstrap_servers, "group.id": f"{prefix}-reader",
+                         "auto.offset.reset": "earliest"})  # fmt: skip
+    consumer.subscribe([names[-1]])
+    try:
+        producer = Producer({"bootstrap.servers": broker.bootstrap_servers, "linger.ms": 5})
+        # warm-up: one message through every hop
+        producer.produce(
+            names[0], json.dumps({"message": "warm", "audience": ["warm"]}).encode(), key=b"k"
+        )
+        producer.flush(10)
+        _wait_until(lambda: any(_drain(consumer, seen)) or "warm" in seen, 120, "baseline warm-up")
+        cpu0 = cpu_seconds(process.pid)
+        produced_at: dict[str, float] = {}
+        start = time.perf_counter()
+        for i in range(n):
+            audience = [f"b{i}-{j}" for j in range(m)]
+            now = time.perf_counter()
+            for a in audience:
+                produced_at[a] = now
+            producer.produce(
+                names[0],
+                json.dumps(
+                    {"message": "Hello there, your code is 1234.", "audience": audience}
+                ).encode(),
+                key=b"k",
+            )
+            producer.poll(0)
+        producer.flush(60)
+        _wait_until(
+            lambda: (_drain(consumer, seen), all(a in seen for a in produced_at))[1],
+            600,
+            "baseline deliveries",
+        )
+        seconds = max(seen[a] for a in produced_at) - start
+        latencies = [seen[a] - produced_at[a] for a in produced_at]
+        return Result(f"baseline: confluent-kafka, {HOPS} hops", n * m, seconds, latencies,
+                      cpu_seconds(process.pid) - cpu0, peak_rss_mb(process.pid))  # fmt: skip
+    finally:
+        consumer.close()
+        process.kill()
+        process.wait()
+
+
+def _drain(consumer: Consumer, seen: dict[str, float]) -> list[None]:
+    for msg in consumer.consume(1000, 0.1):
+        if not msg.error():
+            seen.setdefault(json.loads(msg.value())["to"], time.perf_counter())
+    return []
+
+
+def _wait_until(predicate: Callable[[], Any], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise SystemExit(f"benchmark: timed out waiting for {what}")
+        time.sleep(0.05)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument("--instructions", "-n", type=int, default=200)
+    p.add_argument("--recipients", "-m", type=int, default=50)
+    p.add_argument("--provider", choices=["sandbox", "twilio-fake", "both"], default="both")
+    p.add_argument("--provider-latency-ms", type=int, default=20)
+    p.add_argument("--no-baseline", action="store_true")
+    args = p.parse_args(argv)
+
+    workdir = Path(tempfile.mkdtemp(prefix="switchboard-bench-"))
+    broker = LocalBroker(
+        workdir / "kafka",
+        distribution=KafkaDistribution(cache_dir=ROOT / ".cache" / "kafka"),
+        port=0,
+    )
+    print(f"Starting Kafka {broker.distribution.version} (single node, loopback)...", flush=True)
+    broker.start()
+    results: list[Result] = []
+    try:
+        providers = ["sandbox", "twilio-fake"] if args.provider == "both" else [args.provider]
+        for provider in providers:
+            print(
+                f"Switchboard, {provider}: {args.instructions} instructions x {args.recipients} recipients...",
+                flush=True,
+            )
+            results.append(
+                run_switchboard(
+                    broker,
+                    workdir,
+                    args.instructions,
+                    args.recipients,
+                    provider,
+                    args.provider_latency_ms,
+                )
+            )
+        if not args.no_baseline:
+            print("Baseline...", flush=True)
+            results.append(run_baseline(broker, workdir, args.instructions, args.recipients))
+    finally:
+        broker.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+    print(f"\n{args.instructions} instructions x {args.recipients} recipients = {args.instructions * args.recipients:,} deliveries; "
+          f"{os.cpu_count()} CPUs\n")  # fmt: skip
+    print("| run | deliveries | deliveries/s | p50 ms | p99 ms | CPU s / 1k | peak RSS MB |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    for result in results:
+        print(result.row())
+    sandbox = next((r for r in results if "sandbox" in r.name), None)
+    fake = next((r for r in results if "Twilio" in r.name), None)
+    if sandbox and fake:
+        print(f"\nfake provider ({args.provider_latency_ms} ms per request, 100 in flight) / sandbox: "
+              f"{fake.rate / sandbox.rate:.0%} of the sandbox's deliveries/s")  # fmt: skip
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

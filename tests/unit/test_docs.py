@@ -1,0 +1,63 @@
+"""The documents a user reads must match the code: the README's settings table, the compose
+file's variables, and the OpenAPI document's validity."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import yaml
+from openapi_spec_validator import validate
+
+from streams.web.openapi import openapi_document
+from switchboard.settings import Settings
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def settings_table() -> str:
+    rows = ["| variable | default | meaning |", "|---|---|---|"]
+    for env, default, doc in Settings.reference():
+        rows.append(f"| `{env}` | {f'`{default}`' if default else ''} | {doc} |")
+    return "\n".join(rows)
+
+
+def test_readme_settings_table_is_the_settings_reference() -> None:
+    readme = (ROOT / "README.md").read_text()
+    table = re.search(r"<!-- settings:start -->\n(.*?)\n<!-- settings:end -->", readme, re.S)
+    assert table, "README.md lost its settings table markers"
+    assert table.group(1) == settings_table(), "regenerate it with `switchboard config --markdown`"
+
+
+def test_compose_file_sets_only_real_settings() -> None:
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    env = compose["services"]["switchboard"]["environment"]
+    known = {name for name, _, _ in Settings.reference()}
+    assert set(env) <= known, set(env) - known
+    Settings.from_env({k: str(v) for k, v in env.items()})  # every value is accepted
+
+
+def test_openapi_document_is_valid_openapi_3_1() -> None:
+    document = openapi_document()
+    validate(document)
+    assert document["paths"]["/v1/messages"]["post"]["responses"]["202"]
+
+
+def test_settings_reject_bad_values_naming_each_variable() -> None:
+    import pytest
+
+    from switchboard.errors import ConfigError
+
+    with pytest.raises(ConfigError) as info:
+        Settings.from_env({"SWITCHBOARD_PARTITIONS": "many", "SWITCHBOARD_SANDBOX": "perhaps",
+                           "SWITCHBOARD_LOG_FORMAT": "xml"})  # fmt: skip
+    message = str(info.value)
+    assert (
+        "SWITCHBOARD_PARTITIONS" in message
+        and "SWITCHBOARD_SANDBOX" in message
+        and "SWITCHBOARD_LOG_FORMAT" in message
+    )
+    assert (
+        Settings.from_env({"SWITCHBOARD_SANDBOX": "yes", "SWITCHBOARD_PARTITIONS": "4"}).partitions
+        == 4
+    )

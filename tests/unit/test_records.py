@@ -1,0 +1,154 @@
+"""switchboard.records: the internal topics' JSON records."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from switchboard.records import (
+    DeliveryState,
+    DispatchJob,
+    FanOut,
+    OpenSession,
+    Progress,
+    Report,
+    SessionState,
+    decode,
+    decode_command,
+    delivery_key,
+    encode,
+)
+
+JOB = DispatchJob(
+    session_id="s1",
+    client_id="acme",
+    channel="email",
+    index=501,
+    address="a@b.co",
+    attempt=2,
+    message="Hi Ana ✓",
+    subject="S",
+    file_url="https://example.com/f.pdf",
+    extras={"html": "<p>Hi</p>", "headers": {"X-A": "1"}},
+    locale="es",
+)
+REPORT = Report(
+    session_id="s1",
+    client_id="acme",
+    channel="sms",
+    index=3,
+    address="+14155550100",
+    status="failed",
+    attempt=1,
+    provider_message_id="SM1",
+    error_code="30003",
+    error="unreachable",
+    retryable=True,
+    detail={"retry_after": 30},
+    occurred_at=1.5,
+)
+STATE = SessionState(
+    session_id="s1",
+    client_id="acme",
+    channels=["sms", "email"],
+    recipients=2,
+    deliveries=4,
+    chunks=1,
+    trigger="manual",
+    status="waiting",
+    created_at=1.0,
+    source="kafka",
+    transport={"message": "m"},
+    options={"retries": 0},
+    idempotency_key="k",
+    fanned_out_chunks=1,
+)
+RECORDS = [
+    JOB,
+    REPORT,
+    STATE,
+    DeliveryState("sent", 1, "+14155550100", 2.0, "SM1"),
+    Progress(final=3, counts={"delivered": 2, "failed": 1}, completed_at=9.0),
+    Progress(),
+    OpenSession("s1", {"client_id": "acme"}, 1.0, "api", "comms.instructions/0/5"),
+    FanOut("s1", 2),
+]
+
+
+@pytest.mark.parametrize("record", RECORDS, ids=lambda r: type(r).__name__)
+def test_encode_decode_round_trip(record: object) -> None:
+    data = encode(record)
+    assert isinstance(data, bytes)
+    assert decode(type(record), data) == record
+    assert decode(type(record), json.loads(data)) == record
+
+
+def test_encode_is_compact_utf8_json() -> None:
+    data = encode(JOB)
+    assert b", " not in data and b": " not in data
+    assert "✓".encode() in data
+
+
+def test_commands_carry_their_kind() -> None:
+    assert json.loads(encode(FanOut("s1", 2)))["kind"] == "fanout"
+    assert json.loads(encode(RECORDS[6]))["kind"] == "open"
+    assert "kind" not in json.loads(encode(JOB))
+
+
+def test_unknown_fields_are_ignored() -> None:
+    body = json.loads(encode(REPORT))
+    body["added_in_a_later_version"] = {"x": 1}
+    assert decode(Report, json.dumps(body).encode()) == REPORT
+    assert decode(Report, body) == REPORT
+
+
+def test_defaults_fill_fields_an_older_writer_did_not_send() -> None:
+    body = {
+        "session_id": "s1",
+        "client_id": "acme",
+        "channel": "sms",
+        "index": 0,
+        "address": "+14155550100",
+        "status": "sent",
+    }
+    report = decode(Report, body)
+    assert (report.attempt, report.retryable, report.detail, report.occurred_at) == (
+        0,
+        False,
+        {},
+        0.0,
+    )
+
+
+@pytest.mark.parametrize("command", [RECORDS[6], FanOut("s9", 0)], ids=["open", "fanout"])
+def test_decode_command_by_kind(command: object) -> None:
+    assert decode_command(encode(command)) == command
+
+
+def test_decode_command_ignores_unknown_fields() -> None:
+    assert decode_command(b'{"kind":"fanout","session_id":"s","chunk":1,"new":true}') == FanOut(
+        "s", 1
+    )
+
+
+@pytest.mark.parametrize(
+    "data", [b'{"kind":"close","session_id":"s"}', b'{"session_id":"s"}', b'{"kind":["open"]}']
+)
+def test_decode_command_unknown_kind(data: bytes) -> None:
+    with pytest.raises(ValueError, match="unknown session command kind"):
+        decode_command(data)
+
+
+@pytest.mark.parametrize("data", [b"[]", b"null"])
+def test_decode_command_non_object_is_a_value_error(data: bytes) -> None:
+    # BUG: `body["kind"]` raises TypeError (caught), then the error message's `body.get(...)`
+    # raises AttributeError on a list/str/int/None body instead of the documented ValueError.
+    with pytest.raises(ValueError, match="unknown session command kind"):
+        decode_command(data)
+
+
+def test_delivery_key() -> None:
+    assert delivery_key("s1", 7, "sms") == "s1/7/sms"
+    assert JOB.key == "s1/501/email"
+    assert REPORT.key == delivery_key("s1", 3, "sms")

@@ -1,0 +1,177 @@
+"""switchboard.status: deliveries only move forward, and the status event's two shapes."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta, timezone
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from switchboard.status import FINAL, STATUSES, Status, StatusEvent, is_final, supersedes
+
+PROGRESS: list[Status] = ["accepted", "scheduled", "sent", "delivered", "read"]
+FAILURES: list[Status] = ["failed", "undelivered", "suppressed", "cancelled", "expired", "rejected"]
+NOT_FINAL: list[Status] = ["accepted", "scheduled", "deferred", "sent"]
+
+
+def apply(current: Status | None, reports: list[Status]) -> Status | None:
+    for report in reports:
+        if supersedes(report, current):
+            current = report
+    return current
+
+
+def test_first_report_always_applies() -> None:
+    for status in STATUSES:
+        assert supersedes(status, None)
+
+
+@pytest.mark.parametrize("status", STATUSES)
+def test_duplicates_change_nothing(status: Status) -> None:
+    assert not supersedes(status, status)
+
+
+def test_final_statuses() -> None:
+    assert set(FINAL) == {"delivered", "read", *FAILURES}
+    assert all(is_final(s) for s in FINAL)
+    assert not any(is_final(s) for s in (*NOT_FINAL, "completed"))
+
+
+@pytest.mark.parametrize(
+    ("old", "new"),
+    [
+        ("accepted", "scheduled"),
+        ("accepted", "deferred"),
+        ("accepted", "sent"),
+        ("scheduled", "sent"),
+        ("deferred", "sent"),
+        ("sent", "delivered"),
+        ("accepted", "delivered"),
+        ("delivered", "read"),
+        ("sent", "read"),
+    ],
+)
+def test_progress_moves_forward(old: Status, new: Status) -> None:
+    assert supersedes(new, old)
+    assert not supersedes(old, new)
+
+
+@pytest.mark.parametrize(
+    ("old", "new"), [("sent", "accepted"), ("delivered", "sent"), ("read", "delivered")]
+)
+def test_progress_never_moves_back(old: Status, new: Status) -> None:
+    assert not supersedes(new, old)
+
+
+@pytest.mark.parametrize("old", NOT_FINAL)
+@pytest.mark.parametrize("new", FAILURES)
+def test_failures_end_non_final_deliveries(old: Status, new: Status) -> None:
+    assert supersedes(new, old)
+
+
+@pytest.mark.parametrize("old", FAILURES)
+@pytest.mark.parametrize("new", STATUSES)
+def test_nothing_replaces_a_final_failure(old: Status, new: Status) -> None:
+    assert not supersedes(new, old)
+
+
+@pytest.mark.parametrize("new", [*FAILURES, "sent", "accepted", "deferred", "completed"])
+def test_delivered_is_not_replaced_except_by_read(new: Status) -> None:
+    assert not supersedes(new, "delivered")
+    assert supersedes("read", "delivered")
+
+
+@pytest.mark.parametrize("new", STATUSES)
+def test_nothing_follows_read(new: Status) -> None:
+    assert not supersedes(new, "read")
+
+
+def test_late_reports_keep_a_delivery_where_it_is() -> None:
+    assert apply(None, ["accepted", "sent", "delivered", "sent", "failed", "read"]) == "read"
+    assert apply(None, ["accepted", "sent", "undelivered", "delivered", "read"]) == "undelivered"
+    assert apply(None, ["delivered", "sent", "accepted"]) == "delivered"
+
+
+@given(
+    st.sampled_from([*FAILURES, "read"]),
+    st.lists(st.sampled_from(STATUSES), max_size=20),
+    st.lists(st.sampled_from(STATUSES), max_size=20),
+)
+def test_a_final_status_other_than_delivered_is_never_changed(
+    final: Status, before: list[Status], after: list[Status]
+) -> None:
+    reached = apply(apply(None, before), [final])
+    if reached != final:
+        return  # `before` already ended the delivery
+    assert apply(reached, after) == final
+
+
+@given(st.lists(st.sampled_from(STATUSES), min_size=1, max_size=30))
+def test_progress_rank_never_decreases(reports: list[Status]) -> None:
+    rank = {"accepted": 0, "scheduled": 1, "deferred": 1, "sent": 2, "delivered": 3, "read": 4}
+    current: Status | None = None
+    for report in reports:
+        if supersedes(report, current):
+            if current in rank and report in rank:
+                assert rank[report] > rank[current]
+            if current is not None and is_final(current):
+                assert (current, report) == ("delivered", "read")
+            current = report
+
+
+# -- the event ---------------------------------------------------------------------------------
+
+
+def test_to_avro_shape() -> None:
+    at = datetime(2026, 5, 1, 12, 0, tzinfo=UTC)
+    event = StatusEvent(
+        "s1", "acme", "failed", recipient="+14155550100", channel="sms", attempt=2,
+        provider_message_id="SM1", error_code="30003", error="unreachable",
+        detail={"retry_in": 60}, occurred_at=at, event_id="e1",
+    )  # fmt: skip
+    assert event.to_avro() == {
+        "event_id": "e1",
+        "session_id": "s1",
+        "client_id": "acme",
+        "recipient": "+14155550100",
+        "channel": "sms",
+        "status": "failed",
+        "attempt": 2,
+        "provider_message_id": "SM1",
+        "error_code": "30003",
+        "error": "unreachable",
+        "occurred_at": at,
+        "detail": {"retry_in": 60},
+    }
+
+
+def test_to_avro_empty_detail_is_null() -> None:
+    assert StatusEvent("s1", "acme", "completed").to_avro()["detail"] is None
+
+
+def test_to_json_occurred_at_is_iso_utc_with_z() -> None:
+    at = datetime(2026, 5, 1, 14, 30, 15, 250000, tzinfo=timezone(timedelta(hours=2)))
+    out = StatusEvent("s1", "acme", "sent", occurred_at=at).to_json()
+    assert out["occurred_at"] == "2026-05-01T12:30:15.250000Z"
+    assert out["detail"] == {}
+    assert set(out) == {
+        "event_id", "session_id", "client_id", "recipient", "channel", "status", "attempt",
+        "provider_message_id", "error_code", "error", "occurred_at", "detail",
+    }  # fmt: skip
+
+
+def test_to_json_detail_and_defaults() -> None:
+    event = StatusEvent("s1", "acme", "deferred", detail={"release_at": "2026-05-02T09:00:00Z"})
+    out = event.to_json()
+    assert out["detail"] == {"release_at": "2026-05-02T09:00:00Z"}
+    assert out["attempt"] == 0
+    assert out["occurred_at"].endswith("Z")
+    assert "+00:00" not in out["occurred_at"]
+
+
+def test_each_event_has_a_unique_id_and_a_utc_time() -> None:
+    a, b = StatusEvent("s", "c", "sent"), StatusEvent("s", "c", "sent")
+    assert a.event_id != b.event_id
+    assert a.occurred_at.tzinfo is not None
+    assert a.occurred_at.utcoffset() == timedelta(0)
