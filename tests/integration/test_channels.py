@@ -172,9 +172,10 @@ def secrets_env(fakes: Fakes) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def worker(
-    make_worker: WorkerFactory, keys: Keys, beta: Beta, mail: MailSink, fakes: Fakes
+    fakes: Fakes, make_worker: WorkerFactory, keys: Keys, beta: Beta, mail: MailSink
 ) -> Worker:
-    """The module's one worker (it replaces conftest's, so ``statuses`` reads this one)."""
+    """The module's one worker (it replaces conftest's, so ``statuses`` reads this one).
+    ``fakes`` comes first: they are set up before the worker and stopped after it."""
     document = channels_document(keys, beta, mail, fakes)
     return make_worker(extra_env=secrets_env(fakes), document=document).start()
 
