@@ -101,14 +101,9 @@ async def _handle(sb: Switchboard, event: EventT[bytes]) -> None:
         return
     assert result is not None
     sb.metrics.sends.labels(job.channel, provider, "ok").inc()
-    detail = dict(result.detail)
-    await sb.report(
-        _report(job, "sent", provider_message_id=result.provider_message_id, detail=detail)
-    )
-    if result.status == "delivered":
-        await sb.report(
-            _report(job, "delivered", provider_message_id=result.provider_message_id, detail=detail)
-        )
+    passed = ["sent"] if result.status == "delivered" else []
+    await sb.report(_report(job, result.status, provider_message_id=result.provider_message_id,
+                            detail=dict(result.detail), passed=passed))  # fmt: skip
 
 
 async def _send(

@@ -53,54 +53,62 @@ def load_progress(sb: Switchboard, session_id: str) -> Progress:
 async def _handle(sb: Switchboard, event: EventT[bytes]) -> None:
     report = records.decode(Report, event.value)
     old = load_delivery(sb, report.key)
-    if not supersedes(report.status, old.status if old else None):
-        log.debug("report changes nothing", extra={"delivery": report.key, "status": report.status})
+    state = old
+    for status in report.statuses:
+        if not supersedes(status, state.status if state else None):
+            log.debug("report changes nothing", extra={"delivery": report.key, "status": status})
+            continue
+        state = DeliveryState(
+            status=status,
+            attempt=max(report.attempt, state.attempt if state else 0),
+            address=report.address or (state.address if state else ""),
+            updated_at=report.occurred_at,
+            provider_message_id=report.provider_message_id
+            or (state.provider_message_id if state else None),
+            error_code=report.error_code,
+            error=report.error,
+        )
+        await sb.publish_status(StatusEvent(
+            session_id=report.session_id,
+            client_id=report.client_id,
+            status=status,
+            recipient=state.address or None,
+            channel=report.channel,
+            attempt=report.attempt,
+            provider_message_id=report.provider_message_id,
+            error_code=report.error_code,
+            error=report.error,
+            detail=report.detail,
+            occurred_at=datetime.fromtimestamp(report.occurred_at, UTC),
+        ))  # fmt: skip
+    if state is None or state is old:
         return
-    state = DeliveryState(
-        status=report.status,
-        attempt=max(report.attempt, old.attempt if old else 0),
-        address=report.address or (old.address if old else ""),
-        updated_at=report.occurred_at,
-        provider_message_id=report.provider_message_id
-        or (old.provider_message_id if old else None),
-        error_code=report.error_code,
-        error=report.error,
-    )
     sb.tables.deliveries[report.key.encode()] = records.encode(state)
-    await sb.publish_status(StatusEvent(
-        session_id=report.session_id,
-        client_id=report.client_id,
-        status=report.status,
-        recipient=state.address or None,
-        channel=report.channel,
-        attempt=report.attempt,
-        provider_message_id=report.provider_message_id,
-        error_code=report.error_code,
-        error=report.error,
-        detail=report.detail,
-        occurred_at=datetime.fromtimestamp(report.occurred_at, UTC),
-    ))  # fmt: skip
-    if is_final(report.status) and not (old is not None and is_final(old.status)):
-        await _count_final(sb, report)
+    if is_final(state.status) and not (old is not None and is_final(old.status)):
+        await _count_final(
+            sb, report.session_id, report.client_id, state.status, report.occurred_at
+        )
 
 
-async def _count_final(sb: Switchboard, report: Report) -> None:
-    progress = load_progress(sb, report.session_id)
+async def _count_final(
+    sb: Switchboard, session_id: str, client_id: str, status: str, at: float
+) -> None:
+    progress = load_progress(sb, session_id)
     counts = dict(progress.counts)
-    counts[report.status] = counts.get(report.status, 0) + 1
+    counts[status] = counts.get(status, 0) + 1
     progress = dataclasses.replace(progress, final=progress.final + 1, counts=counts)
-    session = load_session(sb, report.session_id)
+    session = load_session(sb, session_id)
     if (
         session is not None
         and progress.completed_at is None
         and progress.final >= session.deliveries
     ):
-        progress = dataclasses.replace(progress, completed_at=report.occurred_at)
+        progress = dataclasses.replace(progress, completed_at=at)
         await sb.publish_status(StatusEvent(
-            session_id=report.session_id,
-            client_id=report.client_id,
+            session_id=session_id,
+            client_id=client_id,
             status="completed",
             detail={"deliveries": session.deliveries, "counts": counts},
         ))  # fmt: skip
-        log.info("session completed", extra={"session_id": report.session_id, "counts": counts})
-    sb.tables.progress[report.session_id.encode()] = records.encode(progress)
+        log.info("session completed", extra={"session_id": session_id, "counts": counts})
+    sb.tables.progress[session_id.encode()] = records.encode(progress)

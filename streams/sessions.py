@@ -27,7 +27,7 @@ from streams.app import Switchboard
 from streams.guard import guarded
 from switchboard import records
 from switchboard.fanout import CHUNK_SIZE, chunk_count, plan_chunk
-from switchboard.records import DispatchJob, FanOut, OpenSession, Report, SessionState
+from switchboard.records import DispatchJob, FanOut, OpenSession, SessionState
 from switchboard.status import StatusEvent
 
 __all__ = ["load_session", "register"]
@@ -116,11 +116,14 @@ async def _fan_out(sb: Switchboard, cmd: FanOut) -> None:
     raw = sb.tables.audiences.get(f"{cmd.session_id}:{cmd.chunk}".encode())
     recipients = json.loads(raw) if raw is not None else []
     now = time.time()
+    accepted_at = datetime.fromtimestamp(now, UTC)
     for item in plan_chunk(state, cmd.chunk, recipients, now=now):
         if isinstance(item, DispatchJob):
-            await sb.report(Report(
-                session_id=item.session_id, client_id=item.client_id, channel=item.channel,
-                index=item.index, address=item.address, status="accepted", occurred_at=now,
+            # Straight to the status topic: enqueued on this worker's producer before the job,
+            # so it precedes every later event of the delivery on the (same) status partition.
+            await sb.publish_status(StatusEvent(
+                session_id=item.session_id, client_id=item.client_id, status="accepted",
+                recipient=item.address, channel=item.channel, occurred_at=accepted_at,
             ))  # fmt: skip
             await sb.dispatch(item)
         else:

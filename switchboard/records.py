@@ -38,6 +38,7 @@ __all__ = [
 ]
 
 T = TypeVar("T")
+_FIELDS: dict[type, frozenset[str]] = {}
 
 
 def delivery_key(session_id: str, index: int, channel: str) -> str:
@@ -46,9 +47,14 @@ def delivery_key(session_id: str, index: int, channel: str) -> str:
 
 
 def encode(record: Any) -> bytes:
-    """JSON bytes of a record dataclass, with its ``kind`` tag when it has one."""
-    body = dataclasses.asdict(record)
-    kind = getattr(type(record), "KIND", None)
+    """JSON bytes of a record dataclass, with its ``kind`` tag when it has one.
+
+    Records are flat (their dict and list fields hold JSON values already), so a shallow read
+    of the fields is enough; ``dataclasses.asdict`` would deep-copy every value, and this is
+    called for every message of every delivery."""
+    cls = type(record)
+    body = {name: getattr(record, name) for name in _field_names(cls)}
+    kind = getattr(cls, "KIND", None)
     if kind is not None:
         body["kind"] = kind
     return json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
@@ -56,9 +62,16 @@ def encode(record: Any) -> bytes:
 
 def decode(cls: type[T], data: bytes | Mapping[str, Any]) -> T:
     """Build ``cls`` from JSON bytes or a mapping, ignoring unknown fields."""
-    body = json.loads(data) if isinstance(data, bytes | bytearray) else dict(data)
-    names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    body = json.loads(data) if isinstance(data, bytes | bytearray) else data
+    names = _field_names(cls)
     return cls(**{k: v for k, v in body.items() if k in names})
+
+
+def _field_names(cls: type) -> frozenset[str]:
+    names = _FIELDS.get(cls)
+    if names is None:
+        names = _FIELDS[cls] = frozenset(f.name for f in dataclasses.fields(cls))
+    return names
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,10 +146,18 @@ class Report:
     retryable: bool = False
     detail: dict[str, Any] = field(default_factory=dict)
     occurred_at: float = 0.0
+    #: Statuses the delivery passed through on its way to ``status``, in order (a provider that
+    #: accepts and delivers in one answer reports ``delivered`` having passed ``sent``): each
+    #: is its own status event, but one message on the reports topic.
+    passed: list[str] = field(default_factory=list)
 
     @property
     def key(self) -> str:
         return delivery_key(self.session_id, self.index, self.channel)
+
+    @property
+    def statuses(self) -> list[Status]:
+        return [*self.passed, self.status]  # type: ignore[list-item]
 
 
 @dataclass(frozen=True, slots=True)

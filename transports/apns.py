@@ -23,7 +23,7 @@ Extras shape it: ``data`` (a mapping merged at the top level, beside ``aps``), `
 
 Guarantees and failure modes:
 
-* A ``200`` is reported as ``sent`` (APNs accepted it; Apple never reports device delivery),
+* A ``200`` is reported as ``delivered`` (APNs accepted it; Apple never reports device delivery, so this is final),
   with the ``apns-id`` as the provider message id.
 * ``410 Unregistered`` / ``ExpiredToken`` raise :class:`SuppressedError`: the token is no longer
   valid and must not be used again. Other 4xx reasons (``BadDeviceToken``,
@@ -204,7 +204,12 @@ class ApnsTransport:
             ) from None
         if not result.is_successful:
             raise classify(result.status, result.description)
-        return SendResult(result.notification_id, "sent")
+        # APNs reports no device receipts: its acceptance is the last word, so it is final.
+        return SendResult(
+            result.notification_id,
+            "delivered",
+            {"receipt": "accepted by APNs; device delivery is not reported"},
+        )
 
     async def aclose(self) -> None:
         client, self._client = self._client, None

@@ -25,7 +25,7 @@ a new one and is tried once more.
 
 Guarantees and failure modes:
 
-* An accepted message is reported as ``sent`` (FCM reports no device delivery to the sender),
+* An accepted message is reported as ``delivered`` (FCM reports no device delivery to the sender, so this is final),
   with FCM's message ``name`` as the provider message id.
 * ``UNREGISTERED`` raises :class:`SuppressedError`: the token is no longer valid.
   ``INVALID_ARGUMENT``, ``SENDER_ID_MISMATCH``, ``THIRD_PARTY_AUTH_ERROR`` (FCM's credentials
@@ -177,7 +177,10 @@ class FcmTransport:
         name = reply.body.get("name") if isinstance(reply.body, Mapping) else None
         if not isinstance(name, str):
             raise RetryableError("FCM answered 200 without a message name", code="fcm-bad-response")
-        return SendResult(name, "sent")
+        # FCM v1 reports no device receipts: its acceptance is the last word, so it is final.
+        return SendResult(
+            name, "delivered", {"receipt": "accepted by FCM; device delivery is not reported"}
+        )
 
     async def _post_message(
         self, session: aiohttp.ClientSession, token: str, body: dict[str, Any]

@@ -221,13 +221,15 @@ class TopicReader:
     """Reads a topic from the beginning in a background thread (a consumer with its own group)
     and keeps every record; tests wait for the records they expect."""
 
-    def __init__(self, bootstrap: str, topic: str, decode: Callable[[Any], Any]) -> None:
+    def __init__(self, bootstrap: str, topic: str, decode: Callable[[Any], Any],
+                 on_close: Callable[[], None] | None = None) -> None:  # fmt: skip
         self._consumer = Consumer({
             "bootstrap.servers": bootstrap, "group.id": f"test-{uuid.uuid4()}",
             "auto.offset.reset": "earliest", "enable.auto.commit": False,
         })  # fmt: skip
         self._consumer.subscribe([topic])
         self._decode = decode
+        self._on_close = on_close
         self._lock = threading.Lock()
         self.records: list[Any] = []
         self.errors: list[str] = []
@@ -268,6 +270,8 @@ class TopicReader:
     def close(self) -> None:
         self._stop.set()
         self._thread.join(10)
+        if self._on_close is not None:
+            self._on_close()
 
 
 def _brief(record: Any) -> Any:

@@ -39,13 +39,16 @@ def worker(make_worker: WorkerFactory, registry: Apicurio) -> Worker:
 
 
 @pytest.fixture(scope="module")
-def sr(registry: Apicurio) -> SchemaRegistryClient:
-    return SchemaRegistryClient({"url": registry.url})
+def sr(registry: Apicurio) -> Iterator[SchemaRegistryClient]:
+    client = SchemaRegistryClient({"url": registry.url})
+    yield client
+    client.close()
 
 
 def confluent_reader(kafka: Any, topic: str, registry_url: str) -> TopicReader:
     # A registry client of its own: the reader decodes in a background thread.
-    deserializer = AvroDeserializer(SchemaRegistryClient({"url": registry_url}))
+    client = SchemaRegistryClient({"url": registry_url})
+    deserializer = AvroDeserializer(client)
 
     def decode(msg: Any) -> dict[str, Any]:
         value = msg.value()
@@ -56,7 +59,7 @@ def confluent_reader(kafka: Any, topic: str, registry_url: str) -> TopicReader:
         record["_key"] = msg.key()
         return record
 
-    return TopicReader(kafka.bootstrap_servers, topic, decode)
+    return TopicReader(kafka.bootstrap_servers, topic, decode, on_close=client.close)
 
 
 @pytest.fixture(scope="module")
