@@ -59,21 +59,50 @@ class Result:
     name: str
     deliveries: int
     seconds: float
-    latencies: list[float]
+    latencies: list[float]  # the burst: every instruction produced at once
     cpu_seconds: float
     peak_rss_mb: float
+    paced: list[float]  # one-recipient instructions at a steady rate well below capacity
 
     @property
     def rate(self) -> float:
         return self.deliveries / self.seconds
 
     def row(self) -> str:
-        lat = sorted(self.latencies)
-        p50 = statistics.median(lat) * 1000 if lat else float("nan")
-        p99 = lat[min(len(lat) - 1, int(len(lat) * 0.99))] * 1000 if lat else float("nan")
         cpu = self.cpu_seconds / self.deliveries * 1000
-        return (f"| {self.name} | {self.deliveries:,} | {self.rate:,.0f} | {p50:,.0f} | {p99:,.0f} | "
+        burst, paced = _percentiles(self.latencies), _percentiles(self.paced)
+        return (f"| {self.name} | {self.deliveries:,} | {self.rate:,.0f} | {burst} | {paced} | "
                 f"{cpu:.2f} | {self.peak_rss_mb:.0f} |")  # fmt: skip
+
+
+def _percentiles(latencies: list[float]) -> str:
+    if not latencies:
+        return "- / -"
+    ordered = sorted(latencies)
+    p50 = statistics.median(ordered) * 1000
+    p99 = ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))] * 1000
+    return f"{p50:,.0f} / {p99:,.0f}"
+
+
+PACED_RATE = 20  # instructions per second, one recipient each
+PACED_COUNT = 200
+
+
+def paced(
+    produce_one: Callable[[int], list[str]], seen: Callable[[], dict[str, float]], what: str
+) -> list[float]:
+    """Produce PACED_COUNT one-recipient instructions at PACED_RATE per second; return the
+    latency of each (produced -> final status consumed)."""
+    produced_at: dict[str, float] = {}
+    start = time.perf_counter()
+    for i in range(PACED_COUNT):
+        time.sleep(max(0.0, start + i / PACED_RATE - time.perf_counter()))
+        now = time.perf_counter()
+        for address in produce_one(i):
+            produced_at[address] = now
+    _wait_until(lambda: all(a in seen() for a in produced_at), 300, f"paced {what}")
+    done = seen()
+    return [done[a] - produced_at[a] for a in produced_at]
 
 
 # -- process accounting (Linux /proc) ---------------------------------------------------------
@@ -112,12 +141,12 @@ def instruction(i: int, recipients: int, channel: str) -> tuple[dict[str, Any], 
     return body, audience
 
 
-class StatusWatcher:
-    """Consumes the status topic; records when each recipient's ``delivered`` (or ``sent``,
-    for providers that report delivery later) was consumed."""
+class Watcher:
+    """Consumes a topic in a background thread and records when each address's final record was
+    consumed (``extract`` names the address of a final record, or None)."""
 
-    def __init__(self, bootstrap: str, topic: str, final: str) -> None:
-        self.final = final
+    def __init__(self, bootstrap: str, topic: str, extract: Callable[[bytes], str | None]) -> None:
+        self.extract = extract
         self.seen: dict[str, float] = {}
         self.lock = threading.Lock()
         self._stop = threading.Event()
@@ -129,22 +158,34 @@ class StatusWatcher:
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            for msg in self._consumer.consume(1000, 0.2):
+            for msg in self._consumer.consume(1000, 0.05):
                 if msg.error():
                     continue
-                event = read_record("status_event", msg.value())
-                if event["status"] == self.final:
+                address = self.extract(msg.value())
+                if address is not None:
                     with self.lock:
-                        self.seen.setdefault(event["recipient"], time.perf_counter())
+                        self.seen.setdefault(address, time.perf_counter())
         self._consumer.close()
 
     def count(self) -> int:
         with self.lock:
             return len(self.seen)
 
+    def snapshot(self) -> dict[str, float]:
+        with self.lock:
+            return dict(self.seen)
+
     def stop(self) -> None:
         self._stop.set()
         self._thread.join(10)
+
+
+def status_watcher(bootstrap: str, topic: str, final: str) -> Watcher:
+    def extract(value: bytes) -> str | None:
+        event = read_record("status_event", value)
+        return str(event["recipient"]) if event["status"] == final else None
+
+    return Watcher(bootstrap, topic, extract)
 
 
 def run_switchboard(
@@ -163,7 +204,7 @@ def run_switchboard(
         worker = Worker(broker.bootstrap_servers, prefix, workdir / prefix, clients_file, extra_env)
         worker.start()
         final = "sent" if provider == "twilio-fake" else "delivered"
-        watcher = StatusWatcher(broker.bootstrap_servers, worker.topic("status"), final)
+        watcher = status_watcher(broker.bootstrap_servers, worker.topic("status"), final)
         try:
             producer = Producer({"bootstrap.servers": broker.bootstrap_servers, "linger.ms": 5})
             topic = worker.topic("instructions")
@@ -192,6 +233,17 @@ def run_switchboard(
                 latencies = [watcher.seen[a] - produced_at[a] for a in produced_at]
             seconds = max(finished) - start
             cpu = cpu_seconds(pid) - cpu0
+
+            def produce_one(i: int) -> list[str]:
+                body, audience = instruction(
+                    n * m + 1 + i, 1, channel
+                )  # addresses the burst did not use
+                producer.produce(topic, _avro(body), key=b"bench", headers=headers)
+                producer.poll(0)
+                producer.flush(5)
+                return audience
+
+            paced_latencies = paced(produce_one, watcher.snapshot, "Switchboard")
             rss = peak_rss_mb(pid)
         finally:
             watcher.stop()
@@ -199,7 +251,7 @@ def run_switchboard(
     name = (
         f"Switchboard ({'sandbox' if provider == 'sandbox' else f'fake Twilio, {latency_ms} ms'})"
     )
-    return Result(name, total, seconds, latencies, cpu, rss)
+    return Result(name, total, seconds, latencies, cpu, rss, paced_latencies)
 
 
 def _warm_up(
@@ -207,7 +259,7 @@ def _warm_up(
     topic: str,
     headers: list[tuple[str, bytes]],
     channel: str,
-    watcher: StatusWatcher,
+    watcher: Watcher,
 ) -> bool:
     if watcher.count() > 0:
         return True
@@ -237,10 +289,10 @@ def fake_provider(provider: str, latency_ms: int) -> Iterator[dict[str, Any]]:
         FakeTwilioServer,
     )
 
-    server = BackgroundServer(FakeTwilioServer())
+    server = BackgroundServer(FakeTwilioServer)
     server.start()
     try:
-        server.call(lambda fake: fake.script(Behaviour.slow(latency_ms)))
+        server.script(Behaviour.slow(latency_ms))
         yield {"provider": "twilio", "account_sid": TEST_ACCOUNT_SID, "auth_token_env": "BENCH_TWILIO_TOKEN",
                "from": ["+14155550100"], "api_base": server.url, "rate_per_second": 1_000_000, "max_in_flight": 100,
                "_token": TEST_AUTH_TOKEN}  # fmt: skip
@@ -292,18 +344,22 @@ def run_baseline(broker: LocalBroker, workdir: Path, n: int, m: int) -> Result:
     process = subprocess.Popen(
         [sys.executable, str(script), broker.bootstrap_servers, prefix, str(HOPS)]
     )
-    seen: dict[str, float] = {}
-    consumer = Consumer({"bootstrap.servers": broker.bootstrap_servers, "group.id": f"{prefix}-reader",
-                         "auto.offset.reset": "earliest"})  # fmt: skip
-    consumer.subscribe([names[-1]])
+    watcher = Watcher(
+        broker.bootstrap_servers, names[-1], lambda value: str(json.loads(value)["to"])
+    )
+    producer = Producer({"bootstrap.servers": broker.bootstrap_servers, "linger.ms": 5})
+
+    def produce(audience: list[str]) -> None:
+        body = json.dumps(
+            {"message": "Hello there, your code is 1234.", "audience": audience}
+        ).encode()
+        producer.produce(names[0], body, key=b"k")
+        producer.poll(0)
+
     try:
-        producer = Producer({"bootstrap.servers": broker.bootstrap_servers, "linger.ms": 5})
-        # warm-up: one message through every hop
-        producer.produce(
-            names[0], json.dumps({"message": "warm", "audience": ["warm"]}).encode(), key=b"k"
-        )
+        produce(["warm"])  # one message through every hop
         producer.flush(10)
-        _wait_until(lambda: any(_drain(consumer, seen)) or "warm" in seen, 120, "baseline warm-up")
+        _wait_until(lambda: "warm" in watcher.snapshot(), 120, "baseline warm-up")
         cpu0 = cpu_seconds(process.pid)
         produced_at: dict[str, float] = {}
         start = time.perf_counter()
@@ -312,35 +368,26 @@ def run_baseline(broker: LocalBroker, workdir: Path, n: int, m: int) -> Result:
             now = time.perf_counter()
             for a in audience:
                 produced_at[a] = now
-            producer.produce(
-                names[0],
-                json.dumps(
-                    {"message": "Hello there, your code is 1234.", "audience": audience}
-                ).encode(),
-                key=b"k",
-            )
-            producer.poll(0)
+            produce(audience)
         producer.flush(60)
-        _wait_until(
-            lambda: (_drain(consumer, seen), all(a in seen for a in produced_at))[1],
-            600,
-            "baseline deliveries",
-        )
+        _wait_until(lambda: watcher.count() > len(produced_at), 600, "baseline deliveries")
+        seen = watcher.snapshot()
         seconds = max(seen[a] for a in produced_at) - start
         latencies = [seen[a] - produced_at[a] for a in produced_at]
+        cpu = cpu_seconds(process.pid) - cpu0
+
+        def produce_one(i: int) -> list[str]:
+            produce([f"p{i}"])
+            producer.flush(5)
+            return [f"p{i}"]
+
+        paced_latencies = paced(produce_one, watcher.snapshot, "baseline")
         return Result(f"baseline: confluent-kafka, {HOPS} hops", n * m, seconds, latencies,
-                      cpu_seconds(process.pid) - cpu0, peak_rss_mb(process.pid))  # fmt: skip
+                      cpu, peak_rss_mb(process.pid), paced_latencies)  # fmt: skip
     finally:
-        consumer.close()
+        watcher.stop()
         process.kill()
         process.wait()
-
-
-def _drain(consumer: Consumer, seen: dict[str, float]) -> list[None]:
-    for msg in consumer.consume(1000, 0.1):
-        if not msg.error():
-            seen.setdefault(json.loads(msg.value())["to"], time.perf_counter())
-    return []
 
 
 def _wait_until(predicate: Callable[[], Any], timeout: float, what: str) -> None:
@@ -395,9 +442,11 @@ def main(argv: list[str] | None = None) -> int:
         broker.stop()
         shutil.rmtree(workdir, ignore_errors=True)
 
-    print(f"\n{args.instructions} instructions x {args.recipients} recipients = {args.instructions * args.recipients:,} deliveries; "
-          f"{os.cpu_count()} CPUs\n")  # fmt: skip
-    print("| run | deliveries | deliveries/s | p50 ms | p99 ms | CPU s / 1k | peak RSS MB |")
+    print(f"\nburst: {args.instructions} instructions x {args.recipients} recipients = {args.instructions * args.recipients:,} deliveries "
+          f"produced at once; paced: {PACED_COUNT} one-recipient instructions at {PACED_RATE}/s; {os.cpu_count()} CPUs\n")  # fmt: skip
+    print(
+        "| run | deliveries | deliveries/s | burst latency p50 / p99 ms | paced latency p50 / p99 ms | CPU s / 1k deliveries | peak RSS MB |"
+    )
     print("|---|---:|---:|---:|---:|---:|---:|")
     for result in results:
         print(result.row())

@@ -314,7 +314,7 @@ class LocalBroker:
         logs = self.run_dir / "kraft-logs"
         if (logs / "meta.properties").exists():
             return
-        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+        cluster_id = _cluster_id()
         cmd = [
             java, "-cp", self.distribution.classpath, "kafka.tools.StorageTool", "format",
             "-t", cluster_id, "-c", str(self.run_dir / "server.properties"),
@@ -342,6 +342,17 @@ class LocalBroker:
                     return
             time.sleep(0.2)
         raise BrokerError(f"the broker was not ready within {timeout:.0f}s:\n{self.log_tail()}")
+
+
+def _cluster_id() -> str:
+    """A random KRaft cluster id (Kafka's ``Uuid`` text form: 22 URL-safe base64 characters).
+
+    Never one starting with ``-``: the storage tool would read it as an option (Kafka's own
+    ``Uuid.randomUuid`` skips those for the same reason)."""
+    while True:
+        text = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+        if not text.startswith("-"):
+            return text
 
 
 def _port_open(port: int) -> bool:
