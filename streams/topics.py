@@ -52,6 +52,8 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
         TopicSpec(t("clients"), {"cleanup.policy": "compact"}, partitions=1),
         TopicSpec(t("sessions"), {**week, "max.message.bytes": _BIG}),
         TopicSpec(t("reports"), week),
+        TopicSpec(t("schedule"), week),
+        TopicSpec(t("calls"), week),
         *(TopicSpec(t(f"dispatch.{channel}"), week) for channel in CHANNELS),
     ]
 

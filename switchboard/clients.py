@@ -96,6 +96,8 @@ class ClientConfig:
     timezone: str = "UTC"
     service_managers: tuple[str, ...] | None = None
     help_text: str | None = None
+    #: The call tool's campaigns (CONTRACT.md section 7), checked by switchboard.campaigns.
+    campaigns: Mapping[str, Any] = field(default_factory=dict)
 
     def accepts_key(self, key: str) -> bool:
         """Whether ``key`` is one of this client's API keys (constant-time per digest)."""
@@ -120,12 +122,14 @@ class ClientConfig:
             out["service_managers"] = list(self.service_managers)
         if self.help_text is not None:
             out["help_text"] = self.help_text
+        if self.campaigns:
+            out["campaigns"] = dict(self.campaigns)
         return out
 
 
 _KNOWN_KEYS: Final = frozenset(
     {"api_keys", "webhook_secret", "default_channels", "channels", "time_windows", "timezone",
-     "service_managers", "help_text"}
+     "service_managers", "help_text", "campaigns"}
 )  # fmt: skip
 
 
@@ -178,6 +182,10 @@ def parse_client(client_id: str, data: Any) -> ClientConfig:
     help_text = data.get("help_text")
     if help_text is not None and not isinstance(help_text, str):
         errors.append(FieldError(f"{p}.help_text", "must be a string"))
+    campaigns = data.get("campaigns", {})
+    if not isinstance(campaigns, Mapping):
+        errors.append(FieldError(f"{p}.campaigns", "must be a mapping of campaign id to campaign"))
+        campaigns = {}
     if errors:
         raise ConfigError(
             "invalid client configuration:\n" + "\n".join(f"  {e.field}: {e.error}" for e in errors)
@@ -192,6 +200,7 @@ def parse_client(client_id: str, data: Any) -> ClientConfig:
         timezone=timezone,
         service_managers=managers,
         help_text=help_text,
+        campaigns=dict(campaigns),
     )
 
 
