@@ -21,6 +21,7 @@ import faust
 from faust.types import TableT, TopicT
 
 from streams.clients import ClientRegistry
+from streams.inflight import SessionSends
 from streams.metrics import Metrics
 from streams.schema_registry import SchemaIds, SchemaRegistry
 from switchboard import records
@@ -45,6 +46,7 @@ class Topics:
     rejected: TopicT
     sessions: TopicT
     reports: TopicT
+    schedule: TopicT
     dispatch: Mapping[str, TopicT]
 
 
@@ -61,6 +63,7 @@ class Tables:
     ]  # dispatch agents: "<delivery key>#<attempt>" -> the provider's answer
     deliveries: TableT[bytes, bytes]  # report agent: delivery key -> DeliveryState
     progress: TableT[bytes, bytes]  # report agent: session id -> Progress
+    timers: TableT[bytes, bytes]  # scheduler agent: timer id -> due time, target topic, record
 
 
 @dataclass
@@ -74,6 +77,8 @@ class Switchboard:
     metrics: Metrics
     schema_ids: SchemaIds = field(default_factory=SchemaIds)
     registry: SchemaRegistry | None = None
+    #: Sends in flight per session on this worker (cancel waits for them).
+    inflight: SessionSends = field(default_factory=SessionSends)
 
     # -- producing ---------------------------------------------------------------------------
 
@@ -87,10 +92,31 @@ class Switchboard:
     async def report(self, report: records.Report) -> None:
         await self.topics.reports.send(key=report.session_id.encode(), value=records.encode(report))
 
-    async def command(self, command: records.OpenSession | records.FanOut) -> None:
-        await self.topics.sessions.send(
+    async def command(self, command: records.SessionCommand, *, confirm: bool = False) -> None:
+        """Send a session command; with ``confirm``, wait for the broker's acknowledgement."""
+        future = await self.topics.sessions.send(
             key=command.session_id.encode(), value=records.encode(command)
         )
+        if confirm:
+            await future
+
+    async def schedule_at(
+        self, timer_id: str, due: float, topic: TopicT, key: bytes, value: bytes
+    ) -> None:
+        """Produce ``(key, value)`` to ``topic`` at ``due`` (epoch seconds), once; durable across
+        restarts (see :mod:`streams.scheduler`). ``topic`` must have the same partition count as
+        the schedule topic, and ``key`` decides the partition of both. Setting an existing
+        ``timer_id`` again replaces it."""
+        from streams.scheduler import set_command
+
+        command = set_command(timer_id, due, topic.get_topic_name(), key, value)
+        await self.topics.schedule.send(key=key, value=command)
+
+    async def cancel_timer(self, timer_id: str, key: bytes) -> None:
+        """Cancel a timer set with ``key`` (a no-op when it already fired or never existed)."""
+        from streams.scheduler import cancel_command
+
+        await self.topics.schedule.send(key=key, value=cancel_command(timer_id))
 
     async def dispatch(self, job: records.DispatchJob) -> None:
         await self.topics.dispatch[job.channel].send(
@@ -186,6 +212,7 @@ def build(
         rejected=topic("rejected"),
         sessions=topic("sessions"),
         reports=topic("reports"),
+        schedule=topic("schedule"),
         dispatch={channel: topic(f"dispatch.{channel}") for channel in CHANNELS},
     )
 
@@ -200,6 +227,7 @@ def build(
         sends=table("sends", "delivery key#attempt -> provider answer"),
         deliveries=table("deliveries", "delivery key -> delivery state"),
         progress=table("progress", "session id -> final deliveries by status"),
+        timers=table("timers", "timer id -> due time and the record to produce"),
     )
     sb = Switchboard(
         settings=settings,
@@ -213,7 +241,7 @@ def build(
         registry=registry,
     )
 
-    from streams import dispatch, intake, reports, sessions
+    from streams import dispatch, intake, reports, scheduler, sessions
     from streams.web import api
 
     async def follow_clients() -> None:
@@ -225,6 +253,7 @@ def build(
     sessions.register(sb)
     dispatch.register(sb)
     reports.register(sb)
+    scheduler.register(sb)
     api.register(sb)
 
     async def close_transports(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:

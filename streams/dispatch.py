@@ -21,9 +21,11 @@ is redelivered (at-least-once, the only guarantee a provider without idempotency
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import logging
 import time
+from datetime import UTC, datetime
 from typing import Any, cast
 
 from faust import Stream
@@ -35,7 +37,9 @@ from streams.inflight import run_overlapped
 from streams.sessions import load_session
 from switchboard import records
 from switchboard.errors import ConfigError
-from switchboard.records import DispatchJob, Report
+from switchboard.records import DispatchJob, Report, SessionState
+from switchboard.retry import next_attempt_at
+from switchboard.windows import delivery_release
 from transports.base import OutboundMessage, SendResult
 from transports.errors import RetryableError, TransportError
 
@@ -85,6 +89,34 @@ async def _handle(sb: Switchboard, event: EventT[bytes]) -> None:
             extra={"delivery": job.key, "attempt": job.attempt},
         )
         return
+    # The window is checked again here: a configuration change, or a long queue, must not push
+    # a send outside it. A job held now is dispatched again when the window opens.
+    if not await _window_allows(sb, job):
+        return
+    sb.inflight.enter(job.session_id)
+    try:
+        await _send_and_report(sb, job, session, send_key)
+    finally:
+        sb.inflight.leave(job.session_id)
+
+
+async def _window_allows(sb: Switchboard, job: DispatchJob) -> bool:
+    from streams.sessions import dispatch_or_defer
+
+    client = sb.clients.get(job.client_id)
+    if client is None or job.channel not in client.time_windows:
+        return True
+    now = time.time()
+    if delivery_release(client, job.channel, datetime.fromtimestamp(now, UTC), recipient_tz=job.timezone,
+                        address=job.address) is None:  # fmt: skip
+        return True
+    await dispatch_or_defer(sb, job, now)  # defers it: the window is closed
+    return False
+
+
+async def _send_and_report(
+    sb: Switchboard, job: DispatchJob, session: SessionState | None, send_key: bytes
+) -> None:
     result, failure, provider = await _send(sb, job)
     # Written in this task, whose context carries the job's event: the row goes to its partition.
     sb.tables.sends[send_key] = json.dumps({
@@ -92,18 +124,41 @@ async def _handle(sb: Switchboard, event: EventT[bytes]) -> None:
         "provider_message_id": result.provider_message_id if result else None,
         "error_code": failure.code if failure else None,
     }).encode()  # fmt: skip
-    if failure is not None:
-        status = "suppressed" if failure.suppressed else "failed"
-        sb.metrics.sends.labels(job.channel, provider, status).inc()
-        await sb.report(_report(job, status, error=failure.message, error_code=failure.code,
-                                retryable=failure.retryable,
-                                detail={"retry_after": failure.retry_after} if failure.retry_after else {}))  # fmt: skip
+    if failure is None:
+        assert result is not None
+        sb.metrics.sends.labels(job.channel, provider, "ok").inc()
+        passed = ["sent"] if result.status == "delivered" else []
+        await sb.report(_report(job, result.status, provider_message_id=result.provider_message_id,
+                                detail=dict(result.detail), passed=passed))  # fmt: skip
         return
-    assert result is not None
-    sb.metrics.sends.labels(job.channel, provider, "ok").inc()
-    passed = ["sent"] if result.status == "delivered" else []
-    await sb.report(_report(job, result.status, provider_message_id=result.provider_message_id,
-                            detail=dict(result.detail), passed=passed))  # fmt: skip
+    status = "suppressed" if failure.suppressed else "failed"
+    sb.metrics.sends.labels(job.channel, provider, status).inc()
+    retry_at = _retry_at(job, session, failure)
+    detail: dict[str, Any] = {}
+    if failure.retry_after:
+        detail["retry_after"] = failure.retry_after
+    if retry_at is not None:
+        detail["retry_at"] = (
+            datetime.fromtimestamp(retry_at, UTC).isoformat().replace("+00:00", "Z")
+        )
+        retry = dataclasses.replace(job, attempt=job.attempt + 1)
+        await sb.schedule_at(f"job:{retry.key}#{retry.attempt}", retry_at, sb.topics.dispatch[job.channel],
+                             job.session_id.encode(), records.encode(retry))  # fmt: skip
+    await sb.report(_report(job, status, error=failure.message, error_code=failure.code,
+                            retryable=failure.retryable, retry_at=retry_at, detail=detail))  # fmt: skip
+
+
+def _retry_at(
+    job: DispatchJob, session: SessionState | None, failure: TransportError
+) -> float | None:
+    """When attempt n+1 is due, for a retryable failure with attempts left (else None)."""
+    if not failure.retryable or session is None:
+        return None
+    options = session.options
+    intervals = [float(m) for m in str(options.get("retryIntervalMinutes", "60")).split(",")]
+    at = next_attempt_at(datetime.now(UTC), job.attempt, int(options.get("retries", 0)), intervals,
+                         retry_after=failure.retry_after)  # fmt: skip
+    return at.timestamp() if at is not None else None
 
 
 async def _send(

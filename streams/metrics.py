@@ -37,6 +37,9 @@ class Metrics:
             ["channel"],
             registry=r,
         )
+        self.timer_lateness = Histogram(
+            "switchboard_timer_lateness_seconds", "How late scheduled records were produced.",
+            buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 5, 30, 300), registry=r)  # fmt: skip
         self.clients = Gauge(
             "switchboard_clients", "Configured clients known to this worker.", registry=r
         )

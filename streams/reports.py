@@ -26,7 +26,7 @@ from streams.guard import guarded
 from streams.sessions import load_session
 from switchboard import records
 from switchboard.records import DeliveryState, Progress, Report
-from switchboard.status import StatusEvent, is_final, supersedes
+from switchboard.status import Status, StatusEvent, advances, is_final
 
 __all__ = ["load_delivery", "load_progress", "register"]
 
@@ -53,13 +53,24 @@ def load_progress(sb: Switchboard, session_id: str) -> Progress:
 async def _handle(sb: Switchboard, event: EventT[bytes]) -> None:
     report = records.decode(Report, event.value)
     old = load_delivery(sb, report.key)
-    state = old
+    if report.reopen and old is not None and is_final(old.status):
+        await _uncount_final(sb, report.session_id, old.status)
+    state = None if report.reopen else old
     for status in report.statuses:
-        if not supersedes(status, state.status if state else None):
+        # A failure with a retry ahead is reported as `failed` but leaves the delivery waiting
+        # (scheduled) for its next attempt, so that attempt's statuses move it on.
+        resting: Status = (
+            "scheduled" if status == "failed" and report.retry_at is not None else status
+        )
+        moved = advances(
+            resting, report.attempt, state.status if state else None, state.attempt if state else 0
+        )
+        redeferred = status == "deferred" and state is not None and state.status == "deferred"
+        if not (moved or redeferred):
             log.debug("report changes nothing", extra={"delivery": report.key, "status": status})
             continue
         state = DeliveryState(
-            status=status,
+            status=resting,
             attempt=max(report.attempt, state.attempt if state else 0),
             address=report.address or (state.address if state else ""),
             updated_at=report.occurred_at,
@@ -78,16 +89,29 @@ async def _handle(sb: Switchboard, event: EventT[bytes]) -> None:
             provider_message_id=report.provider_message_id,
             error_code=report.error_code,
             error=report.error,
-            detail=report.detail,
+            detail=report.detail if status == report.status else {},
             occurred_at=datetime.fromtimestamp(report.occurred_at, UTC),
         ))  # fmt: skip
     if state is None or state is old:
         return
     sb.tables.deliveries[report.key.encode()] = records.encode(state)
-    if is_final(state.status) and not (old is not None and is_final(old.status)):
+    if is_final(state.status) and (report.reopen or not (old is not None and is_final(old.status))):
         await _count_final(
             sb, report.session_id, report.client_id, state.status, report.occurred_at
         )
+
+
+async def _uncount_final(sb: Switchboard, session_id: str, status: str) -> None:
+    """A final delivery opens again (a re-send): it leaves the counts; the session is open."""
+    progress = load_progress(sb, session_id)
+    counts = dict(progress.counts)
+    counts[status] = max(0, counts.get(status, 0) - 1)
+    if not counts[status]:
+        del counts[status]
+    progress = dataclasses.replace(
+        progress, final=max(0, progress.final - 1), counts=counts, completed_at=None
+    )
+    sb.tables.progress[session_id.encode()] = records.encode(progress)
 
 
 async def _count_final(

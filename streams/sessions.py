@@ -4,13 +4,21 @@ Consumes ``<prefix>.sessions`` (keyed by session id) and is the only writer of t
 and ``audiences`` tables.
 
 * ``OpenSession``: a session id seen before is ignored (intake's redelivery, the API's retried
-  write), so a session is opened once. Otherwise the session and its audience (in chunks) are
-  stored and, for an immediate trigger, fan-out starts with chunk 0.
-* ``FanOut(chunk)``: each delivery of the chunk gets an ``accepted`` report and a dispatch job
-  (or a ``rejected`` report saying why it cannot be made); then the next chunk is queued. One
-  chunk per event keeps memory bounded and the partition responsive. A chunk processed twice
-  (a crash before the commit) re-emits its jobs; the dispatchers' ``sends`` table makes the
-  second copy of a job a no-op, so nobody is sent twice.
+  write), so a session is opened once. The session and its audience (in chunks) are stored;
+  then an immediate one (or one scheduled in the past) starts its fan-out, a scheduled one gets
+  a durable timer that starts it (``streams/scheduler.py``), and a manual one waits.
+* ``FanOut(chunk)``: each delivery of the chunk gets ``accepted`` and then either a dispatch job
+  or, outside its channel's time window, ``deferred`` and a timer that dispatches it when the
+  window opens; a delivery that cannot be made gets ``rejected`` with the reason. Then the next
+  chunk is queued: one chunk per event keeps memory bounded and the partition responsive. A
+  chunk processed twice re-emits its jobs; the dispatchers' ``sends`` table makes the second
+  copy of a job a no-op.
+* ``Trigger``: starts a manual session; with ``include_failed``, sends its failed deliveries
+  again, chunk by chunk (``Resend``), as a new attempt.
+* ``Cancel``: marks the session cancelled (every dispatcher checks this before each send), then
+  ``CancelChunk`` by chunk reports ``cancelled`` for whatever was not sent. It first waits for the
+  sends of the session already in flight on this worker, so a ``cancelled`` report never
+  overtakes the ``sent`` of a message that did go out.
 """
 
 from __future__ import annotations
@@ -20,6 +28,7 @@ import json
 import logging
 import time
 from datetime import UTC, datetime
+from typing import Any
 
 from faust.types import EventT, StreamT
 
@@ -27,12 +36,26 @@ from streams.app import Switchboard
 from streams.guard import guarded
 from switchboard import records
 from switchboard.fanout import CHUNK_SIZE, chunk_count, plan_chunk
-from switchboard.records import DispatchJob, FanOut, OpenSession, SessionState
-from switchboard.status import StatusEvent
+from switchboard.records import (
+    Cancel,
+    CancelChunk,
+    DispatchJob,
+    FanOut,
+    OpenSession,
+    Report,
+    Resend,
+    SessionState,
+    Trigger,
+)
+from switchboard.status import FINAL, StatusEvent
+from switchboard.windows import delivery_release
 
-__all__ = ["load_session", "register"]
+__all__ = ["dispatch_or_defer", "load_session", "register"]
 
 log = logging.getLogger(__name__)
+
+#: Final statuses a re-send (``include_failed``) sends again.
+RESENDABLE = frozenset({"failed", "undelivered", "expired"})
 
 
 def register(sb: Switchboard) -> None:
@@ -55,8 +78,24 @@ async def _handle(sb: Switchboard, event: EventT[bytes]) -> None:
     command = records.decode_command(event.value)
     if isinstance(command, OpenSession):
         await _open(sb, command)
+        return
+    state = load_session(sb, command.session_id)
+    if state is None:
+        log.error(
+            "command for an unknown session",
+            extra={"session_id": command.session_id, "kind": command.KIND},
+        )
+        return
+    if isinstance(command, FanOut):
+        await _fan_out(sb, state, command)
+    elif isinstance(command, Trigger):
+        await _trigger(sb, state, command)
+    elif isinstance(command, Cancel):
+        await _cancel(sb, state)
+    elif isinstance(command, CancelChunk):
+        await _cancel_chunk(sb, state, command.chunk)
     else:
-        await _fan_out(sb, command)
+        await _resend(sb, state, command.chunk)
 
 
 async def _open(sb: Switchboard, cmd: OpenSession) -> None:
@@ -74,10 +113,9 @@ async def _open(sb: Switchboard, cmd: OpenSession) -> None:
     options = ins["options"]
     trigger = options.get("trigger", "immediate")
     scheduled = options.get("scheduledTimestamp")
+    due = datetime.fromisoformat(scheduled).timestamp() if scheduled else None
     due_now = trigger == "immediate" or (
-        trigger == "scheduled"
-        and scheduled is not None
-        and datetime.fromisoformat(scheduled) <= datetime.now(UTC)
+        trigger == "scheduled" and due is not None and due <= time.time()
     )
     state = SessionState(
         session_id=cmd.session_id,
@@ -98,22 +136,29 @@ async def _open(sb: Switchboard, cmd: OpenSession) -> None:
     sb.metrics.sessions.inc()
     log.info("session opened", extra={"session_id": state.session_id, "client_id": state.client_id,
                                       "deliveries": state.deliveries, "trigger": trigger})  # fmt: skip
+    key = state.session_id.encode()
     if due_now:
         await sb.command(FanOut(state.session_id, 0))
+    elif state.status == "scheduled":
+        assert due is not None
+        await sb.schedule_at(f"release:{state.session_id}", due, sb.topics.sessions, key,
+                             records.encode(FanOut(state.session_id, 0)))  # fmt: skip
+        await sb.publish_status(
+            StatusEvent(
+                state.session_id, state.client_id, "scheduled", detail={"scheduled_for": scheduled}
+            )
+        )
     else:
-        # Scheduled and manual sessions are held here; their release is the scheduler's.
-        await sb.publish_status(StatusEvent(state.session_id, state.client_id, "scheduled" if trigger == "scheduled" else "accepted",
-                                            detail={"trigger": trigger, **({"scheduled_for": scheduled} if scheduled else {})}))  # fmt: skip
+        await sb.publish_status(StatusEvent(state.session_id, state.client_id, "accepted",
+                                            detail={"trigger": "manual", "waiting_for": "POST /v1/sessions/{id}/trigger"}))  # fmt: skip
 
 
-async def _fan_out(sb: Switchboard, cmd: FanOut) -> None:
-    state = load_session(sb, cmd.session_id)
-    if state is None:
-        log.error("fan-out for an unknown session", extra={"session_id": cmd.session_id})
-        return
-    if state.status == "cancelled" or cmd.chunk < state.fanned_out_chunks:
-        return
-    raw = sb.tables.audiences.get(f"{cmd.session_id}:{cmd.chunk}".encode())
+async def _fan_out(sb: Switchboard, state: SessionState, cmd: FanOut) -> None:
+    if state.status in ("cancelled", "waiting") or cmd.chunk < state.fanned_out_chunks:
+        return  # a manual session is released only by a Trigger, which sets dispatching first
+    if state.status == "scheduled":  # its timer fired
+        state = dataclasses.replace(state, status="dispatching")
+    raw = sb.tables.audiences.get(f"{state.session_id}:{cmd.chunk}".encode())
     recipients = json.loads(raw) if raw is not None else []
     now = time.time()
     accepted_at = datetime.fromtimestamp(now, UTC)
@@ -125,9 +170,99 @@ async def _fan_out(sb: Switchboard, cmd: FanOut) -> None:
                 session_id=item.session_id, client_id=item.client_id, status="accepted",
                 recipient=item.address, channel=item.channel, occurred_at=accepted_at,
             ))  # fmt: skip
-            await sb.dispatch(item)
+            await dispatch_or_defer(sb, item, now)
         else:
             await sb.report(item)
     _save(sb, dataclasses.replace(state, fanned_out_chunks=cmd.chunk + 1))
     if cmd.chunk + 1 < state.chunks:
         await sb.command(FanOut(state.session_id, cmd.chunk + 1))
+
+
+async def dispatch_or_defer(sb: Switchboard, job: DispatchJob, now: float) -> bool:
+    """Dispatch ``job`` now, or, outside its channel's time window, report it ``deferred`` and
+    set a timer that dispatches it when the window opens. Returns whether it was dispatched."""
+    client = sb.clients.get(job.client_id)
+    release = None
+    if client is not None:
+        release = delivery_release(client, job.channel, datetime.fromtimestamp(now, UTC),
+                                   recipient_tz=job.timezone, address=job.address)  # fmt: skip
+    if release is None:
+        await sb.dispatch(job)
+        return True
+    await sb.schedule_at(f"job:{job.key}#{job.attempt}", release.timestamp(), sb.topics.dispatch[job.channel],
+                         job.session_id.encode(), records.encode(job))  # fmt: skip
+    await sb.report(Report(
+        session_id=job.session_id, client_id=job.client_id, channel=job.channel, index=job.index,
+        address=job.address, status="deferred", attempt=job.attempt, occurred_at=now,
+        detail={"release_at": release.isoformat().replace("+00:00", "Z")},
+    ))  # fmt: skip
+    return False
+
+
+async def _trigger(sb: Switchboard, state: SessionState, cmd: Trigger) -> None:
+    if state.status == "cancelled":
+        return
+    if state.status in ("waiting", "scheduled"):
+        await sb.cancel_timer(f"release:{state.session_id}", state.session_id.encode())
+        _save(sb, dataclasses.replace(state, status="dispatching"))
+        await sb.command(FanOut(state.session_id, 0))
+    elif cmd.include_failed:
+        await sb.command(Resend(state.session_id, 0))
+
+
+async def _resend(sb: Switchboard, state: SessionState, chunk: int) -> None:
+    """Send again the deliveries of ``chunk`` whose final status is a failure."""
+    if state.status == "cancelled":
+        return
+    raw = sb.tables.audiences.get(f"{state.session_id}:{chunk}".encode())
+    recipients = json.loads(raw) if raw is not None else []
+    now = time.time()
+    for job in plan_chunk(state, chunk, recipients, now=now):
+        if not isinstance(job, DispatchJob):
+            continue
+        previous = _delivery(sb, job.key)
+        if previous is None or previous["status"] not in RESENDABLE:
+            continue
+        job = dataclasses.replace(job, attempt=int(previous["attempt"]) + 1)
+        await sb.report(Report(
+            session_id=job.session_id, client_id=job.client_id, channel=job.channel, index=job.index,
+            address=job.address, status="accepted", attempt=job.attempt, occurred_at=now, reopen=True,
+            detail={"resend_of_attempt": previous["attempt"]},
+        ))  # fmt: skip
+        await dispatch_or_defer(sb, job, now)
+    if chunk + 1 < state.chunks:
+        await sb.command(Resend(state.session_id, chunk + 1))
+
+
+async def _cancel(sb: Switchboard, state: SessionState) -> None:
+    if state.status == "cancelled":
+        return
+    _save(sb, dataclasses.replace(state, status="cancelled", cancelled_at=time.time()))
+    await sb.cancel_timer(f"release:{state.session_id}", state.session_id.encode())
+    await sb.publish_status(StatusEvent(state.session_id, state.client_id, "cancelled"))
+    await sb.command(CancelChunk(state.session_id, 0))
+
+
+async def _cancel_chunk(sb: Switchboard, state: SessionState, chunk: int) -> None:
+    # Sends that passed the cancelled check before it was set finish first, and their reports
+    # are produced before ours: a cancelled report then finds them sent and changes nothing.
+    await sb.inflight.drained(state.session_id)
+    raw = sb.tables.audiences.get(f"{state.session_id}:{chunk}".encode())
+    now = time.time()
+    for item in plan_chunk(state, chunk, json.loads(raw) if raw is not None else [], now=now):
+        delivery = _delivery(sb, item.key)
+        if delivery is not None and delivery["status"] in FINAL:
+            continue
+        await sb.report(Report(
+            session_id=state.session_id, client_id=state.client_id, channel=item.channel,
+            index=item.index, address=item.address, status="cancelled",
+            attempt=delivery["attempt"] if delivery else 0, occurred_at=now,
+            error="the session was cancelled",
+        ))  # fmt: skip
+    if chunk + 1 < state.chunks:
+        await sb.command(CancelChunk(state.session_id, chunk + 1))
+
+
+def _delivery(sb: Switchboard, key: str) -> dict[str, Any] | None:
+    raw = sb.tables.deliveries.get(key.encode())
+    return json.loads(raw) if raw is not None else None

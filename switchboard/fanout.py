@@ -85,6 +85,7 @@ def plan_chunk(
                 file_url=transport.get("fileUrl"),
                 extras=job_extras,
                 locale=recipient.get("locale"),
+                timezone=recipient.get("timezone"),
             )
 
 

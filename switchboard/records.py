@@ -95,8 +95,45 @@ class FanOut:
     chunk: int
 
 
-SessionCommand = OpenSession | FanOut
-_COMMANDS: dict[str, type[OpenSession] | type[FanOut]] = {"open": OpenSession, "fanout": FanOut}
+@dataclass(frozen=True, slots=True)
+class Trigger:
+    """Start a manual session; with ``include_failed``, send its failed deliveries again."""
+
+    KIND: ClassVar[str] = "trigger"
+    session_id: str
+    include_failed: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Cancel:
+    """Cancel what has not been sent yet."""
+
+    KIND: ClassVar[str] = "cancel"
+    session_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class CancelChunk:
+    """Report ``cancelled`` for the deliveries of audience chunk ``chunk`` not sent yet."""
+
+    KIND: ClassVar[str] = "cancel_chunk"
+    session_id: str
+    chunk: int
+
+
+@dataclass(frozen=True, slots=True)
+class Resend:
+    """Send the failed deliveries of audience chunk ``chunk`` again (a new attempt)."""
+
+    KIND: ClassVar[str] = "resend"
+    session_id: str
+    chunk: int
+
+
+SessionCommand = OpenSession | FanOut | Trigger | Cancel | CancelChunk | Resend
+_COMMANDS: dict[str, type[SessionCommand]] = {
+    cls.KIND: cls for cls in (OpenSession, FanOut, Trigger, Cancel, CancelChunk, Resend)
+}
 
 
 def decode_command(data: bytes) -> SessionCommand:
@@ -123,6 +160,8 @@ class DispatchJob:
     file_url: str | None = None
     extras: dict[str, Any] = field(default_factory=dict)
     locale: str | None = None
+    #: The recipient profile's time zone, for time windows with ``timezone: recipient``.
+    timezone: str | None = None
 
     @property
     def key(self) -> str:
@@ -150,6 +189,10 @@ class Report:
     #: accepts and delivers in one answer reports ``delivered`` having passed ``sent``): each
     #: is its own status event, but one message on the reports topic.
     passed: list[str] = field(default_factory=list)
+    #: A retryable failure with attempts left: attempt ``attempt + 1`` is due then (epoch s).
+    retry_at: float | None = None
+    #: A new round for this delivery (a re-send of a failed one): replaces its state.
+    reopen: bool = False
 
     @property
     def key(self) -> str:
@@ -178,6 +221,7 @@ class SessionState:
     options: dict[str, Any]
     idempotency_key: str | None = None
     fanned_out_chunks: int = 0
+    cancelled_at: float | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -35,7 +35,9 @@ _RANK: Final[Mapping[Status, int]] = {
     "accepted": 0, "scheduled": 1, "deferred": 1, "sent": 2, "delivered": 3, "read": 4,
 }  # fmt: skip
 
-__all__ = ["FINAL", "STATUSES", "Status", "StatusEvent", "is_final", "supersedes"]
+__all__ = ["FINAL", "STATUSES", "Status", "StatusEvent", "advances", "is_final", "supersedes"]
+
+_NOT_SENT: Final[frozenset[Status]] = frozenset({"accepted", "scheduled", "deferred"})
 
 
 def is_final(status: Status) -> bool:
@@ -47,7 +49,8 @@ def supersedes(new: Status, old: Status | None) -> bool:
 
     Progress statuses only move forward (a ``sent`` after ``delivered`` changes nothing); a
     failure ends a delivery that is not final yet; nothing replaces a final failure, and
-    ``read`` may still follow ``delivered``.
+    ``read`` may still follow ``delivered``. ``cancelled`` only ends a delivery that has not
+    been sent: a message already with the provider cannot be called back.
     """
     if old is None:
         return True
@@ -55,6 +58,8 @@ def supersedes(new: Status, old: Status | None) -> bool:
         return False
     if old in FINAL and old not in ("delivered",):
         return False
+    if new == "cancelled":
+        return old in _NOT_SENT
     if new in _RANK and old in _RANK:
         # scheduled and deferred share a rank: a scheduled delivery may be held by a time
         # window (deferred), and a deferred one rescheduled for a retry.
@@ -62,6 +67,14 @@ def supersedes(new: Status, old: Status | None) -> bool:
     if old == "delivered":
         return False  # only ``read`` (ranked above) may follow a delivery
     return new in FINAL
+
+
+def advances(new: Status, new_attempt: int, old: Status | None, old_attempt: int) -> bool:
+    """:func:`supersedes`, knowing attempts: a later attempt of a delivery that is not final
+    (waiting for a retry) always moves it, whatever the order of statuses within attempts."""
+    if old is not None and new_attempt > old_attempt and old not in FINAL:
+        return True
+    return supersedes(new, old)
 
 
 @dataclass(frozen=True, slots=True)

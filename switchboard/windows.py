@@ -75,10 +75,10 @@ from zoneinfo import ZoneInfo
 import phonenumbers
 from phonenumbers.timezone import time_zones_for_number
 
-from switchboard.clients import TimeWindow
+from switchboard.clients import ClientConfig, TimeWindow
 from switchboard.zones import is_zone_name
 
-__all__ = ["is_open", "next_opening", "recipient_zone", "release_time"]
+__all__ = ["delivery_release", "is_open", "next_opening", "recipient_zone", "release_time"]
 
 _DAYS: Final = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")  # index == date.weekday()
 _MINUTES_PER_DAY: Final = 24 * 60
@@ -169,6 +169,29 @@ def recipient_zone(
     if candidates:
         return ZoneInfo(client_tz if client_tz in candidates else min(candidates))
     return ZoneInfo(client_tz)
+
+
+def delivery_release(
+    client: ClientConfig,
+    channel: str,
+    at: datetime,
+    *,
+    recipient_tz: str | None,
+    address: str | None,
+) -> datetime | None:
+    """When a delivery on ``client``'s ``channel`` to ``address`` may be sent: ``None`` when it
+    may be sent at ``at`` (no window, or the window is open), else the window's next opening.
+
+    The zone is the window's, or for ``timezone: recipient`` the recipient's, else the one the
+    phone number implies (``address`` when the channel's addresses are phone numbers), else the
+    client's.
+    """
+    window = client.time_windows.get(channel)  # type: ignore[call-overload]
+    if window is None:
+        return None
+    phone = address if channel in ("sms", "voice", "whatsapp") else None
+    zone = recipient_zone(window.timezone, recipient_tz, phone, client.timezone)
+    return release_time(window, at, zone)
 
 
 def _phone_zones(phone: str | None) -> frozenset[str]:

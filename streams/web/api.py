@@ -5,9 +5,7 @@ is made by the agent that owns it. ``POST /v1/messages`` answers 202 only after 
 confirmed the instruction's write (``acks=all``), and 503 when it did not within
 ``SWITCHBOARD_PRODUCE_TIMEOUT``; a 202 therefore always means the instruction is durable.
 
-``GET /v1/sessions/{id}`` is routed to the worker that owns the session's partition (Faust's
-``table_route``, which forwards GETs only: it drops request bodies) and answered from its tables.
-A session of another client answers 404, exactly like a session that does not exist.
+The session views are in :mod:`streams.web.sessions`.
 """
 
 from __future__ import annotations
@@ -23,31 +21,15 @@ from faust.web import Request, Response, View
 
 from streams.app import Switchboard
 from streams.intake import SESSION_HEADER, SOURCE_HEADER
-from streams.reports import load_delivery, load_progress
-from streams.sessions import load_session
+from streams.web import sessions
+from streams.web.common import HTTPProblem, authenticate, problem
 from streams.web.openapi import openapi_document
-from switchboard.clients import ClientConfig
 from switchboard.errors import ValidationFailed
-from switchboard.records import SessionState, delivery_key
 from switchboard.validation import ValidationPolicy, validate_instruction
 
 __all__ = ["register"]
 
 log = logging.getLogger(__name__)
-
-MAX_PAGE = 500
-
-
-class HTTPProblem(Exception):
-    """An HTTP error answer: ``status`` and the contract's ``{"errors": [...]}`` body."""
-
-    def __init__(
-        self, status: int, field: str, error: str, headers: dict[str, str] | None = None
-    ) -> None:
-        super().__init__(error)
-        self.status = status
-        self.body = {"errors": [{"field": field, "error": error}]}
-        self.headers = headers or {}
 
 
 def register(sb: Switchboard) -> None:
@@ -58,7 +40,7 @@ def register(sb: Switchboard) -> None:
     class Messages(View):
         async def post(self, request: Request) -> Response:
             try:
-                client = _authenticate(sb, request)
+                client = authenticate(sb, request)
                 body = await _read_body(request, sb.settings.max_body_bytes)
                 data = _parse_json(body)
                 _merge_idempotency_header(request, data)
@@ -74,7 +56,7 @@ def register(sb: Switchboard) -> None:
                     sb, client.client_id, session_id, json.dumps(instruction.to_contract()).encode()
                 )
             except HTTPProblem as exc:
-                return _problem(self, exc)
+                return problem(self, exc)
             sb.metrics.instructions.labels("api", "accepted").inc()
             return self.json(
                 {
@@ -85,21 +67,7 @@ def register(sb: Switchboard) -> None:
                 status=202,
             )
 
-    async def get_session(view: View, request: Request, *args: Any, **kwargs: Any) -> Response:
-        try:
-            client = _authenticate(sb, request)
-            state = load_session(sb, _uuid(request.match_info["session_id"]))
-            if state is None or state.client_id != client.client_id:
-                raise HTTPProblem(404, "session_id", "no such session")
-            offset, limit = _page(request)
-        except HTTPProblem as exc:
-            return _problem(view, exc)
-        return view.json(_session_document(sb, state, offset, limit))
-
-    @app.page("/v1/sessions/{session_id}", name="session")
-    class Session(View):
-        # Routed to the worker owning the session's partition (GET only: bodies are dropped).
-        get = app.table_route(table=sb.tables.sessions, match_info="session_id")(get_session)
+    sessions.register(sb)
 
     @app.page("/healthz", name="healthz")
     class Health(View):
@@ -125,31 +93,6 @@ def register(sb: Switchboard) -> None:
     class OpenAPI(View):
         async def get(self, request: Request) -> Response:
             return self.json(document)
-
-
-def _problem(view: View, exc: HTTPProblem) -> Response:
-    return view.json(exc.body, status=exc.status, headers=exc.headers)
-
-
-def _authenticate(sb: Switchboard, request: Request) -> ClientConfig:
-    """The client of the request's API key (``Authorization: Bearer <key>``)."""
-    scheme, _, key = request.headers.get("Authorization", "").partition(" ")
-    if scheme.lower() != "bearer" or not key.strip():
-        raise HTTPProblem(401, "Authorization", "missing API key: send `Authorization: Bearer <key>`",
-                          {"WWW-Authenticate": 'Bearer realm="switchboard"'})  # fmt: skip
-    if not sb.clients.ready.is_set():
-        raise HTTPProblem(
-            503, "", "starting: client configuration not loaded yet", {"Retry-After": "2"}
-        )
-    client = sb.clients.authenticate(key.strip())
-    if client is None:
-        raise HTTPProblem(
-            401,
-            "Authorization",
-            "unknown API key",
-            {"WWW-Authenticate": 'Bearer error="invalid_token"'},
-        )
-    return client
 
 
 async def _read_body(request: Request, limit: int) -> bytes:
@@ -234,70 +177,3 @@ async def _produce(sb: Switchboard, client_id: str, session_id: str, value: byte
         )
         raise HTTPProblem(503, "", f"Kafka refused the write ({type(exc).__name__}); nothing was stored, retry later",
                           {"Retry-After": "5"}) from None  # fmt: skip
-
-
-def _uuid(value: str) -> str:
-    try:
-        return str(uuid.UUID(value))
-    except ValueError:
-        raise HTTPProblem(404, "session_id", "no such session") from None
-
-
-def _page(request: Request) -> tuple[int, int]:
-    try:
-        offset = int(request.query.get("offset", "0"))
-        limit = int(request.query.get("limit", "100"))
-    except ValueError:
-        raise HTTPProblem(400, "offset", "offset and limit must be whole numbers") from None
-    if offset < 0 or not 1 <= limit <= MAX_PAGE:
-        raise HTTPProblem(400, "limit", f"offset must be 0 or more and limit 1 to {MAX_PAGE}")
-    return offset, limit
-
-
-def _session_document(
-    sb: Switchboard, state: SessionState, offset: int, limit: int
-) -> dict[str, Any]:
-    progress = load_progress(sb, state.session_id)
-    status = "completed" if progress.completed_at is not None else state.status
-    pending = (
-        "accepted"
-        if state.status == "dispatching"
-        else ("scheduled" if state.status == "scheduled" else "accepted")
-    )
-    recipients: list[dict[str, Any]] = []
-    end = min(state.recipients, offset + limit)
-    for index in range(offset, end):
-        for channel in state.channels:
-            key = delivery_key(state.session_id, index, channel)
-            delivery = load_delivery(sb, key)
-            entry: dict[str, Any] = {"index": index, "channel": channel}
-            if delivery is None:
-                entry["status"] = pending
-            else:
-                entry.update({
-                    "recipient": delivery.address or None, "status": delivery.status, "attempt": delivery.attempt,
-                    "provider_message_id": delivery.provider_message_id, "error_code": delivery.error_code,
-                    "error": delivery.error, "updated_at": _iso(delivery.updated_at),
-                })  # fmt: skip
-            recipients.append(entry)
-    return {
-        "session_id": state.session_id,
-        "client_id": state.client_id,
-        "status": status,
-        "trigger": state.trigger,
-        "channels": state.channels,
-        "created_at": _iso(state.created_at),
-        "completed_at": _iso(progress.completed_at) if progress.completed_at else None,
-        "recipient_count": state.recipients,
-        "deliveries": state.deliveries,
-        "final": progress.final,
-        "counts": progress.counts,
-        "recipients": recipients,
-        "next_offset": end if end < state.recipients else None,
-    }
-
-
-def _iso(ts: float) -> str:
-    from datetime import UTC, datetime
-
-    return datetime.fromtimestamp(ts, UTC).isoformat().replace("+00:00", "Z")

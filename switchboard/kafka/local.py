@@ -107,6 +107,10 @@ class KafkaDistribution:
     version: str = DEFAULT_KAFKA_VERSION
     cache_dir: Path = field(default_factory=lambda: Path(".cache") / "kafka")
 
+    def __post_init__(self) -> None:
+        # Maven resolves a relative outputDirectory against the pom's directory, not ours.
+        self.cache_dir = Path(self.cache_dir).absolute()
+
     @property
     def libs(self) -> Path:
         return self.cache_dir / self.version / "libs"
@@ -148,10 +152,15 @@ class KafkaDistribution:
                 "-DincludeScope=runtime", f"-DoutputDirectory={staging}",
             ]  # fmt: skip
             result = subprocess.run(cmd, capture_output=True, text=True, check=False)  # noqa: S603
-            if result.returncode != 0 or not any(staging.glob("kafka_2.13-*.jar")):
+            if result.returncode != 0:
                 raise BrokerError(
-                    f"mvn could not fetch Kafka {self.version}:\n{result.stdout[-3000:]}"
-                    f"{result.stderr[-3000:]}"
+                    f"mvn could not fetch Kafka {self.version} (exit {result.returncode}):\n"
+                    f"{result.stdout[-3000:]}{result.stderr[-3000:]}"
+                )
+            if not any(staging.glob("kafka_2.13-*.jar")):
+                found = sorted(p.name for p in Path(tmp).rglob("*.jar"))[:5]
+                raise BrokerError(
+                    f"mvn succeeded but left no kafka_2.13 jar in {staging} (jars found: {found})"
                 )
             (staging / ".complete").write_text(self.version)
             if self.libs.exists():
@@ -176,7 +185,6 @@ class LocalBroker:
 
     def __post_init__(self) -> None:
         self.run_dir = Path(self.run_dir).absolute()
-        self.distribution.cache_dir = Path(self.distribution.cache_dir).absolute()
         if self.port == 0:
             self.port = free_port()
         if self.controller_port == 0:

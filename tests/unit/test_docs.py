@@ -61,11 +61,3 @@ def test_settings_reject_bad_values_naming_each_variable() -> None:
         Settings.from_env({"SWITCHBOARD_SANDBOX": "yes", "SWITCHBOARD_PARTITIONS": "4"}).partitions
         == 4
     )
-
-
-def test_cluster_ids_never_start_with_a_dash() -> None:
-    """The storage tool parses `-t -abc...` as an option: about one start in 64 would fail."""
-    from switchboard.kafka.local import _cluster_id
-
-    ids = [_cluster_id() for _ in range(5000)]
-    assert all(len(i) == 22 and not i.startswith("-") for i in ids)

@@ -64,10 +64,32 @@ def test_progress_never_moves_back(old: Status, new: Status) -> None:
     assert not supersedes(new, old)
 
 
-@pytest.mark.parametrize("old", NOT_FINAL)
-@pytest.mark.parametrize("new", FAILURES)
+@pytest.mark.parametrize(
+    ("old", "new"),
+    # cancelled after sent is pinned below: a message with the provider cannot be cancelled
+    [(o, n) for o in NOT_FINAL for n in FAILURES if (n, o) != ("cancelled", "sent")],
+)
 def test_failures_end_non_final_deliveries(old: Status, new: Status) -> None:
     assert supersedes(new, old)
+
+
+@pytest.mark.parametrize("old", ["sent", "delivered", "read"])
+def test_cancelled_never_replaces_a_sent_message(old: Status) -> None:
+    assert not supersedes("cancelled", old)
+
+
+@pytest.mark.parametrize("old", [None, "accepted", "scheduled", "deferred"])
+def test_cancelled_ends_what_was_not_sent(old: Status | None) -> None:
+    assert supersedes("cancelled", old)
+
+
+def test_a_later_attempt_of_a_waiting_delivery_always_moves_it() -> None:
+    from switchboard.status import advances
+
+    assert advances("accepted", 2, "scheduled", 1)  # attempt 2 after attempt 1 failed
+    assert advances("sent", 2, "scheduled", 1)
+    assert not advances("sent", 1, "delivered", 1)
+    assert not advances("sent", 2, "failed", 1), "a final failure stays final"
 
 
 @pytest.mark.parametrize("old", FAILURES)
@@ -114,7 +136,7 @@ def test_progress_rank_never_decreases(reports: list[Status]) -> None:
     for report in reports:
         if supersedes(report, current):
             if current in rank and report in rank:
-                assert rank[report] > rank[current]
+                assert rank[report] >= rank[current]  # scheduled and deferred share a rank
             if current is not None and is_final(current):
                 assert (current, report) == ("delivered", "read")
             current = report

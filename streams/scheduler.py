@@ -1,0 +1,223 @@
+"""The durable scheduler: produce a message at a given time, once, whatever restarts happen.
+
+Scheduled sessions, deliveries held by a time window, retries and the call tool's silence
+limit are all "produce this record to that topic at time T". :meth:`Switchboard.schedule_at`
+asks for it; this module keeps the promise.
+
+How, in Faust's terms (timers may only read tables and produce; agents write them):
+
+1. ``schedule_at`` produces a ``set`` command to ``<prefix>.schedule``, keyed like the record it
+   will produce, so the timer lives on the same partition number as the state it concerns.
+2. The scheduler agent is the only writer of the ``timers`` table (timer id -> due time, target
+   topic, key, value, partition). It also keeps a **time index**: a RocksDB database of its own
+   (rocksdict, ``<data dir>/scheduler/index``) keyed by big-endian ``(due ms, partition, id)``,
+   so keys sort by time.
+3. A Faust timer, every 250 ms on every worker, walks that index from the start and stops at
+   the first entry not yet due. The cost is the number of due entries, never the number waiting.
+   For each due entry it produces a ``fire`` command to the timer's own partition.
+4. The agent, on ``fire``, checks that the timer still exists and is due, produces its record,
+   and deletes the timer and its index entry. A duplicate or stale ``fire`` finds nothing to do.
+
+The index is derived state: it is rebuilt from the ``timers`` table (which Faust recovers from
+its changelog) whenever this worker's active partitions change, e.g. after a restart or a
+rebalance. Timers of partitions that moved away leave the index; moved-in ones join it.
+
+Guarantees and failure modes:
+    * A timer's record is produced at least once, within about a second of its due time (or
+      at once when its time has passed, e.g. after downtime). A crash between producing the
+      record and committing the ``fire`` can produce it twice; every record Switchboard
+      schedules is idempotent where it lands (session commands, dispatch jobs).
+    * ``set`` with an existing id replaces the timer; ``cancel`` removes it; both are ordered with
+      ``fire`` on the partition, so a cancel acknowledged by the agent is never followed by its
+      record.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import shutil
+import struct
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, cast
+
+from rocksdict import Options, Rdict
+
+from streams.guard import guarded
+
+if TYPE_CHECKING:
+    from faust.types import EventT, StreamT
+
+    from streams.app import Switchboard
+
+__all__ = ["TimerIndex", "register"]
+
+log = logging.getLogger(__name__)
+
+TICK_SECONDS = 0.25
+REFIRE_AFTER = 10.0  # seconds before a fire with no visible effect is produced again
+_INDEX_KEY = struct.Struct(">QH")  # due in ms, partition; then the timer id
+
+
+class TimerIndex:
+    """Due-time order over timer ids, in a RocksDB of its own. Synchronous and local."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        if path.exists():  # derived state: always rebuilt from the timers table
+            shutil.rmtree(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = Rdict(str(path), Options(raw_mode=True))
+
+    @staticmethod
+    def key(due: float, partition: int, timer_id: str) -> bytes:
+        return _INDEX_KEY.pack(max(0, int(due * 1000)), partition) + timer_id.encode()
+
+    def add(self, due: float, partition: int, timer_id: str) -> None:
+        self._db[self.key(due, partition, timer_id)] = b""
+
+    def remove(self, due: float, partition: int, timer_id: str) -> None:
+        del self._db[self.key(due, partition, timer_id)]
+
+    def due(self, now: float) -> Iterator[tuple[float, int, str]]:
+        """(due, partition, id) of every entry due at ``now``, earliest first."""
+        limit = int(now * 1000)
+        it = self._db.iter()
+        it.seek_to_first()
+        while it.valid():
+            raw: bytes = it.key()
+            due_ms, partition = _INDEX_KEY.unpack_from(raw)
+            if due_ms > limit:
+                return
+            yield due_ms / 1000, partition, raw[_INDEX_KEY.size :].decode()
+            it.next()
+
+    def clear(self) -> None:
+        keys = list(self._db.keys())
+        for key in keys:
+            del self._db[key]
+
+    def close(self) -> None:
+        self._db.close()
+
+
+def set_command(timer_id: str, due: float, topic: str, key: bytes, value: bytes) -> bytes:
+    return _json({"kind": "set", "id": timer_id, "due": due, "topic": topic,
+                  "key": _b64(key), "value": _b64(value)})  # fmt: skip
+
+
+def cancel_command(timer_id: str) -> bytes:
+    return _json({"kind": "cancel", "id": timer_id})
+
+
+def register(sb: Switchboard) -> None:
+    app = sb.app
+    index = TimerIndex(sb.settings.data_dir / "scheduler" / "index")
+    state: dict[str, Any] = {"indexed": None, "fired": {}}
+
+    @app.agent(sb.topics.schedule, name="switchboard.scheduler")
+    async def scheduler(stream: StreamT[bytes]) -> None:
+        async for event in stream.events():
+            await guarded(sb, event, "scheduler", lambda e: _handle(sb, index, e))
+
+    async def tick() -> None:
+        # Tables are being recovered or moved: the index would be rebuilt from partial data.
+        if app.rebalancing or cast(Any, app.tables).recovery.in_recovery:
+            return
+        actives = frozenset(
+            tp.partition
+            for tp in app.assignor.assigned_actives()
+            if tp.topic == sb.topics.schedule.get_topic_name()
+        )
+        if actives != state["indexed"]:
+            _rebuild(sb, index)
+            state["indexed"] = actives
+        now = time.time()
+        fired: dict[str, float] = state["fired"]
+        for _due, partition, timer_id in index.due(now):
+            if now - fired.get(timer_id, 0.0) < REFIRE_AFTER:
+                continue
+            fired[timer_id] = now
+            await sb.topics.schedule.send(key=timer_id.encode(), value=_json({"kind": "fire", "id": timer_id}),
+                                          partition=partition)  # fmt: skip
+        if len(fired) > 10_000:  # forget fires long done
+            state["fired"] = {k: v for k, v in fired.items() if now - v < REFIRE_AFTER}
+
+    app.timer(TICK_SECONDS, name="switchboard.scheduler.tick")(tick)
+
+    async def close_index(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
+        index.close()
+
+    app.on_before_shutdown.connect(close_index)
+
+
+def _rebuild(sb: Switchboard, index: TimerIndex) -> None:
+    """Index every timer of this worker's active partitions (a scan: only after rebalances)."""
+    index.clear()
+    count = 0
+    for raw_id, raw in sb.tables.timers.items():
+        timer = json.loads(raw)
+        index.add(timer["due"], timer["partition"], _text(raw_id))
+        count += 1
+    log.info("scheduler index rebuilt", extra={"timers": count})
+
+
+async def _handle(sb: Switchboard, index: TimerIndex, event: EventT[bytes]) -> None:
+    command = json.loads(event.value)
+    timer_id: str = command["id"]
+    key = timer_id.encode()
+    table = sb.tables.timers
+    raw = table.get(key)
+    existing = json.loads(raw) if raw is not None else None
+    kind = command["kind"]
+    if kind == "set":
+        if existing is not None:
+            index.remove(existing["due"], existing["partition"], timer_id)
+        partition = event.message.partition
+        table[key] = _json(
+            {**{k: command[k] for k in ("due", "topic", "key", "value")}, "partition": partition}
+        )
+        index.add(command["due"], partition, timer_id)
+    elif kind == "cancel":
+        if existing is not None:
+            index.remove(existing["due"], existing["partition"], timer_id)
+            del table[key]
+    elif kind == "fire":
+        if existing is None or existing["due"] > time.time() + TICK_SECONDS:
+            return  # already fired, cancelled, or rescheduled later: a stale fire
+        topic = _topic(sb, existing["topic"])
+        await topic.send(key=_unb64(existing["key"]), value=_unb64(existing["value"]))
+        index.remove(existing["due"], existing["partition"], timer_id)
+        del table[key]
+        lateness = time.time() - existing["due"]
+        sb.metrics.timer_lateness.observe(max(0.0, lateness))
+    else:
+        raise ValueError(f"unknown scheduler command {kind!r}")
+
+
+_TOPICS: dict[str, Any] = {}
+
+
+def _topic(sb: Switchboard, name: str) -> Any:
+    if name not in _TOPICS:
+        _TOPICS[name] = sb.app.topic(name, key_type=bytes, value_type=bytes, internal=False)
+    return _TOPICS[name]
+
+
+def _json(body: dict[str, Any]) -> bytes:
+    return json.dumps(body, separators=(",", ":")).encode()
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+def _unb64(text: str) -> bytes:
+    return base64.b64decode(text)
+
+
+def _text(raw: Any) -> str:
+    return raw.decode() if isinstance(raw, bytes | bytearray) else str(raw)

@@ -1,0 +1,175 @@
+"""Session views: ``GET /v1/sessions/{id}``, ``POST .../trigger`` and ``POST .../cancel``.
+
+All three are routed to the worker that owns the session's partition (Faust's ``table_route``;
+it forwards method, headers and URL but drops request bodies, which these views do not need)
+and answered from its tables. Another client's session answers 404, exactly like a session that
+does not exist. Trigger and cancel produce a command for the session agent; cancel answers 202
+only once the cancel is applied and the session's sends in flight on this worker are done, so
+an acknowledged cancel is never followed by a send.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from faust.web import Request, Response, View
+
+from streams.app import Switchboard
+from streams.reports import load_delivery, load_progress
+from streams.sessions import RESENDABLE, load_session
+from streams.web.common import (
+    HTTPProblem,
+    authenticate,
+    confirmed,
+    iso,
+    problem,
+    session_uuid,
+    until,
+)
+from switchboard.clients import ClientConfig
+from switchboard.records import Cancel, SessionState, Trigger, delivery_key
+
+__all__ = ["register"]
+
+MAX_PAGE = 500
+
+
+def register(sb: Switchboard) -> None:
+    app = sb.app
+    route = app.table_route(table=sb.tables.sessions, match_info="session_id")
+
+    async def get_session(view: View, request: Request, *args: Any, **kwargs: Any) -> Response:
+        try:
+            client = authenticate(sb, request)
+            state = own_session(sb, client, request)
+            offset, limit = _page(request)
+        except HTTPProblem as exc:
+            return problem(view, exc)
+        return view.json(_session_document(sb, state, offset, limit))
+
+    async def trigger_session(view: View, request: Request, *args: Any, **kwargs: Any) -> Response:
+        try:
+            client = authenticate(sb, request)
+            state = own_session(sb, client, request)
+            include_failed = request.query.get("include_failed", "false").lower() in (
+                "true",
+                "1",
+                "yes",
+            )
+            _check_triggerable(sb, state, include_failed)
+            await confirmed(sb, sb.command(Trigger(state.session_id, include_failed), confirm=True))
+        except HTTPProblem as exc:
+            return problem(view, exc)
+        return view.json(
+            {
+                "session_id": state.session_id,
+                "status": "triggered",
+                "include_failed": include_failed,
+            },
+            status=202,
+        )
+
+    async def cancel_session(view: View, request: Request, *args: Any, **kwargs: Any) -> Response:
+        try:
+            client = authenticate(sb, request)
+            state = own_session(sb, client, request)
+            if state.status != "cancelled":
+                await confirmed(sb, sb.command(Cancel(state.session_id), confirm=True))
+            await until(lambda: _cancelled(sb, state.session_id), sb.settings.produce_timeout)
+        except HTTPProblem as exc:
+            return problem(view, exc)
+        return view.json({"session_id": state.session_id, "status": "cancelled"}, status=202)
+
+    @app.page("/v1/sessions/{session_id}", name="session")
+    class SessionView(View):
+        get = route(get_session)
+
+    @app.page("/v1/sessions/{session_id}/trigger", name="trigger")
+    class TriggerView(View):
+        post = route(trigger_session)
+
+    @app.page("/v1/sessions/{session_id}/cancel", name="cancel")
+    class CancelView(View):
+        post = route(cancel_session)
+
+
+def own_session(sb: Switchboard, client: ClientConfig, request: Request) -> SessionState:
+    """The session of the URL, if this client's: another client's is as absent as a missing one."""
+    state = load_session(sb, session_uuid(request.match_info["session_id"]))
+    if state is None or state.client_id != client.client_id:
+        raise HTTPProblem(404, "session_id", "no such session")
+    return state
+
+
+def _check_triggerable(sb: Switchboard, state: SessionState, include_failed: bool) -> None:
+    if state.status in ("waiting", "scheduled"):
+        return
+    if include_failed and any(
+        load_progress(sb, state.session_id).counts.get(s) for s in RESENDABLE
+    ):
+        return
+    why = (
+        "the session was cancelled"
+        if state.status == "cancelled"
+        else "it is not waiting for a trigger"
+    )
+    if include_failed:
+        why += " and has no failed deliveries"
+    raise HTTPProblem(409, "session_id", f"nothing to trigger: {why}")
+
+
+def _cancelled(sb: Switchboard, session_id: str) -> bool:
+    """Applied here, and none of the session's sends still in flight on this worker."""
+    state = load_session(sb, session_id)
+    return state is not None and state.status == "cancelled" and sb.inflight.count(session_id) == 0
+
+
+def _page(request: Request) -> tuple[int, int]:
+    try:
+        offset = int(request.query.get("offset", "0"))
+        limit = int(request.query.get("limit", "100"))
+    except ValueError:
+        raise HTTPProblem(400, "offset", "offset and limit must be whole numbers") from None
+    if offset < 0 or not 1 <= limit <= MAX_PAGE:
+        raise HTTPProblem(400, "limit", f"offset must be 0 or more and limit 1 to {MAX_PAGE}")
+    return offset, limit
+
+
+def _session_document(
+    sb: Switchboard, state: SessionState, offset: int, limit: int
+) -> dict[str, Any]:
+    progress = load_progress(sb, state.session_id)
+    status = "completed" if progress.completed_at is not None else state.status
+    # A delivery without a report yet: held with its scheduled session, else accepted.
+    pending = "scheduled" if state.status == "scheduled" else "accepted"
+    recipients: list[dict[str, Any]] = []
+    end = min(state.recipients, offset + limit)
+    for index in range(offset, end):
+        for channel in state.channels:
+            key = delivery_key(state.session_id, index, channel)
+            delivery = load_delivery(sb, key)
+            entry: dict[str, Any] = {"index": index, "channel": channel}
+            if delivery is None:
+                entry["status"] = pending
+            else:
+                entry.update({
+                    "recipient": delivery.address or None, "status": delivery.status, "attempt": delivery.attempt,
+                    "provider_message_id": delivery.provider_message_id, "error_code": delivery.error_code,
+                    "error": delivery.error, "updated_at": iso(delivery.updated_at),
+                })  # fmt: skip
+            recipients.append(entry)
+    return {
+        "session_id": state.session_id,
+        "client_id": state.client_id,
+        "status": status,
+        "trigger": state.trigger,
+        "channels": state.channels,
+        "created_at": iso(state.created_at),
+        "completed_at": iso(progress.completed_at) if progress.completed_at else None,
+        "recipient_count": state.recipients,
+        "deliveries": state.deliveries,
+        "final": progress.final,
+        "counts": progress.counts,
+        "recipients": recipients,
+        "next_offset": end if end < state.recipients else None,
+    }
