@@ -8,8 +8,8 @@ error; the stream never stops on bad input.
 Session ids are deterministic for instructions produced to Kafka: a UUID5 of the message's
 topic, partition, offset and timestamp. A message processed twice (a crash before the offset
 commit) therefore opens the same session twice, and the session agent ignores the second.
-Instructions from the Send API carry the id the API already answered with, in the
-``switchboard-session-id`` header.
+(Instructions from the Send API do not come this way: the API validates them itself and opens
+their sessions directly.)
 """
 
 from __future__ import annotations
@@ -26,16 +26,13 @@ from streams.app import Switchboard
 from streams.guard import guarded
 from switchboard.errors import DecodeFailed, FieldError, InvalidInput
 from switchboard.records import OpenSession
-from switchboard.status import StatusEvent
 from switchboard.validation import ValidationPolicy, validate_instruction
 from switchboard.wire import decode_instruction, header_list, header_map, sniff
 
-__all__ = ["SESSION_HEADER", "SOURCE_HEADER", "register"]
+__all__ = ["register"]
 
 log = logging.getLogger(__name__)
 
-SESSION_HEADER = "switchboard-session-id"
-SOURCE_HEADER = "switchboard-source"
 _NAMESPACE = uuid.UUID("6f1c9a52-7f0b-4bb4-9d8e-5c0c1d7a2b31")
 _REGISTRY_RETRIES = (1.0, 2.0, 4.0, 8.0, 16.0)
 
@@ -74,24 +71,19 @@ async def _handle(sb: Switchboard, event: EventT[bytes], policy: ValidationPolic
         )
         await sb.reject(errors=list(exc.errors), topic=msg.topic, partition=msg.partition, offset=msg.offset,
                         key=msg.key, value=value, headers=raw_headers, client_id=client_id)  # fmt: skip
-        sb.metrics.instructions.labels(_source(headers), "rejected").inc()
-        announced = _announced_session(headers)
-        if announced and client_id:
-            # The Send API already answered 202 with this id: say on the status topic that the
-            # session will never exist (the client's configuration changed in between).
-            await sb.publish_status(StatusEvent(announced, client_id, "rejected", error=str(exc)))
+        sb.metrics.instructions.labels("kafka", "rejected").inc()
         return
-    session_id = _announced_session(headers) or str(
+    session_id = str(
         uuid.uuid5(_NAMESPACE, f"{msg.topic}/{msg.partition}/{msg.offset}/{msg.timestamp}")
     )
     await sb.command(OpenSession(
         session_id=session_id,
         instruction=instruction.to_record(),
         received_at=time.time(),
-        source="api" if _source(headers) == "api" else "kafka",
+        source="kafka",
         origin=f"{msg.topic}/{msg.partition}/{msg.offset}",
     ))  # fmt: skip
-    sb.metrics.instructions.labels(_source(headers), "accepted").inc()
+    sb.metrics.instructions.labels("kafka", "accepted").inc()
 
 
 async def _writer_schema(sb: Switchboard, schema_id: int | None) -> Any:
@@ -135,17 +127,3 @@ async def _writer_schema(sb: Switchboard, schema_id: int | None) -> Any:
             )
         return writer
     raise AssertionError("unreachable")
-
-
-def _announced_session(headers: dict[str, bytes]) -> str | None:
-    raw = headers.get(SESSION_HEADER)
-    if raw is None:
-        return None
-    try:
-        return str(uuid.UUID(raw.decode("ascii")))
-    except (UnicodeDecodeError, ValueError):
-        return None
-
-
-def _source(headers: dict[str, bytes]) -> str:
-    return "api" if headers.get(SOURCE_HEADER) == b"api" else "kafka"

@@ -2,7 +2,7 @@
 
 The views only authenticate, validate and produce: every state change goes through Kafka and
 is made by the agent that owns it. ``POST /v1/messages`` answers 202 only after the broker
-confirmed the instruction's write (``acks=all``), and 503 when it did not within
+confirmed the write of the session's opening (``acks=all``), and 503 when it did not within
 ``SWITCHBOARD_PRODUCE_TIMEOUT``; a 202 therefore always means the instruction is durable.
 
 The session views are in :mod:`streams.web.sessions`.
@@ -20,11 +20,12 @@ from typing import Any
 from faust.web import Request, Response, View
 
 from streams.app import Switchboard
-from streams.intake import SESSION_HEADER, SOURCE_HEADER
 from streams.web import sessions
 from streams.web.common import HTTPProblem, authenticate, problem
 from streams.web.openapi import openapi_document
 from switchboard.errors import ValidationFailed
+from switchboard.instruction import Instruction
+from switchboard.records import OpenSession
 from switchboard.validation import ValidationPolicy, validate_instruction
 
 __all__ = ["register"]
@@ -51,10 +52,7 @@ def register(sb: Switchboard) -> None:
                 except ValidationFailed as exc:
                     sb.metrics.rejections.labels("api").inc()
                     return self.json({"errors": exc.as_dicts()}, status=422)
-                session_id = str(uuid.uuid4())
-                await _produce(
-                    sb, client.client_id, session_id, json.dumps(instruction.to_contract()).encode()
-                )
+                session_id = await _open_session(sb, instruction)
             except HTTPProblem as exc:
                 return problem(self, exc)
             sb.metrics.instructions.labels("api", "accepted").inc()
@@ -133,8 +131,13 @@ def _merge_idempotency_header(request: Request, data: dict[str, Any]) -> None:
     data["idempotency_key"] = header
 
 
-async def _produce(sb: Switchboard, client_id: str, session_id: str, value: bytes) -> None:
-    """Write the instruction and wait for the broker's acknowledgement (``acks=all``).
+async def _open_session(sb: Switchboard, instruction: Instruction) -> str:
+    """Open the session: write its ``OpenSession`` command, keyed by the new session id, and
+    wait for the broker's acknowledgement (``acks=all``). Returns the session id.
+
+    The instruction was validated here, so it skips intake and goes straight to the session's
+    own partition: every later command for the session (a trigger, a cancel) is ordered after
+    it there.
 
     Raises:
         HTTPProblem: 413 when the broker refuses the record as too large for the topic; 503
@@ -144,36 +147,30 @@ async def _produce(sb: Switchboard, client_id: str, session_id: str, value: byte
     """
     from aiokafka.errors import MessageSizeTooLargeError
 
-    headers = [
-        ("content-type", b"application/json"),
-        (SESSION_HEADER, session_id.encode()),
-        (SOURCE_HEADER, b"api"),
-    ]
+    session_id = str(uuid.uuid4())
+    command = OpenSession(
+        session_id, instruction.to_record(), received_at=time.time(), source="api", origin="api"
+    )
     started = time.monotonic()
-
-    async def write() -> None:
-        future = await sb.topics.instructions.send(
-            key=client_id.encode(), value=value, headers=headers
-        )
-        await future
-
     try:
         # Shielded: an unconfirmed write is not cancelled (it cannot be taken back anyway).
-        await asyncio.wait_for(asyncio.shield(write()), sb.settings.produce_timeout)
+        await asyncio.wait_for(
+            asyncio.shield(sb.command(command, confirm=True)), sb.settings.produce_timeout
+        )
     except MessageSizeTooLargeError:
         raise HTTPProblem(
-            413,
-            "",
-            f"the instruction ({len(value):,} bytes as JSON) is larger than the instructions topic accepts (max.message.bytes)",
+            413, "", "the instruction is larger than the sessions topic accepts (max.message.bytes)"
         ) from None
     except TimeoutError:
-        log.error("instruction not confirmed in time", extra={"client_id": client_id, "session_id": session_id,
+        log.error("instruction not confirmed in time", extra={"client_id": instruction.client_id, "session_id": session_id,
                                                                "waited": round(time.monotonic() - started, 3)})  # fmt: skip
         raise HTTPProblem(503, "", f"Kafka did not confirm the write within {sb.settings.produce_timeout:g}s; the instruction may or may not be stored: retry with the same Idempotency-Key",
                           {"Retry-After": "5"}) from None  # fmt: skip
     except Exception as exc:  # noqa: BLE001 - a refused write is not durable: 503
         log.error(
-            "instruction refused by the broker", extra={"client_id": client_id, "error": repr(exc)}
+            "instruction refused by the broker",
+            extra={"client_id": instruction.client_id, "error": repr(exc)},
         )
         raise HTTPProblem(503, "", f"Kafka refused the write ({type(exc).__name__}); nothing was stored, retry later",
                           {"Retry-After": "5"}) from None  # fmt: skip
+    return session_id

@@ -10,6 +10,8 @@ an acknowledged cancel is never followed by a send.
 
 from __future__ import annotations
 
+import asyncio
+import time
 from typing import Any
 
 from faust.web import Request, Response, View
@@ -32,6 +34,7 @@ from switchboard.records import Cancel, SessionState, Trigger, delivery_key
 __all__ = ["register"]
 
 MAX_PAGE = 500
+FRESH_WAIT = 1.5  # seconds an unknown session id is waited for before 404
 
 
 def register(sb: Switchboard) -> None:
@@ -41,7 +44,7 @@ def register(sb: Switchboard) -> None:
     async def get_session(view: View, request: Request, *args: Any, **kwargs: Any) -> Response:
         try:
             client = authenticate(sb, request)
-            state = own_session(sb, client, request)
+            state = await own_session(sb, client, request)
             offset, limit = _page(request)
         except HTTPProblem as exc:
             return problem(view, exc)
@@ -50,7 +53,7 @@ def register(sb: Switchboard) -> None:
     async def trigger_session(view: View, request: Request, *args: Any, **kwargs: Any) -> Response:
         try:
             client = authenticate(sb, request)
-            state = own_session(sb, client, request)
+            state = await own_session(sb, client, request)
             include_failed = request.query.get("include_failed", "false").lower() in (
                 "true",
                 "1",
@@ -72,7 +75,7 @@ def register(sb: Switchboard) -> None:
     async def cancel_session(view: View, request: Request, *args: Any, **kwargs: Any) -> Response:
         try:
             client = authenticate(sb, request)
-            state = own_session(sb, client, request)
+            state = await own_session(sb, client, request)
             if state.status != "cancelled":
                 await confirmed(sb, sb.command(Cancel(state.session_id), confirm=True))
             await until(lambda: _cancelled(sb, state.session_id), sb.settings.produce_timeout)
@@ -93,9 +96,17 @@ def register(sb: Switchboard) -> None:
         post = route(cancel_session)
 
 
-def own_session(sb: Switchboard, client: ClientConfig, request: Request) -> SessionState:
-    """The session of the URL, if this client's: another client's is as absent as a missing one."""
-    state = load_session(sb, session_uuid(request.match_info["session_id"]))
+async def own_session(sb: Switchboard, client: ClientConfig, request: Request) -> SessionState:
+    """The session of the URL, if this client's: another client's is as absent as a missing one.
+
+    A session accepted a moment ago may not be applied yet (its opening is on its way to this
+    worker): an unknown id is given up to :data:`FRESH_WAIT` seconds before it answers 404."""
+    session_id = session_uuid(request.match_info["session_id"])
+    state = load_session(sb, session_id)
+    deadline = time.monotonic() + FRESH_WAIT
+    while state is None and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+        state = load_session(sb, session_id)
     if state is None or state.client_id != client.client_id:
         raise HTTPProblem(404, "session_id", "no such session")
     return state

@@ -88,7 +88,7 @@ def test_a_write_the_broker_does_not_confirm_answers_503(
 
 
 def test_a_write_the_broker_refuses_is_never_202(worker_for_writes: Worker, keys: Any) -> None:
-    """The instructions topic of this worker accepts at most 2,000-byte records: the broker
+    """The sessions topic of this worker accepts at most 2,000-byte records: the broker
     refuses a larger instruction, and the client hears it (413) instead of a 202."""
     big = email_instruction(*(f"r{i:04d}@example.com" for i in range(200)))
     answer = worker_for_writes.post(big, keys.acme)
@@ -100,6 +100,7 @@ def test_a_write_the_broker_refuses_is_never_202(worker_for_writes: Worker, keys
 def worker_for_writes(make_worker: WorkerFactory, kafka: Any) -> Worker:
     worker = make_worker({"SWITCHBOARD_PRODUCE_TIMEOUT": "2"})
     admin = AdminClient({"bootstrap.servers": kafka.bootstrap_servers})
-    topic = NewTopic(worker.topic("instructions"), 4, 1, config={"max.message.bytes": "2000"})
-    admin.create_topics([topic])[worker.topic("instructions")].result(30)
+    # The Send API opens sessions on the sessions topic: that is the write the broker refuses.
+    topic = NewTopic(worker.topic("sessions"), 4, 1, config={"max.message.bytes": "2000"})
+    admin.create_topics([topic])[worker.topic("sessions")].result(30)
     return worker.start()
