@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 import uuid
 from typing import Any
 
@@ -24,9 +23,10 @@ from faust.types import EventT, StreamT
 
 from streams.app import Switchboard
 from streams.guard import guarded
+from streams.submit import submit
 from switchboard.errors import DecodeFailed, FieldError, InvalidInput
-from switchboard.records import OpenSession
-from switchboard.validation import ValidationPolicy, validate_instruction
+from switchboard.idempotency import fingerprint
+from switchboard.validation import ValidationPolicy, validate_envelope
 from switchboard.wire import decode_instruction, header_list, header_map, sniff
 
 __all__ = ["register"]
@@ -50,19 +50,25 @@ def register(sb: Switchboard) -> None:
 async def _handle(sb: Switchboard, event: EventT[bytes], policy: ValidationPolicy) -> None:
     msg = event.message
     raw_headers = header_list(msg.headers)
-    headers = header_map(raw_headers)
     value: bytes | None = msg.value
     data: dict[str, Any] | None = None
+    # Deterministic: an instruction processed twice (a crash before the commit) opens one session.
+    session_id = str(
+        uuid.uuid5(_NAMESPACE, f"{msg.topic}/{msg.partition}/{msg.offset}/{msg.timestamp}")
+    )
     try:
-        framing = sniff(value, headers)
+        framing = sniff(value, header_map(raw_headers))
         assert value is not None  # sniff refuses empty values
         writer = (
             await _writer_schema(sb, framing.schema_id) if framing.kind == "confluent" else None
         )
         data = decode_instruction(value, framing, writer)
-        instruction = validate_instruction(
+        envelope = validate_envelope(
             data, client=sb.clients.get(data.get("client_id")), policy=policy
         )
+        await submit(sb, envelope, data["audience"], session_id=session_id, source="kafka",
+                     origin=f"{msg.topic}/{msg.partition}/{msg.offset}", policy=policy, confirm=False,
+                     fingerprint=fingerprint(data) if envelope.idempotency_key is not None else None)  # fmt: skip
     except InvalidInput as exc:
         client_id = (
             data.get("client_id")
@@ -73,16 +79,6 @@ async def _handle(sb: Switchboard, event: EventT[bytes], policy: ValidationPolic
                         key=msg.key, value=value, headers=raw_headers, client_id=client_id)  # fmt: skip
         sb.metrics.instructions.labels("kafka", "rejected").inc()
         return
-    session_id = str(
-        uuid.uuid5(_NAMESPACE, f"{msg.topic}/{msg.partition}/{msg.offset}/{msg.timestamp}")
-    )
-    await sb.command(OpenSession(
-        session_id=session_id,
-        instruction=instruction.to_record(),
-        received_at=time.time(),
-        source="kafka",
-        origin=f"{msg.topic}/{msg.partition}/{msg.offset}",
-    ))  # fmt: skip
     sb.metrics.instructions.labels("kafka", "accepted").inc()
 
 

@@ -22,6 +22,9 @@ class Metrics:
             "switchboard_rejections_total", "Inputs refused, by source.", ["source"], registry=r
         )
         self.sessions = Counter("switchboard_sessions_opened_total", "Sessions opened.", registry=r)
+        self.idempotent_repeats = Counter(
+            "switchboard_idempotent_repeats_total", "Instructions whose idempotency key named a session already.",
+            ["source", "outcome"], registry=r)  # fmt: skip
         self.status_events = Counter(
             "switchboard_status_events_total", "Status events published, by channel and status.",
             ["channel", "status"], registry=r)  # fmt: skip

@@ -36,9 +36,13 @@ from streams.app import Switchboard
 from streams.guard import guarded
 from switchboard import records
 from switchboard.fanout import CHUNK_SIZE, chunk_count, plan_chunk
+from switchboard.idempotency import IdempotencyRecord, decide
 from switchboard.records import (
+    AudienceChunk,
     Cancel,
     CancelChunk,
+    Claim,
+    Discard,
     DispatchJob,
     FanOut,
     OpenSession,
@@ -50,7 +54,7 @@ from switchboard.records import (
 from switchboard.status import FINAL, StatusEvent
 from switchboard.windows import delivery_release
 
-__all__ = ["dispatch_or_defer", "load_session", "register"]
+__all__ = ["dispatch_or_defer", "load_idempotency", "load_session", "register"]
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +83,12 @@ async def _handle(sb: Switchboard, event: EventT[bytes]) -> None:
     if isinstance(command, OpenSession):
         await _open(sb, command)
         return
+    if isinstance(command, Claim):
+        await _claim(sb, command)
+        return
+    if isinstance(command, AudienceChunk | Discard):
+        _audience(sb, command)
+        return
     state = load_session(sb, command.session_id)
     if state is None:
         log.error(
@@ -98,18 +108,73 @@ async def _handle(sb: Switchboard, event: EventT[bytes]) -> None:
         await _resend(sb, state, command.chunk)
 
 
+def load_idempotency(sb: Switchboard, anchor: str) -> IdempotencyRecord | None:
+    """The record of an idempotency key, by its anchor (stored in the sessions table)."""
+    raw = sb.tables.sessions.get(f"idem:{anchor}".encode())
+    return records.decode(IdempotencyRecord, raw) if raw is not None else None
+
+
+async def _claim(sb: Switchboard, cmd: Claim) -> None:
+    """Open the instruction's session unless its key's fresh record names one already."""
+    now = time.time()
+    decision = decide(
+        load_idempotency(sb, cmd.session_id), cmd.client_id, cmd.key, cmd.fingerprint, now
+    )
+    if decision.kind == "new":
+        session_id = cmd.candidate or decision.session_id
+        record = IdempotencyRecord(
+            cmd.client_id, session_id, cmd.fingerprint, now, decision.generation
+        )
+        sb.tables.sessions[f"idem:{cmd.session_id}".encode()] = records.encode(record)
+        await sb.command(
+            OpenSession(session_id, cmd.instruction, cmd.received_at, cmd.source, cmd.origin)
+        )
+        return
+    log.info("idempotency key repeated; no new session", extra={
+        "client_id": cmd.client_id, "session_id": decision.session_id, "outcome": decision.kind})  # fmt: skip
+    sb.metrics.idempotent_repeats.labels(cmd.source, decision.kind).inc()
+    if cmd.candidate and cmd.candidate != decision.session_id and cmd.instruction.get("chunks"):
+        await sb.command(Discard(cmd.candidate, int(cmd.instruction["chunks"])))
+    if cmd.source == "kafka":
+        # A producer has no answer but the status topic: say which session its repeat
+        # belongs to (or that it conflicts with it).
+        await sb.publish_status(StatusEvent(
+            decision.session_id, cmd.client_id, "accepted" if decision.kind == "duplicate" else "rejected",
+            error=None if decision.kind == "duplicate" else "idempotency key reused with a different instruction",
+            detail={"idempotency_key": cmd.key, "repeat": decision.kind, "origin": cmd.origin},
+        ))  # fmt: skip
+
+
+def _audience(sb: Switchboard, cmd: AudienceChunk | Discard) -> None:
+    """Store (or forget) audience chunks written ahead of their session's opening. A session
+    already open keeps its audience: these are then a replay, or another request's chunks."""
+    if load_session(sb, cmd.session_id) is not None:
+        return
+    if isinstance(cmd, AudienceChunk):
+        key = f"{cmd.session_id}:{cmd.chunk}".encode()
+        sb.tables.audiences[key] = json.dumps(cmd.recipients, separators=(",", ":")).encode()
+        return
+    for chunk in range(cmd.chunks):
+        key = f"{cmd.session_id}:{chunk}".encode()
+        if sb.tables.audiences.get(key) is not None:
+            del sb.tables.audiences[key]
+
+
 async def _open(sb: Switchboard, cmd: OpenSession) -> None:
     if load_session(sb, cmd.session_id) is not None:
         log.info("session already open; duplicate ignored", extra={"session_id": cmd.session_id})
         return
     ins = cmd.instruction
-    audience = ins["audience"]
-    chunks = chunk_count(len(audience))
-    for chunk in range(chunks):
-        part = audience[chunk * CHUNK_SIZE : (chunk + 1) * CHUNK_SIZE]
-        sb.tables.audiences[f"{cmd.session_id}:{chunk}".encode()] = json.dumps(
-            part, separators=(",", ":")
-        ).encode()
+    if "audience" in ins:  # a small instruction carrying its audience: store it in chunks here
+        audience = ins["audience"]
+        recipients, chunks = len(audience), chunk_count(len(audience))
+        for chunk in range(chunks):
+            part = audience[chunk * CHUNK_SIZE : (chunk + 1) * CHUNK_SIZE]
+            sb.tables.audiences[f"{cmd.session_id}:{chunk}".encode()] = json.dumps(
+                part, separators=(",", ":")
+            ).encode()
+    else:  # its chunks came before it (streams/submit.py)
+        recipients, chunks = int(ins["recipients"]), int(ins["chunks"])
     options = ins["options"]
     trigger = options.get("trigger", "immediate")
     scheduled = options.get("scheduledTimestamp")
@@ -121,8 +186,8 @@ async def _open(sb: Switchboard, cmd: OpenSession) -> None:
         session_id=cmd.session_id,
         client_id=ins["client_id"],
         channels=ins["channels"],
-        recipients=len(audience),
-        deliveries=len(audience) * len(ins["channels"]),
+        recipients=recipients,
+        deliveries=recipients * len(ins["channels"]),
         chunks=chunks,
         trigger=trigger,
         status="dispatching" if due_now else ("scheduled" if trigger == "scheduled" else "waiting"),

@@ -22,6 +22,7 @@ from typing import Any, Final, cast
 
 from switchboard.errors import ConfigError, FieldError
 from switchboard.instruction import CHANNELS, Channel
+from switchboard.quota import DEFAULT_LIMIT, RateLimit
 from switchboard.zones import is_zone_name
 
 __all__ = [
@@ -98,6 +99,8 @@ class ClientConfig:
     help_text: str | None = None
     #: The call tool's campaigns (CONTRACT.md section 7), checked by switchboard.campaigns.
     campaigns: Mapping[str, Any] = field(default_factory=dict)
+    #: Send API requests per second and burst, per worker (``rate_limit: {per_second, burst}``).
+    rate_limit: RateLimit = DEFAULT_LIMIT
 
     def accepts_key(self, key: str) -> bool:
         """Whether ``key`` is one of this client's API keys (constant-time per digest)."""
@@ -124,12 +127,17 @@ class ClientConfig:
             out["help_text"] = self.help_text
         if self.campaigns:
             out["campaigns"] = dict(self.campaigns)
+        if self.rate_limit != DEFAULT_LIMIT:
+            out["rate_limit"] = {
+                "per_second": self.rate_limit.per_second,
+                "burst": self.rate_limit.burst,
+            }
         return out
 
 
 _KNOWN_KEYS: Final = frozenset(
     {"api_keys", "webhook_secret", "default_channels", "channels", "time_windows", "timezone",
-     "service_managers", "help_text", "campaigns"}
+     "service_managers", "help_text", "campaigns", "rate_limit"}
 )  # fmt: skip
 
 
@@ -182,6 +190,7 @@ def parse_client(client_id: str, data: Any) -> ClientConfig:
     help_text = data.get("help_text")
     if help_text is not None and not isinstance(help_text, str):
         errors.append(FieldError(f"{p}.help_text", "must be a string"))
+    rate_limit = _rate_limit(data.get("rate_limit"), f"{p}.rate_limit", errors)
     campaigns = data.get("campaigns", {})
     if not isinstance(campaigns, Mapping):
         errors.append(FieldError(f"{p}.campaigns", "must be a mapping of campaign id to campaign"))
@@ -201,6 +210,7 @@ def parse_client(client_id: str, data: Any) -> ClientConfig:
         service_managers=managers,
         help_text=help_text,
         campaigns=dict(campaigns),
+        rate_limit=rate_limit,
     )
 
 
@@ -275,6 +285,25 @@ def parse_clients_document(doc: Any) -> dict[str, ClientConfig]:
     if problems:
         raise ConfigError("\n".join(problems))
     return parsed
+
+
+def _rate_limit(raw: Any, where: str, errors: list[FieldError]) -> RateLimit:
+    if raw is None:
+        return DEFAULT_LIMIT
+    problem = "must be {per_second: <number above 0>, burst: <whole number, 1 or more>}"
+    if not isinstance(raw, Mapping) or not set(raw) <= {"per_second", "burst"}:
+        errors.append(FieldError(where, problem))
+        return DEFAULT_LIMIT
+    per_second, burst = raw.get("per_second"), raw.get("burst")
+    if not (
+        isinstance(per_second, int | float) and not isinstance(per_second, bool) and per_second > 0
+    ):
+        errors.append(FieldError(f"{where}.per_second", problem))
+        return DEFAULT_LIMIT
+    if not (isinstance(burst, int) and not isinstance(burst, bool) and burst >= 1):
+        errors.append(FieldError(f"{where}.burst", problem))
+        return DEFAULT_LIMIT
+    return RateLimit(float(per_second), burst)
 
 
 def _is_webhook_secret(secret: Any) -> bool:

@@ -38,6 +38,7 @@ __all__ = [
     "SMS_MAX_CHARS",
     "TRIGGERS",
     "Channel",
+    "Envelope",
     "Instruction",
     "Options",
     "Recipient",
@@ -160,6 +161,31 @@ class Instruction:
     def deliveries(self) -> int:
         """How many (recipient, channel) deliveries this instruction makes."""
         return len(self.audience) * len(self.channels)
+
+
+@dataclass(frozen=True, slots=True)
+class Envelope:
+    """An instruction without its audience: what is validated before the audience is read, so
+    an audience of a million recipients can be validated and stored a chunk at a time."""
+
+    client_id: str
+    transport: Transport
+    channels: tuple[Channel, ...]
+    recipients: int
+    options: Options = field(default_factory=Options)
+    idempotency_key: str | None = None
+
+    def to_record(self, chunks: int) -> dict[str, Any]:
+        """The internal form of an instruction whose audience was stored as ``chunks`` chunks."""
+        return {
+            "client_id": self.client_id,
+            "idempotency_key": self.idempotency_key,
+            "channels": list(self.channels),
+            "transport": self.transport.to_contract(),
+            "options": self.options.to_contract(),
+            "recipients": self.recipients,
+            "chunks": chunks,
+        }
 
 
 def recipient_record(r: Recipient) -> dict[str, Any]:

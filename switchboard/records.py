@@ -76,7 +76,9 @@ def _field_names(cls: type) -> frozenset[str]:
 
 @dataclass(frozen=True, slots=True)
 class OpenSession:
-    """Open a session for a validated instruction (contract shape) under ``session_id``."""
+    """Open a session for a validated instruction under ``session_id``. ``instruction`` is the
+    internal form: with its ``audience``, or (large audiences) with ``recipients`` and ``chunks``
+    when the audience was written before it as :class:`AudienceChunk` commands."""
 
     KIND: ClassVar[str] = "open"
     session_id: str
@@ -84,6 +86,27 @@ class OpenSession:
     received_at: float
     source: Literal["api", "kafka"]
     origin: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class AudienceChunk:
+    """Chunk ``chunk`` of a session's audience (normalised recipient records), written before
+    the session's ``OpenSession`` so that no command holds a whole large audience."""
+
+    KIND: ClassVar[str] = "audience"
+    session_id: str
+    chunk: int
+    recipients: list[dict[str, Any]]
+
+
+@dataclass(frozen=True, slots=True)
+class Discard:
+    """Forget the first ``chunks`` audience chunks of a session that will not open (its
+    instruction turned out invalid, or its idempotency key named another session)."""
+
+    KIND: ClassVar[str] = "discard"
+    session_id: str
+    chunks: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,9 +153,41 @@ class Resend:
     chunk: int
 
 
-SessionCommand = OpenSession | FanOut | Trigger | Cancel | CancelChunk | Resend
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """Open the session of an instruction with an idempotency key, unless the key's fresh
+    record names one already. Keyed by the key's anchor (``session_id`` here), whose partition
+    holds the record; ``instruction`` is the internal form, ``fingerprint`` its digest."""
+
+    KIND: ClassVar[str] = "claim"
+    session_id: str  # the anchor
+    client_id: str
+    key: str
+    fingerprint: str
+    instruction: dict[str, Any]
+    received_at: float
+    source: Literal["api", "kafka"]
+    origin: str = ""
+    #: The session the audience chunks were written for: opened if the key names none yet.
+    candidate: str = ""
+
+
+SessionCommand = (
+    OpenSession | AudienceChunk | Discard | FanOut | Trigger | Cancel | CancelChunk | Resend | Claim
+)
 _COMMANDS: dict[str, type[SessionCommand]] = {
-    cls.KIND: cls for cls in (OpenSession, FanOut, Trigger, Cancel, CancelChunk, Resend)
+    cls.KIND: cls
+    for cls in (
+        OpenSession,
+        AudienceChunk,
+        Discard,
+        FanOut,
+        Trigger,
+        Cancel,
+        CancelChunk,
+        Resend,
+        Claim,
+    )
 }
 
 

@@ -14,7 +14,7 @@ Guarantees:
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Final, cast
@@ -29,16 +29,18 @@ from switchboard.instruction import (
     SMS_MAX_CHARS,
     TRIGGERS,
     Channel,
+    Envelope,
     Instruction,
     Options,
     Recipient,
     Transport,
     Trigger,
+    recipient_record,
 )
 from switchboard.render import TemplateSyntaxError, placeholders
 from switchboard.zones import is_zone_name
 
-__all__ = ["ValidationPolicy", "validate_instruction"]
+__all__ = ["ValidationPolicy", "audience_chunks", "validate_envelope", "validate_instruction"]
 
 _TOP: Final = frozenset({"client_id", "idempotency_key", "transport", "audience", "options"})
 _TRANSPORT: Final = frozenset({"type", "subject", "message", "fileUrl", "extras"})
@@ -47,6 +49,7 @@ _OPTIONS: Final = frozenset(
 )
 _PROFILE: Final = frozenset({*NORMALIZERS, "name", "timezone", "locale", "vars"})
 MAX_RETRIES: Final = 20
+MAX_ERRORS: Final = 100  # an audience's errors reported at once; the rest after a fix
 MAX_MESSAGE: Final = 32_000
 
 
@@ -56,6 +59,61 @@ class ValidationPolicy:
 
     allow_http_webhooks: bool = False
     max_audience: int = MAX_AUDIENCE
+
+
+def validate_envelope(
+    data: Any,
+    *,
+    client: ClientConfig | None,
+    authenticated_client: str | None = None,
+    policy: ValidationPolicy | None = None,
+) -> Envelope:
+    """Validate everything but the recipients (see :func:`validate_instruction` for the
+    arguments); then read the audience with :func:`audience_chunks`.
+
+    Raises:
+        ValidationFailed: with every problem found.
+    """
+    v = _Validator(policy or ValidationPolicy())
+    envelope = v.envelope(data, client, authenticated_client)
+    if v.errors or envelope is None:
+        raise ValidationFailed(v.errors or [FieldError("", "invalid instruction")])
+    return envelope
+
+
+def audience_chunks(
+    envelope: Envelope,
+    audience: Sequence[Any],
+    *,
+    size: int,
+    policy: ValidationPolicy | None = None,
+) -> Iterator[list[dict[str, Any]]]:
+    """The audience's recipients, validated and normalised, as internal records, ``size`` at a
+    time: memory holds one chunk, whatever the audience's size.
+
+    Raises:
+        ValidationFailed: when any recipient is invalid, naming every invalid one (up to 100).
+            It is raised after the chunks before the first invalid recipient were yielded, and
+            no chunk is yielded after it: a caller that stored them discards them.
+    """
+    v = _Validator(policy or ValidationPolicy())
+    chunk: list[dict[str, Any]] = []
+    for i, entry in enumerate(audience):
+        recipient = v.recipient(entry, f"audience[{i}]", envelope.channels)
+        if v.errors:
+            if len(v.errors) >= MAX_ERRORS:
+                v.err("audience", "too many errors; fix these and resubmit")
+                break
+            continue
+        assert recipient is not None
+        chunk.append(recipient_record(recipient))
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if v.errors:
+        raise ValidationFailed(v.errors)
+    if chunk:
+        yield chunk
 
 
 def validate_instruction(
@@ -86,12 +144,22 @@ def validate_instruction(
     return instruction
 
 
+_ORDER: Final = {"client_id": 1, "idempotency_key": 2, "transport": 3, "audience": 4, "options": 5}
+
+
+def _document_rank(error: FieldError) -> int:
+    top = error.field.split(".", 1)[0].split("[", 1)[0]
+    return _ORDER.get(top, 0)  # the whole message and unknown top-level fields come first
+
+
 class _Validator:
     def __init__(self, policy: ValidationPolicy) -> None:
         self.policy = policy
         self.errors: list[FieldError] = []
         #: transport.type was given but unusable: no channel-specific checks follow from it.
         self.bad_type = False
+        self.found_channels: tuple[Channel, ...] = ()
+        self.audience_count: int | None = None
 
     def err(self, field: str, error: str) -> None:
         self.errors.append(FieldError(field, error))
@@ -120,6 +188,33 @@ class _Validator:
     def instruction(
         self, data: Any, client: ClientConfig | None, authenticated: str | None
     ) -> Instruction | None:
+        envelope = self.envelope(data, client, authenticated)
+        recipients: list[Recipient] = []
+        if self.audience_count is not None:  # a list of the right size: check every entry too
+            for i, entry in enumerate(data["audience"]):
+                recipient = self.recipient(entry, f"audience[{i}]", self.found_channels)
+                if recipient is not None:
+                    recipients.append(recipient)
+                if len(self.errors) >= MAX_ERRORS:
+                    self.err("audience", "too many errors; fix these and resubmit")
+                    break
+        # Report in the document's order, whatever order the checks ran in.
+        self.errors.sort(key=_document_rank)
+        if self.errors or envelope is None:
+            return None
+        return Instruction(
+            client_id=envelope.client_id,
+            transport=envelope.transport,
+            audience=tuple(recipients),
+            channels=envelope.channels,
+            options=envelope.options,
+            idempotency_key=envelope.idempotency_key,
+        )
+
+    def envelope(
+        self, data: Any, client: ClientConfig | None, authenticated: str | None
+    ) -> Envelope | None:
+        """Everything but the recipients themselves (the audience's shape and size included)."""
         if not isinstance(data, Mapping):
             self.err("", "the instruction must be a JSON object")
             return None
@@ -129,25 +224,18 @@ class _Validator:
         if idem is not None and not idem.strip():
             self.err("idempotency_key", "must not be blank")
         transport = self.transport(data.get("transport"), client)
-        channels = self.channels(transport, client)
-        audience = self.audience(data.get("audience"), channels)
+        channels = self.found_channels = self.channels(transport, client)
+        count = self.audience_count = self.audience_shape(data.get("audience"))
         options = self.options(data.get("options"))
         if (
             self.errors
             or client_id is None
             or transport is None
-            or audience is None
+            or count is None
             or options is None
         ):
             return None
-        return Instruction(
-            client_id=client_id,
-            transport=transport,
-            audience=audience,
-            channels=channels,
-            options=options,
-            idempotency_key=idem,
-        )
+        return Envelope(client_id, transport, channels, count, options, idem)
 
     def client_id(
         self, value: Any, client: ClientConfig | None, authenticated: str | None
@@ -282,7 +370,7 @@ class _Validator:
 
     # -- the audience ----------------------------------------------------------------------
 
-    def audience(self, data: Any, channels: Sequence[Channel]) -> tuple[Recipient, ...] | None:
+    def audience_shape(self, data: Any) -> int | None:
         if data is None:
             self.err("audience", "required")
             return None
@@ -295,15 +383,7 @@ class _Validator:
         if len(data) > self.policy.max_audience:
             self.err("audience", f"must have at most {self.policy.max_audience:,} recipients")
             return None
-        recipients: list[Recipient] = []
-        for i, entry in enumerate(data):
-            recipient = self.recipient(entry, f"audience[{i}]", channels)
-            if recipient is not None:
-                recipients.append(recipient)
-            if len(self.errors) >= 100:
-                self.err("audience", "too many errors; fix these and resubmit")
-                return None
-        return tuple(recipients)
+        return len(data)
 
     def recipient(self, entry: Any, path: str, channels: Sequence[Channel]) -> Recipient | None:
         if isinstance(entry, str):

@@ -13,20 +13,27 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 import time
 import uuid
 from typing import Any
 
+import aiohttp
 from faust.web import Request, Response, View
 
 from streams.app import Switchboard
+from streams.sessions import load_idempotency
+from streams.submit import submit
 from streams.web import sessions
 from streams.web.common import HTTPProblem, authenticate, problem
 from streams.web.openapi import openapi_document
+from switchboard import records
+from switchboard.clients import ClientConfig
 from switchboard.errors import ValidationFailed
-from switchboard.instruction import Instruction
-from switchboard.records import OpenSession
-from switchboard.validation import ValidationPolicy, validate_instruction
+from switchboard.idempotency import IdempotencyRecord, anchor, decide, fingerprint
+from switchboard.instruction import Envelope
+from switchboard.quota import Quotas
+from switchboard.validation import ValidationPolicy, validate_envelope
 
 __all__ = ["register"]
 
@@ -36,34 +43,29 @@ log = logging.getLogger(__name__)
 def register(sb: Switchboard) -> None:
     app = sb.app
     policy = ValidationPolicy(allow_http_webhooks=sb.settings.allow_http_webhooks)
+    quotas = Quotas()
 
     @app.page("/v1/messages", name="messages")
     class Messages(View):
         async def post(self, request: Request) -> Response:
             try:
                 client = authenticate(sb, request)
+                wait = quotas.take(client.client_id, client.rate_limit, time.monotonic())
+                if wait > 0:
+                    sb.metrics.rejections.labels("api-rate-limit").inc()
+                    raise HTTPProblem(429, "", f"rate limited: at most {client.rate_limit.per_second:g} requests per second "
+                                      f"(burst {client.rate_limit.burst}) for this client", {"Retry-After": str(math.ceil(wait))})  # fmt: skip
                 body = await _read_body(request, sb.settings.max_body_bytes)
                 data = _parse_json(body)
                 _merge_idempotency_header(request, data)
-                try:
-                    instruction = validate_instruction(
-                        data, client=client, authenticated_client=client.client_id, policy=policy
-                    )
-                except ValidationFailed as exc:
-                    sb.metrics.rejections.labels("api").inc()
-                    return self.json({"errors": exc.as_dicts()}, status=422)
-                session_id = await _open_session(sb, instruction)
+                answer = await _accept(sb, client, data, request, policy)
+            except ValidationFailed as exc:
+                sb.metrics.rejections.labels("api").inc()
+                return self.json({"errors": exc.as_dicts()}, status=422)
             except HTTPProblem as exc:
                 return problem(self, exc)
             sb.metrics.instructions.labels("api", "accepted").inc()
-            return self.json(
-                {
-                    "session_id": session_id,
-                    "status": "accepted",
-                    "recipients": len(instruction.audience),
-                },
-                status=202,
-            )
+            return self.json(answer, status=202)
 
     sessions.register(sb)
 
@@ -131,46 +133,119 @@ def _merge_idempotency_header(request: Request, data: dict[str, Any]) -> None:
     data["idempotency_key"] = header
 
 
-async def _open_session(sb: Switchboard, instruction: Instruction) -> str:
-    """Open the session: write its ``OpenSession`` command, keyed by the new session id, and
-    wait for the broker's acknowledgement (``acks=all``). Returns the session id.
-
-    The instruction was validated here, so it skips intake and goes straight to the session's
-    own partition: every later command for the session (a trigger, a cancel) is ordered after
-    it there.
+async def _accept(
+    sb: Switchboard,
+    client: ClientConfig,
+    data: dict[str, Any],
+    request: Request,
+    policy: ValidationPolicy,
+) -> dict[str, Any]:
+    """Validate, then open the session (or find the one the idempotency key names).
 
     Raises:
-        HTTPProblem: 413 when the broker refuses the record as too large for the topic; 503
-            when it refuses the write or does not confirm it within ``produce_timeout``. After
-            a timeout the write may still complete: the client retries with the same
+        ValidationFailed: 422, every problem named.
+        HTTPProblem: 422 for an idempotency key used for a different instruction; 413 or 503
+            when the broker refused or did not confirm the writes (see :func:`_submit`).
+    """
+    envelope = validate_envelope(
+        data, client=client, authenticated_client=client.client_id, policy=policy
+    )
+    answer: dict[str, Any] = {"status": "accepted", "recipients": envelope.recipients}
+    digest = None
+    if envelope.idempotency_key is None:
+        session_id = str(uuid.uuid4())
+    else:
+        key = envelope.idempotency_key
+        digest = fingerprint(data)
+        record = await _idempotency_record(sb, anchor(client.client_id, key), request)
+        decision = decide(record, client.client_id, key, digest, time.time())
+        if decision.kind == "conflict":
+            raise HTTPProblem(
+                422,
+                "idempotency_key",
+                f"already used within 24 hours for a different instruction (session {decision.session_id})",
+            )
+        if decision.kind == "duplicate":
+            sb.metrics.idempotent_repeats.labels("api", "duplicate").inc()
+            return {"session_id": decision.session_id, **answer, "repeat": True}
+        # New: identical requests racing each other compute the same session id, and the key's
+        # partition opens it once when it applies the claims.
+        session_id = decision.session_id
+    await _submit(sb, envelope, data["audience"], session_id, digest, policy)
+    return {"session_id": session_id, **answer}
+
+
+async def _submit(
+    sb: Switchboard,
+    envelope: Envelope,
+    audience: list[Any],
+    session_id: str,
+    digest: str | None,
+    policy: ValidationPolicy,
+) -> None:
+    """Write the session and wait for the broker's acknowledgement of every write (``acks=all``).
+
+    Raises:
+        ValidationFailed: a recipient is invalid (what was written is discarded).
+        HTTPProblem: 413 when the broker refuses a record as too large for the topic; 503 when
+            it refuses a write or does not confirm them within ``produce_timeout``. After a
+            timeout the writes may still complete: the client retries with the same
             Idempotency-Key to be safe.
     """
     from aiokafka.errors import MessageSizeTooLargeError
 
-    session_id = str(uuid.uuid4())
-    command = OpenSession(
-        session_id, instruction.to_record(), received_at=time.time(), source="api", origin="api"
-    )
     started = time.monotonic()
+    write = submit(sb, envelope, audience, session_id=session_id, source="api", origin="api",
+                   fingerprint=digest, confirm=True, policy=policy)  # fmt: skip
     try:
-        # Shielded: an unconfirmed write is not cancelled (it cannot be taken back anyway).
-        await asyncio.wait_for(
-            asyncio.shield(sb.command(command, confirm=True)), sb.settings.produce_timeout
-        )
+        # Shielded: unconfirmed writes are not cancelled (they cannot be taken back anyway).
+        await asyncio.wait_for(asyncio.shield(write), sb.settings.produce_timeout)
+    except ValidationFailed:
+        raise
     except MessageSizeTooLargeError:
         raise HTTPProblem(
             413, "", "the instruction is larger than the sessions topic accepts (max.message.bytes)"
         ) from None
     except TimeoutError:
-        log.error("instruction not confirmed in time", extra={"client_id": instruction.client_id, "session_id": session_id,
+        log.error("instruction not confirmed in time", extra={"client_id": envelope.client_id, "session_id": session_id,
                                                                "waited": round(time.monotonic() - started, 3)})  # fmt: skip
         raise HTTPProblem(503, "", f"Kafka did not confirm the write within {sb.settings.produce_timeout:g}s; the instruction may or may not be stored: retry with the same Idempotency-Key",
                           {"Retry-After": "5"}) from None  # fmt: skip
     except Exception as exc:  # noqa: BLE001 - a refused write is not durable: 503
         log.error(
             "instruction refused by the broker",
-            extra={"client_id": instruction.client_id, "error": repr(exc)},
+            extra={"client_id": envelope.client_id, "error": repr(exc)},
         )
         raise HTTPProblem(503, "", f"Kafka refused the write ({type(exc).__name__}); nothing was stored, retry later",
                           {"Retry-After": "5"}) from None  # fmt: skip
-    return session_id
+
+
+async def _idempotency_record(
+    sb: Switchboard, where: str, request: Request
+) -> IdempotencyRecord | None:
+    """The key's record, from this worker's table, or from the worker that owns its partition."""
+    try:
+        owner = sb.app.router.key_store(sb.tables.sessions.name, where)
+    except KeyError:
+        raise HTTPProblem(
+            503, "", "partitions are being reassigned; retry", {"Retry-After": "2"}
+        ) from None
+    if (owner.host, owner.port) == (sb.app.conf.canonical_url.host, sb.app.conf.canonical_url.port):
+        return load_idempotency(sb, where)
+    headers = {"Authorization": request.headers.get("Authorization", "")}
+    try:
+        async with sb.app.http_client.get(
+            f"{str(owner).rstrip('/')}/internal/idempotency/{where}", headers=headers
+        ) as answer:
+            if answer.status == 404:
+                return None
+            answer.raise_for_status()
+            return records.decode(IdempotencyRecord, await answer.read())
+    except (OSError, aiohttp.ClientError) as exc:
+        log.error("idempotency record unreachable", extra={"owner": str(owner), "error": repr(exc)})
+        raise HTTPProblem(
+            503,
+            "",
+            "the worker holding this idempotency key did not answer; retry",
+            {"Retry-After": "2"},
+        ) from None

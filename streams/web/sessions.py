@@ -18,7 +18,7 @@ from faust.web import Request, Response, View
 
 from streams.app import Switchboard
 from streams.reports import load_delivery, load_progress
-from streams.sessions import RESENDABLE, load_session
+from streams.sessions import RESENDABLE, load_idempotency, load_session
 from streams.web.common import (
     HTTPProblem,
     authenticate,
@@ -28,6 +28,7 @@ from streams.web.common import (
     session_uuid,
     until,
 )
+from switchboard import records
 from switchboard.clients import ClientConfig
 from switchboard.records import Cancel, SessionState, Trigger, delivery_key
 
@@ -82,6 +83,24 @@ def register(sb: Switchboard) -> None:
         except HTTPProblem as exc:
             return problem(view, exc)
         return view.json({"session_id": state.session_id, "status": "cancelled"}, status=202)
+
+    async def idempotency_record(
+        view: View, request: Request, *args: Any, **kwargs: Any
+    ) -> Response:
+        # For the Send API of other workers (see streams.web.api._claim): a key's record lives
+        # on its anchor's partition. Only the client it belongs to may read it.
+        try:
+            client = authenticate(sb, request)
+            record = load_idempotency(sb, session_uuid(request.match_info["session_id"]))
+            if record is None or record.client_id != client.client_id:
+                raise HTTPProblem(404, "session_id", "no such idempotency key")
+        except HTTPProblem as exc:
+            return problem(view, exc)
+        return view.bytes(records.encode(record), content_type="application/json")
+
+    @app.page("/internal/idempotency/{session_id}", name="idempotency")
+    class IdempotencyView(View):
+        get = route(idempotency_record)
 
     @app.page("/v1/sessions/{session_id}", name="session")
     class SessionView(View):
