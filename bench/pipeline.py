@@ -300,6 +300,56 @@ def fake_provider(provider: str, latency_ms: int) -> Iterator[dict[str, Any]]:
         server.stop()
 
 
+# -- fan-out of one large instruction -----------------------------------------------------------
+
+
+@dataclass
+class FanoutResult:
+    recipients: int
+    produced_bytes: int
+    accepted_seconds: float  # instruction produced -> last `accepted` consumed
+    peak_rss_mb: float
+
+    def row(self) -> str:
+        rate = self.recipients / self.accepted_seconds
+        return (f"| {self.recipients:,} | {self.produced_bytes / 1e6:,.1f} MB | {self.accepted_seconds:,.1f} s | "
+                f"{rate:,.0f} | {self.peak_rss_mb:,.0f} |")  # fmt: skip
+
+
+def run_fanout(broker: LocalBroker, workdir: Path, recipients: int) -> FanoutResult:
+    """One instruction of ``recipients`` SMS recipients, produced as Avro like any outside
+    producer would: time until every recipient is ``accepted`` (validated, stored in chunks,
+    fanned out into dispatch jobs), and the worker's peak RSS meanwhile."""
+    prefix = f"fan{uuid.uuid4().hex[:6]}"
+    clients = {"clients": {"bench": {"api_keys": [api_key_digest("bench-key")], "default_channels": ["sms"],
+                                     "channels": {"sms": {"provider": "sandbox"}}}}}  # fmt: skip
+    clients_file = workdir / "fanout-clients.yaml"
+    clients_file.write_text(yaml.safe_dump(clients))
+    worker = Worker(broker.bootstrap_servers, prefix, workdir / prefix, clients_file,
+                    # Dispatch paused: the jobs wait in Kafka, and what is measured is the fan-out alone.
+                    {"SWITCHBOARD_LOG_LEVEL": "warning", "SWITCHBOARD_PARTITIONS": "4", "SWITCHBOARD_PAUSED_CHANNELS": "sms"})  # fmt: skip
+    worker.start()
+    watcher = status_watcher(broker.bootstrap_servers, worker.topic("status"), "accepted")
+    try:
+        body, _ = instruction(0, recipients, "sms")
+        value = _avro(body)
+        producer = Producer(
+            {"bootstrap.servers": broker.bootstrap_servers, "message.max.bytes": 64 * 1024 * 1024}
+        )
+        headers = [("content-type", schemas.content_type("instruction").encode())]
+        start = time.perf_counter()
+        producer.produce(worker.topic("instructions"), value, key=b"bench", headers=headers)
+        producer.flush(60)
+        _wait_until(lambda: watcher.count() >= recipients, 3600, f"{recipients:,} accepted")
+        seconds = max(watcher.snapshot().values()) - start
+        assert worker.process is not None
+        rss = peak_rss_mb(worker.process.pid)
+    finally:
+        watcher.stop()
+        worker.stop()
+    return FanoutResult(recipients, len(value), seconds, rss)
+
+
 # -- the baseline -----------------------------------------------------------------------------
 
 BASELINE = r"""
@@ -407,6 +457,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--provider", choices=["sandbox", "twilio-fake", "both"], default="both")
     p.add_argument("--provider-latency-ms", type=int, default=20)
     p.add_argument("--no-baseline", action="store_true")
+    p.add_argument(
+        "--fanout",
+        type=int,
+        default=1_000_000,
+        metavar="N",
+        help="recipients of the one large instruction whose fan-out is measured (0: skip)",
+    )
+    p.add_argument("--only-fanout", action="store_true")
     args = p.parse_args(argv)
 
     workdir = Path(tempfile.mkdtemp(prefix="switchboard-bench-"))
@@ -418,9 +476,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"Starting Kafka {broker.distribution.version} (single node, loopback)...", flush=True)
     broker.start()
     results: list[Result] = []
+    fanout: FanoutResult | None = None
     try:
         providers = ["sandbox", "twilio-fake"] if args.provider == "both" else [args.provider]
-        for provider in providers:
+        for provider in [] if args.only_fanout else providers:
             print(
                 f"Switchboard, {provider}: {args.instructions} instructions x {args.recipients} recipients...",
                 flush=True,
@@ -435,26 +494,37 @@ def main(argv: list[str] | None = None) -> int:
                     args.provider_latency_ms,
                 )
             )
-        if not args.no_baseline:
+        if not args.no_baseline and not args.only_fanout:
             print("Baseline...", flush=True)
             results.append(run_baseline(broker, workdir, args.instructions, args.recipients))
+        if args.fanout:
+            print(f"Fan-out of one instruction to {args.fanout:,} recipients...", flush=True)
+            fanout = run_fanout(broker, workdir, args.fanout)
     finally:
         broker.stop()
         shutil.rmtree(workdir, ignore_errors=True)
 
-    print(f"\nburst: {args.instructions} instructions x {args.recipients} recipients = {args.instructions * args.recipients:,} deliveries "
-          f"produced at once; paced: {PACED_COUNT} one-recipient instructions at {PACED_RATE}/s; {os.cpu_count()} CPUs\n")  # fmt: skip
-    print(
-        "| run | deliveries | deliveries/s | burst latency p50 / p99 ms | paced latency p50 / p99 ms | CPU s / 1k deliveries | peak RSS MB |"
-    )
-    print("|---|---:|---:|---:|---:|---:|---:|")
-    for result in results:
-        print(result.row())
-    sandbox = next((r for r in results if "sandbox" in r.name), None)
-    fake = next((r for r in results if "Twilio" in r.name), None)
-    if sandbox and fake:
-        print(f"\nfake provider ({args.provider_latency_ms} ms per request, 100 in flight) / sandbox: "
-              f"{fake.rate / sandbox.rate:.0%} of the sandbox's deliveries/s")  # fmt: skip
+    if results:
+        print(f"\nburst: {args.instructions} instructions x {args.recipients} recipients = {args.instructions * args.recipients:,} deliveries "
+              f"produced at once; paced: {PACED_COUNT} one-recipient instructions at {PACED_RATE}/s; {os.cpu_count()} CPUs\n")  # fmt: skip
+        print(
+            "| run | deliveries | deliveries/s | burst latency p50 / p99 ms | paced latency p50 / p99 ms | CPU s / 1k deliveries | peak RSS MB |"
+        )
+        print("|---|---:|---:|---:|---:|---:|---:|")
+        for result in results:
+            print(result.row())
+        sandbox = next((r for r in results if "sandbox" in r.name), None)
+        fake = next((r for r in results if "Twilio" in r.name), None)
+        if sandbox and fake:
+            print(f"\nfake provider ({args.provider_latency_ms} ms per request, 100 in flight) / sandbox: "
+                  f"{fake.rate / sandbox.rate:.0%} of the sandbox's deliveries/s")  # fmt: skip
+    if fanout:
+        print(
+            "\nfan-out of one instruction (Avro on the instructions topic -> every recipient accepted):\n"
+        )
+        print("| recipients | instruction | to all accepted | recipients/s | worker peak RSS MB |")
+        print("|---:|---:|---:|---:|---:|")
+        print(fanout.row())
     return 0
 
 

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import faust
+from faust.transport.producer import ProducerBuffer
 from faust.types import TableT, TopicT
 
 from streams.clients import ClientRegistry
@@ -156,6 +157,13 @@ class Switchboard:
         log.warning("instruction rejected", extra={
             "topic": topic, "partition": partition, "offset": offset,
             "errors": [e.as_dict() for e in errors[:10]]})  # fmt: skip
+
+
+# Table writes are synchronous, so Faust queues their changelog records in a buffer, and stops
+# delivering to every agent while it holds more than ``max_messages`` (100 by default). With
+# three table writes per delivery, 100 throttles the whole worker; the buffer drains quickly,
+# so a larger bound only trades a little memory for fewer stalls.
+ProducerBuffer.max_messages = 2000
 
 
 def build(

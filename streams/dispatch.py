@@ -50,6 +50,12 @@ log = logging.getLogger(__name__)
 
 def register(sb: Switchboard) -> None:
     for channel, topic in sb.topics.dispatch.items():
+        if channel in sb.settings.paused:
+            log.warning(
+                "dispatch paused: jobs wait in Kafka",
+                extra={"channel": channel, "topic": topic.get_topic_name()},
+            )
+            continue
         _register_channel(sb, channel, topic)
 
 

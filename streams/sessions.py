@@ -241,6 +241,9 @@ async def _fan_out(sb: Switchboard, state: SessionState, cmd: FanOut) -> None:
     _save(sb, dataclasses.replace(state, fanned_out_chunks=cmd.chunk + 1))
     if cmd.chunk + 1 < state.chunks:
         await sb.command(FanOut(state.session_id, cmd.chunk + 1))
+    if state.chunks > 1:
+        log.info("fan-out progress", extra={"session_id": state.session_id, "chunk": cmd.chunk + 1,
+                                            "chunks": state.chunks, "seconds": round(time.time() - now, 3)})  # fmt: skip
 
 
 async def dispatch_or_defer(sb: Switchboard, job: DispatchJob, now: float) -> bool:

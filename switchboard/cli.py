@@ -86,8 +86,22 @@ def _parser() -> argparse.ArgumentParser:
     add_key.add_argument("--file", type=Path, default=Path("config/clients.yaml"))
     add_key.set_defaults(run=_clients_add_key)
 
-    send = sub.add_parser("send", help="send a message through the Send API")
-    send.add_argument("--to", action="append", required=True, help="an address (repeat for more)")
+    send = sub.add_parser("send", help="send a message through the Send API (or straight to Kafka)")
+    whom = send.add_mutually_exclusive_group(required=True)
+    whom.add_argument("--to", action="append", help="an address (repeat for more)")
+    whom.add_argument(
+        "--audience",
+        type=Path,
+        help="a file: one address per line, .jsonl profiles, or .csv with a header",
+    )
+    send.add_argument(
+        "--via-kafka",
+        action="store_true",
+        help="produce the instruction (Avro) to the instructions topic instead of calling the API",
+    )
+    send.add_argument(
+        "--client", help="the client id (needed with --via-kafka; the API key implies it otherwise)"
+    )
     send.add_argument("--channel", choices=["sms", "email", "push", "voice", "whatsapp", "slack"])
     send.add_argument("--message", "-m", required=True)
     send.add_argument("--subject")
@@ -236,6 +250,8 @@ def _clients_add_key(args: argparse.Namespace) -> int:
 
 
 def _send(args: argparse.Namespace) -> int:
+    from switchboard.audience_file import AudienceFileError, read_audience
+
     transport: dict[str, Any] = {"message": args.message}
     if args.channel:
         transport["type"] = args.channel
@@ -243,12 +259,62 @@ def _send(args: argparse.Namespace) -> int:
         transport["subject"] = args.subject
     if args.file_url:
         transport["fileUrl"] = args.file_url
-    body: dict[str, Any] = {"transport": transport, "audience": args.to}
+    try:
+        audience = list(read_audience(args.audience)) if args.audience else list(args.to)
+    except (OSError, AudienceFileError) as exc:
+        raise SwitchboardError(f"{args.audience}: {exc}") from None
+    body: dict[str, Any] = {"transport": transport, "audience": audience}
     if args.idempotency_key:
         body["idempotency_key"] = args.idempotency_key
-    status, answer = _http(args, "POST", "/v1/messages", body)
+    if args.via_kafka:
+        return _send_via_kafka(args, body)
+    data = json.dumps(body, separators=(",", ":")).encode()
+    status, answer = _http(
+        args, "POST", "/v1/messages", body, upload=data if len(data) > 1_000_000 else None
+    )
     print(json.dumps(answer, indent=2))
     return 0 if status == 202 else 1
+
+
+def _send_via_kafka(args: argparse.Namespace, body: dict[str, Any]) -> int:
+    """Produce the instruction as schemaless Avro with the bundled schema: what any producer
+    outside the service does. The answer comes on the status topic (or the rejected one)."""
+    from confluent_kafka import Producer
+
+    from switchboard.wire import encode_record
+
+    if not args.client:
+        raise SwitchboardError("--via-kafka needs --client (a producer names its client)")
+    settings = Settings.from_env()
+    transport = {
+        "type": None,
+        "subject": None,
+        "message": None,
+        "fileUrl": None,
+        "extras": None,
+    } | body["transport"]
+    record = {"client_id": args.client, "idempotency_key": body.get("idempotency_key"), "options": None,
+              "transport": transport, "audience": [a if isinstance(a, str) else _avro_profile(a) for a in body["audience"]]}  # fmt: skip
+    value, headers = encode_record("instruction", record)
+    producer = Producer(
+        {"bootstrap.servers": settings.bootstrap_servers, "message.max.bytes": 64 * 1024 * 1024}
+    )
+    failures: list[str] = []
+    kafka_headers: list[tuple[str, str | bytes | None]] = [(k, v) for k, v in headers]
+    producer.produce(settings.topic("instructions"), value, key=args.client.encode(), headers=kafka_headers,
+                     on_delivery=lambda err, msg: failures.append(str(err)) if err else None)  # fmt: skip
+    if producer.flush(60) or failures:
+        raise SwitchboardError(
+            f"the instruction was not confirmed by Kafka: {failures or 'timed out'}"
+        )
+    print(f"produced {len(body['audience']):,} recipients ({len(value):,} bytes) to {settings.topic('instructions')}; "
+          f"follow {settings.topic('status')} for the session")  # fmt: skip
+    return 0
+
+
+def _avro_profile(profile: dict[str, Any]) -> dict[str, Any]:
+    fields = ("phone", "email", "push_token", "slack", "name", "timezone", "locale", "vars")
+    return {f: profile.get(f) for f in fields}
 
 
 def _status(args: argparse.Namespace) -> int:
@@ -257,14 +323,28 @@ def _status(args: argparse.Namespace) -> int:
     return 0 if status == 200 else 1
 
 
-def _http(args: argparse.Namespace, method: str, path: str, body: Any = None) -> tuple[int, Any]:
-    data = json.dumps(body).encode() if body is not None else None
-    request = urllib.request.Request(  # noqa: S310 - the URL is the operator's own --url
-        args.url.rstrip("/") + path, data=data, method=method,
-        headers={"Authorization": f"Bearer {args.api_key}", "Content-Type": "application/json"},
-    )  # fmt: skip
+def _http(
+    args: argparse.Namespace,
+    method: str,
+    path: str,
+    body: Any = None,
+    *,
+    upload: bytes | None = None,
+) -> tuple[int, Any]:
+    """Call the Send API. ``upload`` (a large body) is sent with a progress bar."""
+    from switchboard.progress import Progress
+
+    data: Any = json.dumps(body).encode() if body is not None else None
+    headers = {"Authorization": f"Bearer {args.api_key}", "Content-Type": "application/json"}
+    if upload is not None:
+        headers["Content-Length"] = str(len(upload))
+        data = _Upload(upload, Progress(len(upload), "uploading", unit=" B"))
+    url = args.url.rstrip("/") + path
+    if not url.startswith(("http://", "https://")):
+        raise SwitchboardError(f"--url must be http(s): {args.url}")
+    request = urllib.request.Request(url, data=data, method=method, headers=headers)  # noqa: S310 - checked above
     try:
-        with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310
+        with urllib.request.urlopen(request, timeout=600) as response:  # noqa: S310
             return response.status, json.loads(response.read() or b"null")
     except urllib.error.HTTPError as exc:
         payload = exc.read()
@@ -276,6 +356,25 @@ def _http(args: argparse.Namespace, method: str, path: str, body: Any = None) ->
         raise SwitchboardError(
             f"cannot reach {args.url}: {exc.reason} (is `make run` running?)"
         ) from None
+    finally:
+        if isinstance(data, _Upload):
+            data.progress.finish()
+
+
+class _Upload:
+    """A request body read in blocks, advancing a progress bar as urllib sends it."""
+
+    def __init__(self, data: bytes, progress: Any) -> None:
+        self._data = memoryview(data)
+        self._at = 0
+        self.progress = progress
+
+    def read(self, size: int = -1) -> bytes:
+        end = len(self._data) if size < 0 else min(len(self._data), self._at + size)
+        block = bytes(self._data[self._at : end])
+        self._at = end
+        self.progress.advance(len(block))
+        return block
 
 
 def _config(args: argparse.Namespace) -> int:

@@ -121,6 +121,13 @@ class Settings:
             "SWITCHBOARD_MAX_IN_FLIGHT", "Provider requests in flight per channel and worker."
         ),
     )
+    paused_channels: str = field(
+        default="",
+        metadata=_s(
+            "SWITCHBOARD_PAUSED_CHANNELS",
+            "Channels whose dispatch this worker does not start (comma list), e.g. during a provider outage: their jobs wait in Kafka, and go out when a worker starts without the pause. Time windows, retries and status keep working.",
+        ),
+    )
     send_deadline: float = field(
         default=600.0,
         metadata=_s(
@@ -143,9 +150,10 @@ class Settings:
         ),
     )
     max_body_bytes: int = field(
-        default=16 * 1024 * 1024,
+        default=64 * 1024 * 1024,
         metadata=_s(
-            "SWITCHBOARD_MAX_BODY_BYTES", "Largest accepted HTTP request body (413 above)."
+            "SWITCHBOARD_MAX_BODY_BYTES",
+            "Largest accepted HTTP request body (413 above): about a million recipients.",
         ),
     )
     allow_http_webhooks: bool = field(
@@ -194,8 +202,19 @@ class Settings:
             problems.append("SWITCHBOARD_REPLICATION_FACTOR must be at least 1")
         if self.max_in_flight < 1:
             problems.append("SWITCHBOARD_MAX_IN_FLIGHT must be at least 1")
+        from switchboard.instruction import CHANNELS
+
+        unknown = sorted(self.paused - set(CHANNELS))
+        if unknown:
+            problems.append(
+                f"SWITCHBOARD_PAUSED_CHANNELS names unknown channels: {', '.join(unknown)}"
+            )
         if problems:
             raise ConfigError("invalid settings:\n  " + "\n  ".join(problems))
+
+    @property
+    def paused(self) -> frozenset[str]:
+        return frozenset(c.strip() for c in self.paused_channels.split(",") if c.strip())
 
     def topic(self, name: str) -> str:
         """The full name of one of Switchboard's topics, e.g. ``topic("status")``."""

@@ -6,8 +6,10 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import time
 import uuid
 from collections import Counter
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -15,7 +17,7 @@ from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
 
 from tests.integration.conftest import WorkerFactory
-from tests.integration.harness import MailSink, TopicReader, Worker, status_reader
+from tests.integration.harness import MailSink, TopicReader, Worker, status_reader, wait_for
 from tests.integration.test_pipeline import email_instruction
 
 pytestmark = pytest.mark.kafka
@@ -104,3 +106,74 @@ def worker_for_writes(make_worker: WorkerFactory, kafka: Any) -> Worker:
     topic = NewTopic(worker.topic("sessions"), 4, 1, config={"max.message.bytes": "2000"})
     admin.create_topics([topic])[worker.topic("sessions")].result(30)
     return worker.start()
+
+
+def test_a_restart_loses_no_timer_and_sends_nothing_twice(
+    make_worker: WorkerFactory, kafka: Any, keys: Any, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """Scheduled, deferred and awaiting-retry messages across a stop and a start on an empty
+    data directory (timers and their index rebuilt from the changelogs): each sent once."""
+    from streams.clients import publish_clients
+    from switchboard.clients import api_key_digest, parse_client
+    from switchboard.settings import Settings
+    from tests.integration.test_rules import window_opening_soon
+
+    out = tmp_path_factory.mktemp("outbox") / "outbox.jsonl"
+    document = {"clients": {"acme": {"api_keys": [api_key_digest(keys.acme)], "default_channels": ["sms"],
+                                     "channels": {"sms": {"provider": "sandbox"}}}}}  # fmt: skip
+    worker = make_worker({"SWITCHBOARD_SANDBOX_OUTBOX": str(out)}, document=document).start()
+    window, opens = window_opening_soon()
+    windowed = parse_client("other", {"api_keys": [api_key_digest(keys.other)], "default_channels": ["sms"],
+                                      "channels": {"sms": {"provider": "sandbox"}}, "time_windows": {"sms": window}})  # fmt: skip
+    publish_clients(
+        Settings.from_env(bootstrap_servers=kafka.bootstrap_servers, topic_prefix=worker.prefix),
+        [windowed],
+    )
+    time.sleep(1)  # the worker follows the clients topic
+    try:
+        sms = {"type": "sms", "message": "Hi"}
+        scheduled, deferred, retried = "+14155550111", "+14155550112", "+14155550113"
+        due = (datetime.now(UTC) + timedelta(seconds=20)).isoformat()
+        answers = [
+            worker.post({"transport": sms, "audience": [scheduled],
+                         "options": {"trigger": "scheduled", "scheduledTimestamp": due}}, keys.acme),
+            worker.post({"transport": sms, "audience": [deferred]}, keys.other),
+            worker.post({"transport": {**sms, "extras": {"sandbox": {"fail": "retryable", "fail_attempts": 1}}},
+                         "audience": [retried], "options": {"retries": 2, "retryIntervalMinutes": "0.4"}}, keys.acme),
+        ]  # fmt: skip
+        assert all(a.status == 202 for a in answers), [a.body for a in answers]
+        first = [a.body["session_id"] for a in answers]
+        # The retried one has failed once and waits for its retry; the others wait for their time.
+        wait_for(lambda: any(r["to"] == retried for r in _sent(out)) or _failed_once(worker, keys.acme, first[2]),
+                 30, 0.2, "the first attempt to fail")  # fmt: skip
+        assert [r["to"] for r in _sent(out)] == []
+
+        assert worker.stop(signal.SIGTERM) == 0, worker.log_tail()
+        shutil.rmtree(worker.workdir / "data")
+        worker.start()
+
+        for session_id, key in zip(first, (keys.acme, keys.other, keys.acme), strict=True):
+            worker.wait_completed(
+                session_id, key, timeout=max(90.0, opens.timestamp() - time.time() + 60)
+            )
+        sends = [r["to"] for r in _sent(out)]
+        assert sorted(sends) == sorted([scheduled, deferred, retried]), sends
+        assert [r["attempt"] for r in _sent(out) if r["to"] == retried] == [2]
+        assert next(r["at"] for r in _sent(out) if r["to"] == deferred) >= opens.timestamp()
+    finally:
+        worker.stop()
+
+
+def _sent(path: Any) -> list[dict[str, Any]]:
+    import json
+
+    return (
+        [json.loads(line) for line in path.read_text().splitlines() if line]
+        if path.exists()
+        else []
+    )
+
+
+def _failed_once(worker: Worker, key: str, session_id: str) -> bool:
+    answer = worker.session(session_id, key)
+    return answer.status == 200 and any(r.get("attempt") == 1 for r in answer.body["recipients"])

@@ -217,3 +217,50 @@ def http_page(
     )
     assert answer.status == 200, answer.body
     return dict(answer.body)
+
+
+# -- the command line --------------------------------------------------------------------------
+
+
+def test_switchboard_send_reads_an_audience_file(
+    worker: Worker, keys: Keys, statuses: TopicReader, tmp_path: Path
+) -> None:
+    """`switchboard send --audience FILE` through the Send API, then straight to Kafka."""
+    import subprocess
+    import sys
+
+    audience = [number() for _ in range(3)]
+    csv_file = tmp_path / "audience.csv"
+    csv_file.write_text(
+        "phone,name\n" + "".join(f"{a},Friend {i}\n" for i, a in enumerate(audience))
+    )
+    env = {**worker.env(), "SWITCHBOARD_URL": worker.url, "SWITCHBOARD_API_KEY": keys.acme}
+    command = [
+        sys.executable,
+        "-m",
+        "switchboard.cli",
+        "send",
+        "--audience",
+        str(csv_file),
+        "-m",
+        "Hello {{name}}",
+    ]
+    result = subprocess.run(
+        command, env=env, capture_output=True, text=True, timeout=60, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    session_id = json.loads(result.stdout)["session_id"]
+    completed(statuses, session_id)
+    bodies = {r["to"]: r["body"] for r in outbox(worker) if r["to"] in audience}
+    assert bodies == {a: f"Hello Friend {i}" for i, a in enumerate(audience)}
+
+    lines = tmp_path / "audience.txt"
+    more = [number() for _ in range(2)]
+    lines.write_text("\n".join(["# two more", *more]) + "\n")
+    result = subprocess.run([sys.executable, "-m", "switchboard.cli", "send", "--audience", str(lines), "--via-kafka",
+                             "--client", "acme", "--channel", "sms", "-m", "Via Kafka"],
+                            env=env, capture_output=True, text=True, timeout=60, check=False)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "produced 2 recipients" in result.stdout
+    [accepted] = statuses.wait(lambda e: e["recipient"] == more[0] and e["status"] == "accepted")
+    completed(statuses, accepted["session_id"])

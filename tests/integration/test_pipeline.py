@@ -117,7 +117,7 @@ def test_http_authentication_and_limits(worker: Worker, keys: Any) -> None:
     assert worker.post(body, key=None).status == 401
     missing = worker.post(body, key="wrong-key")
     assert missing.status == 401 and missing.body["errors"][0]["field"] == "Authorization"
-    huge = worker.post(None, keys.acme, raw=b'{"pad": "' + b"x" * (17 * 1024 * 1024) + b'"}')
+    huge = worker.post(None, keys.acme, raw=b'{"pad": "' + b"x" * (65 * 1024 * 1024) + b'"}')
     assert huge.status == 413
 
 
