@@ -48,6 +48,7 @@ class Topics:
     sessions: TopicT
     reports: TopicT
     schedule: TopicT
+    calls: TopicT
     dispatch: Mapping[str, TopicT]
 
 
@@ -221,6 +222,7 @@ def build(
         sessions=topic("sessions"),
         reports=topic("reports"),
         schedule=topic("schedule"),
+        calls=topic("calls"),
         dispatch={channel: topic(f"dispatch.{channel}") for channel in CHANNELS},
     )
 
@@ -249,8 +251,9 @@ def build(
         registry=registry,
     )
 
-    from streams import dispatch, intake, reports, scheduler, sessions
+    from streams import calls, dispatch, intake, reports, scheduler, sessions
     from streams.web import api
+    from streams.web import calls as call_views
 
     async def follow_clients() -> None:
         await sb.clients.run()
@@ -263,6 +266,7 @@ def build(
     reports.register(sb)
     scheduler.register(sb)
     api.register(sb)
+    call_views.register(sb, calls.register(sb))
 
     async def close_transports(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
         await sb.transports.aclose()

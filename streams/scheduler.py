@@ -198,13 +198,12 @@ async def _handle(sb: Switchboard, index: TimerIndex, event: EventT[bytes]) -> N
         raise ValueError(f"unknown scheduler command {kind!r}")
 
 
-_TOPICS: dict[str, Any] = {}
-
-
 def _topic(sb: Switchboard, name: str) -> Any:
-    if name not in _TOPICS:
-        _TOPICS[name] = sb.app.topic(name, key_type=bytes, value_type=bytes, internal=False)
-    return _TOPICS[name]
+    """The app's topic object for a timer's target (kept per app: a process may hold several)."""
+    topics: dict[str, Any] = sb.__dict__.setdefault("_timer_topics", {})
+    if name not in topics:
+        topics[name] = sb.app.topic(name, key_type=bytes, value_type=bytes, internal=False)
+    return topics[name]
 
 
 def _json(body: dict[str, Any]) -> bytes:

@@ -20,6 +20,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final, cast
 
+from switchboard.campaigns import InvalidCampaigns, parse_campaigns
 from switchboard.errors import ConfigError, FieldError
 from switchboard.instruction import CHANNELS, Channel
 from switchboard.quota import DEFAULT_LIMIT, RateLimit
@@ -195,6 +196,11 @@ def parse_client(client_id: str, data: Any) -> ClientConfig:
     if not isinstance(campaigns, Mapping):
         errors.append(FieldError(f"{p}.campaigns", "must be a mapping of campaign id to campaign"))
         campaigns = {}
+    else:
+        try:
+            parse_campaigns(campaigns, f"{p}.campaigns")
+        except InvalidCampaigns as exc:
+            errors.extend(exc.errors)
     if errors:
         raise ConfigError(
             "invalid client configuration:\n" + "\n".join(f"  {e.field}: {e.error}" for e in errors)

@@ -85,7 +85,7 @@ class Settings:
         default=None,
         metadata=_s(
             "SWITCHBOARD_PUBLIC_URL",
-            "The public base URL providers call back (Twilio status callbacks).",
+            "The public base URL providers call back (Twilio status callbacks and call steps); Twilio's signatures are checked against it, so it must be the same on every worker.",
         ),
     )
     schema_registry_url: str | None = field(

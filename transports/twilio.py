@@ -529,6 +529,16 @@ class TwilioVoiceTransport(_TwilioTransport):
         detail = {"twilio_status": created.status, "from": params["from_"]}
         return SendResult(_str_or_none(created.sid), "sent", detail)
 
+    async def create_call(self, params: Mapping[str, Any]) -> str:
+        """Create a call with ``params`` (the Calls API's arguments: ``to``, ``from_``, ``url``,
+        callbacks...), paced like every call of this account; returns its SID. Raises
+        classified :mod:`transports.errors` only (the call tool's interactive calls)."""
+        created = await self._create("calls", f"voice:{self.options.account_sid}", dict(params))
+        sid = _str_or_none(getattr(created, "sid", None))
+        if not sid:
+            raise RetryableError("Twilio's answer has no call SID", code="twilio-bad-response")
+        return sid
+
 
 def twilio_transport(channel: str, options: Mapping[str, Any]) -> Transport:
     """The registry's factory: the Twilio transport for ``channel`` (sms, whatsapp or voice)."""

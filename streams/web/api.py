@@ -72,14 +72,17 @@ def register(sb: Switchboard) -> None:
     @app.page("/healthz", name="healthz")
     class Health(View):
         async def get(self, request: Request) -> Response:
-            ready = sb.clients.ready.is_set()
-            sb.metrics.clients.set(len(sb.clients))
-            body = {
-                "status": "ok" if ready else "starting",
-                "clients": len(sb.clients),
-                "rebalancing": bool(app.rebalancing),
-            }
-            return self.json(body, status=200 if ready else 503)
+            # Liveness: the worker runs and knows its clients. A liveness probe must not kill a
+            # worker that is recovering a large table, so recovery shows in the body only.
+            body = _health(sb)
+            return self.json(body, status=200 if sb.clients.ready.is_set() else 503)
+
+    @app.page("/readyz", name="readyz")
+    class Ready(View):
+        async def get(self, request: Request) -> Response:
+            # Readiness: tables recovered and partitions settled; for load balancers.
+            body = _health(sb)
+            return self.json(body, status=200 if body["ready"] else 503)
 
     @app.page("/metrics", name="metrics")
     class Metrics(View):
@@ -93,6 +96,21 @@ def register(sb: Switchboard) -> None:
     class OpenAPI(View):
         async def get(self, request: Request) -> Response:
             return self.json(document)
+
+
+def _health(sb: Switchboard) -> dict[str, Any]:
+    loaded = sb.clients.ready.is_set()
+    rebalancing = bool(sb.app.rebalancing)
+    recovery = getattr(sb.app.tables, "recovery", None)  # TableManagerT does not declare it
+    recovering = bool(recovery is not None and recovery.in_recovery)
+    sb.metrics.clients.set(len(sb.clients))
+    return {
+        "status": "ok" if loaded else "starting",
+        "ready": loaded and not rebalancing and not recovering,
+        "clients": len(sb.clients),
+        "rebalancing": rebalancing,
+        "recovering": recovering,
+    }
 
 
 async def _read_body(request: Request, limit: int) -> bytes:

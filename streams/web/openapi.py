@@ -189,6 +189,10 @@ def openapi_document() -> dict[str, Any]:
                         "session_id": {"type": "string", "format": "uuid"},
                         "status": {"const": "accepted"},
                         "recipients": {"type": "integer"},
+                        "repeat": {
+                            "type": "boolean",
+                            "description": "true: the idempotency key named this session already; nothing new was opened",
+                        },
                     },
                 },
             },
@@ -225,7 +229,9 @@ def openapi_document() -> dict[str, Any]:
                         },
                         "400": _errors_response("The body is not a JSON object."),
                         "401": _errors_response("Missing or unknown API key."),
-                        "409": _errors_response("Idempotency conflict."),
+                        "409": _errors_response(
+                            "Idempotency conflict (not produced: repeats of one key are serialized)."
+                        ),
                         "413": _errors_response("The body is too large."),
                         "422": _errors_response(
                             "The instruction breaks the rules; every problem is listed."
@@ -278,12 +284,161 @@ def openapi_document() -> dict[str, Any]:
                     },
                 }
             },
+            "/v1/sessions/{session_id}/trigger": {
+                "post": {
+                    "summary": "Start a manual (or scheduled) session now; with include_failed, send its failed deliveries again",
+                    "security": bearer,
+                    "parameters": [
+                        {
+                            "name": "session_id",
+                            "in": "path",
+                            "required": True,
+                            "schema": {"type": "string", "format": "uuid"},
+                        },
+                        {
+                            "name": "include_failed",
+                            "in": "query",
+                            "schema": {"type": "boolean", "default": False},
+                        },
+                    ],
+                    "responses": {
+                        "202": {"description": "Triggered."},
+                        "401": _errors_response("Missing or unknown API key."),
+                        "404": _errors_response("No such session for this client."),
+                        "409": _errors_response(
+                            "Nothing to trigger: not waiting, cancelled, or no failed deliveries."
+                        ),
+                    },
+                }
+            },
+            "/v1/sessions/{session_id}/cancel": {
+                "post": {
+                    "summary": "Cancel what has not been sent yet",
+                    "description": "Answered once the cancel is applied and the session's sends in flight are done: nothing of the session is sent after a 202.",
+                    "security": bearer,
+                    "parameters": [
+                        {
+                            "name": "session_id",
+                            "in": "path",
+                            "required": True,
+                            "schema": {"type": "string", "format": "uuid"},
+                        }
+                    ],
+                    "responses": {
+                        "202": {"description": "Cancelled."},
+                        "401": _errors_response("Missing or unknown API key."),
+                        "404": _errors_response("No such session for this client."),
+                    },
+                }
+            },
+            "/api/call": {
+                "post": {
+                    "summary": "Call tool: call a member and connect them to a target",
+                    "security": bearer,
+                    "requestBody": {
+                        "required": True,
+                        "content": {
+                            "application/json": {
+                                "schema": {
+                                    "type": "object",
+                                    "required": ["campaign_id", "member_phone_number"],
+                                    "properties": {
+                                        "campaign_id": string,
+                                        "target_id": string,
+                                        "member_phone_number": string,
+                                        "target_phone_number": {
+                                            "type": "string",
+                                            "description": "A manual target, with target_checksum",
+                                        },
+                                        "target_checksum": string,
+                                    },
+                                }
+                            }
+                        },
+                    },
+                    "responses": {
+                        "201": {
+                            "description": "The call was placed.",
+                            "content": {
+                                "application/json": {
+                                    "schema": {"type": "object", "properties": {"call_id": string}}
+                                }
+                            },
+                        },
+                        "401": _errors_response("Missing or unknown API key."),
+                        "403": _errors_response("Too many calls for this member and campaign."),
+                        "422": _errors_response(
+                            "An invalid field, or Twilio refused the call (its code is given)."
+                        ),
+                    },
+                }
+            },
+            "/v1/calls/{call_id}": {
+                "get": {
+                    "summary": "A call's combined state: call status, the member's CallStatus events, the target's DialCallStatus",
+                    "security": bearer,
+                    "parameters": [
+                        {
+                            "name": "call_id",
+                            "in": "path",
+                            "required": True,
+                            "schema": {"type": "string"},
+                        }
+                    ],
+                    "responses": {
+                        "200": {"description": "The call."},
+                        "404": _errors_response("No such call for this client."),
+                    },
+                }
+            },
+            "/twilio/calls/{call_id}/{step}": {
+                "post": {
+                    "summary": "Twilio's requests during a call (start, menu, connect, dial-status, status); TwiML answers",
+                    "description": "Authenticated by X-Twilio-Signature over SWITCHBOARD_PUBLIC_URL and the exact path.",
+                    "parameters": [
+                        {
+                            "name": "call_id",
+                            "in": "path",
+                            "required": True,
+                            "schema": {"type": "string"},
+                        },
+                        {
+                            "name": "step",
+                            "in": "path",
+                            "required": True,
+                            "schema": {
+                                "type": "string",
+                                "enum": ["start", "menu", "connect", "dial-status", "status"],
+                            },
+                        },
+                        {
+                            "name": "X-Twilio-Signature",
+                            "in": "header",
+                            "required": True,
+                            "schema": {"type": "string"},
+                        },
+                    ],
+                    "responses": {
+                        "200": {"description": "TwiML (text/xml)."},
+                        "403": {"description": "Bad signature."},
+                    },
+                }
+            },
             "/healthz": {
                 "get": {
-                    "summary": "Liveness and readiness",
+                    "summary": "Liveness: the worker runs and knows its clients",
+                    "responses": {
+                        "200": {"description": "Alive."},
+                        "503": {"description": "Starting."},
+                    },
+                }
+            },
+            "/readyz": {
+                "get": {
+                    "summary": "Readiness: tables recovered, partitions settled",
                     "responses": {
                         "200": {"description": "Ready."},
-                        "503": {"description": "Starting."},
+                        "503": {"description": "Starting, recovering or rebalancing."},
                     },
                 }
             },

@@ -28,6 +28,20 @@ value) before it is answered. Answers can be scripted, for one destination or fo
 per ``StatusCallbackMethod``) the status to the ``StatusCallback`` URL a resource was created
 with, signed with ``X-Twilio-Signature`` by :class:`twilio.request_validator.RequestValidator`.
 
+A call can also be *driven* as Twilio drives a real one (:meth:`FakeTwilioServer.plan_call`):
+after a ``Calls.json`` create to a planned number, the fake posts the member call's status
+callbacks (``initiated``, ``ringing``, ``answered``, then the final one, each only when the call
+asked for it in ``StatusCallbackEvent``), fetches the call's ``Url`` and then follows the TwiML
+it gets back: ``<Gather>`` (pressing the plan's next key, or nothing), ``<Redirect>``,
+``<Dial>`` (posting the plan's ``DialCallStatus`` to the dial's action), ``<Say>``, ``<Play>``,
+``<Hangup>``. Every request is a signed POST, exactly as Twilio signs it. What happened is kept
+in :attr:`FakeTwilioServer.drives` (:class:`CallDrive`)::
+
+    server.plan_call(CallPlan(keys=(None, "1"), dial="no-answer"), to="+14155550123")
+    # ... the service creates a call to +14155550123 ...
+    drive = background.wait_records(lambda d: d.to == number and d.finished, attribute="drives")[0]
+    drive.steps  # ['start', 'menu?attempt=1', 'menu?attempt=1 Digits=1', 'connect', 'dial-status']
+
 Use it inside the test's event loop::
 
     async with FakeTwilioServer() as server:
@@ -43,12 +57,13 @@ import contextlib
 import hmac
 import re
 import secrets
+import xml.etree.ElementTree as ET
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from email.utils import formatdate
 from types import TracebackType
 from typing import Any, Literal, Self
-from urllib.parse import urlencode
+from urllib.parse import urlencode, urljoin, urlsplit
 
 import aiohttp
 from aiohttp import web
@@ -61,6 +76,8 @@ __all__ = [
     "TEST_ACCOUNT_SID",
     "TEST_AUTH_TOKEN",
     "Behaviour",
+    "CallDrive",
+    "CallPlan",
     "FakeTwilioServer",
     "RecordedRequest",
 ]
@@ -140,6 +157,69 @@ class RecordedRequest:
         return self.get("To")
 
 
+MemberOutcome = Literal["in-progress", "busy", "no-answer", "failed", "canceled"]
+#: Most TwiML documents one driven call fetches: a loop in the TwiML ends the call, not the test.
+MAX_TWIML_FETCHES = 40
+
+
+@dataclass(frozen=True, slots=True)
+class CallPlan:
+    """How a driven call goes.
+
+    ``member``: ``in-progress`` (the member answers and the TwiML runs), or how the call ends
+    unanswered (``busy``, ``no-answer``, ``failed``, ``canceled``). ``keys``: the key pressed at
+    each ``<Gather>`` in order, the campaign clip's included; ``None`` (or running out of keys)
+    presses nothing. ``dial``: the ``DialCallStatus`` of every ``<Dial>``. ``delay``: seconds
+    between the create's answer and the first callback.
+    """
+
+    member: MemberOutcome = "in-progress"
+    keys: tuple[str | None, ...] = ()
+    dial: str = "completed"
+    delay: float = 0.05
+
+
+@dataclass(frozen=True, slots=True)
+class TwimlFetch:
+    """One request the fake made to the application while driving a call, and the answer."""
+
+    url: str
+    params: Mapping[str, str]
+    status: int
+    body: str
+
+    @property
+    def step(self) -> str:
+        """The URL's last path segment and query, and the key pressed if any, e.g. ``start``,
+        ``menu?attempt=2`` (the menu played) or ``menu?attempt=2 Digits=1`` (its answer)."""
+        parts = urlsplit(self.url)
+        step = parts.path.rsplit("/", 1)[-1] + (f"?{parts.query}" if parts.query else "")
+        digits = self.params.get("Digits")
+        return f"{step} Digits={digits}" if digits is not None else step
+
+
+@dataclass(slots=True)
+class CallDrive:
+    """What happened while the fake drove one call. Read it once ``finished`` is set."""
+
+    sid: str
+    to: str
+    fetches: list[TwimlFetch] = field(default_factory=list)
+    #: (CallStatus, the receiver's HTTP status) of each status callback, in order.
+    callbacks: list[tuple[str, int]] = field(default_factory=list)
+    said: list[str] = field(default_factory=list)
+    played: list[str] = field(default_factory=list)
+    #: Each ``<Dial>``: number, sendDigits, callerId, action.
+    dials: list[dict[str, str | None]] = field(default_factory=list)
+    hung_up: bool = False
+    finished: bool = False
+    error: str | None = None
+
+    @property
+    def steps(self) -> list[str]:
+        return [f.step for f in self.fetches]
+
+
 @dataclass(slots=True)
 class _Script:
     behaviour: Behaviour
@@ -168,6 +248,10 @@ class FakeTwilioServer:
         #: The creating request of each resource, by SID.
         self.created_by: dict[str, RecordedRequest] = {}
         self._scripts: dict[str | None, list[_Script]] = {}
+        #: Every driven call, in the order the driving started (see :meth:`plan_call`).
+        self.drives: list[CallDrive] = []
+        self._plans: dict[str | None, CallPlan] = {}
+        self._drivers: set[asyncio.Task[None]] = set()
         self._closing = asyncio.Event()
         self._runner: web.AppRunner | None = None
         self._sequence: dict[str, int] = {}
@@ -188,6 +272,10 @@ class FakeTwilioServer:
 
     async def close(self) -> None:
         self._closing.set()
+        for task in list(self._drivers):
+            task.cancel()
+        if self._drivers:
+            await asyncio.gather(*self._drivers, return_exceptions=True)
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
@@ -225,6 +313,15 @@ class FakeTwilioServer:
 
     def clear_scripts(self) -> None:
         self._scripts.clear()
+
+    def plan_call(self, plan: CallPlan, *, to: str | None = None) -> None:
+        """Drive every call created to ``to`` (any destination when None) as ``plan`` says.
+        Calls to a number without a plan (and no global plan) are created and left alone."""
+        self._plans[to] = plan
+
+    def signature(self, url: str, params: Mapping[str, str]) -> str:
+        """``X-Twilio-Signature`` of a POST of ``params`` to ``url``, with this account's token."""
+        return str(RequestValidator(self.auth_token).compute_signature(url, dict(params)))
 
     def messages(self) -> list[RecordedRequest]:
         return [r for r in self.requests if r.resource == "Messages"]
@@ -471,7 +568,131 @@ class FakeTwilioServer:
     def _created(self, sid: str, resource: dict[str, Any], req: RecordedRequest) -> web.Response:
         self.resources[sid] = resource
         self.created_by[sid] = req
+        plan = self._plans.get(req.to) or self._plans.get(None)
+        if req.resource == "Calls" and plan is not None:
+            task = asyncio.get_running_loop().create_task(self._drive(sid, plan))
+            self._drivers.add(task)
+            task.add_done_callback(self._drivers.discard)
         return web.json_response(resource, status=201)
+
+    # -- driving a call ----------------------------------------------------------------------
+
+    async def _drive(self, sid: str, plan: CallPlan) -> None:
+        created = self.created_by[sid]
+        drive = CallDrive(sid, str(created.to))
+        self.drives.append(drive)
+        events = set(created.getall("StatusCallbackEvent")) or {"completed"}
+
+        async def callback(status: str, event: str) -> None:
+            if event in events and created.get("StatusCallback"):
+                extra = {"CallDuration": "7"} if status == "completed" else None
+                code = await self.send_status_callback(sid, status, extra=extra)
+                drive.callbacks.append((status, code))
+
+        try:
+            await asyncio.sleep(plan.delay)
+            await callback("initiated", "initiated")
+            await callback("ringing", "ringing")
+            if plan.member != "in-progress":
+                await callback(plan.member, "completed")
+                return
+            await callback("in-progress", "answered")
+            async with aiohttp.ClientSession() as session:
+                await self._run_twiml(session, drive, created, plan)
+            await callback("completed", "completed")
+        except Exception as exc:  # a broken drive is the test's finding, not the loop's crash
+            drive.error = f"{type(exc).__name__}: {exc}"
+        finally:
+            drive.finished = True
+
+    async def _run_twiml(
+        self, session: aiohttp.ClientSession, drive: CallDrive, created: RecordedRequest,
+        plan: CallPlan,
+    ) -> None:  # fmt: skip
+        """Fetch the call's Url and follow the TwiML as Twilio does, until it hangs up."""
+        keys = iter(plan.keys)
+        base = {"AccountSid": self.account_sid, "CallSid": drive.sid, "From": created.get("From") or "",
+                "To": drive.to, "CallStatus": "in-progress", "Direction": "outbound-api",
+                "ApiVersion": API_VERSION}  # fmt: skip
+        url, method = created.get("Url"), (created.get("Method") or "POST").upper()
+        extra: dict[str, str] = {}
+        for _ in range(MAX_TWIML_FETCHES):
+            if url is None:
+                return
+            root = await self._fetch(session, drive, url, method, {**base, **extra})
+            if root is None:
+                return
+            follow = self._interpret(drive, url, root, keys, plan)
+            if follow is None:
+                return
+            url, method, extra = follow
+        drive.error = f"more than {MAX_TWIML_FETCHES} TwiML documents: a loop"
+
+    def _interpret(
+        self, drive: CallDrive, url: str, root: ET.Element, keys: Any, plan: CallPlan
+    ) -> tuple[str, str, dict[str, str]] | None:
+        """Play one TwiML document; the next request to make, or None when the call is over."""
+        for verb in root:
+            method = (verb.get("method") or "POST").upper()
+            if verb.tag in ("Say", "Play"):
+                self._speak(drive, verb)
+            elif verb.tag == "Gather":
+                for child in verb:
+                    self._speak(drive, child)
+                key = next(keys, None)
+                if key is not None:  # no key: Twilio goes on with the next verb
+                    return urljoin(url, verb.get("action") or url), method, {"Digits": key}
+            elif verb.tag == "Redirect":
+                return urljoin(url, (verb.text or "").strip()), method, {}
+            elif verb.tag == "Dial":
+                number = verb.find("Number")
+                action = verb.get("action")
+                drive.dials.append({
+                    "number": (number.text or "").strip() if number is not None else (verb.text or "").strip(),
+                    "sendDigits": number.get("sendDigits") if number is not None else None,
+                    "callerId": verb.get("callerId"), "action": action,
+                })  # fmt: skip
+                if action:
+                    outcome = {"DialCallStatus": plan.dial, "DialCallSid": _sid("CA"),
+                               "DialCallDuration": "30" if plan.dial == "completed" else "0"}  # fmt: skip
+                    return urljoin(url, action), method, outcome
+            elif verb.tag == "Hangup":
+                drive.hung_up = True
+                return None
+        drive.hung_up = True  # the end of a document hangs up
+        return None
+
+    @staticmethod
+    def _speak(drive: CallDrive, verb: ET.Element) -> None:
+        if verb.tag == "Say":
+            drive.said.append((verb.text or "").strip())
+        elif verb.tag == "Play":
+            drive.played.append((verb.text or "").strip())
+
+    async def _fetch(
+        self, session: aiohttp.ClientSession, drive: CallDrive, url: str, method: str,
+        params: dict[str, str],
+    ) -> ET.Element | None:  # fmt: skip
+        validator = RequestValidator(self.auth_token)
+        headers = {"User-Agent": "TwilioProxy/1.1"}
+        if method == "GET":
+            full = f"{url}{'&' if '?' in url else '?'}{urlencode(params)}"
+            headers["X-Twilio-Signature"] = validator.compute_signature(full, {})
+            request = session.get(URL(full, encoded=True), headers=headers)
+        else:
+            headers["X-Twilio-Signature"] = validator.compute_signature(url, params)
+            request = session.post(URL(url, encoded=True), data=params, headers=headers)
+        async with request as response:
+            body = await response.text()
+            drive.fetches.append(TwimlFetch(url, dict(params), response.status, body))
+        if response.status != 200:
+            drive.error = f"{url} answered {response.status}: {body[:200]}"
+            return None
+        try:
+            return ET.fromstring(body)
+        except ET.ParseError as exc:
+            drive.error = f"{url} answered something that is not TwiML: {exc}"
+            return None
 
 
 def _fields(items: Iterable[tuple[str, object]]) -> dict[str, tuple[str, ...]]:

@@ -151,7 +151,7 @@ class Worker:
                 f"worker exited with {self.process.returncode}; log:\n{self.log_tail()}"
             )
         try:
-            return http("GET", f"{self.url}/healthz", timeout=2).status == 200
+            return http("GET", f"{self.url}/readyz", timeout=2).status == 200
         except OSError:
             return False
 

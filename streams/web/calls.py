@@ -1,0 +1,488 @@
+"""The call tool's HTTP side (CONTRACT.md sections 3 and 7): ``POST /api/call``,
+``GET /v1/calls/{id}`` and the Twilio endpoints ``/twilio/calls/{id}/{step}``.
+
+The views never write state: they validate, then produce commands to ``<prefix>.calls`` for the
+calls agent (:mod:`streams.calls`). Each request is handled on the worker that owns the
+partition of its key, because that worker holds the state the answer needs:
+
+* ``POST /api/call``: the member's line (``<client>/<campaign>/<member>``), whose agent decides
+  the reservation against the limit;
+* the Twilio steps: the call id, whose record tells the client (hence the auth token that signs
+  the request), the campaign and the target.
+
+A request that reaches another worker is forwarded there *with its body* (Faust's
+``table_route`` drops bodies, so it serves only ``GET /v1/calls/{id}``), with its headers and
+its raw path, so the owner checks the same API key or the same Twilio signature over the same
+URL. A forwarded request is never forwarded again (``X-Switchboard-Forwarded``). So every worker
+must have the same ``SWITCHBOARD_PUBLIC_URL`` (the address Twilio calls, e.g. the load balancer's):
+the worker that checks a signature is the call's owner, not necessarily the one Twilio reached.
+
+``POST /api/call``, step by step:
+
+1. authenticate the API key (401); read ``campaign_id``, ``member_phone_number`` and
+   ``target_id`` or ``target_phone_number`` + ``target_checksum``
+   (:func:`switchboard.campaigns.resolve_call_request`; 422 with every field's error);
+2. forward to the line's owner, which produces ``Reserve`` and waits for its agent's decision
+   (403 over the limit; 503 when no decision came within ``SWITCHBOARD_PRODUCE_TIMEOUT``, and
+   the reservation is abandoned);
+3. ask Twilio's Calls API (through the client's ``voice`` channel transport) to call the member
+   with the start URL and a status callback for initiated, ringing, answered and completed;
+4. ``Created`` and 201 ``{"call_id"}``; or ``CreationFailed`` and 422 with Twilio's code (503
+   when Twilio could not be reached or was overloaded; the call is ``failed`` either way, and
+   does not count against the limit).
+
+Every Twilio endpoint checks ``X-Twilio-Signature`` against ``SWITCHBOARD_PUBLIC_URL`` + the raw
+path (:mod:`streams.web.twilio_signature`) and answers 403, changing nothing, when it is wrong.
+TwiML comes from :mod:`switchboard.twiml`. The state a step changes is acknowledged by the broker
+before its TwiML is answered; if Kafka cannot take it in time the TwiML is answered anyway (the
+member's call goes on; the error is logged), except for the pure callbacks (``status``,
+``dial-status``), which answer 503 so that the loss is visible in Twilio's debugger.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import time
+import uuid
+from collections.abc import Callable, Mapping
+from typing import Any, Final, cast
+
+import aiohttp
+from aiohttp import web
+from faust.types import TableT
+from faust.web import Request, Response, View
+from twilio.twiml.voice_response import VoiceResponse
+from yarl import URL
+
+from streams.app import Switchboard
+from streams.calls import (
+    Abandon,
+    CallDesk,
+    CallRecord,
+    Command,
+    Created,
+    CreationFailed,
+    MemberStatus,
+    Reserve,
+    Step,
+    TargetStatus,
+    line_key,
+)
+from streams.web.common import HTTPProblem, authenticate, problem
+from streams.web.twilio_signature import Params, verified_params
+from switchboard.calls import (
+    UnknownStatus,
+    combined_state,
+    parse_member_status,
+    parse_target_status,
+)
+from switchboard.campaigns import (
+    CallRequest,
+    Campaign,
+    InvalidCampaigns,
+    parse_campaigns,
+    resolve_call_request,
+)
+from switchboard.clients import ClientConfig
+from switchboard.errors import ValidationFailed
+from switchboard.twiml import (
+    STEPS,
+    CallScript,
+    CallUrls,
+    DialTarget,
+    after_dial_twiml,
+    connect_twiml,
+    goodbye_twiml,
+    menu_choice_twiml,
+    menu_twiml,
+    parse_attempt,
+    start_twiml,
+)
+from transports.errors import TransportError
+from transports.twilio import TwilioVoiceTransport
+
+__all__ = ["FORWARDED_HEADER", "STATUS_EVENTS", "register"]
+
+log = logging.getLogger(__name__)
+
+FORWARDED_HEADER: Final = "X-Switchboard-Forwarded"
+#: The member call's progress Twilio reports to the status callback.
+STATUS_EVENTS: Final = ("initiated", "ringing", "answered", "completed")
+MAX_BODY: Final = 16 * 1024
+#: How long a Twilio step waits for its call to appear in the table: Twilio may fetch the start
+#: URL a moment after the call's creation, before the agent has applied its ``Open``, and right
+#: after a rebalance the partition's table is being recovered. Twilio waits 15 s for TwiML.
+RECORD_WAIT: Final = 5.0
+_XML: Final = "text/xml"
+_HOP_HEADERS: Final = frozenset(
+    {"host", "content-length", "transfer-encoding", "connection", "keep-alive", "upgrade"}
+)
+_RELAYED_HEADERS: Final = ("Retry-After", "WWW-Authenticate")
+#: Twilio error codes about the number called (the member's), and about the caller id.
+_MEMBER_CODES: Final = frozenset({"13223", "13224", "21211", "21214", "21215", "21216", "21217", "21610"})  # fmt: skip
+_CALLER_ID_CODES: Final = frozenset({"21210", "21212", "21213"})
+
+
+def register(sb: Switchboard, desk: CallDesk) -> None:
+    """Add the call tool's views to the app (see the module docs)."""
+    views = _CallViews(sb, desk)
+    app = sb.app
+
+    @app.page("/api/call", name="call_tool")
+    class CallTool(View):
+        async def post(self, request: Request) -> Response:
+            try:
+                return await views.create(self, cast(web.Request, request))
+            except HTTPProblem as exc:
+                return problem(self, exc)
+
+    async def get_call(view: View, request: Request, *args: Any, **kwargs: Any) -> Response:
+        try:
+            return views.state(view, request)
+        except HTTPProblem as exc:
+            return problem(view, exc)
+
+    @app.page("/v1/calls/{call_id}", name="call")
+    class CallState(View):
+        # Routed to the worker owning the call's partition (GET only: bodies are dropped).
+        get = app.table_route(table=desk.calls, match_info="call_id")(get_call)
+
+    @app.page("/twilio/calls/{call_id}/{step}", name="call_twiml")
+    class CallSteps(View):
+        async def post(self, request: Request, call_id: str, step: str) -> Response:
+            return await views.twilio(self, cast(web.Request, request), call_id, step)
+
+
+class _CallViews:
+    """The handlers, with what they share: the app, the desk and parsed campaigns."""
+
+    def __init__(self, sb: Switchboard, desk: CallDesk) -> None:
+        self.sb = sb
+        self.desk = desk
+        # Campaigns parsed once per client configuration (the registry replaces the object
+        # when `switchboard clients apply` changes it).
+        self._campaigns: dict[str, tuple[ClientConfig, dict[str, Campaign] | InvalidCampaigns]] = {}
+
+    # -- POST /api/call --------------------------------------------------------------------
+
+    async def create(self, view: View, request: web.Request) -> Response:
+        client = authenticate(self.sb, cast(Request, request))
+        body = await _read_body(request)
+        data = _parse_json(body)
+        try:
+            call = resolve_call_request(data, self.campaigns(client), _secret)
+        except ValidationFailed as exc:
+            return view.json({"errors": exc.as_dicts()}, status=422)
+        voice = self.voice(client)
+        public = self.public_url()
+        line = line_key(client.client_id, call.campaign.campaign_id, call.member_number)
+        forwarded = await self.on_owner(view, request, self.desk.lines, line, body)
+        if forwarded is not None:
+            return forwarded
+        call_id = str(uuid.uuid4())
+        if not await self.reserve(line, _reservation(call_id, client, call)):
+            raise HTTPProblem(403, "member_phone_number", "this member has been called the most times allowed for this campaign")  # fmt: skip
+        caller_id = call.campaign.caller_id or voice.options.senders[0]
+        try:
+            sid = await _place_call(voice, CallUrls(public, call_id), call.member_number, caller_id)
+        except TransportError as exc:
+            return await self.creation_failed(view, call_id, exc)
+        # The call is placed whatever happens now: a lost `Created` is made good by the SID
+        # every Twilio callback carries.
+        await self.record(Created(call_id, sid, time.time()), required=False)
+        log.info("call placed", extra={"call_id": call_id, "client_id": client.client_id, "call_sid": sid})  # fmt: skip
+        return view.json({"call_id": call_id}, status=201)
+
+    async def reserve(self, line: str, reservation: Reserve) -> bool:
+        """The agent's decision on ``reservation``; 503 (and the reservation abandoned) when none
+        comes in time, e.g. because the line's partition moved during a rebalance."""
+        call_id = reservation.call_id
+        decision = self.desk.expect(call_id)
+        try:
+            async with asyncio.timeout(self.sb.settings.produce_timeout):
+                await self.desk.send(line, reservation, wait=True)
+                return await decision
+        except Exception as exc:  # noqa: BLE001 - a timeout or a refused write: 503 either way
+            self.desk.forget(call_id)
+            log.error("call reservation undecided", extra={"call_id": call_id, "error": repr(exc)})
+            await _quietly(self.desk.send(line, Abandon(call_id)))
+            raise HTTPProblem(503, "", "the call could not be registered in time; nothing was placed, retry", {"Retry-After": "2"}) from None  # fmt: skip
+
+    async def creation_failed(self, view: View, call_id: str, exc: TransportError) -> Response:
+        code = exc.code or "twilio"
+        await self.record(CreationFailed(call_id, code, exc.message, time.time()), required=True)
+        log.warning("call creation failed", extra={"call_id": call_id, "code": code, "error": exc.message})  # fmt: skip
+        field = (
+            "member_phone_number"
+            if code in _MEMBER_CODES
+            else "campaign_id"
+            if code in _CALLER_ID_CODES
+            else ""
+        )
+        if exc.retryable:
+            error = f"Twilio could not take the call now ({exc.message}); nothing was placed, try again"  # fmt: skip
+            body = {"errors": [{"field": field, "error": error}], "call_id": call_id, "twilio_error_code": code}  # fmt: skip
+            retry = str(round(exc.retry_after)) if exc.retry_after else "5"
+            return view.json(body, status=503, headers={"Retry-After": retry})
+        error = f"Twilio refused the call (error {code}): {exc.message}"
+        body = {"errors": [{"field": field, "error": error}], "call_id": call_id, "twilio_error_code": code}  # fmt: skip
+        return view.json(body, status=422)
+
+    # -- GET /v1/calls/{id} ----------------------------------------------------------------
+
+    def state(self, view: View, request: Request) -> Response:
+        client = authenticate(self.sb, request)
+        record = self.desk.load(request.match_info["call_id"])
+        if record is None or record.client_id != client.client_id:
+            raise HTTPProblem(404, "call_id", "no such call")
+        return view.json(combined_state(record.call))
+
+    # -- Twilio ----------------------------------------------------------------------------
+
+    async def twilio(self, view: View, request: web.Request, call_id: str, step: str) -> Response:
+        if step not in STEPS:
+            return view.text("no such step", status=404)
+        body = await request.read()
+        forwarded = await self.on_owner(view, request, self.desk.calls, call_id, body)
+        if forwarded is not None:
+            return forwarded
+        record = await self.wait_for(call_id)
+        client = self.sb.clients.get(record.client_id) if record is not None else None
+        if record is None or client is None:
+            return view.text("no such call", status=404)
+        token, public = _auth_token(self.sb, client), self.sb.settings.public_url
+        if token is None or public is None:
+            log.error("Twilio request for a call that cannot be verified: no Twilio voice channel or public URL", extra={"call_id": call_id})  # fmt: skip
+            return view.text("not configured", status=503)
+        params = await verified_params(request, public, token)
+        if params is None:
+            log.warning("Twilio request with a bad signature refused", extra={"call_id": call_id, "step": step})  # fmt: skip
+            return view.text("invalid X-Twilio-Signature", status=403)
+        campaign = self.campaign_of(client, record.call.campaign_id)
+        return await self.answer(view, request, record, campaign, step, params)
+
+    async def answer(
+        self,
+        view: View,
+        request: web.Request,
+        record: CallRecord,
+        campaign: Campaign | None,
+        step: str,
+        params: Params,
+    ) -> Response:
+        """The TwiML of a verified step, after its state change is recorded."""
+        call_id, public = record.call.call_id, cast(str, self.sb.settings.public_url)
+        script = campaign.script() if campaign is not None else CallScript()
+        now, sid = time.time(), params.get("CallSid")
+        if step == "start":
+            await self.record(Step(call_id, "start", now, sid), required=False)
+            xml = start_twiml(call_id, public, script) if campaign else goodbye_twiml(script)
+        elif step == "menu":
+            attempt = parse_attempt(request.query.get("attempt"))
+            digits = params.get("Digits")
+            xml = (
+                menu_twiml(call_id, public, script, attempt)
+                if digits is None
+                else menu_choice_twiml(digits, call_id, public, script, attempt)
+            )
+        elif step == "connect":
+            await self.record(Step(call_id, "connect", now, sid), required=False)
+            target = DialTarget(record.call.target_number, record.target_extension, record.target_caller_id)  # fmt: skip
+            xml = connect_twiml(call_id, public, target)
+        elif step == "dial-status":
+            status = params.get("DialCallStatus")
+            if status is not None and _known(parse_target_status, status):
+                target_status = TargetStatus(call_id, status, now, params.get("DialCallSid"))
+                await self.record(target_status, required=False)
+            xml = after_dial_twiml(status, script)
+        else:  # status: the member call's progress; Twilio ignores the answer's content
+            status = params.get("CallStatus")
+            if status is not None and _known(parse_member_status, status):
+                sequence = params.get("SequenceNumber")
+                member = MemberStatus(call_id, status, now, sid, int(sequence) if sequence and sequence.isdigit() else None, params.get("ErrorCode"))  # fmt: skip
+                if not await self.record(member, required=True):
+                    return view.text("state not recorded; Kafka unavailable", status=503)
+            xml = str(VoiceResponse().to_xml())
+        return view.text(xml, content_type=_XML)
+
+    async def record(self, command: Command, *, required: bool) -> bool:
+        """Produce ``command`` and wait for the broker; False (logged) when it did not confirm."""
+        try:
+            async with asyncio.timeout(self.sb.settings.produce_timeout):
+                await self.desk.send(command.call_id, command, wait=True)
+        except Exception as exc:  # noqa: BLE001 - the member's call must go on: log, answer
+            level = logging.ERROR if required else logging.WARNING
+            log.log(level, "call state change not confirmed by Kafka", extra={"call_id": command.call_id, "kind": command.KIND, "error": repr(exc)})  # fmt: skip
+            return False
+        return True
+
+    async def wait_for(self, call_id: str) -> CallRecord | None:
+        deadline = time.monotonic() + RECORD_WAIT
+        while True:
+            record = self.desk.load(call_id)
+            if record is not None or time.monotonic() > deadline:
+                return record
+            await asyncio.sleep(0.05)
+
+    # -- configuration ---------------------------------------------------------------------
+
+    def campaigns(self, client: ClientConfig) -> dict[str, Campaign]:
+        """The client's parsed campaigns; 422 when its configuration is invalid (logged)."""
+        cached = self._campaigns.get(client.client_id)
+        if cached is None or cached[0] is not client:
+            try:
+                parsed: dict[str, Campaign] | InvalidCampaigns = parse_campaigns(client.campaigns)
+            except InvalidCampaigns as exc:
+                log.error("invalid campaigns configuration", extra={"client_id": client.client_id, "error": str(exc)})  # fmt: skip
+                parsed = exc
+            cached = self._campaigns[client.client_id] = (client, parsed)
+        if isinstance(cached[1], InvalidCampaigns):
+            raise HTTPProblem(422, "campaign_id", "the campaigns of this client are misconfigured; the operator's log says why")  # fmt: skip
+        return cached[1]
+
+    def campaign_of(self, client: ClientConfig, campaign_id: str) -> Campaign | None:
+        try:
+            return self.campaigns(client).get(campaign_id)
+        except HTTPProblem:
+            return None
+
+    def voice(self, client: ClientConfig) -> TwilioVoiceTransport:
+        transport = _twilio_voice(self.sb, client)
+        if transport is None:
+            raise HTTPProblem(422, "campaign_id", "the call tool needs this client's voice channel on Twilio (provider: twilio)")  # fmt: skip
+        return transport
+
+    def public_url(self) -> str:
+        public = self.sb.settings.public_url
+        if not public:
+            log.error("the call tool needs SWITCHBOARD_PUBLIC_URL: the address Twilio calls back")
+            raise HTTPProblem(503, "", "the call tool is not configured on this server (public URL)")  # fmt: skip
+        return public
+
+    # -- routing to the partition's owner --------------------------------------------------
+
+    async def on_owner(
+        self, view: View, request: web.Request, table: TableT[bytes, bytes], key: str, body: bytes
+    ) -> Response | None:
+        """The owner's answer when another worker owns ``key``'s partition of ``table``; None
+        when this worker must answer (it is the owner, the owner is unknown during a rebalance,
+        or the request was already forwarded once)."""
+        if request.headers.get(FORWARDED_HEADER):
+            return None
+        app = self.sb.app
+        try:
+            owner = app.router.key_store(table.name, key)
+        except KeyError:
+            return None
+        here = URL(str(app.conf.canonical_url))
+        if (owner.host, owner.port) == (here.host, here.port):
+            return None
+        url = URL(str(owner).rstrip("/") + request.raw_path, encoded=True)
+        headers = {k: v for k, v in request.headers.items() if k.lower() not in _HOP_HEADERS}
+        headers[FORWARDED_HEADER] = "1"
+        try:
+            async with asyncio.timeout(self.sb.settings.produce_timeout + 20):
+                async with app.http_client.request(request.method, url, headers=headers, data=body) as answer:  # fmt: skip
+                    payload = await answer.read()
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            log.error("forwarding to the partition's owner failed", extra={"owner": str(owner), "error": repr(exc)})  # fmt: skip
+            raise HTTPProblem(503, "", "the worker owning this request is unreachable; retry", {"Retry-After": "2"}) from None  # fmt: skip
+        relayed = {h: answer.headers[h] for h in _RELAYED_HEADERS if h in answer.headers}
+        return view.bytes(payload, content_type=answer.content_type, status=answer.status, headers=relayed)  # fmt: skip
+
+
+# -- helpers ---------------------------------------------------------------------------------
+
+
+def _reservation(call_id: str, client: ClientConfig, call: CallRequest) -> Reserve:
+    target = call.target
+    return Reserve(
+        call_id=call_id,
+        client_id=client.client_id,
+        campaign_id=call.campaign.campaign_id,
+        member_number=call.member_number,
+        target_number=target.phone_number,
+        requested_at=time.time(),
+        target_id=call.target_id,
+        target_extension=target.extension,
+        target_caller_id=target.caller_id,
+        silence_limit=call.campaign.silence_limit,
+    )
+
+
+async def _place_call(
+    voice: TwilioVoiceTransport, urls: CallUrls, member: str, caller_id: str
+) -> str:
+    """Ask Twilio to call the member; the transport paces, bounds and classifies (its errors
+    are :class:`TransportError` with Twilio's code)."""
+    params = {
+        "to": member,
+        "from_": caller_id,
+        "url": urls.start,
+        "method": "POST",
+        "status_callback": urls.status,
+        "status_callback_method": "POST",
+        "status_callback_event": list(STATUS_EVENTS),
+    }
+    # Paced per Twilio account, like voice broadcasts.
+    return await voice.create_call(params)
+
+
+def _twilio_voice(sb: Switchboard, client: ClientConfig) -> TwilioVoiceTransport | None:
+    try:
+        transport = sb.transports.get(client, "voice")
+    except Exception:  # noqa: BLE001 - not configured, or misconfigured: no call tool
+        return None
+    return transport if isinstance(transport, TwilioVoiceTransport) else None
+
+
+def _auth_token(sb: Switchboard, client: ClientConfig) -> str | None:
+    """The auth token of the client's Twilio account (it signs Twilio's requests)."""
+    voice = _twilio_voice(sb, client)
+    if voice is None:
+        return None
+    return os.environ.get(voice.options.auth_token_env) or None
+
+
+def _secret(name: str) -> bytes | None:
+    value = os.environ.get(name)
+    return value.encode() if value else None
+
+
+def _known(parse: Callable[[str], object], status: str) -> bool:
+    try:
+        parse(status)
+    except UnknownStatus:
+        log.warning("Twilio callback with an unknown status ignored", extra={"status": status[:40]})
+        return False
+    return True
+
+
+async def _read_body(request: web.Request) -> bytes:
+    too_large = HTTPProblem(413, "", f"the request body is larger than {MAX_BODY:,} bytes")
+    if (request.content_length or 0) > MAX_BODY:
+        raise too_large
+    body = await request.read()  # bounded by aiohttp's client_max_size
+    if len(body) > MAX_BODY:
+        raise too_large
+    return body
+
+
+def _parse_json(body: bytes) -> Mapping[str, Any]:
+    try:
+        data = json.loads(body)
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
+        raise HTTPProblem(400, "", "the request body must be a JSON object") from None
+    if not isinstance(data, dict):
+        raise HTTPProblem(400, "", "the request body must be a JSON object")
+    return data
+
+
+async def _quietly(send: Any) -> None:
+    try:
+        await send
+    except Exception as exc:  # noqa: BLE001 - best effort; the silence timer is the backstop
+        log.error("could not abandon a call reservation", extra={"error": repr(exc)})
