@@ -2,10 +2,8 @@
 
 The compacted ``<prefix>.clients`` topic (key: client id, value: the client's configuration as
 JSON, a tombstone deletes) is the source of truth. Every worker reads all of it from the
-beginning, then follows it, so ``switchboard clients apply`` reaches every worker within a
-second and without a restart. This is what a Faust GlobalTable would do; a GlobalTable over an
-external topic hangs Faust 0.15.3's assignor (reproduced while building this), so the registry is
-a small reader of its own: a consumer without a group, assigned every partition.
+beginning, then follows it (a :class:`streams.replica.TopicReplica`), so ``switchboard clients
+apply`` reaches every worker within a second and without a restart.
 
 Guarantees and failure modes:
     * :attr:`ClientRegistry.ready` is set once the topic has been read up to the end offsets
@@ -18,11 +16,11 @@ Guarantees and failure modes:
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 from collections.abc import Iterable
 
+from streams.replica import TopicReplica
 from switchboard.clients import ClientConfig, api_key_digest, parse_client
 from switchboard.errors import ConfigError
 from switchboard.settings import Settings
@@ -36,7 +34,9 @@ class ClientRegistry:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.topic = settings.topic("clients")
-        self.ready = asyncio.Event()
+        self._replica = TopicReplica(settings, self.topic, self.apply)
+        #: Set once the whole topic was read (see :class:`streams.replica.TopicReplica`).
+        self.ready = self._replica.ready
         self._clients: dict[str, ClientConfig] = {}
         self._by_digest: dict[str, str] = {}
 
@@ -91,51 +91,7 @@ class ClientRegistry:
 
     async def run(self) -> None:
         """Read the clients topic from the beginning and follow it until cancelled."""
-        from aiokafka import AIOKafkaConsumer, TopicPartition
-
-        consumer = AIOKafkaConsumer(
-            bootstrap_servers=self.settings.bootstrap_servers,
-            group_id=None,
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
-        )
-        await consumer.start()
-        try:
-            partitions = await _partitions(consumer, self.topic)
-            tps = [TopicPartition(self.topic, p) for p in sorted(partitions)]
-            consumer.assign(tps)
-            await consumer.seek_to_beginning(*tps)
-            end = await consumer.end_offsets(tps)
-            pending = {tp for tp in tps if end[tp] > 0}
-            if not pending:
-                self._set_ready()
-            while True:
-                batches = await consumer.getmany(timeout_ms=500)
-                for records in batches.values():
-                    for record in records:
-                        self.apply(record.key, record.value)
-                if pending:
-                    for tp in list(pending):
-                        if await consumer.position(tp) >= end[tp]:
-                            pending.discard(tp)
-                    if not pending:
-                        self._set_ready()
-        finally:
-            await consumer.stop()
-
-    def _set_ready(self) -> None:
-        log.info("client registry loaded", extra={"clients": len(self._clients)})
-        self.ready.set()
-
-
-async def _partitions(consumer: object, topic: str) -> set[int]:
-    for _ in range(50):
-        partitions = consumer.partitions_for_topic(topic)  # type: ignore[attr-defined]
-        if partitions:
-            return set(partitions)
-        await consumer._client.force_metadata_update()  # type: ignore[attr-defined]
-        await asyncio.sleep(0.2)
-    raise ConfigError(f"topic {topic} does not exist; start the worker once to create it")
+        await self._replica.run()
 
 
 def publish_clients(
