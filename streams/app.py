@@ -24,6 +24,7 @@ from faust.types import TableT, TopicT
 from streams.clients import ClientRegistry
 from streams.inflight import SessionSends
 from streams.metrics import Metrics
+from streams.replica import KeyValueReplica
 from streams.schema_registry import SchemaIds, SchemaRegistry
 from switchboard import records
 from switchboard.errors import FieldError
@@ -49,6 +50,7 @@ class Topics:
     reports: TopicT
     schedule: TopicT
     calls: TopicT
+    optouts: TopicT
     dispatch: Mapping[str, TopicT]
 
 
@@ -81,6 +83,8 @@ class Switchboard:
     registry: SchemaRegistry | None = None
     #: Sends in flight per session on this worker (cancel waits for them).
     inflight: SessionSends = field(default_factory=SessionSends)
+    #: Opted-out numbers per client, replicated on every worker (switchboard/optout.py).
+    optouts: KeyValueReplica = field(init=False)
 
     # -- producing ---------------------------------------------------------------------------
 
@@ -223,6 +227,7 @@ def build(
         reports=topic("reports"),
         schedule=topic("schedule"),
         calls=topic("calls"),
+        optouts=topic("optouts"),
         dispatch={channel: topic(f"dispatch.{channel}") for channel in CHANNELS},
     )
 
@@ -251,6 +256,9 @@ def build(
         registry=registry,
     )
 
+    sb.optouts = KeyValueReplica(settings, settings.topic("optouts"), settings.data_dir / "replicas" / "optouts",
+                                 topics.optouts)  # fmt: skip
+
     from streams import calls, dispatch, intake, reports, scheduler, sessions
     from streams.web import api
     from streams.web import calls as call_views
@@ -259,6 +267,11 @@ def build(
         await sb.clients.run()
 
     app.task(follow_clients)
+
+    async def follow_optouts() -> None:
+        await sb.optouts.run()
+
+    app.task(follow_optouts)
 
     intake.register(sb)
     sessions.register(sb)
@@ -270,6 +283,7 @@ def build(
 
     async def close_transports(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
         await sb.transports.aclose()
+        sb.optouts.close()
 
     app.on_before_shutdown.connect(close_transports)
 

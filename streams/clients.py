@@ -51,6 +51,9 @@ class ClientRegistry:
         client = self._clients.get(client_id) if client_id else None
         return client if client is not None and client.accepts_key(api_key) else None
 
+    def all(self) -> list[ClientConfig]:
+        return list(self._clients.values())
+
     def __len__(self) -> int:
         return len(self._clients)
 

@@ -26,7 +26,9 @@ import json
 import logging
 import time
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any, cast
+from urllib.parse import urlencode
 
 from faust import Stream
 from faust.types import EventT, StreamT
@@ -35,13 +37,13 @@ from streams.app import Switchboard
 from streams.guard import quarantine
 from streams.inflight import run_overlapped
 from streams.sessions import load_session
-from switchboard import records
+from switchboard import optout, records
 from switchboard.errors import ConfigError
 from switchboard.records import DispatchJob, Report, SessionState
 from switchboard.retry import next_attempt_at
 from switchboard.windows import delivery_release
 from transports.base import OutboundMessage, SendResult
-from transports.errors import RetryableError, TransportError
+from transports.errors import RetryableError, TransportError, Withdrawn
 
 __all__ = ["register"]
 
@@ -62,6 +64,7 @@ def register(sb: Switchboard) -> None:
 def _register_channel(sb: Switchboard, channel: str, topic: Any) -> None:
     async def dispatcher(stream: StreamT[bytes]) -> None:
         await sb.clients.ready.wait()
+        await sb.optouts.ready.wait()
 
         async def on_error(event: EventT[bytes], exc: Exception) -> None:
             await quarantine(sb, event, f"dispatch.{channel}", exc)
@@ -85,8 +88,13 @@ def _register_channel(sb: Switchboard, channel: str, topic: Any) -> None:
 async def _handle(sb: Switchboard, event: EventT[bytes]) -> None:
     job = records.decode(DispatchJob, event.value)
     session = load_session(sb, job.session_id)
-    if session is not None and session.status == "cancelled":
-        await sb.report(_report(job, "cancelled", error="the session was cancelled"))
+    # Checked before every send, not only at intake (a message queued before a cancel or a STOP
+    # is not sent), and again by the transport at the very last moment (``_last_check``).
+    withdrawn = _withdrawn(sb, job)
+    if withdrawn is not None:
+        await sb.report(
+            _report(job, withdrawn.status, error=withdrawn.message, error_code=withdrawn.code)
+        )
         return
     send_key = f"{job.key}#{job.attempt}".encode()
     if sb.tables.sends.get(send_key) is not None:
@@ -133,11 +141,28 @@ async def _send_and_report(
     if failure is None:
         assert result is not None
         sb.metrics.sends.labels(job.channel, provider, "ok").inc()
+        if result.status == "sent":
+            # A final report (a delivery callback) should follow; without one in time, the
+            # delivery is marked expired rather than left open for ever.
+            expired = _report(job, "expired", provider_message_id=result.provider_message_id,
+                              error_code="no-report", error=f"no final report within {sb.settings.report_timeout:g}s")  # fmt: skip
+            await sb.schedule_at(f"expire:{job.key}#{job.attempt}", time.time() + sb.settings.report_timeout,
+                                 sb.topics.reports, job.session_id.encode(), records.encode(expired))  # fmt: skip
         passed = ["sent"] if result.status == "delivered" else []
         await sb.report(_report(job, result.status, provider_message_id=result.provider_message_id,
                                 detail=dict(result.detail), passed=passed))  # fmt: skip
         return
+    if isinstance(failure, Withdrawn):  # nothing was sent
+        await sb.report(
+            _report(job, failure.status, error=failure.message, error_code=failure.code)
+        )
+        return
     status = "suppressed" if failure.suppressed else "failed"
+    if failure.suppressed and job.channel == "sms":
+        # The provider knows the recipient opted out (Twilio 21610): remember it here too.
+        await sb.optouts.put(
+            optout.key(job.client_id, job.address), optout_record("provider", failure.code)
+        )
     sb.metrics.sends.labels(job.channel, provider, status).inc()
     retry_at = _retry_at(job, session, failure)
     detail: dict[str, Any] = {}
@@ -192,6 +217,8 @@ async def _send(
         locale=job.locale,
         reference=job.key,
         attempt=job.attempt,
+        status_callback=_status_callback(sb, job),
+        last_check=partial(_last_check, sb, job),
     )
     gauge = sb.metrics.in_flight.labels(job.channel)
     gauge.inc()
@@ -218,6 +245,35 @@ async def _send(
             time.perf_counter() - started
         )
     return result, None, transport.name
+
+
+def _withdrawn(sb: Switchboard, job: DispatchJob) -> Withdrawn | None:
+    """Why ``job`` must not be sent any more, if it must not."""
+    session = load_session(sb, job.session_id)
+    if session is not None and session.status == "cancelled":
+        return Withdrawn("the session was cancelled", status="cancelled", code="cancelled")
+    if job.channel == "sms" and sb.optouts.get(optout.key(job.client_id, job.address)) is not None:
+        return Withdrawn("the recipient opted out", status="suppressed", code="opted-out")
+    return None
+
+
+async def _last_check(sb: Switchboard, job: DispatchJob) -> None:
+    withdrawn = _withdrawn(sb, job)
+    if withdrawn is not None:
+        raise withdrawn
+
+
+def _status_callback(sb: Switchboard, job: DispatchJob) -> str | None:
+    """Where the provider reports this message's later states: the delivery and attempt are in
+    the URL, which Twilio signs, so a callback needs no lookup and cannot be pointed elsewhere."""
+    if sb.settings.public_url is None:
+        return None
+    query = urlencode({"d": job.key, "a": job.attempt, "c": job.client_id})
+    return f"{sb.settings.public_url.rstrip('/')}/twilio/messages/status?{query}"
+
+
+def optout_record(source: str, detail: str | None) -> bytes:
+    return json.dumps({"at": time.time(), "source": source, "detail": detail}).encode()
 
 
 def _retryable(message: str, code: str) -> TransportError:

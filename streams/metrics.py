@@ -43,6 +43,15 @@ class Metrics:
         self.timer_lateness = Histogram(
             "switchboard_timer_lateness_seconds", "How late scheduled records were produced.",
             buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 5, 30, 300), registry=r)  # fmt: skip
+        self.provider_callbacks = Counter(
+            "switchboard_provider_callbacks_total", "Delivery callbacks from providers, by provider and status.",
+            ["provider", "status"], registry=r)  # fmt: skip
+        self.optouts = Counter(
+            "switchboard_optouts_total",
+            "Opt-outs and opt-ins by SMS keyword.",
+            ["kind"],
+            registry=r,
+        )
         self.clients = Gauge(
             "switchboard_clients", "Configured clients known to this worker.", registry=r
         )

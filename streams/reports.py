@@ -22,7 +22,7 @@ from datetime import UTC, datetime
 from faust.types import EventT, StreamT
 
 from streams.app import Switchboard
-from streams.guard import guarded
+from streams.guard import guarded, quarantine
 from streams.sessions import load_session
 from switchboard import records
 from switchboard.records import DeliveryState, Progress, Report
@@ -52,6 +52,11 @@ def load_progress(sb: Switchboard, session_id: str) -> Progress:
 
 async def _handle(sb: Switchboard, event: EventT[bytes]) -> None:
     report = records.decode(Report, event.value)
+    if load_session(sb, report.session_id) is None:
+        # A provider's callback for a message this deployment did not send (or whose session
+        # expired): recorded, not applied.
+        await quarantine(sb, event, "reports", LookupError(f"a report for unknown session {report.session_id}"))
+        return
     old = load_delivery(sb, report.key)
     if report.reopen and old is not None and is_final(old.status):
         await _uncount_final(sb, report.session_id, old.status)

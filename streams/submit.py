@@ -63,6 +63,7 @@ async def submit(
         ):
             pending.append(await _send(sb, AudienceChunk(session_id, chunk, recipients)))
             written = chunk + 1
+            await asyncio.sleep(0)  # a large audience takes a while: let the other agents run
     except ValidationFailed:
         if written:
             await _send(sb, Discard(session_id, written))

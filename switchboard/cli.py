@@ -117,6 +117,7 @@ def _parser() -> argparse.ArgumentParser:
 
     config = sub.add_parser("config", help="print the settings reference")
     config.add_argument("--markdown", action="store_true")
+    config.add_argument("--readme", type=Path, help="rewrite the settings table of this README in place")
     config.set_defaults(run=_config)
     return p
 
@@ -379,10 +380,20 @@ class _Upload:
 
 def _config(args: argparse.Namespace) -> int:
     rows = Settings.reference()
-    if args.markdown:
-        print("| variable | default | meaning |\n|---|---|---|")
-        for env, default, doc in rows:
-            print(f"| `{env}` | {f'`{default}`' if default else ''} | {doc} |")
+    table = "\n".join(
+        ["| variable | default | meaning |", "|---|---|---|"]
+        + [f"| `{env}` | {f'`{default}`' if default else ''} | {doc} |" for env, default, doc in rows]
+    )
+    if args.readme:
+        text = args.readme.read_text()
+        start, end = "<!-- settings:start -->\n", "\n<!-- settings:end -->"
+        if start not in text or end not in text:
+            raise SwitchboardError(f"{args.readme} has no settings table markers")
+        before, rest = text.split(start, 1)
+        args.readme.write_text(before + start + table + end + rest.split(end, 1)[1])
+        print(f"rewrote the settings table of {args.readme}")
+    elif args.markdown:
+        print(table)
     else:
         for env, default, doc in rows:
             print(f"{env}={default}\n    {doc}")

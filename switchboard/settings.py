@@ -128,6 +128,13 @@ class Settings:
             "Channels whose dispatch this worker does not start (comma list), e.g. during a provider outage: their jobs wait in Kafka, and go out when a worker starts without the pause. Time windows, retries and status keep working.",
         ),
     )
+    report_timeout: float = field(
+        default=86_400.0,
+        metadata=_s(
+            "SWITCHBOARD_REPORT_TIMEOUT",
+            "Seconds a message reported `sent` may wait for its final report (a provider's delivery callback) before it is marked `expired`.",
+        ),
+    )
     send_deadline: float = field(
         default=600.0,
         metadata=_s(

@@ -70,7 +70,7 @@ from h2.errors import ErrorCodes
 from h2.exceptions import H2Error
 
 from switchboard.errors import ConfigError
-from transports.base import OutboundMessage, SendResult
+from transports.base import OutboundMessage, SendResult, final_check
 from transports.errors import PermanentError, RetryableError, SuppressedError, TransportError
 
 __all__ = ["ApnsTransport", "build_request", "classify"]
@@ -190,6 +190,7 @@ class ApnsTransport:
     async def send(self, message: OutboundMessage) -> SendResult:
         request = build_request(message)
         client = self._ensure_client()
+        await final_check(message)
         try:
             async with asyncio.timeout(self.timeout):
                 result = await client.send_notification(request)

@@ -17,11 +17,11 @@ Transports never see Kafka or tables, and never log message bodies or credential
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, runtime_checkable
 
-__all__ = ["OutboundMessage", "SendResult", "Transport"]
+__all__ = ["OutboundMessage", "SendResult", "Transport", "final_check"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,6 +41,11 @@ class OutboundMessage:
     #: Identifies the delivery in logs and provider metadata: ``<session>/<index>/<channel>``.
     reference: str = ""
     attempt: int = 1
+    #: Awaited by the transport at the last moment, after any wait for a rate-limit slot or a
+    #: connection and right before the provider request: it raises
+    #: :class:`~transports.errors.Withdrawn` when the message must not go out any more (its
+    #: session was cancelled, its recipient opted out meanwhile).
+    last_check: Callable[[], Awaitable[None]] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +60,13 @@ class SendResult:
     provider_message_id: str | None
     status: Literal["sent", "delivered"] = "sent"
     detail: Mapping[str, Any] = field(default_factory=dict)
+
+
+async def final_check(message: OutboundMessage) -> None:
+    """Run the message's :attr:`OutboundMessage.last_check`, if any. Every transport calls it
+    right before handing the message to its provider."""
+    if message.last_check is not None:
+        await message.last_check()
 
 
 @runtime_checkable

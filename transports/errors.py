@@ -4,8 +4,9 @@
 
     TransportError            (switchboard.errors.SwitchboardError)
     ├── RetryableError        try again later: 429, 5xx, timeouts, dropped connections
-    └── PermanentError        trying again cannot help: invalid number, bad token, 4xx
-        └── SuppressedError   the recipient opted out or is scrubbed: never send again
+    ├── PermanentError        trying again cannot help: invalid number, bad token, 4xx
+    │   └── SuppressedError   the recipient opted out or is scrubbed: never send again
+    └── Withdrawn             not sent at all: cancelled, or opted out, at the last moment
 
 Callers decide by class (or by the ``retryable`` / ``suppressed`` flags), never by matching
 messages. ``retry_after`` carries a provider's ``Retry-After`` in seconds. An exception that is
@@ -19,7 +20,7 @@ from typing import ClassVar
 
 from switchboard.errors import SwitchboardError
 
-__all__ = ["PermanentError", "RetryableError", "SuppressedError", "TransportError"]
+__all__ = ["PermanentError", "RetryableError", "SuppressedError", "TransportError", "Withdrawn"]
 
 
 class TransportError(SwitchboardError):
@@ -47,3 +48,13 @@ class PermanentError(TransportError):
 
 class SuppressedError(PermanentError):
     suppressed = True
+
+
+class Withdrawn(TransportError):
+    """The message was withdrawn before it reached the provider: nothing was sent. ``status``
+    is what the delivery becomes (``cancelled``: its session was cancelled; ``suppressed``: its
+    recipient opted out meanwhile)."""
+
+    def __init__(self, message: str, *, status: str, code: str | None = None) -> None:
+        super().__init__(message, code=code)
+        self.status = status

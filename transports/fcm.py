@@ -57,7 +57,7 @@ from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
 from switchboard.errors import ConfigError
 from switchboard.retry import retry_after_seconds
-from transports.base import OutboundMessage, SendResult
+from transports.base import OutboundMessage, SendResult, final_check
 from transports.errors import PermanentError, RetryableError, SuppressedError, TransportError
 
 __all__ = ["FcmTransport", "build_request", "classify"]
@@ -167,6 +167,7 @@ class FcmTransport:
         body = build_request(message)
         session = self._ensure_session()
         token = await self._access_token(session)
+        await final_check(message)  # after the wait for an access token
         reply = await self._post_message(session, token, body)
         if reply.status == 401 and classify(401, reply.body).code == "UNAUTHENTICATED":
             # Our access token was refused (revoked, or expired early): fetch one, try once more.

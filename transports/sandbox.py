@@ -25,7 +25,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from transports.base import OutboundMessage, SendResult
+from transports.base import OutboundMessage, SendResult, final_check
 from transports.errors import PermanentError, RetryableError, SuppressedError
 
 __all__ = ["SandboxTransport"]
@@ -50,6 +50,7 @@ class SandboxTransport:
         behaviour = message.extras.get("sandbox")
         if isinstance(behaviour, Mapping):
             await self._misbehave(behaviour, message.attempt)
+        await final_check(message)  # after the simulated latency, as a real provider call would
         provider_id = f"sandbox-{uuid.uuid4()}"
         record = {
             "provider_message_id": provider_id,

@@ -50,7 +50,7 @@ from slack_sdk.webhook.async_client import AsyncWebhookClient
 
 from switchboard.errors import ConfigError
 from switchboard.retry import retry_after_seconds
-from transports.base import OutboundMessage, SendResult
+from transports.base import OutboundMessage, SendResult, final_check
 from transports.errors import PermanentError, RetryableError, TransportError
 
 __all__ = [
@@ -158,6 +158,7 @@ class SlackTransport:
         return self._session
 
     async def send(self, message: OutboundMessage) -> SendResult:
+        await final_check(message)
         if is_webhook(message.to):
             return await self._send_webhook(message)
         return await self._post_message(message)

@@ -35,7 +35,7 @@ from typing import Any, Final, TypeVar
 import aiosmtplib
 
 from switchboard.errors import ConfigError
-from transports.base import OutboundMessage, SendResult
+from transports.base import OutboundMessage, SendResult, final_check
 from transports.errors import PermanentError, RetryableError, TransportError
 
 __all__ = ["SmtpTransport", "build_email"]
@@ -111,6 +111,7 @@ class SmtpTransport:
     async def send(self, message: OutboundMessage) -> SendResult:
         email = build_email(message, self.sender)
         async with self._slots:
+            await final_check(message)  # after the wait for a connection
             for first_try in (True, False):
                 pooled = first_try and bool(self._idle)
                 client = self._idle.pop() if pooled else await self._connect()

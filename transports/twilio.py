@@ -73,7 +73,7 @@ from twilio.twiml.voice_response import VoiceResponse
 
 from switchboard.errors import ConfigError
 from switchboard.retry import retry_after_seconds
-from transports.base import OutboundMessage, SendResult, Transport
+from transports.base import OutboundMessage, SendResult, Transport, final_check
 from transports.errors import PermanentError, RetryableError, SuppressedError, TransportError
 from transports.ratelimit import RateLimiter
 
@@ -82,6 +82,7 @@ __all__ = [
     "TwilioMessagingTransport",
     "TwilioOptions",
     "TwilioVoiceTransport",
+    "auth_token",
     "call_request",
     "classify_error",
     "message_request",
@@ -460,14 +461,23 @@ class _TwilioTransport:
             self._client = client
         return self._client
 
-    async def _create(self, resource: str, key: str, params: dict[str, Any]) -> Any:
+    async def _create(
+        self,
+        resource: str,
+        key: str,
+        params: dict[str, Any],
+        message: OutboundMessage | None = None,
+    ) -> Any:
         """Create a Message or Call, paced per ``key``; raise classified errors only."""
         await self._limiter.acquire(key)
         probe = _Probe()
         reset = _PROBE.set(probe)
         try:
-            async with self._slots, asyncio.timeout(self.options.timeout):
-                return await getattr(self._sdk(), resource).create_async(**params)
+            async with self._slots:
+                if message is not None:
+                    await final_check(message)  # after the waits for a rate slot and a request slot
+                async with asyncio.timeout(self.options.timeout):
+                    return await getattr(self._sdk(), resource).create_async(**params)
         except (
             TwilioRestException,
             TwilioServiceException,
@@ -504,7 +514,7 @@ class TwilioMessagingTransport(_TwilioTransport):
 
     async def send(self, message: OutboundMessage) -> SendResult:
         key, params = message_request(self.options, message)
-        created = await self._create("messages", key, params)
+        created = await self._create("messages", key, params, message)
         detail: dict[str, Any] = {
             "twilio_status": created.status,
             "from": created.from_ or params.get("from_"),
@@ -525,7 +535,7 @@ class TwilioVoiceTransport(_TwilioTransport):
 
     async def send(self, message: OutboundMessage) -> SendResult:
         key, params = call_request(self.options, message)
-        created = await self._create("calls", key, params)
+        created = await self._create("calls", key, params, message)
         detail = {"twilio_status": created.status, "from": params["from_"]}
         return SendResult(_str_or_none(created.sid), "sent", detail)
 
@@ -538,6 +548,13 @@ class TwilioVoiceTransport(_TwilioTransport):
         if not sid:
             raise RetryableError("Twilio's answer has no call SID", code="twilio-bad-response")
         return sid
+
+
+def auth_token(options: Mapping[str, Any]) -> str | None:
+    """The auth token of a channel configured for Twilio (from the variable ``auth_token_env``
+    names), to check the signatures of Twilio's requests; None when it is not set."""
+    name = options.get("auth_token_env")
+    return os.environ.get(name) or None if isinstance(name, str) and name else None
 
 
 def twilio_transport(channel: str, options: Mapping[str, Any]) -> Transport:

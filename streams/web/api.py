@@ -24,7 +24,7 @@ from faust.web import Request, Response, View
 from streams.app import Switchboard
 from streams.sessions import load_idempotency
 from streams.submit import submit
-from streams.web import sessions
+from streams.web import sessions, twilio
 from streams.web.common import HTTPProblem, authenticate, problem
 from streams.web.openapi import openapi_document
 from switchboard import records
@@ -68,6 +68,7 @@ def register(sb: Switchboard) -> None:
             return self.json(answer, status=202)
 
     sessions.register(sb)
+    twilio.register(sb)
 
     @app.page("/healthz", name="healthz")
     class Health(View):

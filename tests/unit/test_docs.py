@@ -26,7 +26,9 @@ def test_readme_settings_table_is_the_settings_reference() -> None:
     readme = (ROOT / "README.md").read_text()
     table = re.search(r"<!-- settings:start -->\n(.*?)\n<!-- settings:end -->", readme, re.S)
     assert table, "README.md lost its settings table markers"
-    assert table.group(1) == settings_table(), "regenerate it with `switchboard config --markdown`"
+    assert table.group(1) == settings_table(), (
+        "regenerate it: .venv/bin/switchboard config --readme README.md"
+    )
 
 
 def test_compose_file_sets_only_real_settings() -> None:

@@ -1,0 +1,176 @@
+"""Twilio's requests about messages: delivery status callbacks and inbound SMS.
+
+``POST /twilio/messages/status?d=<delivery>&a=<attempt>&c=<client>``
+    The status callback Switchboard gives every message it sends through Twilio (see
+    ``streams/dispatch.py``). The URL names the delivery and attempt, and Twilio signs the
+    URL, so a callback needs no lookup and cannot be redirected to another delivery. Its
+    ``MessageStatus`` becomes a report on the reports topic, where the report agent applies it:
+    callbacks arriving out of order or twice change nothing (a final state is never downgraded).
+    A callback that names no delivery Switchboard knows is answered 200 and recorded on the
+    rejected topic, never crashed on.
+
+``POST /twilio/messages/inbound``
+    An SMS to one of a client's numbers: STOP and the other opt-out keywords opt the sender out
+    of that client's messages, START opts them back in, HELP answers the client's help text
+    (``switchboard/optout.py``), in TwiML. The opt-out is answered only once this worker applied
+    it (the replicated table is checked before every send).
+
+Every request is checked with ``X-Twilio-Signature`` against ``SWITCHBOARD_PUBLIC_URL`` and the
+exact path (``streams/web/twilio_signature.py``): 403 otherwise, and nothing changes.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import urllib.parse
+from typing import Final, cast
+
+from aiohttp import web
+from faust.web import Request, Response, View
+
+from streams.app import Switchboard
+from streams.dispatch import optout_record
+from streams.web.twilio_signature import verified_params
+from switchboard import optout
+from switchboard.addresses import AddressError, normalize_phone
+from switchboard.clients import ClientConfig
+from switchboard.errors import FieldError
+from switchboard.records import Report
+from switchboard.status import Status
+from transports.twilio import auth_token
+
+__all__ = ["STATUS_MAP", "register"]
+
+log = logging.getLogger(__name__)
+
+#: Twilio's MessageStatus -> the delivery status it means (None: no news beyond ``sent``).
+STATUS_MAP: Final[dict[str, Status | None]] = {
+    "queued": None, "accepted": None, "scheduled": None, "sending": None,
+    "sent": "sent", "delivered": "delivered", "read": "read",
+    "undelivered": "undelivered", "failed": "failed", "canceled": "cancelled",
+    "partially_delivered": "undelivered",
+}  # fmt: skip
+_TWIML: Final = "application/xml"
+
+
+def register(sb: Switchboard) -> None:
+    app = sb.app
+
+    @app.page("/twilio/messages/status", name="twilio-message-status")
+    class MessageStatus(View):
+        async def post(self, request: Request) -> Response:
+            return await _status_callback(
+                sb, self, cast(web.Request, request)
+            )  # faust's aiohttp driver
+
+    @app.page("/twilio/messages/inbound", name="twilio-inbound")
+    class Inbound(View):
+        async def post(self, request: Request) -> Response:
+            return await _inbound(sb, self, cast(web.Request, request))
+
+
+async def _status_callback(sb: Switchboard, view: View, request: web.Request) -> Response:
+    query = request.query
+    delivery, attempt, client_id = query.get("d", ""), query.get("a", "0"), query.get("c", "")
+    session_id, _, rest = delivery.partition("/")
+    index, _, channel = rest.partition("/")
+    client = sb.clients.get(client_id)
+    channel_config = client.channels.get(channel) if client is not None else None  # type: ignore[call-overload]
+    token = auth_token(channel_config.options) if channel_config is not None else None
+    params = await verified_params(request, sb.settings.public_url or "", token) if token else None
+    if params is None:
+        if token is None:  # no account to check it against: a callback for nothing we sent
+            await _record_unknown(
+                sb, request, "a status callback for no delivery Switchboard knows"
+            )
+            return view.text("", status=200)
+        sb.metrics.rejections.labels("twilio-signature").inc()
+        return view.text("invalid signature", status=403)
+    twilio_status = params.get("MessageStatus") or params.get("SmsStatus") or ""
+    if not index.isdigit() or not attempt.isdigit() or twilio_status not in STATUS_MAP:
+        await _record_unknown(
+            sb,
+            request,
+            f"a status callback Switchboard cannot use ({twilio_status or 'no status'})",
+        )
+        return view.text("", status=200)
+    status = STATUS_MAP[twilio_status]
+    if status is not None:
+        assert client is not None
+        error_code = params.get("ErrorCode") or None
+        await sb.report(Report(
+            session_id=session_id, client_id=client.client_id, channel=channel, index=int(index),
+            address=params.get("To", "").removeprefix("whatsapp:"), status=status, attempt=int(attempt),
+            provider_message_id=params.get("MessageSid") or None, error_code=error_code,
+            error=f"Twilio error {error_code}" if error_code else None, occurred_at=time.time(),
+            detail={"twilio_status": twilio_status},
+        ))  # fmt: skip
+    sb.metrics.provider_callbacks.labels("twilio", twilio_status).inc()
+    return view.text("", status=200)
+
+
+async def _inbound(sb: Switchboard, view: View, request: web.Request) -> Response:
+    form = await request.post()
+    to = str(form.get("To", "")).removeprefix("whatsapp:")
+    client = _client_for_number(sb, to, str(form.get("MessagingServiceSid", "")))
+    token = (
+        auth_token(client.channels["sms"].options)
+        if client is not None and "sms" in client.channels
+        else None
+    )
+    params = await verified_params(request, sb.settings.public_url or "", token) if token else None
+    if client is None or params is None:
+        if token is None:
+            await _record_unknown(
+                sb, request, "an inbound message to a number no client sends from"
+            )
+            return view.text(optout.reply(None, None), content_type=_TWIML)
+        sb.metrics.rejections.labels("twilio-signature").inc()
+        return view.text("invalid signature", status=403)
+    kind = optout.keyword(params.get("Body"))
+    try:
+        sender = normalize_phone(params.get("From", ""))
+    except AddressError:
+        kind = None
+        sender = ""
+    if kind in ("opt-out", "opt-in"):
+        value = (
+            optout_record("keyword", params.get("Body", "").strip()) if kind == "opt-out" else None
+        )
+        applied = await sb.optouts.put(
+            optout.key(client.client_id, sender), value, wait_applied=sb.settings.produce_timeout
+        )
+        log.info(
+            "opt-out" if kind == "opt-out" else "opt-in",
+            extra={"client_id": client.client_id, "applied": applied},
+        )
+        sb.metrics.optouts.labels(kind).inc()
+    return view.text(optout.reply(kind, client.help_text), content_type=_TWIML)
+
+
+def _client_for_number(
+    sb: Switchboard, number: str, messaging_service_sid: str
+) -> ClientConfig | None:
+    """The client that sends SMS from ``number`` (or through the Messaging Service): inbound
+    messages are addressed to the client's own numbers."""
+    for client in sorted(sb.clients.all(), key=lambda c: c.client_id):
+        sms = client.channels.get("sms")
+        if sms is None:
+            continue
+        senders = sms.options.get("from") or []
+        senders = [senders] if isinstance(senders, str) else list(senders)
+        if number in senders or (
+            messaging_service_sid
+            and sms.options.get("messaging_service_sid") == messaging_service_sid
+        ):
+            return client
+    return None
+
+
+async def _record_unknown(sb: Switchboard, request: web.Request, why: str) -> None:
+    body = await request.read()
+    log.warning("unusable Twilio request recorded", extra={"path": request.path, "why": why})
+    sb.metrics.rejections.labels("twilio-unknown").inc()
+    await sb.reject(errors=[FieldError("", why)], topic=f"http:{request.path}", partition=-1, offset=-1,
+                    key=None, value=body, headers=[("query", urllib.parse.urlencode(dict(request.query)).encode())])  # fmt: skip
