@@ -58,9 +58,11 @@ from twilio.twiml.voice_response import VoiceResponse
 from yarl import URL
 
 from streams.app import Switchboard
-from streams.calls import (
+from streams.calls import CallDesk
+from streams.web.common import HTTPProblem, authenticate, problem
+from streams.web.twilio_signature import Params, verified_params
+from switchboard.call_commands import (
     Abandon,
-    CallDesk,
     CallRecord,
     Command,
     Created,
@@ -71,8 +73,6 @@ from streams.calls import (
     TargetStatus,
     line_key,
 )
-from streams.web.common import HTTPProblem, authenticate, problem
-from streams.web.twilio_signature import Params, verified_params
 from switchboard.calls import (
     UnknownStatus,
     combined_state,
