@@ -1,0 +1,108 @@
+"""Service managers: Spoke-style extensions that hook into sending (CONTRACT.md section 8). Pure.
+
+* :mod:`switchboard.managers.base`: the mechanism. Hook contexts and results, the
+  :class:`ManagerState` protocol (with :class:`MemoryState` and :class:`KeyValueState`), the
+  :class:`Registry` of built-ins and entry points (group ``switchboard.service_managers``), and
+  :class:`ServiceManagers`, which picks a client's managers and runs their hooks in order,
+  merging what they return and containing their failures.
+* :mod:`switchboard.managers.builtin`: ``numpicker-basic``, ``sticky-sender``,
+  ``mms-when-cheaper``, ``scrub-bad-mobilenums``, ``carrier-lookup`` and
+  ``per-client-messageservices``.
+* :mod:`switchboard.managers.lookup`: line type lookups, and Twilio Lookup v2 as a pure
+  request builder and answer parser around an injected HTTP call.
+
+Nothing here imports Kafka, Faust or an HTTP client: the stream processor supplies the state
+(a replicated table) and the HTTP call.
+"""
+
+from __future__ import annotations
+
+from switchboard.managers.base import (
+    DETAIL_KEY,
+    ENTRY_POINT_GROUP,
+    HOOKS,
+    Block,
+    BytesTable,
+    CarrierInfo,
+    HookName,
+    HookOutcome,
+    KeyValueState,
+    ManagerError,
+    ManagerFactory,
+    ManagerState,
+    MemoryState,
+    OptOutContext,
+    Registry,
+    ReportContext,
+    Scrub,
+    Scrubbed,
+    SendContext,
+    SendMessage,
+    SendOutcome,
+    ServiceManager,
+    ServiceManagerBase,
+    ServiceManagers,
+    SessionCompleteContext,
+    SessionStartContext,
+    SessionStartOutcome,
+    SessionStartResult,
+    UnknownServiceManager,
+    carrier_from_detail,
+    channel_options,
+    check_names,
+    hooks_of,
+    parse_manager_list,
+)
+from switchboard.managers.builtin import BUILTINS
+from switchboard.managers.lookup import (
+    HttpRequest,
+    HttpResponse,
+    LineType,
+    LineTypeLookup,
+    LookupFailed,
+    TwilioLineTypeLookup,
+)
+
+__all__ = [
+    "BUILTINS",
+    "DETAIL_KEY",
+    "ENTRY_POINT_GROUP",
+    "HOOKS",
+    "Block",
+    "BytesTable",
+    "CarrierInfo",
+    "HookName",
+    "HookOutcome",
+    "HttpRequest",
+    "HttpResponse",
+    "KeyValueState",
+    "LineType",
+    "LineTypeLookup",
+    "LookupFailed",
+    "ManagerError",
+    "ManagerFactory",
+    "ManagerState",
+    "MemoryState",
+    "OptOutContext",
+    "Registry",
+    "ReportContext",
+    "Scrub",
+    "Scrubbed",
+    "SendContext",
+    "SendMessage",
+    "SendOutcome",
+    "ServiceManager",
+    "ServiceManagerBase",
+    "ServiceManagers",
+    "SessionCompleteContext",
+    "SessionStartContext",
+    "SessionStartOutcome",
+    "SessionStartResult",
+    "TwilioLineTypeLookup",
+    "UnknownServiceManager",
+    "carrier_from_detail",
+    "channel_options",
+    "check_names",
+    "hooks_of",
+    "parse_manager_list",
+]
