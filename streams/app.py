@@ -11,6 +11,7 @@ Every topic and table here carries raw bytes; the pure core (:mod:`switchboard.r
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Mapping
@@ -31,6 +32,7 @@ from switchboard.errors import FieldError
 from switchboard.instruction import CHANNELS
 from switchboard.settings import Settings
 from switchboard.status import StatusEvent
+from switchboard.webhooks import encode as webhook_body
 from switchboard.wire import Headers, encode_record
 from transports.registry import TransportRegistry
 
@@ -51,6 +53,7 @@ class Topics:
     schedule: TopicT
     calls: TopicT
     optouts: TopicT
+    webhooks: TopicT
     dispatch: Mapping[str, TopicT]
 
 
@@ -85,15 +88,40 @@ class Switchboard:
     inflight: SessionSends = field(default_factory=SessionSends)
     #: Opted-out numbers per client, replicated on every worker (switchboard/optout.py).
     optouts: KeyValueReplica = field(init=False)
+    _webhook_urls: dict[str, str | None] = field(default_factory=dict)
 
     # -- producing ---------------------------------------------------------------------------
 
     async def publish_status(self, event: StatusEvent) -> None:
+        """Publish ``event`` on the status topic, and to its session's webhook URL if it has one.
+
+        Called by agents working on the session's partition, whose tables are local here."""
         value, headers = encode_record(
             "status_event", event.to_avro(), self.schema_ids.status_event
         )
         await self.topics.status.send(key=event.session_id.encode(), value=value, headers=headers)
         self.metrics.status_events.labels(event.channel or "session", event.status).inc()
+        url = self._webhook_url(event.session_id)
+        if url is not None:
+            job = records.WebhookJob(event.session_id, event.client_id, url, event.event_id,
+                                     webhook_body(event).decode(), first_at=time.time())  # fmt: skip
+            await self.topics.webhooks.send(
+                key=event.session_id.encode(), value=records.encode(job)
+            )
+
+    def _webhook_url(self, session_id: str) -> str | None:
+        # A session's webhook URL never changes: remember it (bounded) rather than read and
+        # decode the session for every one of its events.
+        if session_id in self._webhook_urls:
+            return self._webhook_urls[session_id]
+        raw = self.tables.sessions.get(session_id.encode())
+        url = json.loads(raw).get("options", {}).get("webhookUrl") if raw is not None else None
+        url = url if isinstance(url, str) else None
+        if raw is not None:  # an unknown session may be opened later: not remembered
+            if len(self._webhook_urls) >= 10_000:
+                self._webhook_urls.clear()
+            self._webhook_urls[session_id] = url
+        return url
 
     async def report(self, report: records.Report) -> None:
         await self.topics.reports.send(key=report.session_id.encode(), value=records.encode(report))
@@ -228,6 +256,7 @@ def build(
         schedule=topic("schedule"),
         calls=topic("calls"),
         optouts=topic("optouts"),
+        webhooks=topic("webhooks"),
         dispatch={channel: topic(f"dispatch.{channel}") for channel in CHANNELS},
     )
 
@@ -259,7 +288,7 @@ def build(
     sb.optouts = KeyValueReplica(settings, settings.topic("optouts"), settings.data_dir / "replicas" / "optouts",
                                  topics.optouts)  # fmt: skip
 
-    from streams import calls, dispatch, intake, reports, scheduler, sessions
+    from streams import calls, dispatch, intake, reports, scheduler, sessions, webhooks
     from streams.web import api
     from streams.web import calls as call_views
 
@@ -278,6 +307,7 @@ def build(
     dispatch.register(sb)
     reports.register(sb)
     scheduler.register(sb)
+    webhooks.register(sb)
     api.register(sb)
     call_views.register(sb, calls.register(sb))
 

@@ -52,6 +52,9 @@ class Metrics:
             ["kind"],
             registry=r,
         )
+        self.webhooks = Counter(
+            "switchboard_webhooks_total", "Webhook attempts, by outcome.", ["outcome"], registry=r
+        )
         self.clients = Gauge(
             "switchboard_clients", "Configured clients known to this worker.", registry=r
         )

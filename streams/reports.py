@@ -55,7 +55,9 @@ async def _handle(sb: Switchboard, event: EventT[bytes]) -> None:
     if load_session(sb, report.session_id) is None:
         # A provider's callback for a message this deployment did not send (or whose session
         # expired): recorded, not applied.
-        await quarantine(sb, event, "reports", LookupError(f"a report for unknown session {report.session_id}"))
+        await quarantine(
+            sb, event, "reports", LookupError(f"a report for unknown session {report.session_id}")
+        )
         return
     old = load_delivery(sb, report.key)
     if report.reopen and old is not None and is_final(old.status):

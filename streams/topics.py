@@ -54,6 +54,7 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
         TopicSpec(t("sessions"), {**week, "max.message.bytes": _BIG}),
         TopicSpec(t("reports"), week),
         TopicSpec(t("schedule"), week),
+        TopicSpec(t("webhooks"), week),
         TopicSpec(t("calls"), week),
         *(TopicSpec(t(f"dispatch.{channel}"), week) for channel in CHANNELS),
     ]

@@ -117,7 +117,9 @@ def _parser() -> argparse.ArgumentParser:
 
     config = sub.add_parser("config", help="print the settings reference")
     config.add_argument("--markdown", action="store_true")
-    config.add_argument("--readme", type=Path, help="rewrite the settings table of this README in place")
+    config.add_argument(
+        "--readme", type=Path, help="rewrite the settings table of this README in place"
+    )
     config.set_defaults(run=_config)
     return p
 
@@ -382,7 +384,10 @@ def _config(args: argparse.Namespace) -> int:
     rows = Settings.reference()
     table = "\n".join(
         ["| variable | default | meaning |", "|---|---|---|"]
-        + [f"| `{env}` | {f'`{default}`' if default else ''} | {doc} |" for env, default, doc in rows]
+        + [
+            f"| `{env}` | {f'`{default}`' if default else ''} | {doc} |"
+            for env, default, doc in rows
+        ]
     )
     if args.readme:
         text = args.readme.read_text()

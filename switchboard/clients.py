@@ -92,6 +92,8 @@ class ClientConfig:
     client_id: str
     api_key_digests: tuple[str, ...] = ()
     webhook_secret: str | None = None
+    #: During a rotation, the secret being retired: webhooks are signed with both.
+    previous_webhook_secret: str | None = None
     default_channels: tuple[Channel, ...] = ()
     channels: Mapping[Channel, ChannelConfig] = field(default_factory=dict)
     time_windows: Mapping[Channel, TimeWindow] = field(default_factory=dict)
@@ -122,6 +124,8 @@ class ClientConfig:
         }
         if self.webhook_secret is not None:
             out["webhook_secret"] = self.webhook_secret
+        if self.previous_webhook_secret is not None:
+            out["previous_webhook_secret"] = self.previous_webhook_secret
         if self.service_managers is not None:
             out["service_managers"] = list(self.service_managers)
         if self.help_text is not None:
@@ -138,7 +142,7 @@ class ClientConfig:
 
 _KNOWN_KEYS: Final = frozenset(
     {"api_keys", "webhook_secret", "default_channels", "channels", "time_windows", "timezone",
-     "service_managers", "help_text", "campaigns", "rate_limit"}
+     "service_managers", "help_text", "campaigns", "rate_limit", "previous_webhook_secret"}
 )  # fmt: skip
 
 
@@ -156,14 +160,8 @@ def parse_client(client_id: str, data: Any) -> ClientConfig:
         raise ConfigError(f"{p}: must be a mapping")
     errors.extend(FieldError(f"{p}.{k}", "unknown setting") for k in data if k not in _KNOWN_KEYS)
     keys = _api_keys(data.get("api_keys", []), f"{p}.api_keys", errors)
-    secret = data.get("webhook_secret")
-    if secret is not None and not _is_webhook_secret(secret):
-        errors.append(
-            FieldError(
-                f"{p}.webhook_secret",
-                "must be whsec_ followed by a base64 secret of at least 16 bytes (Standard Webhooks)",
-            )
-        )
+    secret = _secret(data, "webhook_secret", p, errors)
+    previous = _secret(data, "previous_webhook_secret", p, errors)
     channels = _channels(data.get("channels", {}), f"{p}.channels", errors)
     defaults = _string_list(data.get("default_channels", []), f"{p}.default_channels", errors)
     for i, name in enumerate(defaults):
@@ -209,6 +207,7 @@ def parse_client(client_id: str, data: Any) -> ClientConfig:
         client_id=client_id,
         api_key_digests=tuple(keys),
         webhook_secret=secret,
+        previous_webhook_secret=previous,
         default_channels=tuple(cast(Channel, d) for d in defaults),
         channels=channels,
         time_windows=windows,
@@ -310,6 +309,19 @@ def _rate_limit(raw: Any, where: str, errors: list[FieldError]) -> RateLimit:
         errors.append(FieldError(f"{where}.burst", problem))
         return DEFAULT_LIMIT
     return RateLimit(float(per_second), burst)
+
+
+def _secret(data: Mapping[str, Any], key: str, where: str, errors: list[FieldError]) -> str | None:
+    value = data.get(key)
+    if value is not None and not _is_webhook_secret(value):
+        errors.append(
+            FieldError(
+                f"{where}.{key}",
+                "must be whsec_ followed by a base64 secret of at least 16 bytes (Standard Webhooks)",
+            )
+        )
+        return None
+    return value if isinstance(value, str) else None
 
 
 def _is_webhook_secret(secret: Any) -> bool:

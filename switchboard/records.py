@@ -259,6 +259,19 @@ class Report:
 
 
 @dataclass(frozen=True, slots=True)
+class WebhookJob:
+    """One status event to POST to a session's webhook URL (attempt ``attempt``)."""
+
+    session_id: str
+    client_id: str
+    url: str
+    event_id: str
+    body: str  # the encoded payload: the same bytes on every attempt
+    attempt: int = 1
+    first_at: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
 class SessionState:
     """A session as the session agent keeps it. ``deliveries`` = recipients x channels."""
 

@@ -169,6 +169,20 @@ class Settings:
             "SWITCHBOARD_ALLOW_HTTP_WEBHOOKS", "Accept http:// webhook URLs (https only otherwise)."
         ),
     )
+    allow_private_webhooks: bool = field(
+        default=False,
+        metadata=_s(
+            "SWITCHBOARD_ALLOW_PRIVATE_WEBHOOKS",
+            "Let webhooks reach loopback, private, link-local and CGNAT addresses (refused otherwise, at connect time; cloud-metadata addresses always are).",
+        ),
+    )
+    webhook_backoff_scale: float = field(
+        default=1.0,
+        metadata=_s(
+            "SWITCHBOARD_WEBHOOK_BACKOFF_SCALE",
+            "Multiplies the webhook retry delays (5 s, 30 s, 2 min, ... for up to a day); below 1 for tests.",
+        ),
+    )
     log_level: str = field(
         default="info", metadata=_s("SWITCHBOARD_LOG_LEVEL", "debug, info, warning or error.")
     )
