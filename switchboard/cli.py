@@ -9,6 +9,7 @@
     switchboard clients add-key CLIENT   make an API key; print it once, store its digest
     switchboard send ...                 send a message through the Send API
     switchboard status SESSION           a session's state
+    switchboard tail [--client ID]       follow the status topic, one line per event
     switchboard config                   the settings reference
 """
 
@@ -114,6 +115,26 @@ def _parser() -> argparse.ArgumentParser:
     status.add_argument("session_id")
     _api_options(status)
     status.set_defaults(run=_status)
+
+    tail = sub.add_parser(
+        "tail", help="follow the status topic (every worker's events), one line per event"
+    )
+    tail.add_argument("--client", help="only this client's events")
+    tail.add_argument("--session", help="only this session's events")
+    tail.add_argument(
+        "--status", action="append", default=[], help="only events with this status (repeatable)"
+    )
+    tail.add_argument(
+        "--from-beginning",
+        action="store_true",
+        help="start at the oldest retained event instead of now",
+    )
+    tail.add_argument("--json", action="store_true", help="one JSON object per line (for jq)")
+    tail.add_argument("--count", type=int, help="stop after this many events")
+    tail.add_argument(
+        "--idle-timeout", type=float, help="stop after this many seconds without an event"
+    )
+    tail.set_defaults(run=_tail)
 
     config = sub.add_parser("config", help="print the settings reference")
     config.add_argument("--markdown", action="store_true")
@@ -324,6 +345,93 @@ def _status(args: argparse.Namespace) -> int:
     status, answer = _http(args, "GET", f"/v1/sessions/{args.session_id}")
     print(json.dumps(answer, indent=2))
     return 0 if status == 200 else 1
+
+
+def _tail(args: argparse.Namespace) -> int:
+    """Follow ``<prefix>.status`` with a consumer that joins no group (it takes every
+    partition, commits nothing, and so disturbs no worker). Events are printed in arrival
+    order, which is the order per session (the topic is keyed by session)."""
+    import time
+
+    from confluent_kafka import (
+        OFFSET_BEGINNING,
+        OFFSET_END,
+        Consumer,
+        KafkaException,
+        TopicPartition,
+    )
+
+    from switchboard.errors import DecodeFailed
+    from switchboard.tail import Filter, decode_status, render
+
+    settings = Settings.from_env()
+    topic = settings.topic("status")
+    wanted = Filter(args.client, args.session, frozenset(args.status))
+    consumer = Consumer({"bootstrap.servers": settings.bootstrap_servers, "group.id": "switchboard-tail",
+                         "enable.auto.commit": False, "enable.partition.eof": False})  # fmt: skip
+    try:
+        try:
+            metadata = consumer.list_topics(topic, timeout=15)
+        except KafkaException as exc:
+            raise SwitchboardError(
+                f"cannot reach Kafka at {settings.bootstrap_servers}: {exc}"
+            ) from None
+        partitions = metadata.topics.get(topic)
+        if partitions is None or partitions.error is not None or not partitions.partitions:
+            raise SwitchboardError(
+                f"no topic {topic} at {settings.bootstrap_servers}: has a worker run?"
+            )
+        start = OFFSET_BEGINNING if args.from_beginning else OFFSET_END
+        # assign(), not subscribe(): no group membership, so no rebalance and no commits.
+        consumer.assign([TopicPartition(topic, p, start) for p in sorted(partitions.partitions)])
+        writer = _writer_lookup(settings.schema_registry_url)
+        shown, last = 0, time.monotonic()
+        while args.count is None or shown < args.count:
+            if args.idle_timeout is not None and time.monotonic() - last > args.idle_timeout:
+                break
+            message = consumer.poll(0.5)
+            if message is None:
+                continue
+            if message.error() is not None:
+                print(f"switchboard tail: {message.error()}", file=sys.stderr)
+                continue
+            try:
+                event = decode_status(message.value(), message.headers(), writer)
+            except DecodeFailed as exc:
+                print(
+                    f"? partition {message.partition()} offset {message.offset()}: {exc}",
+                    flush=True,
+                )
+                continue
+            if wanted(event):
+                print(render(event, as_json=args.json), flush=True)
+                shown, last = shown + 1, time.monotonic()
+    finally:
+        consumer.close()
+    return 0
+
+
+def _writer_lookup(registry_url: str | None) -> Any:
+    """A cached ``schema id -> parsed writer schema`` lookup, or None without a registry."""
+    if not registry_url:
+        return None
+    import functools
+
+    import fastavro
+    from confluent_kafka.schema_registry import SchemaRegistryClient
+
+    client = SchemaRegistryClient({"url": registry_url})
+
+    @functools.cache
+    def lookup(schema_id: int) -> Any:
+        try:
+            return fastavro.parse_schema(
+                json.loads(client.get_schema(schema_id).schema_str or "null")
+            )
+        except Exception:  # noqa: BLE001 - unknown id or registry down: read with the bundled schema
+            return None
+
+    return lookup
 
 
 def _http(

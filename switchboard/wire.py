@@ -78,7 +78,7 @@ def header_list(
 
 
 def header_map(
-    headers: Iterable[tuple[str, bytes | None]] | Mapping[str, bytes | None] | None,
+    headers: Iterable[tuple[str, str | bytes | None]] | Mapping[str, str | bytes | None] | None,
 ) -> dict[str, bytes]:
     """Kafka headers as a dict with lower-cased names (the last value of a repeated name wins)."""
     if headers is None:

@@ -150,6 +150,33 @@ def openapi_document() -> dict[str, Any]:
             "next_offset": {"type": ["integer", "null"]},
         },
     }
+    status_event = {
+        "type": "object",
+        "description": "One state change of one delivery, or of the session (recipient null).",
+        "required": ["event_id", "session_id", "client_id", "status", "attempt", "occurred_at"],
+        "properties": {
+            "event_id": {"type": "string", "format": "uuid", "description": "De-duplicate by it."},
+            "session_id": {"type": "string", "format": "uuid"},
+            "client_id": string,
+            "recipient": nullable_string,
+            "channel": nullable_string,
+            "status": {"enum": list(STATUSES)},
+            "attempt": {"type": "integer"},
+            "provider_message_id": nullable_string,
+            "error_code": nullable_string,
+            "error": nullable_string,
+            "occurred_at": {"type": "string", "format": "date-time"},
+            "detail": {"type": "object"},
+        },
+    }
+    webhook_headers = [
+        {"name": name, "in": "header", "required": True, "schema": string, "description": about}
+        for name, about in (
+            ("webhook-id", "The event id: the same on every retry."),
+            ("webhook-timestamp", "Unix seconds of this attempt."),
+            ("webhook-signature", "Space-separated v1,<base64 HMAC-SHA256>; two during a secret rotation."),
+        )
+    ]  # fmt: skip
     bearer: list[dict[str, list[str]]] = [{"apiKey": []}]
     return {
         "openapi": "3.1.0",
@@ -182,6 +209,20 @@ def openapi_document() -> dict[str, Any]:
                         }
                     },
                 },
+                "StatusEvent": status_event,
+                "WebhookPayload": {
+                    "type": "object",
+                    "required": ["type", "timestamp", "data"],
+                    "properties": {
+                        "type": {
+                            "type": "string",
+                            "description": "message.<status> for a delivery, session.completed for the session's end",
+                            "examples": ["message.delivered", "session.completed"],
+                        },
+                        "timestamp": {"type": "string", "format": "date-time"},
+                        "data": {"$ref": "#/components/schemas/StatusEvent"},
+                    },
+                },
                 "Accepted": {
                     "type": "object",
                     "required": ["session_id", "status", "recipients"],
@@ -196,6 +237,29 @@ def openapi_document() -> dict[str, Any]:
                     },
                 },
             },
+        },
+        "webhooks": {
+            "statusEvent": {
+                "post": {
+                    "summary": "A status event of a session sent with options.webhookUrl (Standard Webhooks)",
+                    "parameters": webhook_headers,
+                    "requestBody": {
+                        "required": True,
+                        "content": {
+                            "application/json": {
+                                "schema": {"$ref": "#/components/schemas/WebhookPayload"}
+                            }
+                        },
+                    },
+                    "responses": {
+                        "2XX": {"description": "Received; not sent again."},
+                        "410": {"description": "Gone: no more attempts for this event."},
+                        "default": {
+                            "description": "Retried with backoff and jitter for up to a day."
+                        },
+                    },
+                }
+            }
         },
         "paths": {
             "/v1/messages": {

@@ -264,3 +264,41 @@ def test_switchboard_send_reads_an_audience_file(
     assert "produced 2 recipients" in result.stdout
     [accepted] = statuses.wait(lambda e: e["recipient"] == more[0] and e["status"] == "accepted")
     completed(statuses, accepted["session_id"])
+
+
+def test_switchboard_tail_follows_a_clients_status_events(
+    worker: Worker, keys: Keys, statuses: TopicReader
+) -> None:
+    """`switchboard tail` reads the status topic as any consumer would: every framing the worker
+    writes, filtered by client, session and status, as JSON lines or columns."""
+    import subprocess
+    import sys
+
+    audience = [number(), number()]
+    answer = worker.post(body(audience), keys.acme)
+    assert answer.status == 202, answer.body
+    session_id = answer.body["session_id"]
+    completed(statuses, session_id)
+
+    def tail(*options: str) -> list[str]:
+        command = [sys.executable, "-m", "switchboard.cli", "tail", "--from-beginning", *options]
+        result = subprocess.run(command, env=worker.env(), capture_output=True, text=True,
+                                timeout=60, check=False)  # fmt: skip
+        assert result.returncode == 0, result.stderr
+        return result.stdout.splitlines()
+
+    lines = tail("--client", "acme", "--session", session_id, "--json", "--count", "7")
+    events = [json.loads(line) for line in lines]
+    assert sorted(e["status"] for e in events) == sorted(
+        ["accepted"] * 2 + ["sent"] * 2 + ["delivered"] * 2 + ["completed"]
+    )
+    assert {e["recipient"] for e in events} == {*audience, None}
+    for address in audience:
+        mine = [e["status"] for e in events if e["recipient"] == address]
+        assert mine == ["accepted", "sent", "delivered"], "in order per recipient"
+    assert all(e["occurred_at"].endswith("Z") for e in events)
+
+    [line] = tail("--session", session_id, "--status", "completed", "--count", "1")
+    assert session_id in line and "completed" in line and "delivered=2" in line
+    # Another client's filter shows nothing of acme's session, and stops when idle.
+    assert tail("--client", "other", "--session", session_id, "--idle-timeout", "3") == []

@@ -45,6 +45,26 @@ def test_openapi_document_is_valid_openapi_3_1() -> None:
     assert document["paths"]["/v1/messages"]["post"]["responses"]["202"]
 
 
+def test_openapi_describes_the_webhook_with_every_status_event_field() -> None:
+    import schemas
+    from switchboard.status import StatusEvent
+    from switchboard.webhooks import payload
+
+    document = openapi_document()
+    hook = document["webhooks"]["statusEvent"]["post"]
+    assert {p["name"] for p in hook["parameters"]} == {
+        "webhook-id",
+        "webhook-timestamp",
+        "webhook-signature",
+    }
+    described = document["components"]["schemas"]["StatusEvent"]["properties"]
+    avro_fields = {f["name"] for f in schemas.parsed("status_event")["fields"]}
+    assert set(described) == avro_fields
+    body = payload(StatusEvent(session_id="s", client_id="c", status="delivered", recipient="r"))
+    assert set(body) == set(document["components"]["schemas"]["WebhookPayload"]["properties"])
+    assert set(body["data"]) == set(described)
+
+
 def test_settings_reject_bad_values_naming_each_variable() -> None:
     import pytest
 
