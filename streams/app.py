@@ -24,6 +24,7 @@ from faust.types import TableT, TopicT
 
 from streams.clients import ClientRegistry
 from streams.inflight import SessionSends
+from streams.managers import ManagerDesk, build_managers
 from streams.metrics import Metrics
 from streams.replica import KeyValueReplica
 from streams.schema_registry import SchemaIds, SchemaRegistry
@@ -35,6 +36,7 @@ from switchboard.status import StatusEvent
 from switchboard.webhooks import encode as webhook_body
 from switchboard.wire import Headers, encode_record
 from transports.registry import TransportRegistry
+from transports.twilio_lookup import TwilioLookups
 
 __all__ = ["Switchboard", "Tables", "Topics", "build"]
 
@@ -53,6 +55,7 @@ class Topics:
     schedule: TopicT
     calls: TopicT
     optouts: TopicT
+    manager_state: TopicT
     webhooks: TopicT
     dispatch: Mapping[str, TopicT]
 
@@ -88,6 +91,10 @@ class Switchboard:
     inflight: SessionSends = field(default_factory=SessionSends)
     #: Opted-out numbers per client, replicated on every worker (switchboard/optout.py).
     optouts: KeyValueReplica = field(init=False)
+    #: Service managers' memory, replicated on every worker (streams/managers.py).
+    manager_state: KeyValueReplica = field(init=False)
+    #: The service managers and their hooks (streams/managers.py).
+    managers: ManagerDesk = field(init=False)
     _webhook_urls: dict[str, str | None] = field(default_factory=dict)
 
     # -- producing ---------------------------------------------------------------------------
@@ -256,6 +263,7 @@ def build(
         schedule=topic("schedule"),
         calls=topic("calls"),
         optouts=topic("optouts"),
+        manager_state=topic("manager-state"),
         webhooks=topic("webhooks"),
         dispatch={channel: topic(f"dispatch.{channel}") for channel in CHANNELS},
     )
@@ -273,12 +281,13 @@ def build(
         progress=table("progress", "session id -> final deliveries by status"),
         timers=table("timers", "timer id -> due time and the record to produce"),
     )
+    managers = build_managers(settings, lookups := TwilioLookups())
     sb = Switchboard(
         settings=settings,
         app=app,
         topics=topics,
         tables=tables,
-        clients=ClientRegistry(settings),
+        clients=ClientRegistry(settings, check=managers.check_client),
         transports=TransportRegistry(sandbox_all=settings.sandbox, outbox=settings.sandbox_outbox),
         metrics=Metrics(),
         schema_ids=schema_ids or SchemaIds(),
@@ -287,6 +296,9 @@ def build(
 
     sb.optouts = KeyValueReplica(settings, settings.topic("optouts"), settings.data_dir / "replicas" / "optouts",
                                  topics.optouts)  # fmt: skip
+    sb.manager_state = KeyValueReplica(settings, settings.topic("manager-state"),
+                                       settings.data_dir / "replicas" / "manager-state", topics.manager_state)  # fmt: skip
+    sb.managers = ManagerDesk.over(managers, sb.manager_state)
 
     from streams import calls, dispatch, intake, reports, scheduler, sessions, webhooks
     from streams.web import api
@@ -302,6 +314,11 @@ def build(
 
     app.task(follow_optouts)
 
+    async def follow_manager_state() -> None:
+        await sb.manager_state.run()
+
+    app.task(follow_manager_state)
+
     intake.register(sb)
     sessions.register(sb)
     dispatch.register(sb)
@@ -313,7 +330,9 @@ def build(
 
     async def close_transports(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
         await sb.transports.aclose()
+        await lookups.aclose()
         sb.optouts.close()
+        sb.manager_state.close()
 
     app.on_before_shutdown.connect(close_transports)
 

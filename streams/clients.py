@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from streams.replica import TopicReplica
 from switchboard.clients import ClientConfig, api_key_digest, parse_client
@@ -31,8 +31,12 @@ log = logging.getLogger(__name__)
 
 
 class ClientRegistry:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(
+        self, settings: Settings, check: Callable[[ClientConfig], None] | None = None
+    ) -> None:
         self.settings = settings
+        #: Raises ``ConfigError`` for a configuration this worker cannot run (service managers).
+        self._check = check
         self.topic = settings.topic("clients")
         self._replica = TopicReplica(settings, self.topic, self.apply)
         #: Set once the whole topic was read (see :class:`streams.replica.TopicReplica`).
@@ -69,6 +73,8 @@ class ClientRegistry:
             return
         try:
             client = parse_client(client_id, json.loads(value))
+            if self._check is not None:
+                self._check(client)
         except (ValueError, ConfigError) as exc:
             log.error(
                 "clients topic: invalid configuration ignored, previous one kept",

@@ -65,6 +65,7 @@ def _register_channel(sb: Switchboard, channel: str, topic: Any) -> None:
     async def dispatcher(stream: StreamT[bytes]) -> None:
         await sb.clients.ready.wait()
         await sb.optouts.ready.wait()
+        await sb.manager_state.ready.wait()
 
         async def on_error(event: EventT[bytes], exc: Exception) -> None:
             await quarantine(sb, event, f"dispatch.{channel}", exc)
@@ -131,7 +132,8 @@ async def _window_allows(sb: Switchboard, job: DispatchJob) -> bool:
 async def _send_and_report(
     sb: Switchboard, job: DispatchJob, session: SessionState | None, send_key: bytes
 ) -> None:
-    result, failure, provider = await _send(sb, job)
+    extra: dict[str, Any] = {}  # what the service managers add to the report's detail
+    result, failure, provider = await _send(sb, job, extra)
     # Written in this task, whose context carries the job's event: the row goes to its partition.
     sb.tables.sends[send_key] = json.dumps({
         "at": time.time(),
@@ -150,12 +152,11 @@ async def _send_and_report(
                                  sb.topics.reports, job.session_id.encode(), records.encode(expired))  # fmt: skip
         passed = ["sent"] if result.status == "delivered" else []
         await sb.report(_report(job, result.status, provider_message_id=result.provider_message_id,
-                                detail=dict(result.detail), passed=passed))  # fmt: skip
+                                detail=dict(result.detail) | extra, passed=passed))  # fmt: skip
         return
     if isinstance(failure, Withdrawn):  # nothing was sent
-        await sb.report(
-            _report(job, failure.status, error=failure.message, error_code=failure.code)
-        )
+        await sb.report(_report(job, failure.status, error=failure.message,
+                                error_code=failure.code, detail=extra))  # fmt: skip
         return
     status = "suppressed" if failure.suppressed else "failed"
     if failure.suppressed and job.channel == "sms":
@@ -163,9 +164,13 @@ async def _send_and_report(
         await sb.optouts.put(
             optout.key(job.client_id, job.address), optout_record("provider", failure.code)
         )
+        client = sb.clients.get(job.client_id)
+        if client is not None:
+            await sb.managers.opted_out(client, job.channel, job.address, reason="provider",
+                                        session_id=job.session_id, at=time.time())  # fmt: skip
     sb.metrics.sends.labels(job.channel, provider, status).inc()
     retry_at = _retry_at(job, session, failure)
-    detail: dict[str, Any] = {}
+    detail: dict[str, Any] = dict(extra)
     if failure.retry_after:
         detail["retry_after"] = failure.retry_after
     if retry_at is not None:
@@ -193,9 +198,10 @@ def _retry_at(
 
 
 async def _send(
-    sb: Switchboard, job: DispatchJob
+    sb: Switchboard, job: DispatchJob, extra: dict[str, Any]
 ) -> tuple[SendResult | None, TransportError | None, str]:
-    """Call the provider. Every failure comes back classified; nothing here raises."""
+    """Run the service managers' ``on_message_send`` (their detail goes into ``extra``), then
+    call the provider. Every failure comes back classified; nothing here raises."""
     client = sb.clients.get(job.client_id)
     if client is None:
         return (
@@ -220,6 +226,11 @@ async def _send(
         status_callback=_status_callback(sb, job),
         last_check=partial(_last_check, sb, job),
     )
+    try:
+        message, detail = await sb.managers.before_send(job, client, message)
+    except ConfigError as exc:  # the client's manager list cannot be run
+        return None, TransportError(str(exc), code="config"), transport.name
+    extra.update(detail)
     gauge = sb.metrics.in_flight.labels(job.channel)
     gauge.inc()
     started = time.perf_counter()

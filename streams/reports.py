@@ -23,6 +23,7 @@ from faust.types import EventT, StreamT
 
 from streams.app import Switchboard
 from streams.guard import guarded, quarantine
+from streams.managers import merge_detail
 from streams.sessions import load_session
 from switchboard import records
 from switchboard.records import DeliveryState, Progress, Report
@@ -63,6 +64,7 @@ async def _handle(sb: Switchboard, event: EventT[bytes]) -> None:
     if report.reopen and old is not None and is_final(old.status):
         await _uncount_final(sb, report.session_id, old.status)
     state = None if report.reopen else old
+    events: list[StatusEvent] = []
     for status in report.statuses:
         # A failure with a retry ahead is reported as `failed` but leaves the delivery waiting
         # (scheduled) for its next attempt, so that attempt's statuses move it on.
@@ -86,7 +88,7 @@ async def _handle(sb: Switchboard, event: EventT[bytes]) -> None:
             error_code=report.error_code,
             error=report.error,
         )
-        await sb.publish_status(StatusEvent(
+        events.append(StatusEvent(
             session_id=report.session_id,
             client_id=report.client_id,
             status=status,
@@ -101,6 +103,17 @@ async def _handle(sb: Switchboard, event: EventT[bytes]) -> None:
         ))  # fmt: skip
     if state is None or state is old:
         return
+    client = sb.clients.get(report.client_id)
+    if client is not None:
+        # Once per report that moves its delivery on (never for a duplicate); a failing hook's
+        # error is told on the report's own event.
+        errors = await sb.managers.after_report(report, client)
+        if errors and events[-1].status == report.status:
+            events[-1] = dataclasses.replace(
+                events[-1], detail=merge_detail(events[-1].detail, errors)
+            )
+    for status_event in events:
+        await sb.publish_status(status_event)
     sb.tables.deliveries[report.key.encode()] = records.encode(state)
     if is_final(state.status) and (report.reopen or not (old is not None and is_final(old.status))):
         await _count_final(
@@ -135,11 +148,16 @@ async def _count_final(
         and progress.final >= session.deliveries
     ):
         progress = dataclasses.replace(progress, completed_at=at)
+        client = sb.clients.get(client_id)
+        errors = (
+            await sb.managers.session_complete(client, session_id, session.channels, counts, session.deliveries)
+            if client is not None else {}
+        )  # fmt: skip
         await sb.publish_status(StatusEvent(
             session_id=session_id,
             client_id=client_id,
             status="completed",
-            detail={"deliveries": session.deliveries, "counts": counts},
+            detail={"deliveries": session.deliveries, "counts": counts, **errors},
         ))  # fmt: skip
         log.info("session completed", extra={"session_id": session_id, "counts": counts})
     sb.tables.progress[session_id.encode()] = records.encode(progress)

@@ -34,6 +34,7 @@ from faust.types import EventT, StreamT
 
 from streams.app import Switchboard
 from streams.guard import guarded
+from streams.managers import SessionStartPlan
 from switchboard import records
 from switchboard.fanout import CHUNK_SIZE, chunk_count, plan_chunk
 from switchboard.idempotency import IdempotencyRecord, decide
@@ -103,7 +104,7 @@ async def _handle(sb: Switchboard, event: EventT[bytes]) -> None:
     elif isinstance(command, Cancel):
         await _cancel(sb, state)
     elif isinstance(command, CancelChunk):
-        await _cancel_chunk(sb, state, command.chunk)
+        await _cancel_chunk(sb, state, command.chunk, command.blocked)
     else:
         await _resend(sb, state, command.chunk)
 
@@ -227,23 +228,62 @@ async def _fan_out(sb: Switchboard, state: SessionState, cmd: FanOut) -> None:
     recipients = json.loads(raw) if raw is not None else []
     now = time.time()
     accepted_at = datetime.fromtimestamp(now, UTC)
-    for item in plan_chunk(state, cmd.chunk, recipients, now=now):
-        if isinstance(item, DispatchJob):
+    items = list(plan_chunk(state, cmd.chunk, recipients, now=now))
+    plan = await _session_start(sb, state, items)
+    if plan.block is not None:
+        await _block(sb, state, plan)
+        return
+    for item in items:
+        if not isinstance(item, DispatchJob):
+            await sb.report(item)
+        elif (scrub := plan.scrubbed.get((item.channel, item.address))) is not None:
+            await sb.report(Report(
+                session_id=item.session_id, client_id=item.client_id, channel=item.channel,
+                index=item.index, address=item.address, status="suppressed", attempt=0,
+                occurred_at=now, error=scrub.reason, error_code="scrubbed",
+                detail={"service_manager": scrub.manager},
+            ))  # fmt: skip
+        else:
             # Straight to the status topic: enqueued on this worker's producer before the job,
             # so it precedes every later event of the delivery on the (same) status partition.
             await sb.publish_status(StatusEvent(
                 session_id=item.session_id, client_id=item.client_id, status="accepted",
                 recipient=item.address, channel=item.channel, occurred_at=accepted_at,
+                detail=plan.detail.get(item.channel) or {},
             ))  # fmt: skip
             await dispatch_or_defer(sb, item, now)
-        else:
-            await sb.report(item)
     _save(sb, dataclasses.replace(state, fanned_out_chunks=cmd.chunk + 1))
     if cmd.chunk + 1 < state.chunks:
         await sb.command(FanOut(state.session_id, cmd.chunk + 1))
     if state.chunks > 1:
         log.info("fan-out progress", extra={"session_id": state.session_id, "chunk": cmd.chunk + 1,
                                             "chunks": state.chunks, "seconds": round(time.time() - now, 3)})  # fmt: skip
+
+
+async def _session_start(
+    sb: Switchboard, state: SessionState, items: list[DispatchJob | Report]
+) -> SessionStartPlan:
+    """The service managers' ``on_session_start`` on this chunk's deliveries."""
+    client = sb.clients.get(state.client_id)
+    if client is None:
+        return SessionStartPlan()
+    jobs = [item for item in items if isinstance(item, DispatchJob)]
+    return await sb.managers.session_start(client, state.session_id, jobs)
+
+
+async def _block(sb: Switchboard, state: SessionState, plan: SessionStartPlan) -> None:
+    """A service manager blocked the session: it is cancelled, and every delivery not yet sent
+    (those of earlier chunks may have gone) is reported ``cancelled`` with the reason."""
+    log.warning("session blocked by a service manager",
+                extra={"session_id": state.session_id, "reason": plan.block})  # fmt: skip
+    _save(sb, dataclasses.replace(state, status="cancelled", cancelled_at=time.time()))
+    await sb.cancel_timer(f"release:{state.session_id}", state.session_id.encode())
+    detail: dict[str, Any] = {}
+    for channel_detail in plan.detail.values():
+        detail.update(channel_detail)
+    await sb.publish_status(StatusEvent(state.session_id, state.client_id, "cancelled",
+                                        error=plan.block, error_code="blocked", detail=detail))  # fmt: skip
+    await sb.command(CancelChunk(state.session_id, 0, plan.block))
 
 
 async def dispatch_or_defer(sb: Switchboard, job: DispatchJob, now: float) -> bool:
@@ -311,7 +351,9 @@ async def _cancel(sb: Switchboard, state: SessionState) -> None:
     await sb.command(CancelChunk(state.session_id, 0))
 
 
-async def _cancel_chunk(sb: Switchboard, state: SessionState, chunk: int) -> None:
+async def _cancel_chunk(
+    sb: Switchboard, state: SessionState, chunk: int, blocked: str | None = None
+) -> None:
     # Sends that passed the cancelled check before it was set finish first, and their reports
     # are produced before ours: a cancelled report then finds them sent and changes nothing.
     await sb.inflight.drained(state.session_id)
@@ -325,10 +367,11 @@ async def _cancel_chunk(sb: Switchboard, state: SessionState, chunk: int) -> Non
             session_id=state.session_id, client_id=state.client_id, channel=item.channel,
             index=item.index, address=item.address, status="cancelled",
             attempt=delivery["attempt"] if delivery else 0, occurred_at=now,
-            error="the session was cancelled",
+            error=f"the session was blocked: {blocked}" if blocked else "the session was cancelled",
+            error_code="blocked" if blocked else None,
         ))  # fmt: skip
     if chunk + 1 < state.chunks:
-        await sb.command(CancelChunk(state.session_id, chunk + 1))
+        await sb.command(CancelChunk(state.session_id, chunk + 1, blocked))
 
 
 def _delivery(sb: Switchboard, key: str) -> dict[str, Any] | None:

@@ -51,6 +51,7 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
         TopicSpec(t("rejected"), {"retention.ms": str(30 * _DAY_MS), "max.message.bytes": _BIG}),
         TopicSpec(t("clients"), {"cleanup.policy": "compact"}, partitions=1),
         TopicSpec(t("optouts"), {"cleanup.policy": "compact"}),
+        TopicSpec(t("manager-state"), {"cleanup.policy": "compact"}),
         TopicSpec(t("sessions"), {**week, "max.message.bytes": _BIG}),
         TopicSpec(t("reports"), week),
         TopicSpec(t("schedule"), week),

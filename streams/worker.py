@@ -37,10 +37,18 @@ def apply_clients_file(settings: Settings, path: Path) -> list[str]:
     except (OSError, yaml.YAMLError) as exc:
         raise ConfigError(f"cannot read {path}: {exc}") from exc
     clients = parse_clients_document(document)
+    from switchboard.managers import Registry, check_names
     from transports.registry import build as build_transport
 
     problems = []
+    known_managers = Registry().names()
     for client in clients.values():
+        if client.service_managers is not None:
+            where = f"clients.{client.client_id}.service_managers"
+            try:
+                check_names(client.service_managers, known_managers, where=where)
+            except ConfigError as exc:
+                problems.append(str(exc))
         for channel, config in client.channels.items():
             try:
                 build_transport(channel, config)

@@ -142,6 +142,8 @@ class CancelChunk:
     KIND: ClassVar[str] = "cancel_chunk"
     session_id: str
     chunk: int
+    #: Why, when a service manager blocked the session (reported as the error, code blocked).
+    blocked: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

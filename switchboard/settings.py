@@ -183,6 +183,20 @@ class Settings:
             "Multiplies the webhook retry delays (5 s, 30 s, 2 min, ... for up to a day); below 1 for tests.",
         ),
     )
+    service_managers: str = field(
+        default="",
+        metadata=_s(
+            "SERVICE_MANAGERS",
+            "Service managers for every client, in order (comma list, no spaces), e.g. `sticky-sender,numpicker-basic`. A client's `service_managers` replaces it.",
+        ),
+    )
+    service_manager_options: str = field(
+        default="",
+        metadata=_s(
+            "SWITCHBOARD_SERVICE_MANAGER_OPTIONS",
+            'Options of service managers, a JSON object by name, e.g. `{"mms-when-cheaper": {"ratio": 3}}`.',
+        ),
+    )
     log_level: str = field(
         default="info", metadata=_s("SWITCHBOARD_LOG_LEVEL", "debug, info, warning or error.")
     )
@@ -230,8 +244,28 @@ class Settings:
             problems.append(
                 f"SWITCHBOARD_PAUSED_CHANNELS names unknown channels: {', '.join(unknown)}"
             )
+        try:
+            self.manager_options  # noqa: B018 - parsed for its errors
+        except ValueError as exc:
+            problems.append(f"SWITCHBOARD_SERVICE_MANAGER_OPTIONS: {exc}")
         if problems:
             raise ConfigError("invalid settings:\n  " + "\n  ".join(problems))
+
+    @property
+    def manager_options(self) -> dict[str, dict[str, Any]]:
+        """:attr:`service_manager_options` parsed: options by manager name. ``ValueError`` when
+        it is not a JSON object of objects."""
+        if not self.service_manager_options.strip():
+            return {}
+        import json
+
+        try:
+            parsed = json.loads(self.service_manager_options)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"not valid JSON: {exc}") from None
+        if not isinstance(parsed, dict) or not all(isinstance(v, dict) for v in parsed.values()):
+            raise ValueError('must be a JSON object of objects: {"<manager>": {<options>}}')
+        return parsed
 
     @property
     def paused(self) -> frozenset[str]:

@@ -13,6 +13,7 @@ from moving a delivery backwards.
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -108,12 +109,43 @@ class StatusEvent:
             "error_code": self.error_code,
             "error": self.error,
             "occurred_at": self.occurred_at,
-            "detail": dict(self.detail) if self.detail else None,
+            "detail": plain_detail(self.detail) or None,
         }
 
     def to_json(self) -> dict[str, Any]:
         """The JSON form (webhook bodies, the HTTP API): ``occurred_at`` as ISO 8601 UTC."""
         out = self.to_avro()
         out["occurred_at"] = self.occurred_at.astimezone(UTC).isoformat().replace("+00:00", "Z")
-        out["detail"] = dict(self.detail)
+        out["detail"] = plain_detail(self.detail)
         return out
+
+
+_PLAIN = (type(None), bool, int, float, str)
+_LONG = range(-(2**63), 2**63)
+
+
+def plain_detail(detail: Mapping[str, Any]) -> dict[str, Any]:
+    """``detail`` in the shape the status topic's schema holds, the same for every reader.
+
+    A value may be a plain value (null, boolean, integer, number, string), a list of plain
+    values, or a map of plain values. Anything deeper (a third-party service manager's nested
+    detail, say) is kept as its JSON text rather than refused: the event must never be lost for
+    its detail. Integers beyond 64 bits become text for the same reason.
+    """
+
+    def plain(value: Any) -> Any:
+        if isinstance(value, int) and not isinstance(value, bool) and value not in _LONG:
+            return str(value)
+        if isinstance(value, _PLAIN):
+            return value
+        return json.dumps(value, default=str, sort_keys=True, ensure_ascii=False)
+
+    out: dict[str, Any] = {}
+    for key, value in detail.items():
+        if isinstance(value, list | tuple):
+            out[str(key)] = [plain(v) for v in value]
+        elif isinstance(value, Mapping):
+            out[str(key)] = {str(k): plain(v) for k, v in value.items()}
+        else:
+            out[str(key)] = plain(value)
+    return out

@@ -61,6 +61,8 @@ class SandboxTransport:
             "body": message.body,
             "file_url": message.file_url,
             "reference": message.reference,
+            "messaging_service_sid": message.extras.get("messaging_service_sid"),
+            "send_as_mms": message.extras.get("send_as_mms") is True,
             "attempt": message.attempt,
             "at": time.time(),
         }
@@ -68,7 +70,10 @@ class SandboxTransport:
         if self.outbox is not None:
             line = json.dumps(record, ensure_ascii=False) + "\n"
             await asyncio.to_thread(_append, self.outbox, line)
-        return SendResult(provider_id, "delivered", {"sandbox": True})
+        detail: dict[str, Any] = {"sandbox": True}
+        if message.sender:
+            detail["from"] = message.sender  # as a provider tells the number it sent from
+        return SendResult(provider_id, "delivered", detail)
 
     async def _misbehave(self, behaviour: Mapping[str, Any], attempt: int) -> None:
         delay = behaviour.get("delay_ms")

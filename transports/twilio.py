@@ -13,8 +13,8 @@ Channel options (``channels.<sms|whatsapp|voice>`` of a client)::
     api_base: http://127.0.0.1:8080          # tests: a local server instead of api.twilio.com
     machine_detection: Enable                # voice only: Twilio answering-machine detection
 
-The sender is ``message.sender`` when set; else the Messaging Service when configured; else the
-first ``from``. What is sent:
+The sender is ``message.sender`` when set; else the Messaging Service (``extras.messaging_service_sid``
+when a service manager chose one, else the channel's); else the first ``from``. What is sent:
 
 - ``sms``: the Messages API. A ``file_url`` that is an image (``.jpg .jpeg .png .gif``, or
   ``extras.media: true``) makes it an MMS (``MediaUrl``); any other file is appended to the body
@@ -240,11 +240,17 @@ def message_request(options: TwilioOptions, message: OutboundMessage) -> tuple[s
     """
     whatsapp = options.channel == "whatsapp"
     params: dict[str, Any] = {"to": _address(message.to, whatsapp=whatsapp)}
+    # A service manager (per-client-messageservices) may name the Messaging Service per message.
+    service = message.extras.get("messaging_service_sid") or options.messaging_service_sid
+    if not (service is None or (isinstance(service, str) and _SERVICE_SID.fullmatch(service))):
+        raise PermanentError(
+            "extras.messaging_service_sid must be MG followed by 32 hex digits", code="bad-extras"
+        )
     if message.sender:
         key = message.sender.removeprefix(_WHATSAPP)
         params["from_"] = _address(key, whatsapp=whatsapp)
-    elif options.messaging_service_sid:
-        key = options.messaging_service_sid
+    elif service:
+        key = service
         params["messaging_service_sid"] = key
     else:
         key = options.senders[0]

@@ -24,6 +24,7 @@ from __future__ import annotations
 import logging
 import time
 import urllib.parse
+from collections.abc import Mapping
 from typing import Final, cast
 
 from aiohttp import web
@@ -104,7 +105,7 @@ async def _status_callback(sb: Switchboard, view: View, request: web.Request) ->
             address=params.get("To", "").removeprefix("whatsapp:"), status=status, attempt=int(attempt),
             provider_message_id=params.get("MessageSid") or None, error_code=error_code,
             error=f"Twilio error {error_code}" if error_code else None, occurred_at=time.time(),
-            detail={"twilio_status": twilio_status},
+            detail=_callback_detail(params, twilio_status),
         ))  # fmt: skip
     sb.metrics.provider_callbacks.labels("twilio", twilio_status).inc()
     return view.text("", status=200)
@@ -146,7 +147,20 @@ async def _inbound(sb: Switchboard, view: View, request: web.Request) -> Respons
             extra={"client_id": client.client_id, "applied": applied},
         )
         sb.metrics.optouts.labels(kind).inc()
+        if kind == "opt-out":
+            await sb.managers.opted_out(client, "sms", sender, sender=to or None, reason="keyword",
+                                        at=time.time())  # fmt: skip
     return view.text(optout.reply(kind, client.help_text), content_type=_TWIML)
+
+
+def _callback_detail(params: Mapping[str, str], twilio_status: str) -> dict[str, str]:
+    """What a status callback tells beyond the status: the sender the message went out from
+    (sticky-sender remembers it), without Twilio's ``whatsapp:`` prefix."""
+    detail = {"twilio_status": twilio_status}
+    sender = params.get("From", "").removeprefix("whatsapp:")
+    if sender:
+        detail["from"] = sender
+    return detail
 
 
 def _client_for_number(

@@ -730,9 +730,14 @@ class ManagerError:
     def as_dict(self) -> dict[str, str]:
         return {"manager": self.manager, "hook": self.hook, "error": self.error}
 
+    def __str__(self) -> str:
+        """``<manager>.<hook>: <error>``, as listed in a status event's detail."""
+        return f"{self.manager}.{self.hook}: {self.error}"
+
 
 def _errors_detail(errors: tuple[ManagerError, ...]) -> dict[str, Any]:
-    return {DETAIL_KEY: [e.as_dict() for e in errors]} if errors else {}
+    # Plain strings: a status event's detail holds lists of plain values only (Avro).
+    return {DETAIL_KEY: [str(e) for e in errors]} if errors else {}
 
 
 @dataclass(frozen=True, slots=True)
@@ -805,9 +810,9 @@ class SessionStartOutcome:
 
     @property
     def detail(self) -> dict[str, Any]:
-        out: dict[str, Any] = {}
-        if self.details:
-            out["service_managers"] = {k: dict(v) for k, v in self.details.items()}
+        """For the status events: each manager's ``detail`` under its name (a map of plain
+        values, as a status event's detail can hold), and the errors."""
+        out: dict[str, Any] = {name: dict(v) for name, v in self.details.items()}
         return out | _errors_detail(self.errors)
 
 

@@ -1,4 +1,5 @@
-"""A local Twilio REST API (Messages and Calls) for tests, speaking Twilio's real wire protocol.
+"""A local Twilio REST API (Messages, Calls and Lookup v2) for tests, speaking Twilio's real wire
+protocol.
 
 It answers what the official ``twilio`` SDK sends, so transports are tested through the SDK:
 
@@ -14,6 +15,21 @@ It answers what the official ``twilio`` SDK sends, so transports are tested thro
   invalid ``To`` (21211), no sender (21603 / 21213), nothing to send (21602), a body over 1600
   characters (21617), WhatsApp and non-WhatsApp addresses mixed (21910), a call without
   ``Url``/``Twiml``/``ApplicationSid`` (21205).
+- ``GET /v2/PhoneNumbers/{PhoneNumber}?Fields=line_type_intelligence`` (Lookup v2, the number
+  URL-escaped: ``%2B1415...``), with the same HTTP Basic auth (``401``/20003 otherwise). ``200``
+  with Lookup's JSON: ``calling_country_code``, ``country_code``, ``phone_number``,
+  ``national_format``, ``valid``, ``validation_errors``, ``caller_name``, ``sim_swap``,
+  ``call_forwarding``, ``line_type_intelligence`` (``carrier_name``, ``error_code``,
+  ``mobile_country_code``, ``mobile_network_code``, ``type``; null unless ``Fields`` asks for
+  it), ``url`` and the other packages' keys (null). A number's line type is ``mobile`` unless
+  scripted in :attr:`FakeTwilioServer.line_types` (Twilio's ``type`` values, or ``invalid``:
+  ``valid: false`` with ``validation_errors``, as Twilio answers a number that cannot exist);
+  :attr:`FakeTwilioServer.line_type_errors` gives a number a line-type ``error_code`` instead
+  (60600 unprovisioned, 60601 Canadian numbers need approval)::
+
+      server.line_types["+14155550123"] = "landline"
+      server.line_type_errors["+16135550123"] = 60601
+      server.lookup_counts()                       # {"+14155550123": 1, ...}
 
 Every request is recorded (:attr:`FakeTwilioServer.requests`, in arrival order, with every form
 value) before it is answered. Answers can be scripted, for one destination or for all, forever or
@@ -23,6 +39,12 @@ value) before it is answered. Answers can be scripted, for one destination or fo
     server.script(Behaviour.rate_limited(retry_after=7), times=1)
     server.script(Behaviour(delay=2.0))          # answer normally, two seconds late
     server.script(Behaviour.dropped())           # read the request, close the connection
+    server.script(Behaviour.error(503, 20500), to="+14155550123", lookup=True)  # Lookup only
+
+Lookup requests have scripts of their own (``lookup=True``, keyed by the number looked up), so
+a lookup never consumes a Messages or Calls script, nor the other way round. A lookup is recorded
+with ``resource="Lookups"``, its number in ``phone_number`` and its query in ``form``
+(:meth:`FakeTwilioServer.lookups`, :meth:`FakeTwilioServer.lookup_counts`).
 
 :meth:`FakeTwilioServer.send_status_callback` plays Twilio's part afterwards: it POSTs (or GETs,
 per ``StatusCallbackMethod``) the status to the ``StatusCallback`` URL a resource was created
@@ -58,6 +80,7 @@ import hmac
 import re
 import secrets
 import xml.etree.ElementTree as ET
+from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from email.utils import formatdate
@@ -66,6 +89,7 @@ from typing import Any, Literal, Self
 from urllib.parse import urlencode, urljoin, urlsplit
 
 import aiohttp
+import phonenumbers
 from aiohttp import web
 from twilio.request_validator import RequestValidator
 from yarl import URL
@@ -88,8 +112,22 @@ TEST_AUTH_TOKEN = "fake-twilio-token-" + "5" * 14
 API_VERSION = "2010-04-01"
 _E164 = re.compile(r"(whatsapp:)?\+[1-9]\d{1,14}")
 _PATH = "/2010-04-01/Accounts/{account_sid}/{resource:Messages|Calls}.json"
+_LOOKUP_PATH = "/v2/PhoneNumbers/{phone_number}"
 
-Resource = Literal["Messages", "Calls"]
+Resource = Literal["Messages", "Calls", "Lookups"]
+
+#: What the fake answers for each Lookup ``type``: (carrier_name, mobile_country_code,
+#: mobile_network_code). Twilio gives no carrier data for the types not listed here.
+_CARRIERS: Mapping[str, tuple[str, str | None, str | None]] = {
+    "mobile": ("Fake Wireless", "310", "260"),
+    "landline": ("Fake Telephone Company", None, None),
+    "fixedVoip": ("Fake Cable - Fixed VoIP", None, None),
+    "nonFixedVoip": ("Fake VoIP - SVR", "313", "981"),
+}
+#: The keys of a Lookup v2 answer for the data packages the fake does not implement (null).
+_OTHER_PACKAGES = ("caller_name", "sim_swap", "call_forwarding", "line_status", "identity_match",
+                   "reassigned_number", "sms_pumping_risk", "phone_number_quality_score",
+                   "pre_fill")  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,14 +173,20 @@ class RecordedRequest:
     """One request as received (before it was answered)."""
 
     resource: Resource
+    #: The account in the path; for ``Lookups`` (no account in the path), the Basic login.
     account_sid: str
-    #: Every form field with all its values, in the order sent (``MediaUrl`` may repeat).
+    #: Every form field with all its values, in the order sent (``MediaUrl`` may repeat); for
+    #: ``Lookups``, the query parameters (``Fields``).
     form: Mapping[str, tuple[str, ...]]
     #: Whether the Basic credentials were the server's.
     authorized: bool
     #: The server loop's clock (``loop.time()``) when the request arrived.
     received_at: float
     headers: Mapping[str, str] = field(default_factory=dict)
+    #: ``Lookups``: the number looked up, unescaped (``+14155550123``); None otherwise.
+    phone_number: str | None = None
+    #: The request's path and query as sent, still escaped (``/v2/PhoneNumbers/%2B1415...``).
+    raw_path: str = ""
 
     def get(self, name: str) -> str | None:
         """The (first) value of form field ``name``, or None."""
@@ -227,7 +271,7 @@ class _Script:
 
 
 class FakeTwilioServer:
-    """Twilio's Messages and Calls APIs on ``127.0.0.1`` (see the module docs)."""
+    """Twilio's Messages, Calls and Lookup v2 APIs on ``127.0.0.1`` (see the module docs)."""
 
     def __init__(
         self,
@@ -248,6 +292,15 @@ class FakeTwilioServer:
         #: The creating request of each resource, by SID.
         self.created_by: dict[str, RecordedRequest] = {}
         self._scripts: dict[str | None, list[_Script]] = {}
+        self._lookup_scripts: dict[str | None, list[_Script]] = {}
+        #: Lookup: the line ``type`` answered per E.164 number (Twilio's values: ``mobile``,
+        #: ``landline``, ``fixedVoip``, ``nonFixedVoip``, ``tollFree``, ``personal``,
+        #: ``premium``, ``sharedCost``, ``uan``, ``voicemail``, ``pager``, ``unknown``), or
+        #: ``invalid`` for ``valid: false``. Numbers not here are :attr:`default_line_type`.
+        self.line_types: dict[str, str] = {}
+        self.default_line_type = "mobile"
+        #: Lookup: a line-type ``error_code`` per number (``type`` and carrier then null).
+        self.line_type_errors: dict[str, int] = {}
         #: Every driven call, in the order the driving started (see :meth:`plan_call`).
         self.drives: list[CallDrive] = []
         self._plans: dict[str | None, CallPlan] = {}
@@ -261,6 +314,7 @@ class FakeTwilioServer:
     async def start(self) -> Self:
         app = web.Application()
         app.router.add_post(_PATH, self._handle)
+        app.router.add_get(_LOOKUP_PATH, self._handle_lookup)
         self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.host, self.port)
@@ -299,20 +353,28 @@ class FakeTwilioServer:
     # -- scripting and inspection ------------------------------------------------------------
 
     def script(
-        self, behaviour: Behaviour, *, to: str | None = None, times: int | None = None
+        self,
+        behaviour: Behaviour,
+        *,
+        to: str | None = None,
+        times: int | None = None,
+        lookup: bool = False,
     ) -> None:
         """Answer requests to ``to`` (any destination when None) with ``behaviour``.
 
         ``times`` limits how many requests it answers; None means all of them. A destination is
-        matched with or without its ``whatsapp:`` prefix.
+        matched with or without its ``whatsapp:`` prefix. ``lookup``: the script answers Lookup
+        requests for the number ``to`` (any number when None) instead of Messages and Calls.
         """
         if times is not None and times < 1:
             raise ValueError("times must be at least 1")
         key = None if to is None else to.removeprefix("whatsapp:")
-        self._scripts.setdefault(key, []).append(_Script(behaviour, times))
+        scripts = self._lookup_scripts if lookup else self._scripts
+        scripts.setdefault(key, []).append(_Script(behaviour, times))
 
     def clear_scripts(self) -> None:
         self._scripts.clear()
+        self._lookup_scripts.clear()
 
     def plan_call(self, plan: CallPlan, *, to: str | None = None) -> None:
         """Drive every call created to ``to`` (any destination when None) as ``plan`` says.
@@ -328,6 +390,18 @@ class FakeTwilioServer:
 
     def calls(self) -> list[RecordedRequest]:
         return [r for r in self.requests if r.resource == "Calls"]
+
+    def lookups(self, phone_number: str | None = None) -> list[RecordedRequest]:
+        """The Lookup requests received (of ``phone_number`` only, when given), in order."""
+        return [
+            r
+            for r in self.requests
+            if r.resource == "Lookups" and (phone_number is None or r.phone_number == phone_number)
+        ]
+
+    def lookup_counts(self) -> Counter[str]:
+        """How many Lookup requests each number got (authorized or not, answered or not)."""
+        return Counter(str(r.phone_number) for r in self.lookups())
 
     # -- status callbacks --------------------------------------------------------------------
 
@@ -422,15 +496,11 @@ class FakeTwilioServer:
             authorized=self._authorized(request.headers.get("Authorization")),
             received_at=asyncio.get_running_loop().time(),
             headers={k: v for k, v in request.headers.items() if k.lower() != "authorization"},
+            raw_path=request.raw_path,
         )
         self.requests.append(recorded)
-        behaviour = self._next_behaviour(recorded.to)
-        if behaviour is not None and behaviour.delay > 0:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._closing.wait(), behaviour.delay)
-        if behaviour is not None and behaviour.drop:
-            assert request.transport is not None
-            request.transport.close()
+        behaviour = self._next_behaviour(self._scripts, recorded.to)
+        if await self._delay_or_drop(behaviour, request):
             return web.Response()  # never reaches the client: the connection is gone
         if not recorded.authorized:
             return _error(401, 20003, "Authenticate")
@@ -447,6 +517,81 @@ class FakeTwilioServer:
             return self._create_message(recorded)
         return self._create_call(recorded)
 
+    async def _handle_lookup(self, request: web.Request) -> web.StreamResponse:
+        number = request.match_info["phone_number"]  # unescaped by the router: %2B -> +
+        header = request.headers.get("Authorization")
+        recorded = RecordedRequest(
+            resource="Lookups",
+            account_sid=_basic_login(header),
+            form=_fields(request.query.items()),
+            authorized=self._authorized(header),
+            received_at=asyncio.get_running_loop().time(),
+            headers={k: v for k, v in request.headers.items() if k.lower() != "authorization"},
+            phone_number=number,
+            raw_path=request.raw_path,
+        )
+        self.requests.append(recorded)
+        behaviour = self._next_behaviour(self._lookup_scripts, number)
+        if await self._delay_or_drop(behaviour, request):
+            return web.Response()  # never reaches the client: the connection is gone
+        if not recorded.authorized:
+            return _error(401, 20003, "Authenticate")
+        if behaviour is not None and behaviour.status is not None:
+            return _error(
+                behaviour.status,
+                behaviour.code,
+                behaviour.message or f"Scripted error {behaviour.code}",
+                retry_after=behaviour.retry_after,
+            )
+        fields = {f.strip() for v in recorded.getall("Fields") for f in v.split(",")}
+        return web.json_response(self._lookup_answer(number, "line_type_intelligence" in fields))
+
+    def _lookup_answer(self, number: str, line_type_wanted: bool) -> dict[str, Any]:
+        """Lookup v2's PhoneNumber answer for ``number``, as scripted (see the module docs)."""
+        try:
+            parsed: phonenumbers.PhoneNumber | None = phonenumbers.parse(number, None)
+        except phonenumbers.NumberParseException:
+            parsed = None
+        kind = self.line_types.get(number, self.default_line_type)
+        valid = parsed is not None and _E164.fullmatch(number) is not None and kind != "invalid"
+        answer: dict[str, Any] = {
+            "calling_country_code": str(parsed.country_code) if parsed is not None else None,
+            "country_code": phonenumbers.region_code_for_number(parsed) if parsed else None,
+            "phone_number": number,
+            "national_format": phonenumbers.format_number(
+                parsed, phonenumbers.PhoneNumberFormat.NATIONAL
+            ) if parsed is not None and valid else None,
+            "valid": valid,
+            "validation_errors": [] if valid else [
+                "INVALID_BUT_POSSIBLE" if parsed is not None else "NOT_A_NUMBER"
+            ],
+            **dict.fromkeys(_OTHER_PACKAGES),
+            "line_type_intelligence": None,
+            "url": f"{self.base_url}/v2/PhoneNumbers/{number}",
+        }  # fmt: skip
+        if valid and line_type_wanted:
+            error = self.line_type_errors.get(number)
+            carrier, mcc, mnc = _CARRIERS.get(kind, (None, None, None))
+            answer["line_type_intelligence"] = {
+                "carrier_name": carrier if error is None else None,
+                "error_code": error,
+                "mobile_country_code": mcc if error is None else None,
+                "mobile_network_code": mnc if error is None else None,
+                "type": kind if error is None else None,
+            }
+        return answer
+
+    async def _delay_or_drop(self, behaviour: Behaviour | None, request: web.Request) -> bool:
+        """Wait out ``behaviour``'s delay; close the connection (True) when it drops it."""
+        if behaviour is not None and behaviour.delay > 0:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._closing.wait(), behaviour.delay)
+        if behaviour is not None and behaviour.drop:
+            assert request.transport is not None
+            request.transport.close()
+            return True
+        return False
+
     def _authorized(self, header: str | None) -> bool:
         if not header:
             return False
@@ -458,12 +603,13 @@ class FakeTwilioServer:
             auth.password.encode(), self.auth_token.encode()
         )
 
-    def _next_behaviour(self, to: str | None) -> Behaviour | None:
+    @staticmethod
+    def _next_behaviour(table: dict[str | None, list[_Script]], to: str | None) -> Behaviour | None:
         keys: list[str | None] = [None]
         if to is not None:
             keys.insert(0, to.removeprefix("whatsapp:"))
         for key in keys:
-            scripts = self._scripts.get(key)
+            scripts = table.get(key)
             if not scripts:
                 continue
             first = scripts[0]
@@ -706,6 +852,13 @@ def _fields(items: Iterable[tuple[str, object]]) -> dict[str, tuple[str, ...]]:
             text = str(value)
         fields.setdefault(name, []).append(text)
     return {name: tuple(values) for name, values in fields.items()}
+
+
+def _basic_login(header: str | None) -> str:
+    try:
+        return aiohttp.BasicAuth.decode(header).login if header else ""
+    except ValueError:
+        return ""
 
 
 def _sid(prefix: str) -> str:

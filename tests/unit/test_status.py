@@ -197,3 +197,27 @@ def test_each_event_has_a_unique_id_and_a_utc_time() -> None:
     assert a.event_id != b.event_id
     assert a.occurred_at.tzinfo is not None
     assert a.occurred_at.utcoffset() == timedelta(0)
+
+
+def test_a_detail_too_deep_for_the_schema_is_kept_as_json_text_not_refused() -> None:
+    from switchboard.status import StatusEvent, plain_detail
+    from switchboard.wire import encode_record, read_record
+
+    detail = {
+        "counts": {"delivered": 2},
+        "errors": ["a.on_message_send: boom", {"nested": [1, 2]}],
+        "plugin": {"deep": {"deeper": True}},
+        "huge": 2**70,
+        "flag": True,
+    }
+    assert plain_detail(detail) == {
+        "counts": {"delivered": 2},
+        "errors": ["a.on_message_send: boom", '{"nested": [1, 2]}'],
+        "plugin": {"deep": '{"deeper": true}'},
+        "huge": str(2**70),
+        "flag": True,
+    }
+    event = StatusEvent("s", "c", "delivered", detail=detail)
+    value, _ = encode_record("status_event", event.to_avro())  # would raise before
+    assert read_record("status_event", value)["detail"] == plain_detail(detail)
+    assert event.to_json()["detail"] == plain_detail(detail), "webhooks carry the same shape"

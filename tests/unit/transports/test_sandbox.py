@@ -44,7 +44,7 @@ async def test_records_in_memory_and_answers_delivered() -> None:
     assert result.status == "delivered"
     assert result.provider_message_id is not None
     assert result.provider_message_id.startswith("sandbox-")
-    assert result.detail == {"sandbox": True}
+    assert result.detail == {"sandbox": True, "from": "+14155550199"}, "tells its sender"
     (record,) = sandbox.sent
     assert record["provider_message_id"] == result.provider_message_id
     assert {k: v for k, v in record.items() if k not in ("provider_message_id", "at")} == {
@@ -56,6 +56,8 @@ async def test_records_in_memory_and_answers_delivered() -> None:
         "file_url": "https://example.com/a.jpg",
         "reference": "s1/0/sms",
         "attempt": 2,
+        "messaging_service_sid": None,
+        "send_as_mms": False,
     }
     assert abs(record["at"] - time.time()) < 60
 

@@ -197,6 +197,19 @@ async def test_messaging_service_alone_is_enough(
     assert server.messages()[0].get("MessagingServiceSid") == SERVICE_SID
 
 
+async def test_a_messaging_service_chosen_per_message_wins_over_the_first_number(
+    make: MakeTransport, server: FakeTwilioServer
+) -> None:
+    """What the per-client-messageservices manager asks for, through extras."""
+    transport = make()
+    await transport.send(sms(extras={"messaging_service_sid": SERVICE_SID}))
+    with pytest.raises(PermanentError, match="MG followed by 32 hex digits"):
+        await transport.send(sms(extras={"messaging_service_sid": "MG-not-a-sid"}))
+
+    [sent] = server.messages()
+    assert sent.get("MessagingServiceSid") == SERVICE_SID and "From" not in sent.form
+
+
 async def test_whatsapp_free_text(make: MakeTransport, server: FakeTwilioServer) -> None:
     result = await make("whatsapp", **{"from": "whatsapp:+14155550102"}).send(
         OutboundMessage(channel="whatsapp", to=RECIPIENT, body="Your order shipped")
