@@ -40,7 +40,7 @@ from streams.sessions import load_session
 from switchboard import optout, records
 from switchboard.errors import ConfigError
 from switchboard.records import DispatchJob, Report, SessionState
-from switchboard.retry import next_attempt_at
+from switchboard.retry import next_attempt_of_session
 from switchboard.windows import delivery_release
 from transports.base import OutboundMessage, SendResult
 from transports.errors import RetryableError, TransportError, Withdrawn
@@ -190,11 +190,9 @@ def _retry_at(
     """When attempt n+1 is due, for a retryable failure with attempts left (else None)."""
     if not failure.retryable or session is None:
         return None
-    options = session.options
-    intervals = [float(m) for m in str(options.get("retryIntervalMinutes", "60")).split(",")]
-    at = next_attempt_at(datetime.now(UTC), job.attempt, int(options.get("retries", 0)), intervals,
-                         retry_after=failure.retry_after)  # fmt: skip
-    return at.timestamp() if at is not None else None
+    return next_attempt_of_session(
+        session.options, job.attempt, datetime.now(UTC), failure.retry_after
+    )
 
 
 async def _send(

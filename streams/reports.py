@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+from collections.abc import Mapping
 from datetime import UTC, datetime
+from typing import Any
 
 from faust.types import EventT, StreamT
 
@@ -26,8 +28,10 @@ from streams.guard import guarded, quarantine
 from streams.managers import merge_detail
 from streams.sessions import load_session
 from switchboard import records
-from switchboard.records import DeliveryState, Progress, Report
-from switchboard.status import Status, StatusEvent, advances, is_final
+from switchboard.deliveries import apply_report
+from switchboard.records import DeliveryState, Progress, Report, Retry
+from switchboard.retry import next_attempt_of_session
+from switchboard.status import StatusEvent, is_final
 
 __all__ = ["load_delivery", "load_progress", "register"]
 
@@ -53,54 +57,20 @@ def load_progress(sb: Switchboard, session_id: str) -> Progress:
 
 async def _handle(sb: Switchboard, event: EventT[bytes]) -> None:
     report = records.decode(Report, event.value)
-    if load_session(sb, report.session_id) is None:
+    session = load_session(sb, report.session_id)
+    if session is None:
         # A provider's callback for a message this deployment did not send (or whose session
         # expired): recorded, not applied.
         await quarantine(
             sb, event, "reports", LookupError(f"a report for unknown session {report.session_id}")
         )
         return
+    if report.retry_if_allowed and report.retry_at is None:
+        report = _with_retry(report, session.options)
     old = load_delivery(sb, report.key)
     if report.reopen and old is not None and is_final(old.status):
         await _uncount_final(sb, report.session_id, old.status)
-    state = None if report.reopen else old
-    events: list[StatusEvent] = []
-    for status in report.statuses:
-        # A failure with a retry ahead is reported as `failed` but leaves the delivery waiting
-        # (scheduled) for its next attempt, so that attempt's statuses move it on.
-        resting: Status = (
-            "scheduled" if status == "failed" and report.retry_at is not None else status
-        )
-        moved = advances(
-            resting, report.attempt, state.status if state else None, state.attempt if state else 0
-        )
-        redeferred = status == "deferred" and state is not None and state.status == "deferred"
-        if not (moved or redeferred):
-            log.debug("report changes nothing", extra={"delivery": report.key, "status": status})
-            continue
-        state = DeliveryState(
-            status=resting,
-            attempt=max(report.attempt, state.attempt if state else 0),
-            address=report.address or (state.address if state else ""),
-            updated_at=report.occurred_at,
-            provider_message_id=report.provider_message_id
-            or (state.provider_message_id if state else None),
-            error_code=report.error_code,
-            error=report.error,
-        )
-        events.append(StatusEvent(
-            session_id=report.session_id,
-            client_id=report.client_id,
-            status=status,
-            recipient=state.address or None,
-            channel=report.channel,
-            attempt=report.attempt,
-            provider_message_id=report.provider_message_id,
-            error_code=report.error_code,
-            error=report.error,
-            detail=report.detail if status == report.status else {},
-            occurred_at=datetime.fromtimestamp(report.occurred_at, UTC),
-        ))  # fmt: skip
+    state, events = apply_report(report, None if report.reopen else old)
     if state is None or state is old:
         return
     client = sb.clients.get(report.client_id)
@@ -114,11 +84,32 @@ async def _handle(sb: Switchboard, event: EventT[bytes]) -> None:
             )
     for status_event in events:
         await sb.publish_status(status_event)
+    if old is not None and old.status == "sent" and report.status != "expired":
+        # The final report came (or a retry is due): the expiry timer set at the send is moot.
+        await sb.cancel_timer(f"expire:{report.key}#{old.attempt}", report.session_id.encode())
+    if report.retry_if_allowed and report.retry_at is not None:
+        # Only for a report that moved its delivery on: a repeated callback schedules nothing.
+        retry = Retry(report.session_id, report.index, report.channel, report.attempt + 1)
+        await sb.schedule_at(f"job:{report.key}#{retry.attempt}", report.retry_at, sb.topics.sessions,
+                             report.session_id.encode(), records.encode(retry))  # fmt: skip
     sb.tables.deliveries[report.key.encode()] = records.encode(state)
     if is_final(state.status) and (report.reopen or not (old is not None and is_final(old.status))):
         await _count_final(
             sb, report.session_id, report.client_id, state.status, report.occurred_at
         )
+
+
+def _with_retry(report: Report, options: Mapping[str, Any]) -> Report:
+    """``report`` with the time of the next attempt, when the session's retries allow one."""
+    at = next_attempt_of_session(
+        options, max(report.attempt, 1), datetime.fromtimestamp(report.occurred_at, UTC)
+    )
+    if at is None:
+        return report
+    when = datetime.fromtimestamp(at, UTC).isoformat().replace("+00:00", "Z")
+    return dataclasses.replace(
+        report, retry_at=at, retryable=True, detail={**report.detail, "retry_at": when}
+    )
 
 
 async def _uncount_final(sb: Switchboard, session_id: str, status: str) -> None:

@@ -49,6 +49,7 @@ from switchboard.records import (
     OpenSession,
     Report,
     Resend,
+    Retry,
     SessionState,
     Trigger,
 )
@@ -105,6 +106,8 @@ async def _handle(sb: Switchboard, event: EventT[bytes]) -> None:
         await _cancel(sb, state)
     elif isinstance(command, CancelChunk):
         await _cancel_chunk(sb, state, command.chunk, command.blocked)
+    elif isinstance(command, Retry):
+        await _retry(sb, state, command)
     else:
         await _resend(sb, state, command.chunk)
 
@@ -340,6 +343,26 @@ async def _resend(sb: Switchboard, state: SessionState, chunk: int) -> None:
         await dispatch_or_defer(sb, job, now)
     if chunk + 1 < state.chunks:
         await sb.command(Resend(state.session_id, chunk + 1))
+
+
+async def _retry(sb: Switchboard, state: SessionState, cmd: Retry) -> None:
+    """Dispatch attempt ``cmd.attempt`` of one delivery: its job is rebuilt from the stored
+    audience, as the fan-out built it (a callback's retry has no job at hand)."""
+    if state.status == "cancelled":
+        return
+    chunk = cmd.index // CHUNK_SIZE
+    raw = sb.tables.audiences.get(f"{state.session_id}:{chunk}".encode())
+    now = time.time()
+    for item in plan_chunk(state, chunk, json.loads(raw) if raw is not None else [], now=now):
+        if (
+            isinstance(item, DispatchJob)
+            and item.index == cmd.index
+            and item.channel == cmd.channel
+        ):
+            await dispatch_or_defer(sb, dataclasses.replace(item, attempt=cmd.attempt), now)
+            return
+    log.error("retry for a delivery the session does not have",
+              extra={"session_id": state.session_id, "index": cmd.index, "channel": cmd.channel})  # fmt: skip
 
 
 async def _cancel(sb: Switchboard, state: SessionState) -> None:

@@ -156,6 +156,18 @@ class Resend:
 
 
 @dataclass(frozen=True, slots=True)
+class Retry:
+    """Dispatch attempt ``attempt`` of one delivery (audience ``index``, ``channel``): a retry
+    that the report agent scheduled after a provider's callback said the attempt failed."""
+
+    KIND: ClassVar[str] = "retry"
+    session_id: str
+    index: int
+    channel: str
+    attempt: int
+
+
+@dataclass(frozen=True, slots=True)
 class Claim:
     """Open the session of an instruction with an idempotency key, unless the key's fresh
     record names one already. Keyed by the key's anchor (``session_id`` here), whose partition
@@ -175,7 +187,16 @@ class Claim:
 
 
 SessionCommand = (
-    OpenSession | AudienceChunk | Discard | FanOut | Trigger | Cancel | CancelChunk | Resend | Claim
+    OpenSession
+    | AudienceChunk
+    | Discard
+    | FanOut
+    | Trigger
+    | Cancel
+    | CancelChunk
+    | Resend
+    | Retry
+    | Claim
 )
 _COMMANDS: dict[str, type[SessionCommand]] = {
     cls.KIND: cls
@@ -188,6 +209,7 @@ _COMMANDS: dict[str, type[SessionCommand]] = {
         Cancel,
         CancelChunk,
         Resend,
+        Retry,
         Claim,
     )
 }
@@ -250,6 +272,9 @@ class Report:
     retry_at: float | None = None
     #: A new round for this delivery (a re-send of a failed one): replaces its state.
     reopen: bool = False
+    #: A retryable failure told by a provider's callback (a busy or unanswered call): the report
+    #: agent sets ``retry_at`` and schedules the next attempt if the session allows one.
+    retry_if_allowed: bool = False
 
     @property
     def key(self) -> str:

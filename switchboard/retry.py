@@ -32,13 +32,15 @@ is not a finite number above 0, a ``retry_after`` that is negative or not finite
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
+from typing import Any
 
 __all__ = [
     "max_attempts",
     "next_attempt_at",
+    "next_attempt_of_session",
     "parse_retry_after",
     "retry_after_seconds",
     "retry_delay",
@@ -132,3 +134,13 @@ def _check_intervals(intervals_minutes: Sequence[float]) -> None:
 def retry_after_seconds(value: str | None) -> float | None:
     """:func:`parse_retry_after` read now: what a transport calls on a provider's answer."""
     return parse_retry_after(value, datetime.now(UTC))
+
+
+def next_attempt_of_session(
+    options: Mapping[str, Any], attempt: int, failed_at: datetime, retry_after: float | None = None
+) -> float | None:
+    """:func:`next_attempt_at` from a session's stored (validated) options, as epoch seconds:
+    ``retries`` (default 0) and ``retryIntervalMinutes`` (default ``"60"``)."""
+    intervals = [float(m) for m in str(options.get("retryIntervalMinutes", "60")).split(",")]
+    at = next_attempt_at(failed_at, attempt, int(options.get("retries", 0)), intervals, retry_after)
+    return at.timestamp() if at is not None else None

@@ -72,9 +72,12 @@ def supersedes(new: Status, old: Status | None) -> bool:
 
 def advances(new: Status, new_attempt: int, old: Status | None, old_attempt: int) -> bool:
     """:func:`supersedes`, knowing attempts: a later attempt of a delivery that is not final
-    (waiting for a retry) always moves it, whatever the order of statuses within attempts."""
+    (waiting for a retry) always moves it, whatever the order of statuses within attempts; an
+    earlier attempt's news (a late callback, its expiry timer) never moves a later attempt."""
     if old is not None and new_attempt > old_attempt and old not in FINAL:
         return True
+    if old is not None and new_attempt < old_attempt:
+        return False
     return supersedes(new, old)
 
 

@@ -52,6 +52,14 @@ STATUS_MAP: Final[dict[str, Status | None]] = {
     "undelivered": "undelivered", "failed": "failed", "canceled": "cancelled",
     "partially_delivered": "undelivered",
 }  # fmt: skip
+#: Twilio's CallStatus (a voice broadcast's final callback) -> the delivery status it means.
+#: An answered call is the delivery; busy and no-answer are failures worth another attempt.
+CALL_STATUS_MAP: Final[dict[str, Status | None]] = {
+    "queued": None, "initiated": None, "ringing": None, "in-progress": None,
+    "completed": "delivered", "busy": "failed", "no-answer": "failed", "failed": "failed",
+    "canceled": "cancelled",
+}  # fmt: skip
+_CALL_RETRYABLE: Final = frozenset({"busy", "no-answer"})
 _TWIML: Final = "application/xml"
 
 
@@ -88,6 +96,10 @@ async def _status_callback(sb: Switchboard, view: View, request: web.Request) ->
             return view.text("", status=200)
         sb.metrics.rejections.labels("twilio-signature").inc()
         return view.text("invalid signature", status=403)
+    if params.get("CallStatus") and not params.get("MessageStatus"):
+        return await _call_status(
+            sb, view, request, params, delivery, int(attempt) if attempt.isdigit() else -1
+        )
     twilio_status = params.get("MessageStatus") or params.get("SmsStatus") or ""
     if not index.isdigit() or not attempt.isdigit() or twilio_status not in STATUS_MAP:
         await _record_unknown(
@@ -109,6 +121,49 @@ async def _status_callback(sb: Switchboard, view: View, request: web.Request) ->
         ))  # fmt: skip
     sb.metrics.provider_callbacks.labels("twilio", twilio_status).inc()
     return view.text("", status=200)
+
+
+async def _call_status(sb: Switchboard, view: View, request: web.Request, params: Mapping[str, str],
+                       delivery: str, attempt: int) -> Response:  # fmt: skip
+    """A voice broadcast's status callback (``CallStatus``). Busy and no-answer ask the report
+    agent for another attempt, which it schedules when the session's ``retries`` allow one."""
+    session_id, _, rest = delivery.partition("/")
+    index, _, channel = rest.partition("/")
+    call_status = params.get("CallStatus", "")
+    if (
+        channel != "voice"
+        or not index.isdigit()
+        or attempt < 1
+        or call_status not in CALL_STATUS_MAP
+    ):
+        await _record_unknown(
+            sb, request, f"a call status callback Switchboard cannot use ({call_status})"
+        )
+        return view.text("", status=200)
+    status = CALL_STATUS_MAP[call_status]
+    if status is not None:
+        retryable = call_status in _CALL_RETRYABLE
+        error_code = params.get("ErrorCode") or (call_status if status == "failed" else None)
+        detail = {"twilio_status": call_status}
+        detail.update(
+            {
+                k: params[v]
+                for k, v in (("answered_by", "AnsweredBy"), ("duration", "CallDuration"))
+                if params.get(v)
+            }
+        )
+        await sb.report(Report(
+            session_id=session_id, client_id=request.query.get("c", ""), channel="voice", index=int(index),
+            address=params.get("To", ""), status=status, attempt=attempt,
+            provider_message_id=params.get("CallSid") or None, error_code=error_code,
+            error=_CALL_ERRORS.get(call_status) or (f"Twilio error {error_code}" if error_code else None),
+            occurred_at=time.time(), retryable=retryable, retry_if_allowed=retryable, detail=detail,
+        ))  # fmt: skip
+    sb.metrics.provider_callbacks.labels("twilio", f"call-{call_status}").inc()
+    return view.text("", status=200)
+
+
+_CALL_ERRORS: Final = {"busy": "the line was busy", "no-answer": "nobody answered the call"}
 
 
 async def _inbound(sb: Switchboard, view: View, request: web.Request) -> Response:

@@ -50,7 +50,8 @@ def worker(
     sms = {"provider": "twilio", "account_sid": TEST_ACCOUNT_SID, "auth_token_env": "ACME_TWILIO_TOKEN",
            "from": [SENDER], "api_base": twilio.url, "rate_per_second": 5}  # fmt: skip
     document = {"clients": {"acme": {"api_keys": [api_key_digest(keys.acme)], "default_channels": ["sms"],
-                                     "channels": {"sms": sms}, "help_text": "Acme: reply STOP to stop."}}}  # fmt: skip
+                                     "channels": {"sms": sms, "voice": {**sms, "rate_per_second": 50}},
+                                     "help_text": "Acme: reply STOP to stop."}}}  # fmt: skip
     worker = make_worker(
         {"ACME_TWILIO_TOKEN": TEST_AUTH_TOKEN, "SWITCHBOARD_REPORT_TIMEOUT": "6"}, document=document
     )
@@ -287,3 +288,53 @@ def test_stop_while_messages_are_queued_sends_none_after_it(
         0.2,
         "a send after START",
     )
+
+
+def test_a_voice_broadcast_is_final_on_its_call_status_and_busy_is_retried(
+    worker: Worker, keys: Keys, statuses: TopicReader, twilio: BackgroundServer[FakeTwilioServer]
+) -> None:
+    """Twilio reports a broadcast call's end on its status callback (CallStatus): an answered
+    call is delivered; busy and no-answer are failures that the session's retries try again."""
+    busy_then_answers, never_answers = number(), number()
+    answer = worker.post({"transport": {"type": "voice", "message": "Your appointment is tomorrow"},
+                          "audience": [busy_then_answers, never_answers],
+                          "options": {"retries": 1, "retryIntervalMinutes": "0.02"}}, keys.acme)  # fmt: skip
+    assert answer.status == 202, answer.body
+    session_id = answer.body["session_id"]
+
+    def calls_to(to: str, count: int) -> list[str]:
+        twilio.wait_records(
+            lambda r: r.resource == "Calls" and r.get("To") == to, count, timeout=60
+        )
+        return [sid for sid, res in twilio.call(lambda: dict(twilio.fake.resources)).items()
+                if res.get("to") == to and sid.startswith("CA")]  # fmt: skip
+
+    [first] = calls_to(busy_then_answers, 1)
+    [other_first] = calls_to(never_answers, 1)
+    assert callback(twilio, first, "busy") == 200
+    assert callback(twilio, first, "busy") == 200, "a repeated callback schedules nothing more"
+    assert callback(twilio, other_first, "no-answer") == 200
+    failed = statuses.wait(
+        lambda e: e["recipient"] == busy_then_answers and e["status"] == "failed"
+    )[0]
+    assert (failed["error_code"], failed["attempt"]) == ("busy", 1) and "retry_at" in failed[
+        "detail"
+    ]
+
+    second = next(sid for sid in calls_to(busy_then_answers, 2) if sid != first)
+    [other_second] = [s for s in calls_to(never_answers, 2) if s != other_first]
+    assert callback(twilio, second, "completed") == 200
+    assert callback(twilio, other_second, "no-answer") == 200, "the last attempt: final"
+
+    done = completed(statuses, session_id)
+    assert done["detail"]["counts"] == {"delivered": 1, "failed": 1}
+    assert statuses_of(statuses, busy_then_answers) == [
+        "accepted",
+        "sent",
+        "failed",
+        "sent",
+        "delivered",
+    ]
+    assert statuses_of(statuses, never_answers) == ["accepted", "sent", "failed", "sent", "failed"]
+    time.sleep(2)
+    assert len(calls_to(busy_then_answers, 2)) == 2, "one retry, though busy was reported twice"

@@ -221,3 +221,12 @@ def test_a_detail_too_deep_for_the_schema_is_kept_as_json_text_not_refused() -> 
     value, _ = encode_record("status_event", event.to_avro())  # would raise before
     assert read_record("status_event", value)["detail"] == plain_detail(detail)
     assert event.to_json()["detail"] == plain_detail(detail), "webhooks carry the same shape"
+
+
+def test_an_earlier_attempts_news_never_moves_a_later_attempt() -> None:
+    from switchboard.status import advances
+
+    assert not advances("failed", 1, "sent", 2), "a late callback of attempt 1"
+    assert not advances("expired", 1, "sent", 2), "attempt 1's expiry timer"
+    assert advances("failed", 2, "sent", 2)
+    assert advances("sent", 2, "scheduled", 1), "the retry moves a waiting delivery"
