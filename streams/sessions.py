@@ -72,8 +72,24 @@ def register(sb: Switchboard) -> None:
 
 
 def load_session(sb: Switchboard, session_id: str) -> SessionState | None:
+    """The session, read from this worker's table. Every job, report and status event reads its
+    session, so the decoded state is kept while the stored bytes stay the same (comparing bytes
+    costs far less than decoding the JSON again)."""
     raw = sb.tables.sessions.get(session_id.encode())
-    return records.decode(SessionState, raw) if raw is not None else None
+    if raw is None:
+        return None
+    cached = _decoded.get(session_id)
+    if cached is not None and cached[0] == raw:
+        return cached[1]
+    state = records.decode(SessionState, raw)
+    if len(_decoded) >= 10_000:
+        _decoded.clear()
+    _decoded[session_id] = (raw, state)
+    return state
+
+
+#: session id -> (stored bytes, decoded state): see :func:`load_session`.
+_decoded: dict[str, tuple[bytes, SessionState]] = {}
 
 
 def _save(sb: Switchboard, state: SessionState) -> None:
