@@ -13,8 +13,9 @@ reports -> status: five hops), in one process of its own, fanned out per recipie
 hop like Switchboard. The baseline is what Kafka and Python cost without Faust, tables, status
 events or validation: the floor to compare against.
 
-``--provider twilio-fake`` sends SMS through the real Twilio transport to a local fake Twilio
-server that answers each request after ``--provider-latency-ms`` (default 20 ms), instead of the
+``--provider twilio-fake`` sends SMS through the real Twilio transport (the official SDK) to a
+lean local stand-in for Twilio's Messages API (``bench/twilio_responder.py``, a process of its
+own) that answers each request after ``--provider-latency-ms`` (default 20 ms), instead of the
 sandbox: with 100 requests in flight, provider latency should be hidden by concurrency.
 
     .venv/bin/python -m bench.pipeline --instructions 200 --recipients 50
@@ -28,6 +29,7 @@ import json
 import os
 import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import threading
@@ -281,23 +283,21 @@ def fake_provider(provider: str, latency_ms: int) -> Iterator[dict[str, Any]]:
     if provider == "sandbox":
         yield {"provider": "sandbox"}
         return
-    from tests.fakes.background import BackgroundServer
-    from tests.fakes.twilio_server import (
-        TEST_ACCOUNT_SID,
-        TEST_AUTH_TOKEN,
-        Behaviour,
-        FakeTwilioServer,
-    )
-
-    server = BackgroundServer(FakeTwilioServer)
-    server.start()
+    # A lean responder in a process of its own (bench/twilio_responder.py): the real Twilio's
+    # CPU is not on the worker's machine either.
+    responder = subprocess.Popen(
+        [sys.executable, "-m", "bench.twilio_responder", "--latency-ms", str(latency_ms)],
+        cwd=ROOT, stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
     try:
-        server.script(Behaviour.slow(latency_ms))
-        yield {"provider": "twilio", "account_sid": TEST_ACCOUNT_SID, "auth_token_env": "BENCH_TWILIO_TOKEN",
-               "from": ["+14155550100"], "api_base": server.url, "rate_per_second": 1_000_000, "max_in_flight": 100,
-               "_token": TEST_AUTH_TOKEN}  # fmt: skip
+        assert responder.stdout is not None
+        port = int(responder.stdout.readline())
+        yield {"provider": "twilio", "account_sid": "AC" + "0" * 32, "auth_token_env": "BENCH_TWILIO_TOKEN",
+               "from": ["+14155550100"], "api_base": f"http://127.0.0.1:{port}", "rate_per_second": 1_000_000,
+               "max_in_flight": 100, "_token": "bench-token"}  # fmt: skip
     finally:
-        server.stop()
+        responder.terminate()
+        responder.wait(10)
 
 
 # -- fan-out of one large instruction -----------------------------------------------------------

@@ -143,13 +143,8 @@ async def _send_and_report(
     if failure is None:
         assert result is not None
         sb.metrics.sends.labels(job.channel, provider, "ok").inc()
-        if result.status == "sent":
-            # A final report (a delivery callback) should follow; without one in time, the
-            # delivery is marked expired rather than left open for ever.
-            expired = _report(job, "expired", provider_message_id=result.provider_message_id,
-                              error_code="no-report", error=f"no final report within {sb.settings.report_timeout:g}s")  # fmt: skip
-            await sb.schedule_at(f"expire:{job.key}#{job.attempt}", time.time() + sb.settings.report_timeout,
-                                 sb.topics.reports, job.session_id.encode(), records.encode(expired))  # fmt: skip
+        # A `sent` awaits a final report (a delivery callback); the report agent expires it
+        # when none comes in time (streams/reports.py).
         passed = ["sent"] if result.status == "delivered" else []
         await sb.report(_report(job, result.status, provider_message_id=result.provider_message_id,
                                 detail=dict(result.detail) | extra, passed=passed))  # fmt: skip

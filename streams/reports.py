@@ -11,12 +11,20 @@ topic.
   (:func:`switchboard.status.supersedes`).
 * When a delivery becomes final, the session's progress counts it; when every delivery of the
   session is final, one ``completed`` event with the counts per status is emitted.
+* Expiry: a delivery ``sent`` that gets no final report within ``SWITCHBOARD_REPORT_TIMEOUT``
+  becomes ``expired``. One durable timer per session (not one per message: a timer costs a
+  table write and an index entry) fires an :class:`~switchboard.records.ExpireSweep`, which
+  walks the session's deliveries a chunk per event, expires those due, and arms the timer again
+  for the earliest one not yet due while the session is open. A delivery expires within the
+  duration of a sweep of its due time.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
+import time
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
@@ -29,7 +37,8 @@ from streams.managers import merge_detail
 from streams.sessions import load_session
 from switchboard import records
 from switchboard.deliveries import apply_report
-from switchboard.records import DeliveryState, Progress, Report, Retry
+from switchboard.fanout import CHUNK_SIZE
+from switchboard.records import DeliveryState, ExpireSweep, Progress, Report, Retry
 from switchboard.retry import next_attempt_of_session
 from switchboard.status import StatusEvent, is_final
 
@@ -56,9 +65,20 @@ def load_progress(sb: Switchboard, session_id: str) -> Progress:
 
 
 async def _handle(sb: Switchboard, event: EventT[bytes]) -> None:
-    report = records.decode(Report, event.value)
+    body = json.loads(event.value)
+    if isinstance(body, dict) and body.get("kind") == ExpireSweep.KIND:
+        await _sweep(sb, records.decode(ExpireSweep, body))
+        return
+    await _apply(sb, records.decode(Report, body), event)
+
+
+async def _apply(sb: Switchboard, report: Report, event: EventT[bytes] | None = None) -> None:
+    """Apply one report to its delivery: the state, the events, the counts (module docs)."""
     session = load_session(sb, report.session_id)
     if session is None:
+        if event is None:
+            log.error("report for an unknown session", extra={"session_id": report.session_id})
+            return
         # A provider's callback for a message this deployment did not send (or whose session
         # expired): recorded, not applied.
         await quarantine(
@@ -84,9 +104,8 @@ async def _handle(sb: Switchboard, event: EventT[bytes]) -> None:
             )
     for status_event in events:
         await sb.publish_status(status_event)
-    if old is not None and old.status == "sent" and report.status != "expired":
-        # The final report came (or a retry is due): the expiry timer set at the send is moot.
-        await sb.cancel_timer(f"expire:{report.key}#{old.attempt}", report.session_id.encode())
+    if state.status == "sent":
+        await _arm_expiry(sb, report.session_id, report.occurred_at + sb.settings.report_timeout)
     if report.retry_if_allowed and report.retry_at is not None:
         # Only for a report that moved its delivery on: a repeated callback schedules nothing.
         retry = Retry(report.session_id, report.index, report.channel, report.attempt + 1)
@@ -97,6 +116,81 @@ async def _handle(sb: Switchboard, event: EventT[bytes]) -> None:
         await _count_final(
             sb, report.session_id, report.client_id, state.status, report.occurred_at
         )
+
+
+# -- expiry --------------------------------------------------------------------------------
+
+#: Sessions whose expiry timer this worker saw armed, and when (monotonic). A hint trusted for a
+#: minute (``Progress`` is the truth; the session's partition may move away and back).
+_armed: dict[str, float] = {}
+_ARMED_TRUST = 60.0
+
+
+async def _arm_expiry(sb: Switchboard, session_id: str, due: float) -> None:
+    """Make sure the session's expiry sweep is due by ``due``, at one table read per session
+    and worker, and one timer per session."""
+    seen = _armed.get(session_id)
+    if seen is not None and time.monotonic() - seen < _ARMED_TRUST:
+        return
+    progress = load_progress(sb, session_id)
+    if progress.expiry_due is None or progress.expiry_due > due:
+        await _set_expiry(sb, session_id, progress, due)
+    if len(_armed) >= 100_000:
+        _armed.clear()
+    _armed[session_id] = time.monotonic()
+
+
+async def _set_expiry(
+    sb: Switchboard, session_id: str, progress: Progress, due: float | None
+) -> None:
+    key = session_id.encode()
+    if due is None:
+        await sb.cancel_timer(f"expire:{session_id}", key)
+    else:
+        await sb.schedule_at(f"expire:{session_id}", due, sb.topics.reports, key,
+                             records.encode(ExpireSweep(session_id)))  # fmt: skip
+    sb.tables.progress[key] = records.encode(dataclasses.replace(progress, expiry_due=due))
+
+
+async def _sweep(sb: Switchboard, cmd: ExpireSweep) -> None:
+    """One chunk of a session's expiry sweep (see the module docs)."""
+    session = load_session(sb, cmd.session_id)
+    if session is None:
+        return
+    now = time.time()
+    started = cmd.started_at or now
+    timeout = sb.settings.report_timeout
+    next_due = cmd.next_due
+    first, last = cmd.chunk * CHUNK_SIZE, min(session.recipients, (cmd.chunk + 1) * CHUNK_SIZE)
+    for index in range(first, last):
+        for channel in session.channels:
+            key = records.delivery_key(cmd.session_id, index, channel)
+            state = load_delivery(sb, key)
+            if state is None or state.status != "sent":
+                continue
+            due = state.updated_at + timeout
+            if due > started:
+                next_due = due if next_due is None else min(next_due, due)
+                continue
+            await _apply(sb, Report(
+                session_id=cmd.session_id, client_id=session.client_id, channel=channel, index=index,
+                address=state.address, status="expired", attempt=state.attempt, occurred_at=now,
+                provider_message_id=state.provider_message_id, error_code="no-report",
+                error=f"no final report within {timeout:g}s",
+            ))  # fmt: skip
+    if cmd.chunk + 1 < session.chunks:
+        more = ExpireSweep(cmd.session_id, cmd.chunk + 1, started, next_due)
+        await sb.topics.reports.send(key=cmd.session_id.encode(), value=records.encode(more))
+        return
+    # The whole session is swept. While it is open, sweep again for the earliest delivery not
+    # yet due; a delivery sent during this sweep is due by started + timeout at the latest.
+    progress = load_progress(sb, cmd.session_id)
+    _armed.pop(cmd.session_id, None)
+    if progress.completed_at is not None:
+        await _set_expiry(sb, cmd.session_id, progress, None)
+        return
+    again = started + timeout if next_due is None else min(next_due, started + timeout)
+    await _set_expiry(sb, cmd.session_id, progress, again)
 
 
 def _with_retry(report: Report, options: Mapping[str, Any]) -> Report:

@@ -339,3 +339,20 @@ class Progress:
     final: int = 0
     counts: dict[str, int] = field(default_factory=dict)
     completed_at: float | None = None
+    #: When the session's expiry sweep is due (None: no sweep armed); see ``ExpireSweep``.
+    expiry_due: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ExpireSweep:
+    """Expire the session's deliveries still ``sent`` past the report timeout, audience chunk
+    ``chunk`` at a time (a command on the reports topic, fired by the session's expiry timer).
+
+    ``started_at`` is when the sweep began (set by its first chunk); ``next_due`` the earliest
+    time a delivery seen ``sent`` but not yet due will be."""
+
+    KIND: ClassVar[str] = "expire_sweep"
+    session_id: str
+    chunk: int = 0
+    started_at: float | None = None
+    next_due: float | None = None

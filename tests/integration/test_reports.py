@@ -94,6 +94,10 @@ def statuses_of(statuses: TopicReader, address: str) -> list[str]:
     return [e["status"] for e in statuses.matching(lambda e: e["recipient"] == address)]
 
 
+def statuses_of_session(statuses: TopicReader, session_id: str, address: str) -> list[Any]:
+    return statuses.matching(lambda e: e["session_id"] == session_id and e["recipient"] == address)
+
+
 def completed(statuses: TopicReader, session_id: str, timeout: float = 60) -> dict[str, Any]:
     return statuses.wait(
         lambda e: e["session_id"] == session_id and e["status"] == "completed", 1, timeout
@@ -217,12 +221,19 @@ def test_a_callback_for_an_unknown_message_is_answered_and_recorded(
 def test_without_a_final_report_a_message_expires(
     worker: Worker, keys: Keys, statuses: TopicReader, twilio: BackgroundServer[FakeTwilioServer]
 ) -> None:
-    address = number()
-    session_id = send(worker, keys.acme, [address])  # this worker waits 6 s for a final report
+    address, answered = number(), number()
+    session_id = send(worker, keys.acme, [address, answered])  # the worker waits 6 s for reports
+    [sid] = sid_of(twilio, answered)
+    assert callback(twilio, sid, "delivered") == 200
     done = completed(statuses, session_id, timeout=60)
-    assert done["detail"]["counts"] == {"expired": 1}
+    assert done["detail"]["counts"] == {"expired": 1, "delivered": 1}
     [expired] = statuses.matching(lambda e: e["recipient"] == address and e["status"] == "expired")
     assert expired["error_code"] == "no-report"
+    sent = next(
+        e for e in statuses_of_session(statuses, session_id, address) if e["status"] == "sent"
+    )
+    waited = (expired["occurred_at"] - sent["occurred_at"]).total_seconds()
+    assert 6 <= waited < 12, f"expired {waited:.1f}s after the send (timeout 6 s)"
 
 
 def test_stop_while_messages_are_queued_sends_none_after_it(
