@@ -25,7 +25,18 @@ import schemas
 from schemas import SchemaName
 from switchboard.errors import ConfigError
 
-__all__ = ["SchemaIds", "SchemaRegistry"]
+__all__ = ["REQUEST_TIMEOUT", "SchemaIds", "SchemaRegistry", "registry_client"]
+
+#: Seconds one registry request may take. The client's default is no limit: a registry that
+#: accepts a request and never answers it would hang a worker's start (or a CLI) for good. A
+#: timed-out request is retried by the client (``max.retries``, with backoff).
+REQUEST_TIMEOUT = 10
+
+
+def registry_client(url: str) -> SchemaRegistryClient:
+    """confluent-kafka's registry client for ``url``, with a request timeout."""
+    return SchemaRegistryClient({"url": url, "timeout": REQUEST_TIMEOUT})
+
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +52,7 @@ class SchemaIds:
 class SchemaRegistry:
     def __init__(self, url: str) -> None:
         self.url = url
-        self._client = SchemaRegistryClient({"url": url})
+        self._client = registry_client(url)
         self._writers: dict[int, Any] = {}
 
     def register(self, subject: str, name: SchemaName) -> int:

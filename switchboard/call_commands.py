@@ -181,10 +181,16 @@ class Step:
     """Twilio fetched a TwiML step that moves the call status: ``start`` or ``connect``."""
 
     KIND: ClassVar[str] = "step"
+    STEPS: ClassVar[tuple[str, ...]] = ("start", "connect")
     call_id: str
     step: str
     at: float
     call_sid: str | None = None
+
+    def __post_init__(self) -> None:
+        # A step is decoded from a topic: a name other than these must not read as ``connect``.
+        if self.step not in self.STEPS:
+            raise ValueError(f"unknown step {self.step!r}: one of {', '.join(self.STEPS)}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -247,7 +253,7 @@ def decode_command(data: bytes) -> Command:
     names = {f.name for f in dataclasses.fields(cls)}
     try:
         command: Command = cls(**{k: v for k, v in body.items() if k in names})
-    except TypeError as exc:
+    except (TypeError, ValueError) as exc:
         raise ValueError(f"invalid {cls.KIND} command: {exc}") from None
     return command
 

@@ -418,9 +418,10 @@ def _writer_lookup(registry_url: str | None) -> Any:
     import functools
 
     import fastavro
-    from confluent_kafka.schema_registry import SchemaRegistryClient
 
-    client = SchemaRegistryClient({"url": registry_url})
+    from streams.schema_registry import registry_client
+
+    client = registry_client(registry_url)
 
     @functools.cache
     def lookup(schema_id: int) -> Any:

@@ -40,14 +40,16 @@ def worker(make_worker: WorkerFactory, registry: Apicurio) -> Worker:
 
 @pytest.fixture(scope="module")
 def sr(registry: Apicurio) -> Iterator[SchemaRegistryClient]:
-    client = SchemaRegistryClient({"url": registry.url})
+    # With a timeout, as Switchboard's own client: Apicurio once left the serializer's
+    # associations lookup (a 404) unanswered, and the client's default is to wait forever.
+    client = SchemaRegistryClient({"url": registry.url, "timeout": 10})
     yield client
     client.close()
 
 
 def confluent_reader(kafka: Any, topic: str, registry_url: str) -> TopicReader:
     # A registry client of its own: the reader decodes in a background thread.
-    client = SchemaRegistryClient({"url": registry_url})
+    client = SchemaRegistryClient({"url": registry_url, "timeout": 10})
     deserializer = AvroDeserializer(client)
 
     def decode(msg: Any) -> dict[str, Any]:

@@ -222,6 +222,16 @@ def test_missing_fields_are_refused(data: bytes, kind: str) -> None:
         decode_command(data)
 
 
+@pytest.mark.parametrize("step", ["menu", "", "START", "dial-status"])
+def test_a_step_other_than_start_or_connect_is_refused(step: str) -> None:
+    # Anything else would otherwise apply as ``connect``.
+    data = json.dumps({"kind": "step", "call_id": "c1", "step": step, "at": t(1)}).encode()
+    with pytest.raises(ValueError, match=f"invalid step command: unknown step {step!r}"):
+        decode_command(data)
+    with pytest.raises(ValueError, match="one of start, connect"):
+        Step("c1", step, t(1))
+
+
 @pytest.mark.parametrize("data", [b"", b"{", b"not json", b"\xff\xfe"])
 def test_what_is_not_json_is_a_value_error(data: bytes) -> None:
     with pytest.raises(ValueError):  # noqa: PT011 - json's own errors are ValueErrors
@@ -239,7 +249,7 @@ _commands = st.one_of(
     st.builds(Abandon, _text),
     st.builds(Created, _text, _text, _times),
     st.builds(CreationFailed, _text, _text, _text, _times),
-    st.builds(Step, _text, _text, _times, st.none() | _text),
+    st.builds(Step, _text, st.sampled_from(Step.STEPS), _times, st.none() | _text),
     st.builds(MemberStatus, _text, _text, _times, st.none() | _text,
               st.none() | st.integers(0, 2**31), st.none() | _text),
     st.builds(TargetStatus, _text, _text, _times, st.none() | _text),
