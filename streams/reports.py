@@ -53,6 +53,13 @@ def register(sb: Switchboard) -> None:
         async for event in stream.events():
             await guarded(sb, event, "reports", lambda e: _handle(sb, e))
 
+    async def forget_armed(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
+        # A session's partition may come back after another worker cancelled its timer: the
+        # hint must not outlive this worker's ownership.
+        _armed.clear()
+
+    sb.app.on_partitions_revoked.connect(forget_armed)
+
 
 def load_delivery(sb: Switchboard, key: str) -> DeliveryState | None:
     raw = sb.tables.deliveries.get(key.encode())
@@ -121,7 +128,7 @@ async def _apply(sb: Switchboard, report: Report, event: EventT[bytes] | None = 
 # -- expiry --------------------------------------------------------------------------------
 
 #: Sessions whose expiry timer this worker saw armed, and when (monotonic). A hint trusted for a
-#: minute (``Progress`` is the truth; the session's partition may move away and back).
+#: minute and forgotten at every revocation of partitions (``Progress`` is the truth).
 _armed: dict[str, float] = {}
 _ARMED_TRUST = 60.0
 

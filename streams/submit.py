@@ -22,6 +22,8 @@ import time
 from collections.abc import Awaitable, Sequence
 from typing import Any, Literal
 
+from faust import current_event
+
 from streams.app import Switchboard
 from switchboard.errors import ValidationFailed
 from switchboard.fanout import CHUNK_SIZE
@@ -85,10 +87,21 @@ async def submit(
 
 
 async def _send(sb: Switchboard, command: SessionCommand) -> Awaitable[Any]:
-    """Enqueue ``command``; the returned future resolves when the broker acknowledged it."""
+    """Enqueue ``command``; the returned future resolves when the broker acknowledged it.
+
+    Inside an agent's event, ``Topic.send`` attaches the write to the event (it is published
+    when the event is acknowledged). Outside one (the Send API), the write is published here
+    and its own ``FutureMessage`` returned: ``Topic.send`` would return the producer's future
+    and leave the ``FutureMessage``, which receives the same failure, unawaited, and asyncio
+    would log every refused write as an exception never retrieved.
+    """
     from switchboard import records
 
-    future: Awaitable[Any] = await sb.topics.sessions.send(
-        key=command.session_id.encode(), value=records.encode(command)
-    )
-    return future
+    topic = sb.topics.sessions
+    key, value = command.session_id.encode(), records.encode(command)
+    if current_event() is not None:
+        future: Awaitable[Any] = await topic.send(key=key, value=value)
+        return future
+    message = topic.as_future_message(key=key, value=value)
+    await topic.publish_message(message)
+    return message
