@@ -144,19 +144,6 @@ class Instruction:
             out["idempotency_key"] = self.idempotency_key
         return out
 
-    def to_record(self) -> dict[str, Any]:
-        """The internal form (session commands, tables): like the contract's, but with the
-        resolved channels and every recipient as its normalised addresses, so no stage after
-        intake parses an address again."""
-        return {
-            "client_id": self.client_id,
-            "idempotency_key": self.idempotency_key,
-            "channels": list(self.channels),
-            "transport": self.transport.to_contract(),
-            "options": self.options.to_contract(),
-            "audience": [recipient_record(r) for r in self.audience],
-        }
-
     @property
     def deliveries(self) -> int:
         """How many (recipient, channel) deliveries this instruction makes."""

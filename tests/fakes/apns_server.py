@@ -37,6 +37,7 @@ from h2.events import (
 )
 from h2.exceptions import H2Error
 
+from tests.fakes.local_http import take_scripted
 from tests.fakes.tls import ApnsKey, Pki
 
 __all__ = ["STATUS_FOR_REASON", "ApnsReply", "ApnsRequest", "FakeApnsServer"]
@@ -119,15 +120,7 @@ class FakeApnsServer:
         self.script(token, ApnsReply(reason=reason, **kwargs))
 
     def _reply_for(self, token: str) -> ApnsReply | None:
-        queue = self._scripts.get(token.lower())
-        if not queue:
-            return None
-        reply = queue[0]
-        if reply.times is not None:
-            reply.times -= 1
-            if reply.times <= 0:
-                queue.pop(0)
-        return reply
+        return take_scripted(self._scripts, token.lower())
 
     def answer(self, headers: dict[str, str], body: bytes) -> tuple[ApnsReply | None, str | None]:
         """Check one request as APNs would: ``(scripted reply, or None; error reason, or None)``."""

@@ -24,6 +24,7 @@ from typing import Any
 import jwt
 from aiohttp import web
 
+from tests.fakes.local_http import serve, take_scripted
 from tests.fakes.tls import ServiceAccount
 
 __all__ = ["ERRORS", "FakeFcmServer", "FcmReply"]
@@ -87,15 +88,7 @@ class FakeFcmServer:
         app = web.Application()
         app.router.add_post("/token", self._token)
         app.router.add_post("/v1/projects/{project}/messages:send", self._send)
-        # handler_cancellation: a delayed answer stops when the client hangs up (a timeout).
-        self._runner = web.AppRunner(
-            app, handler_cancellation=True, shutdown_timeout=0.5, access_log=None
-        )
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        host, port = self._runner.addresses[0][:2]
-        self.url = f"http://{host}:{port}"
+        self._runner, self.url = await serve(app)
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -205,15 +198,7 @@ class FakeFcmServer:
         )
 
     def _reply_for(self, token: str) -> FcmReply | None:
-        queue = self._scripts.get(token)
-        if not queue:
-            return None
-        reply = queue[0]
-        if reply.times is not None:
-            reply.times -= 1
-            if reply.times <= 0:
-                queue.pop(0)
-        return reply
+        return take_scripted(self._scripts, token)
 
 
 def _invalid(message: Any) -> str | None:

@@ -26,6 +26,8 @@ from typing import Any
 
 from aiohttp import web
 
+from tests.fakes.local_http import serve, take_scripted
+
 __all__ = ["WEBHOOK_STATUS", "FakeSlackServer", "SlackReply"]
 
 #: Incoming-webhook error string -> HTTP status, as Slack answers them.
@@ -67,14 +69,7 @@ class FakeSlackServer:
         app = web.Application()
         app.router.add_post("/api/chat.postMessage", self._post_message)
         app.router.add_post("/services/{path:.+}", self._webhook)
-        self._runner = web.AppRunner(
-            app, handler_cancellation=True, shutdown_timeout=0.5, access_log=None
-        )
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        host, port = self._runner.addresses[0][:2]
-        self.url = f"http://{host}:{port}"
+        self._runner, self.url = await serve(app)
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -86,15 +81,7 @@ class FakeSlackServer:
         self._scripts.setdefault(key, []).append(reply)
 
     def _reply_for(self, key: str) -> SlackReply | None:
-        queue = self._scripts.get(key)
-        if not queue:
-            return None
-        reply = queue[0]
-        if reply.times is not None:
-            reply.times -= 1
-            if reply.times <= 0:
-                queue.pop(0)
-        return reply
+        return take_scripted(self._scripts, key)
 
     async def _post_message(self, request: web.Request) -> web.StreamResponse:
         if request.content_type == "application/json":

@@ -38,6 +38,8 @@ from aiohttp import web
 from standardwebhooks import Webhook
 from standardwebhooks.webhooks import WebhookVerificationError
 
+from tests.fakes.local_http import serve, take_scripted
+
 __all__ = ["ReceivedWebhook", "Reply", "WebhookReceiver"]
 
 
@@ -104,15 +106,7 @@ class WebhookReceiver:
     async def __aenter__(self) -> WebhookReceiver:
         app = web.Application()
         app.router.add_post("/{path:.*}", self._receive)
-        self._runner = web.AppRunner(
-            app, handler_cancellation=True, shutdown_timeout=0.5, access_log=None
-        )
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0, ssl_context=self.ssl_context)
-        await site.start()
-        host, port = self._runner.addresses[0][:2]
-        scheme = "https" if self.ssl_context is not None else "http"
-        self.url = f"{scheme}://{host}:{port}"
+        self._runner, self.url = await serve(app, self.ssl_context)
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -133,15 +127,7 @@ class WebhookReceiver:
         return [r for r in self.requests if path is None or r.path == path]
 
     def _next_reply(self, path: str) -> Reply | None:
-        queue = self._scripts.get(path)
-        if not queue:
-            return None
-        reply = queue[0]
-        if reply.times is not None:
-            reply.times -= 1
-            if reply.times <= 0:
-                queue.pop(0)
-        return reply
+        return take_scripted(self._scripts, path)
 
     def _verify(self, body: bytes, headers: dict[str, str]) -> tuple[Any, str | None]:
         error = "no secret"
