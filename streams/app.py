@@ -14,7 +14,8 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Mapping
+import uuid
+from collections.abc import Awaitable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,10 +23,12 @@ import faust
 from faust.transport.producer import ProducerBuffer
 from faust.types import TableT, TopicT
 
+from streams import checkpoint
 from streams.clients import ClientRegistry
 from streams.inflight import SessionSends
 from streams.managers import ManagerDesk, build_managers
 from streams.metrics import Metrics
+from streams.producer import SwitchboardApp
 from streams.replica import KeyValueReplica
 from streams.schema_registry import SchemaIds, SchemaRegistry
 from switchboard import records
@@ -43,6 +46,7 @@ __all__ = ["Switchboard", "Tables", "Topics", "build"]
 log = logging.getLogger(__name__)
 
 BIG_MESSAGE = 64 * 1024 * 1024
+_REJECTIONS = uuid.UUID("0b5e8a57-4f0e-4a8e-9d59-2a3c6f0e7d11")
 
 
 @dataclass
@@ -62,18 +66,19 @@ class Topics:
 
 @dataclass
 class Tables:
-    """Changelogged RocksDB tables. Each has exactly one writing agent (named below)."""
+    """Changelogged RocksDB tables. Each has exactly one writing agent, and each agent writes one
+    table: the rows one event writes then reach the changelog in the order written (a crash
+    leaves a prefix of them, see :mod:`streams.checkpoint`)."""
 
-    sessions: TableT[bytes, bytes]  # session agent: session id -> SessionState
-    audiences: TableT[
-        bytes, bytes
-    ]  # session agent: "<session id>:<chunk>" -> recipients of that chunk
-    sends: TableT[
-        bytes, bytes
-    ]  # dispatch agents: "<delivery key>#<attempt>" -> the provider's answer
-    deliveries: TableT[bytes, bytes]  # report agent: delivery key -> DeliveryState
-    progress: TableT[bytes, bytes]  # report agent: session id -> Progress
-    timers: TableT[bytes, bytes]  # scheduler agent: timer id -> due time, target topic, record
+    #: session agent: session id -> SessionState; "<session id>:<chunk>" -> that audience chunk;
+    #: "idem:<anchor>" -> IdempotencyRecord
+    sessions: TableT[bytes, bytes]
+    #: dispatch agents: "<delivery key>#<attempt>" -> the send's claim, then its outcome
+    sends: TableT[bytes, bytes]
+    #: report agent: delivery key -> DeliveryState; session id -> Progress
+    deliveries: TableT[bytes, bytes]
+    #: scheduler agent: timer id -> due time, target topic, record
+    timers: TableT[bytes, bytes]
 
 
 @dataclass
@@ -89,6 +94,9 @@ class Switchboard:
     registry: SchemaRegistry | None = None
     #: Sends in flight per session on this worker (cancel waits for them).
     inflight: SessionSends = field(default_factory=SessionSends)
+    #: The sends ("<delivery key>#<attempt>") being made on this worker right now: a second copy
+    #: of a job in flight is dropped, never sent (streams/dispatch.py).
+    claims: set[bytes] = field(default_factory=set)
     #: Opted-out numbers per client, replicated on every worker (switchboard/optout.py).
     optouts: KeyValueReplica = field(init=False)
     #: Service managers' memory, replicated on every worker (streams/managers.py).
@@ -99,6 +107,23 @@ class Switchboard:
 
     # -- producing ---------------------------------------------------------------------------
 
+    async def produce(
+        self,
+        topic: TopicT,
+        *,
+        key: bytes | None,
+        value: bytes | None,
+        headers: Headers | None = None,
+        partition: int | None = None,
+    ) -> Awaitable[Any]:
+        """Produce one record; the returned future resolves when the broker acknowledged it.
+
+        Every record an agent produces goes through here, so that a checkpointed agent writes
+        no row before the broker has its outputs (:mod:`streams.checkpoint`)."""
+        future = await topic.send(key=key, value=value, headers=headers, partition=partition)
+        checkpoint.output(future)
+        return future
+
     async def publish_status(self, event: StatusEvent) -> None:
         """Publish ``event`` on the status topic, and to its session's webhook URL if it has one.
 
@@ -106,14 +131,15 @@ class Switchboard:
         value, headers = encode_record(
             "status_event", event.to_avro(), self.schema_ids.status_event
         )
-        await self.topics.status.send(key=event.session_id.encode(), value=value, headers=headers)
+        await self.produce(self.topics.status, key=event.session_id.encode(), value=value,
+                           headers=headers)  # fmt: skip
         self.metrics.status_events.labels(event.channel or "session", event.status).inc()
         url = self._webhook_url(event.session_id)
         if url is not None:
             job = records.WebhookJob(event.session_id, event.client_id, url, event.event_id,
                                      webhook_body(event).decode(), first_at=time.time())  # fmt: skip
-            await self.topics.webhooks.send(
-                key=event.session_id.encode(), value=records.encode(job)
+            await self.produce(
+                self.topics.webhooks, key=event.session_id.encode(), value=records.encode(job)
             )
 
     def _webhook_url(self, session_id: str) -> str | None:
@@ -121,7 +147,7 @@ class Switchboard:
         # decode the session for every one of its events.
         if session_id in self._webhook_urls:
             return self._webhook_urls[session_id]
-        raw = self.tables.sessions.get(session_id.encode())
+        raw = checkpoint.get(self.tables.sessions, session_id.encode())
         url = json.loads(raw).get("options", {}).get("webhookUrl") if raw is not None else None
         url = url if isinstance(url, str) else None
         if raw is not None:  # an unknown session may be opened later: not remembered
@@ -130,13 +156,15 @@ class Switchboard:
             self._webhook_urls[session_id] = url
         return url
 
-    async def report(self, report: records.Report) -> None:
-        await self.topics.reports.send(key=report.session_id.encode(), value=records.encode(report))
+    async def report(self, report: records.Report) -> Awaitable[Any]:
+        return await self.produce(
+            self.topics.reports, key=report.session_id.encode(), value=records.encode(report)
+        )
 
     async def command(self, command: records.SessionCommand, *, confirm: bool = False) -> None:
         """Send a session command; with ``confirm``, wait for the broker's acknowledgement."""
-        future = await self.topics.sessions.send(
-            key=command.session_id.encode(), value=records.encode(command)
+        future = await self.produce(
+            self.topics.sessions, key=command.session_id.encode(), value=records.encode(command)
         )
         if confirm:
             await future
@@ -151,17 +179,19 @@ class Switchboard:
         from streams.scheduler import set_command
 
         command = set_command(timer_id, due, topic.get_topic_name(), key, value)
-        await self.topics.schedule.send(key=key, value=command)
+        await self.produce(self.topics.schedule, key=key, value=command)
 
     async def cancel_timer(self, timer_id: str, key: bytes) -> None:
         """Cancel a timer set with ``key`` (a no-op when it already fired or never existed)."""
         from streams.scheduler import cancel_command
 
-        await self.topics.schedule.send(key=key, value=cancel_command(timer_id))
+        await self.produce(self.topics.schedule, key=key, value=cancel_command(timer_id))
 
     async def dispatch(self, job: records.DispatchJob) -> None:
-        await self.topics.dispatch[job.channel].send(
-            key=job.session_id.encode(), value=records.encode(job)
+        await self.produce(
+            self.topics.dispatch[job.channel],
+            key=job.session_id.encode(),
+            value=records.encode(job),
         )
 
     async def reject(
@@ -175,12 +205,17 @@ class Switchboard:
         value: bytes | None,
         headers: Headers,
         client_id: str | None = None,
-    ) -> None:
-        """Put an unusable input on the rejected topic, with its bytes and every error."""
-        import uuid
-
+    ) -> Awaitable[Any]:
+        """Put an unusable input on the rejected topic, with its bytes and every error. Returns
+        the future of the broker's acknowledgement."""
+        # The same input rejected again (a replay after a crash) keeps its id.
+        rejection_id = (
+            uuid.uuid5(_REJECTIONS, f"{topic}/{partition}/{offset}")
+            if offset >= 0
+            else uuid.uuid4()
+        )
         record: dict[str, Any] = {
-            "rejection_id": str(uuid.uuid4()),
+            "rejection_id": str(rejection_id),
             "client_id": client_id,
             "topic": topic,
             "partition": partition,
@@ -192,11 +227,14 @@ class Switchboard:
             "rejected_at": int(time.time() * 1000),
         }
         encoded, out_headers = encode_record("rejection", record, self.schema_ids.rejection)
-        await self.topics.rejected.send(key=key, value=encoded, headers=out_headers)
+        future = await self.produce(
+            self.topics.rejected, key=key, value=encoded, headers=out_headers
+        )
         self.metrics.rejections.labels("kafka").inc()
         log.warning("instruction rejected", extra={
             "topic": topic, "partition": partition, "offset": offset,
             "errors": [e.as_dict() for e in errors[:10]]})  # fmt: skip
+        return future
 
 
 # Table writes are synchronous, so Faust queues their changelog records in a buffer, and stops
@@ -213,7 +251,7 @@ def build(
     registry: SchemaRegistry | None = None,
 ) -> Switchboard:
     """Build the Faust app with all its agents and views (nothing is started)."""
-    app = faust.App(
+    app = SwitchboardApp(
         settings.app_id,
         broker=[f"kafka://{server.strip()}" for server in settings.bootstrap_servers.split(",")],
         store="rocksdb://",
@@ -233,6 +271,12 @@ def build(
         producer_max_request_size=BIG_MESSAGE,
         consumer_max_fetch_size=BIG_MESSAGE,
         broker_commit_interval=1.0,
+        # How fast a dead worker's partitions move (README, "Scaling out"): the group evicts a
+        # member after the session timeout; live members learn of a rebalance at their next
+        # heartbeat and have the rebalance timeout to finish in-flight work and rejoin.
+        broker_session_timeout=settings.session_timeout,
+        broker_heartbeat_interval=settings.heartbeat_interval,
+        broker_rebalance_timeout=settings.rebalance_timeout,
         web_enabled=True,
         web_bind=settings.web_host,
         web_host=settings.web_host,
@@ -274,11 +318,12 @@ def build(
         )
 
     tables = Tables(
-        sessions=table("sessions", "session id -> session state"),
-        audiences=table("audiences", "session id:chunk -> recipients"),
-        sends=table("sends", "delivery key#attempt -> provider answer"),
-        deliveries=table("deliveries", "delivery key -> delivery state"),
-        progress=table("progress", "session id -> final deliveries by status"),
+        sessions=table(
+            "sessions",
+            "session id -> session; session id:chunk -> recipients; idem:anchor -> record",
+        ),
+        sends=table("sends", "delivery key#attempt -> the send's claim and outcome"),
+        deliveries=table("deliveries", "delivery key -> delivery state; session id -> progress"),
         timers=table("timers", "timer id -> due time and the record to produce"),
     )
     managers = build_managers(settings, lookups := TwilioLookups())

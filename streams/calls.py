@@ -59,7 +59,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Final
 
-from streams.guard import guarded
+from streams import checkpoint
+from streams.checkpoint import get, put, run_checkpointed
 from switchboard.call_commands import (
     NOT_PLACED,
     Abandon,
@@ -130,6 +131,7 @@ class CallDesk:
     async def send(self, key: str, command: Command, *, wait: bool = False) -> None:
         """Produce ``command`` keyed by ``key``; with ``wait``, until the broker acknowledges it."""
         pending = await self.topic.send(key=key.encode(), value=encode_command(command))
+        checkpoint.output(pending)
         if wait:
             await pending
 
@@ -148,8 +150,7 @@ def register(sb: Switchboard) -> CallDesk:
 
     @app.agent(sb.topics.calls, name="switchboard.calls")
     async def calls(stream: StreamT[bytes]) -> None:
-        async for event in stream.events():
-            await guarded(sb, event, "calls", lambda e: _handle(sb, desk, e))
+        await run_checkpointed(sb, stream, "calls", lambda e: _handle(sb, desk, e))
 
     return desk
 
@@ -166,18 +167,18 @@ async def _handle(sb: Switchboard, desk: CallDesk, event: EventT[bytes]) -> None
 
 
 async def _on_line(desk: CallDesk, line: str, command: LineCommand) -> None:
-    raw = desk.lines.get(line.encode())
+    raw = get(desk.lines, line.encode())
     state = LineState.from_json(raw) if raw is not None else LineState()
     call_id = command.call_id
     if isinstance(command, Release):
         if call_id in state.calls:
             calls = tuple(c for c in state.calls if c != call_id)
-            desk.lines[line.encode()] = dataclasses.replace(state, calls=calls).to_json()
+            put(desk.lines, line.encode(), dataclasses.replace(state, calls=calls).to_json())
         return
     if isinstance(command, Abandon):
         kept = (*state.abandoned, call_id)[-_ABANDONED_KEPT:]
         calls = tuple(c for c in state.calls if c != call_id)
-        desk.lines[line.encode()] = LineState(calls, kept).to_json()
+        put(desk.lines, line.encode(), LineState(calls, kept).to_json())
         if call_id in state.calls:  # granted after all: its slot is freed, and the call fails
             at = datetime.now(UTC).timestamp()
             await desk.send(call_id, CreationFailed(call_id, NOT_PLACED, "the request timed out before the call was placed", at))  # fmt: skip
@@ -186,7 +187,7 @@ async def _on_line(desk: CallDesk, line: str, command: LineCommand) -> None:
     if not granted and call_id not in state.abandoned:
         granted = len(state.calls) < MAX_CALLS_PER_MEMBER_AND_CAMPAIGN
         if granted:
-            desk.lines[line.encode()] = dataclasses.replace(state, calls=(*state.calls, call_id)).to_json()  # fmt: skip
+            put(desk.lines, line.encode(), dataclasses.replace(state, calls=(*state.calls, call_id)).to_json())  # fmt: skip
     if granted:
         fields = {f.name: getattr(command, f.name) for f in dataclasses.fields(Reserve)}
         # Acknowledged before the API hears of it: whatever the API then sends about the call
@@ -198,7 +199,7 @@ async def _on_line(desk: CallDesk, line: str, command: LineCommand) -> None:
 
 async def _on_call(sb: Switchboard, desk: CallDesk, command: CallCommand) -> None:
     key = command.call_id.encode()
-    raw = desk.calls.get(key)
+    raw = get(desk.calls, key)
     record = CallRecord.from_json(raw) if raw is not None else None
     now = datetime.now(UTC).timestamp()
     outcome = apply(record, command, now)
@@ -208,7 +209,7 @@ async def _on_call(sb: Switchboard, desk: CallDesk, command: CallCommand) -> Non
     if outcome.change is None:
         return
     updated = await _keep_timer(sb, desk, outcome.record)
-    desk.calls[key] = updated.to_json()
+    put(desk.calls, key, updated.to_json())
     if outcome.change != "timer":
         at = getattr(command, "at", None) or getattr(command, "requested_at", None) or now
         await sb.publish_status(status_event(updated, outcome.change, at, outcome.error_code))

@@ -8,14 +8,23 @@ For each job:
 
 1. a cancelled session's job is reported ``cancelled`` and not sent (the session table is on
    this worker: every topic is keyed by session id and co-partitioned);
-2. a job already answered (the ``sends`` table has its delivery and attempt) is skipped: this is
-   what makes a re-emitted fan-out chunk or a redelivered job harmless;
-3. the client's transport for the channel sends it, within ``SWITCHBOARD_PROVIDER_TIMEOUT``;
-4. the answer is recorded in ``sends`` and reported (``sent``, and ``delivered`` when the
-   acceptance is the delivery; or ``failed`` with the error's class).
+2. the job's send (its delivery and attempt) is *claimed* before anything else: a copy of the
+   job already being sent on this worker is dropped (two copies in flight never both reach the
+   provider), and the claim is written to the ``sends`` table before the provider call;
+3. a send whose outcome the ``sends`` table already has is not made again: its report (and its
+   retry) are produced again instead, since the worker that recorded it may have died before
+   they reached Kafka; both are idempotent where they land;
+4. the client's transport for the channel sends it, within ``SWITCHBOARD_SEND_DEADLINE``;
+5. the outcome is reported (``sent``, and ``delivered`` when the acceptance is the delivery; or
+   ``failed`` with the error's class) and recorded in ``sends``.
 
-A crash between the provider's acceptance and step 4 sends that one message again when the job
-is redelivered (at-least-once, the only guarantee a provider without idempotency keys allows).
+At least once, and how often more: a claim without an outcome means a worker stopped or died
+between claiming and recording the send, so the provider may or may not have the message. It is
+sent again, its status event says ``detail.in_doubt: true``, and
+``switchboard_sends_in_doubt_total`` counts it. A crash can therefore duplicate at most the sends
+in flight on the dead worker (up to ``SWITCHBOARD_MAX_IN_FLIGHT`` per channel) whose outcome had
+not reached the changelog; a clean stop (SIGTERM) duplicates none, since it lets in-flight sends
+finish and records them first.
 """
 
 from __future__ import annotations
@@ -34,6 +43,7 @@ from faust import Stream
 from faust.types import EventT, StreamT
 
 from streams.app import Switchboard
+from streams.checkpoint import put
 from streams.guard import quarantine
 from streams.inflight import run_overlapped
 from streams.sessions import load_session
@@ -89,6 +99,11 @@ def _register_channel(sb: Switchboard, channel: str, topic: Any) -> None:
 async def _handle(sb: Switchboard, event: EventT[bytes]) -> None:
     job = records.decode(DispatchJob, event.value)
     session = load_session(sb, job.session_id)
+    if session is None:
+        # Sent all the same (a job carries all it needs), but the session's row should be here.
+        sb.metrics.missing_state.labels("session").inc()
+        log.error("dispatch job for a session this worker does not have",
+                  extra={"session_id": job.session_id, "delivery": job.key})  # fmt: skip
     # Checked before every send, not only at intake (a message queued before a cancel or a STOP
     # is not sent), and again by the transport at the very last moment (``_last_check``).
     withdrawn = _withdrawn(sb, job)
@@ -98,21 +113,58 @@ async def _handle(sb: Switchboard, event: EventT[bytes]) -> None:
         )
         return
     send_key = f"{job.key}#{job.attempt}".encode()
-    if sb.tables.sends.get(send_key) is not None:
-        log.info(
-            "job already sent; duplicate skipped",
-            extra={"delivery": job.key, "attempt": job.attempt},
-        )
+    if send_key in sb.claims:  # a copy of this job is being sent on this worker right now
+        sb.metrics.duplicate_jobs.labels(job.channel, "in-flight").inc()
+        return
+    sb.claims.add(send_key)  # no await between the check and the claim
+    try:
+        await _claimed(sb, job, session, send_key)
+    finally:
+        sb.claims.discard(send_key)
+
+
+async def _claimed(
+    sb: Switchboard, job: DispatchJob, session: SessionState | None, send_key: bytes
+) -> None:
+    row = _load_send(sb, send_key)
+    if row is not None and "claimed_at" not in row:
+        # The send is recorded; its report and retry are produced again (idempotent), since
+        # the worker that recorded it may have died before they reached Kafka.
+        sb.metrics.duplicate_jobs.labels(job.channel, "recorded").inc()
+        outcome = row.get("outcome")
+        if outcome is not None:
+            await _produce_outcome(
+                sb, job, records.decode(Report, outcome["report"]), outcome.get("retry_at")
+            )
         return
     # The window is checked again here: a configuration change, or a long queue, must not push
     # a send outside it. A job held now is dispatched again when the window opens.
     if not await _window_allows(sb, job):
         return
+    in_doubt = row is not None
+    if row is not None:
+        sb.metrics.sends_in_doubt.labels(job.channel).inc()
+        log.warning("send claimed before but never recorded; sending again",
+                    extra={"delivery": job.key, "attempt": job.attempt, "claimed_at": row["claimed_at"]})  # fmt: skip
+    # Written in this task, whose context carries the job's event: the row goes to its partition.
+    put(sb.tables.sends, send_key, _json({"claimed_at": time.time(), "by": sb.settings.web_url}))
     sb.inflight.enter(job.session_id)
     try:
-        await _send_and_report(sb, job, session, send_key)
+        report, retry_at = await _send_and_report(sb, job, session, in_doubt)
     finally:
         sb.inflight.leave(job.session_id)
+    put(sb.tables.sends, send_key, _json({
+        "at": time.time(), "outcome": {"report": json.loads(records.encode(report)), "retry_at": retry_at},
+    }))  # fmt: skip
+
+
+def _load_send(sb: Switchboard, send_key: bytes) -> dict[str, Any] | None:
+    raw = sb.tables.sends.get(send_key)
+    return json.loads(raw) if raw is not None else None
+
+
+def _json(body: dict[str, Any]) -> bytes:
+    return json.dumps(body, separators=(",", ":")).encode()
 
 
 async def _window_allows(sb: Switchboard, job: DispatchJob) -> bool:
@@ -130,29 +182,26 @@ async def _window_allows(sb: Switchboard, job: DispatchJob) -> bool:
 
 
 async def _send_and_report(
-    sb: Switchboard, job: DispatchJob, session: SessionState | None, send_key: bytes
-) -> None:
-    extra: dict[str, Any] = {}  # what the service managers add to the report's detail
+    sb: Switchboard, job: DispatchJob, session: SessionState | None, in_doubt: bool
+) -> tuple[Report, float | None]:
+    """Send ``job`` and produce its outcome; returns the report and when the retry is due."""
+    extra: dict[str, Any] = {"in_doubt": True} if in_doubt else {}  # + the service managers'
     result, failure, provider = await _send(sb, job, extra)
-    # Written in this task, whose context carries the job's event: the row goes to its partition.
-    sb.tables.sends[send_key] = json.dumps({
-        "at": time.time(),
-        "provider_message_id": result.provider_message_id if result else None,
-        "error_code": failure.code if failure else None,
-    }).encode()  # fmt: skip
     if failure is None:
         assert result is not None
         sb.metrics.sends.labels(job.channel, provider, "ok").inc()
         # A `sent` awaits a final report (a delivery callback); the report agent expires it
         # when none comes in time (streams/reports.py).
         passed = ["sent"] if result.status == "delivered" else []
-        await sb.report(_report(job, result.status, provider_message_id=result.provider_message_id,
-                                detail=dict(result.detail) | extra, passed=passed))  # fmt: skip
-        return
+        report = _report(job, result.status, provider_message_id=result.provider_message_id,
+                         detail=dict(result.detail) | extra, passed=passed)  # fmt: skip
+        await sb.report(report)
+        return report, None
     if isinstance(failure, Withdrawn):  # nothing was sent
-        await sb.report(_report(job, failure.status, error=failure.message,
-                                error_code=failure.code, detail=extra))  # fmt: skip
-        return
+        report = _report(job, failure.status, error=failure.message, error_code=failure.code,
+                         detail=extra)  # fmt: skip
+        await sb.report(report)
+        return report, None
     status = "suppressed" if failure.suppressed else "failed"
     if failure.suppressed and job.channel == "sms":
         # The provider knows the recipient opted out (Twilio 21610): remember it here too.
@@ -172,11 +221,21 @@ async def _send_and_report(
         detail["retry_at"] = (
             datetime.fromtimestamp(retry_at, UTC).isoformat().replace("+00:00", "Z")
         )
+    report = _report(job, status, error=failure.message, error_code=failure.code,
+                     retryable=failure.retryable, retry_at=retry_at, detail=detail)  # fmt: skip
+    await _produce_outcome(sb, job, report, retry_at)
+    return report, retry_at
+
+
+async def _produce_outcome(
+    sb: Switchboard, job: DispatchJob, report: Report, retry_at: float | None
+) -> None:
+    """The outcome of a send: its report, and its next attempt's timer when one is due."""
+    if retry_at is not None:
         retry = dataclasses.replace(job, attempt=job.attempt + 1)
         await sb.schedule_at(f"job:{retry.key}#{retry.attempt}", retry_at, sb.topics.dispatch[job.channel],
                              job.session_id.encode(), records.encode(retry))  # fmt: skip
-    await sb.report(_report(job, status, error=failure.message, error_code=failure.code,
-                            retryable=failure.retryable, retry_at=retry_at, detail=detail))  # fmt: skip
+    await sb.report(report)
 
 
 def _retry_at(

@@ -31,11 +31,14 @@ async def guarded(
     event: EventT[Any],
     stage: str,
     handler: Callable[[EventT[Any]], Awaitable[None]],
-) -> None:
+) -> bool:
+    """Run ``handler(event)``; returns whether it failed (the event is then quarantined)."""
     try:
         await handler(event)
     except Exception as exc:  # noqa: BLE001 - see the module docstring
         await quarantine(sb, event, stage, exc)
+        return True
+    return False
 
 
 async def quarantine(sb: Switchboard, event: EventT[Any], stage: str, exc: BaseException) -> None:

@@ -22,7 +22,7 @@ from typing import Any
 from faust.types import EventT, StreamT
 
 from streams.app import Switchboard
-from streams.guard import guarded
+from streams.checkpoint import run_checkpointed
 from streams.submit import submit
 from switchboard.errors import DecodeFailed, FieldError, InvalidInput
 from switchboard.idempotency import fingerprint
@@ -43,8 +43,9 @@ def register(sb: Switchboard) -> None:
     @sb.app.agent(sb.topics.instructions, name="switchboard.intake")
     async def intake(stream: StreamT[bytes]) -> None:
         await sb.clients.ready.wait()
-        async for event in stream.events():
-            await guarded(sb, event, "intake", lambda e: _handle(sb, e, policy))
+        # No table, but the same rule: an instruction is acknowledged only once the commands
+        # that open its session are in Kafka.
+        await run_checkpointed(sb, stream, "intake", lambda e: _handle(sb, e, policy))
 
 
 async def _handle(sb: Switchboard, event: EventT[bytes], policy: ValidationPolicy) -> None:

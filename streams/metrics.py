@@ -55,6 +55,21 @@ class Metrics:
         self.webhooks = Counter(
             "switchboard_webhooks_total", "Webhook attempts, by outcome.", ["outcome"], registry=r
         )
+        self.checkpoints = Histogram(
+            "switchboard_checkpoint_seconds", "From a batch's first event to its rows written and acknowledged, by agent.",
+            ["agent"], buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10), registry=r)  # fmt: skip
+        self.sends_in_doubt = Counter(
+            "switchboard_sends_in_doubt_total",
+            "Sends claimed by a worker that stopped or died before recording the provider's answer; "
+            "sent again (the provider may have had the first).", ["channel"], registry=r)  # fmt: skip
+        self.duplicate_jobs = Counter(
+            "switchboard_duplicate_jobs_total",
+            "Dispatch jobs whose send was already claimed or recorded, by what was found.",
+            ["channel", "found"], registry=r)  # fmt: skip
+        self.missing_state = Counter(
+            "switchboard_missing_state_total",
+            "State an agent expected and did not find (an error, reported on the rejected topic).",
+            ["what"], registry=r)  # fmt: skip
         self.clients = Gauge(
             "switchboard_clients", "Configured clients known to this worker.", registry=r
         )

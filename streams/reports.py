@@ -2,9 +2,9 @@
 
 Consumes ``<prefix>.reports`` (keyed by session id): the session agent's ``accepted`` and
 ``rejected``, the dispatchers' ``sent``, ``delivered`` and ``failed``, and later providers'
-callbacks. It is the only writer of the ``deliveries`` and ``progress`` tables and the only
-producer of per-delivery status events, so a recipient's events are in order on the status
-topic.
+callbacks. It is the only writer of the ``deliveries`` table (every delivery's state, and each
+session's :class:`~switchboard.records.Progress` under the session id) and the only producer of
+per-delivery status events, so a recipient's events are in order on the status topic.
 
 * A report that does not move its delivery forward (a duplicate, a ``sent`` after
   ``delivered``, anything after a final failure) changes nothing and emits nothing
@@ -14,9 +14,18 @@ topic.
 * Expiry: a delivery ``sent`` that gets no final report within ``SWITCHBOARD_REPORT_TIMEOUT``
   becomes ``expired``. One durable timer per session (not one per message: a timer costs a
   table write and an index entry) fires an :class:`~switchboard.records.ExpireSweep`, which
-  walks the session's deliveries a chunk per event, expires those due, and arms the timer again
-  for the earliest one not yet due while the session is open. A delivery expires within the
-  duration of a sweep of its due time.
+  walks the session's deliveries a chunk per event, reports ``expired`` for those due (each
+  applied like any report), and arms the timer again for the earliest one not yet due while the
+  session is open. A delivery expires within the duration of a sweep of its due time.
+
+Exactly once, through crashes: the agent runs under checkpoints (``streams/checkpoint.py``), so
+its rows are written only after its outputs are in Kafka, and a report writes its session's
+progress before its delivery, with the report's offset (``Progress.applied``). A crash while a
+checkpoint's rows are written leaves a prefix of them in the changelog, so a report processed
+again finds either nothing of itself (it applies normally), its progress only (``applied`` is at
+or past its offset: it writes the delivery and counts nothing again), or everything (its
+delivery has moved: nothing to do). A delivery is therefore counted once, and a session
+completes once.
 """
 
 from __future__ import annotations
@@ -32,15 +41,23 @@ from typing import Any
 from faust.types import EventT, StreamT
 
 from streams.app import Switchboard
-from streams.guard import guarded, quarantine
+from streams.checkpoint import get, put, run_checkpointed
 from streams.managers import merge_detail
 from streams.sessions import load_session
 from switchboard import records
 from switchboard.deliveries import apply_report
+from switchboard.errors import MissingState
 from switchboard.fanout import CHUNK_SIZE
-from switchboard.records import DeliveryState, ExpireSweep, Progress, Report, Retry
+from switchboard.records import (
+    DeliveryState,
+    ExpireSweep,
+    Progress,
+    Report,
+    Retry,
+    SessionState,
+)
 from switchboard.retry import next_attempt_of_session
-from switchboard.status import StatusEvent, is_final
+from switchboard.status import StatusEvent, event_id, is_final
 
 __all__ = ["load_delivery", "load_progress", "register"]
 
@@ -50,8 +67,7 @@ log = logging.getLogger(__name__)
 def register(sb: Switchboard) -> None:
     @sb.app.agent(sb.topics.reports, name="switchboard.reports")
     async def reports(stream: StreamT[bytes]) -> None:
-        async for event in stream.events():
-            await guarded(sb, event, "reports", lambda e: _handle(sb, e))
+        await run_checkpointed(sb, stream, "reports", lambda e: _handle(sb, e))
 
     async def forget_armed(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
         # A session's partition may come back after another worker cancelled its timer: the
@@ -62,44 +78,57 @@ def register(sb: Switchboard) -> None:
 
 
 def load_delivery(sb: Switchboard, key: str) -> DeliveryState | None:
-    raw = sb.tables.deliveries.get(key.encode())
+    raw = get(sb.tables.deliveries, key.encode())
     return records.decode(DeliveryState, raw) if raw is not None else None
 
 
 def load_progress(sb: Switchboard, session_id: str) -> Progress:
-    raw = sb.tables.progress.get(session_id.encode())
+    raw = get(sb.tables.deliveries, session_id.encode())
     return records.decode(Progress, raw) if raw is not None else Progress()
+
+
+def _save_progress(sb: Switchboard, session_id: str, progress: Progress, offset: int) -> None:
+    put(sb.tables.deliveries, session_id.encode(),
+        records.encode(dataclasses.replace(progress, applied=max(progress.applied, offset))))  # fmt: skip
 
 
 async def _handle(sb: Switchboard, event: EventT[bytes]) -> None:
     body = json.loads(event.value)
+    offset = event.message.offset
     if isinstance(body, dict) and body.get("kind") == ExpireSweep.KIND:
-        await _sweep(sb, records.decode(ExpireSweep, body))
+        await _sweep(sb, records.decode(ExpireSweep, body), offset)
         return
-    await _apply(sb, records.decode(Report, body), event)
+    await _apply(sb, records.decode(Report, body), offset)
 
 
-async def _apply(sb: Switchboard, report: Report, event: EventT[bytes] | None = None) -> None:
-    """Apply one report to its delivery: the state, the events, the counts (module docs)."""
+async def _apply(sb: Switchboard, report: Report, offset: int) -> None:
+    """Apply one report (at ``offset`` of its partition) to its delivery: the state, the events,
+    the counts (module docs)."""
     session = load_session(sb, report.session_id)
     if session is None:
-        if event is None:
-            log.error("report for an unknown session", extra={"session_id": report.session_id})
-            return
-        # A provider's callback for a message this deployment did not send (or whose session
-        # expired): recorded, not applied.
-        await quarantine(
-            sb, event, "reports", LookupError(f"a report for unknown session {report.session_id}")
-        )
-        return
+        # The session's row is on this worker with its reports (one partition): a report for
+        # a session it does not have is an error to see (the rejected topic), such as a
+        # provider's callback for a message this deployment did not send.
+        sb.metrics.missing_state.labels("session").inc()
+        raise MissingState(f"a report for unknown session {report.session_id} (not in this "
+                           "worker's sessions table, which holds its partition)")  # fmt: skip
     if report.retry_if_allowed and report.retry_at is None:
         report = _with_retry(report, session.options)
     old = load_delivery(sb, report.key)
-    if report.reopen and old is not None and is_final(old.status):
-        await _uncount_final(sb, report.session_id, old.status)
     state, events = apply_report(report, None if report.reopen else old)
     if state is None or state is old:
         return
+    progress = load_progress(sb, report.session_id)
+    # Processed again after a crash that kept this report's progress row but not its delivery
+    # row: it was counted (and its outputs are in Kafka); only the delivery is left to write.
+    counted = progress.applied >= offset
+    updated = _progress_after(report, old, state, progress)
+    completes = updated.completed_at is None and updated.final >= session.deliveries
+    if completes and updated is not progress:
+        updated = dataclasses.replace(updated, completed_at=report.occurred_at,
+                                      completions=updated.completions + 1)  # fmt: skip
+    else:
+        completes = False
     client = sb.clients.get(report.client_id)
     if client is not None:
         # Once per report that moves its delivery on (never for a duplicate); a failing hook's
@@ -112,17 +141,18 @@ async def _apply(sb: Switchboard, report: Report, event: EventT[bytes] | None = 
     for status_event in events:
         await sb.publish_status(status_event)
     if state.status == "sent":
-        await _arm_expiry(sb, report.session_id, report.occurred_at + sb.settings.report_timeout)
+        updated = await _arm_expiry(sb, report.session_id, updated,
+                                    report.occurred_at + sb.settings.report_timeout)  # fmt: skip
     if report.retry_if_allowed and report.retry_at is not None:
         # Only for a report that moved its delivery on: a repeated callback schedules nothing.
         retry = Retry(report.session_id, report.index, report.channel, report.attempt + 1)
         await sb.schedule_at(f"job:{report.key}#{retry.attempt}", report.retry_at, sb.topics.sessions,
                              report.session_id.encode(), records.encode(retry))  # fmt: skip
-    sb.tables.deliveries[report.key.encode()] = records.encode(state)
-    if is_final(state.status) and (report.reopen or not (old is not None and is_final(old.status))):
-        await _count_final(
-            sb, report.session_id, report.client_id, state.status, report.occurred_at
-        )
+    if completes and not counted:
+        await _completed(sb, session, report.client_id, updated)
+    if updated is not progress and not counted:
+        _save_progress(sb, report.session_id, updated, offset)  # before the delivery: see above
+    put(sb.tables.deliveries, report.key.encode(), records.encode(state))
 
 
 # -- expiry --------------------------------------------------------------------------------
@@ -133,37 +163,39 @@ _armed: dict[str, float] = {}
 _ARMED_TRUST = 60.0
 
 
-async def _arm_expiry(sb: Switchboard, session_id: str, due: float) -> None:
+async def _arm_expiry(sb: Switchboard, session_id: str, progress: Progress, due: float) -> Progress:
     """Make sure the session's expiry sweep is due by ``due``, at one table read per session
-    and worker, and one timer per session."""
+    and worker, and one timer per session. Returns the progress to write."""
     seen = _armed.get(session_id)
     if seen is not None and time.monotonic() - seen < _ARMED_TRUST:
-        return
-    progress = load_progress(sb, session_id)
+        return progress
     if progress.expiry_due is None or progress.expiry_due > due:
-        await _set_expiry(sb, session_id, progress, due)
+        progress = await _set_expiry(sb, session_id, progress, due)
     if len(_armed) >= 100_000:
         _armed.clear()
     _armed[session_id] = time.monotonic()
+    return progress
 
 
 async def _set_expiry(
     sb: Switchboard, session_id: str, progress: Progress, due: float | None
-) -> None:
+) -> Progress:
     key = session_id.encode()
     if due is None:
         await sb.cancel_timer(f"expire:{session_id}", key)
     else:
         await sb.schedule_at(f"expire:{session_id}", due, sb.topics.reports, key,
                              records.encode(ExpireSweep(session_id)))  # fmt: skip
-    sb.tables.progress[key] = records.encode(dataclasses.replace(progress, expiry_due=due))
+    return dataclasses.replace(progress, expiry_due=due)
 
 
-async def _sweep(sb: Switchboard, cmd: ExpireSweep) -> None:
+async def _sweep(sb: Switchboard, cmd: ExpireSweep, offset: int) -> None:
     """One chunk of a session's expiry sweep (see the module docs)."""
     session = load_session(sb, cmd.session_id)
     if session is None:
-        return
+        sb.metrics.missing_state.labels("session").inc()
+        raise MissingState(f"an expiry sweep for session {cmd.session_id}, which this worker's "
+                           "sessions table does not have")  # fmt: skip
     now = time.time()
     started = cmd.started_at or now
     timeout = sb.settings.report_timeout
@@ -179,7 +211,9 @@ async def _sweep(sb: Switchboard, cmd: ExpireSweep) -> None:
             if due > started:
                 next_due = due if next_due is None else min(next_due, due)
                 continue
-            await _apply(sb, Report(
+            # Applied as it comes back on the reports topic, like any report: a final report
+            # that overtakes it wins.
+            await sb.report(Report(
                 session_id=cmd.session_id, client_id=session.client_id, channel=channel, index=index,
                 address=state.address, status="expired", attempt=state.attempt, occurred_at=now,
                 provider_message_id=state.provider_message_id, error_code="no-report",
@@ -187,17 +221,21 @@ async def _sweep(sb: Switchboard, cmd: ExpireSweep) -> None:
             ))  # fmt: skip
     if cmd.chunk + 1 < session.chunks:
         more = ExpireSweep(cmd.session_id, cmd.chunk + 1, started, next_due)
-        await sb.topics.reports.send(key=cmd.session_id.encode(), value=records.encode(more))
+        await sb.produce(sb.topics.reports, key=cmd.session_id.encode(), value=records.encode(more))
         return
     # The whole session is swept. While it is open, sweep again for the earliest delivery not
     # yet due; a delivery sent during this sweep is due by started + timeout at the latest.
     progress = load_progress(sb, cmd.session_id)
     _armed.pop(cmd.session_id, None)
     if progress.completed_at is not None:
-        await _set_expiry(sb, cmd.session_id, progress, None)
+        _save_progress(
+            sb, cmd.session_id, await _set_expiry(sb, cmd.session_id, progress, None), offset
+        )
         return
     again = started + timeout if next_due is None else min(next_due, started + timeout)
-    await _set_expiry(sb, cmd.session_id, progress, again)
+    _save_progress(
+        sb, cmd.session_id, await _set_expiry(sb, cmd.session_id, progress, again), offset
+    )
 
 
 def _with_retry(report: Report, options: Mapping[str, Any]) -> Report:
@@ -213,43 +251,53 @@ def _with_retry(report: Report, options: Mapping[str, Any]) -> Report:
     )
 
 
-async def _uncount_final(sb: Switchboard, session_id: str, status: str) -> None:
+def _progress_after(
+    report: Report, old: DeliveryState | None, state: DeliveryState, progress: Progress
+) -> Progress:
+    """The session's progress once ``report`` moved its delivery from ``old`` to ``state``:
+    a delivery that becomes final is counted; a final one opened again (a re-send) is not."""
+    was_final = old is not None and is_final(old.status)
+    if report.reopen and old is not None and was_final:
+        progress = _uncount(progress, old.status)
+    if is_final(state.status) and (report.reopen or not was_final):
+        progress = _count(progress, state.status)
+    return progress
+
+
+def _uncount(progress: Progress, status: str) -> Progress:
     """A final delivery opens again (a re-send): it leaves the counts; the session is open."""
-    progress = load_progress(sb, session_id)
     counts = dict(progress.counts)
     counts[status] = max(0, counts.get(status, 0) - 1)
     if not counts[status]:
         del counts[status]
-    progress = dataclasses.replace(
+    return dataclasses.replace(
         progress, final=max(0, progress.final - 1), counts=counts, completed_at=None
     )
-    sb.tables.progress[session_id.encode()] = records.encode(progress)
 
 
-async def _count_final(
-    sb: Switchboard, session_id: str, client_id: str, status: str, at: float
-) -> None:
-    progress = load_progress(sb, session_id)
+def _count(progress: Progress, status: str) -> Progress:
     counts = dict(progress.counts)
     counts[status] = counts.get(status, 0) + 1
-    progress = dataclasses.replace(progress, final=progress.final + 1, counts=counts)
-    session = load_session(sb, session_id)
-    if (
-        session is not None
-        and progress.completed_at is None
-        and progress.final >= session.deliveries
-    ):
-        progress = dataclasses.replace(progress, completed_at=at)
-        client = sb.clients.get(client_id)
-        errors = (
-            await sb.managers.session_complete(client, session_id, session.channels, counts, session.deliveries)
-            if client is not None else {}
-        )  # fmt: skip
-        await sb.publish_status(StatusEvent(
-            session_id=session_id,
-            client_id=client_id,
-            status="completed",
-            detail={"deliveries": session.deliveries, "counts": counts, **errors},
-        ))  # fmt: skip
-        log.info("session completed", extra={"session_id": session_id, "counts": counts})
-    sb.tables.progress[session_id.encode()] = records.encode(progress)
+    return dataclasses.replace(progress, final=progress.final + 1, counts=counts)
+
+
+async def _completed(
+    sb: Switchboard, session: SessionState, client_id: str, progress: Progress
+) -> None:
+    """Every delivery of the session is final: one ``completed`` event (per round: a re-send
+    opens the session again) with the counts."""
+    session_id = session.session_id
+    client = sb.clients.get(client_id)
+    errors = (
+        await sb.managers.session_complete(client, session_id, session.channels, progress.counts,
+                                           session.deliveries)
+        if client is not None else {}
+    )  # fmt: skip
+    await sb.publish_status(StatusEvent(
+        session_id=session_id,
+        client_id=client_id,
+        status="completed",
+        detail={"deliveries": session.deliveries, "counts": progress.counts, **errors},
+        event_id=event_id(session_id, "completed", progress.completions),
+    ))  # fmt: skip
+    log.info("session completed", extra={"session_id": session_id, "counts": progress.counts})

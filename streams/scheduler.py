@@ -46,7 +46,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 from rocksdict import Options, Rdict
 
-from streams.guard import guarded
+from streams.checkpoint import get, put, run_checkpointed
 
 if TYPE_CHECKING:
     from faust.types import EventT, StreamT
@@ -120,8 +120,7 @@ def register(sb: Switchboard) -> None:
 
     @app.agent(sb.topics.schedule, name="switchboard.scheduler")
     async def scheduler(stream: StreamT[bytes]) -> None:
-        async for event in stream.events():
-            await guarded(sb, event, "scheduler", lambda e: _handle(sb, index, e))
+        await run_checkpointed(sb, stream, "scheduler", lambda e: _handle(sb, index, e))
 
     async def tick() -> None:
         # Tables are being recovered or moved: the index would be rebuilt from partial data.
@@ -141,8 +140,8 @@ def register(sb: Switchboard) -> None:
             if now - fired.get(timer_id, 0.0) < REFIRE_AFTER:
                 continue
             fired[timer_id] = now
-            await sb.topics.schedule.send(key=timer_id.encode(), value=_json({"kind": "fire", "id": timer_id}),
-                                          partition=partition)  # fmt: skip
+            await sb.produce(sb.topics.schedule, key=timer_id.encode(),
+                             value=_json({"kind": "fire", "id": timer_id}), partition=partition)  # fmt: skip
         if len(fired) > 10_000:  # forget fires long done
             state["fired"] = {k: v for k, v in fired.items() if now - v < REFIRE_AFTER}
 
@@ -170,28 +169,29 @@ async def _handle(sb: Switchboard, index: TimerIndex, event: EventT[bytes]) -> N
     timer_id: str = command["id"]
     key = timer_id.encode()
     table = sb.tables.timers
-    raw = table.get(key)
+    raw = get(table, key)
     existing = json.loads(raw) if raw is not None else None
     kind = command["kind"]
     if kind == "set":
         if existing is not None:
             index.remove(existing["due"], existing["partition"], timer_id)
         partition = event.message.partition
-        table[key] = _json(
+        put(table, key, _json(
             {**{k: command[k] for k in ("due", "topic", "key", "value")}, "partition": partition}
-        )
+        ))  # fmt: skip
         index.add(command["due"], partition, timer_id)
     elif kind == "cancel":
         if existing is not None:
             index.remove(existing["due"], existing["partition"], timer_id)
-            del table[key]
+            put(table, key, None)
     elif kind == "fire":
         if existing is None or existing["due"] > time.time() + TICK_SECONDS:
             return  # already fired, cancelled, or rescheduled later: a stale fire
         topic = _topic(sb, existing["topic"])
-        await topic.send(key=_unb64(existing["key"]), value=_unb64(existing["value"]))
+        # The record is in Kafka before the timer's row is deleted (streams/checkpoint.py).
+        await sb.produce(topic, key=_unb64(existing["key"]), value=_unb64(existing["value"]))
         index.remove(existing["due"], existing["partition"], timer_id)
-        del table[key]
+        put(table, key, None)
         lateness = time.time() - existing["due"]
         sb.metrics.timer_lateness.observe(max(0.0, lateness))
     else:

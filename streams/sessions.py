@@ -1,7 +1,11 @@
 """The session agent: owns sessions, stores their audiences, and fans them out.
 
 Consumes ``<prefix>.sessions`` (keyed by session id) and is the only writer of the ``sessions``
-and ``audiences`` tables.
+table: the sessions (key: session id), their audiences in chunks (``<session id>:<chunk>``) and
+the idempotency records (``idem:<anchor>``). One table, so that the rows one command writes reach
+the changelog in the order written. The agent runs under checkpoints (``streams/checkpoint.py``):
+a row is written only once the broker has every record the command produced, so a command found
+done on a replay has nothing left to do.
 
 * ``OpenSession``: a session id seen before is ignored (intake's redelivery, the API's retried
   write), so a session is opened once. The session and its audience (in chunks) are stored;
@@ -19,6 +23,11 @@ and ``audiences`` tables.
   ``CancelChunk`` by chunk reports ``cancelled`` for whatever was not sent. It first waits for the
   sends of the session already in flight on this worker, so a ``cancelled`` report never
   overtakes the ``sent`` of a message that did go out.
+
+Missing state is an error, never "nothing to do": a command for a session that is not in the
+table, or an audience chunk that is not there, puts the command on the rejected topic
+(:class:`~switchboard.errors.MissingState`), and the deliveries of a lost chunk are reported
+``failed`` (code ``state-lost``) so that the session still completes and says what happened.
 """
 
 from __future__ import annotations
@@ -33,9 +42,11 @@ from typing import Any
 from faust.types import EventT, StreamT
 
 from streams.app import Switchboard
-from streams.guard import guarded
+from streams.checkpoint import get, put, run_checkpointed
+from streams.guard import quarantine
 from streams.managers import SessionStartPlan
 from switchboard import records
+from switchboard.errors import MissingState
 from switchboard.fanout import CHUNK_SIZE, chunk_count, plan_chunk
 from switchboard.idempotency import IdempotencyRecord, decide
 from switchboard.records import (
@@ -53,10 +64,17 @@ from switchboard.records import (
     SessionState,
     Trigger,
 )
-from switchboard.status import FINAL, StatusEvent
+from switchboard.status import FINAL, Status, StatusEvent, event_id
 from switchboard.windows import delivery_release
 
-__all__ = ["dispatch_or_defer", "load_idempotency", "load_session", "register"]
+__all__ = [
+    "chunk_key",
+    "dispatch_or_defer",
+    "load_chunk",
+    "load_idempotency",
+    "load_session",
+    "register",
+]
 
 log = logging.getLogger(__name__)
 
@@ -67,15 +85,14 @@ RESENDABLE = frozenset({"failed", "undelivered", "expired"})
 def register(sb: Switchboard) -> None:
     @sb.app.agent(sb.topics.sessions, name="switchboard.sessions")
     async def sessions(stream: StreamT[bytes]) -> None:
-        async for event in stream.events():
-            await guarded(sb, event, "sessions", lambda e: _handle(sb, e))
+        await run_checkpointed(sb, stream, "sessions", lambda e: _handle(sb, e))
 
 
 def load_session(sb: Switchboard, session_id: str) -> SessionState | None:
     """The session, read from this worker's table. Every job, report and status event reads its
     session, so the decoded state is kept while the stored bytes stay the same (comparing bytes
     costs far less than decoding the JSON again)."""
-    raw = sb.tables.sessions.get(session_id.encode())
+    raw = get(sb.tables.sessions, session_id.encode())
     if raw is None:
         return None
     cached = _decoded.get(session_id)
@@ -93,7 +110,18 @@ _decoded: dict[str, tuple[bytes, SessionState]] = {}
 
 
 def _save(sb: Switchboard, state: SessionState) -> None:
-    sb.tables.sessions[state.session_id.encode()] = records.encode(state)
+    put(sb.tables.sessions, state.session_id.encode(), records.encode(state))
+
+
+def chunk_key(session_id: str, chunk: int) -> bytes:
+    """The sessions table's key of one audience chunk."""
+    return f"{session_id}:{chunk}".encode()
+
+
+def load_chunk(sb: Switchboard, session_id: str, chunk: int) -> list[dict[str, Any]] | None:
+    """The recipients of one audience chunk, or None when the table does not have it."""
+    raw = get(sb.tables.sessions, chunk_key(session_id, chunk))
+    return json.loads(raw) if raw is not None else None
 
 
 async def _handle(sb: Switchboard, event: EventT[bytes]) -> None:
@@ -109,11 +137,11 @@ async def _handle(sb: Switchboard, event: EventT[bytes]) -> None:
         return
     state = load_session(sb, command.session_id)
     if state is None:
-        log.error(
-            "command for an unknown session",
-            extra={"session_id": command.session_id, "kind": command.KIND},
-        )
-        return
+        # Every command of a session follows its opening on this partition: the session's row
+        # is missing, which is an error to surface (the rejected topic), not "nothing to do".
+        sb.metrics.missing_state.labels("session").inc()
+        raise MissingState(f"{command.KIND} for session {command.session_id}, which this worker's "
+                           "sessions table does not have")  # fmt: skip
     if isinstance(command, FanOut):
         await _fan_out(sb, state, command)
     elif isinstance(command, Trigger):
@@ -130,7 +158,7 @@ async def _handle(sb: Switchboard, event: EventT[bytes]) -> None:
 
 def load_idempotency(sb: Switchboard, anchor: str) -> IdempotencyRecord | None:
     """The record of an idempotency key, by its anchor (stored in the sessions table)."""
-    raw = sb.tables.sessions.get(f"idem:{anchor}".encode())
+    raw = get(sb.tables.sessions, f"idem:{anchor}".encode())
     return records.decode(IdempotencyRecord, raw) if raw is not None else None
 
 
@@ -145,11 +173,13 @@ async def _claim(sb: Switchboard, cmd: Claim) -> None:
         record = IdempotencyRecord(
             cmd.client_id, session_id, cmd.fingerprint, now, decision.generation
         )
-        sb.tables.sessions[f"idem:{cmd.session_id}".encode()] = records.encode(record)
         await sb.command(
             OpenSession(session_id, cmd.instruction, cmd.received_at, cmd.source, cmd.origin)
         )
+        put(sb.tables.sessions, f"idem:{cmd.session_id}".encode(), records.encode(record))
         return
+    if cmd.candidate and decision.session_id == cmd.candidate:
+        return  # this very claim, processed again: its session's opening is in Kafka already
     log.info("idempotency key repeated; no new session", extra={
         "client_id": cmd.client_id, "session_id": decision.session_id, "outcome": decision.kind})  # fmt: skip
     sb.metrics.idempotent_repeats.labels(cmd.source, decision.kind).inc()
@@ -158,10 +188,12 @@ async def _claim(sb: Switchboard, cmd: Claim) -> None:
     if cmd.source == "kafka":
         # A producer has no answer but the status topic: say which session its repeat
         # belongs to (or that it conflicts with it).
+        status: Status = "accepted" if decision.kind == "duplicate" else "rejected"
         await sb.publish_status(StatusEvent(
-            decision.session_id, cmd.client_id, "accepted" if decision.kind == "duplicate" else "rejected",
+            decision.session_id, cmd.client_id, status,
             error=None if decision.kind == "duplicate" else "idempotency key reused with a different instruction",
             detail={"idempotency_key": cmd.key, "repeat": decision.kind, "origin": cmd.origin},
+            event_id=event_id(decision.session_id, status, "repeat", cmd.origin),
         ))  # fmt: skip
 
 
@@ -171,13 +203,11 @@ def _audience(sb: Switchboard, cmd: AudienceChunk | Discard) -> None:
     if load_session(sb, cmd.session_id) is not None:
         return
     if isinstance(cmd, AudienceChunk):
-        key = f"{cmd.session_id}:{cmd.chunk}".encode()
-        sb.tables.audiences[key] = json.dumps(cmd.recipients, separators=(",", ":")).encode()
+        value = json.dumps(cmd.recipients, separators=(",", ":")).encode()
+        put(sb.tables.sessions, chunk_key(cmd.session_id, cmd.chunk), value)
         return
     for chunk in range(cmd.chunks):
-        key = f"{cmd.session_id}:{chunk}".encode()
-        if sb.tables.audiences.get(key) is not None:
-            del sb.tables.audiences[key]
+        put(sb.tables.sessions, chunk_key(cmd.session_id, chunk), None)
 
 
 async def _open(sb: Switchboard, cmd: OpenSession) -> None:
@@ -190,9 +220,8 @@ async def _open(sb: Switchboard, cmd: OpenSession) -> None:
         recipients, chunks = len(audience), chunk_count(len(audience))
         for chunk in range(chunks):
             part = audience[chunk * CHUNK_SIZE : (chunk + 1) * CHUNK_SIZE]
-            sb.tables.audiences[f"{cmd.session_id}:{chunk}".encode()] = json.dumps(
-                part, separators=(",", ":")
-            ).encode()
+            value = json.dumps(part, separators=(",", ":")).encode()
+            put(sb.tables.sessions, chunk_key(cmd.session_id, chunk), value)
     else:  # its chunks came before it (streams/submit.py)
         recipients, chunks = int(ins["recipients"]), int(ins["chunks"])
     options = ins["options"]
@@ -228,14 +257,16 @@ async def _open(sb: Switchboard, cmd: OpenSession) -> None:
         assert due is not None
         await sb.schedule_at(f"release:{state.session_id}", due, sb.topics.sessions, key,
                              records.encode(FanOut(state.session_id, 0)))  # fmt: skip
-        await sb.publish_status(
-            StatusEvent(
-                state.session_id, state.client_id, "scheduled", detail={"scheduled_for": scheduled}
-            )
-        )
+        await sb.publish_status(StatusEvent(
+            state.session_id, state.client_id, "scheduled", detail={"scheduled_for": scheduled},
+            event_id=event_id(state.session_id, "scheduled"),
+        ))  # fmt: skip
     else:
-        await sb.publish_status(StatusEvent(state.session_id, state.client_id, "accepted",
-                                            detail={"trigger": "manual", "waiting_for": "POST /v1/sessions/{id}/trigger"}))  # fmt: skip
+        await sb.publish_status(StatusEvent(
+            state.session_id, state.client_id, "accepted",
+            detail={"trigger": "manual", "waiting_for": "POST /v1/sessions/{id}/trigger"},
+            event_id=event_id(state.session_id, "accepted", "manual"),
+        ))  # fmt: skip
 
 
 async def _fan_out(sb: Switchboard, state: SessionState, cmd: FanOut) -> None:
@@ -243,8 +274,10 @@ async def _fan_out(sb: Switchboard, state: SessionState, cmd: FanOut) -> None:
         return  # a manual session is released only by a Trigger, which sets dispatching first
     if state.status == "scheduled":  # its timer fired
         state = dataclasses.replace(state, status="dispatching")
-    raw = sb.tables.audiences.get(f"{state.session_id}:{cmd.chunk}".encode())
-    recipients = json.loads(raw) if raw is not None else []
+    recipients = load_chunk(sb, state.session_id, cmd.chunk)
+    if recipients is None:
+        await _lost_chunk(sb, state, cmd.chunk, "fan-out")
+        recipients = []
     now = time.time()
     accepted_at = datetime.fromtimestamp(now, UTC)
     items = list(plan_chunk(state, cmd.chunk, recipients, now=now))
@@ -269,6 +302,7 @@ async def _fan_out(sb: Switchboard, state: SessionState, cmd: FanOut) -> None:
                 session_id=item.session_id, client_id=item.client_id, status="accepted",
                 recipient=item.address, channel=item.channel, occurred_at=accepted_at,
                 detail=plan.detail.get(item.channel) or {},
+                event_id=event_id(item.key, item.attempt, "accepted"),
             ))  # fmt: skip
             await dispatch_or_defer(sb, item, now)
     _save(sb, dataclasses.replace(state, fanned_out_chunks=cmd.chunk + 1))
@@ -277,6 +311,32 @@ async def _fan_out(sb: Switchboard, state: SessionState, cmd: FanOut) -> None:
     if state.chunks > 1:
         log.info("fan-out progress", extra={"session_id": state.session_id, "chunk": cmd.chunk + 1,
                                             "chunks": state.chunks, "seconds": round(time.time() - now, 3)})  # fmt: skip
+
+
+async def _lost_chunk(sb: Switchboard, state: SessionState, chunk: int, doing: str) -> None:
+    """An audience chunk the session needs is not in the table: said on the rejected topic, and
+    each of its deliveries not final yet is reported ``failed`` (code ``state-lost``), so that
+    the session completes and its counts say what happened."""
+    from faust import current_event
+
+    sb.metrics.missing_state.labels("audience-chunk").inc()
+    error = MissingState(f"{doing}: audience chunk {chunk} of session {state.session_id} is not "
+                         "in the sessions table")  # fmt: skip
+    event = current_event()
+    if event is not None:
+        await quarantine(sb, event, "sessions", error)
+    now = time.time()
+    first, last = chunk * CHUNK_SIZE, min(state.recipients, (chunk + 1) * CHUNK_SIZE)
+    for index in range(first, last):
+        for channel in state.channels:
+            delivery = _delivery(sb, records.delivery_key(state.session_id, index, channel))
+            if delivery is not None and delivery["status"] in FINAL:
+                continue
+            await sb.report(Report(
+                session_id=state.session_id, client_id=state.client_id, channel=channel,
+                index=index, address="", status="failed", attempt=delivery["attempt"] if delivery else 0,
+                occurred_at=now, error=f"the recipient's record was lost ({doing})", error_code="state-lost",
+            ))  # fmt: skip
 
 
 async def _session_start(
@@ -301,7 +361,8 @@ async def _block(sb: Switchboard, state: SessionState, plan: SessionStartPlan) -
     for channel_detail in plan.detail.values():
         detail.update(channel_detail)
     await sb.publish_status(StatusEvent(state.session_id, state.client_id, "cancelled",
-                                        error=plan.block, error_code="blocked", detail=detail))  # fmt: skip
+                                        error=plan.block, error_code="blocked", detail=detail,
+                                        event_id=event_id(state.session_id, "cancelled")))  # fmt: skip
     await sb.command(CancelChunk(state.session_id, 0, plan.block))
 
 
@@ -341,8 +402,10 @@ async def _resend(sb: Switchboard, state: SessionState, chunk: int) -> None:
     """Send again the deliveries of ``chunk`` whose final status is a failure."""
     if state.status == "cancelled":
         return
-    raw = sb.tables.audiences.get(f"{state.session_id}:{chunk}".encode())
-    recipients = json.loads(raw) if raw is not None else []
+    recipients = load_chunk(sb, state.session_id, chunk)
+    if recipients is None:
+        await _lost_chunk(sb, state, chunk, "re-send")
+        recipients = []
     now = time.time()
     for job in plan_chunk(state, chunk, recipients, now=now):
         if not isinstance(job, DispatchJob):
@@ -367,9 +430,12 @@ async def _retry(sb: Switchboard, state: SessionState, cmd: Retry) -> None:
     if state.status == "cancelled":
         return
     chunk = cmd.index // CHUNK_SIZE
-    raw = sb.tables.audiences.get(f"{state.session_id}:{chunk}".encode())
+    recipients = load_chunk(sb, state.session_id, chunk)
+    if recipients is None:
+        await _lost_chunk(sb, state, chunk, "retry")
+        return
     now = time.time()
-    for item in plan_chunk(state, chunk, json.loads(raw) if raw is not None else [], now=now):
+    for item in plan_chunk(state, chunk, recipients, now=now):
         if (
             isinstance(item, DispatchJob)
             and item.index == cmd.index
@@ -377,8 +443,9 @@ async def _retry(sb: Switchboard, state: SessionState, cmd: Retry) -> None:
         ):
             await dispatch_or_defer(sb, dataclasses.replace(item, attempt=cmd.attempt), now)
             return
-    log.error("retry for a delivery the session does not have",
-              extra={"session_id": state.session_id, "index": cmd.index, "channel": cmd.channel})  # fmt: skip
+    sb.metrics.missing_state.labels("delivery").inc()
+    raise MissingState(f"retry of delivery {cmd.index}/{cmd.channel}, which session "
+                       f"{state.session_id} does not have")  # fmt: skip
 
 
 async def _cancel(sb: Switchboard, state: SessionState) -> None:
@@ -386,7 +453,8 @@ async def _cancel(sb: Switchboard, state: SessionState) -> None:
         return
     _save(sb, dataclasses.replace(state, status="cancelled", cancelled_at=time.time()))
     await sb.cancel_timer(f"release:{state.session_id}", state.session_id.encode())
-    await sb.publish_status(StatusEvent(state.session_id, state.client_id, "cancelled"))
+    await sb.publish_status(StatusEvent(state.session_id, state.client_id, "cancelled",
+                                        event_id=event_id(state.session_id, "cancelled")))  # fmt: skip
     await sb.command(CancelChunk(state.session_id, 0))
 
 
@@ -396,9 +464,12 @@ async def _cancel_chunk(
     # Sends that passed the cancelled check before it was set finish first, and their reports
     # are produced before ours: a cancelled report then finds them sent and changes nothing.
     await sb.inflight.drained(state.session_id)
-    raw = sb.tables.audiences.get(f"{state.session_id}:{chunk}".encode())
+    recipients = load_chunk(sb, state.session_id, chunk)
+    if recipients is None:
+        await _lost_chunk(sb, state, chunk, "cancel")
+        recipients = []
     now = time.time()
-    for item in plan_chunk(state, chunk, json.loads(raw) if raw is not None else [], now=now):
+    for item in plan_chunk(state, chunk, recipients, now=now):
         delivery = _delivery(sb, item.key)
         if delivery is not None and delivery["status"] in FINAL:
             continue
@@ -414,5 +485,5 @@ async def _cancel_chunk(
 
 
 def _delivery(sb: Switchboard, key: str) -> dict[str, Any] | None:
-    raw = sb.tables.deliveries.get(key.encode())
+    raw = get(sb.tables.deliveries, key.encode())
     return json.loads(raw) if raw is not None else None

@@ -100,8 +100,7 @@ async def _send(sb: Switchboard, command: SessionCommand) -> Awaitable[Any]:
     topic = sb.topics.sessions
     key, value = command.session_id.encode(), records.encode(command)
     if current_event() is not None:
-        future: Awaitable[Any] = await topic.send(key=key, value=value)
-        return future
+        return await sb.produce(topic, key=key, value=value)
     message = topic.as_future_message(key=key, value=value)
     await topic.publish_message(message)
     return message

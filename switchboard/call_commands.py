@@ -66,7 +66,7 @@ from switchboard.calls import (
     MemberCallEvent,
     TargetCallEvent,
 )
-from switchboard.status import Status, StatusEvent
+from switchboard.status import Status, StatusEvent, event_id
 
 __all__ = [
     "CHANNEL",
@@ -495,6 +495,7 @@ def status_event(record: CallRecord, change: str, at: float, error_code: str | N
         error_code=code,
         error=error,
         occurred_at=_at(at),
+        event_id=event_id(call.call_id, change, status, at),
         detail={
             "kind": "call",
             "change": change,

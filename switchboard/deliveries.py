@@ -17,9 +17,9 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from switchboard.records import DeliveryState, Report
-from switchboard.status import Status, StatusEvent, advances
+from switchboard.status import Status, StatusEvent, advances, event_id
 
-__all__ = ["apply_report"]
+__all__ = ["apply_report", "delivery_event_id"]
 
 
 def apply_report(
@@ -55,8 +55,17 @@ def apply_report(
             error=report.error,
             detail=report.detail if status == report.status else {},
             occurred_at=datetime.fromtimestamp(report.occurred_at, UTC),
+            event_id=delivery_event_id(report, status),
         ))  # fmt: skip
     return state, events
+
+
+def delivery_event_id(report: Report, status: Status) -> str:
+    """The id of the event telling that ``report``'s delivery reached ``status``: its key,
+    attempt and status name the change; a delivery held again by a window (a new
+    ``release_at``) is a new change."""
+    again = report.detail.get("release_at") if status == "deferred" else None
+    return event_id(report.key, report.attempt, status, again)
 
 
 def _moves(report: Report, status: Status, resting: Status, state: DeliveryState | None) -> bool:

@@ -4,6 +4,7 @@
 
     SwitchboardError
     ├── ConfigError            configuration (settings, clients.yaml) is unusable
+    ├── MissingState           a piece of state that must exist does not (never "nothing to do")
     ├── InvalidInput           an input was read but is not acceptable; carries every FieldError
     │   ├── DecodeFailed       the bytes could not be read at all (encoding, schema)
     │   └── ValidationFailed   the instruction was read but breaks the rules
@@ -23,6 +24,7 @@ __all__ = [
     "DecodeFailed",
     "FieldError",
     "InvalidInput",
+    "MissingState",
     "SwitchboardError",
     "ValidationFailed",
 ]
@@ -46,6 +48,12 @@ class SwitchboardError(Exception):
 
 class ConfigError(SwitchboardError):
     """Configuration is unusable. The message says which file or variable, and why."""
+
+
+class MissingState(SwitchboardError):
+    """State an agent needs is not where it must be (a session's row, an audience chunk). An
+    error to surface (the event goes to the rejected topic, the deliveries it concerns are
+    reported failed), never read as "nothing to do"."""
 
 
 class InvalidInput(SwitchboardError):

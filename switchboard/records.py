@@ -10,7 +10,7 @@ stop an older one during a rolling upgrade.
 
     sessions topic   OpenSession, FanOut     ─► session agent (owns SessionState)
     dispatch.<ch>    DispatchJob             ─► dispatch agent of channel <ch>
-    reports topic    Report                  ─► report agent (owns DeliveryState, Progress)
+    reports topic    Report, ExpireSweep     ─► report agent (owns DeliveryState, Progress)
 """
 
 from __future__ import annotations
@@ -341,6 +341,12 @@ class Progress:
     completed_at: float | None = None
     #: When the session's expiry sweep is due (None: no sweep armed); see ``ExpireSweep``.
     expiry_due: float | None = None
+    #: How many times the session completed (a re-send of failed deliveries opens it again);
+    #: names the round of its ``completed`` event.
+    completions: int = 0
+    #: The offset (on the session's reports partition) of the last report or sweep that wrote
+    #: this row: a report at or before it is counted already (``streams/reports.py``).
+    applied: int = -1
 
 
 @dataclass(frozen=True, slots=True)

@@ -156,6 +156,27 @@ class Settings:
             "Seconds the Send API waits for the broker to confirm a write before answering 503.",
         ),
     )
+    session_timeout: float = field(
+        default=10.0,
+        metadata=_s(
+            "SWITCHBOARD_SESSION_TIMEOUT",
+            "Seconds without a heartbeat after which the consumer group counts a worker dead and gives its partitions to the others (Kafka's session.timeout.ms; brokers accept 6 to 300 by default). Lower moves a killed worker's work sooner; too low evicts a worker that is merely busy (a long pause, an overloaded machine), and its work moves for nothing.",
+        ),
+    )
+    heartbeat_interval: float = field(
+        default=1.0,
+        metadata=_s(
+            "SWITCHBOARD_HEARTBEAT_INTERVAL",
+            "Seconds between a worker's heartbeats to its consumer group: a worker notices a rebalance at its next heartbeat. At most a third of the session timeout.",
+        ),
+    )
+    rebalance_timeout: float = field(
+        default=30.0,
+        metadata=_s(
+            "SWITCHBOARD_REBALANCE_TIMEOUT",
+            "Seconds the consumer group waits for every live worker to rejoin a rebalance. A worker first finishes its sends in flight (up to the drain timeout), so keep it above SWITCHBOARD_DRAIN_TIMEOUT; a dead worker is waited for only until its session times out.",
+        ),
+    )
     max_body_bytes: int = field(
         default=64 * 1024 * 1024,
         metadata=_s(
@@ -237,6 +258,16 @@ class Settings:
             problems.append("SWITCHBOARD_REPLICATION_FACTOR must be at least 1")
         if self.max_in_flight < 1:
             problems.append("SWITCHBOARD_MAX_IN_FLIGHT must be at least 1")
+        if not 0 < self.heartbeat_interval * 3 <= self.session_timeout:
+            problems.append(
+                "SWITCHBOARD_HEARTBEAT_INTERVAL must be above 0 and at most a third of "
+                f"SWITCHBOARD_SESSION_TIMEOUT ({self.session_timeout:g})"
+            )
+        if self.rebalance_timeout <= self.drain_timeout:
+            problems.append(
+                "SWITCHBOARD_REBALANCE_TIMEOUT must be above SWITCHBOARD_DRAIN_TIMEOUT "
+                f"({self.drain_timeout:g}): a worker drains its sends before it rejoins"
+            )
         from switchboard.instruction import CHANNELS
 
         unknown = sorted(self.paused - set(CHANNELS))

@@ -36,7 +36,30 @@ _RANK: Final[Mapping[Status, int]] = {
     "accepted": 0, "scheduled": 1, "deferred": 1, "sent": 2, "delivered": 3, "read": 4,
 }  # fmt: skip
 
-__all__ = ["FINAL", "STATUSES", "Status", "StatusEvent", "advances", "is_final", "supersedes"]
+__all__ = [
+    "FINAL",
+    "STATUSES",
+    "Status",
+    "StatusEvent",
+    "advances",
+    "event_id",
+    "is_final",
+    "supersedes",
+]
+
+_EVENT_IDS: Final = uuid.UUID("3d0c7f9e-2b1a-4c55-8e6f-9a1b2c3d4e5f")
+
+
+def event_id(*parts: object) -> str:
+    """A status event's id, derived from what identifies its state change (never random).
+
+    The same change always gets the same id, whoever publishes it and however often: a
+    replay after a crash, or an event published again, carries the id it had the first time,
+    and a reader (a webhook receiver, ``webhook-id``) de-duplicates by it. The parts name the
+    change: for a delivery its key, attempt and status (and what tells two such changes apart,
+    such as a new release time); for a session its id, status and round."""
+    return str(uuid.uuid5(_EVENT_IDS, "\x1f".join("" if p is None else str(p) for p in parts)))
+
 
 _NOT_SENT: Final[frozenset[Status]] = frozenset({"accepted", "scheduled", "deferred"})
 
@@ -96,7 +119,15 @@ class StatusEvent:
     error: str | None = None
     detail: Mapping[str, Any] = field(default_factory=dict)
     occurred_at: datetime = field(default_factory=lambda: datetime.now(UTC))
-    event_id: str = field(default_factory=lambda: str(uuid.uuid4()))
+    #: Deterministic (:func:`event_id`). Publishers name the change; by default it is derived
+    #: from the session, channel, recipient, attempt, status and time.
+    event_id: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.event_id:
+            derived = event_id(self.session_id, self.channel, self.recipient, self.attempt,
+                               self.status, self.occurred_at.isoformat())  # fmt: skip
+            object.__setattr__(self, "event_id", derived)
 
     def to_avro(self) -> dict[str, Any]:
         """The ``StatusEvent`` Avro record (``schemas/status_event.avsc``)."""

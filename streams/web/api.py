@@ -24,7 +24,7 @@ from faust.web import Request, Response, View
 from streams.app import Switchboard
 from streams.sessions import load_idempotency
 from streams.submit import submit
-from streams.web import sessions, twilio
+from streams.web import routing, sessions, twilio
 from streams.web.common import HTTPProblem, authenticate, problem
 from streams.web.openapi import openapi_document
 from switchboard import records
@@ -242,16 +242,20 @@ async def _submit(
 async def _idempotency_record(
     sb: Switchboard, where: str, request: Request
 ) -> IdempotencyRecord | None:
-    """The key's record, from this worker's table, or from the worker that owns its partition."""
-    try:
-        owner = sb.app.router.key_store(sb.tables.sessions.name, where)
-    except KeyError:
-        raise HTTPProblem(
-            503, "", "partitions are being reassigned; retry", {"Retry-After": "2"}
-        ) from None
-    if (owner.host, owner.port) == (sb.app.conf.canonical_url.host, sb.app.conf.canonical_url.port):
+    """The key's record, from this worker's table, or from the worker that owns its partition.
+    While partitions move, this waits for them to settle (:data:`routing.SETTLE_WAIT`), then
+    answers 503: a key's record must never be read from a worker that does not hold it."""
+    owner = await routing.settled_placement(sb, sb.tables.sessions, where)
+    if owner == routing.HERE:
         return load_idempotency(sb, where)
-    headers = {"Authorization": request.headers.get("Authorization", "")}
+    if owner is None:
+        raise HTTPProblem(
+            503, "", "partitions are moving between workers; retry", {"Retry-After": "1"}
+        )
+    headers = {
+        "Authorization": request.headers.get("Authorization", ""),
+        routing.FORWARDED_HEADER: "1",
+    }
     try:
         async with sb.app.http_client.get(
             f"{str(owner).rstrip('/')}/internal/idempotency/{where}", headers=headers
@@ -260,11 +264,12 @@ async def _idempotency_record(
                 return None
             answer.raise_for_status()
             return records.decode(IdempotencyRecord, await answer.read())
-    except (OSError, aiohttp.ClientError) as exc:
+    except (OSError, aiohttp.ClientError, RuntimeError) as exc:
+        # RuntimeError: the HTTP client is closed (this worker is stopping).
         log.error("idempotency record unreachable", extra={"owner": str(owner), "error": repr(exc)})
         raise HTTPProblem(
             503,
             "",
             "the worker holding this idempotency key did not answer; retry",
-            {"Retry-After": "2"},
+            {"Retry-After": "1"},
         ) from None

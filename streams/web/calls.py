@@ -50,15 +50,14 @@ import uuid
 from collections.abc import Callable, Mapping
 from typing import Any, Final, cast
 
-import aiohttp
 from aiohttp import web
 from faust.types import TableT
 from faust.web import Request, Response, View
 from twilio.twiml.voice_response import VoiceResponse
-from yarl import URL
 
 from streams.app import Switchboard
 from streams.calls import CallDesk
+from streams.web import routing
 from streams.web.common import HTTPProblem, authenticate, problem
 from streams.web.twilio_signature import Params, verified_params
 from switchboard.call_commands import (
@@ -106,9 +105,10 @@ from transports.twilio import TwilioVoiceTransport
 
 __all__ = ["FORWARDED_HEADER", "STATUS_EVENTS", "register"]
 
+FORWARDED_HEADER: Final = routing.FORWARDED_HEADER
+
 log = logging.getLogger(__name__)
 
-FORWARDED_HEADER: Final = "X-Switchboard-Forwarded"
 #: The member call's progress Twilio reports to the status callback.
 STATUS_EVENTS: Final = ("initiated", "ringing", "answered", "completed")
 MAX_BODY: Final = 16 * 1024
@@ -117,10 +117,6 @@ MAX_BODY: Final = 16 * 1024
 #: after a rebalance the partition's table is being recovered. Twilio waits 15 s for TwiML.
 RECORD_WAIT: Final = 5.0
 _XML: Final = "text/xml"
-_HOP_HEADERS: Final = frozenset(
-    {"host", "content-length", "transfer-encoding", "connection", "keep-alive", "upgrade"}
-)
-_RELAYED_HEADERS: Final = ("Retry-After", "WWW-Authenticate")
 #: Twilio error codes about the number called (the member's), and about the caller id.
 _MEMBER_CODES: Final = frozenset({"13223", "13224", "21211", "21214", "21215", "21216", "21217", "21610"})  # fmt: skip
 _CALLER_ID_CODES: Final = frozenset({"21210", "21212", "21213"})
@@ -139,16 +135,16 @@ def register(sb: Switchboard, desk: CallDesk) -> None:
             except HTTPProblem as exc:
                 return problem(self, exc)
 
-    async def get_call(view: View, request: Request, *args: Any, **kwargs: Any) -> Response:
-        try:
-            return views.state(view, request)
-        except HTTPProblem as exc:
-            return problem(view, exc)
-
     @app.page("/v1/calls/{call_id}", name="call")
     class CallState(View):
-        # Routed to the worker owning the call's partition (GET only: bodies are dropped).
-        get = app.table_route(table=desk.calls, match_info="call_id")(get_call)
+        async def get(self, request: Request, call_id: str) -> Response:
+            try:
+                forwarded = await routing.on_owner(
+                    sb, self, cast(web.Request, request), desk.calls, call_id
+                )
+                return forwarded if forwarded is not None else views.state(self, request)
+            except HTTPProblem as exc:
+                return problem(self, exc)
 
     @app.page("/twilio/calls/{call_id}/{step}", name="call_twiml")
     class CallSteps(View):
@@ -246,7 +242,10 @@ class _CallViews:
         if step not in STEPS:
             return view.text("no such step", status=404)
         body = await request.read()
-        forwarded = await self.on_owner(view, request, self.desk.calls, call_id, body)
+        try:
+            forwarded = await self.on_owner(view, request, self.desk.calls, call_id, body)
+        except HTTPProblem as exc:  # Twilio retries a callback answered 503
+            return view.text(exc.body["errors"][0]["error"], status=exc.status, headers=exc.headers)
         if forwarded is not None:
             return forwarded
         record = await self.wait_for(call_id)
@@ -368,30 +367,8 @@ class _CallViews:
         self, view: View, request: web.Request, table: TableT[bytes, bytes], key: str, body: bytes
     ) -> Response | None:
         """The owner's answer when another worker owns ``key``'s partition of ``table``; None
-        when this worker must answer (it is the owner, the owner is unknown during a rebalance,
-        or the request was already forwarded once)."""
-        if request.headers.get(FORWARDED_HEADER):
-            return None
-        app = self.sb.app
-        try:
-            owner = app.router.key_store(table.name, key)
-        except KeyError:
-            return None
-        here = URL(str(app.conf.canonical_url))
-        if (owner.host, owner.port) == (here.host, here.port):
-            return None
-        url = URL(str(owner).rstrip("/") + request.raw_path, encoded=True)
-        headers = {k: v for k, v in request.headers.items() if k.lower() not in _HOP_HEADERS}
-        headers[FORWARDED_HEADER] = "1"
-        try:
-            async with asyncio.timeout(self.sb.settings.produce_timeout + 20):
-                async with app.http_client.request(request.method, url, headers=headers, data=body) as answer:  # fmt: skip
-                    payload = await answer.read()
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            log.error("forwarding to the partition's owner failed", extra={"owner": str(owner), "error": repr(exc)})  # fmt: skip
-            raise HTTPProblem(503, "", "the worker owning this request is unreachable; retry", {"Retry-After": "2"}) from None  # fmt: skip
-        relayed = {h: answer.headers[h] for h in _RELAYED_HEADERS if h in answer.headers}
-        return view.bytes(payload, content_type=answer.content_type, status=answer.status, headers=relayed)  # fmt: skip
+        when this worker must answer (``streams/web/routing.py``: 503 while partitions move)."""
+        return await routing.on_owner(self.sb, view, request, table, key, body)
 
 
 # -- helpers ---------------------------------------------------------------------------------

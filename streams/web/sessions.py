@@ -1,8 +1,8 @@
 """Session views: ``GET /v1/sessions/{id}``, ``POST .../trigger`` and ``POST .../cancel``.
 
-All three are routed to the worker that owns the session's partition (Faust's ``table_route``;
-it forwards method, headers and URL but drops request bodies, which these views do not need)
-and answered from its tables. Another client's session answers 404, exactly like a session that
+All three are answered by the worker that owns the session's partition, from its tables: a
+request reaching another worker is forwarded there, and a request arriving while partitions move
+waits for them to settle, or answers 503 with ``Retry-After`` (``streams/web/routing.py``). Another client's session answers 404, exactly like a session that
 does not exist. Trigger and cancel produce a command for the session agent; cancel answers 202
 only once the cancel is applied and the session's sends in flight on this worker are done, so
 an acknowledged cancel is never followed by a send.
@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Any
+from typing import Any, cast
 
+from aiohttp import web
 from faust.web import Request, Response, View
 
 from streams.app import Switchboard
@@ -28,6 +29,7 @@ from streams.web.common import (
     session_uuid,
     until,
 )
+from streams.web.routing import on_owner
 from switchboard import records
 from switchboard.clients import ClientConfig
 from switchboard.records import Cancel, SessionState, Trigger, delivery_key
@@ -40,7 +42,9 @@ FRESH_WAIT = 1.5  # seconds an unknown session id is waited for before 404
 
 def register(sb: Switchboard) -> None:
     app = sb.app
-    route = app.table_route(table=sb.tables.sessions, match_info="session_id")
+
+    def route(handler: Any) -> Any:
+        return _routed(sb, handler)
 
     async def get_session(view: View, request: Request, *args: Any, **kwargs: Any) -> Response:
         try:
@@ -113,6 +117,24 @@ def register(sb: Switchboard) -> None:
     @app.page("/v1/sessions/{session_id}/cancel", name="cancel")
     class CancelView(View):
         post = route(cancel_session)
+
+
+def _routed(sb: Switchboard, handler: Any) -> Any:
+    """``handler``, answered on the worker holding the session (or idempotency key) of the URL."""
+
+    async def routed(view: View, request: Request, *args: Any, **kwargs: Any) -> Response:
+        try:
+            key = session_uuid(request.match_info["session_id"])
+            forwarded = await on_owner(
+                sb, view, cast(web.Request, request), sb.tables.sessions, key
+            )
+        except HTTPProblem as exc:
+            return problem(view, exc)
+        if forwarded is not None:
+            return forwarded
+        return cast(Response, await handler(view, request))
+
+    return routed
 
 
 async def own_session(sb: Switchboard, client: ClientConfig, request: Request) -> SessionState:

@@ -4,16 +4,19 @@
     The status callback Switchboard gives every message it sends through Twilio (see
     ``streams/dispatch.py``). The URL names the delivery and attempt, and Twilio signs the
     URL, so a callback needs no lookup and cannot be redirected to another delivery. Its
-    ``MessageStatus`` becomes a report on the reports topic, where the report agent applies it:
-    callbacks arriving out of order or twice change nothing (a final state is never downgraded).
-    A callback that names no delivery Switchboard knows is answered 200 and recorded on the
-    rejected topic, never crashed on.
+    ``MessageStatus`` becomes a report on the reports topic, where the report agent that owns
+    the delivery applies it, on whichever worker that is: callbacks arriving out of order, twice,
+    or before the send itself is recorded change nothing they should not (a final state is never
+    downgraded). The callback is answered 200 only once the broker has its report: 503 (Twilio
+    retries) when Kafka does not confirm it within ``SWITCHBOARD_PRODUCE_TIMEOUT``, and while the
+    worker is starting and does not know its clients yet. A callback that names no delivery
+    Switchboard knows is answered 200 once it is recorded on the rejected topic, never crashed on.
 
 ``POST /twilio/messages/inbound``
     An SMS to one of a client's numbers: STOP and the other opt-out keywords opt the sender out
     of that client's messages, START opts them back in, HELP answers the client's help text
     (``switchboard/optout.py``), in TwiML. The opt-out is answered only once this worker applied
-    it (the replicated table is checked before every send).
+    it (the replicated table is checked before every send); 503 while the worker is starting.
 
 Every request is checked with ``X-Twilio-Signature`` against ``SWITCHBOARD_PUBLIC_URL`` and the
 exact path (``streams/web/twilio_signature.py``): 403 otherwise, and nothing changes.
@@ -21,11 +24,12 @@ exact path (``streams/web/twilio_signature.py``): 403 otherwise, and nothing cha
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 import urllib.parse
-from collections.abc import Mapping
-from typing import Final, cast
+from collections.abc import Awaitable, Mapping
+from typing import Any, Final, cast
 
 from aiohttp import web
 from faust.web import Request, Response, View
@@ -79,7 +83,28 @@ def register(sb: Switchboard) -> None:
             return await _inbound(sb, self, cast(web.Request, request))
 
 
+def _starting(view: View) -> Response:
+    """503 with Retry-After: this worker cannot judge a Twilio request yet (it is starting and
+    has not read its clients' configuration); Twilio retries, or the load balancer tries another."""
+    return view.text("starting; retry", status=503, headers={"Retry-After": "1"})
+
+
+async def _durably(sb: Switchboard, view: View, send: Awaitable[Awaitable[Any]]) -> Response | None:
+    """Produce a record and wait for the broker: None once it is durable, else a 503 answer."""
+    try:
+        async with asyncio.timeout(sb.settings.produce_timeout):
+            await (await send)
+    except Exception as exc:  # noqa: BLE001 - not durable: the provider must retry
+        log.error(
+            "Twilio callback not recorded: Kafka did not confirm it", extra={"error": repr(exc)}
+        )
+        return view.text("not recorded; retry", status=503, headers={"Retry-After": "2"})
+    return None
+
+
 async def _status_callback(sb: Switchboard, view: View, request: web.Request) -> Response:
+    if not sb.clients.ready.is_set():
+        return _starting(view)
     query = request.query
     delivery, attempt, client_id = query.get("d", ""), query.get("a", "0"), query.get("c", "")
     session_id, _, rest = delivery.partition("/")
@@ -90,10 +115,9 @@ async def _status_callback(sb: Switchboard, view: View, request: web.Request) ->
     params = await verified_params(request, sb.settings.public_url or "", token) if token else None
     if params is None:
         if token is None:  # no account to check it against: a callback for nothing we sent
-            await _record_unknown(
-                sb, request, "a status callback for no delivery Switchboard knows"
+            return await _record_unknown(
+                sb, view, request, "a status callback for no delivery Switchboard knows"
             )
-            return view.text("", status=200)
         sb.metrics.rejections.labels("twilio-signature").inc()
         return view.text("invalid signature", status=403)
     if params.get("CallStatus") and not params.get("MessageStatus"):
@@ -102,23 +126,23 @@ async def _status_callback(sb: Switchboard, view: View, request: web.Request) ->
         )
     twilio_status = params.get("MessageStatus") or params.get("SmsStatus") or ""
     if not index.isdigit() or not attempt.isdigit() or twilio_status not in STATUS_MAP:
-        await _record_unknown(
-            sb,
-            request,
+        return await _record_unknown(
+            sb, view, request,
             f"a status callback Switchboard cannot use ({twilio_status or 'no status'})",
-        )
-        return view.text("", status=200)
+        )  # fmt: skip
     status = STATUS_MAP[twilio_status]
     if status is not None:
         assert client is not None
         error_code = params.get("ErrorCode") or None
-        await sb.report(Report(
+        refused = await _durably(sb, view, sb.report(Report(
             session_id=session_id, client_id=client.client_id, channel=channel, index=int(index),
             address=params.get("To", "").removeprefix("whatsapp:"), status=status, attempt=int(attempt),
             provider_message_id=params.get("MessageSid") or None, error_code=error_code,
             error=f"Twilio error {error_code}" if error_code else None, occurred_at=time.time(),
             detail=_callback_detail(params, twilio_status),
-        ))  # fmt: skip
+        )))  # fmt: skip
+        if refused is not None:
+            return refused
     sb.metrics.provider_callbacks.labels("twilio", twilio_status).inc()
     return view.text("", status=200)
 
@@ -136,10 +160,9 @@ async def _call_status(sb: Switchboard, view: View, request: web.Request, params
         or attempt < 1
         or call_status not in CALL_STATUS_MAP
     ):
-        await _record_unknown(
-            sb, request, f"a call status callback Switchboard cannot use ({call_status})"
+        return await _record_unknown(
+            sb, view, request, f"a call status callback Switchboard cannot use ({call_status})"
         )
-        return view.text("", status=200)
     status = CALL_STATUS_MAP[call_status]
     if status is not None:
         retryable = call_status in _CALL_RETRYABLE
@@ -152,13 +175,15 @@ async def _call_status(sb: Switchboard, view: View, request: web.Request, params
                 if params.get(v)
             }
         )
-        await sb.report(Report(
+        refused = await _durably(sb, view, sb.report(Report(
             session_id=session_id, client_id=request.query.get("c", ""), channel="voice", index=int(index),
             address=params.get("To", ""), status=status, attempt=attempt,
             provider_message_id=params.get("CallSid") or None, error_code=error_code,
             error=_CALL_ERRORS.get(call_status) or (f"Twilio error {error_code}" if error_code else None),
             occurred_at=time.time(), retryable=retryable, retry_if_allowed=retryable, detail=detail,
-        ))  # fmt: skip
+        )))  # fmt: skip
+        if refused is not None:
+            return refused
     sb.metrics.provider_callbacks.labels("twilio", f"call-{call_status}").inc()
     return view.text("", status=200)
 
@@ -167,6 +192,8 @@ _CALL_ERRORS: Final = {"busy": "the line was busy", "no-answer": "nobody answere
 
 
 async def _inbound(sb: Switchboard, view: View, request: web.Request) -> Response:
+    if not sb.clients.ready.is_set():
+        return _starting(view)
     form = await request.post()
     to = str(form.get("To", "")).removeprefix("whatsapp:")
     client = _client_for_number(sb, to, str(form.get("MessagingServiceSid", "")))
@@ -178,9 +205,11 @@ async def _inbound(sb: Switchboard, view: View, request: web.Request) -> Respons
     params = await verified_params(request, sb.settings.public_url or "", token) if token else None
     if client is None or params is None:
         if token is None:
-            await _record_unknown(
-                sb, request, "an inbound message to a number no client sends from"
+            refused = await _record_unknown(
+                sb, view, request, "an inbound message to a number no client sends from"
             )
+            if refused.status != 200:
+                return refused
             return view.text(optout.reply(None, None), content_type=_TWIML)
         sb.metrics.rejections.labels("twilio-signature").inc()
         return view.text("invalid signature", status=403)
@@ -237,9 +266,15 @@ def _client_for_number(
     return None
 
 
-async def _record_unknown(sb: Switchboard, request: web.Request, why: str) -> None:
+async def _record_unknown(sb: Switchboard, view: View, request: web.Request, why: str) -> Response:
+    """Record an unusable Twilio request on the rejected topic: 200 once the broker has it
+    (Twilio need not retry what can never be used), 503 when it could not be recorded."""
     body = await request.read()
     log.warning("unusable Twilio request recorded", extra={"path": request.path, "why": why})
     sb.metrics.rejections.labels("twilio-unknown").inc()
-    await sb.reject(errors=[FieldError("", why)], topic=f"http:{request.path}", partition=-1, offset=-1,
-                    key=None, value=body, headers=[("query", urllib.parse.urlencode(dict(request.query)).encode())])  # fmt: skip
+    query = urllib.parse.urlencode(dict(request.query)).encode()
+    refused = await _durably(sb, view, sb.reject(
+        errors=[FieldError("", why)], topic=f"http:{request.path}", partition=-1, offset=-1,
+        key=None, value=body, headers=[("query", query)],
+    ))  # fmt: skip
+    return refused if refused is not None else view.text("", status=200)

@@ -925,11 +925,14 @@ def test_the_event_of_an_expired_call() -> None:
     assert event.error is None and event.error_code is None
 
 
-def test_every_event_has_its_own_id() -> None:
+def test_an_event_id_names_its_change_the_same_every_time() -> None:
+    """Deterministic: the same change of a call (a replay after a crash) has the same id, and a
+    receiver de-duplicates by it; another change, or the same change at another time, does not."""
     record = opened()
-    assert status_event(record, "created", EPOCH, None).event_id != (
-        status_event(record, "created", EPOCH, None).event_id
-    )
+    first = status_event(record, "created", EPOCH, None).event_id
+    assert status_event(record, "created", EPOCH, None).event_id == first
+    assert status_event(record, "started", EPOCH, None).event_id != first
+    assert status_event(record, "created", EPOCH + 1, None).event_id != first
 
 
 # -- purity ------------------------------------------------------------------------------------

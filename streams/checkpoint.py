@@ -1,0 +1,232 @@
+"""Checkpoints: the order in which a stateful agent's effects become durable.
+
+Processing one event has three kinds of effect: the records the agent produces (*outputs*: status
+events, commands, jobs, timers), the rows it writes to its table (*state*), and the event's
+acknowledgement (its offset may then be committed). Faust issues all three as they happen, so a
+worker that dies between them can leave a row in the changelog whose outputs never reached Kafka:
+the event is processed again, finds its state already written, and has "nothing to do". A session
+then never fans out, a delivery's count is lost, a timer never fires.
+
+:func:`run_checkpointed` runs a serial agent's handler so that this cannot happen:
+
+1. the handler runs with a :class:`Checkpoint` in its context: its table writes are *staged*
+   (reads through :func:`get` see them), its outputs are produced at once and remembered;
+2. once no more events are waiting (or :data:`MAX_BATCH` are), the checkpoint waits for the
+   broker to acknowledge every output of the batch (one round trip per batch, not per event);
+3. then it applies the staged writes to the tables, in order, each in its own event's context (the
+   changelog record goes to that event's partition);
+4. then it acknowledges the events. Faust's commit flushes the producer, the changelog included,
+   before it commits their offsets.
+
+Guarantees and failure modes:
+    * A row is never durable before the outputs of the event that wrote it (and of every event
+      before it in the batch): whatever a replay finds already done, its outputs are in Kafka.
+    * A worker that dies before step 3 loses the staged rows and the acknowledgements: the events
+      are processed again and produce their outputs again. Every output is idempotent where it
+      lands or carries a deterministic id (status events, timers, jobs, session commands), so a
+      repeat is a duplicate that its reader drops.
+    * A worker that dies during step 3 leaves a prefix of the batch's writes in the changelog:
+      an agent writes one table, and each event's rows go to its own partition, in order. An
+      event whose rows are partly written is processed again over them; the agents' rules are
+      written so that this is exact (``streams/reports.py`` records the offset it applied).
+    * A handler that raises has its staged rows dropped (its outputs cannot be taken back) and
+      its event goes to the rejected topic (:func:`streams.guard.guarded`).
+    * An output the broker refuses stops the worker without acknowledging the batch: Kafka
+      itself is failing, and the partition's next owner processes the events again.
+    * A clean stop (SIGTERM) lets the checkpoint being committed finish, so its events are
+      acknowledged; events not yet committed are processed again by the next owner.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import logging
+import time
+import weakref
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Final, cast
+
+from faust.streams import _current_event
+
+from streams.guard import guarded
+
+if TYPE_CHECKING:
+    from faust.types import EventT, StreamT, TableT
+
+    from streams.app import Switchboard
+
+__all__ = ["MAX_BATCH", "Checkpoint", "get", "output", "put", "run_checkpointed"]
+
+log = logging.getLogger(__name__)
+
+#: The most events one checkpoint holds: bounds the memory of staged rows and how much a
+#: crash makes the next owner process again.
+MAX_BATCH: Final = 500
+
+_ABSENT: Final = object()
+_active: contextvars.ContextVar[Checkpoint | None] = contextvars.ContextVar(
+    "switchboard_checkpoint", default=None
+)
+
+
+@dataclass(eq=False)
+class _Write:
+    table: TableT[bytes, bytes]
+    key: bytes
+    value: bytes | None  # None: delete
+    event: EventT[Any]
+
+
+@dataclass(eq=False)
+class Checkpoint:
+    """The staged rows, pending outputs and unacknowledged events of one batch."""
+
+    writes: list[_Write] = field(default_factory=list)
+    outputs: list[Awaitable[Any]] = field(default_factory=list)
+    events: list[EventT[Any]] = field(default_factory=list)
+    _rows: dict[tuple[int, bytes], bytes | None] = field(default_factory=dict)
+
+    def lookup(self, table: TableT[bytes, bytes], key: bytes) -> Any:
+        """The staged value of ``key`` (``None``: deleted), or :data:`_ABSENT`."""
+        return self._rows.get((id(table), key), _ABSENT)
+
+    def stage(self, table: TableT[bytes, bytes], key: bytes, value: bytes | None) -> None:
+        from faust import current_event
+
+        event = current_event()
+        if event is None:
+            raise RuntimeError("a checkpointed write outside of an event")
+        self.writes.append(_Write(table, key, value, event))
+        self._rows[(id(table), key)] = value
+
+    def savepoint(self) -> int:
+        return len(self.writes)
+
+    def rollback(self, savepoint: int) -> None:
+        """Forget the rows staged since ``savepoint`` (a handler failed half way)."""
+        del self.writes[savepoint:]
+        self._rows = {(id(w.table), w.key): w.value for w in self.writes}
+
+    async def commit(self) -> None:
+        """Steps 2 to 4 of the module docs: outputs acknowledged, rows written, events acked."""
+        if self.outputs:
+            await asyncio.gather(*self.outputs)
+        self.apply()
+
+    def apply(self) -> None:
+        """Write the staged rows and acknowledge the events. Synchronous: never half done by a
+        cancellation."""
+        for write in self.writes:
+            token = _current_event.set(weakref.ref(write.event))
+            try:
+                if write.value is not None:
+                    write.table[write.key] = write.value
+                elif write.table.get(write.key) is not None:
+                    del write.table[write.key]
+            finally:
+                _current_event.reset(token)
+        for event in self.events:
+            event.ack()
+        self.writes.clear()
+        self.outputs.clear()
+        self.events.clear()
+        self._rows.clear()
+
+
+# -- what handlers call ------------------------------------------------------------------------
+
+
+def get(table: TableT[bytes, bytes], key: bytes) -> bytes | None:
+    """``table[key]`` as the running handler sees it: its checkpoint's staged rows first."""
+    checkpoint = _active.get()
+    if checkpoint is not None:
+        staged = checkpoint.lookup(table, key)
+        if staged is not _ABSENT:
+            return cast(bytes | None, staged)
+    value = table.get(key)
+    return value if value is None or isinstance(value, bytes) else bytes(value)
+
+
+def put(table: TableT[bytes, bytes], key: bytes, value: bytes | None) -> None:
+    """Write (``None``: delete) ``table[key]``: staged in a checkpointed agent, else at once (a
+    dispatcher's task, whose context carries its event)."""
+    checkpoint = _active.get()
+    if checkpoint is not None:
+        checkpoint.stage(table, key, value)
+    elif value is not None:
+        table[key] = value
+    elif table.get(key) is not None:
+        del table[key]
+
+
+def output(future: Awaitable[Any]) -> None:
+    """Remember a produced record's future: the running checkpoint waits for it before it
+    writes any row. Outside a checkpoint (views, dispatchers) this does nothing."""
+    checkpoint = _active.get()
+    if checkpoint is not None:
+        checkpoint.outputs.append(future)
+
+
+# -- the runner --------------------------------------------------------------------------------
+
+
+def _waiting(stream: Any) -> Callable[[], int]:
+    """How many events are queued for this agent (0 when it cannot tell: commit each event)."""
+    queue = getattr(getattr(stream, "channel", None), "queue", None)
+    size = getattr(queue, "qsize", None)
+    return cast(Callable[[], int], size) if callable(size) else (lambda: 0)
+
+
+async def run_checkpointed(
+    sb: Switchboard,
+    stream: StreamT[bytes],
+    stage: str,
+    handler: Callable[[EventT[bytes]], Awaitable[None]],
+    *,
+    max_batch: int = MAX_BATCH,
+) -> None:
+    """Run ``handler`` on every event of ``stream`` under checkpoints (see the module docs).
+
+    Events are acknowledged only here, after their checkpoint: an agent cancelled half way (a
+    stop, a crash) never acknowledges an event whose effects are not all durable."""
+    waiting = _waiting(stream)
+    checkpoint = Checkpoint()
+    started = 0.0
+    events = cast(Any, stream).noack().events()  # StreamT does not declare noack()
+    async for event in events:
+        if not checkpoint.events:
+            started = time.monotonic()
+        token = _active.set(checkpoint)
+        savepoint = checkpoint.savepoint()
+        try:
+            failed = await guarded(sb, event, stage, handler)
+        finally:
+            _active.reset(token)
+        if failed:
+            checkpoint.rollback(savepoint)
+        checkpoint.events.append(event)
+        if len(checkpoint.events) >= max_batch or not waiting():
+            await _commit(sb, checkpoint, stage)
+            sb.metrics.checkpoints.labels(stage).observe(time.monotonic() - started)
+
+
+async def _commit(sb: Switchboard, checkpoint: Checkpoint, stage: str) -> None:
+    try:
+        task = asyncio.ensure_future(checkpoint.commit())
+        try:
+            await asyncio.shield(task)
+        except asyncio.CancelledError:
+            # A clean stop: finish this checkpoint (its outputs are on their way) so that its
+            # events are acknowledged before Faust's last commit, then stop.
+            if not task.done():
+                await asyncio.wait({task}, timeout=sb.settings.drain_timeout)
+            raise
+    except asyncio.CancelledError:
+        raise
+    except BaseException as exc:
+        log.critical("%s: Kafka refused an output; stopping the worker without acknowledging", stage,
+                     exc_info=exc)  # fmt: skip
+        await sb.app.crash(exc)
+        raise
