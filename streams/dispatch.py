@@ -44,7 +44,7 @@ from faust.types import EventT, StreamT
 
 from streams.app import Switchboard
 from streams.checkpoint import put
-from streams.guard import quarantine
+from streams.guard import hand_off, quarantine
 from streams.inflight import run_overlapped
 from streams.sessions import load_session
 from switchboard import optout, records
@@ -91,6 +91,8 @@ def _register_channel(sb: Switchboard, channel: str, topic: Any) -> None:
             drain_timeout=sb.settings.drain_timeout,
             on_error=on_error,
             on_fatal=on_fatal,
+            rebalancing=lambda: bool(sb.app.rebalancing),
+            hand_off=lambda event: hand_off(sb, topic, event),
         )
 
     sb.app.agent(topic, name=f"switchboard.dispatch.{channel}")(dispatcher)

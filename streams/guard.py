@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 
     from streams.app import Switchboard
 
-__all__ = ["guarded", "quarantine"]
+__all__ = ["guarded", "hand_off", "quarantine"]
 
 log = logging.getLogger(__name__)
 
@@ -57,3 +57,15 @@ async def quarantine(sb: Switchboard, event: EventT[Any], stage: str, exc: BaseE
         log.critical("cannot write to the rejected topic; stopping the worker", exc_info=fatal)
         await sb.app.crash(fatal)
         raise
+
+
+async def hand_off(sb: Switchboard, topic: Any, event: EventT[Any]) -> None:
+    """Put a copy of ``event`` back at the end of its partition (the partition's next owner
+    processes it), and wait until the broker has it: the original may then be acknowledged
+    unfinished (``streams/inflight.py``)."""
+    msg = event.message
+    log.warning("unfinished at a rebalance; handed off to the partition's next owner",
+                extra={"topic": msg.topic, "partition": msg.partition, "offset": msg.offset})  # fmt: skip
+    future = await sb.produce(topic, key=msg.key, value=msg.value,
+                              headers=header_list(msg.headers), partition=msg.partition)  # fmt: skip
+    await future

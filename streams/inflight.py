@@ -35,11 +35,13 @@ class Ackable(Protocol):
 
 
 class _Slot:
-    __slots__ = ("done", "event")
+    __slots__ = ("done", "event", "handed_off", "task")
 
     def __init__(self, event: Ackable) -> None:
         self.event = event
         self.done = False
+        self.handed_off = False
+        self.task: asyncio.Task[None] | None = None
 
 
 class InOrderAcker:
@@ -58,6 +60,8 @@ class InOrderAcker:
     def finish(self, slot: _Slot) -> int:
         """Mark ``slot`` finished; ack every finished event at the head of its partition.
         Returns how many events were acked."""
+        if slot.done:
+            return 0
         slot.done = True
         tp = (slot.event.message.topic, slot.event.message.partition)
         queue = self._queues[tp]
@@ -73,6 +77,9 @@ class InOrderAcker:
     def pending(self) -> int:
         return sum(len(q) for q in self._queues.values())
 
+    def unfinished(self) -> list[_Slot]:
+        return [slot for queue in self._queues.values() for slot in queue if not slot.done]
+
 
 async def run_overlapped(
     events: Any,
@@ -82,6 +89,8 @@ async def run_overlapped(
     drain_timeout: float,
     on_error: Callable[[Any, Exception], Awaitable[None]],
     on_fatal: Callable[[BaseException], Awaitable[None]],
+    rebalancing: Callable[[], bool] | None = None,
+    hand_off: Callable[[Any], Awaitable[None]] | None = None,
 ) -> None:
     """Run ``handle(event)`` for each event of ``events`` (an async iterator of un-acked Faust
     events), up to ``max_in_flight`` at a time, acking in order.
@@ -96,8 +105,13 @@ async def run_overlapped(
         * ``on_error`` raises too (Kafka itself is failing): the event is never acked and
           ``on_fatal`` is awaited; it should stop the worker, so the partition's next owner
           processes the event again from the committed offset.
-        * the stream stops (shutdown, rebalance): sends in flight get ``drain_timeout`` seconds
-          to finish, so their events are acked rather than sent again by the next owner.
+        * the stream stops (shutdown): sends in flight get ``drain_timeout`` seconds to finish,
+          so their events are acked rather than sent again by the next owner.
+        * partitions are being taken away (``rebalancing()``): Faust waits for every event in
+          flight to be acked before the group can move on, so a send still unfinished after
+          ``drain_timeout`` is *handed off*: ``hand_off(event)`` puts a copy of its event back
+          on its topic (the next owner sends it), and only then is it cancelled and acked. A
+          provider that hangs never holds a rebalance (and every other worker) hostage.
     """
     acker = InOrderAcker()
     slots = asyncio.Semaphore(max_in_flight)
@@ -111,7 +125,7 @@ async def run_overlapped(
                 await on_error(event, exc)
         except asyncio.CancelledError:
             slots.release()
-            raise  # not acked: processed again by the partition's next owner
+            raise  # not acked (unless handed off): processed again by the partition's next owner
         except BaseException as exc:  # noqa: BLE001
             slots.release()
             await on_fatal(exc)
@@ -119,17 +133,56 @@ async def run_overlapped(
         slots.release()
         acker.finish(slot)
 
+    watchdog = (
+        asyncio.create_task(_hand_off_when_stuck(acker, rebalancing, hand_off, drain_timeout, on_fatal))
+        if rebalancing is not None and hand_off is not None
+        else None
+    )  # fmt: skip
     try:
         async for event in events:
             await slots.acquire()
             slot = acker.track(event)
-            task = asyncio.create_task(run(event, slot))
+            task = slot.task = asyncio.create_task(run(event, slot))
             tasks.add(task)
             task.add_done_callback(tasks.discard)
     finally:
+        if watchdog is not None:
+            watchdog.cancel()
         if tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await asyncio.shield(asyncio.wait(set(tasks), timeout=drain_timeout))
+
+
+async def _hand_off_when_stuck(
+    acker: InOrderAcker,
+    rebalancing: Callable[[], bool],
+    hand_off: Callable[[Any], Awaitable[None]],
+    drain_timeout: float,
+    on_fatal: Callable[[BaseException], Awaitable[None]],
+) -> None:
+    """During a rebalance, hand off the events still unfinished after ``drain_timeout``."""
+    loop = asyncio.get_running_loop()
+    since: float | None = None
+    while True:
+        await asyncio.sleep(0.25)
+        if not rebalancing():
+            since = None
+            continue
+        since = since if since is not None else loop.time()
+        if loop.time() - since < drain_timeout:
+            continue
+        for slot in acker.unfinished():
+            if slot.handed_off:
+                continue
+            try:
+                await hand_off(slot.event)
+            except Exception as exc:  # noqa: BLE001 - Kafka failing: stop without acking
+                await on_fatal(exc)
+                return
+            slot.handed_off = True
+            if slot.task is not None:
+                slot.task.cancel()
+            acker.finish(slot)
 
 
 class SessionSends:

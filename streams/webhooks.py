@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 from faust import Stream
 
-from streams.guard import quarantine
+from streams.guard import hand_off, quarantine
 from streams.inflight import run_overlapped
 from switchboard import records
 from switchboard.records import WebhookJob
@@ -68,6 +68,8 @@ def register(sb: Switchboard) -> None:
             drain_timeout=sb.settings.drain_timeout,
             on_error=on_error,
             on_fatal=on_fatal,
+            rebalancing=lambda: bool(sb.app.rebalancing),
+            hand_off=lambda event: hand_off(sb, sb.topics.webhooks, event),
         )
 
     sb.app.agent(sb.topics.webhooks, name="switchboard.webhooks")(webhooks)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 from switchboard.deliveries import apply_report
@@ -54,3 +55,32 @@ def test_a_final_failure_without_retry_is_final() -> None:
 def test_a_window_may_hold_a_deferred_delivery_again() -> None:
     _, told = walk(report("accepted"), report("deferred"), report("deferred"))
     assert told == [["accepted"], ["deferred"], ["deferred"]]
+
+
+def test_an_event_id_names_the_change_and_survives_a_replay() -> None:
+    """Applying the same report to the same state again (a replay after a crash) tells the same
+    events with the same ids; a receiver de-duplicates by them."""
+    accepted = report("accepted")
+    delivered = report("delivered", passed=["sent"])
+    state, first = apply_report(accepted, None)
+    _, told = apply_report(delivered, state)
+    _, again = apply_report(delivered, state)
+    assert [e.event_id for e in told] == [e.event_id for e in again]
+    # Each change has its own id: another status, another attempt, another delivery.
+    ids = {first[0].event_id, *(e.event_id for e in told)}
+    ids.add(apply_report(report("sent", attempt=2), state)[1][0].event_id)
+    other = Report(session_id="s", client_id="c", channel="voice", index=1, address="+14155550100",
+                   status="accepted", attempt=1, occurred_at=1_800_000_000.0)  # fmt: skip
+    ids.add(apply_report(other, None)[1][0].event_id)
+    assert len(ids) == 5
+    # The time of a report is not part of its change: a late copy of it is the same event.
+    late = dataclasses.replace(accepted, occurred_at=1_900_000_000.0)
+    assert apply_report(late, None)[1][0].event_id == first[0].event_id
+
+
+def test_a_window_holding_a_delivery_again_is_a_new_change() -> None:
+    held = report("deferred", detail={"release_at": "2027-01-01T08:00:00Z"})
+    again = report("deferred", detail={"release_at": "2027-01-02T08:00:00Z"})
+    state, first = apply_report(held, None)
+    _, second = apply_report(again, state)
+    assert first[0].event_id != second[0].event_id

@@ -212,3 +212,53 @@ async def test_stopping_lets_sends_in_flight_finish_and_acks_them() -> None:
     with pytest.raises(asyncio.CancelledError):
         await task
     assert acks == [(0, 0)], "the send in flight finished and was acked during the drain"
+
+
+async def test_a_send_stuck_through_a_rebalance_is_handed_off_then_acked() -> None:
+    """Faust waits for every event in flight to be acked before a rebalance completes: a send
+    that hangs past the drain timeout is put back on its topic for the next owner, then
+    cancelled and acked, so the group moves on; the sends that finish are acked as usual."""
+    acks: list[tuple[int, int]] = []
+    all_acked = asyncio.Event()
+
+    class Event(FakeEvent):
+        def ack(self) -> bool:
+            super().ack()
+            if len(acks) == 3:
+                all_acked.set()
+            return True
+
+    events = [Event(0, i, acks) for i in range(3)]
+    handed: list[int] = []
+    cancelled: list[int] = []
+    rebalancing = False
+
+    async def handle(event: FakeEvent) -> None:
+        if event.offset == 1:
+            try:
+                await asyncio.sleep(3600)  # a provider that never answers
+            except asyncio.CancelledError:
+                cancelled.append(event.offset)
+                raise
+
+    async def hand_off(event: FakeEvent) -> None:
+        assert (0, event.offset) not in acks, "handed off before it is acked"
+        handed.append(event.offset)
+
+    async def never(*_: Any) -> None:
+        raise AssertionError("not called")
+
+    async def stream() -> Any:
+        nonlocal rebalancing
+        for event in events:
+            yield event
+        await asyncio.sleep(0.05)
+        assert acks == [(0, 0)], "the stuck send holds the acks behind it"
+        rebalancing = True
+        await all_acked.wait()
+
+    run = run_overlapped(stream(), handle, max_in_flight=4, drain_timeout=0.2, on_error=never,
+                         on_fatal=never, rebalancing=lambda: rebalancing, hand_off=hand_off)  # fmt: skip
+    await asyncio.wait_for(run, timeout=10)
+    assert handed == [1] and cancelled == [1]
+    assert acks == [(0, 0), (0, 1), (0, 2)]

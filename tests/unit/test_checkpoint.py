@@ -1,0 +1,276 @@
+"""Checkpoints (streams/checkpoint.py): outputs durable, then rows, then acks; never otherwise.
+
+The agents' crash safety rests on this order, so it is pinned here without a broker: tables are
+dicts that record which event was current when each row was written (Faust's rocksdb store
+routes a row to its event's partition that way), outputs are futures the test resolves.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+from faust import current_event
+
+from streams import checkpoint
+from streams.checkpoint import Checkpoint, run_checkpointed
+from streams.metrics import Metrics
+from switchboard.settings import Settings
+
+
+class Table(dict[bytes, bytes]):
+    """A table that remembers, for every write, the event current when it was made."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.log: list[tuple[str, bytes, Any]] = []
+
+    def __setitem__(self, key: bytes, value: bytes) -> None:
+        self.log.append(("set", key, current_event()))
+        super().__setitem__(key, value)
+
+    def __delitem__(self, key: bytes) -> None:
+        self.log.append(("del", key, current_event()))
+        super().__delitem__(key)
+
+
+@dataclass(eq=False)
+class Event:
+    offset: int
+    value: bytes = b"{}"
+    acked: int = 0
+    message: Any = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.message = SimpleNamespace(topic="t", partition=self.offset % 2, offset=self.offset,
+                                       key=None, value=self.value, headers=[])  # fmt: skip
+
+    def ack(self) -> bool:
+        self.acked += 1
+        return True
+
+
+def staged(cp: Checkpoint, event: Event, table: Table, key: bytes, value: bytes | None) -> None:
+    """Stage a write as a handler does: inside the checkpoint, with ``event`` current."""
+    import weakref
+
+    from faust.streams import _current_event
+
+    token = _current_event.set(weakref.ref(event))  # type: ignore[arg-type]
+    active = checkpoint._active.set(cp)
+    try:
+        checkpoint.put(table, key, value)  # type: ignore[arg-type]
+    finally:
+        checkpoint._active.reset(active)
+        _current_event.reset(token)
+
+
+async def test_rows_wait_for_every_output_and_acks_wait_for_the_rows() -> None:
+    table, cp = Table(), Checkpoint()
+    first, second = Event(10), Event(11)
+    output = asyncio.get_running_loop().create_future()
+    cp.outputs.append(output)
+    staged(cp, first, table, b"a", b"1")
+    staged(cp, second, table, b"b", b"2")
+    staged(cp, second, table, b"a", None)
+    cp.events += [first, second]
+    commit = asyncio.ensure_future(cp.commit())
+    await asyncio.sleep(0.01)
+    assert table == {} and not first.acked, "nothing may be written before the outputs are in"
+    output.set_result(None)
+    await commit
+    assert table == {b"b": b"2"}
+    # In the order staged, each in its own event's context (its changelog partition).
+    assert [(op, key, event) for op, key, event in table.log] == [
+        ("set", b"a", first), ("set", b"b", second), ("del", b"a", second)
+    ]  # fmt: skip
+    assert first.acked == second.acked == 1
+
+
+async def test_a_refused_output_writes_no_row_and_acks_nothing() -> None:
+    table, cp = Table(), Checkpoint()
+    event = Event(1)
+    failed = asyncio.get_running_loop().create_future()
+    failed.set_exception(RuntimeError("broker refused"))
+    cp.outputs.append(failed)
+    staged(cp, event, table, b"k", b"v")
+    cp.events.append(event)
+    with pytest.raises(RuntimeError):
+        await cp.commit()
+    assert table == {} and event.acked == 0
+
+
+def test_a_handler_sees_its_staged_rows_and_nobody_else_does() -> None:
+    table, cp = Table(), Checkpoint()
+    table[b"k"] = b"old"
+    staged(cp, Event(1), table, b"k", b"new")
+    staged(cp, Event(1), table, b"gone", None)
+    assert checkpoint.get(table, b"k") == b"old"  # type: ignore[arg-type]
+    token = checkpoint._active.set(cp)
+    try:
+        assert checkpoint.get(table, b"k") == b"new"  # type: ignore[arg-type]
+        assert checkpoint.get(table, b"gone") is None  # type: ignore[arg-type]
+        assert checkpoint.get(table, b"other") is None  # type: ignore[arg-type]
+    finally:
+        checkpoint._active.reset(token)
+
+
+def test_rollback_forgets_what_a_failed_handler_staged() -> None:
+    table, cp = Table(), Checkpoint()
+    staged(cp, Event(1), table, b"kept", b"1")
+    savepoint = cp.savepoint()
+    staged(cp, Event(2), table, b"kept", b"2")
+    staged(cp, Event(2), table, b"dropped", b"x")
+    cp.rollback(savepoint)
+    assert cp.lookup(table, b"kept") == b"1"  # type: ignore[arg-type]
+    assert cp.lookup(table, b"dropped") is checkpoint._ABSENT  # type: ignore[arg-type]
+    cp.apply()
+    assert table == {b"kept": b"1"}
+
+
+def test_outside_a_checkpoint_a_write_is_immediate() -> None:
+    import weakref
+
+    from faust.streams import _current_event
+
+    table, event = Table(), Event(3)
+    token = _current_event.set(weakref.ref(event))  # type: ignore[arg-type]
+    try:
+        checkpoint.put(table, b"k", b"v")  # type: ignore[arg-type]
+        checkpoint.put(table, b"missing", None)  # type: ignore[arg-type]
+    finally:
+        _current_event.reset(token)
+    assert table == {b"k": b"v"} and table.log == [("set", b"k", event)]
+
+
+# -- the runner ----------------------------------------------------------------------------------
+
+
+class Stream:
+    """What run_checkpointed needs of a Faust stream: noack().events() and a queue size."""
+
+    def __init__(self, events: list[Event], hold: asyncio.Event | None = None) -> None:
+        self._events = events
+        self._hold = hold
+        self.queue = SimpleNamespace(qsize=lambda: self.waiting)
+        self.channel = SimpleNamespace(queue=self.queue)
+        self.waiting = 0
+
+    def noack(self) -> Stream:
+        return self
+
+    async def events(self) -> AsyncIterator[Event]:
+        import weakref
+
+        from faust.streams import _current_event
+
+        for i, event in enumerate(self._events):
+            self.waiting = len(self._events) - i - 1
+            _current_event.set(weakref.ref(event))  # type: ignore[arg-type]
+            yield event
+        if self._hold is not None:
+            await self._hold.wait()
+
+
+def fake_sb() -> Any:
+    rejected: list[Any] = []
+
+    async def reject(**fields: Any) -> Any:
+        rejected.append(fields)
+        done = asyncio.get_running_loop().create_future()
+        done.set_result(None)
+        return done
+
+    async def crash(exc: BaseException) -> None:
+        raise AssertionError(f"crashed: {exc!r}")
+
+    return SimpleNamespace(metrics=Metrics(), settings=Settings(drain_timeout=5.0), reject=reject,
+                           rejected=rejected, app=SimpleNamespace(crash=crash))  # fmt: skip
+
+
+async def test_the_runner_batches_what_is_waiting_and_acks_only_after_the_rows() -> None:
+    sb, table = fake_sb(), Table()
+    events = [Event(i) for i in range(5)]
+    commits: list[list[int]] = []
+
+    async def handler(event: Any) -> None:
+        checkpoint.put(table, str(event.offset).encode(), b"x")  # type: ignore[arg-type]
+        # Nothing of this batch is acked or written while it is being processed.
+        assert all(e.acked == 0 for e in events[: event.offset + 1])
+        assert str(event.offset).encode() not in table
+
+    original = Checkpoint.commit
+
+    async def commit(self: Checkpoint) -> None:
+        commits.append([e.message.offset for e in self.events])
+        await original(self)
+
+    Checkpoint.commit = commit  # type: ignore[method-assign]
+    try:
+        await run_checkpointed(sb, Stream(events), "test", handler)  # type: ignore[arg-type]
+    finally:
+        Checkpoint.commit = original  # type: ignore[method-assign]
+    assert commits == [[0, 1, 2, 3, 4]], "one checkpoint for the events that were waiting"
+    assert all(e.acked == 1 for e in events) and len(table) == 5
+
+
+async def test_a_failing_handler_is_rejected_and_its_rows_dropped() -> None:
+    sb, table = fake_sb(), Table()
+    events = [Event(0), Event(1), Event(2)]
+
+    async def handler(event: Any) -> None:
+        checkpoint.put(table, str(event.offset).encode(), b"x")  # type: ignore[arg-type]
+        if event.offset == 1:
+            raise ValueError("poison")
+
+    await run_checkpointed(sb, Stream(events), "test", handler)  # type: ignore[arg-type]
+    assert sorted(table) == [b"0", b"2"]
+    assert [r["offset"] for r in sb.rejected] == [1]
+    assert all(e.acked == 1 for e in events), "a rejected event is acknowledged (it is recorded)"
+
+
+async def test_a_stop_during_a_commit_finishes_it_then_stops() -> None:
+    """SIGTERM cancels the agent: the checkpoint being committed still completes (its outputs
+    are on their way), so its events are acknowledged before Faust's last commit."""
+    sb, table = fake_sb(), Table()
+    output = asyncio.get_running_loop().create_future()
+    events = [Event(0)]
+
+    async def handler(event: Any) -> None:
+        checkpoint.output(output)
+        checkpoint.put(table, b"k", b"v")  # type: ignore[arg-type]
+
+    runner = asyncio.ensure_future(
+        run_checkpointed(sb, Stream(events, hold=asyncio.Event()), "test", handler)  # type: ignore[arg-type]
+    )
+    await asyncio.sleep(0.01)
+    runner.cancel()
+    await asyncio.sleep(0.01)
+    assert not runner.done() and table == {}
+    output.set_result(None)
+    with pytest.raises(asyncio.CancelledError):
+        await runner
+    assert table == {b"k": b"v"} and events[0].acked == 1
+
+
+async def test_a_stop_while_processing_acknowledges_nothing() -> None:
+    """Cancelled in the middle of a handler (before its checkpoint): the event is not acked, and
+    nothing it staged is written; the partition's next owner processes it again."""
+    sb, table = fake_sb(), Table()
+    events = [Event(0)]
+    blocked = asyncio.Event()
+
+    async def handler(event: Any) -> None:
+        checkpoint.put(table, b"k", b"v")  # type: ignore[arg-type]
+        await blocked.wait()
+
+    runner = asyncio.ensure_future(run_checkpointed(sb, Stream(events), "test", handler))  # type: ignore[arg-type]
+    await asyncio.sleep(0.01)
+    runner.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await runner
+    assert table == {} and events[0].acked == 0

@@ -1,0 +1,127 @@
+"""The report agent processing a report again after a crash (streams/reports.py): exactly once.
+
+A crash while a checkpoint's rows are written leaves a prefix of them in the changelog; a report
+writes its session's progress before its delivery. So a report processed again finds nothing of
+itself, its progress only, or everything, and each case must count the delivery exactly once
+and complete the session exactly once. The agent's handler runs here against dict tables.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import weakref
+from types import SimpleNamespace
+from typing import Any
+
+from faust.streams import _current_event
+
+from streams import reports
+from streams.checkpoint import Checkpoint, _active
+from switchboard import records
+from switchboard.records import Report, SessionState
+from switchboard.settings import Settings
+
+SESSION = "8c1d8f4e-2c43-4b35-a7a5-3f1d6c0b9a10"
+
+
+def world(deliveries: int = 2) -> Any:
+    published: list[Any] = []
+
+    async def publish_status(event: Any) -> None:
+        published.append(event)
+
+    async def schedule_at(*args: Any) -> None:
+        return None
+
+    session = SessionState(
+        session_id=SESSION, client_id="acme", channels=["sms"], recipients=deliveries,
+        deliveries=deliveries, chunks=1, trigger="immediate", status="dispatching",
+        created_at=1.0, source="api", transport={"type": "sms", "message": "hi"}, options={},
+    )  # fmt: skip
+    tables = SimpleNamespace(sessions={SESSION.encode(): records.encode(session)}, deliveries={})
+    return SimpleNamespace(
+        tables=tables, published=published, publish_status=publish_status,
+        schedule_at=schedule_at, cancel_timer=schedule_at,
+        clients=SimpleNamespace(get=lambda _: None), settings=Settings(report_timeout=60.0),
+        metrics=SimpleNamespace(missing_state=SimpleNamespace(labels=lambda *_: None)),
+    )  # fmt: skip
+
+
+def delivered(index: int) -> Report:
+    return Report(session_id=SESSION, client_id="acme", channel="sms", index=index,
+                  address=f"+1415555010{index}", status="delivered", attempt=1,
+                  occurred_at=1_800_000_000.0 + index, passed=["sent"])  # fmt: skip
+
+
+class _Event:
+    def __init__(self, offset: int) -> None:
+        self.message = SimpleNamespace(partition=0, offset=offset)
+
+    def ack(self) -> bool:
+        return True
+
+
+async def apply(sb: Any, report: Report, offset: int) -> Checkpoint:
+    """Run the agent's rule on one report inside a checkpoint; return it uncommitted."""
+    checkpoint = Checkpoint()
+    event = _Event(offset)
+    token, active = _current_event.set(weakref.ref(event)), _active.set(checkpoint)  # type: ignore[arg-type]
+    try:
+        await reports._apply(sb, report, offset)
+    finally:
+        _active.reset(active)
+        _current_event.reset(token)
+    checkpoint.events.append(event)  # type: ignore[arg-type]
+    return checkpoint
+
+
+def progress(sb: Any) -> Any:
+    raw = sb.tables.deliveries.get(SESSION.encode())
+    return records.decode(records.Progress, raw) if raw else None
+
+
+def completed_events(sb: Any) -> list[str]:
+    return [e.event_id for e in sb.published if e.status == "completed"]
+
+
+async def test_a_report_written_whole_and_processed_again_changes_nothing() -> None:
+    sb = world()
+    (await apply(sb, delivered(0), 5)).apply()
+    (await apply(sb, delivered(1), 6)).apply()
+    assert progress(sb).final == 2 and len(completed_events(sb)) == 1
+    (await apply(sb, delivered(1), 6)).apply()
+    assert progress(sb).final == 2 and len(completed_events(sb)) == 1
+
+
+async def test_a_report_whose_progress_was_written_but_not_its_delivery_is_not_counted_twice() -> (
+    None
+):
+    sb = world()
+    (await apply(sb, delivered(0), 5)).apply()
+    checkpoint = await apply(sb, delivered(1), 6)
+    # The crash: the changelog kept the first row written (progress), not the delivery's.
+    [first, *_] = checkpoint.writes
+    assert first.key == SESSION.encode()
+    sb.tables.deliveries[first.key] = first.value
+    assert progress(sb).final == 2 and len(completed_events(sb)) == 1
+    replay = await apply(sb, delivered(1), 6)
+    replay.apply()
+    assert progress(sb).final == 2, "counted once"
+    assert len(completed_events(sb)) == 1, "completed once (its event is in Kafka already)"
+    assert records.decode(records.DeliveryState,
+                          sb.tables.deliveries[f"{SESSION}/1/sms".encode()]).status == "delivered"  # fmt: skip
+
+
+async def test_a_report_whose_rows_were_all_lost_is_applied_again_with_the_same_events() -> None:
+    sb = world()
+    (await apply(sb, delivered(0), 5)).apply()
+    before = len(sb.published)
+    await apply(sb, delivered(1), 6)  # processed, then the worker died before any row was written
+    told = [e.event_id for e in sb.published[before:]]
+    (await apply(sb, delivered(1), 6)).apply()
+    assert [e.event_id for e in sb.published[before + len(told) :]] == told
+    assert progress(sb).final == 2 and len(set(completed_events(sb))) == 1
+
+
+def test_the_module_still_has_the_names_this_test_drives() -> None:
+    assert asyncio.iscoroutinefunction(reports._apply)
