@@ -17,6 +17,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import faust
@@ -31,6 +32,7 @@ from streams.metrics import Metrics
 from streams.producer import SwitchboardApp
 from streams.replica import KeyValueReplica
 from streams.schema_registry import SchemaIds, SchemaRegistry
+from streams.tablestore import STORE_URL
 from switchboard import records
 from switchboard.errors import FieldError
 from switchboard.instruction import CHANNELS
@@ -244,6 +246,11 @@ class Switchboard:
 ProducerBuffer.max_messages = 2000
 
 
+def table_dir(settings: Settings) -> Path:
+    """The directory of this worker's local copies of the tables (a cache of their changelogs)."""
+    return settings.data_dir.resolve() / "tables"
+
+
 def build(
     settings: Settings,
     *,
@@ -254,8 +261,10 @@ def build(
     app = SwitchboardApp(
         settings.app_id,
         broker=[f"kafka://{server.strip()}" for server in settings.bootstrap_servers.split(",")],
-        store="rocksdb://",
+        store=STORE_URL,  # Faust's RocksDB store, keeping revoked partitions open
         datadir=str(settings.data_dir),
+        # Where the RocksDB tables live: discarded after a crash (``streams/worker.py``).
+        tabledir=str(table_dir(settings)),
         autodiscover=False,
         key_serializer="raw",
         value_serializer="raw",

@@ -4,19 +4,29 @@
 must exist before Faust subscribes (it does not notice topics created later), the clients file
 (when given) is applied so the registry finds the clients, and the output schemas are
 registered so every status event can be written in the Confluent format from the first one.
+
+Local tables after a crash. A table row is written to the local RocksDB at once and to its
+changelog topic a moment later. A worker killed in between keeps rows that Kafka never got, and
+a restart on the same data directory would trust them: it would skip work as done that no other
+worker can see, and the partition's next owner would miss it. So the local tables are trusted
+only after a clean stop, which flushes every row to its changelog: the worker writes a
+``clean-stop`` marker as the very last thing it does, and removes it when it starts. A start
+without the marker (after ``kill -9``, a crash, a power cut) discards the local tables, and Faust
+rebuilds them from their changelogs.
 """
 
 from __future__ import annotations
 
 import logging
 import logging.config
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 
 import faust
 import yaml
 
-from streams.app import Switchboard, build
+from streams.app import Switchboard, build, table_dir
 from streams.clients import publish_clients
 from streams.schema_registry import SchemaIds, SchemaRegistry
 from streams.topics import ensure_topics
@@ -25,9 +35,12 @@ from switchboard.errors import ConfigError
 from switchboard.logs import logging_config
 from switchboard.settings import Settings
 
-__all__ = ["apply_clients_file", "prepare", "run_worker"]
+__all__ = ["CLEAN_STOP", "apply_clients_file", "prepare", "run_worker", "trust_local_tables"]
 
 log = logging.getLogger(__name__)
+
+#: Written by a clean stop, in the data directory (module docs).
+CLEAN_STOP = "clean-stop"
 
 
 def apply_clients_file(settings: Settings, path: Path) -> list[str]:
@@ -77,11 +90,44 @@ def prepare(settings: Settings) -> tuple[SchemaIds, SchemaRegistry | None]:
 
 class _Worker(faust.Worker):
     on_ready: Callable[[], None] | None = None
+    clean_stop: Callable[[], None] | None = None
 
     async def on_startup_finished(self) -> None:
         await super().on_startup_finished()
         if self.on_ready is not None:
             self.on_ready()
+
+    def stop_and_shutdown(self) -> None:
+        # Raises the crash's exception when the worker crashed: no marker then.
+        super().stop_and_shutdown()
+        if self.clean_stop is not None and self.crash_reason is None:
+            self.clean_stop()
+
+
+def _mark_clean_stop(settings: Settings, sb: Switchboard) -> None:
+    """Write the clean-stop marker if every table row reached its changelog."""
+    producer = sb.app.producer
+    failure = getattr(producer, "failure", None)
+    unsent = producer.buffer.size + getattr(producer.buffer, "handing_over", 0)
+    if failure is not None or unsent:
+        log.warning("stopped with table writes not confirmed: local tables will be rebuilt",
+                    extra={"unsent": unsent, "failure": repr(failure)})  # fmt: skip
+        return
+    (settings.data_dir / CLEAN_STOP).write_text("all table rows were in their changelogs\n")
+
+
+def trust_local_tables(settings: Settings) -> bool:
+    """Keep the local tables if the last stop was clean, else discard them (module docs).
+    Either way the marker is removed: only this run's clean stop writes it again."""
+    marker = settings.data_dir / CLEAN_STOP
+    tables = table_dir(settings)
+    clean = marker.exists()
+    marker.unlink(missing_ok=True)
+    if not clean and tables.exists():
+        log.warning("the last stop was not clean: local tables are rebuilt from their changelogs",
+                    extra={"tables": str(tables)})  # fmt: skip
+        shutil.rmtree(tables)
+    return clean
 
 
 def run_worker(settings: Settings, on_ready: Callable[[], None] | None = None) -> None:
@@ -89,11 +135,13 @@ def run_worker(settings: Settings, on_ready: Callable[[], None] | None = None) -
     config = logging_config(settings.log_level, settings.log_format)
     logging.config.dictConfig(config)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
+    trust_local_tables(settings)
     schema_ids, registry = prepare(settings)
     sb: Switchboard = build(settings, schema_ids=schema_ids, registry=registry)
     worker = _Worker(sb.app, loglevel=settings.log_level, logging_config=config, quiet=True,
                      redirect_stdouts=False)  # fmt: skip
     worker.on_ready = on_ready
+    worker.clean_stop = lambda: _mark_clean_stop(settings, sb)
     log.info("worker starting", extra={"app_id": settings.app_id, "bootstrap": settings.bootstrap_servers,
                                        "web": settings.web_url, "sandbox": settings.sandbox})  # fmt: skip
     worker.execute_from_commandline()

@@ -25,7 +25,7 @@ from streams.app import Switchboard
 from streams.sessions import load_idempotency
 from streams.submit import submit
 from streams.web import routing, sessions, twilio
-from streams.web.common import HTTPProblem, authenticate, problem
+from streams.web.common import HTTPProblem, authenticate, errors_middleware, problem
 from streams.web.openapi import openapi_document
 from switchboard import records
 from switchboard.clients import ClientConfig
@@ -44,6 +44,7 @@ def register(sb: Switchboard) -> None:
     app = sb.app
     policy = ValidationPolicy(allow_http_webhooks=sb.settings.allow_http_webhooks)
     quotas = Quotas()
+    app.web.web_app.middlewares.append(errors_middleware(sb))  # type: ignore[attr-defined]
 
     @app.page("/v1/messages", name="messages")
     class Messages(View):

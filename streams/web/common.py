@@ -3,17 +3,30 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 import uuid
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 
+from aiohttp import web
 from faust.web import Request, Response, View
 
 from streams.app import Switchboard
 from switchboard.clients import ClientConfig
 
-__all__ = ["HTTPProblem", "authenticate", "confirmed", "iso", "problem", "session_uuid", "until"]
+__all__ = [
+    "HTTPProblem",
+    "authenticate",
+    "confirmed",
+    "errors_middleware",
+    "iso",
+    "problem",
+    "session_uuid",
+    "until",
+]
+
+log = logging.getLogger(__name__)
 
 
 class HTTPProblem(Exception):
@@ -86,3 +99,26 @@ def session_uuid(value: str) -> str:
 
 def iso(ts: float) -> str:
     return datetime.fromtimestamp(ts, UTC).isoformat().replace("+00:00", "Z")
+
+
+def errors_middleware(sb: Switchboard) -> object:
+    """The last line of defence of every view: an exception a view did not turn into an answer
+    is logged (with its traceback, never echoed) and answered in the API's error shape: 503 with
+    ``Retry-After`` while the worker is stopping (a load balancer tries another), else 500."""
+
+    @web.middleware
+    async def errors(request: web.Request, handler: object) -> web.StreamResponse:
+        try:
+            return await handler(request)  # type: ignore[operator,no-any-return]
+        except (web.HTTPException, asyncio.CancelledError):
+            raise
+        except Exception:
+            stopping = bool(sb.app.should_stop)
+            log.exception("a view failed", extra={"path": request.path, "stopping": stopping})
+            if stopping:
+                body = {"errors": [{"field": "", "error": "this worker is stopping; retry"}]}
+                return web.json_response(body, status=503, headers={"Retry-After": "1"})
+            body = {"errors": [{"field": "", "error": "internal error; the worker's log says why"}]}
+            return web.json_response(body, status=500)
+
+    return errors

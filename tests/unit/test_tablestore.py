@@ -1,0 +1,50 @@
+"""The table store (streams/tablestore.py): a row stays readable while its partition is revoked.
+
+Faust drops a revoked partition's database at the start of a rebalance, then waits for the
+events still being processed; those would read their rows as missing. Shown here against
+Faust's own store, and that Switchboard's keeps answering.
+"""
+
+from __future__ import annotations
+
+import weakref
+from pathlib import Path
+from types import SimpleNamespace
+
+import faust
+import pytest
+from faust.streams import _current_event
+from faust.types import TP
+
+from streams.tablestore import STORE_URL
+
+
+class _Event:
+    def __init__(self, partition: int) -> None:
+        self.message = SimpleNamespace(partition=partition)
+
+
+def _row_after_revocation(url: str, datadir: Path) -> tuple[bytes | None, bytes | None]:
+    app = faust.App("t", store=url, datadir=str(datadir), autodiscover=False,
+                    key_serializer="raw", value_serializer="raw")  # fmt: skip
+    table = app.Table("sessions", key_type=bytes, value_type=bytes, partitions=4)
+    store = table.data
+    event = _Event(2)
+    token = _current_event.set(weakref.ref(event))  # type: ignore[arg-type]
+    try:
+        store._set(b"session:0", b"recipients")  # type: ignore[attr-defined]
+    finally:
+        _current_event.reset(token)
+    before = store._get(b"session:0")  # type: ignore[attr-defined]
+    store.revoke_partitions(table, {TP(table.changelog_topic.get_topic_name(), 2)})
+    return before, store._get(b"session:0")  # type: ignore[attr-defined]
+
+
+def test_faust_s_store_loses_sight_of_a_revoked_partition_s_rows(tmp_path: Path) -> None:
+    """The premise, against Faust 0.15.3's own store."""
+    assert _row_after_revocation("rocksdb://", tmp_path) == (b"recipients", None)
+
+
+@pytest.mark.parametrize("url", [STORE_URL])
+def test_switchboard_s_store_keeps_them_readable(url: str, tmp_path: Path) -> None:
+    assert _row_after_revocation(url, tmp_path) == (b"recipients", b"recipients")
