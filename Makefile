@@ -8,12 +8,13 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
 
-.PHONY: help install run test lint typecheck unit kafka bench clean distclean
+.PHONY: help install run test lint typecheck unit kafka bench soak clean distclean
 
 help:
 	@echo "make run    start Kafka and a worker with sandbox channels on http://127.0.0.1:6066"
 	@echo "make test   lint, type-check and run the whole test suite against a real broker"
 	@echo "make bench  the pipeline benchmark (prints figures; not part of make test)"
+	@echo "make soak   two workers under load through SIGTERMs and kill -9s (minutes; not part of make test)"
 	@echo "make unit   only the tests that need no broker (fast)"
 	@echo "make clean  remove local broker and worker state (.switchboard/)"
 
@@ -45,6 +46,11 @@ test: lint typecheck kafka
 
 bench: install kafka
 	$(BIN)/python -m bench.pipeline $(BENCH_ARGS)
+
+# SOAK_SECONDS (default 120) of load at SOAK_RATE sessions/s (default 30); figures printed, and
+# written to SOAK_REPORT (JSON) when it is set.
+soak: install kafka
+	$(BIN)/pytest -m soak -s -p no:cacheprovider tests/integration/test_crashes.py $(PYTEST_ARGS)
 
 clean:
 	rm -rf .switchboard

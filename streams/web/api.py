@@ -82,7 +82,10 @@ def register(sb: Switchboard) -> None:
     @app.page("/readyz", name="readyz")
     class Ready(View):
         async def get(self, request: Request) -> Response:
-            # Readiness: tables recovered and partitions settled; for load balancers.
+            # Readiness, for load balancers: this worker takes requests. A rebalance does not
+            # take it out: the Send API keeps answering, and requests about a session wait for
+            # the partitions to settle (streams/web/routing.py). Every worker going unready at
+            # once, at every rebalance, would be an outage. "settled" tells the rest.
             body = _health(sb)
             return self.json(body, status=200 if body["ready"] else 503)
 
@@ -106,9 +109,11 @@ def _health(sb: Switchboard) -> dict[str, Any]:
     recovery = getattr(sb.app.tables, "recovery", None)  # TableManagerT does not declare it
     recovering = bool(recovery is not None and recovery.in_recovery)
     sb.metrics.clients.set(len(sb.clients))
+    stopping = bool(sb.app.should_stop)
     return {
-        "status": "ok" if loaded else "starting",
-        "ready": loaded and not rebalancing and not recovering,
+        "status": "stopping" if stopping else "ok" if loaded else "starting",
+        "ready": loaded and not stopping,
+        "settled": loaded and not stopping and not rebalancing and not recovering,
         "clients": len(sb.clients),
         "rebalancing": rebalancing,
         "recovering": recovering,

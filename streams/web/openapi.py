@@ -499,10 +499,14 @@ def openapi_document() -> dict[str, Any]:
             },
             "/readyz": {
                 "get": {
-                    "summary": "Readiness: tables recovered, partitions settled",
+                    "summary": "Readiness: the worker takes requests (also while partitions move)",
                     "responses": {
-                        "200": {"description": "Ready."},
-                        "503": {"description": "Starting, recovering or rebalancing."},
+                        "200": {
+                            "description": "Ready. `settled` in the body tells whether partitions are settled and tables recovered."
+                        },
+                        "503": {
+                            "description": "Starting (client configuration not loaded) or stopping."
+                        },
                     },
                 }
             },

@@ -151,9 +151,11 @@ class Worker:
                 f"worker exited with {self.process.returncode}; log:\n{self.log_tail()}"
             )
         try:
-            return http("GET", f"{self.url}/readyz", timeout=2).status == 200
+            answer = http("GET", f"{self.url}/readyz", timeout=2)
         except OSError:
             return False
+        # Ready, and its partitions settled: tests start from a quiet group.
+        return answer.status == 200 and bool(answer.body.get("settled"))
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 60.0) -> int | None:
         """Stop the worker (SIGTERM: a clean shutdown; SIGKILL: a crash). Returns its exit code."""

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
 import random
 import shutil
 import signal
@@ -34,6 +35,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
 from http.client import HTTPException
+from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 from urllib.parse import parse_qsl, urlencode, urlsplit
@@ -149,10 +151,10 @@ class Load:
     on it)."""
 
     def __init__(self, workers: Sequence[Worker], key: str, rate: float = LOAD_RATE,
-                 seed: int = 11, zero: float | None = None) -> None:  # fmt: skip
+                 seed: int = 11, zero: float | None = None, threads: int = 1) -> None:  # fmt: skip
         self._urls = [w.url for w in workers]  # a worker keeps its port across restarts
         self._key = key
-        self._interval = 1.0 / rate
+        self._interval = threads / rate  # each thread posts its share of the rate
         self._rng = random.Random(seed)
         self._turn = itertools.count()
         self._lock = threading.Lock()
@@ -161,13 +163,15 @@ class Load:
         self._unexpected: list[str] = []
         self._given_up = 0
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="load", daemon=True)
+        self._threads = [threading.Thread(target=self._run, name=f"load-{i}", daemon=True)
+                         for i in range(threads)]  # fmt: skip
         self._zero = zero  # the clock's zero for Accepted.at (default: the start)
 
     def __enter__(self) -> Self:
         if self._zero is None:
             self._zero = time.monotonic()
-        self._thread.start()
+        for thread in self._threads:
+            thread.start()
         return self
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
@@ -176,8 +180,9 @@ class Load:
 
     def stop(self) -> None:
         self._stop.set()
-        if self._thread.is_alive():
-            self._thread.join(60)
+        for thread in self._threads:
+            if thread.is_alive():
+                thread.join(60)
 
     def accepted(self) -> dict[str, Accepted]:
         with self._lock:
@@ -210,7 +215,9 @@ class Load:
             self._post(serial)
 
     def _post(self, serial: int) -> None:
-        recipients = numbers.take(self._rng.randint(1, 5))
+        with self._lock:
+            count = self._rng.randint(1, 5)
+        recipients = numbers.take(count)
         body = {"transport": {"type": "sms", "message": f"Load {serial}: your code is {serial % 1_000_000:06d}"},
                 "audience": recipients}  # fmt: skip
         for _ in range(30):
@@ -368,6 +375,8 @@ class Findings:
     started: float = field(default_factory=time.monotonic)
     problems: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    #: Measurements for the soak's report (``make soak``).
+    figures: dict[str, Any] = field(default_factory=dict)
 
     def note(self, message: str) -> None:
         line = f"[{time.monotonic() - self.started:6.1f}s] {message}"
@@ -386,6 +395,13 @@ class Findings:
                 + "\n\nwhat happened:\n"
                 + "\n".join(self.notes)
             )
+
+
+def longest_gap(accepted: dict[str, Accepted]) -> float:
+    """The longest time, in seconds, between two sessions answered 202 in a row: how long the
+    Send API was unavailable at worst."""
+    times = sorted(a.at for a in accepted.values())
+    return max((b - a for a, b in itertools.pairwise(times)), default=0.0)
 
 
 def _examples(items: Sequence[Any] | set[Any] | dict[Any, Any], n: int = 5) -> str:
@@ -414,6 +430,7 @@ class Outcome:
 def run_load_scenario(
     kafka: LocalBroker, keys: Keys, twilio: BackgroundServer[DeliveringTwilioServer],
     workers: tuple[Worker, Worker], faults: Callable[[Findings], None], findings: Findings,
+    *, rate: float = LOAD_RATE, threads: int = 1, completion_timeout: float = COMPLETION_TIMEOUT,
 ) -> Outcome:  # fmt: skip
     """Start both workers, run the load while ``faults`` happen, stop it, and read the outcome."""
     first, second = workers
@@ -421,12 +438,14 @@ def run_load_scenario(
     first.start()
     second.start(timeout=120)
     findings.note(f"workers up: {first.url} and {second.url} (prefix {first.prefix})")
-    with Load(workers, keys.acme, zero=findings.started) as load:
+    with Load(workers, keys.acme, rate=rate, zero=findings.started, threads=threads) as load:
         time.sleep(SETTLE)
         findings.note(f"load running: {load.summary()}")
         faults(findings)
         time.sleep(SETTLE)
     findings.note(f"load stopped: {load.summary()}")
+    findings.figures["answers"] = dict(load.answers())
+    findings.figures["load_stopped_at"] = round(time.monotonic() - findings.started, 1)
     accepted = load.accepted()
     unexpected = load.unexpected()
     findings.check(not unexpected, f"the Send API answered {len(unexpected)} times neither 202 nor 503 "
@@ -437,9 +456,10 @@ def run_load_scenario(
 
     urls = [first.url, second.url]
     completed, missing, undelivered = await_completed(
-        urls, keys.acme, list(accepted), COMPLETION_TIMEOUT
+        urls, keys.acme, list(accepted), completion_timeout
     )
     findings.note(f"{len(completed)} of {len(accepted)} sessions completed")
+    findings.figures["all_completed_at"] = round(time.monotonic() - findings.started, 1)
     idle = twilio.fake.wait_idle(30 if missing else 150)
     findings.note(
         f"fake Twilio: {twilio.fake.summary()}{'' if idle else ' (callbacks still tried)'}"
@@ -892,3 +912,128 @@ def reset_offsets(bootstrap: str, group: str, topic: str, partitions: int,
             time.sleep(1.0)
     after = committed_offsets(bootstrap, group, topic, range(partitions))
     assert all(offset == 0 for offset in after.values()), after
+
+
+# -- the soak: `make soak` (not part of `make test`) ------------------------------------------
+
+
+SOAK_SECONDS = float(os.environ.get("SOAK_SECONDS", "120"))
+SOAK_RATE = float(os.environ.get("SOAK_RATE", "30"))  # sessions per second, 3 recipients on average
+
+
+def _soak_report(name: str, outcome: Outcome, findings: Findings, faults: int, extra: int) -> None:
+    """Print the soak's figures, and add them to ``$SOAK_REPORT`` (JSON) when it is set."""
+    recipients = sum(len(a.recipients) for a in outcome.accepted.values())
+    figures = {
+        "scenario": name,
+        "seconds_of_load": SOAK_SECONDS,
+        "sessions_accepted": len(outcome.accepted),
+        "recipients": recipients,
+        "sessions_lost": len(outcome.missing),
+        "faults": faults,
+        "duplicate_sends": extra,
+        "duplicate_sends_per_fault": round(extra / faults, 2) if faults else 0,
+        "callbacks_rejected": sum(1 for r in outcome.rejected if str(r.get("topic", "")).startswith(TWILIO_PREFIX)),
+        "callback_answers": {str(k): v for k, v in outcome.twilio.tries().items()},
+        "longest_api_gap_s": round(longest_gap(outcome.accepted), 1),
+        **findings.figures,
+    }  # fmt: skip
+    print(json.dumps(figures, indent=2), flush=True)
+    path = os.environ.get("SOAK_REPORT")
+    if path:
+        report = Path(path)
+        previous = json.loads(report.read_text()) if report.exists() else []
+        report.write_text(json.dumps([*previous, figures], indent=2) + "\n")
+
+
+@pytest.mark.soak
+@pytest.mark.timeout(3600)
+def test_soak_sigterm_every_20_seconds(
+    make_worker: WorkerFactory, kafka: LocalBroker, keys: Keys
+) -> None:
+    """The operator's test of a clean restart: two workers under a steady load for
+    ``SOAK_SECONDS``, one of them stopped with SIGTERM every 20 s (in turn) and started again."""
+    findings = Findings()
+    stops = 0
+    with BackgroundServer(partial(DeliveringTwilioServer, latency=PROVIDER_LATENCY)) as twilio:
+        first, second = two_workers(make_worker, keys, twilio.url)
+
+        def faults(findings: Findings) -> None:
+            nonlocal stops
+            end = time.monotonic() + SOAK_SECONDS - 2 * SETTLE
+            for worker, name in itertools.cycle(((first, "A"), (second, "B"))):
+                if time.monotonic() + 20 > end:
+                    break
+                time.sleep(max(0.0, 20 - (time.monotonic() - findings.started) % 20))
+                code = worker.stop(signal.SIGTERM)
+                stops += 1
+                findings.note(f"SIGTERM {name}: exit code {code}")
+                findings.check(code == 0, f"worker {name} exited {code} on SIGTERM")
+                worker.start(timeout=150)
+                findings.note(f"{name} restarted")
+            findings.figures["last_fault_at"] = round(time.monotonic() - findings.started, 1)
+
+        try:
+            outcome = run_load_scenario(kafka, keys, twilio, (first, second), faults, findings,
+                                        rate=SOAK_RATE, threads=8, completion_timeout=900)  # fmt: skip
+        finally:
+            first.stop()
+            second.stop()
+    check_sessions(outcome, findings)
+    check_callbacks(outcome, findings)
+    extra = duplicate_sends(outcome, findings)
+    findings.check(extra == 0, f"{extra} messages sent twice across clean restarts")
+    _soak_report("SIGTERM every 20 s", outcome, findings, stops, extra)
+    findings.verdict()
+
+
+@pytest.mark.soak
+@pytest.mark.timeout(3600)
+def test_soak_kill_9_every_10_seconds(
+    make_worker: WorkerFactory, kafka: LocalBroker, keys: Keys
+) -> None:
+    """The operator's test of crashes: two workers under a steady load, `kill -9` of one of them
+    every 10 s (in turn) five times, each started again 2 s after it died."""
+    findings = Findings()
+    kills = 0
+    with BackgroundServer(partial(DeliveringTwilioServer, latency=PROVIDER_LATENCY)) as twilio:
+        first, second = two_workers(make_worker, keys, twilio.url)
+
+        def faults(findings: Findings) -> None:
+            nonlocal kills
+            restarts: dict[str, threading.Thread] = {}
+            pairs = itertools.cycle(((first, "A"), (second, "B")))
+            for _ in range(5):
+                worker, name = next(pairs)
+                previous = restarts.get(name)
+                if previous is not None:
+                    previous.join(300)  # kill a running worker, not one still starting
+                time.sleep(max(0.0, 10 - (time.monotonic() - findings.started) % 10))
+                worker.stop(signal.SIGKILL)
+                kills += 1
+                findings.note(f"SIGKILL {name}")
+
+                def restart(worker: Worker = worker, name: str = name) -> None:
+                    time.sleep(2.0)
+                    worker.start(timeout=300)
+                    findings.note(f"{name} restarted")
+
+                restarts[name] = threading.Thread(target=restart, daemon=True)
+                restarts[name].start()
+            findings.figures["last_fault_at"] = round(time.monotonic() - findings.started, 1)
+            for thread in restarts.values():
+                thread.join(300)
+
+        try:
+            outcome = run_load_scenario(kafka, keys, twilio, (first, second), faults, findings,
+                                        rate=SOAK_RATE, threads=8, completion_timeout=900)  # fmt: skip
+        finally:
+            first.stop()
+            second.stop()
+    check_sessions(outcome, findings)
+    check_callbacks(outcome, findings)
+    extra = duplicate_sends(outcome, findings)
+    findings.check(extra <= DUPLICATE_BOUND_PER_KILL * kills,
+                   f"{extra} duplicate sends after {kills} kills")  # fmt: skip
+    _soak_report("kill -9 every 10 s, five times", outcome, findings, kills, extra)
+    findings.verdict()
