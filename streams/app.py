@@ -26,10 +26,10 @@ from faust.types import TableT, TopicT
 
 from streams import checkpoint
 from streams.clients import ClientRegistry
+from streams.commits import SwitchboardApp
 from streams.inflight import SessionSends
 from streams.managers import ManagerDesk, build_managers
 from streams.metrics import Metrics
-from streams.producer import SwitchboardApp
 from streams.replica import KeyValueReplica
 from streams.schema_registry import SchemaIds, SchemaRegistry
 from streams.tablestore import STORE_URL

@@ -29,6 +29,10 @@ Guarantees and failure modes:
       an agent writes one table, and each event's rows go to its own partition, in order. An
       event whose rows are partly written is processed again over them; the agents' rules are
       written so that this is exact (``streams/reports.py`` records the offset it applied).
+    * Staged rows are visible to every reader in the worker at once (:func:`get`), as Faust's own
+      table writes are: an agent that consumes this agent's outputs (a dispatcher reading the
+      session of a job, the report agent reading the session of a report) may see them before
+      the checkpoint writes the rows, and must see the rows they depend on.
     * A handler that raises has its staged rows dropped (its outputs cannot be taken back) and
       its event goes to the rejected topic (:func:`streams.guard.guarded`).
     * An output the broker refuses stops the worker without acknowledging the batch: Kafka
@@ -69,6 +73,9 @@ _ABSENT: Final = object()
 _active: contextvars.ContextVar[Checkpoint | None] = contextvars.ContextVar(
     "switchboard_checkpoint", default=None
 )
+#: The checkpoint staging rows of each table (by ``id(table)``): a table has one writing agent,
+#: whose staged rows every reader sees (module docs).
+_writing: dict[int, Checkpoint] = {}
 
 
 @dataclass(eq=False)
@@ -100,6 +107,17 @@ class Checkpoint:
             raise RuntimeError("a checkpointed write outside of an event")
         self.writes.append(_Write(table, key, value, event))
         self._rows[(id(table), key)] = value
+        _writing[id(table)] = self
+
+    def abandon(self) -> None:
+        """Forget everything staged (the agent stops before its checkpoint): no reader may see
+        rows that will never be written."""
+        for table_id in [t for t, cp in _writing.items() if cp is self]:
+            del _writing[table_id]
+        self.writes.clear()
+        self.outputs.clear()
+        self.events.clear()
+        self._rows.clear()
 
     def savepoint(self) -> int:
         return len(self.writes)
@@ -139,12 +157,12 @@ class Checkpoint:
 
 
 def get(table: TableT[bytes, bytes], key: bytes) -> bytes | None:
-    """``table[key]`` as the running handler sees it: its checkpoint's staged rows first."""
-    checkpoint = _active.get()
-    if checkpoint is not None:
-        staged = checkpoint.lookup(table, key)
-        if staged is not _ABSENT:
-            return cast(bytes | None, staged)
+    """``table[key]`` as this worker sees it: the rows its writer has staged, else the table."""
+    for checkpoint in (_active.get(), _writing.get(id(table))):
+        if checkpoint is not None:
+            staged = checkpoint.lookup(table, key)
+            if staged is not _ABSENT:
+                return cast(bytes | None, staged)
     value = table.get(key)
     return value if value is None or isinstance(value, bytes) else bytes(value)
 
@@ -191,8 +209,22 @@ async def run_checkpointed(
 
     Events are acknowledged only here, after their checkpoint: an agent cancelled half way (a
     stop, a crash) never acknowledges an event whose effects are not all durable."""
-    waiting = _waiting(stream)
     checkpoint = Checkpoint()
+    try:
+        await _run(sb, stream, stage, handler, checkpoint, max_batch)
+    finally:
+        checkpoint.abandon()  # whatever was not committed will never be written
+
+
+async def _run(
+    sb: Switchboard,
+    stream: StreamT[bytes],
+    stage: str,
+    handler: Callable[[EventT[bytes]], Awaitable[None]],
+    checkpoint: Checkpoint,
+    max_batch: int,
+) -> None:
+    waiting = _waiting(stream)
     started = 0.0
     events = cast(Any, stream).noack().events()  # StreamT does not declare noack()
     async for event in events:

@@ -228,6 +228,8 @@ class Load:
                 self._count(f"connection error ({type(exc).__name__})")
             else:
                 self._count(str(answer.status))
+                if answer.status == 503:
+                    self._count(f"503: {_first_error(answer.body)}")
                 if answer.status == 202:
                     session_id = str(answer.body["session_id"])
                     with self._lock:
@@ -249,6 +251,14 @@ class Load:
     def _count(self, what: str) -> None:
         with self._lock:
             self._answers[what] += 1
+
+
+def _first_error(body: Any) -> str:
+    """The first error message of an error answer (the API's ``{"errors": [...]}``)."""
+    errors = body.get("errors") if isinstance(body, dict) else None
+    if isinstance(errors, list) and errors and isinstance(errors[0], dict):
+        return str(errors[0].get("error", ""))[:60]
+    return str(body)[:60]
 
 
 # -- reading the outcome ---------------------------------------------------------------------

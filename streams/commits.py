@@ -1,0 +1,275 @@
+"""Committing only what is durably done: Faust's producer and consumer, with their promises kept.
+
+Faust commits an offset after ``producer.flush()``, so that whatever the processed events wrote
+is in Kafka first, and only past events its streams acknowledged. Four things break that promise
+in faust-streaming 0.15.3.
+
+The producer (:class:`DurableProducer`):
+
+* Table writes go through a buffer (:class:`faust.transport.producer.ProducerBuffer`) that a
+  background task hands to aiokafka one record at a time. Its ``flush`` gives up as soon as
+  one record takes more than 0.1 s to be handed over (aiokafka's accumulator is full, the
+  broker is slow), and returns with records still waiting; and a record being handed over is
+  neither in the buffer nor in aiokafka. The commit then goes ahead without them.
+* A record the broker refuses (after aiokafka's retries) only sets its future's exception,
+  which nobody awaits: the offsets of the events that wrote it are committed all the same.
+
+:class:`DurableProducer` fixes both: its flush waits until the buffer is empty *and* nothing is
+being handed over, then flushes aiokafka; and the first refused record makes every later flush
+raise (so no offset is committed again) and stops the worker. The partition's next owner
+processes the events again from the last offset committed before the failure.
+
+The consumer (:class:`SafeConsumer`):
+
+* Faust skips offsets it believes missing: a record whose offset is beyond the last one read
+  opens a *gap*, and the commit moves past the gap as if its records were done. After the
+  seeks of a rebalance, a record fetched before the seek can arrive after it, and the records it
+  jumped over are committed without ever reaching an agent (seen with two workers under load:
+  whole sessions never opened).
+* Faust drops a record whose offset is below the last one read, as a duplicate; after such a
+  seek, the very records that were jumped over are dropped when they come again.
+* Faust forgets its committed offsets at the start of a revocation, and then commits the first
+  run of acknowledged offsets, wherever it starts.
+* A rebalance clears the agents' queues, but records fetched before it keep arriving after it:
+  an agent then processes a record before one that precedes it (a session's fan-out before its
+  audience; a report after a later one of the same delivery).
+
+:class:`SafeConsumer` fixes both sides. It hands an agent the records of a partition strictly in
+offset order from where processing resumes after each seek (the group's committed offset, or the
+log's start when retention removed it): a record already handed over since is a repeat and
+dropped; a record beyond the next one due is held back (dropped, and the partition sought back
+to the one due); while a partition is being revoked and until its next seek, nothing is handed
+over. And it keeps its own account of commits: for each partition the next offset that must be
+processed, and the offsets acknowledged since; it commits exactly the contiguous run from there,
+so an offset is never committed before its event was processed. What a seek back hands over
+again is processed again, which every agent allows (their effects are idempotent, see
+``streams/checkpoint.py``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import defaultdict
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+import faust
+from faust.transport.drivers.aiokafka import Consumer, Producer, Transport
+from faust.transport.producer import ProducerBuffer
+from faust.types import TP, Message, ProducerT, TransportT
+from faust.types.tuples import ack_lock
+from mode.utils.futures import notify
+
+__all__ = ["DurableProducer", "ProducerFailed", "SafeConsumer", "SwitchboardApp"]
+
+log = logging.getLogger(__name__)
+
+
+class ProducerFailed(RuntimeError):
+    """The broker refused a record: nothing may be committed any more."""
+
+
+class _DurableBuffer(ProducerBuffer):
+    """The table-write buffer, counting the record being handed to aiokafka."""
+
+    handing_over: int = 0
+
+    async def _send_pending(self, fut: Any) -> None:
+        self.handing_over += 1
+        try:
+            await super()._send_pending(fut)
+        finally:
+            self.handing_over -= 1
+
+    async def flush(self) -> None:
+        """Wait until every buffered record is with aiokafka (however long that takes)."""
+        while self.size or self.handing_over:
+            if self.state != "running":
+                raise ProducerFailed(
+                    f"the producer stopped with {self.size + self.handing_over} table writes "
+                    "not yet sent"
+                )
+            self.message_sent.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.message_sent.wait(), timeout=1.0)
+
+
+class DurableProducer(Producer):
+    """The aiokafka producer of Faust, whose flush means every record is acknowledged."""
+
+    failure: BaseException | None = None
+    _crashing: asyncio.Future[None] | None = None
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        buffer = _DurableBuffer(loop=self.loop, beacon=self.beacon)
+        buffer.app = self.app
+        self.buffer = buffer
+
+    async def send(self, *args: Any, **kwargs: Any) -> Any:
+        future: asyncio.Future[Any] = await super().send(*args, **kwargs)  # type: ignore[assignment]
+        future.add_done_callback(self._sent)
+        return future
+
+    def _sent(self, future: asyncio.Future[Any]) -> None:
+        error = None if future.cancelled() else future.exception()
+        if error is None or self.failure is not None:
+            return
+        self.failure = error
+        log.critical("the broker refused a record; stopping the worker without committing",
+                     exc_info=error)  # fmt: skip
+        self._crashing = asyncio.ensure_future(self.app.crash(error))
+
+    async def flush(self) -> None:
+        await super().flush()
+        if self.failure is not None:
+            raise ProducerFailed("a record was refused by the broker") from self.failure
+
+
+class _NoReadOffsets(dict[TP, "int | None"]):
+    """Faust's last-read offsets, read as unknown: its fetch loop then neither opens gaps nor
+    drops repeats (see :class:`SafeConsumer`). Written as before, by Faust's seeks."""
+
+    def __getitem__(self, tp: TP) -> None:
+        return None
+
+
+class SafeConsumer(Consumer):
+    """Faust's aiokafka consumer, committing only contiguous processed offsets (module docs)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._read_offset = _NoReadOffsets()
+        #: Per partition: the next offset that must be processed before any commit beyond it.
+        self._next: dict[TP, int] = {}
+        #: Per partition: offsets at or past ``_next`` acknowledged (processed) so far.
+        self._done: defaultdict[TP, set[int]] = defaultdict(set)
+        #: Per partition of an agent's topic: the offset to hand over next (unknown: none).
+        self._due: dict[TP, int] = {}
+        #: Partitions sought back to their due offset, and to which offset; and whose log start
+        #: was checked since, for which due offset.
+        self._sought: dict[TP, int] = {}
+        self._checked: dict[TP, int] = {}
+        self._deliver = self.callback
+        self.callback = self._in_order
+
+    async def _in_order(self, message: Message) -> None:
+        """Hand ``message`` to the agents if it is the next record due on its partition."""
+        tp, offset = message.tp, message.offset
+        if not self.app.topics.acks_enabled_for(tp.topic):
+            await self._deliver(message)  # a changelog, read by table recovery
+            return
+        due = self._due.get(tp)
+        if due is None or offset < due:
+            return  # being revoked, not sought yet, or a repeat of what was handed over
+        if offset > due and not await self._jumped(tp, offset, due):
+            return
+        self._due[tp] = offset + 1
+        await self._deliver(message)
+
+    async def _jumped(self, tp: TP, offset: int, due: int) -> bool:
+        """A record beyond the one due: whether processing may go on from it. Records were
+        jumped over (fetched before a seek, arriving after it): read again from the one due,
+        once; if that comes back beyond it too, retention has removed the records in between
+        since the seek, and processing resumes at the log's start."""
+        if self._sought.get(tp) != due:
+            self._sought[tp] = due
+            self.log.warning("records out of order on %s (%d while %d is due): reading again from %d",
+                             tp, offset, due, due)  # fmt: skip
+            await self.seek(tp, due)
+            return False
+        if self._checked.get(tp) == due:
+            return False  # the log's start was checked for this offset already
+        self._checked[tp] = due
+        earliest = (await self.earliest_offsets(tp)).get(tp) or 0
+        if earliest <= due:
+            return False  # still the jumped records' way back: wait for them
+        self.log.warning("records %d..%d of %s were removed by retention before processing",
+                         due, earliest - 1, tp)  # fmt: skip
+        self._next[tp] = max(self._next.get(tp, 0), earliest)
+        self._due[tp] = earliest
+        return offset == earliest
+
+    async def on_partitions_revoked(self, revoked: set[TP]) -> None:
+        for tp in revoked:
+            self._due.pop(tp, None)  # the agents' queues are cleared: wait for the next seek
+        await super().on_partitions_revoked(revoked)
+
+    async def perform_seek(self) -> None:
+        """Faust's seek to the committed offsets (every assignment, and while flow is stopped);
+        the committed offset of each partition is where processing must resume."""
+        await super().perform_seek()
+        tps = {tp for tp in self.assignment() if self.app.topics.acks_enabled_for(tp.topic)}
+        if not tps:
+            return
+        earliest = await self.earliest_offsets(*tps)
+        starts: dict[TP, int] = {}
+        for tp in tps:
+            committed = self._committed_offset.get(tp)
+            start = starts[tp] = max(committed or 0, earliest.get(tp) or 0)
+            self._next[tp] = self._due[tp] = start
+            self._sought.pop(tp, None)
+            self._checked.pop(tp, None)
+            done = self._done[tp]
+            done.difference_update([o for o in done if o < start])
+        # Faust seeks only the partitions with a committed offset, and resumes fetching before it
+        # seeks: records of the others may have been fetched (and not handed over) already.
+        await self.seek_wait(starts)
+
+    def ack(self, message: Message) -> bool:
+        with ack_lock:
+            if message.acked:
+                return False
+            message.acked = True
+            self._unacked_messages.discard(message)
+            tp, offset = message.tp, message.offset
+            start = self._next.get(tp)
+            if start is None or offset >= start:
+                self._done[tp].add(offset)
+            self._n_acked += 1
+            notify(self._waiting_for_ack)
+            return True
+
+    def _filter_tps_with_pending_acks(self, topics: Iterable[Any] | None = None) -> Iterator[TP]:
+        wanted = set(topics) if topics is not None else None
+        for tp, done in self._done.items():
+            if done and (wanted is None or tp in wanted or tp.topic in wanted):
+                yield tp
+
+    def _filter_committable_offsets(self, tps: Iterable[TP]) -> dict[TP, int]:
+        offsets: dict[TP, int] = {}
+        for tp in tps:
+            start = self._next.get(tp)
+            if start is None:
+                continue  # not seeked yet since it was assigned: nothing is known to be done
+            done = self._done[tp]
+            end = start
+            while end in done:
+                done.discard(end)
+                end += 1
+            if end > start:
+                self._next[tp] = end
+                offsets[tp] = end
+        return offsets
+
+    async def _add_gap(self, tp: TP, offset_from: int, offset_to: int) -> None:
+        return None  # never reached (no read offsets); and never a reason to skip a record
+
+    def _new_offset(self, tp: TP) -> int | None:
+        raise AssertionError("SafeConsumer computes its commits in _filter_committable_offsets")
+
+
+class _Transport(Transport):
+    Consumer = SafeConsumer
+
+
+class SwitchboardApp(faust.App):
+    """Faust's app with the :class:`DurableProducer` and the :class:`SafeConsumer`."""
+
+    def _new_transport(self) -> TransportT:
+        return _Transport(self.conf.broker_consumer, self)
+
+    def _new_producer(self) -> ProducerT:
+        return DurableProducer(self.transport, loop=self.loop, beacon=self.beacon)

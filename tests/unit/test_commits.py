@@ -1,0 +1,245 @@
+"""The producer flush Faust commits behind (streams/producer.py), and routing's partitioner.
+
+Faust commits an offset right after ``producer.flush()``; its own buffer flush returns after
+0.1 s without progress, with table writes still waiting. Switchboard's waits for all of them,
+including the one being handed to aiokafka.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections import defaultdict
+from types import SimpleNamespace
+from typing import Any
+from weakref import WeakSet
+
+from aiokafka.partitioner import DefaultPartitioner
+from faust.transport.consumer import Consumer as FaustConsumer
+from faust.transport.producer import ProducerBuffer
+from faust.types import TP
+from intervaltree import IntervalTree
+
+from streams.commits import SafeConsumer, _DurableBuffer
+from streams.web.routing import partition_of
+
+
+class SlowChannel:
+    """A topic whose publish takes as long as the test says (aiokafka's accumulator is full)."""
+
+    def __init__(self) -> None:
+        self.release = asyncio.Event()
+        self.published: list[Any] = []
+
+    async def publish_message(self, fut: Any, wait: bool = False) -> None:
+        await self.release.wait()
+        self.published.append(fut)
+
+
+def message(channel: SlowChannel) -> Any:
+    return SimpleNamespace(message=SimpleNamespace(channel=channel))
+
+
+async def buffer_with(cls: type[ProducerBuffer], channel: SlowChannel, n: int) -> ProducerBuffer:
+    buffer = cls()
+    buffer.app = SimpleNamespace(conf=SimpleNamespace(producer_threaded=False))  # type: ignore[assignment]
+    await buffer.start()
+    for _ in range(n):
+        buffer.put(message(channel))  # type: ignore[arg-type]
+    await asyncio.sleep(0)
+    return buffer
+
+
+async def test_faust_s_own_flush_returns_with_writes_still_waiting() -> None:
+    """Why the durable buffer exists: the premise, against Faust's own code."""
+    channel = SlowChannel()
+    buffer = await buffer_with(ProducerBuffer, channel, 3)
+    try:
+        await asyncio.wait_for(buffer.flush(), timeout=5)
+        assert channel.published == [], "Faust's flush returned before anything was sent"
+    finally:
+        channel.release.set()
+        await asyncio.wait_for(buffer.flush(), timeout=5)  # Faust's flush, now unblocked
+        await asyncio.sleep(0.05)
+        await buffer.stop()
+
+
+async def test_the_durable_flush_waits_for_every_write_even_the_one_handed_over() -> None:
+    channel = SlowChannel()
+    buffer = await buffer_with(_DurableBuffer, channel, 3)
+    try:
+        flush = asyncio.ensure_future(buffer.flush())
+        await asyncio.sleep(0.5)
+        assert not flush.done(), "a flush with writes waiting must wait"
+        channel.release.set()
+        await asyncio.wait_for(flush, timeout=5)
+        assert len(channel.published) == 3
+    finally:
+        channel.release.set()
+        await buffer.stop()
+
+
+def test_routing_places_a_key_where_kafka_s_default_partitioner_does() -> None:
+    partitioner = DefaultPartitioner()
+    rng = random.Random(7)
+    for _ in range(500):
+        key = rng.randbytes(rng.randint(1, 40))
+        for partitions in (1, 4, 8, 12):
+            assert partition_of(key, partitions) == partitioner(key, list(range(partitions)), [])
+
+
+# -- the consumer's commits ------------------------------------------------------------------
+
+TOPIC = "comms.sessions"
+TP0 = TP(TOPIC, 0)
+
+
+def faust_commit(
+    committed: int | None, acked: list[int], gap: tuple[int, int] | None = None
+) -> int | None:
+    """What Faust 0.15.3 commits for one partition (its own ``_new_offset``)."""
+    gaps: defaultdict[TP, IntervalTree] = defaultdict(IntervalTree)
+    if gap is not None:
+        gaps[TP0].addi(*gap)
+    state = SimpleNamespace(_acked={TP0: list(acked)}, _acked_index={TP0: set(acked)}, _gap=gaps,
+                            _committed_offset={TP0: committed})  # fmt: skip
+    result: int | None = FaustConsumer._new_offset(state, TP0)  # type: ignore[arg-type]
+    return result
+
+
+def test_faust_commits_past_a_gap_no_agent_processed() -> None:
+    """A record fetched before a seek arrives after it, 16 offsets ahead: Faust records a gap
+    (331..345) and, once that record is acknowledged, commits past records that never reached
+    an agent (and drops them when they come again: they are below its last read offset)."""
+    assert faust_commit(329, [330, 346], gap=(331, 346)) == 347
+
+
+def test_faust_commits_any_run_once_a_revocation_made_it_forget_its_offset() -> None:
+    """Acks of 335..340 arriving after Faust forgot the committed offset (330) at a revocation:
+    it commits 341 although 330..334 were never processed."""
+    assert faust_commit(None, [335, 336, 337, 338, 339, 340]) == 341
+
+
+class _Message:
+    def __init__(self, offset: int, tp: TP = TP0) -> None:
+        self.tp, self.offset, self.topic, self.acked = tp, offset, tp.topic, False
+
+
+def safe_consumer(resume_at: int) -> Any:
+    """The commit bookkeeping of :class:`SafeConsumer`, without a broker."""
+    consumer: Any = SafeConsumer.__new__(SafeConsumer)
+    consumer._next, consumer._done = {TP0: resume_at}, defaultdict(set)
+    consumer._unacked_messages, consumer._n_acked, consumer._waiting_for_ack = WeakSet(), 0, None
+    return consumer
+
+
+def commits(consumer: Any) -> dict[TP, int]:
+    result: dict[TP, int] = consumer._filter_committable_offsets(
+        consumer._filter_tps_with_pending_acks()
+    )
+    return result
+
+
+def test_the_safe_consumer_commits_only_the_contiguous_run_processed() -> None:
+    consumer = safe_consumer(330)
+    for offset in (335, 336, 337, 338, 339, 340):  # the same acks as above
+        consumer.ack(_Message(offset))
+    assert commits(consumer) == {}, "330..334 are not processed: nothing may be committed"
+    for offset in (330, 331, 333):
+        consumer.ack(_Message(offset))
+    assert commits(consumer) == {TP0: 332}
+    consumer.ack(_Message(332))
+    consumer.ack(_Message(334))
+    assert commits(consumer) == {TP0: 341}
+    assert commits(consumer) == {}, "nothing new"
+
+
+def test_a_record_processed_twice_counts_once() -> None:
+    consumer = safe_consumer(10)
+    for offset in (10, 11, 10, 11, 12):  # a repeat after a seek: new message objects
+        consumer.ack(_Message(offset))
+    assert commits(consumer) == {TP0: 13}
+    consumer.ack(_Message(12))  # acknowledged again after its commit: ignored
+    assert commits(consumer) == {}
+
+
+def test_a_partition_not_seeked_yet_commits_nothing() -> None:
+    consumer = safe_consumer(0)
+    other = TP(TOPIC, 1)
+    consumer.ack(_Message(0, other))
+    assert commits(consumer) == {}
+
+
+# -- the consumer's delivery order -------------------------------------------------------------
+
+
+class _Ordering:
+    """A SafeConsumer's delivery rule, with the broker calls it makes recorded."""
+
+    def __init__(self, due: int | None, earliest: int = 0) -> None:
+        consumer: Any = SafeConsumer.__new__(SafeConsumer)
+        consumer._next, consumer._done = {}, defaultdict(set)
+        consumer._due = {TP0: due} if due is not None else {}
+        consumer._sought, consumer._checked = {}, {}
+        consumer.app = SimpleNamespace(
+            topics=SimpleNamespace(acks_enabled_for=lambda t: t == TOPIC)
+        )
+        consumer.log = SimpleNamespace(warning=lambda *a, **k: None)
+        self.delivered: list[int] = []
+        self.seeks: list[int] = []
+
+        async def deliver(message: Any) -> None:
+            self.delivered.append(message.offset)
+
+        async def seek(tp: TP, offset: int) -> None:
+            self.seeks.append(offset)
+
+        async def earliest_offsets(*tps: TP) -> dict[TP, int]:
+            return {tp: earliest for tp in tps}
+
+        consumer._deliver, consumer.seek, consumer.earliest_offsets = (
+            deliver,
+            seek,
+            earliest_offsets,
+        )
+        self.consumer = consumer
+
+    async def feed(self, *offsets: int, tp: TP = TP0) -> None:
+        for offset in offsets:
+            await self.consumer._in_order(_Message(offset, tp))
+
+
+async def test_records_reach_the_agents_in_offset_order_and_once() -> None:
+    ordering = _Ordering(due=10)
+    await ordering.feed(10, 11, 11, 10, 12)
+    assert ordering.delivered == [10, 11, 12] and ordering.seeks == []
+
+
+async def test_a_record_beyond_the_one_due_is_held_back_and_the_partition_read_again() -> None:
+    """After a rebalance cleared the agents' queues (13 and 14 were in them), records fetched
+    before the seek (15, 16) arrive first: they wait, and the partition is read again from 13."""
+    ordering = _Ordering(due=13)
+    await ordering.feed(15, 16)
+    assert ordering.delivered == [] and ordering.seeks == [13]
+    await ordering.feed(13, 14, 15, 16)
+    assert ordering.delivered == [13, 14, 15, 16] and ordering.seeks == [13]
+
+
+async def test_nothing_is_handed_over_while_a_partition_is_revoked() -> None:
+    ordering = _Ordering(due=None)
+    await ordering.feed(3, 4)
+    assert ordering.delivered == []
+
+
+async def test_records_removed_by_retention_before_processing_are_not_waited_for() -> None:
+    ordering = _Ordering(due=5, earliest=8)
+    await ordering.feed(8)  # the first time: read again from 5 (it may be a jump)
+    await ordering.feed(8, 9)  # from 5 again it starts at 8: retention removed 5..7
+    assert ordering.delivered == [8, 9] and ordering.seeks == [5]
+    assert ordering.consumer._next[TP0] == 8
+
+
+async def test_a_changelog_record_is_never_held() -> None:
+    ordering = _Ordering(due=None)
+    await ordering.feed(7, 3, tp=TP("sb-sessions-changelog", 0))
+    assert ordering.delivered == [7, 3]
