@@ -34,8 +34,11 @@ The consumer (:class:`SafeConsumer`):
   an agent then processes a record before one that precedes it (a session's fan-out before its
   audience; a report after a later one of the same delivery).
 
-:class:`SafeConsumer` fixes both sides. It hands an agent the records of a partition strictly in
-offset order from where processing resumes after each seek (the group's committed offset, or the
+:class:`SafeConsumer` fixes both sides. A record fetched before the latest seek of its partition
+is stale and never handed over (agents' topics and table changelogs alike: a stale changelog
+record read ahead of its position makes table recovery skip every record between). It hands an
+agent the records of a partition strictly in offset order from where processing resumes after
+each seek (the group's committed offset, or the
 log's start when retention removed it): a record already handed over since is a repeat and
 dropped; a record beyond the next one due is held back (dropped, and the partition sought back
 to the one due); while a partition is being revoked and until its next seek, nothing is handed
@@ -52,7 +55,7 @@ import asyncio
 import contextlib
 import logging
 from collections import defaultdict
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 import faust
@@ -148,6 +151,10 @@ class SafeConsumer(Consumer):
         self._done: defaultdict[TP, set[int]] = defaultdict(set)
         #: Per partition of an agent's topic: the offset to hand over next (unknown: none).
         self._due: dict[TP, int] = {}
+        #: How many times each partition was sought, now and when the records being handed over
+        #: were fetched: a record fetched before its partition's latest seek is stale.
+        self._epoch: defaultdict[TP, int] = defaultdict(int)
+        self._fetched: dict[TP, int] = {}
         #: Partitions sought back to their due offset, and to which offset; and whose log start
         #: was checked since, for which due offset.
         self._sought: dict[TP, int] = {}
@@ -155,9 +162,29 @@ class SafeConsumer(Consumer):
         self._deliver = self.callback
         self.callback = self._in_order
 
+    async def _wait_next_records(self, timeout: float) -> Any:  # noqa: ASYNC109 - Faust's signature
+        records = await super()._wait_next_records(timeout)
+        self._fetched = dict(self._epoch)  # the records just fetched follow every seek so far
+        return records
+
+    def _sought_now(self, tps: Iterable[TP]) -> None:
+        for tp in tps:
+            self._epoch[tp] += 1
+
+    async def seek(self, partition: TP, offset: int) -> None:
+        self._sought_now([partition])
+        await super().seek(partition, offset)
+
+    async def seek_wait(self, partitions: Mapping[TP, int]) -> None:
+        self._sought_now(partitions)
+        await super().seek_wait(partitions)
+
     async def _in_order(self, message: Message) -> None:
-        """Hand ``message`` to the agents if it is the next record due on its partition."""
+        """Hand ``message`` over if it is not stale, and, on an agent's topic, the next record
+        due on its partition."""
         tp, offset = message.tp, message.offset
+        if self._fetched.get(tp, 0) != self._epoch[tp]:
+            return  # fetched before the partition's latest seek: it comes again if it is due
         if not self.app.topics.acks_enabled_for(tp.topic):
             await self._deliver(message)  # a changelog, read by table recovery
             return
@@ -200,8 +227,11 @@ class SafeConsumer(Consumer):
     async def perform_seek(self) -> None:
         """Faust's seek to the committed offsets (every assignment, and while flow is stopped);
         the committed offset of each partition is where processing must resume."""
-        await super().perform_seek()
+        # Only the agents' partitions: they are all sought below. A table changelog partition
+        # that Faust does not seek here must not lose the records fetched for it.
         tps = {tp for tp in self.assignment() if self.app.topics.acks_enabled_for(tp.topic)}
+        self._sought_now(tps)
+        await super().perform_seek()
         if not tps:
             return
         earliest = await self.earliest_offsets(*tps)

@@ -181,6 +181,7 @@ class _Ordering:
         consumer._next, consumer._done = {}, defaultdict(set)
         consumer._due = {TP0: due} if due is not None else {}
         consumer._sought, consumer._checked = {}, {}
+        consumer._epoch, consumer._fetched = defaultdict(int), {}
         consumer.app = SimpleNamespace(
             topics=SimpleNamespace(acks_enabled_for=lambda t: t == TOPIC)
         )
@@ -192,17 +193,22 @@ class _Ordering:
             self.delivered.append(message.offset)
 
         async def seek(tp: TP, offset: int) -> None:
+            consumer._sought_now([tp])
             self.seeks.append(offset)
 
         async def earliest_offsets(*tps: TP) -> dict[TP, int]:
             return {tp: earliest for tp in tps}
 
-        consumer._deliver, consumer.seek, consumer.earliest_offsets = (
-            deliver,
-            seek,
-            earliest_offsets,
-        )
+        async def seek_wait(partitions: dict[TP, int]) -> None:
+            consumer._sought_now(partitions)
+
+        consumer._deliver, consumer.seek, consumer.seek_wait = deliver, seek, seek_wait
+        consumer.earliest_offsets = earliest_offsets
         self.consumer = consumer
+
+    def fetched(self) -> None:
+        """A new fetch: what it returns follows every seek so far."""
+        self.consumer._fetched = dict(self.consumer._epoch)
 
     async def feed(self, *offsets: int, tp: TP = TP0) -> None:
         for offset in offsets:
@@ -221,6 +227,7 @@ async def test_a_record_beyond_the_one_due_is_held_back_and_the_partition_read_a
     ordering = _Ordering(due=13)
     await ordering.feed(15, 16)
     assert ordering.delivered == [] and ordering.seeks == [13]
+    ordering.fetched()
     await ordering.feed(13, 14, 15, 16)
     assert ordering.delivered == [13, 14, 15, 16] and ordering.seeks == [13]
 
@@ -234,6 +241,7 @@ async def test_nothing_is_handed_over_while_a_partition_is_revoked() -> None:
 async def test_records_removed_by_retention_before_processing_are_not_waited_for() -> None:
     ordering = _Ordering(due=5, earliest=8)
     await ordering.feed(8)  # the first time: read again from 5 (it may be a jump)
+    ordering.fetched()
     await ordering.feed(8, 9)  # from 5 again it starts at 8: retention removed 5..7
     assert ordering.delivered == [8, 9] and ordering.seeks == [5]
     assert ordering.consumer._next[TP0] == 8
@@ -243,3 +251,19 @@ async def test_a_changelog_record_is_never_held() -> None:
     ordering = _Ordering(due=None)
     await ordering.feed(7, 3, tp=TP("sb-sessions-changelog", 0))
     assert ordering.delivered == [7, 3]
+
+
+async def test_a_record_fetched_before_its_partition_was_sought_is_never_handed_over() -> None:
+    """A table changelog read by recovery: a record fetched before recovery sought the partition
+    (ahead of the seek) would make recovery skip every record between the two."""
+    changelog = TP("sb-sessions-changelog", 3)
+    ordering = _Ordering(due=None)
+    ordering.fetched()
+    await ordering.consumer.seek_wait(
+        {changelog: 63}
+    )  # recovery seeks while a batch is handed over
+    await ordering.feed(71, 72, tp=changelog)  # the rest of the batch fetched before the seek
+    assert ordering.delivered == []
+    ordering.fetched()
+    await ordering.feed(63, 64, 65, tp=changelog)
+    assert ordering.delivered == [63, 64, 65]
