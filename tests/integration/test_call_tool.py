@@ -505,11 +505,14 @@ def test_another_clients_call_is_404(
     worker: Worker, keys: Keys, twilio: BackgroundServer[FakeTwilioServer]
 ) -> None:
     call_id = placed(worker, keys.acme, member_number())
-    assert state(worker, keys.acme, call_id).status == 200
+    mine = state(worker, keys.acme, call_id)
+    assert mine.status == 200, mine
     other = state(worker, keys.other, call_id)
-    assert other.status == 404 and other.body["errors"][0]["field"] == "call_id"
-    assert state(worker, keys.acme, "no-such-call").status == 404
-    assert http("GET", f"{worker.url}/v1/calls/{call_id}").status == 401
+    assert other.status == 404 and other.body["errors"][0]["field"] == "call_id", other
+    unknown = state(worker, keys.acme, "no-such-call")
+    assert unknown.status == 404, unknown
+    anonymous = http("GET", f"{worker.url}/v1/calls/{call_id}")
+    assert anonymous.status == 401, anonymous
 
 
 # -- silence -------------------------------------------------------------------------------------
