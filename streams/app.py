@@ -64,6 +64,9 @@ class Topics:
     manager_state: TopicT
     webhooks: TopicT
     dispatch: Mapping[str, TopicT]
+    #: The high-priority lane (``options.priority: high``): jobs of every channel, and reports.
+    priority_dispatch: TopicT
+    priority_reports: TopicT
 
 
 @dataclass
@@ -159,8 +162,9 @@ class Switchboard:
         return url
 
     async def report(self, report: records.Report) -> Awaitable[Any]:
+        topic = self.topics.priority_reports if report.priority == "high" else self.topics.reports
         return await self.produce(
-            self.topics.reports, key=report.session_id.encode(), value=records.encode(report)
+            topic, key=report.session_id.encode(), value=records.encode(report)
         )
 
     async def command(self, command: records.SessionCommand, *, confirm: bool = False) -> None:
@@ -189,11 +193,15 @@ class Switchboard:
 
         await self.produce(self.topics.schedule, key=key, value=cancel_command(timer_id))
 
+    def dispatch_topic(self, job: records.DispatchJob) -> TopicT:
+        """Where ``job`` waits for a dispatcher: its lane's topic."""
+        if job.priority == "high":
+            return self.topics.priority_dispatch
+        return self.topics.dispatch[job.channel]
+
     async def dispatch(self, job: records.DispatchJob) -> None:
         await self.produce(
-            self.topics.dispatch[job.channel],
-            key=job.session_id.encode(),
-            value=records.encode(job),
+            self.dispatch_topic(job), key=job.session_id.encode(), value=records.encode(job)
         )
 
     async def reject(
@@ -319,6 +327,8 @@ def build(
         manager_state=topic("manager-state"),
         webhooks=topic("webhooks"),
         dispatch={channel: topic(f"dispatch.{channel}") for channel in CHANNELS},
+        priority_dispatch=topic("dispatch.priority"),
+        priority_reports=topic("reports.priority"),
     )
 
     def table(name: str, help_text: str) -> TableT[bytes, bytes]:

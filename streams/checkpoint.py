@@ -73,9 +73,10 @@ _ABSENT: Final = object()
 _active: contextvars.ContextVar[Checkpoint | None] = contextvars.ContextVar(
     "switchboard_checkpoint", default=None
 )
-#: The checkpoint staging rows of each table (by ``id(table)``): a table has one writing agent,
-#: whose staged rows every reader sees (module docs).
-_writing: dict[int, Checkpoint] = {}
+#: The checkpoints staging rows of each table (by ``id(table)``), whose staged rows every reader
+#: sees (module docs). A table may have several writing agents (the report agents of the two
+#: lanes), as long as each key has one.
+_writing: dict[int, list[Checkpoint]] = {}
 
 
 @dataclass(eq=False)
@@ -107,13 +108,18 @@ class Checkpoint:
             raise RuntimeError("a checkpointed write outside of an event")
         self.writes.append(_Write(table, key, value, event))
         self._rows[(id(table), key)] = value
-        _writing[id(table)] = self
+        writers = _writing.setdefault(id(table), [])
+        if self not in writers:
+            writers.append(self)
 
     def abandon(self) -> None:
         """Forget everything staged (the agent stops before its checkpoint): no reader may see
         rows that will never be written."""
-        for table_id in [t for t, cp in _writing.items() if cp is self]:
-            del _writing[table_id]
+        for table_id, writers in list(_writing.items()):
+            if self in writers:
+                writers.remove(self)
+            if not writers:
+                del _writing[table_id]
         self.writes.clear()
         self.outputs.clear()
         self.events.clear()
@@ -158,11 +164,15 @@ class Checkpoint:
 
 def get(table: TableT[bytes, bytes], key: bytes) -> bytes | None:
     """``table[key]`` as this worker sees it: the rows its writer has staged, else the table."""
-    for checkpoint in (_active.get(), _writing.get(id(table))):
-        if checkpoint is not None:
-            staged = checkpoint.lookup(table, key)
-            if staged is not _ABSENT:
-                return cast(bytes | None, staged)
+    active = _active.get()
+    if active is not None:
+        staged = active.lookup(table, key)
+        if staged is not _ABSENT:
+            return cast(bytes | None, staged)
+    for checkpoint in _writing.get(id(table), ()):
+        staged = checkpoint.lookup(table, key)
+        if staged is not _ABSENT:
+            return cast(bytes | None, staged)
     value = table.get(key)
     return value if value is None or isinstance(value, bytes) else bytes(value)
 

@@ -34,6 +34,7 @@ import dataclasses
 import json
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from functools import partial
 from typing import Any, cast
@@ -68,17 +69,24 @@ def register(sb: Switchboard) -> None:
                 extra={"channel": channel, "topic": topic.get_topic_name()},
             )
             continue
-        _register_channel(sb, channel, topic)
+        _register_lane(sb, f"dispatch.{channel}", topic, partial(_handle, sb))
+    # The high-priority lane: one topic and one agent for the jobs of every channel, so a
+    # one-time password never waits behind a campaign's jobs (``options.priority``).
+    _register_lane(
+        sb, "dispatch.priority", sb.topics.priority_dispatch, partial(_handle_priority, sb)
+    )
 
 
-def _register_channel(sb: Switchboard, channel: str, topic: Any) -> None:
+def _register_lane(
+    sb: Switchboard, stage: str, topic: Any, handle: Callable[[EventT[bytes]], Awaitable[None]]
+) -> None:
     async def dispatcher(stream: StreamT[bytes]) -> None:
         await sb.clients.ready.wait()
         await sb.optouts.ready.wait()
         await sb.manager_state.ready.wait()
 
         async def on_error(event: EventT[bytes], exc: Exception) -> None:
-            await quarantine(sb, event, f"dispatch.{channel}", exc)
+            await quarantine(sb, event, stage, exc)
 
         async def on_fatal(exc: BaseException) -> None:
             log.critical("dispatch cannot report; stopping the worker", exc_info=exc)
@@ -86,7 +94,7 @@ def _register_channel(sb: Switchboard, channel: str, topic: Any) -> None:
 
         await run_overlapped(
             cast(Stream[bytes], stream).noack().events(),  # StreamT does not declare noack()
-            lambda event: _handle(sb, event),
+            handle,
             max_in_flight=sb.settings.max_in_flight,
             drain_timeout=sb.settings.drain_timeout,
             on_error=on_error,
@@ -95,11 +103,24 @@ def _register_channel(sb: Switchboard, channel: str, topic: Any) -> None:
             hand_off=lambda event: hand_off(sb, topic, event),
         )
 
-    sb.app.agent(topic, name=f"switchboard.dispatch.{channel}")(dispatcher)
+    sb.app.agent(topic, name=f"switchboard.{stage}")(dispatcher)
+
+
+async def _handle_priority(sb: Switchboard, event: EventT[bytes]) -> None:
+    job = records.decode(DispatchJob, event.value)
+    if job.channel in sb.settings.paused:
+        # A paused channel's jobs wait in Kafka; in this topic one would hold up every channel's,
+        # so it waits in its channel's topic instead, until the channel is resumed.
+        await sb.produce(sb.topics.dispatch[job.channel], key=event.key, value=event.value)
+        return
+    await _dispatch(sb, job)
 
 
 async def _handle(sb: Switchboard, event: EventT[bytes]) -> None:
-    job = records.decode(DispatchJob, event.value)
+    await _dispatch(sb, records.decode(DispatchJob, event.value))
+
+
+async def _dispatch(sb: Switchboard, job: DispatchJob) -> None:
     session = load_session(sb, job.session_id)
     if session is None:
         # Sent all the same (a job carries all it needs), but the session's row should be here.
@@ -235,7 +256,7 @@ async def _produce_outcome(
     """The outcome of a send: its report, and its next attempt's timer when one is due."""
     if retry_at is not None:
         retry = dataclasses.replace(job, attempt=job.attempt + 1)
-        await sb.schedule_at(f"job:{retry.key}#{retry.attempt}", retry_at, sb.topics.dispatch[job.channel],
+        await sb.schedule_at(f"job:{retry.key}#{retry.attempt}", retry_at, sb.dispatch_topic(job),
                              job.session_id.encode(), records.encode(retry))  # fmt: skip
     await sb.report(report)
 
@@ -279,6 +300,7 @@ async def _send(
         attempt=job.attempt,
         status_callback=_status_callback(sb, job),
         last_check=partial(_last_check, sb, job),
+        urgent=job.priority == "high",
     )
     try:
         message, detail = await sb.managers.before_send(job, client, message)
@@ -333,7 +355,10 @@ def _status_callback(sb: Switchboard, job: DispatchJob) -> str | None:
     the URL, which Twilio signs, so a callback needs no lookup and cannot be pointed elsewhere."""
     if sb.settings.public_url is None:
         return None
-    query = urlencode({"d": job.key, "a": job.attempt, "c": job.client_id})
+    fields: dict[str, Any] = {"d": job.key, "a": job.attempt, "c": job.client_id}
+    if job.priority == "high":  # its report travels in the high-priority lane too
+        fields["p"] = "high"
+    query = urlencode(fields)
     return f"{sb.settings.public_url.rstrip('/')}/twilio/messages/status?{query}"
 
 
@@ -355,5 +380,6 @@ def _report(job: DispatchJob, status: Any, **fields: Any) -> Report:
         status=status,
         attempt=job.attempt,
         occurred_at=time.time(),
+        priority=job.priority,
         **fields,
     )

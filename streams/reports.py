@@ -38,7 +38,8 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from faust.types import EventT, StreamT
+from faust import current_event
+from faust.types import EventT, StreamT, TopicT
 
 from streams.app import Switchboard
 from streams.checkpoint import get, put, run_checkpointed
@@ -65,9 +66,16 @@ log = logging.getLogger(__name__)
 
 
 def register(sb: Switchboard) -> None:
+    # Two lanes, one handler: a session's reports all travel in its lane (``options.priority``),
+    # so each delivery and each session's progress has one writer, and a one-time password's
+    # reports never queue behind a campaign's.
     @sb.app.agent(sb.topics.reports, name="switchboard.reports")
     async def reports(stream: StreamT[bytes]) -> None:
         await run_checkpointed(sb, stream, "reports", lambda e: _handle(sb, e))
+
+    @sb.app.agent(sb.topics.priority_reports, name="switchboard.reports.priority")
+    async def priority_reports(stream: StreamT[bytes]) -> None:
+        await run_checkpointed(sb, stream, "reports.priority", lambda e: _handle(sb, e))
 
     async def forget_armed(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
         # A session's partition may come back after another worker cancelled its timer: the
@@ -75,6 +83,15 @@ def register(sb: Switchboard) -> None:
         _armed.clear()
 
     sb.app.on_partitions_revoked.connect(forget_armed)
+
+
+def _lane(sb: Switchboard) -> TopicT:
+    """The reports topic of the event being handled: a session's sweeps stay in its lane."""
+    event = current_event()
+    high = sb.topics.priority_reports
+    if event is not None and event.message.topic == high.get_topic_name():
+        return high
+    return sb.topics.reports
 
 
 def load_delivery(sb: Switchboard, key: str) -> DeliveryState | None:
@@ -184,7 +201,7 @@ async def _set_expiry(
     if due is None:
         await sb.cancel_timer(f"expire:{session_id}", key)
     else:
-        await sb.schedule_at(f"expire:{session_id}", due, sb.topics.reports, key,
+        await sb.schedule_at(f"expire:{session_id}", due, _lane(sb), key,
                              records.encode(ExpireSweep(session_id)))  # fmt: skip
     return dataclasses.replace(progress, expiry_due=due)
 
@@ -217,11 +234,11 @@ async def _sweep(sb: Switchboard, cmd: ExpireSweep, offset: int) -> None:
                 session_id=cmd.session_id, client_id=session.client_id, channel=channel, index=index,
                 address=state.address, status="expired", attempt=state.attempt, occurred_at=now,
                 provider_message_id=state.provider_message_id, error_code="no-report",
-                error=f"no final report within {timeout:g}s",
+                error=f"no final report within {timeout:g}s", priority=session.priority,
             ))  # fmt: skip
     if cmd.chunk + 1 < session.chunks:
         more = ExpireSweep(cmd.session_id, cmd.chunk + 1, started, next_due)
-        await sb.produce(sb.topics.reports, key=cmd.session_id.encode(), value=records.encode(more))
+        await sb.produce(_lane(sb), key=cmd.session_id.encode(), value=records.encode(more))
         return
     # The whole session is swept. While it is open, sweep again for the earliest delivery not
     # yet due; a delivery sent during this sweep is due by started + timeout at the latest.

@@ -293,7 +293,7 @@ async def _fan_out(sb: Switchboard, state: SessionState, cmd: FanOut) -> None:
                 session_id=item.session_id, client_id=item.client_id, channel=item.channel,
                 index=item.index, address=item.address, status="suppressed", attempt=0,
                 occurred_at=now, error=scrub.reason, error_code="scrubbed",
-                detail={"service_manager": scrub.manager},
+                detail={"service_manager": scrub.manager}, priority=item.priority,
             ))  # fmt: skip
         else:
             # Straight to the status topic: enqueued on this worker's producer before the job,
@@ -336,6 +336,7 @@ async def _lost_chunk(sb: Switchboard, state: SessionState, chunk: int, doing: s
                 session_id=state.session_id, client_id=state.client_id, channel=channel,
                 index=index, address="", status="failed", attempt=delivery["attempt"] if delivery else 0,
                 occurred_at=now, error=f"the recipient's record was lost ({doing})", error_code="state-lost",
+                priority=state.priority,
             ))  # fmt: skip
 
 
@@ -377,12 +378,12 @@ async def dispatch_or_defer(sb: Switchboard, job: DispatchJob, now: float) -> bo
     if release is None:
         await sb.dispatch(job)
         return True
-    await sb.schedule_at(f"job:{job.key}#{job.attempt}", release.timestamp(), sb.topics.dispatch[job.channel],
+    await sb.schedule_at(f"job:{job.key}#{job.attempt}", release.timestamp(), sb.dispatch_topic(job),
                          job.session_id.encode(), records.encode(job))  # fmt: skip
     await sb.report(Report(
         session_id=job.session_id, client_id=job.client_id, channel=job.channel, index=job.index,
         address=job.address, status="deferred", attempt=job.attempt, occurred_at=now,
-        detail={"release_at": release.isoformat().replace("+00:00", "Z")},
+        detail={"release_at": release.isoformat().replace("+00:00", "Z")}, priority=job.priority,
     ))  # fmt: skip
     return False
 
@@ -417,7 +418,7 @@ async def _resend(sb: Switchboard, state: SessionState, chunk: int) -> None:
         await sb.report(Report(
             session_id=job.session_id, client_id=job.client_id, channel=job.channel, index=job.index,
             address=job.address, status="accepted", attempt=job.attempt, occurred_at=now, reopen=True,
-            detail={"resend_of_attempt": previous["attempt"]},
+            detail={"resend_of_attempt": previous["attempt"]}, priority=job.priority,
         ))  # fmt: skip
         await dispatch_or_defer(sb, job, now)
     if chunk + 1 < state.chunks:
@@ -478,7 +479,7 @@ async def _cancel_chunk(
             index=item.index, address=item.address, status="cancelled",
             attempt=delivery["attempt"] if delivery else 0, occurred_at=now,
             error=f"the session was blocked: {blocked}" if blocked else "the session was cancelled",
-            error_code="blocked" if blocked else None,
+            error_code="blocked" if blocked else None, priority=state.priority,
         ))  # fmt: skip
     if chunk + 1 < state.chunks:
         await sb.command(CancelChunk(state.session_id, chunk + 1, blocked))

@@ -18,6 +18,10 @@ refuses to co-partition tables with it.
                                                │
                                                ▼
                                   report agent ─► status
+
+A session with ``options.priority: high`` (a one-time password) has a lane of its own:
+``dispatch.priority`` (its jobs, whatever the channel) and ``reports.priority``, each with its
+own agent, so it never queues behind a campaign's jobs or reports on the same partition.
 """
 
 from __future__ import annotations
@@ -58,6 +62,9 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
         TopicSpec(t("webhooks"), week),
         TopicSpec(t("calls"), week),
         *(TopicSpec(t(f"dispatch.{channel}"), week) for channel in CHANNELS),
+        # The high-priority lane: jobs of every channel, and their reports.
+        TopicSpec(t("dispatch.priority"), week),
+        TopicSpec(t("reports.priority"), week),
     ]
 
 

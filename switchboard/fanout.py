@@ -50,6 +50,7 @@ def plan_chunk(
 ) -> Iterator[DispatchJob | Report]:
     """The jobs (or rejected reports) of audience chunk ``chunk``, in recipient then channel order."""
     transport = session.transport
+    priority = session.priority
     extras = {k: v for k, v in (transport.get("extras") or {}).items() if k != "template_vars"}
     for offset, recipient in enumerate(recipients):
         index = chunk * size + offset
@@ -86,6 +87,7 @@ def plan_chunk(
                 extras=job_extras,
                 locale=recipient.get("locale"),
                 timezone=recipient.get("timezone"),
+                priority=priority,
             )
 
 
@@ -110,4 +112,5 @@ def _rejected(
         error_code=code,
         error=error,
         occurred_at=now,
+        priority=session.priority,
     )

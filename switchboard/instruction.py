@@ -18,6 +18,15 @@ CHANNELS: Final[tuple[Channel, ...]] = get_args(Channel)
 Trigger = Literal["immediate", "scheduled", "manual"]
 TRIGGERS: Final[tuple[Trigger, ...]] = get_args(Trigger)
 
+#: The lane an instruction's work travels in. ``high`` is for small transactional sends (a
+#: one-time password): its jobs and reports have topics and agents of their own, so they never
+#: queue behind a bulk campaign's backlog.
+Priority = Literal["normal", "high"]
+PRIORITIES: Final[tuple[Priority, ...]] = get_args(Priority)
+#: The most recipients a ``high`` priority instruction may have: the lane stays fast only while
+#: what travels in it is small.
+MAX_PRIORITY_RECIPIENTS: Final = 100
+
 #: Which recipient-profile field holds the address for each channel.
 ADDRESS_FIELD: Final[Mapping[Channel, str]] = {
     "sms": "phone",
@@ -35,12 +44,15 @@ __all__ = [
     "ADDRESS_FIELD",
     "CHANNELS",
     "MAX_AUDIENCE",
+    "MAX_PRIORITY_RECIPIENTS",
+    "PRIORITIES",
     "SMS_MAX_CHARS",
     "TRIGGERS",
     "Channel",
     "Envelope",
     "Instruction",
     "Options",
+    "Priority",
     "Recipient",
     "Transport",
     "Trigger",
@@ -107,6 +119,7 @@ class Options:
     retries: int = 0
     retry_intervals_minutes: tuple[float, ...] = (60.0,)
     webhook_url: str | None = None
+    priority: Priority = "normal"
 
     def to_contract(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -118,6 +131,8 @@ class Options:
             out["scheduledTimestamp"] = self.scheduled_at.isoformat()
         if self.webhook_url is not None:
             out["webhookUrl"] = self.webhook_url
+        if self.priority != "normal":  # absent means normal, as in every record before the lanes
+            out["priority"] = self.priority
         return out
 
 

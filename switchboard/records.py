@@ -241,6 +241,8 @@ class DispatchJob:
     locale: str | None = None
     #: The recipient profile's time zone, for time windows with ``timezone: recipient``.
     timezone: str | None = None
+    #: The lane (``options.priority``): ``high`` jobs have a topic and an agent of their own.
+    priority: str = "normal"
 
     @property
     def key(self) -> str:
@@ -275,6 +277,8 @@ class Report:
     #: A retryable failure told by a provider's callback (a busy or unanswered call): the report
     #: agent sets ``retry_at`` and schedules the next attempt if the session allows one.
     retry_if_allowed: bool = False
+    #: The session's lane (``options.priority``): ``high`` reports have a topic of their own.
+    priority: str = "normal"
 
     @property
     def key(self) -> str:
@@ -317,6 +321,11 @@ class SessionState:
     idempotency_key: str | None = None
     fanned_out_chunks: int = 0
     cancelled_at: float | None = None
+
+    @property
+    def priority(self) -> str:
+        """The session's lane: ``options.priority``, ``normal`` when absent."""
+        return "high" if self.options.get("priority") == "high" else "normal"
 
 
 @dataclass(frozen=True, slots=True)

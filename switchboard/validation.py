@@ -26,12 +26,15 @@ from switchboard.instruction import (
     ADDRESS_FIELD,
     CHANNELS,
     MAX_AUDIENCE,
+    MAX_PRIORITY_RECIPIENTS,
+    PRIORITIES,
     SMS_MAX_CHARS,
     TRIGGERS,
     Channel,
     Envelope,
     Instruction,
     Options,
+    Priority,
     Recipient,
     Transport,
     Trigger,
@@ -45,7 +48,7 @@ __all__ = ["ValidationPolicy", "audience_chunks", "validate_envelope", "validate
 _TOP: Final = frozenset({"client_id", "idempotency_key", "transport", "audience", "options"})
 _TRANSPORT: Final = frozenset({"type", "subject", "message", "fileUrl", "extras"})
 _OPTIONS: Final = frozenset(
-    {"trigger", "scheduledTimestamp", "retries", "retryIntervalMinutes", "webhookUrl"}
+    {"trigger", "scheduledTimestamp", "retries", "retryIntervalMinutes", "webhookUrl", "priority"}
 )
 _PROFILE: Final = frozenset({*NORMALIZERS, "name", "timezone", "locale", "vars"})
 MAX_RETRIES: Final = 20
@@ -227,6 +230,11 @@ class _Validator:
         channels = self.found_channels = self.channels(transport, client)
         count = self.audience_count = self.audience_shape(data.get("audience"))
         options = self.options(data.get("options"))
+        raw_options = data.get("options")
+        high = isinstance(raw_options, Mapping) and raw_options.get("priority") == "high"
+        if high and count is not None and count > MAX_PRIORITY_RECIPIENTS:
+            self.err("options.priority", f"'high' is for at most {MAX_PRIORITY_RECIPIENTS} "
+                     f"recipients (this audience has {count}); send a campaign as 'normal'")  # fmt: skip
         if (
             self.errors
             or client_id is None
@@ -453,6 +461,14 @@ class _Validator:
 
     # -- options ---------------------------------------------------------------------------
 
+    def priority(self, value: Any) -> Priority:
+        if value is None:
+            return "normal"
+        if value not in PRIORITIES:
+            self.err("options.priority", f"must be one of {', '.join(PRIORITIES)}")
+            return "normal"
+        return cast(Priority, value)
+
     def options(self, data: Any) -> Options | None:
         if data is None:
             return Options()
@@ -494,9 +510,10 @@ class _Validator:
                 webhook = normalize_url(webhook, allow_http=self.policy.allow_http_webhooks)
             except AddressError as exc:
                 self.err("options.webhookUrl", str(exc))
+        priority = self.priority(data.get("priority"))
         if len(self.errors) > before:
             return None
-        return Options(trigger, scheduled_at, retries, intervals, webhook)
+        return Options(trigger, scheduled_at, retries, intervals, webhook, priority)
 
     def timestamp(self, value: Any) -> datetime | None:
         if value is None:

@@ -46,6 +46,9 @@ class OutboundMessage:
     #: :class:`~transports.errors.Withdrawn` when the message must not go out any more (its
     #: session was cancelled, its recipient opted out meanwhile).
     last_check: Callable[[], Awaitable[None]] | None = None
+    #: A high-priority message (``options.priority: high``): it goes ahead of the others in its
+    #: sender's rate-limit queue.
+    urgent: bool = False
 
 
 @dataclass(frozen=True, slots=True)

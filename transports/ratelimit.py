@@ -8,8 +8,11 @@ request; it never rejects, so a large audience drains at the provider's pace.
 Guarantees:
 
 - **Pace.** Over any window, a key is granted at most ``burst + rate * window`` acquisitions.
-- **FIFO.** Callers of one key are served in the order they called :meth:`~RateLimiter.acquire`
-  (a caller that finds no queue and a free slot goes at once; otherwise it joins the queue).
+- **FIFO, with a fast lane.** Callers of one key are served in the order they called
+  :meth:`~RateLimiter.acquire` (a caller that finds no queue and a free slot goes at once;
+  otherwise it joins the queue). An ``urgent`` caller (a one-time password) joins the queue
+  behind its head and the urgent callers already waiting, ahead of every other: it waits at most
+  one slot per urgent caller before it, however long the queue of a campaign is.
 - **No busy loop.** Only the head of a key's queue sleeps, once per slot, until its slot; the others
   wait on a future the previous head resolves when it leaves. No background task is started.
 - **Cancellation-safe.** A caller cancelled while waiting (e.g. by ``asyncio.wait_for``) leaves the
@@ -41,6 +44,8 @@ class _Bucket:
     tat: float
     #: Callers waiting for a slot, oldest first. Only the head sleeps.
     waiters: deque[asyncio.Future[None]] = field(default_factory=deque)
+    #: The urgent callers among ``waiters``: they queue ahead of the others.
+    urgent: set[asyncio.Future[None]] = field(default_factory=set)
 
 
 class RateLimiter:
@@ -84,8 +89,9 @@ class RateLimiter:
         bucket = self._buckets.get(key)
         return 0.0 if bucket is None else max(0.0, self._wait(bucket, self._clock()))
 
-    async def acquire(self, key: str) -> None:
-        """Wait until ``key`` may make one request, in FIFO order with other callers of ``key``."""
+    async def acquire(self, key: str, *, urgent: bool = False) -> None:
+        """Wait until ``key`` may make one request, in FIFO order with other callers of ``key``;
+        an ``urgent`` caller goes ahead of every caller that is not (module docs)."""
         now = self._clock()
         bucket = self._buckets.get(key)
         if bucket is None:
@@ -94,7 +100,16 @@ class RateLimiter:
         if not bucket.waiters and self._take(bucket, now):
             return
         turn: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        bucket.waiters.append(turn)
+        if urgent and bucket.waiters:
+            # Behind the head (already sleeping for its slot) and the urgent callers before us.
+            at = 1
+            while at < len(bucket.waiters) and bucket.waiters[at] in bucket.urgent:
+                at += 1
+            bucket.waiters.insert(at, turn)
+        else:
+            bucket.waiters.append(turn)
+        if urgent:
+            bucket.urgent.add(turn)
         if len(bucket.waiters) == 1:
             turn.set_result(None)
         try:
@@ -124,6 +139,7 @@ class RateLimiter:
         """Leave the queue (served or cancelled) and, if we were its head, wake the next caller."""
         was_head = bool(bucket.waiters) and bucket.waiters[0] is turn
         bucket.waiters.remove(turn)
+        bucket.urgent.discard(turn)
         if was_head and bucket.waiters:
             head = bucket.waiters[0]
             # A head cancelled before it ran passes the turn on itself, in its own _leave.

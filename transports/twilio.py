@@ -475,7 +475,7 @@ class _TwilioTransport:
         message: OutboundMessage | None = None,
     ) -> Any:
         """Create a Message or Call, paced per ``key``; raise classified errors only."""
-        await self._limiter.acquire(key)
+        await self._limiter.acquire(key, urgent=message is not None and message.urgent)
         probe = _Probe()
         reset = _PROBE.set(probe)
         try:

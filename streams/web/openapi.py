@@ -9,7 +9,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from switchboard.instruction import CHANNELS, MAX_AUDIENCE, TRIGGERS
+from switchboard.instruction import (
+    CHANNELS,
+    MAX_AUDIENCE,
+    MAX_PRIORITY_RECIPIENTS,
+    PRIORITIES,
+    TRIGGERS,
+)
 from switchboard.status import STATUSES
 
 __all__ = ["openapi_document"]
@@ -104,6 +110,17 @@ def openapi_document() -> dict[str, Any]:
                         "examples": ["60,180,600"],
                     },
                     "webhookUrl": {"type": "string", "format": "uri"},
+                    "priority": {
+                        "type": "string",
+                        "enum": list(PRIORITIES),
+                        "default": "normal",
+                        "description": (
+                            "The lane. 'high' is for small transactional sends (a one-time "
+                            f"password; at most {MAX_PRIORITY_RECIPIENTS} recipients): its jobs "
+                            "and reports have topics and agents of their own and go first in "
+                            "their sender's rate limit, so they never wait behind a campaign."
+                        ),
+                    },
                 },
             },
         },
@@ -139,6 +156,7 @@ def openapi_document() -> dict[str, Any]:
                 ],
             },
             "trigger": {"type": "string", "enum": list(TRIGGERS)},
+            "priority": {"type": "string", "enum": list(PRIORITIES)},
             "channels": {"type": "array", "items": {"type": "string", "enum": list(CHANNELS)}},
             "created_at": {"type": "string", "format": "date-time"},
             "completed_at": {"type": ["string", "null"], "format": "date-time"},
@@ -278,7 +296,35 @@ def openapi_document() -> dict[str, Any]:
                         "required": True,
                         "content": {
                             "application/json": {
-                                "schema": {"$ref": "#/components/schemas/Instruction"}
+                                "schema": {"$ref": "#/components/schemas/Instruction"},
+                                "examples": {
+                                    "one-time-password": {
+                                        "summary": "A one-time password, in the high-priority lane",
+                                        "value": {
+                                            "client_id": "acme",
+                                            "transport": {
+                                                "type": "sms",
+                                                "message": "Your code is 492 817",
+                                            },
+                                            "audience": ["+14155550100"],
+                                            "options": {"priority": "high"},
+                                        },
+                                    },
+                                    "campaign": {
+                                        "summary": "A campaign to many recipients",
+                                        "value": {
+                                            "client_id": "acme",
+                                            "transport": {
+                                                "type": "sms",
+                                                "message": "Hi {{name}}, polls open at 7am.",
+                                            },
+                                            "audience": [
+                                                {"phone": "+14155550101", "name": "Ada"},
+                                                {"phone": "+14155550102", "name": "Grace"},
+                                            ],
+                                        },
+                                    },
+                                },
                             }
                         },
                     },

@@ -215,6 +215,7 @@ def _session_document(
         "client_id": state.client_id,
         "status": status,
         "trigger": state.trigger,
+        "priority": state.priority,
         "channels": state.channels,
         "created_at": iso(state.created_at),
         "completed_at": iso(progress.completed_at) if progress.completed_at else None,

@@ -139,7 +139,7 @@ async def _status_callback(sb: Switchboard, view: View, request: web.Request) ->
             address=params.get("To", "").removeprefix("whatsapp:"), status=status, attempt=int(attempt),
             provider_message_id=params.get("MessageSid") or None, error_code=error_code,
             error=f"Twilio error {error_code}" if error_code else None, occurred_at=time.time(),
-            detail=_callback_detail(params, twilio_status),
+            detail=_callback_detail(params, twilio_status), priority=_lane(request),
         )))  # fmt: skip
         if refused is not None:
             return refused
@@ -181,11 +181,18 @@ async def _call_status(sb: Switchboard, view: View, request: web.Request, params
             provider_message_id=params.get("CallSid") or None, error_code=error_code,
             error=_CALL_ERRORS.get(call_status) or (f"Twilio error {error_code}" if error_code else None),
             occurred_at=time.time(), retryable=retryable, retry_if_allowed=retryable, detail=detail,
+            priority=_lane(request),
         )))  # fmt: skip
         if refused is not None:
             return refused
     sb.metrics.provider_callbacks.labels("twilio", f"call-{call_status}").inc()
     return view.text("", status=200)
+
+
+def _lane(request: web.Request) -> str:
+    """The delivery's lane, which its callback URL carries (``p``): its report must travel in
+    the lane of its session's other reports (``streams/reports.py``)."""
+    return "high" if request.query.get("p") == "high" else "normal"
 
 
 _CALL_ERRORS: Final = {"busy": "the line was busy", "no-answer": "nobody answered the call"}

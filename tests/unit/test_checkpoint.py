@@ -120,6 +120,23 @@ def test_staged_rows_are_seen_by_every_reader_until_abandoned() -> None:
     assert checkpoint.get(table, b"gone") == b"still in the table"  # type: ignore[arg-type]
 
 
+def test_the_staged_rows_of_two_writers_of_one_table_are_all_seen() -> None:
+    """The report agents of the two lanes write one table (each its own sessions' keys): every
+    reader sees what either has staged, and one abandoning leaves the other's rows visible."""
+    table, normal, high = Table(), Checkpoint(), Checkpoint()
+    staged(normal, Event(1), table, b"campaign", b"c")
+    staged(high, Event(2), table, b"otp", b"o")
+    assert checkpoint.get(table, b"campaign") == b"c"  # type: ignore[arg-type]
+    assert checkpoint.get(table, b"otp") == b"o"  # type: ignore[arg-type]
+    high.abandon()
+    assert checkpoint.get(table, b"otp") is None  # type: ignore[arg-type]
+    assert checkpoint.get(table, b"campaign") == b"c"  # type: ignore[arg-type]
+    normal.apply()
+    assert table == {b"campaign": b"c"}
+    normal.abandon()
+    assert id(table) not in checkpoint._writing
+
+
 def test_rollback_forgets_what_a_failed_handler_staged() -> None:
     table, cp = Table(), Checkpoint()
     staged(cp, Event(1), table, b"kept", b"1")

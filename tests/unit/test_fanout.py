@@ -191,3 +191,17 @@ def test_chunk_count(recipients: int, size: int, expected: int) -> None:
 
 def test_chunk_size_default() -> None:
     assert chunk_count(CHUNK_SIZE + 1) == 2
+
+
+def test_a_high_priority_sessions_jobs_and_rejections_travel_in_its_lane() -> None:
+    state = session(["sms"], {"type": "sms", "message": "Code {{code}}"}, recipients=2)
+    high = SessionState(**{**{f: getattr(state, f) for f in state.__dataclass_fields__},
+                           "options": {"priority": "high"}})  # fmt: skip
+    items = list(plan_chunk(high, 0, [
+        {"addresses": {"phone": "+14155550100"}, "vars": {"code": "1"}},
+        {"addresses": {"phone": "+14155550101"}},  # no code: rejected
+    ], now=NOW))  # fmt: skip
+    assert [type(i).__name__ for i in items] == ["DispatchJob", "Report"]
+    assert all(item.priority == "high" for item in items)
+    assert all(item.priority == "normal" for item in plan_chunk(state, 0, [
+        {"addresses": {"phone": "+14155550100"}, "vars": {"code": "1"}}], now=NOW))  # fmt: skip

@@ -808,3 +808,46 @@ def test_timestamp_round_trip_with_offset() -> None:
     ts = datetime(2026, 3, 1, 8, 30, tzinfo=tz).isoformat()
     o = ok(body(options={"trigger": "scheduled", "scheduledTimestamp": ts})).options
     assert o.scheduled_at == datetime(2026, 3, 1, 15, 30, tzinfo=UTC)
+
+
+# -- options.priority: the high-priority lane ---------------------------------------------------
+
+
+def test_priority_defaults_to_normal_and_is_left_out_of_the_contract() -> None:
+    from switchboard.validation import validate_envelope
+
+    envelope = validate_envelope(body(), client=ACME)
+    assert envelope.options.priority == "normal"
+    assert "priority" not in envelope.options.to_contract()
+
+
+def test_high_priority_for_a_one_time_password() -> None:
+    from switchboard.validation import validate_envelope
+
+    envelope = validate_envelope(body(options={"priority": "high"}), client=ACME)
+    assert envelope.options.priority == "high"
+    assert envelope.options.to_contract()["priority"] == "high"
+    assert ok(body(options={"priority": "high"})).options.priority == "high"
+
+
+def test_unknown_priority_is_refused() -> None:
+    assert errors(body(options={"priority": "urgent"})) == [
+        ("options.priority", "must be one of normal, high")
+    ]
+
+
+def test_high_priority_is_refused_for_a_campaign_with_every_other_error() -> None:
+    from switchboard.instruction import MAX_PRIORITY_RECIPIENTS
+    from switchboard.validation import validate_envelope
+
+    audience = [f"+1415555{i:04d}" for i in range(MAX_PRIORITY_RECIPIENTS + 1)]
+    data = body(audience=audience, options={"priority": "high", "retries": -1})
+    with pytest.raises(ValidationFailed) as info:
+        validate_envelope(data, client=ACME)
+    assert [(e.field, e.error) for e in info.value.errors] == [
+        ("options.retries", "must be a whole number from 0 to 20"),
+        ("options.priority", "'high' is for at most 100 recipients (this audience has 101); "
+                             "send a campaign as 'normal'"),
+    ]  # fmt: skip
+    assert validate_envelope(body(audience=audience[:-1], options={"priority": "high"}),
+                             client=ACME).recipients == MAX_PRIORITY_RECIPIENTS  # fmt: skip

@@ -61,10 +61,16 @@ def limiter(clock: VirtualClock, rate: float, burst: int = 1) -> RateLimiter:
 
 
 async def start(
-    limits: RateLimiter, key: str, log: list[tuple[str, float]], name: str, clock: VirtualClock
+    limits: RateLimiter,
+    key: str,
+    log: list[tuple[str, float]],
+    name: str,
+    clock: VirtualClock,
+    *,
+    urgent: bool = False,
 ) -> asyncio.Task[None]:
     async def run() -> None:
-        await limits.acquire(key)
+        await limits.acquire(key, urgent=urgent)
         log.append((name, clock.now))
 
     task = asyncio.create_task(run())
@@ -98,6 +104,39 @@ async def test_serves_callers_first_in_first_out() -> None:
     times = [t for _, t in log]
     assert times == sorted(times)
     assert all(b - a == pytest.approx(0.125) for a, b in itertools.pairwise(times))
+
+
+async def test_an_urgent_caller_goes_ahead_of_a_campaigns_queue() -> None:
+    clock = VirtualClock()
+    limits = limiter(clock, rate=1)  # a Messaging Service's pace: a queue of 50 is 50 s
+    log: list[tuple[str, float]] = []
+    tasks = [await start(limits, "k", log, f"bulk{i}", clock) for i in range(50)]
+    tasks.append(await start(limits, "k", log, "otp1", clock, urgent=True))
+    tasks.append(await start(limits, "k", log, "otp2", clock, urgent=True))
+    tasks.append(await start(limits, "k", log, "bulk-late", clock))
+    await clock.advance(60)
+    await asyncio.gather(*tasks)
+    order = [name for name, _ in log]
+    # bulk0 went at once; bulk1 was the sleeping head; then the urgent ones, in their order.
+    assert order[:4] == ["bulk0", "bulk1", "otp1", "otp2"]
+    assert order[4:] == [*(f"bulk{i}" for i in range(2, 50)), "bulk-late"]
+    assert dict(log)["otp2"] == 3.0
+    times = [t for _, t in log]
+    assert all(b - a == pytest.approx(1.0) for a, b in itertools.pairwise(times))  # pace kept
+
+
+async def test_a_cancelled_urgent_caller_leaves_the_fast_lane() -> None:
+    clock = VirtualClock()
+    limits = limiter(clock, rate=1)
+    log: list[tuple[str, float]] = []
+    tasks = [await start(limits, "k", log, f"bulk{i}", clock) for i in range(3)]
+    gone = await start(limits, "k", log, "gone", clock, urgent=True)
+    gone.cancel()
+    await settle()
+    tasks.append(await start(limits, "k", log, "otp", clock, urgent=True))
+    await clock.advance(10)
+    await asyncio.gather(*tasks)
+    assert [name for name, _ in log] == ["bulk0", "bulk1", "otp", "bulk2"]
 
 
 async def test_a_rested_key_may_burst_then_is_paced() -> None:
