@@ -300,6 +300,76 @@ def fake_provider(provider: str, latency_ms: int) -> Iterator[dict[str, Any]]:
         responder.wait(10)
 
 
+# -- lanes: one-time passwords during a campaign ------------------------------------------------
+
+LANE_RATE = 5  # one-recipient sends per second during the campaign
+LANE_COUNT = 50
+
+
+@dataclass
+class LanesResult:
+    campaign: int
+    partitions: int
+    latencies: dict[str, list[float]]  # priority -> produced -> delivered, seconds
+    campaign_left: dict[str, int]  # priority -> campaign deliveries not yet made when its sends ended
+
+    def rows(self) -> list[str]:
+        return [f"| {priority} | {len(lat)} at {LANE_RATE}/s | {_percentiles(lat)} | {self.campaign_left[priority]:,} |"
+                for priority, lat in self.latencies.items()]  # fmt: skip
+
+
+def run_lanes(broker: LocalBroker, workdir: Path, campaign: int) -> LanesResult:
+    """A campaign of ``campaign`` SMS recipients (sandbox) on one worker; while it runs,
+    LANE_COUNT one-recipient sends of the same client and channel at LANE_RATE per second with
+    ``options.priority: high``, then as many with the default priority: the latency of each,
+    produced -> ``delivered`` consumed."""
+    partitions = 4
+    prefix = f"lane{uuid.uuid4().hex[:6]}"
+    clients = {"clients": {"bench": {"api_keys": [api_key_digest("bench-key")], "default_channels": ["sms"],
+                                     "channels": {"sms": {"provider": "sandbox"}}}}}  # fmt: skip
+    clients_file = workdir / "lanes-clients.yaml"
+    clients_file.write_text(yaml.safe_dump(clients))
+    worker = Worker(broker.bootstrap_servers, prefix, workdir / prefix, clients_file,
+                    {"SWITCHBOARD_LOG_LEVEL": "warning", "SWITCHBOARD_PARTITIONS": str(partitions)})  # fmt: skip
+    worker.start()
+    watcher = status_watcher(broker.bootstrap_servers, worker.topic("status"), "delivered")
+    latencies: dict[str, list[float]] = {}
+    left: dict[str, int] = {}
+    try:
+        producer = Producer({"bootstrap.servers": broker.bootstrap_servers, "linger.ms": 1})
+        topic = worker.topic("instructions")
+        headers = [("content-type", schemas.content_type("instruction").encode())]
+        _wait_until(lambda: _warm_up(producer, topic, headers, "sms", watcher), 120, "warm-up")
+        body, audience = instruction(0, campaign, "sms")
+        producer.produce(topic, _avro(body), key=b"bench", headers=headers)
+        producer.flush(60)
+        first = audience[0]
+        _wait_until(lambda: first in watcher.snapshot() or watcher.count() > 10, 300, "the campaign to start")
+        base = campaign + 10
+        for priority in ("high", "normal"):
+            produced_at: dict[str, float] = {}
+            start = time.perf_counter()
+            for i in range(LANE_COUNT):
+                time.sleep(max(0.0, start + i / LANE_RATE - time.perf_counter()))
+                one, addresses = instruction(base + i, 1, "sms")
+                base_options: dict[str, Any] = {"trigger": None, "scheduledTimestamp": None, "retries": None,
+                                                "retryIntervalMinutes": None, "webhookUrl": None}  # fmt: skip
+                one["options"] = {**base_options, "priority": priority}
+                produced_at[addresses[0]] = time.perf_counter()
+                producer.produce(topic, _avro(one), key=b"bench", headers=headers)
+                producer.poll(0)
+            producer.flush(10)
+            base += LANE_COUNT
+            _wait_until(lambda: all(a in watcher.snapshot() for a in produced_at), 600, f"{priority} sends")
+            seen = watcher.snapshot()
+            latencies[priority] = [seen[a] - produced_at[a] for a in produced_at]
+            left[priority] = sum(1 for a in audience if a not in seen)
+    finally:
+        watcher.stop()
+        worker.stop()
+    return LanesResult(campaign, partitions, latencies, left)
+
+
 # -- fan-out of one large instruction -----------------------------------------------------------
 
 
@@ -465,6 +535,14 @@ def main(argv: list[str] | None = None) -> int:
         help="recipients of the one large instruction whose fan-out is measured (0: skip)",
     )
     p.add_argument("--only-fanout", action="store_true")
+    p.add_argument(
+        "--lanes-campaign",
+        type=int,
+        default=20_000,
+        metavar="N",
+        help="recipients of the campaign during which one-time passwords are timed (0: skip)",
+    )
+    p.add_argument("--only-lanes", action="store_true")
     args = p.parse_args(argv)
 
     workdir = Path(tempfile.mkdtemp(prefix="switchboard-bench-"))
@@ -477,9 +555,11 @@ def main(argv: list[str] | None = None) -> int:
     broker.start()
     results: list[Result] = []
     fanout: FanoutResult | None = None
+    lanes: LanesResult | None = None
+    only = args.only_fanout or args.only_lanes
     try:
         providers = ["sandbox", "twilio-fake"] if args.provider == "both" else [args.provider]
-        for provider in [] if args.only_fanout else providers:
+        for provider in [] if only else providers:
             print(
                 f"Switchboard, {provider}: {args.instructions} instructions x {args.recipients} recipients...",
                 flush=True,
@@ -494,10 +574,13 @@ def main(argv: list[str] | None = None) -> int:
                     args.provider_latency_ms,
                 )
             )
-        if not args.no_baseline and not args.only_fanout:
+        if not args.no_baseline and not only:
             print("Baseline...", flush=True)
             results.append(run_baseline(broker, workdir, args.instructions, args.recipients))
-        if args.fanout:
+        if args.lanes_campaign and not args.only_fanout:
+            print(f"One-time passwords during a campaign of {args.lanes_campaign:,}...", flush=True)
+            lanes = run_lanes(broker, workdir, args.lanes_campaign)
+        if args.fanout and not args.only_lanes:
             print(f"Fan-out of one instruction to {args.fanout:,} recipients...", flush=True)
             fanout = run_fanout(broker, workdir, args.fanout)
     finally:
@@ -518,6 +601,13 @@ def main(argv: list[str] | None = None) -> int:
         if sandbox and fake:
             print(f"\nfake provider ({args.provider_latency_ms} ms per request, 100 in flight) / sandbox: "
                   f"{fake.rate / sandbox.rate:.0%} of the sandbox's deliveries/s")  # fmt: skip
+    if lanes:
+        print(f"\none-time passwords (1 SMS recipient each, same client and channel) during a campaign of "
+              f"{lanes.campaign:,} SMS recipients, sandbox, one worker, {lanes.partitions} partitions:\n")  # fmt: skip
+        print("| options.priority | sends | produced -> delivered p50 / p99 ms | campaign deliveries still queued after them |")
+        print("|---|---:|---:|---:|")
+        for row in lanes.rows():
+            print(row)
     if fanout:
         print(
             "\nfan-out of one instruction (Avro on the instructions topic -> every recipient accepted):\n"

@@ -65,6 +65,7 @@ class Topics:
     webhooks: TopicT
     dispatch: Mapping[str, TopicT]
     #: The high-priority lane (``options.priority: high``): jobs of every channel, and reports.
+    priority_sessions: TopicT
     priority_dispatch: TopicT
     priority_reports: TopicT
 
@@ -167,10 +168,20 @@ class Switchboard:
             topic, key=report.session_id.encode(), value=records.encode(report)
         )
 
-    async def command(self, command: records.SessionCommand, *, confirm: bool = False) -> None:
-        """Send a session command; with ``confirm``, wait for the broker's acknowledgement."""
+    def sessions_topic(self, priority: str) -> TopicT:
+        """The session commands topic of a lane (``options.priority``)."""
+        return self.topics.priority_sessions if priority == "high" else self.topics.sessions
+
+    async def command(
+        self, command: records.SessionCommand, *, priority: str = "normal", confirm: bool = False
+    ) -> None:
+        """Send a session command in the session's lane; with ``confirm``, wait for the broker's
+        acknowledgement. Every command of a session must travel in its lane (the session agent
+        of each lane writes its own sessions' rows)."""
         future = await self.produce(
-            self.topics.sessions, key=command.session_id.encode(), value=records.encode(command)
+            self.sessions_topic(priority),
+            key=command.session_id.encode(),
+            value=records.encode(command),
         )
         if confirm:
             await future
@@ -327,6 +338,7 @@ def build(
         manager_state=topic("manager-state"),
         webhooks=topic("webhooks"),
         dispatch={channel: topic(f"dispatch.{channel}") for channel in CHANNELS},
+        priority_sessions=topic("sessions.priority"),
         priority_dispatch=topic("dispatch.priority"),
         priority_reports=topic("reports.priority"),
     )

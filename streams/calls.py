@@ -111,7 +111,7 @@ class CallDesk:
 
     def load(self, call_id: str) -> CallRecord | None:
         """The call, when this worker holds its partition (None otherwise, or if unknown)."""
-        raw = self.calls.get(call_id.encode())
+        raw = get(self.calls, call_id.encode())  # with the rows this worker has staged
         return CallRecord.from_json(raw) if raw is not None else None
 
     def expect(self, call_id: str) -> asyncio.Future[bool]:

@@ -163,7 +163,7 @@ async def _apply(sb: Switchboard, report: Report, offset: int) -> None:
     if report.retry_if_allowed and report.retry_at is not None:
         # Only for a report that moved its delivery on: a repeated callback schedules nothing.
         retry = Retry(report.session_id, report.index, report.channel, report.attempt + 1)
-        await sb.schedule_at(f"job:{report.key}#{retry.attempt}", report.retry_at, sb.topics.sessions,
+        await sb.schedule_at(f"job:{report.key}#{retry.attempt}", report.retry_at, sb.sessions_topic(report.priority),
                              report.session_id.encode(), records.encode(retry))  # fmt: skip
     if completes and not counted:
         await _completed(sb, session, report.client_id, updated)

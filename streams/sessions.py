@@ -48,7 +48,7 @@ from streams.managers import SessionStartPlan
 from switchboard import records
 from switchboard.errors import MissingState
 from switchboard.fanout import CHUNK_SIZE, chunk_count, plan_chunk
-from switchboard.idempotency import IdempotencyRecord, decide
+from switchboard.idempotency import IdempotencyRecord, decide, shown
 from switchboard.records import (
     AudienceChunk,
     Cancel,
@@ -70,6 +70,7 @@ from switchboard.windows import delivery_release
 __all__ = [
     "chunk_key",
     "dispatch_or_defer",
+    "instruction_priority",
     "load_chunk",
     "load_idempotency",
     "load_session",
@@ -83,9 +84,22 @@ RESENDABLE = frozenset({"failed", "undelivered", "expired"})
 
 
 def register(sb: Switchboard) -> None:
+    # Two lanes, one handler: every command of a session travels in its lane
+    # (``options.priority``), so each session's rows have one writer, and a one-time password
+    # is opened without waiting for a campaign's fan-out on the same partition.
     @sb.app.agent(sb.topics.sessions, name="switchboard.sessions")
     async def sessions(stream: StreamT[bytes]) -> None:
         await run_checkpointed(sb, stream, "sessions", lambda e: _handle(sb, e))
+
+    @sb.app.agent(sb.topics.priority_sessions, name="switchboard.sessions.priority")
+    async def priority_sessions(stream: StreamT[bytes]) -> None:
+        await run_checkpointed(sb, stream, "sessions.priority", lambda e: _handle(sb, e))
+
+
+def instruction_priority(instruction: dict[str, Any]) -> str:
+    """The lane of a stored instruction (its ``options.priority``)."""
+    options = instruction.get("options") or {}
+    return "high" if options.get("priority") == "high" else "normal"
 
 
 def load_session(sb: Switchboard, session_id: str) -> SessionState | None:
@@ -174,7 +188,8 @@ async def _claim(sb: Switchboard, cmd: Claim) -> None:
             cmd.client_id, session_id, cmd.fingerprint, now, decision.generation
         )
         await sb.command(
-            OpenSession(session_id, cmd.instruction, cmd.received_at, cmd.source, cmd.origin)
+            OpenSession(session_id, cmd.instruction, cmd.received_at, cmd.source, cmd.origin),
+            priority=instruction_priority(cmd.instruction),
         )
         put(sb.tables.sessions, f"idem:{cmd.session_id}".encode(), records.encode(record))
         return
@@ -184,7 +199,8 @@ async def _claim(sb: Switchboard, cmd: Claim) -> None:
         "client_id": cmd.client_id, "session_id": decision.session_id, "outcome": decision.kind})  # fmt: skip
     sb.metrics.idempotent_repeats.labels(cmd.source, decision.kind).inc()
     if cmd.candidate and cmd.candidate != decision.session_id and cmd.instruction.get("chunks"):
-        await sb.command(Discard(cmd.candidate, int(cmd.instruction["chunks"])))
+        await sb.command(Discard(cmd.candidate, int(cmd.instruction["chunks"])),
+                         priority=instruction_priority(cmd.instruction))  # fmt: skip
     if cmd.source == "kafka":
         # A producer has no answer but the status topic: say which session its repeat
         # belongs to (or that it conflicts with it).
@@ -192,7 +208,7 @@ async def _claim(sb: Switchboard, cmd: Claim) -> None:
         await sb.publish_status(StatusEvent(
             decision.session_id, cmd.client_id, status,
             error=None if decision.kind == "duplicate" else "idempotency key reused with a different instruction",
-            detail={"idempotency_key": cmd.key, "repeat": decision.kind, "origin": cmd.origin},
+            detail={"idempotency_key": shown(cmd.key), "repeat": decision.kind, "origin": cmd.origin},
             event_id=event_id(decision.session_id, status, "repeat", cmd.origin),
         ))  # fmt: skip
 
@@ -252,10 +268,10 @@ async def _open(sb: Switchboard, cmd: OpenSession) -> None:
                                       "deliveries": state.deliveries, "trigger": trigger})  # fmt: skip
     key = state.session_id.encode()
     if due_now:
-        await sb.command(FanOut(state.session_id, 0))
+        await sb.command(FanOut(state.session_id, 0), priority=state.priority)
     elif state.status == "scheduled":
         assert due is not None
-        await sb.schedule_at(f"release:{state.session_id}", due, sb.topics.sessions, key,
+        await sb.schedule_at(f"release:{state.session_id}", due, sb.sessions_topic(state.priority), key,
                              records.encode(FanOut(state.session_id, 0)))  # fmt: skip
         await sb.publish_status(StatusEvent(
             state.session_id, state.client_id, "scheduled", detail={"scheduled_for": scheduled},
@@ -307,7 +323,7 @@ async def _fan_out(sb: Switchboard, state: SessionState, cmd: FanOut) -> None:
             await dispatch_or_defer(sb, item, now)
     _save(sb, dataclasses.replace(state, fanned_out_chunks=cmd.chunk + 1))
     if cmd.chunk + 1 < state.chunks:
-        await sb.command(FanOut(state.session_id, cmd.chunk + 1))
+        await sb.command(FanOut(state.session_id, cmd.chunk + 1), priority=state.priority)
     if state.chunks > 1:
         log.info("fan-out progress", extra={"session_id": state.session_id, "chunk": cmd.chunk + 1,
                                             "chunks": state.chunks, "seconds": round(time.time() - now, 3)})  # fmt: skip
@@ -364,7 +380,7 @@ async def _block(sb: Switchboard, state: SessionState, plan: SessionStartPlan) -
     await sb.publish_status(StatusEvent(state.session_id, state.client_id, "cancelled",
                                         error=plan.block, error_code="blocked", detail=detail,
                                         event_id=event_id(state.session_id, "cancelled")))  # fmt: skip
-    await sb.command(CancelChunk(state.session_id, 0, plan.block))
+    await sb.command(CancelChunk(state.session_id, 0, plan.block), priority=state.priority)
 
 
 async def dispatch_or_defer(sb: Switchboard, job: DispatchJob, now: float) -> bool:
@@ -394,9 +410,9 @@ async def _trigger(sb: Switchboard, state: SessionState, cmd: Trigger) -> None:
     if state.status in ("waiting", "scheduled"):
         await sb.cancel_timer(f"release:{state.session_id}", state.session_id.encode())
         _save(sb, dataclasses.replace(state, status="dispatching"))
-        await sb.command(FanOut(state.session_id, 0))
+        await sb.command(FanOut(state.session_id, 0), priority=state.priority)
     elif cmd.include_failed:
-        await sb.command(Resend(state.session_id, 0))
+        await sb.command(Resend(state.session_id, 0), priority=state.priority)
 
 
 async def _resend(sb: Switchboard, state: SessionState, chunk: int) -> None:
@@ -422,7 +438,7 @@ async def _resend(sb: Switchboard, state: SessionState, chunk: int) -> None:
         ))  # fmt: skip
         await dispatch_or_defer(sb, job, now)
     if chunk + 1 < state.chunks:
-        await sb.command(Resend(state.session_id, chunk + 1))
+        await sb.command(Resend(state.session_id, chunk + 1), priority=state.priority)
 
 
 async def _retry(sb: Switchboard, state: SessionState, cmd: Retry) -> None:
@@ -456,7 +472,7 @@ async def _cancel(sb: Switchboard, state: SessionState) -> None:
     await sb.cancel_timer(f"release:{state.session_id}", state.session_id.encode())
     await sb.publish_status(StatusEvent(state.session_id, state.client_id, "cancelled",
                                         event_id=event_id(state.session_id, "cancelled")))  # fmt: skip
-    await sb.command(CancelChunk(state.session_id, 0))
+    await sb.command(CancelChunk(state.session_id, 0), priority=state.priority)
 
 
 async def _cancel_chunk(
@@ -482,7 +498,7 @@ async def _cancel_chunk(
             error_code="blocked" if blocked else None, priority=state.priority,
         ))  # fmt: skip
     if chunk + 1 < state.chunks:
-        await sb.command(CancelChunk(state.session_id, chunk + 1, blocked))
+        await sb.command(CancelChunk(state.session_id, chunk + 1, blocked), priority=state.priority)
 
 
 def _delivery(sb: Switchboard, key: str) -> dict[str, Any] | None:

@@ -27,7 +27,7 @@ from faust import current_event
 from streams.app import Switchboard
 from switchboard.errors import ValidationFailed
 from switchboard.fanout import CHUNK_SIZE
-from switchboard.idempotency import anchor
+from switchboard.idempotency import anchor, scoped
 from switchboard.instruction import Envelope
 from switchboard.records import AudienceChunk, Claim, Discard, OpenSession, SessionCommand
 from switchboard.validation import ValidationPolicy, audience_chunks
@@ -59,16 +59,17 @@ async def submit(
     """
     pending: list[Awaitable[Any]] = []
     written = 0
+    lane = envelope.options.priority
     try:
         for chunk, recipients in enumerate(
             audience_chunks(envelope, audience, size=CHUNK_SIZE, policy=policy)
         ):
-            pending.append(await _send(sb, AudienceChunk(session_id, chunk, recipients)))
+            pending.append(await _send(sb, AudienceChunk(session_id, chunk, recipients), lane))
             written = chunk + 1
             await asyncio.sleep(0)  # a large audience takes a while: let the other agents run
     except ValidationFailed:
         if written:
-            await _send(sb, Discard(session_id, written))
+            await _send(sb, Discard(session_id, written), lane)
         raise
     record = envelope.to_record(chunks=written)
     now = time.time()
@@ -77,16 +78,16 @@ async def submit(
         await asyncio.gather(*pending)
         pending = []
         key = envelope.idempotency_key
-        command = Claim(anchor(envelope.client_id, key), envelope.client_id, key, fingerprint, record, now,
+        command = Claim(anchor(envelope.client_id, scoped(key, lane)), envelope.client_id, scoped(key, lane), fingerprint, record, now,
                         source, origin, candidate=session_id)  # fmt: skip
     else:
         command = OpenSession(session_id, record, received_at=now, source=source, origin=origin)
-    pending.append(await _send(sb, command))
+    pending.append(await _send(sb, command, lane))
     if confirm:
         await asyncio.gather(*pending)
 
 
-async def _send(sb: Switchboard, command: SessionCommand) -> Awaitable[Any]:
+async def _send(sb: Switchboard, command: SessionCommand, lane: str) -> Awaitable[Any]:
     """Enqueue ``command``; the returned future resolves when the broker acknowledged it.
 
     Inside an agent's event, ``Topic.send`` attaches the write to the event (it is published
@@ -97,7 +98,7 @@ async def _send(sb: Switchboard, command: SessionCommand) -> Awaitable[Any]:
     """
     from switchboard import records
 
-    topic = sb.topics.sessions
+    topic = sb.sessions_topic(lane)
     key, value = command.session_id.encode(), records.encode(command)
     if current_event() is not None:
         return await sb.produce(topic, key=key, value=value)

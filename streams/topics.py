@@ -20,7 +20,8 @@ refuses to co-partition tables with it.
                                   report agent ─► status
 
 A session with ``options.priority: high`` (a one-time password) has a lane of its own:
-``dispatch.priority`` (its jobs, whatever the channel) and ``reports.priority``, each with its
+``sessions.priority`` (its commands), ``dispatch.priority`` (its jobs, whatever the channel) and
+``reports.priority``, each with its
 own agent, so it never queues behind a campaign's jobs or reports on the same partition.
 """
 
@@ -63,6 +64,7 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
         TopicSpec(t("calls"), week),
         *(TopicSpec(t(f"dispatch.{channel}"), week) for channel in CHANNELS),
         # The high-priority lane: jobs of every channel, and their reports.
+        TopicSpec(t("sessions.priority"), {**week, "max.message.bytes": _BIG}),
         TopicSpec(t("dispatch.priority"), week),
         TopicSpec(t("reports.priority"), week),
     ]

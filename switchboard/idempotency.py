@@ -27,11 +27,25 @@ __all__ = [
     "anchor",
     "decide",
     "fingerprint",
+    "scoped",
     "session_for",
+    "shown",
 ]
 
 WINDOW_SECONDS: Final = 24 * 3600
 _NAMESPACE: Final = uuid.UUID("0b0c8c36-2f5e-4a8f-9d0f-8d4e3b1f6a27")
+
+
+def scoped(key: str, priority: str) -> str:
+    """A client's key within a lane: a key is scoped to its client and its ``options.priority``,
+    since each lane's session agent records its own keys (the same key sent once as ``high``
+    and once as ``normal`` opens two sessions). The default lane's keys are unchanged."""
+    return key if priority == "normal" else f"{key}\x1f{priority}"
+
+
+def shown(key: str) -> str:
+    """The key as its client sent it (without the lane of :func:`scoped`)."""
+    return key.split("\x1f", 1)[0]
 
 
 def anchor(client_id: str, key: str) -> str:

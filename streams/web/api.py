@@ -30,7 +30,7 @@ from streams.web.openapi import openapi_document
 from switchboard import records
 from switchboard.clients import ClientConfig
 from switchboard.errors import ValidationFailed
-from switchboard.idempotency import IdempotencyRecord, anchor, decide, fingerprint
+from switchboard.idempotency import IdempotencyRecord, anchor, decide, fingerprint, scoped
 from switchboard.instruction import Envelope
 from switchboard.quota import Quotas
 from switchboard.validation import ValidationPolicy, validate_envelope
@@ -180,7 +180,7 @@ async def _accept(
     if envelope.idempotency_key is None:
         session_id = str(uuid.uuid4())
     else:
-        key = envelope.idempotency_key
+        key = scoped(envelope.idempotency_key, envelope.options.priority)
         digest = fingerprint(data)
         record = await _idempotency_record(sb, anchor(client.client_id, key), request)
         decision = decide(record, client.client_id, key, digest, time.time())

@@ -116,6 +116,8 @@ MAX_BODY: Final = 16 * 1024
 #: URL a moment after the call's creation, before the agent has applied its ``Open``, and right
 #: after a rebalance the partition's table is being recovered. Twilio waits 15 s for TwiML.
 RECORD_WAIT: Final = 5.0
+#: How long ``GET /v1/calls/{id}`` waits for an unknown call before it answers 404.
+FRESH_WAIT: Final = 1.5
 _XML: Final = "text/xml"
 #: Twilio error codes about the number called (the member's), and about the caller id.
 _MEMBER_CODES: Final = frozenset({"13223", "13224", "21211", "21214", "21215", "21216", "21217", "21610"})  # fmt: skip
@@ -142,7 +144,7 @@ def register(sb: Switchboard, desk: CallDesk) -> None:
                 forwarded = await routing.on_owner(
                     sb, self, cast(web.Request, request), desk.calls, call_id
                 )
-                return forwarded if forwarded is not None else views.state(self, request)
+                return forwarded if forwarded is not None else await views.state(self, request)
             except HTTPProblem as exc:
                 return problem(self, exc)
 
@@ -229,9 +231,11 @@ class _CallViews:
 
     # -- GET /v1/calls/{id} ----------------------------------------------------------------
 
-    def state(self, view: View, request: Request) -> Response:
+    async def state(self, view: View, request: Request) -> Response:
         client = authenticate(self.sb, request)
-        record = self.desk.load(request.match_info["call_id"])
+        # A call placed a moment ago may not be applied yet (its record is on its way to this
+        # worker's table): an unknown id is waited for briefly before it answers 404.
+        record = await self.wait_for(request.match_info["call_id"], FRESH_WAIT)
         if record is None or record.client_id != client.client_id:
             raise HTTPProblem(404, "call_id", "no such call")
         return view.json(combined_state(record.call))
@@ -318,8 +322,8 @@ class _CallViews:
             return False
         return True
 
-    async def wait_for(self, call_id: str) -> CallRecord | None:
-        deadline = time.monotonic() + RECORD_WAIT
+    async def wait_for(self, call_id: str, wait: float = RECORD_WAIT) -> CallRecord | None:
+        deadline = time.monotonic() + wait
         while True:
             record = self.desk.load(call_id)
             if record is not None or time.monotonic() > deadline:

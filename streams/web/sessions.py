@@ -65,7 +65,12 @@ def register(sb: Switchboard) -> None:
                 "yes",
             )
             _check_triggerable(sb, state, include_failed)
-            await confirmed(sb, sb.command(Trigger(state.session_id, include_failed), confirm=True))
+            await confirmed(
+                sb,
+                sb.command(
+                    Trigger(state.session_id, include_failed), priority=state.priority, confirm=True
+                ),
+            )
         except HTTPProblem as exc:
             return problem(view, exc)
         return view.json(
@@ -82,7 +87,9 @@ def register(sb: Switchboard) -> None:
             client = authenticate(sb, request)
             state = await own_session(sb, client, request)
             if state.status != "cancelled":
-                await confirmed(sb, sb.command(Cancel(state.session_id), confirm=True))
+                await confirmed(
+                    sb, sb.command(Cancel(state.session_id), priority=state.priority, confirm=True)
+                )
             await until(lambda: _cancelled(sb, state.session_id), sb.settings.produce_timeout)
         except HTTPProblem as exc:
             return problem(view, exc)
