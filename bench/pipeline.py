@@ -311,7 +311,9 @@ class LanesResult:
     campaign: int
     partitions: int
     latencies: dict[str, list[float]]  # priority -> produced -> delivered, seconds
-    campaign_left: dict[str, int]  # priority -> campaign deliveries not yet made when its sends ended
+    campaign_left: dict[
+        str, int
+    ]  # priority -> campaign deliveries not yet made when its sends ended
 
     def rows(self) -> list[str]:
         return [f"| {priority} | {len(lat)} at {LANE_RATE}/s | {_percentiles(lat)} | {self.campaign_left[priority]:,} |"
@@ -344,7 +346,11 @@ def run_lanes(broker: LocalBroker, workdir: Path, campaign: int) -> LanesResult:
         producer.produce(topic, _avro(body), key=b"bench", headers=headers)
         producer.flush(60)
         first = audience[0]
-        _wait_until(lambda: first in watcher.snapshot() or watcher.count() > 10, 300, "the campaign to start")
+        _wait_until(
+            lambda: first in watcher.snapshot() or watcher.count() > 10,
+            300,
+            "the campaign to start",
+        )
         base = campaign + 10
         for priority in ("high", "normal"):
             produced_at: dict[str, float] = {}
@@ -360,7 +366,8 @@ def run_lanes(broker: LocalBroker, workdir: Path, campaign: int) -> LanesResult:
                 producer.poll(0)
             producer.flush(10)
             base += LANE_COUNT
-            _wait_until(lambda: all(a in watcher.snapshot() for a in produced_at), 600, f"{priority} sends")
+            _wait_until(lambda sent=produced_at: all(a in watcher.snapshot() for a in sent), 600,
+                        f"{priority} sends")  # fmt: skip
             seen = watcher.snapshot()
             latencies[priority] = [seen[a] - produced_at[a] for a in produced_at]
             left[priority] = sum(1 for a in audience if a not in seen)
@@ -604,7 +611,9 @@ def main(argv: list[str] | None = None) -> int:
     if lanes:
         print(f"\none-time passwords (1 SMS recipient each, same client and channel) during a campaign of "
               f"{lanes.campaign:,} SMS recipients, sandbox, one worker, {lanes.partitions} partitions:\n")  # fmt: skip
-        print("| options.priority | sends | produced -> delivered p50 / p99 ms | campaign deliveries still queued after them |")
+        print(
+            "| options.priority | sends | produced -> delivered p50 / p99 ms | campaign deliveries still queued after them |"
+        )
         print("|---|---:|---:|---:|")
         for row in lanes.rows():
             print(row)

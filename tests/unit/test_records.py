@@ -152,3 +152,13 @@ def test_delivery_key() -> None:
     assert delivery_key("s1", 7, "sms") == "s1/7/sms"
     assert JOB.key == "s1/501/email"
     assert REPORT.key == delivery_key("s1", 3, "sms")
+
+
+def test_idempotency_keys_are_scoped_to_their_lane() -> None:
+    from switchboard.idempotency import anchor, scoped, session_for, shown
+
+    assert scoped("k1", "normal") == "k1"  # the keys recorded before the lanes still match
+    high = scoped("k1", "high")
+    assert high != "k1" and shown(high) == "k1" and shown("k1") == "k1"
+    assert anchor("acme", high) != anchor("acme", "k1")
+    assert session_for("acme", high, 1) != session_for("acme", "k1", 1)
