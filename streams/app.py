@@ -35,6 +35,7 @@ from streams.schema_registry import SchemaIds, SchemaRegistry
 from streams.tablestore import STORE_URL
 from switchboard import records
 from switchboard.errors import FieldError
+from switchboard.fanout import dispatch_key
 from switchboard.instruction import CHANNELS
 from switchboard.settings import Settings
 from switchboard.status import StatusEvent
@@ -65,6 +66,9 @@ class Topics:
     webhooks: TopicT
     dispatch: Mapping[str, TopicT]
     #: The high-priority lane (``options.priority: high``): jobs of every channel, and reports.
+    #: Cancelled sessions (compacted), replicated on every worker: every dispatcher withdraws
+    #: their jobs, whichever partition it works on.
+    cancels: TopicT
     priority_sessions: TopicT
     priority_dispatch: TopicT
     priority_reports: TopicT
@@ -107,9 +111,20 @@ class Switchboard:
     optouts: KeyValueReplica = field(init=False)
     #: Service managers' memory, replicated on every worker (streams/managers.py).
     manager_state: KeyValueReplica = field(init=False)
+    #: Cancelled sessions, replicated on every worker (``streams/sessions.py``, cancel).
+    cancels: KeyValueReplica = field(init=False)
     #: The service managers and their hooks (streams/managers.py).
     managers: ManagerDesk = field(init=False)
     _webhook_urls: dict[str, str | None] = field(default_factory=dict)
+    _admin: Any = None
+
+    def admin(self) -> Any:
+        """This worker's confluent-kafka admin client (made on first use)."""
+        if self._admin is None:
+            from confluent_kafka.admin import AdminClient
+
+            self._admin = AdminClient({"bootstrap.servers": self.settings.bootstrap_servers})
+        return self._admin
 
     # -- producing ---------------------------------------------------------------------------
 
@@ -212,7 +227,9 @@ class Switchboard:
 
     async def dispatch(self, job: records.DispatchJob) -> None:
         await self.produce(
-            self.dispatch_topic(job), key=job.session_id.encode(), value=records.encode(job)
+            self.dispatch_topic(job),
+            key=dispatch_key(job.session_id, job.index),
+            value=records.encode(job),
         )
 
     async def reject(
@@ -338,6 +355,7 @@ def build(
         manager_state=topic("manager-state"),
         webhooks=topic("webhooks"),
         dispatch={channel: topic(f"dispatch.{channel}") for channel in CHANNELS},
+        cancels=topic("cancels"),
         priority_sessions=topic("sessions.priority"),
         priority_dispatch=topic("dispatch.priority"),
         priority_reports=topic("reports.priority"),
@@ -375,6 +393,8 @@ def build(
     sb.manager_state = KeyValueReplica(settings, settings.topic("manager-state"),
                                        settings.data_dir / "replicas" / "manager-state", topics.manager_state)  # fmt: skip
     sb.managers = ManagerDesk.over(managers, sb.manager_state)
+    sb.cancels = KeyValueReplica(settings, settings.topic("cancels"), settings.data_dir / "replicas" / "cancels",
+                                 topics.cancels)  # fmt: skip
 
     from streams import calls, dispatch, intake, reports, scheduler, sessions, webhooks
     from streams.web import api
@@ -395,6 +415,11 @@ def build(
 
     app.task(follow_manager_state)
 
+    async def follow_cancels() -> None:
+        await sb.cancels.run()
+
+    app.task(follow_cancels)
+
     intake.register(sb)
     sessions.register(sb)
     dispatch.register(sb)
@@ -409,6 +434,7 @@ def build(
         await lookups.aclose()
         sb.optouts.close()
         sb.manager_state.close()
+        sb.cancels.close()
 
     app.on_before_shutdown.connect(close_transports)
 

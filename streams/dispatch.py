@@ -45,12 +45,13 @@ from faust.types import EventT, StreamT
 
 from streams.app import Switchboard
 from streams.checkpoint import put
+from streams.fences import fence_key
 from streams.guard import hand_off, quarantine
 from streams.inflight import run_overlapped
-from streams.sessions import load_session
 from switchboard import optout, records
 from switchboard.errors import ConfigError
-from switchboard.records import DispatchJob, Report, SessionState
+from switchboard.fanout import dispatch_key
+from switchboard.records import DispatchJob, Fence, Report
 from switchboard.retry import next_attempt_of_session
 from switchboard.windows import delivery_release
 from transports.base import OutboundMessage, SendResult
@@ -107,7 +108,11 @@ def _register_lane(
 
 
 async def _handle_priority(sb: Switchboard, event: EventT[bytes]) -> None:
-    job = records.decode(DispatchJob, event.value)
+    body = json.loads(event.value)
+    if body.get("kind") == Fence.KIND:
+        _fence(sb, body["session_id"])
+        return
+    job = records.decode(DispatchJob, body)
     if job.channel in sb.settings.paused:
         # A paused channel's jobs wait in Kafka; in this topic one would hold up every channel's,
         # so it waits in its channel's topic instead, until the channel is resumed.
@@ -117,16 +122,25 @@ async def _handle_priority(sb: Switchboard, event: EventT[bytes]) -> None:
 
 
 async def _handle(sb: Switchboard, event: EventT[bytes]) -> None:
-    await _dispatch(sb, records.decode(DispatchJob, event.value))
+    body = json.loads(event.value)
+    if body.get("kind") == Fence.KIND:
+        _fence(sb, body["session_id"])
+        return
+    await _dispatch(sb, records.decode(DispatchJob, body))
+
+
+def _fence(sb: Switchboard, session_id: str) -> None:
+    """A cancelled session's fence (``streams/fences.py``): every later job of the session on
+    this partition is withdrawn, by this worker or the partition's next owner."""
+    put(sb.tables.sends, fence_key(session_id), b"1")  # in this event's partition
 
 
 async def _dispatch(sb: Switchboard, job: DispatchJob) -> None:
-    session = load_session(sb, job.session_id)
-    if session is None:
-        # Sent all the same (a job carries all it needs), but the session's row should be here.
-        sb.metrics.missing_state.labels("session").inc()
-        log.error("dispatch job for a session this worker does not have",
-                  extra={"session_id": job.session_id, "delivery": job.key})  # fmt: skip
+    if _cancelled(sb, job.session_id):
+        # Not sent, and not reported: the session agent reports ``cancelled`` for every unsent
+        # delivery once the session is fenced on every partition.
+        sb.metrics.withdrawn.labels(job.channel, "cancelled").inc()
+        return
     # Checked before every send, not only at intake (a message queued before a cancel or a STOP
     # is not sent), and again by the transport at the very last moment (``_last_check``).
     withdrawn = _withdrawn(sb, job)
@@ -141,14 +155,12 @@ async def _dispatch(sb: Switchboard, job: DispatchJob) -> None:
         return
     sb.claims.add(send_key)  # no await between the check and the claim
     try:
-        await _claimed(sb, job, session, send_key)
+        await _claimed(sb, job, send_key)
     finally:
         sb.claims.discard(send_key)
 
 
-async def _claimed(
-    sb: Switchboard, job: DispatchJob, session: SessionState | None, send_key: bytes
-) -> None:
+async def _claimed(sb: Switchboard, job: DispatchJob, send_key: bytes) -> None:
     row = _load_send(sb, send_key)
     if row is not None and "claimed_at" not in row:
         # The send is recorded; its report and retry are produced again (idempotent), since
@@ -173,7 +185,7 @@ async def _claimed(
     put(sb.tables.sends, send_key, _json({"claimed_at": time.time(), "by": sb.settings.web_url}))
     sb.inflight.enter(job.session_id)
     try:
-        report, retry_at = await _send_and_report(sb, job, session, in_doubt)
+        report, retry_at = await _send_and_report(sb, job, in_doubt)
     finally:
         sb.inflight.leave(job.session_id)
     put(sb.tables.sends, send_key, _json({
@@ -205,7 +217,7 @@ async def _window_allows(sb: Switchboard, job: DispatchJob) -> bool:
 
 
 async def _send_and_report(
-    sb: Switchboard, job: DispatchJob, session: SessionState | None, in_doubt: bool
+    sb: Switchboard, job: DispatchJob, in_doubt: bool
 ) -> tuple[Report, float | None]:
     """Send ``job`` and produce its outcome; returns the report and when the retry is due."""
     extra: dict[str, Any] = {"in_doubt": True} if in_doubt else {}  # + the service managers'
@@ -236,7 +248,7 @@ async def _send_and_report(
             await sb.managers.opted_out(client, job.channel, job.address, reason="provider",
                                         session_id=job.session_id, at=time.time())  # fmt: skip
     sb.metrics.sends.labels(job.channel, provider, status).inc()
-    retry_at = _retry_at(job, session, failure)
+    retry_at = _retry_at(job, failure)
     detail: dict[str, Any] = dict(extra)
     if failure.retry_after:
         detail["retry_after"] = failure.retry_after
@@ -257,18 +269,16 @@ async def _produce_outcome(
     if retry_at is not None:
         retry = dataclasses.replace(job, attempt=job.attempt + 1)
         await sb.schedule_at(f"job:{retry.key}#{retry.attempt}", retry_at, sb.dispatch_topic(job),
-                             job.session_id.encode(), records.encode(retry))  # fmt: skip
+                             dispatch_key(job.session_id, job.index), records.encode(retry))  # fmt: skip
     await sb.report(report)
 
 
-def _retry_at(
-    job: DispatchJob, session: SessionState | None, failure: TransportError
-) -> float | None:
+def _retry_at(job: DispatchJob, failure: TransportError) -> float | None:
     """When attempt n+1 is due, for a retryable failure with attempts left (else None)."""
-    if not failure.retryable or session is None:
+    if not failure.retryable:
         return None
     return next_attempt_of_session(
-        session.options, job.attempt, datetime.now(UTC), failure.retry_after
+        job.retry_options, job.attempt, datetime.now(UTC), failure.retry_after
     )
 
 
@@ -334,10 +344,16 @@ async def _send(
     return result, None, transport.name
 
 
+def _cancelled(sb: Switchboard, session_id: str) -> bool:
+    """Whether the session was cancelled: this worker's replica of the ``cancels`` topic has it,
+    or this partition passed its fence (``streams/fences.py``)."""
+    key = session_id.encode()
+    return sb.cancels.get(key) is not None or sb.tables.sends.get(fence_key(session_id)) is not None
+
+
 def _withdrawn(sb: Switchboard, job: DispatchJob) -> Withdrawn | None:
     """Why ``job`` must not be sent any more, if it must not."""
-    session = load_session(sb, job.session_id)
-    if session is not None and session.status == "cancelled":
+    if _cancelled(sb, job.session_id):
         return Withdrawn("the session was cancelled", status="cancelled", code="cancelled")
     if job.channel == "sms" and sb.optouts.get(optout.key(job.client_id, job.address)) is not None:
         return Withdrawn("the recipient opted out", status="suppressed", code="opted-out")

@@ -66,6 +66,10 @@ class Metrics:
             "switchboard_duplicate_jobs_total",
             "Dispatch jobs whose send was already claimed or recorded, by what was found.",
             ["channel", "found"], registry=r)  # fmt: skip
+        self.withdrawn = Counter(
+            "switchboard_jobs_withdrawn_total",
+            "Dispatch jobs dropped unsent because their session was cancelled (its unsent "
+            "deliveries are reported once it is fenced).", ["channel", "why"], registry=r)  # fmt: skip
         self.missing_state = Counter(
             "switchboard_missing_state_total",
             "State an agent expected and did not find (an error, reported on the rejected topic).",

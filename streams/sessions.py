@@ -43,15 +43,17 @@ from faust.types import EventT, StreamT
 
 from streams.app import Switchboard
 from streams.checkpoint import get, put, run_checkpointed
+from streams.fences import fences_passed, place_fences
 from streams.guard import quarantine
 from streams.managers import SessionStartPlan
 from switchboard import records
 from switchboard.errors import MissingState
-from switchboard.fanout import CHUNK_SIZE, chunk_count, plan_chunk
+from switchboard.fanout import CHUNK_SIZE, chunk_count, dispatch_key, plan_chunk
 from switchboard.idempotency import IdempotencyRecord, decide, shown
 from switchboard.records import (
     AudienceChunk,
     Cancel,
+    CancelCheck,
     CancelChunk,
     Claim,
     Discard,
@@ -78,6 +80,9 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+
+#: Seconds between two looks at whether a cancelled session's fences are passed.
+CANCEL_CHECK_EVERY = 0.5
 
 #: Final statuses a re-send (``include_failed``) sends again.
 RESENDABLE = frozenset({"failed", "undelivered", "expired"})
@@ -164,6 +169,8 @@ async def _handle(sb: Switchboard, event: EventT[bytes]) -> None:
         await _cancel(sb, state)
     elif isinstance(command, CancelChunk):
         await _cancel_chunk(sb, state, command.chunk, command.blocked)
+    elif isinstance(command, CancelCheck):
+        await _cancel_check(sb, state, command)
     elif isinstance(command, Retry):
         await _retry(sb, state, command)
     else:
@@ -372,15 +379,13 @@ async def _block(sb: Switchboard, state: SessionState, plan: SessionStartPlan) -
     (those of earlier chunks may have gone) is reported ``cancelled`` with the reason."""
     log.warning("session blocked by a service manager",
                 extra={"session_id": state.session_id, "reason": plan.block})  # fmt: skip
-    _save(sb, dataclasses.replace(state, status="cancelled", cancelled_at=time.time()))
-    await sb.cancel_timer(f"release:{state.session_id}", state.session_id.encode())
     detail: dict[str, Any] = {}
     for channel_detail in plan.detail.values():
         detail.update(channel_detail)
-    await sb.publish_status(StatusEvent(state.session_id, state.client_id, "cancelled",
-                                        error=plan.block, error_code="blocked", detail=detail,
-                                        event_id=event_id(state.session_id, "cancelled")))  # fmt: skip
-    await sb.command(CancelChunk(state.session_id, 0, plan.block), priority=state.priority)
+    await _withdraw(sb, state, StatusEvent(state.session_id, state.client_id, "cancelled",
+                                           error=plan.block, error_code="blocked", detail=detail,
+                                           event_id=event_id(state.session_id, "cancelled")),
+                    plan.block)  # fmt: skip
 
 
 async def dispatch_or_defer(sb: Switchboard, job: DispatchJob, now: float) -> bool:
@@ -395,7 +400,7 @@ async def dispatch_or_defer(sb: Switchboard, job: DispatchJob, now: float) -> bo
         await sb.dispatch(job)
         return True
     await sb.schedule_at(f"job:{job.key}#{job.attempt}", release.timestamp(), sb.dispatch_topic(job),
-                         job.session_id.encode(), records.encode(job))  # fmt: skip
+                         dispatch_key(job.session_id, job.index), records.encode(job))  # fmt: skip
     await sb.report(Report(
         session_id=job.session_id, client_id=job.client_id, channel=job.channel, index=job.index,
         address=job.address, status="deferred", attempt=job.attempt, occurred_at=now,
@@ -468,19 +473,47 @@ async def _retry(sb: Switchboard, state: SessionState, cmd: Retry) -> None:
 async def _cancel(sb: Switchboard, state: SessionState) -> None:
     if state.status == "cancelled":
         return
-    _save(sb, dataclasses.replace(state, status="cancelled", cancelled_at=time.time()))
-    await sb.cancel_timer(f"release:{state.session_id}", state.session_id.encode())
-    await sb.publish_status(StatusEvent(state.session_id, state.client_id, "cancelled",
-                                        event_id=event_id(state.session_id, "cancelled")))  # fmt: skip
-    await sb.command(CancelChunk(state.session_id, 0), priority=state.priority)
+    await _withdraw(sb, state, StatusEvent(state.session_id, state.client_id, "cancelled",
+                                           event_id=event_id(state.session_id, "cancelled")))  # fmt: skip
+
+
+async def _withdraw(
+    sb: Switchboard, state: SessionState, event: StatusEvent, blocked: str | None = None
+) -> None:
+    """Cancel the session on every worker (``streams/fences.py``): it is written to the
+    replicated ``cancels`` topic, then fenced in every partition of its dispatch topics; its
+    unsent deliveries are reported ``cancelled`` once every dispatcher has passed the fences."""
+    key = state.session_id.encode()
+    await sb.cancel_timer(f"release:{state.session_id}", key)
+    await sb.publish_status(event)
+    cancel = json.dumps({"at": time.time(), "blocked": blocked}).encode()
+    await (await sb.produce(sb.topics.cancels, key=key, value=cancel))  # before the fences
+    fences = await place_fences(sb, state)
+    _save(
+        sb, dataclasses.replace(state, status="cancelled", cancelled_at=time.time(), fences=fences)
+    )
+    await sb.command(CancelCheck(state.session_id, blocked), priority=state.priority)
+
+
+async def _cancel_check(sb: Switchboard, state: SessionState, cmd: CancelCheck) -> None:
+    """Once every dispatcher has passed the session's fences, report its unsent deliveries
+    ``cancelled``; until then, look again in a moment (a durable timer)."""
+    if state.status != "cancelled" or state.fenced:
+        return
+    if not await fences_passed(sb, state.fences):
+        await sb.schedule_at(f"cancel-check:{state.session_id}", time.time() + CANCEL_CHECK_EVERY,
+                             sb.sessions_topic(state.priority), state.session_id.encode(),
+                             records.encode(cmd))  # fmt: skip
+        return
+    _save(sb, dataclasses.replace(state, fenced=True))
+    await sb.command(CancelChunk(state.session_id, 0, cmd.blocked), priority=state.priority)
 
 
 async def _cancel_chunk(
     sb: Switchboard, state: SessionState, chunk: int, blocked: str | None = None
 ) -> None:
-    # Sends that passed the cancelled check before it was set finish first, and their reports
-    # are produced before ours: a cancelled report then finds them sent and changes nothing.
-    await sb.inflight.drained(state.session_id)
+    # Only once the session is fenced: no send of it is in flight on any worker, and every
+    # send's report is in Kafka before ours, so a cancelled report never overtakes a sent.
     recipients = load_chunk(sb, state.session_id, chunk)
     if recipients is None:
         await _lost_chunk(sb, state, chunk, "cancel")

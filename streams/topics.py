@@ -64,6 +64,7 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
         TopicSpec(t("calls"), week),
         *(TopicSpec(t(f"dispatch.{channel}"), week) for channel in CHANNELS),
         # The high-priority lane: jobs of every channel, and their reports.
+        TopicSpec(t("cancels"), {"cleanup.policy": "compact"}),
         TopicSpec(t("sessions.priority"), {**week, "max.message.bytes": _BIG}),
         TopicSpec(t("dispatch.priority"), week),
         TopicSpec(t("reports.priority"), week),

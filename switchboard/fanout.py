@@ -19,13 +19,37 @@ from switchboard.instruction import ADDRESS_FIELD, SMS_MAX_CHARS, Channel
 from switchboard.records import DispatchJob, Report, SessionState
 from switchboard.render import MissingVariable, TemplateSyntaxError, render
 
-__all__ = ["CHUNK_SIZE", "chunk_count", "plan_chunk", "template_variables"]
+__all__ = [
+    "CHUNK_SIZE",
+    "DISPATCH_SPREAD",
+    "RETRY_OPTIONS",
+    "chunk_count",
+    "dispatch_key",
+    "plan_chunk",
+    "template_variables",
+]
 
 CHUNK_SIZE: Final = 500
 
 
 def chunk_count(recipients: int, size: int = CHUNK_SIZE) -> int:
     return max(1, -(-recipients // size))
+
+
+#: Recipients whose jobs share a Kafka key (``dispatch_key``): a campaign of 1,000 recipients
+#: is spread over 10 keys, so over every partition of a few.
+DISPATCH_SPREAD: Final = 100
+
+
+def dispatch_key(session_id: str, index: int, size: int = DISPATCH_SPREAD) -> bytes:
+    """The Kafka key of a delivery's jobs: its session and a slice of its recipients. A session's
+    slices hash to every partition, so every worker sends a share of one campaign; all the jobs
+    of one delivery (every attempt) go to one partition, whose ``sends`` rows they share."""
+    return f"{session_id}:{index // size}".encode()
+
+
+#: The session options a job needs to schedule its own retry (``switchboard/retry.py``).
+RETRY_OPTIONS: Final = ("retries", "retryIntervalMinutes")
 
 
 def template_variables(
@@ -51,6 +75,9 @@ def plan_chunk(
     """The jobs (or rejected reports) of audience chunk ``chunk``, in recipient then channel order."""
     transport = session.transport
     priority = session.priority
+    retry_options: dict[str, Any] = {
+        k: session.options[k] for k in RETRY_OPTIONS if k in session.options
+    }
     extras = {k: v for k, v in (transport.get("extras") or {}).items() if k != "template_vars"}
     for offset, recipient in enumerate(recipients):
         index = chunk * size + offset
@@ -88,6 +115,7 @@ def plan_chunk(
                 locale=recipient.get("locale"),
                 timezone=recipient.get("timezone"),
                 priority=priority,
+                retry_options=retry_options,
             )
 
 

@@ -147,6 +147,26 @@ class CancelChunk:
 
 
 @dataclass(frozen=True, slots=True)
+class CancelCheck:
+    """Whether every dispatcher has passed the session's cancel fences (``SessionState.fences``):
+    then nothing more of it can be sent, and its unsent deliveries are reported ``cancelled``."""
+
+    KIND: ClassVar[str] = "cancel_check"
+    session_id: str
+    blocked: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Fence:
+    """A cancelled session's marker in every partition of its dispatch topics: a dispatcher
+    that reaches it records the cancel in its partition's ``sends`` rows, so every job behind it
+    is withdrawn, on whichever worker owns the partition then."""
+
+    KIND: ClassVar[str] = "fence"
+    session_id: str
+
+
+@dataclass(frozen=True, slots=True)
 class Resend:
     """Send the failed deliveries of audience chunk ``chunk`` again (a new attempt)."""
 
@@ -194,6 +214,7 @@ SessionCommand = (
     | Trigger
     | Cancel
     | CancelChunk
+    | CancelCheck
     | Resend
     | Retry
     | Claim
@@ -208,6 +229,7 @@ _COMMANDS: dict[str, type[SessionCommand]] = {
         Trigger,
         Cancel,
         CancelChunk,
+        CancelCheck,
         Resend,
         Retry,
         Claim,
@@ -243,6 +265,9 @@ class DispatchJob:
     timezone: str | None = None
     #: The lane (``options.priority``): ``high`` jobs have a topic and an agent of their own.
     priority: str = "normal"
+    #: The session's retry options (``retries``, ``retryIntervalMinutes``): a job is sent by
+    #: whichever worker owns its chunk's partition, which need not hold the session.
+    retry_options: dict[str, Any] = field(default_factory=dict)
 
     @property
     def key(self) -> str:
@@ -321,6 +346,10 @@ class SessionState:
     idempotency_key: str | None = None
     fanned_out_chunks: int = 0
     cancelled_at: float | None = None
+    #: A cancelled session's fences: ``"<topic>/<partition>"`` -> the offset of its ``Fence``.
+    fences: dict[str, int] = field(default_factory=dict)
+    #: Every dispatcher has passed the fences: nothing more of the session can be sent.
+    fenced: bool = False
 
     @property
     def priority(self) -> str:

@@ -4,8 +4,9 @@ All three are answered by the worker that owns the session's partition, from its
 request reaching another worker is forwarded there, and a request arriving while partitions move
 waits for them to settle, or answers 503 with ``Retry-After`` (``streams/web/routing.py``). Another client's session answers 404, exactly like a session that
 does not exist. Trigger and cancel produce a command for the session agent; cancel answers 202
-only once the cancel is applied and the session's sends in flight on this worker are done, so
-an acknowledged cancel is never followed by a send.
+only once the session is fenced: every dispatcher, on every worker, has passed its cancel fence,
+so no send of it is in flight and none can start (``streams/fences.py``). An acknowledged
+cancel is never followed by a send.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from switchboard.records import Cancel, SessionState, Trigger, delivery_key
 __all__ = ["register"]
 
 MAX_PAGE = 500
+CANCEL_WAIT = 30.0  # seconds a cancel waits to be fenced before it answers 503 (retry it)
 FRESH_WAIT = 1.5  # seconds an unknown session id is waited for before 404
 
 
@@ -90,7 +92,11 @@ def register(sb: Switchboard) -> None:
                 await confirmed(
                     sb, sb.command(Cancel(state.session_id), priority=state.priority, confirm=True)
                 )
-            await until(lambda: _cancelled(sb, state.session_id), sb.settings.produce_timeout)
+            # Fencing waits for every dispatcher to reach the fence, and for a commit (1 s).
+            await until(
+                lambda: _cancelled(sb, state.session_id),
+                max(sb.settings.produce_timeout, CANCEL_WAIT),
+            )
         except HTTPProblem as exc:
             return problem(view, exc)
         return view.json({"session_id": state.session_id, "status": "cancelled"}, status=202)
@@ -178,9 +184,11 @@ def _check_triggerable(sb: Switchboard, state: SessionState, include_failed: boo
 
 
 def _cancelled(sb: Switchboard, session_id: str) -> bool:
-    """Applied here, and none of the session's sends still in flight on this worker."""
+    """Applied, and fenced on every partition of its dispatch topics."""
     state = load_session(sb, session_id)
-    return state is not None and state.status == "cancelled" and sb.inflight.count(session_id) == 0
+    # Fenced: every dispatcher, on every worker, is past the session's fences, so none of its
+    # sends is in flight and none can start (``streams/fences.py``).
+    return state is not None and state.status == "cancelled" and state.fenced
 
 
 def _page(request: Request) -> tuple[int, int]:
