@@ -1,10 +1,13 @@
 """Every topic Switchboard reads or writes, and their creation.
 
 Public topics (CONTRACT.md section 4) and internal ones share one partition count
-(``SWITCHBOARD_PARTITIONS``) and, apart from the instructions and clients topics, one key: the
-session id. Faust's assignor gives a worker the same partition numbers of all of them, so a
-session's commands, jobs, reports and table rows are always on one worker: the dispatcher can
-read its session's cancel flag locally, and one agent owns each delivery's state.
+(``SWITCHBOARD_PARTITIONS``), and Faust's assignor gives a worker the same partition numbers of
+all of them. Session commands, reports and status events are keyed by session id, so a session's
+commands, reports and table rows are on one worker, and one agent owns each delivery's state.
+Dispatch jobs are keyed by session and a slice of recipients (``switchboard.fanout.
+dispatch_key``): a campaign's jobs are spread over every partition, so every worker sends a
+share of it; a cancel reaches them through the replicated ``cancels`` topic and a fence in each
+dispatch partition (``streams/fences.py``).
 
 Switchboard creates its topics itself, before the worker starts (Faust does not create external
 source topics, and would subscribe to a missing one without ever noticing it appear). An
