@@ -41,6 +41,7 @@ from switchboard.settings import Settings
 from switchboard.status import StatusEvent
 from switchboard.webhooks import encode as webhook_body
 from switchboard.wire import Headers, encode_record
+from transports.ratelimit import Slots
 from transports.registry import TransportRegistry
 from transports.twilio_lookup import TwilioLookups
 
@@ -382,7 +383,11 @@ def build(
         topics=topics,
         tables=tables,
         clients=ClientRegistry(settings, check=managers.check_client),
-        transports=TransportRegistry(sandbox_all=settings.sandbox, outbox=settings.sandbox_outbox),
+        transports=TransportRegistry(
+            sandbox_all=settings.sandbox,
+            outbox=settings.sandbox_outbox,
+            slots=Slots(settings.partitions),
+        ),
         metrics=Metrics(),
         schema_ids=schema_ids or SchemaIds(),
         registry=registry,
@@ -437,5 +442,16 @@ def build(
         sb.cancels.close()
 
     app.on_before_shutdown.connect(close_transports)
+
+    async def share_pacing(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
+        # A sender's rate is shared by the workers in proportion to the dispatch partitions
+        # each owns (transports/ratelimit.py, Slots): all dispatch topics are co-partitioned.
+        lanes = {t.get_topic_name() for t in (*topics.dispatch.values(), topics.priority_dispatch)}
+        owned = frozenset(tp.partition for tp in app.consumer.assignment() if tp.topic in lanes)
+        assert sb.transports.slots is not None
+        sb.transports.slots.assign(owned)
+        log.info("pacing slots assigned", extra={"partitions": sorted(owned)})
+
+    app.on_partitions_assigned.connect(share_pacing)
 
     return sb

@@ -19,6 +19,7 @@ from switchboard.errors import ConfigError
 from transports.apns import ApnsTransport
 from transports.base import Transport
 from transports.fcm import FcmTransport
+from transports.ratelimit import Slots
 from transports.sandbox import SandboxTransport
 from transports.slack import SlackTransport
 from transports.smtp import SmtpTransport
@@ -26,15 +27,15 @@ from transports.twilio import TWILIO_CHANNELS, twilio_transport
 
 __all__ = ["PROVIDERS", "TransportRegistry"]
 
-Factory = Callable[[str, Mapping[str, Any]], Transport]
+Factory = Callable[[str, Mapping[str, Any], Slots | None], Transport]
 
-#: provider name -> (channels it serves, factory(channel, options))
+#: provider name -> (channels it serves, factory(channel, options, pacing slots))
 PROVIDERS: dict[str, tuple[frozenset[str], Factory]] = {
-    "smtp": (frozenset({"email"}), lambda channel, options: SmtpTransport(options)),
+    "smtp": (frozenset({"email"}), lambda channel, options, slots: SmtpTransport(options)),
     "twilio": (TWILIO_CHANNELS, twilio_transport),
-    "apns": (frozenset({"push"}), lambda channel, options: ApnsTransport(options)),
-    "fcm": (frozenset({"push"}), lambda channel, options: FcmTransport(options)),
-    "slack": (frozenset({"slack"}), lambda channel, options: SlackTransport(options)),
+    "apns": (frozenset({"push"}), lambda channel, options, slots: ApnsTransport(options)),
+    "fcm": (frozenset({"push"}), lambda channel, options, slots: FcmTransport(options)),
+    "slack": (frozenset({"slack"}), lambda channel, options, slots: SlackTransport(options)),
 }
 
 
@@ -45,9 +46,13 @@ class _Entry:
 
 
 class TransportRegistry:
-    def __init__(self, *, sandbox_all: bool = False, outbox: Path | None = None) -> None:
+    def __init__(
+        self, *, sandbox_all: bool = False, outbox: Path | None = None, slots: Slots | None = None
+    ) -> None:
         self.sandbox_all = sandbox_all
         self.outbox = outbox
+        #: The pacing slots this worker may use, shared by every paced transport it builds.
+        self.slots = slots
         self._sandboxes: dict[str, SandboxTransport] = {}
         self._built: dict[tuple[str, str], _Entry] = {}
         self._retired: list[Transport] = []
@@ -77,7 +82,7 @@ class TransportRegistry:
         entry = self._built.get(key)
         if entry is not None and entry.config == config:
             return entry.transport
-        transport = build(channel, config)
+        transport = build(channel, config, self.slots)
         if entry is not None:
             self._retire(entry.transport)
         self._built[key] = _Entry(config, transport)
@@ -111,7 +116,7 @@ class TransportRegistry:
         self._retired.clear()
 
 
-def build(channel: str, config: ChannelConfig) -> Transport:
+def build(channel: str, config: ChannelConfig, slots: Slots | None = None) -> Transport:
     """Build a transport from a channel's configuration (no connection is made)."""
     if config.provider == "sandbox":
         return SandboxTransport(channel)
@@ -126,4 +131,4 @@ def build(channel: str, config: ChannelConfig) -> Transport:
         raise ConfigError(
             f"provider {config.provider!r} cannot send {channel}; it sends {', '.join(sorted(channels))}"
         )
-    return factory(channel, config.options)
+    return factory(channel, config.options, slots)

@@ -7,7 +7,7 @@ Channel options (``channels.<sms|whatsapp|voice>`` of a client)::
     auth_token_env: ACME_TWILIO_TOKEN        # required: the variable holding the token, never the token
     from: ["+14155550100", "+14155550101"]   # E.164 senders (sms also: short codes, alphanumeric IDs)
     messaging_service_sid: MG0123...         # sms/whatsapp: send through a Messaging Service
-    rate_per_second: 1                       # per sender; default 1 (sms, voice), 10 (whatsapp)
+    rate_per_second: 1                       # per sender; default: by sender type (below)
     max_in_flight: 50                        # concurrent API requests of this transport
     timeout: 15                              # seconds per API request (not counting rate waits)
     api_base: http://127.0.0.1:8080          # tests: a local server instead of api.twilio.com
@@ -31,7 +31,14 @@ Message/Call SID; the delivery itself arrives later on that callback.
 Pacing: before each request the transport takes a slot from a :class:`~transports.ratelimit.RateLimiter`
 keyed by sender (messages) or by account (calls: Twilio's calls-per-second limit is per
 account), so a large audience drains at the provider's pace instead of being rejected; callers
-wait in FIFO order. At most ``max_in_flight`` requests are open at once.
+wait in FIFO order (a high-priority message first). In a worker the slots are shared across
+workers (:class:`~transports.ratelimit.Slots`): a sender's rate is a global limit, not per
+process. At most ``max_in_flight`` requests are open at once.
+
+A sender's rate is ``rate_per_second`` when the channel sets it, else Twilio's default for its
+type (:func:`default_rate`): a long code 1/s, a toll-free number 3/s, a short code 100/s, an
+alphanumeric sender ID 10/s, a Messaging Service 10/s (set ``rate_per_second`` to the
+throughput of its sender pool), a WhatsApp sender 80/s, and voice calls 1/s per account.
 
 Errors (:mod:`transports.errors`; ``code`` is Twilio's numeric error code when it sent one, else
 ``http-<status>`` or one of ours, ``twilio-timeout``, ``twilio-connection``...):
@@ -62,6 +69,7 @@ import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, Final
 from urllib.parse import urlsplit
 
@@ -75,7 +83,7 @@ from switchboard.errors import ConfigError
 from switchboard.retry import retry_after_seconds
 from transports.base import OutboundMessage, SendResult, Transport, final_check
 from transports.errors import PermanentError, RetryableError, SuppressedError, TransportError
-from transports.ratelimit import RateLimiter
+from transports.ratelimit import RateLimiter, Slots
 
 __all__ = [
     "TWILIO_CHANNELS",
@@ -129,7 +137,8 @@ class TwilioOptions:
     senders: tuple[str, ...]
     messaging_service_sid: str | None
     api_base: str | None
-    rate_per_second: float
+    #: None: each sender's rate is :func:`default_rate` of its type.
+    rate_per_second: float | None
     max_in_flight: int
     timeout: float
     machine_detection: str | None
@@ -170,8 +179,11 @@ class TwilioOptions:
             isinstance(api_base, str) and urlsplit(api_base).scheme in ("http", "https")
         ):
             problems.append("api_base must be an http(s) URL")
-        default_rate = 10.0 if channel == "whatsapp" else 1.0
-        rate = _positive(opts, "rate_per_second", default_rate, problems)
+        rate = (
+            _positive(opts, "rate_per_second", 1.0, problems)
+            if opts.get("rate_per_second") is not None
+            else None
+        )
         timeout = _positive(opts, "timeout", 15.0, problems)
         in_flight = opts.get("max_in_flight", 50)
         if not (isinstance(in_flight, int) and not isinstance(in_flight, bool) and in_flight > 0):
@@ -441,11 +453,18 @@ class _TwilioTransport:
 
     name = "twilio"
 
-    def __init__(self, channel: str, options: Mapping[str, Any]) -> None:
+    def __init__(
+        self, channel: str, options: Mapping[str, Any], slots: Slots | None = None
+    ) -> None:
         self.options = TwilioOptions.parse(channel, options)
         # Read once and kept private; `parse` checked that it is set.
         self._token = os.environ[self.options.auth_token_env]
-        self._limiter = RateLimiter(self.options.rate_per_second)
+        configured = self.options.rate_per_second
+        self._limiter = RateLimiter(
+            configured or 1.0,
+            rate_for=None if configured is not None else partial(default_rate, channel),
+            slots=slots,
+        )
         self._slots = asyncio.Semaphore(self.options.max_in_flight)
         self._client: Any = None
         self._http: _HttpClient | None = None
@@ -513,10 +532,12 @@ class _TwilioTransport:
 class TwilioMessagingTransport(_TwilioTransport):
     """``sms`` (and MMS) or ``whatsapp`` through the Messages API."""
 
-    def __init__(self, channel: str, options: Mapping[str, Any]) -> None:
+    def __init__(
+        self, channel: str, options: Mapping[str, Any], slots: Slots | None = None
+    ) -> None:
         if channel == "voice":
             raise ConfigError("voice goes through TwilioVoiceTransport, not the Messages API")
-        super().__init__(channel, options)
+        super().__init__(channel, options, slots)
 
     async def send(self, message: OutboundMessage) -> SendResult:
         key, params = message_request(self.options, message)
@@ -536,8 +557,8 @@ class TwilioMessagingTransport(_TwilioTransport):
 class TwilioVoiceTransport(_TwilioTransport):
     """``voice`` broadcasts through the Calls API with inline TwiML."""
 
-    def __init__(self, options: Mapping[str, Any]) -> None:
-        super().__init__("voice", options)
+    def __init__(self, options: Mapping[str, Any], slots: Slots | None = None) -> None:
+        super().__init__("voice", options, slots)
 
     async def send(self, message: OutboundMessage) -> SendResult:
         key, params = call_request(self.options, message)
@@ -563,11 +584,40 @@ def auth_token(options: Mapping[str, Any]) -> str | None:
     return os.environ.get(name) or None if isinstance(name, str) and name else None
 
 
-def twilio_transport(channel: str, options: Mapping[str, Any]) -> Transport:
+def twilio_transport(
+    channel: str, options: Mapping[str, Any], slots: Slots | None = None
+) -> Transport:
     """The registry's factory: the Twilio transport for ``channel`` (sms, whatsapp or voice)."""
     if channel == "voice":
-        return TwilioVoiceTransport(options)
-    return TwilioMessagingTransport(channel, options)
+        return TwilioVoiceTransport(options, slots)
+    return TwilioMessagingTransport(channel, options, slots)
+
+
+#: Twilio's toll-free prefixes in North America (+1 8XX).
+_TOLL_FREE: Final = ("+1800", "+1833", "+1844", "+1855", "+1866", "+1877", "+1888")
+
+
+def default_rate(channel: str, sender: str) -> float:
+    """Requests per second Twilio takes from ``sender`` (a pacing key) by default, by its type.
+
+    Twilio queues what comes faster and fails it after hours (error 30001 when its queue
+    overflows), so a sender is paced at its type's throughput: a long code 1/s, a toll-free
+    number 3/s, a short code 100/s, an alphanumeric sender ID 10/s, a Messaging Service 10/s
+    (its real throughput is its pool's: set ``rate_per_second``), WhatsApp 80/s, and calls 1/s
+    per account. Pure."""
+    if channel == "voice" or sender.startswith("voice:"):
+        return 1.0
+    if channel == "whatsapp":
+        return 80.0
+    if _SERVICE_SID.fullmatch(sender):
+        return 10.0
+    if sender.isdigit() and 3 <= len(sender) <= 8:
+        return 100.0
+    if sender.startswith(_TOLL_FREE):
+        return 3.0
+    if not sender.startswith("+"):
+        return 10.0
+    return 1.0
 
 
 def _str_or_none(value: Any) -> str | None:

@@ -796,7 +796,8 @@ def test_two_copies_of_one_job_in_flight_reach_the_provider_once(
         # The job is in flight: the same record (a redelivery, a re-emitted chunk) twice more.
         topic = worker.topic("dispatch.sms")
         [job] = [
-            r for r in read_topic(kafka.bootstrap_servers, topic)
+            r
+            for r in read_topic(kafka.bootstrap_servers, topic)
             if r["key"] == dispatch_key(session_id, 0)  # its session and slice of recipients
         ]
         producer = Producer({"bootstrap.servers": kafka.bootstrap_servers})

@@ -8,11 +8,15 @@ from __future__ import annotations
 
 import json
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from switchboard.clients import api_key_digest
+from tests.fakes.background import BackgroundServer
+from tests.fakes.twilio_server import TEST_ACCOUNT_SID, TEST_AUTH_TOKEN, FakeTwilioServer
 from tests.integration.conftest import Keys, WorkerFactory
 from tests.integration.harness import Worker, http, wait_for
 
@@ -83,3 +87,48 @@ def test_a_cancel_stops_both_workers(pair: tuple[Worker, Worker], keys: Keys) ->
         made
     ), done
     assert 0 < len(made) < 3000
+
+
+# -- pacing: a sender's rate is a limit at the provider, whatever the number of workers ---------
+
+SENDER = "+14155550100"
+RATE = 5
+
+
+def test_two_workers_together_keep_a_senders_rate(make_worker: WorkerFactory, keys: Keys) -> None:
+    with BackgroundServer(FakeTwilioServer) as twilio:
+        sms = {"provider": "twilio", "account_sid": TEST_ACCOUNT_SID, "auth_token_env": "PACED_TWILIO_TOKEN",
+               "from": [SENDER], "api_base": twilio.url, "rate_per_second": RATE}  # fmt: skip
+        document = {"clients": {"acme": {"api_keys": [api_key_digest(keys.acme)],
+                                         "default_channels": ["sms"], "channels": {"sms": sms}}}}  # fmt: skip
+        env = {"PACED_TWILIO_TOKEN": TEST_AUTH_TOKEN}
+        first = make_worker(env, document=document)
+        second = make_worker(env, prefix=first.prefix, document=document)
+        first.start()
+        second.start()
+        try:
+            for worker in (first, second):
+                wait_for(lambda w=worker: http("GET", f"{w.url}/readyz").body.get("settled") is True,
+                         90, 0.5, "the group to settle")  # fmt: skip
+            # 20 small sessions: their jobs land on every partition, so both workers send.
+            total = 0
+            for i in range(20):
+                audience = [f"+1415558{i:02d}{k:02d}" for k in range(3)]
+                answer = (first if i % 2 else second).post(
+                    {"transport": {"type": "sms", "message": "Hello"}, "audience": audience},
+                    keys.acme,
+                )
+                assert answer.status == 202, answer.body
+                total += len(audience)
+            requests = twilio.wait_records(lambda r: r.resource == "Messages", total, timeout=120)
+        finally:
+            second.stop()
+            first.stop()
+    offset = time.time() - time.monotonic()  # the fake's clock is this process's loop clock
+    seconds = Counter(int(r.received_at + offset) for r in requests if r.get("From") == SENDER)
+    assert sum(seconds.values()) == total
+    assert max(seconds.values()) <= RATE, (
+        f"requests per second at the provider: {sorted(seconds.items())}"
+    )
+    span = max(seconds) - min(seconds) + 1
+    assert span >= total / RATE - 1, f"{total} requests in {span} s: faster than {RATE}/s"

@@ -10,7 +10,7 @@ import math
 
 import pytest
 
-from transports.ratelimit import RateLimiter
+from transports.ratelimit import RateLimiter, Slots
 
 
 class VirtualClock:
@@ -239,3 +239,56 @@ async def test_delay_reports_the_wait_of_a_new_caller() -> None:
 def test_rejects_unusable_settings(rate: float, burst: int) -> None:
     with pytest.raises(ValueError, match=r"rate_per_second|burst"):
         RateLimiter(rate, burst)
+
+
+# -- shared pacing: slots of the partitions a worker owns ---------------------------------------
+
+
+def slotted(clock: VirtualClock, rate: float, owned: set[int], partitions: int = 4) -> RateLimiter:
+    slots = Slots(partitions)
+    slots.assign(frozenset(owned))
+    return RateLimiter(rate, clock=clock, sleep=clock.sleep, slots=slots)
+
+
+async def test_two_workers_share_a_senders_rate_without_a_slot_used_twice() -> None:
+    clock = VirtualClock()
+    clock.now = 1000.0  # slots count from the epoch, so both workers agree on them
+    first, second = slotted(clock, 5, {0, 2}), slotted(clock, 5, {1, 3})
+    log: list[tuple[str, float]] = []
+    tasks = [await start(first, "+1555", log, f"a{i}", clock) for i in range(20)]
+    tasks += [await start(second, "+1555", log, f"b{i}", clock) for i in range(20)]
+    await clock.advance(10)
+    await asyncio.gather(*tasks)
+    times = sorted(t for _, t in log)
+    assert len(set(times)) == len(times) == 40  # never one slot twice
+    assert all(b - a == pytest.approx(0.2) for a, b in itertools.pairwise(times))  # 5/s in all
+    for second_start in range(1000, 1008):  # any slot-aligned second: at most the rate
+        assert sum(1 for t in times if second_start <= t < second_start + 1) <= 5
+    by_first = [t for name, t in log if name.startswith("a")]
+    assert all(round(t * 5) % 4 in (0, 2) for t in by_first)  # its own partitions' slots
+
+
+async def test_a_worker_with_no_partitions_waits_until_it_gets_some() -> None:
+    clock = VirtualClock()
+    limits = slotted(clock, 2, set())
+    log: list[tuple[str, float]] = []
+    task = await start(limits, "k", log, "x", clock)
+    await clock.advance(3)
+    assert not log
+    assert limits._slots is not None
+    limits._slots.assign(frozenset({1}))
+    await clock.advance(3)
+    await task
+    assert log and round(log[0][1] * 2) % 4 == 1
+
+
+async def test_each_key_may_have_its_own_rate() -> None:
+    clock = VirtualClock()
+    rates = {"short-code": 10.0, "long-code": 1.0}
+    limits = RateLimiter(1, clock=clock, sleep=clock.sleep, rate_for=rates.__getitem__)
+    log: list[tuple[str, float]] = []
+    tasks = [await start(limits, key, log, key, clock) for key in rates for _ in range(3)]
+    await clock.advance(5)
+    await asyncio.gather(*tasks)
+    assert [t for name, t in log if name == "short-code"] == pytest.approx([0.0, 0.1, 0.2])
+    assert [t for name, t in log if name == "long-code"] == pytest.approx([0.0, 1.0, 2.0])

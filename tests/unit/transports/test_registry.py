@@ -22,8 +22,9 @@ class FakeTransport:
     name = "fake"
     built: list[FakeTransport] = []
 
-    def __init__(self, channel: str, options: Mapping[str, Any]) -> None:
+    def __init__(self, channel: str, options: Mapping[str, Any], slots: Any = None) -> None:
         self.channel = channel
+        self.slots = slots
         self.options = dict(options)
         self.closed = 0
         FakeTransport.built.append(self)

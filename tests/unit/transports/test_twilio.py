@@ -661,10 +661,10 @@ def test_options_are_defaulted_per_channel(monkeypatch: pytest.MonkeyPatch) -> N
     assert isinstance(whatsapp, TwilioMessagingTransport)
     assert isinstance(short_code, TwilioMessagingTransport)
     assert sms_transport.name == whatsapp.name == "twilio"
-    assert sms_transport.options.rate_per_second == 1.0
+    assert sms_transport.options.rate_per_second is None  # by sender type
     assert sms_transport.options.max_in_flight == 50
     assert sms_transport.options.messaging_service_sid is None
-    assert whatsapp.options.rate_per_second == 10.0
+    assert whatsapp.options.rate_per_second is None
     assert whatsapp.options.senders == ("+14155550102",)
     assert short_code.options.senders == ("88222", "ACME Inc")
     assert isinstance(sms_transport, Transport)
@@ -714,3 +714,23 @@ def test_the_registry_builds_it(monkeypatch: pytest.MonkeyPatch) -> None:
     assert isinstance(build("whatsapp", ChannelConfig("twilio", options)), TwilioMessagingTransport)
     with pytest.raises(ConfigError, match="cannot send email"):
         build("email", ChannelConfig("twilio", options))
+
+
+@pytest.mark.parametrize(
+    ("channel", "sender", "rate"),
+    [
+        ("sms", "+14155550100", 1.0),  # a long code
+        ("sms", "+18445550100", 3.0),  # toll-free
+        ("sms", "88222", 100.0),  # a short code
+        ("sms", "ACME Inc", 10.0),  # an alphanumeric sender ID
+        ("sms", "MG" + "0" * 32, 10.0),  # a Messaging Service
+        ("whatsapp", "+14155550100", 80.0),
+        ("voice", "voice:AC" + "0" * 32, 1.0),  # calls per second, per account
+    ],
+)
+def test_senders_are_paced_by_type_unless_the_channel_sets_a_rate(
+    channel: str, sender: str, rate: float
+) -> None:
+    from transports.twilio import default_rate
+
+    assert default_rate(channel, sender) == rate
