@@ -377,6 +377,83 @@ def run_lanes(broker: LocalBroker, workdir: Path, campaign: int) -> LanesResult:
     return LanesResult(campaign, partitions, latencies, left)
 
 
+# -- one campaign on two workers -------------------------------------------------------------
+
+
+@dataclass
+class ShareResult:
+    recipients: int
+    seconds: float  # instruction produced -> last `delivered` consumed
+    sent: list[int]  # provider sends per worker
+    cpu_seconds: list[float]
+
+    def row(self) -> str:
+        total = sum(self.sent)
+        shares = " / ".join(f"{n / total:.0%}" for n in self.sent)
+        cpu = " / ".join(f"{c:,.0f}" for c in self.cpu_seconds)
+        return (f"| {self.recipients:,} | 2 | {self.seconds:,.1f} s | {self.recipients / self.seconds:,.0f} | "
+                f"{shares} | {cpu} |")  # fmt: skip
+
+
+def _sends(worker: Worker) -> int:
+    """The worker's provider sends so far, from its Prometheus metrics."""
+    import urllib.request
+
+    with urllib.request.urlopen(f"{worker.url}/metrics", timeout=10) as answer:
+        text = answer.read().decode()
+    return int(sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+                   if line.startswith("switchboard_provider_sends_total{") and 'outcome="ok"' in line))  # fmt: skip
+
+
+def run_share(broker: LocalBroker, workdir: Path, recipients: int) -> ShareResult:
+    """One campaign of ``recipients`` SMS recipients (sandbox) on two workers of one deployment:
+    how long it takes, and the share of it each worker sent."""
+    prefix = f"share{uuid.uuid4().hex[:6]}"
+    clients = {"clients": {"bench": {"api_keys": [api_key_digest("bench-key")], "default_channels": ["sms"],
+                                     "channels": {"sms": {"provider": "sandbox"}}}}}  # fmt: skip
+    clients_file = workdir / "share-clients.yaml"
+    clients_file.write_text(yaml.safe_dump(clients))
+    env = {"SWITCHBOARD_LOG_LEVEL": "warning", "SWITCHBOARD_PARTITIONS": "4"}
+    workers = [Worker(broker.bootstrap_servers, prefix, workdir / f"{prefix}-{n}", clients_file, dict(env))
+               for n in range(2)]  # fmt: skip
+    for worker in workers:
+        worker.start()
+    watcher = status_watcher(broker.bootstrap_servers, workers[0].topic("status"), "delivered")
+    try:
+        _wait_until(lambda: all(_settled(w) for w in workers), 120, "the group to settle")
+        producer = Producer({"bootstrap.servers": broker.bootstrap_servers, "linger.ms": 5})
+        topic = workers[0].topic("instructions")
+        headers = [("content-type", schemas.content_type("instruction").encode())]
+        _wait_until(lambda: _warm_up(producer, topic, headers, "sms", watcher), 120, "warm-up")
+        before = [_sends(w) for w in workers]
+        pids = [w.process.pid for w in workers if w.process is not None]
+        cpu0 = [cpu_seconds(pid) for pid in pids]
+        body, audience = instruction(1, recipients, "sms")
+        start = time.perf_counter()
+        producer.produce(topic, _avro(body), key=b"bench", headers=headers)
+        producer.flush(60)
+        _wait_until(lambda: all(a in watcher.seen for a in audience[-10:]) and
+                    sum(1 for a in audience if a in watcher.seen) == recipients, 1800, "the campaign")  # fmt: skip
+        seconds = max(watcher.snapshot()[a] for a in audience) - start
+        sent = [_sends(w) - b for w, b in zip(workers, before, strict=True)]
+        cpu = [cpu_seconds(pid) - c for pid, c in zip(pids, cpu0, strict=True)]
+    finally:
+        watcher.stop()
+        for worker in workers:
+            worker.stop()
+    return ShareResult(recipients, seconds, sent, cpu)
+
+
+def _settled(worker: Worker) -> bool:
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(f"{worker.url}/readyz", timeout=5) as answer:
+            return bool(json.loads(answer.read()).get("settled"))
+    except OSError:
+        return False
+
+
 # -- fan-out of one large instruction -----------------------------------------------------------
 
 
@@ -550,6 +627,14 @@ def main(argv: list[str] | None = None) -> int:
         help="recipients of the campaign during which one-time passwords are timed (0: skip)",
     )
     p.add_argument("--only-lanes", action="store_true")
+    p.add_argument(
+        "--share-campaign",
+        type=int,
+        default=100_000,
+        metavar="N",
+        help="recipients of the campaign sent by two workers, whose shares are measured (0: skip)",
+    )
+    p.add_argument("--only-share", action="store_true")
     args = p.parse_args(argv)
 
     workdir = Path(tempfile.mkdtemp(prefix="switchboard-bench-"))
@@ -563,7 +648,8 @@ def main(argv: list[str] | None = None) -> int:
     results: list[Result] = []
     fanout: FanoutResult | None = None
     lanes: LanesResult | None = None
-    only = args.only_fanout or args.only_lanes
+    share: ShareResult | None = None
+    only = args.only_fanout or args.only_lanes or args.only_share
     try:
         providers = ["sandbox", "twilio-fake"] if args.provider == "both" else [args.provider]
         for provider in [] if only else providers:
@@ -584,10 +670,13 @@ def main(argv: list[str] | None = None) -> int:
         if not args.no_baseline and not only:
             print("Baseline...", flush=True)
             results.append(run_baseline(broker, workdir, args.instructions, args.recipients))
-        if args.lanes_campaign and not args.only_fanout:
+        if args.share_campaign and (args.only_share or not only):
+            print(f"One campaign of {args.share_campaign:,} on two workers...", flush=True)
+            share = run_share(broker, workdir, args.share_campaign)
+        if args.lanes_campaign and (args.only_lanes or not only):
             print(f"One-time passwords during a campaign of {args.lanes_campaign:,}...", flush=True)
             lanes = run_lanes(broker, workdir, args.lanes_campaign)
-        if args.fanout and not args.only_lanes:
+        if args.fanout and (args.only_fanout or not only):
             print(f"Fan-out of one instruction to {args.fanout:,} recipients...", flush=True)
             fanout = run_fanout(broker, workdir, args.fanout)
     finally:
@@ -608,6 +697,13 @@ def main(argv: list[str] | None = None) -> int:
         if sandbox and fake:
             print(f"\nfake provider ({args.provider_latency_ms} ms per request, 100 in flight) / sandbox: "
                   f"{fake.rate / sandbox.rate:.0%} of the sandbox's deliveries/s")  # fmt: skip
+    if share:
+        print("\none campaign (SMS, sandbox) on two workers of one deployment, 4 partitions:\n")
+        print(
+            "| recipients | workers | to the last delivered | deliveries/s | share sent by each | worker CPU s |"
+        )
+        print("|---:|---:|---:|---:|---:|---:|")
+        print(share.row())
     if lanes:
         print(f"\none-time passwords (1 SMS recipient each, same client and channel) during a campaign of "
               f"{lanes.campaign:,} SMS recipients, sandbox, one worker, {lanes.partitions} partitions:\n")  # fmt: skip

@@ -12,8 +12,10 @@ done on a replay has nothing left to do.
   then an immediate one (or one scheduled in the past) starts its fan-out, a scheduled one gets
   a durable timer that starts it (``streams/scheduler.py``), and a manual one waits.
 * ``FanOut(chunk)``: each delivery of the chunk gets ``accepted`` and then either a dispatch job
-  or, outside its channel's time window, ``deferred`` and a timer that dispatches it when the
-  window opens; a delivery that cannot be made gets ``rejected`` with the reason. Then the next
+  or, outside its channel's time window, ``deferred``; the deferred deliveries of the chunk are
+  held by one timer per channel and window opening (``Release``), which dispatches them when the
+  window opens, so a campaign held by its window costs a timer per chunk, not per recipient. A
+  delivery that cannot be made gets ``rejected`` with the reason. Then the next
   chunk is queued: one chunk per event keeps memory bounded and the partition responsive. A
   chunk processed twice re-emits its jobs; the dispatchers' ``sends`` table makes the second
   copy of a job a no-op.
@@ -60,6 +62,7 @@ from switchboard.records import (
     DispatchJob,
     FanOut,
     OpenSession,
+    Release,
     Report,
     Resend,
     Retry,
@@ -173,6 +176,8 @@ async def _handle(sb: Switchboard, event: EventT[bytes]) -> None:
         await _cancel_check(sb, state, command)
     elif isinstance(command, Retry):
         await _retry(sb, state, command)
+    elif isinstance(command, Release):
+        await _release(sb, state, command)
     else:
         await _resend(sb, state, command.chunk)
 
@@ -308,6 +313,7 @@ async def _fan_out(sb: Switchboard, state: SessionState, cmd: FanOut) -> None:
     if plan.block is not None:
         await _block(sb, state, plan)
         return
+    held: dict[tuple[str, float], list[int]] = {}  # (channel, window opening) -> indexes
     for item in items:
         if not isinstance(item, DispatchJob):
             await sb.report(item)
@@ -327,7 +333,17 @@ async def _fan_out(sb: Switchboard, state: SessionState, cmd: FanOut) -> None:
                 detail=plan.detail.get(item.channel) or {},
                 event_id=event_id(item.key, item.attempt, "accepted"),
             ))  # fmt: skip
-            await dispatch_or_defer(sb, item, now)
+            release = _window_release(sb, item, now)
+            if release is None:
+                await sb.dispatch(item)
+            else:
+                await _report_deferred(sb, item, release, now)
+                held.setdefault((item.channel, release.timestamp()), []).append(item.index)
+    for (channel, due), indexes in held.items():
+        # One timer per chunk, channel and window opening, whatever the number of recipients.
+        await sb.schedule_at(f"window:{state.session_id}:{cmd.chunk}:{channel}:{due:.0f}", due,
+                             sb.sessions_topic(state.priority), state.session_id.encode(),
+                             records.encode(Release(state.session_id, cmd.chunk, channel, due, indexes)))  # fmt: skip
     _save(sb, dataclasses.replace(state, fanned_out_chunks=cmd.chunk + 1))
     if cmd.chunk + 1 < state.chunks:
         await sb.command(FanOut(state.session_id, cmd.chunk + 1), priority=state.priority)
@@ -388,25 +404,55 @@ async def _block(sb: Switchboard, state: SessionState, plan: SessionStartPlan) -
                     plan.block)  # fmt: skip
 
 
-async def dispatch_or_defer(sb: Switchboard, job: DispatchJob, now: float) -> bool:
-    """Dispatch ``job`` now, or, outside its channel's time window, report it ``deferred`` and
-    set a timer that dispatches it when the window opens. Returns whether it was dispatched."""
+def _window_release(sb: Switchboard, job: DispatchJob, now: float) -> datetime | None:
+    """When ``job``'s channel window opens, if it is closed now (None: send now)."""
     client = sb.clients.get(job.client_id)
-    release = None
-    if client is not None:
-        release = delivery_release(client, job.channel, datetime.fromtimestamp(now, UTC),
-                                   recipient_tz=job.timezone, address=job.address)  # fmt: skip
-    if release is None:
-        await sb.dispatch(job)
-        return True
-    await sb.schedule_at(f"job:{job.key}#{job.attempt}", release.timestamp(), sb.dispatch_topic(job),
-                         dispatch_key(job.session_id, job.index), records.encode(job))  # fmt: skip
+    if client is None:
+        return None
+    return delivery_release(client, job.channel, datetime.fromtimestamp(now, UTC),
+                            recipient_tz=job.timezone, address=job.address)  # fmt: skip
+
+
+async def _report_deferred(
+    sb: Switchboard, job: DispatchJob, release: datetime, now: float
+) -> None:
     await sb.report(Report(
         session_id=job.session_id, client_id=job.client_id, channel=job.channel, index=job.index,
         address=job.address, status="deferred", attempt=job.attempt, occurred_at=now,
         detail={"release_at": release.isoformat().replace("+00:00", "Z")}, priority=job.priority,
     ))  # fmt: skip
+
+
+async def dispatch_or_defer(sb: Switchboard, job: DispatchJob, now: float) -> bool:
+    """Dispatch ``job`` now, or, outside its channel's time window, report it ``deferred`` and
+    set a timer that dispatches it when the window opens. Returns whether it was dispatched.
+    For one delivery (a retry, a resend, a job the dispatcher found outside its window); a
+    fan-out holds a whole chunk with one timer (:class:`~switchboard.records.Release`)."""
+    release = _window_release(sb, job, now)
+    if release is None:
+        await sb.dispatch(job)
+        return True
+    await sb.schedule_at(f"job:{job.key}#{job.attempt}", release.timestamp(), sb.dispatch_topic(job),
+                         dispatch_key(job.session_id, job.index), records.encode(job))  # fmt: skip
+    await _report_deferred(sb, job, release, now)
     return False
+
+
+async def _release(sb: Switchboard, state: SessionState, cmd: Release) -> None:
+    """A chunk's window opened: its held deliveries on the channel are dispatched (each checked
+    against the window again: one still closed, the configuration having changed, is held on
+    its own). A cancelled session's are reported by the cancel instead."""
+    if state.status == "cancelled":
+        return
+    recipients = load_chunk(sb, state.session_id, cmd.chunk)
+    if recipients is None:
+        await _lost_chunk(sb, state, cmd.chunk, "release")
+        return
+    wanted = set(cmd.indexes)
+    now = time.time()
+    for item in plan_chunk(state, cmd.chunk, recipients, now=now):
+        if isinstance(item, DispatchJob) and item.channel == cmd.channel and item.index in wanted:
+            await dispatch_or_defer(sb, item, now)
 
 
 async def _trigger(sb: Switchboard, state: SessionState, cmd: Trigger) -> None:

@@ -176,6 +176,20 @@ class Resend:
 
 
 @dataclass(frozen=True, slots=True)
+class Release:
+    """Dispatch the deliveries of audience chunk ``chunk`` on ``channel`` that its fan-out
+    deferred to the window opening at ``due``: one timer per chunk and opening, not one per
+    recipient (a campaign held by its window costs a few timers, not a million)."""
+
+    KIND: ClassVar[str] = "release"
+    session_id: str
+    chunk: int
+    channel: str
+    due: float
+    indexes: list[int] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
 class Retry:
     """Dispatch attempt ``attempt`` of one delivery (audience ``index``, ``channel``): a retry
     that the report agent scheduled after a provider's callback said the attempt failed."""
@@ -216,6 +230,7 @@ SessionCommand = (
     | CancelChunk
     | CancelCheck
     | Resend
+    | Release
     | Retry
     | Claim
 )
@@ -231,6 +246,7 @@ _COMMANDS: dict[str, type[SessionCommand]] = {
         CancelChunk,
         CancelCheck,
         Resend,
+        Release,
         Retry,
         Claim,
     )

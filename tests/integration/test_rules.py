@@ -19,7 +19,14 @@ from streams.clients import publish_clients
 from switchboard.clients import api_key_digest, parse_client
 from switchboard.settings import Settings
 from tests.integration.conftest import Keys, WorkerFactory
-from tests.integration.harness import TopicReader, Worker, http, status_reader, wait_for
+from tests.integration.harness import (
+    TopicReader,
+    Worker,
+    http,
+    read_topic,
+    status_reader,
+    wait_for,
+)
 
 pytestmark = pytest.mark.kafka
 
@@ -318,32 +325,33 @@ def test_outside_its_window_a_message_is_deferred_then_released(
         Settings.from_env(bootstrap_servers=kafka.bootstrap_servers, topic_prefix=worker.prefix),
         [other],
     )
-    address = number()
+    probe = number()
 
-    def deferred() -> list[dict[str, Any]] | None:
-        session_id = send(worker, keys.other, [address])
-        events = events_of(statuses, session_id, 2)
-        return events if events[1]["status"] == "deferred" else None
+    def deferred() -> bool:
+        session_id = send(worker, keys.other, [probe])
+        return events_of(statuses, session_id, 2)[1]["status"] == "deferred"
 
     # The worker picks the change up within a moment; until then a send goes straight out.
-    events = wait_for(
-        lambda: deferred() or (time.sleep(0.5), None)[1], 20, 0, "the new window to apply"
-    )
-    session_id = events[0]["session_id"]
-    assert [e["status"] for e in events] == ["accepted", "deferred"]
-    release = datetime.fromisoformat(events[1]["detail"]["release_at"])
-    assert release == opens
-    before = len(sent_to(worker, address))
+    wait_for(lambda: deferred() or (time.sleep(0.5), False)[1], 20, 0, "the new window to apply")
+    addresses = [number() for _ in range(3)]
+    session_id = send(worker, keys.other, addresses)
+    events = events_of(statuses, session_id, 6)
+    assert sorted(e["status"] for e in events) == ["accepted"] * 3 + ["deferred"] * 3
+    assert {datetime.fromisoformat(e["detail"]["release_at"]) for e in events
+            if e["status"] == "deferred"} == {opens}  # fmt: skip
+    # The chunk is held by one timer, not one per recipient.
+    timers = [json.loads(r["value"])["id"] for r in read_topic(kafka.bootstrap_servers, worker.topic("schedule"))
+              if session_id in json.loads(r["value"]).get("id", "")]  # fmt: skip
+    assert timers == [f"window:{session_id}:0:sms:{opens.timestamp():.0f}"], timers
+    before = {a: len(sent_to(worker, a)) for a in addresses}
 
     remaining = opens.timestamp() - time.time()
-    events = events_of(statuses, session_id, 5, timeout=remaining + 60)
-    assert [e["status"] for e in events] == [
-        "accepted",
-        "deferred",
-        "sent",
-        "delivered",
-        "completed",
-    ]
-    released = sent_to(worker, address)[before:]
-    assert len(released) == 1
-    assert opens.timestamp() <= released[0]["at"] < opens.timestamp() + 5
+    events = events_of(statuses, session_id, 13, timeout=remaining + 60)
+    for address in addresses:
+        assert [e["status"] for e in events if e["recipient"] == address] == [
+            "accepted", "deferred", "sent", "delivered",
+        ]  # fmt: skip
+        released = sent_to(worker, address)[before[address] :]
+        assert len(released) == 1
+        assert opens.timestamp() <= released[0]["at"] < opens.timestamp() + 5
+    assert events[-1]["status"] == "completed"
