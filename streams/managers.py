@@ -68,7 +68,11 @@ def build_managers(settings: Settings, lookups: TwilioLookups) -> ServiceManager
     # In sandbox mode nothing leaves the machine: no paid lookups either (cached answers apply).
     lookup = (lambda client: None) if settings.sandbox else lookups.for_client
     options["scrub-bad-mobilenums"] = {**options.get("scrub-bad-mobilenums", {}), "lookup": lookup}
-    return ServiceManagers.from_setting(settings.service_managers or None, options=options)
+    return ServiceManagers.from_setting(
+        settings.service_managers or None,
+        options=options,
+        session_start_timeout=settings.session_start_timeout,
+    )
 
 
 @dataclass(frozen=True, slots=True)

@@ -218,6 +218,13 @@ class Settings:
             'Options of service managers, a JSON object by name, e.g. `{"mms-when-cheaper": {"ratio": 3}}`.',
         ),
     )
+    session_start_timeout: float = field(
+        default=10.0,
+        metadata=_s(
+            "SWITCHBOARD_SESSION_START_TIMEOUT",
+            "Seconds the service managers' `on_session_start` (scrubbing with paid lookups) may take per chunk of 500 recipients. Past it the chunk is sent unscrubbed (fail-open, logged and counted), so lookups never hold the other sessions of the partition for long.",
+        ),
+    )
     log_level: str = field(
         default="info", metadata=_s("SWITCHBOARD_LOG_LEVEL", "debug, info, warning or error.")
     )
@@ -258,6 +265,8 @@ class Settings:
             problems.append("SWITCHBOARD_REPLICATION_FACTOR must be at least 1")
         if self.max_in_flight < 1:
             problems.append("SWITCHBOARD_MAX_IN_FLIGHT must be at least 1")
+        if not self.session_start_timeout > 0:
+            problems.append("SWITCHBOARD_SESSION_START_TIMEOUT must be above 0")
         if not 0 < self.heartbeat_interval * 3 <= self.session_timeout:
             problems.append(
                 "SWITCHBOARD_HEARTBEAT_INTERVAL must be above 0 and at most a third of "

@@ -644,3 +644,31 @@ async def test_a_scrubbing_manager_through_the_runner_names_itself() -> None:
     assert [(s.address, s.manager) for s in outcome.scrubbed] == [(A, "scrub-bad-mobilenums")]
     assert outcome.detail["scrub-bad-mobilenums"]["looked_up"] == 2
     assert isinstance(start_ctx(client, MemoryState(), []), SessionStartContext)
+
+
+async def test_a_slow_session_start_is_cut_off_and_scrubs_nothing() -> None:
+    """Lookups that hang must not hold the session agent (and its partition's other sessions):
+    past ``SWITCHBOARD_SESSION_START_TIMEOUT`` the chunk goes out unscrubbed, and it is said."""
+
+    class Hangs(Starts):
+        async def on_session_start(self, ctx: SessionStartContext) -> SessionStartResult | None:
+            await asyncio.sleep(3600)
+            return None
+
+    hangs = Hangs("hangs", SessionStartResult(scrub=(Scrub(A, "never"),)))
+    outcome = await runner(session_start_timeout=0.05).run_session_start(
+        [hangs], start_ctx(make_client(), MemoryState(), [A, B])
+    )
+    assert not outcome.scrubbed and not outcome.blocked
+    assert [e.manager for e in outcome.errors] == ["hangs"]
+    assert "did not finish within 0.05s" in outcome.detail[DETAIL_KEY][0]
+
+
+def test_the_worker_bounds_session_start_with_its_setting() -> None:
+    from streams.managers import build_managers
+    from switchboard.settings import Settings
+    from transports.twilio_lookup import TwilioLookups
+
+    managers = build_managers(Settings(session_start_timeout=2.5), TwilioLookups())
+    assert managers.session_start_timeout == 2.5
+    assert Settings().session_start_timeout == 10.0
