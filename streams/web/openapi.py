@@ -424,7 +424,7 @@ def openapi_document() -> dict[str, Any]:
             "/v1/sessions/{session_id}/cancel": {
                 "post": {
                     "summary": "Cancel what has not been sent yet",
-                    "description": "Answered once the cancel is applied and the session's sends in flight are done: nothing of the session is sent after a 202.",
+                    "description": "Answered once the cancel is applied on every worker: every dispatcher has passed the session's fence, so its sends in flight are done and none can start. Nothing of the session is sent after a 202.",
                     "security": bearer,
                     "parameters": [
                         {
@@ -438,6 +438,9 @@ def openapi_document() -> dict[str, Any]:
                         "202": {"description": "Cancelled."},
                         "401": _errors_response("Missing or unknown API key."),
                         "404": _errors_response("No such session for this client."),
+                        "503": _errors_response(
+                            "The cancel is stored but not yet applied everywhere (30 s): retry."
+                        ),
                     },
                 }
             },
