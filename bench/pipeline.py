@@ -611,30 +611,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--provider", choices=["sandbox", "twilio-fake", "both"], default="both")
     p.add_argument("--provider-latency-ms", type=int, default=20)
     p.add_argument("--no-baseline", action="store_true")
-    p.add_argument(
-        "--fanout",
-        type=int,
-        default=1_000_000,
-        metavar="N",
-        help="recipients of the one large instruction whose fan-out is measured (0: skip)",
-    )
-    p.add_argument("--only-fanout", action="store_true")
-    p.add_argument(
-        "--lanes-campaign",
-        type=int,
-        default=20_000,
-        metavar="N",
-        help="recipients of the campaign during which one-time passwords are timed (0: skip)",
-    )
-    p.add_argument("--only-lanes", action="store_true")
-    p.add_argument(
-        "--share-campaign",
-        type=int,
-        default=100_000,
-        metavar="N",
-        help="recipients of the campaign sent by two workers, whose shares are measured (0: skip)",
-    )
-    p.add_argument("--only-share", action="store_true")
+    for size, only, default, what in (
+        ("--fanout", "--only-fanout", 1_000_000, "the one large instruction whose fan-out is measured"),
+        ("--lanes-campaign", "--only-lanes", 20_000, "the campaign during which one-time passwords are timed"),
+        ("--share-campaign", "--only-share", 100_000, "the campaign sent by two workers, whose shares are measured"),
+    ):  # fmt: skip
+        p.add_argument(
+            size, type=int, default=default, metavar="N", help=f"recipients of {what} (0: skip)"
+        )
+        p.add_argument(only, action="store_true", help=f"run only {what}")
     args = p.parse_args(argv)
 
     workdir = Path(tempfile.mkdtemp(prefix="switchboard-bench-"))
@@ -683,6 +668,18 @@ def main(argv: list[str] | None = None) -> int:
         broker.stop()
         shutil.rmtree(workdir, ignore_errors=True)
 
+    _print(args, results, share, lanes, fanout)
+    return 0
+
+
+def _print(
+    args: argparse.Namespace,
+    results: list[Result],
+    share: ShareResult | None,
+    lanes: LanesResult | None,
+    fanout: FanoutResult | None,
+) -> None:
+    """The figures of the run, as the README's tables."""
     if results:
         print(f"\nburst: {args.instructions} instructions x {args.recipients} recipients = {args.instructions * args.recipients:,} deliveries "
               f"produced at once; paced: {PACED_COUNT} one-recipient instructions at {PACED_RATE}/s; {os.cpu_count()} CPUs\n")  # fmt: skip
@@ -720,7 +717,6 @@ def main(argv: list[str] | None = None) -> int:
         print("| recipients | instruction | to all accepted | recipients/s | worker peak RSS MB |")
         print("|---:|---:|---:|---:|---:|")
         print(fanout.row())
-    return 0
 
 
 if __name__ == "__main__":
