@@ -481,7 +481,8 @@ def run_fanout(broker: LocalBroker, workdir: Path, recipients: int) -> FanoutRes
     clients_file.write_text(yaml.safe_dump(clients))
     worker = Worker(broker.bootstrap_servers, prefix, workdir / prefix, clients_file,
                     # Dispatch paused: the jobs wait in Kafka, and what is measured is the fan-out alone.
-                    {"SWITCHBOARD_LOG_LEVEL": "warning", "SWITCHBOARD_PARTITIONS": "4", "SWITCHBOARD_PAUSED_CHANNELS": "sms"})  # fmt: skip
+                    {"SWITCHBOARD_LOG_LEVEL": "warning", "SWITCHBOARD_PARTITIONS": "4", "SWITCHBOARD_PAUSED_CHANNELS": "sms",
+                     "SWITCHBOARD_DISPATCH_BACKLOG": "0"})  # fmt: skip
     worker.start()
     watcher = status_watcher(broker.bootstrap_servers, worker.topic("status"), "accepted")
     try:

@@ -27,6 +27,7 @@ from faust.types import TableT, TopicT
 from streams import checkpoint
 from streams.clients import ClientRegistry
 from streams.commits import SwitchboardApp
+from streams.flow import DispatchBacklog
 from streams.inflight import SessionSends
 from streams.managers import ManagerDesk, build_managers
 from streams.metrics import Metrics
@@ -117,6 +118,8 @@ class Switchboard:
     #: The service managers and their hooks (streams/managers.py).
     managers: ManagerDesk = field(init=False)
     _webhook_urls: dict[str, str | None] = field(default_factory=dict)
+    #: Jobs waiting in the dispatch topics (the fan-out's flow control, streams/flow.py).
+    flow: DispatchBacklog = field(init=False)
     _admin: Any = None
 
     def admin(self) -> Any:
@@ -398,6 +401,7 @@ def build(
     sb.manager_state = KeyValueReplica(settings, settings.topic("manager-state"),
                                        settings.data_dir / "replicas" / "manager-state", topics.manager_state)  # fmt: skip
     sb.managers = ManagerDesk.over(managers, sb.manager_state)
+    sb.flow = DispatchBacklog(sb)
     sb.cancels = KeyValueReplica(settings, settings.topic("cancels"), settings.data_dir / "replicas" / "cancels",
                                  topics.cancels)  # fmt: skip
 

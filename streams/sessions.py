@@ -86,6 +86,8 @@ log = logging.getLogger(__name__)
 
 #: Seconds between two looks at whether a cancelled session's fences are passed.
 CANCEL_CHECK_EVERY = 0.5
+#: Seconds before a session held by the dispatch backlog looks again.
+FLOW_RECHECK = 0.5
 
 #: Final statuses a re-send (``include_failed``) sends again.
 RESENDABLE = frozenset({"failed", "undelivered", "expired"})
@@ -302,6 +304,12 @@ async def _fan_out(sb: Switchboard, state: SessionState, cmd: FanOut) -> None:
         return  # a manual session is released only by a Trigger, which sets dispatching first
     if state.status == "scheduled":  # its timer fired
         state = dataclasses.replace(state, status="dispatching")
+    if cmd.chunk > 0 and await _backlogged(sb, state):
+        # Later: the dispatch topics hold enough of everyone's jobs (streams/flow.py).
+        await sb.schedule_at(f"fanout:{state.session_id}:{cmd.chunk}", time.time() + FLOW_RECHECK,
+                             sb.sessions_topic(state.priority), state.session_id.encode(),
+                             records.encode(cmd))  # fmt: skip
+        return
     recipients = load_chunk(sb, state.session_id, cmd.chunk)
     if recipients is None:
         await _lost_chunk(sb, state, cmd.chunk, "fan-out")
@@ -339,6 +347,7 @@ async def _fan_out(sb: Switchboard, state: SessionState, cmd: FanOut) -> None:
             else:
                 await _report_deferred(sb, item, release, now)
                 held.setdefault((item.channel, release.timestamp()), []).append(item.index)
+    sb.flow.forget([sb.topics.dispatch[c].get_topic_name() for c in state.channels])
     for (channel, due), indexes in held.items():
         # One timer per chunk, channel and window opening, whatever the number of recipients.
         await sb.schedule_at(f"window:{state.session_id}:{cmd.chunk}:{channel}:{due:.0f}", due,
@@ -402,6 +411,15 @@ async def _block(sb: Switchboard, state: SessionState, plan: SessionStartPlan) -
                                            error=plan.block, error_code="blocked", detail=detail,
                                            event_id=event_id(state.session_id, "cancelled")),
                     plan.block)  # fmt: skip
+
+
+async def _backlogged(sb: Switchboard, state: SessionState) -> bool:
+    """Whether the session's next chunk must wait for its channels' dispatch backlog to drain."""
+    limit = sb.settings.dispatch_backlog
+    if not limit or state.priority == "high":
+        return False
+    topics = [sb.topics.dispatch[c].get_topic_name() for c in state.channels]
+    return await sb.flow.of(topics) > limit
 
 
 def _window_release(sb: Switchboard, job: DispatchJob, now: float) -> datetime | None:

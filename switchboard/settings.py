@@ -218,6 +218,13 @@ class Settings:
             'Options of service managers, a JSON object by name, e.g. `{"mms-when-cheaper": {"ratio": 3}}`.',
         ),
     )
+    dispatch_backlog: int = field(
+        default=5000,
+        metadata=_s(
+            "SWITCHBOARD_DISPATCH_BACKLOG",
+            "Jobs that may wait in a channel's dispatch topic before a session fans out its next chunk (0: no limit). A later session's jobs queue behind at most this many of a large campaign's, and concurrent campaigns take turns.",
+        ),
+    )
     session_start_timeout: float = field(
         default=10.0,
         metadata=_s(
