@@ -1,9 +1,9 @@
-"""The Faust application and everything its agents and views share.
+"""What every agent and view shares: :class:`Switchboard` (the Faust app, its topics and tables,
+the client registry, the transports, the encoders of the public topics) and the ways to produce.
 
-:func:`build` makes one :class:`Switchboard`: the Faust app (RocksDB tables through rocksdict,
-at-least-once), its topics and tables, the client registry, the transports and the encoders of
-the public topics; then it registers the agents and the web views. Nothing is global: tests
-and the benchmark build as many as they like.
+It imports no agent: :mod:`streams.compose` builds a :class:`Switchboard` and registers the
+agents and views on it (the composition root). Nothing is global: tests and the benchmark build
+as many as they like.
 
 Every topic and table here carries raw bytes; the pure core (:mod:`switchboard.records`,
 :mod:`switchboard.wire`) does the encoding, so what is on the wire is explicit and typed.
@@ -17,8 +17,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import faust
 from faust.transport.producer import ProducerBuffer
@@ -26,27 +25,25 @@ from faust.types import TableT, TopicT
 
 from streams import checkpoint
 from streams.clients import ClientRegistry
-from streams.commits import SwitchboardApp
-from streams.flow import DispatchBacklog
 from streams.inflight import SessionSends
-from streams.managers import ManagerDesk, build_managers
+from streams.managers import ManagerDesk
 from streams.metrics import Metrics
 from streams.replica import KeyValueReplica
 from streams.schema_registry import SchemaIds, SchemaRegistry
-from streams.tablestore import STORE_URL
 from switchboard import records
 from switchboard.errors import FieldError
 from switchboard.fanout import dispatch_key
-from switchboard.instruction import CHANNELS
 from switchboard.settings import Settings
 from switchboard.status import StatusEvent
+from switchboard.timers import cancel_command, set_command
 from switchboard.webhooks import encode as webhook_body
 from switchboard.wire import Headers, encode_record
-from transports.ratelimit import Slots
 from transports.registry import TransportRegistry
-from transports.twilio_lookup import TwilioLookups
 
-__all__ = ["Switchboard", "Tables", "Topics", "build"]
+if TYPE_CHECKING:
+    from streams.flow import DispatchBacklog
+
+__all__ = ["BIG_MESSAGE", "Switchboard", "Tables", "Topics"]
 
 log = logging.getLogger(__name__)
 
@@ -212,15 +209,11 @@ class Switchboard:
         restarts (see :mod:`streams.scheduler`). ``topic`` must have the same partition count as
         the schedule topic, and ``key`` decides the partition of both. Setting an existing
         ``timer_id`` again replaces it."""
-        from streams.scheduler import set_command
-
         command = set_command(timer_id, due, topic.get_topic_name(), key, value)
         await self.produce(self.topics.schedule, key=key, value=command)
 
     async def cancel_timer(self, timer_id: str, key: bytes) -> None:
         """Cancel a timer set with ``key`` (a no-op when it already fired or never existed)."""
-        from streams.scheduler import cancel_command
-
         await self.produce(self.topics.schedule, key=key, value=cancel_command(timer_id))
 
     def dispatch_topic(self, job: records.DispatchJob) -> TopicT:
@@ -284,178 +277,3 @@ class Switchboard:
 # three table writes per delivery, 100 throttles the whole worker; the buffer drains quickly,
 # so a larger bound only trades a little memory for fewer stalls.
 ProducerBuffer.max_messages = 2000
-
-
-def table_dir(settings: Settings) -> Path:
-    """The directory of this worker's local copies of the tables (a cache of their changelogs)."""
-    return settings.data_dir.resolve() / "tables"
-
-
-def build(
-    settings: Settings,
-    *,
-    schema_ids: SchemaIds | None = None,
-    registry: SchemaRegistry | None = None,
-) -> Switchboard:
-    """Build the Faust app with all its agents and views (nothing is started)."""
-    app = SwitchboardApp(
-        settings.app_id,
-        broker=[f"kafka://{server.strip()}" for server in settings.bootstrap_servers.split(",")],
-        store=STORE_URL,  # Faust's RocksDB store, keeping revoked partitions open
-        datadir=str(settings.data_dir),
-        # Where the RocksDB tables live: discarded after a crash (``streams/worker.py``).
-        tabledir=str(table_dir(settings)),
-        autodiscover=False,
-        key_serializer="raw",
-        value_serializer="raw",
-        topic_partitions=settings.partitions,
-        topic_replication_factor=settings.replication_factor,
-        topic_allow_declare=True,
-        processing_guarantee="at_least_once",
-        consumer_auto_offset_reset="earliest",
-        producer_acks=-1,
-        # Batch what the agents produce into fewer requests: with no linger every record is its
-        # own produce request. 5 ms per hop is the latency this costs.
-        producer_linger=0.005,
-        producer_max_request_size=BIG_MESSAGE,
-        consumer_max_fetch_size=BIG_MESSAGE,
-        broker_commit_interval=1.0,
-        # How fast a dead worker's partitions move (README, "Scaling out"): the group evicts a
-        # member after the session timeout; live members learn of a rebalance at their next
-        # heartbeat and have the rebalance timeout to finish in-flight work and rejoin.
-        broker_session_timeout=settings.session_timeout,
-        broker_heartbeat_interval=settings.heartbeat_interval,
-        broker_rebalance_timeout=settings.rebalance_timeout,
-        web_enabled=True,
-        web_bind=settings.web_host,
-        web_host=settings.web_host,
-        web_port=settings.web_port,
-        canonical_url=settings.web_url,
-        web_tables_enabled=False,  # /table/ would expose every client's data unauthenticated
-        web_graph_enabled=False,
-        web_stats_enabled=False,
-        web_metrics_enabled=False,
-        worker_redirect_stdouts=False,
-    )
-
-    def topic(name: str) -> TopicT:
-        return app.topic(
-            settings.topic(name),
-            key_type=bytes,
-            value_type=bytes,
-            partitions=settings.partitions if name != "clients" else 1,
-            internal=False,
-        )
-
-    topics = Topics(
-        instructions=topic("instructions"),
-        status=topic("status"),
-        rejected=topic("rejected"),
-        sessions=topic("sessions"),
-        reports=topic("reports"),
-        schedule=topic("schedule"),
-        calls=topic("calls"),
-        optouts=topic("optouts"),
-        manager_state=topic("manager-state"),
-        webhooks=topic("webhooks"),
-        dispatch={channel: topic(f"dispatch.{channel}") for channel in CHANNELS},
-        cancels=topic("cancels"),
-        priority_sessions=topic("sessions.priority"),
-        priority_dispatch=topic("dispatch.priority"),
-        priority_reports=topic("reports.priority"),
-    )
-
-    def table(name: str, help_text: str) -> TableT[bytes, bytes]:
-        return app.Table(
-            name, key_type=bytes, value_type=bytes, partitions=settings.partitions, help=help_text
-        )
-
-    tables = Tables(
-        sessions=table(
-            "sessions",
-            "session id -> session; session id:chunk -> recipients; idem:anchor -> record",
-        ),
-        sends=table("sends", "delivery key#attempt -> the send's claim and outcome"),
-        deliveries=table("deliveries", "delivery key -> delivery state; session id -> progress"),
-        timers=table("timers", "timer id -> due time and the record to produce"),
-    )
-    managers = build_managers(settings, lookups := TwilioLookups())
-    sb = Switchboard(
-        settings=settings,
-        app=app,
-        topics=topics,
-        tables=tables,
-        clients=ClientRegistry(settings, check=managers.check_client),
-        transports=TransportRegistry(
-            sandbox_all=settings.sandbox,
-            outbox=settings.sandbox_outbox,
-            slots=Slots(settings.partitions),
-        ),
-        metrics=Metrics(),
-        schema_ids=schema_ids or SchemaIds(),
-        registry=registry,
-    )
-
-    sb.optouts = KeyValueReplica(settings, settings.topic("optouts"), settings.data_dir / "replicas" / "optouts",
-                                 topics.optouts)  # fmt: skip
-    sb.manager_state = KeyValueReplica(settings, settings.topic("manager-state"),
-                                       settings.data_dir / "replicas" / "manager-state", topics.manager_state)  # fmt: skip
-    sb.managers = ManagerDesk.over(managers, sb.manager_state)
-    sb.flow = DispatchBacklog(sb)
-    sb.cancels = KeyValueReplica(settings, settings.topic("cancels"), settings.data_dir / "replicas" / "cancels",
-                                 topics.cancels)  # fmt: skip
-
-    from streams import calls, dispatch, intake, reports, scheduler, sessions, webhooks
-    from streams.web import api
-    from streams.web import calls as call_views
-
-    async def follow_clients() -> None:
-        await sb.clients.run()
-
-    app.task(follow_clients)
-
-    async def follow_optouts() -> None:
-        await sb.optouts.run()
-
-    app.task(follow_optouts)
-
-    async def follow_manager_state() -> None:
-        await sb.manager_state.run()
-
-    app.task(follow_manager_state)
-
-    async def follow_cancels() -> None:
-        await sb.cancels.run()
-
-    app.task(follow_cancels)
-
-    intake.register(sb)
-    sessions.register(sb)
-    dispatch.register(sb)
-    reports.register(sb)
-    scheduler.register(sb)
-    webhooks.register(sb)
-    api.register(sb)
-    call_views.register(sb, calls.register(sb))
-
-    async def close_transports(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
-        await sb.transports.aclose()
-        await lookups.aclose()
-        sb.optouts.close()
-        sb.manager_state.close()
-        sb.cancels.close()
-
-    app.on_before_shutdown.connect(close_transports)
-
-    async def share_pacing(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
-        # A sender's rate is shared by the workers in proportion to the dispatch partitions
-        # each owns (transports/ratelimit.py, Slots): all dispatch topics are co-partitioned.
-        lanes = {t.get_topic_name() for t in (*topics.dispatch.values(), topics.priority_dispatch)}
-        owned = frozenset(tp.partition for tp in app.consumer.assignment() if tp.topic in lanes)
-        assert sb.transports.slots is not None
-        sb.transports.slots.assign(owned)
-        log.info("pacing slots assigned", extra={"partitions": sorted(owned)})
-
-    app.on_partitions_assigned.connect(share_pacing)
-
-    return sb

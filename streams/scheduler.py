@@ -34,7 +34,6 @@ Guarantees and failure modes:
 
 from __future__ import annotations
 
-import base64
 import json
 import logging
 import shutil
@@ -47,6 +46,7 @@ from typing import TYPE_CHECKING, Any, cast
 from rocksdict import Options, Rdict
 
 from streams.checkpoint import get, put, run_checkpointed
+from switchboard.timers import fire_command, unb64
 
 if TYPE_CHECKING:
     from faust.types import EventT, StreamT
@@ -104,15 +104,6 @@ class TimerIndex:
         self._db.close()
 
 
-def set_command(timer_id: str, due: float, topic: str, key: bytes, value: bytes) -> bytes:
-    return _json({"kind": "set", "id": timer_id, "due": due, "topic": topic,
-                  "key": _b64(key), "value": _b64(value)})  # fmt: skip
-
-
-def cancel_command(timer_id: str) -> bytes:
-    return _json({"kind": "cancel", "id": timer_id})
-
-
 def register(sb: Switchboard) -> None:
     app = sb.app
     index = TimerIndex(sb.settings.data_dir / "scheduler" / "index")
@@ -141,7 +132,7 @@ def register(sb: Switchboard) -> None:
                 continue
             fired[timer_id] = now
             await sb.produce(sb.topics.schedule, key=timer_id.encode(),
-                             value=_json({"kind": "fire", "id": timer_id}), partition=partition)  # fmt: skip
+                             value=fire_command(timer_id), partition=partition)  # fmt: skip
         if len(fired) > 10_000:  # forget fires long done
             state["fired"] = {k: v for k, v in fired.items() if now - v < REFIRE_AFTER}
 
@@ -189,7 +180,7 @@ async def _handle(sb: Switchboard, index: TimerIndex, event: EventT[bytes]) -> N
             return  # already fired, cancelled, or rescheduled later: a stale fire
         topic = _topic(sb, existing["topic"])
         # The record is in Kafka before the timer's row is deleted (streams/checkpoint.py).
-        await sb.produce(topic, key=_unb64(existing["key"]), value=_unb64(existing["value"]))
+        await sb.produce(topic, key=unb64(existing["key"]), value=unb64(existing["value"]))
         index.remove(existing["due"], existing["partition"], timer_id)
         put(table, key, None)
         lateness = time.time() - existing["due"]
@@ -208,14 +199,6 @@ def _topic(sb: Switchboard, name: str) -> Any:
 
 def _json(body: dict[str, Any]) -> bytes:
     return json.dumps(body, separators=(",", ":")).encode()
-
-
-def _b64(data: bytes) -> str:
-    return base64.b64encode(data).decode()
-
-
-def _unb64(text: str) -> bytes:
-    return base64.b64decode(text)
 
 
 def _text(raw: Any) -> str:

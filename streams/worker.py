@@ -26,8 +26,9 @@ from pathlib import Path
 import faust
 import yaml
 
-from streams.app import Switchboard, build, table_dir
+from streams.app import Switchboard
 from streams.clients import publish_clients
+from streams.compose import build, table_dir
 from streams.schema_registry import SchemaIds, SchemaRegistry
 from streams.topics import ensure_topics
 from switchboard.clients import parse_clients_document
