@@ -82,6 +82,7 @@ from switchboard.call_commands import (
     status_event,
 )
 from switchboard.calls import MAX_CALLS_PER_MEMBER_AND_CAMPAIGN
+from switchboard.keys import call_silence_timer
 
 if TYPE_CHECKING:
     from faust.types import EventT, StreamT, TableT, TopicT
@@ -222,7 +223,7 @@ async def _keep_timer(sb: Switchboard, desk: CallDesk, record: CallRecord) -> Ca
     """Set the silence timer when one is needed and none is pending; cancel it when the call can
     no longer fall silent. The record says which timer is pending."""
     due = silence_deadline(record)
-    timer_id = f"call-silence:{record.call.call_id}"
+    timer_id = call_silence_timer(record.call.call_id)
     key = record.call.call_id.encode()
     if due is not None and record.timer_due is None:
         value = encode_command(Expire(record.call.call_id))

@@ -45,12 +45,12 @@ from faust.types import EventT, StreamT
 
 from streams.app import Switchboard
 from streams.checkpoint import put
-from streams.fences import fence_key
 from streams.guard import hand_off, quarantine
 from streams.inflight import run_overlapped
 from switchboard import optout, records
 from switchboard.errors import ConfigError
 from switchboard.fanout import dispatch_key
+from switchboard.keys import fence_row, job_timer, send_row
 from switchboard.records import DispatchJob, Fence, Report
 from switchboard.retry import next_attempt_of_session
 from switchboard.windows import delivery_release
@@ -132,7 +132,7 @@ async def _handle(sb: Switchboard, event: EventT[bytes]) -> None:
 def _fence(sb: Switchboard, session_id: str) -> None:
     """A cancelled session's fence (``streams/fences.py``): every later job of the session on
     this partition is withdrawn, by this worker or the partition's next owner."""
-    put(sb.tables.sends, fence_key(session_id), b"1")  # in this event's partition
+    put(sb.tables.sends, fence_row(session_id), b"1")  # in this event's partition
 
 
 async def _dispatch(sb: Switchboard, job: DispatchJob) -> None:
@@ -149,7 +149,7 @@ async def _dispatch(sb: Switchboard, job: DispatchJob) -> None:
             _report(job, withdrawn.status, error=withdrawn.message, error_code=withdrawn.code)
         )
         return
-    send_key = f"{job.key}#{job.attempt}".encode()
+    send_key = send_row(job.key, job.attempt)
     if send_key in sb.claims:  # a copy of this job is being sent on this worker right now
         sb.metrics.duplicate_jobs.labels(job.channel, "in-flight").inc()
         return
@@ -268,7 +268,7 @@ async def _produce_outcome(
     """The outcome of a send: its report, and its next attempt's timer when one is due."""
     if retry_at is not None:
         retry = dataclasses.replace(job, attempt=job.attempt + 1)
-        await sb.schedule_at(f"job:{retry.key}#{retry.attempt}", retry_at, sb.dispatch_topic(job),
+        await sb.schedule_at(job_timer(retry.key, retry.attempt), retry_at, sb.dispatch_topic(job),
                              dispatch_key(job.session_id, job.index), records.encode(retry))  # fmt: skip
     await sb.report(report)
 
@@ -348,7 +348,7 @@ def _cancelled(sb: Switchboard, session_id: str) -> bool:
     """Whether the session was cancelled: this worker's replica of the ``cancels`` topic has it,
     or this partition passed its fence (``streams/fences.py``)."""
     key = session_id.encode()
-    return sb.cancels.get(key) is not None or sb.tables.sends.get(fence_key(session_id)) is not None
+    return sb.cancels.get(key) is not None or sb.tables.sends.get(fence_row(session_id)) is not None
 
 
 def _withdrawn(sb: Switchboard, job: DispatchJob) -> Withdrawn | None:

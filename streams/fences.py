@@ -9,7 +9,7 @@ its ``202`` must mean that nothing more of the session will be sent, on any work
    it (the fast path, within about a second);
 2. then it produces a :class:`~switchboard.records.Fence` into every partition of the session's
    dispatch topics and records their offsets in the session's row. A dispatcher that reaches a
-   fence writes the cancel into its partition's ``sends`` rows (:func:`fence_key`): every later
+   fence writes the cancel into its partition's ``sends`` rows (:func:`switchboard.keys.fence_row`): every later
    job of the session on that partition is withdrawn, also by the partition's next owner after
    a rebalance, whose table is rebuilt with that row;
 3. a dispatcher acknowledges jobs in offset order, after their send and report, and the
@@ -37,14 +37,9 @@ if TYPE_CHECKING:
 
     from streams.app import Switchboard
 
-__all__ = ["fence_key", "fences_passed", "place_fences"]
+__all__ = ["fences_passed", "place_fences"]
 
 _ADMIN_TIMEOUT = 10.0  # seconds for the broker to answer a committed-offsets request
-
-
-def fence_key(session_id: str) -> bytes:
-    """The ``sends`` table row a dispatcher writes when it reaches a session's fence."""
-    return f"cancelled:{session_id}".encode()
 
 
 def _dispatch_topics(sb: Switchboard, state: SessionState) -> list[TopicT]:

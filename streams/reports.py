@@ -49,6 +49,7 @@ from switchboard import records
 from switchboard.deliveries import apply_report
 from switchboard.errors import MissingState
 from switchboard.fanout import CHUNK_SIZE
+from switchboard.keys import expire_timer, job_timer
 from switchboard.records import (
     DeliveryState,
     ExpireSweep,
@@ -163,7 +164,7 @@ async def _apply(sb: Switchboard, report: Report, offset: int) -> None:
     if report.retry_if_allowed and report.retry_at is not None:
         # Only for a report that moved its delivery on: a repeated callback schedules nothing.
         retry = Retry(report.session_id, report.index, report.channel, report.attempt + 1)
-        await sb.schedule_at(f"job:{report.key}#{retry.attempt}", report.retry_at, sb.sessions_topic(report.priority),
+        await sb.schedule_at(job_timer(report.key, retry.attempt), report.retry_at, sb.sessions_topic(report.priority),
                              report.session_id.encode(), records.encode(retry))  # fmt: skip
     if completes and not counted:
         await _completed(sb, session, report.client_id, updated)
@@ -199,9 +200,9 @@ async def _set_expiry(
 ) -> Progress:
     key = session_id.encode()
     if due is None:
-        await sb.cancel_timer(f"expire:{session_id}", key)
+        await sb.cancel_timer(expire_timer(session_id), key)
     else:
-        await sb.schedule_at(f"expire:{session_id}", due, _lane(sb), key,
+        await sb.schedule_at(expire_timer(session_id), due, _lane(sb), key,
                              records.encode(ExpireSweep(session_id)))  # fmt: skip
     return dataclasses.replace(progress, expiry_due=due)
 

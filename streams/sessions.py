@@ -52,6 +52,15 @@ from switchboard import records
 from switchboard.errors import MissingState
 from switchboard.fanout import CHUNK_SIZE, chunk_count, dispatch_key, plan_chunk
 from switchboard.idempotency import IdempotencyRecord, decide, shown
+from switchboard.keys import (
+    cancel_check_timer,
+    chunk_row,
+    fanout_timer,
+    idempotency_row,
+    job_timer,
+    release_timer,
+    window_timer,
+)
 from switchboard.records import (
     AudienceChunk,
     Cancel,
@@ -73,7 +82,6 @@ from switchboard.status import FINAL, Status, StatusEvent, event_id
 from switchboard.windows import delivery_release
 
 __all__ = [
-    "chunk_key",
     "dispatch_or_defer",
     "instruction_priority",
     "load_chunk",
@@ -137,14 +145,9 @@ def _save(sb: Switchboard, state: SessionState) -> None:
     put(sb.tables.sessions, state.session_id.encode(), records.encode(state))
 
 
-def chunk_key(session_id: str, chunk: int) -> bytes:
-    """The sessions table's key of one audience chunk."""
-    return f"{session_id}:{chunk}".encode()
-
-
 def load_chunk(sb: Switchboard, session_id: str, chunk: int) -> list[dict[str, Any]] | None:
     """The recipients of one audience chunk, or None when the table does not have it."""
-    raw = get(sb.tables.sessions, chunk_key(session_id, chunk))
+    raw = get(sb.tables.sessions, chunk_row(session_id, chunk))
     return json.loads(raw) if raw is not None else None
 
 
@@ -186,7 +189,7 @@ async def _handle(sb: Switchboard, event: EventT[bytes]) -> None:
 
 def load_idempotency(sb: Switchboard, anchor: str) -> IdempotencyRecord | None:
     """The record of an idempotency key, by its anchor (stored in the sessions table)."""
-    raw = get(sb.tables.sessions, f"idem:{anchor}".encode())
+    raw = get(sb.tables.sessions, idempotency_row(anchor))
     return records.decode(IdempotencyRecord, raw) if raw is not None else None
 
 
@@ -205,7 +208,7 @@ async def _claim(sb: Switchboard, cmd: Claim) -> None:
             OpenSession(session_id, cmd.instruction, cmd.received_at, cmd.source, cmd.origin),
             priority=instruction_priority(cmd.instruction),
         )
-        put(sb.tables.sessions, f"idem:{cmd.session_id}".encode(), records.encode(record))
+        put(sb.tables.sessions, idempotency_row(cmd.session_id), records.encode(record))
         return
     if cmd.candidate and decision.session_id == cmd.candidate:
         return  # this very claim, processed again: its session's opening is in Kafka already
@@ -234,10 +237,10 @@ def _audience(sb: Switchboard, cmd: AudienceChunk | Discard) -> None:
         return
     if isinstance(cmd, AudienceChunk):
         value = json.dumps(cmd.recipients, separators=(",", ":")).encode()
-        put(sb.tables.sessions, chunk_key(cmd.session_id, cmd.chunk), value)
+        put(sb.tables.sessions, chunk_row(cmd.session_id, cmd.chunk), value)
         return
     for chunk in range(cmd.chunks):
-        put(sb.tables.sessions, chunk_key(cmd.session_id, chunk), None)
+        put(sb.tables.sessions, chunk_row(cmd.session_id, chunk), None)
 
 
 async def _open(sb: Switchboard, cmd: OpenSession) -> None:
@@ -251,7 +254,7 @@ async def _open(sb: Switchboard, cmd: OpenSession) -> None:
         for chunk in range(chunks):
             part = audience[chunk * CHUNK_SIZE : (chunk + 1) * CHUNK_SIZE]
             value = json.dumps(part, separators=(",", ":")).encode()
-            put(sb.tables.sessions, chunk_key(cmd.session_id, chunk), value)
+            put(sb.tables.sessions, chunk_row(cmd.session_id, chunk), value)
     else:  # its chunks came before it (streams/submit.py)
         recipients, chunks = int(ins["recipients"]), int(ins["chunks"])
     options = ins["options"]
@@ -285,7 +288,7 @@ async def _open(sb: Switchboard, cmd: OpenSession) -> None:
         await sb.command(FanOut(state.session_id, 0), priority=state.priority)
     elif state.status == "scheduled":
         assert due is not None
-        await sb.schedule_at(f"release:{state.session_id}", due, sb.sessions_topic(state.priority), key,
+        await sb.schedule_at(release_timer(state.session_id), due, sb.sessions_topic(state.priority), key,
                              records.encode(FanOut(state.session_id, 0)))  # fmt: skip
         await sb.publish_status(StatusEvent(
             state.session_id, state.client_id, "scheduled", detail={"scheduled_for": scheduled},
@@ -306,7 +309,7 @@ async def _fan_out(sb: Switchboard, state: SessionState, cmd: FanOut) -> None:
         state = dataclasses.replace(state, status="dispatching")
     if cmd.chunk > 0 and await _backlogged(sb, state):
         # Later: the dispatch topics hold enough of everyone's jobs (streams/flow.py).
-        await sb.schedule_at(f"fanout:{state.session_id}:{cmd.chunk}", time.time() + FLOW_RECHECK,
+        await sb.schedule_at(fanout_timer(state.session_id, cmd.chunk), time.time() + FLOW_RECHECK,
                              sb.sessions_topic(state.priority), state.session_id.encode(),
                              records.encode(cmd))  # fmt: skip
         return
@@ -350,7 +353,7 @@ async def _fan_out(sb: Switchboard, state: SessionState, cmd: FanOut) -> None:
     sb.flow.forget([sb.topics.dispatch[c].get_topic_name() for c in state.channels])
     for (channel, due), indexes in held.items():
         # One timer per chunk, channel and window opening, whatever the number of recipients.
-        await sb.schedule_at(f"window:{state.session_id}:{cmd.chunk}:{channel}:{due:.0f}", due,
+        await sb.schedule_at(window_timer(state.session_id, cmd.chunk, channel, due), due,
                              sb.sessions_topic(state.priority), state.session_id.encode(),
                              records.encode(Release(state.session_id, cmd.chunk, channel, due, indexes)))  # fmt: skip
     _save(sb, dataclasses.replace(state, fanned_out_chunks=cmd.chunk + 1))
@@ -450,7 +453,7 @@ async def dispatch_or_defer(sb: Switchboard, job: DispatchJob, now: float) -> bo
     if release is None:
         await sb.dispatch(job)
         return True
-    await sb.schedule_at(f"job:{job.key}#{job.attempt}", release.timestamp(), sb.dispatch_topic(job),
+    await sb.schedule_at(job_timer(job.key, job.attempt), release.timestamp(), sb.dispatch_topic(job),
                          dispatch_key(job.session_id, job.index), records.encode(job))  # fmt: skip
     await _report_deferred(sb, job, release, now)
     return False
@@ -477,7 +480,7 @@ async def _trigger(sb: Switchboard, state: SessionState, cmd: Trigger) -> None:
     if state.status == "cancelled":
         return
     if state.status in ("waiting", "scheduled"):
-        await sb.cancel_timer(f"release:{state.session_id}", state.session_id.encode())
+        await sb.cancel_timer(release_timer(state.session_id), state.session_id.encode())
         _save(sb, dataclasses.replace(state, status="dispatching"))
         await sb.command(FanOut(state.session_id, 0), priority=state.priority)
     elif cmd.include_failed:
@@ -548,7 +551,7 @@ async def _withdraw(
     replicated ``cancels`` topic, then fenced in every partition of its dispatch topics; its
     unsent deliveries are reported ``cancelled`` once every dispatcher has passed the fences."""
     key = state.session_id.encode()
-    await sb.cancel_timer(f"release:{state.session_id}", key)
+    await sb.cancel_timer(release_timer(state.session_id), key)
     await sb.publish_status(event)
     cancel = json.dumps({"at": time.time(), "blocked": blocked}).encode()
     await (await sb.produce(sb.topics.cancels, key=key, value=cancel))  # before the fences
@@ -565,7 +568,7 @@ async def _cancel_check(sb: Switchboard, state: SessionState, cmd: CancelCheck) 
     if state.status != "cancelled" or state.fenced:
         return
     if not await fences_passed(sb, state.fences):
-        await sb.schedule_at(f"cancel-check:{state.session_id}", time.time() + CANCEL_CHECK_EVERY,
+        await sb.schedule_at(cancel_check_timer(state.session_id), time.time() + CANCEL_CHECK_EVERY,
                              sb.sessions_topic(state.priority), state.session_id.encode(),
                              records.encode(cmd))  # fmt: skip
         return

@@ -32,6 +32,7 @@ from faust import Stream
 from streams.guard import hand_off, quarantine
 from streams.inflight import run_overlapped
 from switchboard import records
+from switchboard.keys import webhook_timer
 from switchboard.records import WebhookJob
 from switchboard.webhooks import headers, next_delay
 from transports.webhook import WebhookSender
@@ -110,5 +111,5 @@ async def _deliver(sb: Switchboard, sender: WebhookSender, event: EventT[bytes])
         sb.metrics.webhooks.labels("given-up").inc()
         return
     retry = dataclasses.replace(job, attempt=job.attempt + 1)
-    await sb.schedule_at(f"webhook:{job.event_id}#{retry.attempt}", now + delay * sb.settings.webhook_backoff_scale,
+    await sb.schedule_at(webhook_timer(job.event_id, retry.attempt), now + delay * sb.settings.webhook_backoff_scale,
                          sb.topics.webhooks, job.session_id.encode(), records.encode(retry))  # fmt: skip

@@ -21,6 +21,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal, TypeVar
 
+from switchboard.keys import delivery_key
 from switchboard.status import Status
 
 __all__ = [
@@ -39,11 +40,6 @@ __all__ = [
 
 T = TypeVar("T")
 _FIELDS: dict[type, frozenset[str]] = {}
-
-
-def delivery_key(session_id: str, index: int, channel: str) -> str:
-    """Table key of one (recipient, channel) delivery of a session."""
-    return f"{session_id}/{index}/{channel}"
 
 
 def encode(record: Any) -> bytes:

@@ -1,0 +1,110 @@
+"""Every key Switchboard builds: table rows, Kafka record keys and timer ids, in one place. Pure.
+
+A key names one thing for the life of the deployment (a row written by one version is read by
+the next, a timer set before a restart is replaced by the same id after it), so each is built by
+exactly one function here, never by an f-string at the call site.
+
+Tables (their agents are the only writers):
+
+* ``sessions``: :func:`session_row` (a session), :func:`chunk_row` (its audience chunks),
+  :func:`idempotency_row` (a client's key);
+* ``sends``: :func:`send_row` (one attempt of one delivery), :func:`fence_row` (a cancel fence);
+* ``deliveries``: :func:`delivery_key` (one delivery), the session id (its progress).
+
+Timers (``switchboard/timers.py``) are replaced when set again under the same id, so an id says
+what is scheduled: a session's release, a job's attempt, a chunk's window opening...
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "call_silence_timer",
+    "cancel_check_timer",
+    "chunk_row",
+    "delivery_key",
+    "expire_timer",
+    "fanout_timer",
+    "fence_row",
+    "idempotency_row",
+    "job_timer",
+    "release_timer",
+    "send_row",
+    "session_row",
+    "webhook_timer",
+    "window_timer",
+]
+
+
+def delivery_key(session_id: str, index: int, channel: str) -> str:
+    """One (recipient, channel) delivery of a session: ``<session>/<index>/<channel>``."""
+    return f"{session_id}/{index}/{channel}"
+
+
+# -- table rows -----------------------------------------------------------------------------
+
+
+def session_row(session_id: str) -> bytes:
+    return session_id.encode()
+
+
+def chunk_row(session_id: str, chunk: int) -> bytes:
+    """The sessions table's row of one audience chunk."""
+    return f"{session_id}:{chunk}".encode()
+
+
+def idempotency_row(anchor: str) -> bytes:
+    """The sessions table's row of an idempotency key, by its anchor."""
+    return f"idem:{anchor}".encode()
+
+
+def send_row(delivery: str, attempt: int) -> bytes:
+    """The sends table's row of one attempt of one delivery: its claim, then its outcome."""
+    return f"{delivery}#{attempt}".encode()
+
+
+def fence_row(session_id: str) -> bytes:
+    """The sends table's row a dispatcher writes when it reaches a session's cancel fence."""
+    return f"cancelled:{session_id}".encode()
+
+
+# -- timer ids -------------------------------------------------------------------------------
+
+
+def release_timer(session_id: str) -> str:
+    """A scheduled session's release."""
+    return f"release:{session_id}"
+
+
+def job_timer(delivery: str, attempt: int) -> str:
+    """Attempt ``attempt`` of one delivery (a retry, or a job held by its window)."""
+    return f"job:{delivery}#{attempt}"
+
+
+def window_timer(session_id: str, chunk: int, channel: str, due: float) -> str:
+    """A chunk's deliveries on ``channel`` held until their window opens at ``due``."""
+    return f"window:{session_id}:{chunk}:{channel}:{due:.0f}"
+
+
+def fanout_timer(session_id: str, chunk: int) -> str:
+    """A session's next chunk, waiting for the dispatch backlog (``streams/flow.py``)."""
+    return f"fanout:{session_id}:{chunk}"
+
+
+def cancel_check_timer(session_id: str) -> str:
+    """A cancelled session's next look at its fences (``streams/fences.py``)."""
+    return f"cancel-check:{session_id}"
+
+
+def expire_timer(session_id: str) -> str:
+    """A session's next expiry sweep."""
+    return f"expire:{session_id}"
+
+
+def webhook_timer(event_id: str, attempt: int) -> str:
+    """Attempt ``attempt`` of one webhook delivery."""
+    return f"webhook:{event_id}#{attempt}"
+
+
+def call_silence_timer(call_id: str) -> str:
+    """A call that Twilio has not reported on for too long."""
+    return f"call-silence:{call_id}"
