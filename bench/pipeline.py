@@ -421,7 +421,8 @@ def run_share(broker: LocalBroker, workdir: Path, recipients: int) -> ShareResul
     watcher = status_watcher(broker.bootstrap_servers, workers[0].topic("status"), "delivered")
     try:
         _wait_until(lambda: all(_settled(w) for w in workers), 120, "the group to settle")
-        producer = Producer({"bootstrap.servers": broker.bootstrap_servers, "linger.ms": 5})
+        producer = Producer({"bootstrap.servers": broker.bootstrap_servers, "linger.ms": 5,
+                             "message.max.bytes": 64 * 1024 * 1024})  # fmt: skip
         topic = workers[0].topic("instructions")
         headers = [("content-type", schemas.content_type("instruction").encode())]
         _wait_until(lambda: _warm_up(producer, topic, headers, "sms", watcher), 120, "warm-up")

@@ -25,7 +25,6 @@ from faust.types import TableT, TopicT
 
 from streams import checkpoint
 from streams.clients import ClientRegistry
-from streams.inflight import SessionSends
 from streams.managers import ManagerDesk
 from streams.metrics import Metrics
 from streams.replica import KeyValueReplica
@@ -101,8 +100,6 @@ class Switchboard:
     metrics: Metrics
     schema_ids: SchemaIds = field(default_factory=SchemaIds)
     registry: SchemaRegistry | None = None
-    #: Sends in flight per session on this worker (cancel waits for them).
-    inflight: SessionSends = field(default_factory=SessionSends)
     #: The sends ("<delivery key>#<attempt>") being made on this worker right now: a second copy
     #: of a job in flight is dropped, never sent (streams/dispatch.py).
     claims: set[bytes] = field(default_factory=set)

@@ -183,11 +183,7 @@ async def _claimed(sb: Switchboard, job: DispatchJob, send_key: bytes) -> None:
                     extra={"delivery": job.key, "attempt": job.attempt, "claimed_at": row["claimed_at"]})  # fmt: skip
     # Written in this task, whose context carries the job's event: the row goes to its partition.
     put(sb.tables.sends, send_key, _json({"claimed_at": time.time(), "by": sb.settings.web_url}))
-    sb.inflight.enter(job.session_id)
-    try:
-        report, retry_at = await _send_and_report(sb, job, in_doubt)
-    finally:
-        sb.inflight.leave(job.session_id)
+    report, retry_at = await _send_and_report(sb, job, in_doubt)
     put(sb.tables.sends, send_key, _json({
         "at": time.time(), "outcome": {"report": json.loads(records.encode(report)), "retry_at": retry_at},
     }))  # fmt: skip

@@ -22,7 +22,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
-__all__ = ["Ackable", "InOrderAcker", "SessionSends", "run_overlapped"]
+__all__ = ["Ackable", "InOrderAcker", "run_overlapped"]
 
 
 class Ackable(Protocol):
@@ -183,36 +183,3 @@ async def _hand_off_when_stuck(
             if slot.task is not None:
                 slot.task.cancel()
             acker.finish(slot)
-
-
-class SessionSends:
-    """How many sends of each session are in flight on this worker, and a way to wait for none.
-
-    Cancelling needs it: the cancel flag stops new sends, and waiting for the ones already in
-    flight makes "cancel acknowledged" mean "nothing more of this session will be sent"."""
-
-    def __init__(self) -> None:
-        self._counts: dict[str, int] = {}
-        self._idle: dict[str, asyncio.Event] = {}
-
-    def enter(self, session_id: str) -> None:
-        self._counts[session_id] = self._counts.get(session_id, 0) + 1
-        self._idle.setdefault(session_id, asyncio.Event()).clear()
-
-    def leave(self, session_id: str) -> None:
-        count = self._counts.get(session_id, 0) - 1
-        if count > 0:
-            self._counts[session_id] = count
-            return
-        self._counts.pop(session_id, None)
-        idle = self._idle.pop(session_id, None)
-        if idle is not None:
-            idle.set()
-
-    def count(self, session_id: str) -> int:
-        return self._counts.get(session_id, 0)
-
-    async def drained(self, session_id: str) -> None:
-        idle = self._idle.get(session_id)
-        if idle is not None and self._counts.get(session_id):
-            await idle.wait()
