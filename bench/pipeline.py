@@ -300,6 +300,20 @@ def fake_provider(provider: str, latency_ms: int) -> Iterator[dict[str, Any]]:
         responder.wait(10)
 
 
+def sandbox_worker(
+    broker: LocalBroker, workdir: Path, prefix: str, env: dict[str, str], *, name: str | None = None
+) -> Worker:
+    """A worker (not started) of client ``bench``, whose SMS go to the sandbox, 4 partitions."""
+    clients = {"clients": {"bench": {"api_keys": [api_key_digest("bench-key")], "default_channels": ["sms"],
+                                     "channels": {"sms": {"provider": "sandbox"}}}}}  # fmt: skip
+    clients_file = workdir / f"{prefix}-clients.yaml"
+    clients_file.write_text(yaml.safe_dump(clients))
+    settings = {"SWITCHBOARD_LOG_LEVEL": "warning", "SWITCHBOARD_PARTITIONS": "4", **env}
+    return Worker(
+        broker.bootstrap_servers, prefix, workdir / (name or prefix), clients_file, settings
+    )
+
+
 # -- lanes: one-time passwords during a campaign ------------------------------------------------
 
 LANE_RATE = 5  # one-recipient sends per second during the campaign
@@ -327,12 +341,7 @@ def run_lanes(broker: LocalBroker, workdir: Path, campaign: int) -> LanesResult:
     produced -> ``delivered`` consumed."""
     partitions = 4
     prefix = f"lane{uuid.uuid4().hex[:6]}"
-    clients = {"clients": {"bench": {"api_keys": [api_key_digest("bench-key")], "default_channels": ["sms"],
-                                     "channels": {"sms": {"provider": "sandbox"}}}}}  # fmt: skip
-    clients_file = workdir / "lanes-clients.yaml"
-    clients_file.write_text(yaml.safe_dump(clients))
-    worker = Worker(broker.bootstrap_servers, prefix, workdir / prefix, clients_file,
-                    {"SWITCHBOARD_LOG_LEVEL": "warning", "SWITCHBOARD_PARTITIONS": str(partitions)})  # fmt: skip
+    worker = sandbox_worker(broker, workdir, prefix, {"SWITCHBOARD_PARTITIONS": str(partitions)})
     worker.start()
     watcher = status_watcher(broker.bootstrap_servers, worker.topic("status"), "delivered")
     latencies: dict[str, list[float]] = {}
@@ -409,13 +418,7 @@ def run_share(broker: LocalBroker, workdir: Path, recipients: int) -> ShareResul
     """One campaign of ``recipients`` SMS recipients (sandbox) on two workers of one deployment:
     how long it takes, and the share of it each worker sent."""
     prefix = f"share{uuid.uuid4().hex[:6]}"
-    clients = {"clients": {"bench": {"api_keys": [api_key_digest("bench-key")], "default_channels": ["sms"],
-                                     "channels": {"sms": {"provider": "sandbox"}}}}}  # fmt: skip
-    clients_file = workdir / "share-clients.yaml"
-    clients_file.write_text(yaml.safe_dump(clients))
-    env = {"SWITCHBOARD_LOG_LEVEL": "warning", "SWITCHBOARD_PARTITIONS": "4"}
-    workers = [Worker(broker.bootstrap_servers, prefix, workdir / f"{prefix}-{n}", clients_file, dict(env))
-               for n in range(2)]  # fmt: skip
+    workers = [sandbox_worker(broker, workdir, prefix, {}, name=f"{prefix}-{n}") for n in range(2)]
     for worker in workers:
         worker.start()
     watcher = status_watcher(broker.bootstrap_servers, workers[0].topic("status"), "delivered")
@@ -476,14 +479,9 @@ def run_fanout(broker: LocalBroker, workdir: Path, recipients: int) -> FanoutRes
     producer would: time until every recipient is ``accepted`` (validated, stored in chunks,
     fanned out into dispatch jobs), and the worker's peak RSS meanwhile."""
     prefix = f"fan{uuid.uuid4().hex[:6]}"
-    clients = {"clients": {"bench": {"api_keys": [api_key_digest("bench-key")], "default_channels": ["sms"],
-                                     "channels": {"sms": {"provider": "sandbox"}}}}}  # fmt: skip
-    clients_file = workdir / "fanout-clients.yaml"
-    clients_file.write_text(yaml.safe_dump(clients))
-    worker = Worker(broker.bootstrap_servers, prefix, workdir / prefix, clients_file,
-                    # Dispatch paused: the jobs wait in Kafka, and what is measured is the fan-out alone.
-                    {"SWITCHBOARD_LOG_LEVEL": "warning", "SWITCHBOARD_PARTITIONS": "4", "SWITCHBOARD_PAUSED_CHANNELS": "sms",
-                     "SWITCHBOARD_DISPATCH_BACKLOG": "0"})  # fmt: skip
+    # Dispatch paused: the jobs wait in Kafka, and what is measured is the fan-out alone.
+    worker = sandbox_worker(broker, workdir, prefix, {"SWITCHBOARD_PAUSED_CHANNELS": "sms",
+                                                       "SWITCHBOARD_DISPATCH_BACKLOG": "0"})  # fmt: skip
     worker.start()
     watcher = status_watcher(broker.bootstrap_servers, worker.topic("status"), "accepted")
     try:
