@@ -27,9 +27,11 @@ times it. With :class:`Slots`, time is cut into slots of ``1 / rate`` seconds pe
 from the epoch (the wall clock, as every worker reads it), and slot ``s`` belongs to partition
 ``s mod partitions`` of the dispatch topics: a worker uses only the slots of the partitions it
 owns, one acquisition per slot. The workers share no message and still never use one slot
-twice, so the provider sees at most ``rate`` requests of a key in any slot-aligned second (more
+twice, so the workers send at most ``rate`` requests of a key in any slot-aligned second (more
 only by the workers' clock skew and during a rebalance, when the partitions' old and new owners
-may briefly both use a moved partition's slots). A worker owning ``k`` of ``P`` partitions gets
+may briefly both use a moved partition's slots). What the provider sees also has the network's
+jitter: a request that takes longer than a slot to arrive (a worker's first, which opens its
+connection) can arrive in the next second. A worker owning ``k`` of ``P`` partitions gets
 ``k / P`` of each key's rate, which matches its share of the work, since jobs are spread over
 the partitions. Slot pacing has no bursts.
 
