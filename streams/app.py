@@ -220,11 +220,11 @@ class Switchboard:
         return self.topics.dispatch[job.channel]
 
     async def dispatch(self, job: records.DispatchJob) -> None:
+        topic = self.dispatch_topic(job)
         await self.produce(
-            self.dispatch_topic(job),
-            key=dispatch_key(job.session_id, job.index),
-            value=records.encode(job),
+            topic, key=dispatch_key(job.session_id, job.index), value=records.encode(job)
         )
+        self.flow.added(topic.get_topic_name(), 1)  # the fan-out's flow control counts it
 
     async def reject(
         self,

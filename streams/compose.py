@@ -152,25 +152,9 @@ def build(
     from streams.web import api
     from streams.web import calls as call_views
 
-    async def follow_clients() -> None:
-        await sb.clients.run()
-
-    app.task(follow_clients)
-
-    async def follow_optouts() -> None:
-        await sb.optouts.run()
-
-    app.task(follow_optouts)
-
-    async def follow_manager_state() -> None:
-        await sb.manager_state.run()
-
-    app.task(follow_manager_state)
-
-    async def follow_cancels() -> None:
-        await sb.cancels.run()
-
-    app.task(follow_cancels)
+    # The replicated tables follow their topics for the life of the worker.
+    for replica in (sb.clients, sb.optouts, sb.manager_state, sb.cancels):
+        app.task(replica.run)
 
     intake.register(sb)
     sessions.register(sb)

@@ -27,8 +27,9 @@ its dispatchers only once its replica has read the whole ``cancels`` topic.
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from streams import offsets
 from switchboard import records
 from switchboard.records import Fence, SessionState
 
@@ -38,8 +39,6 @@ if TYPE_CHECKING:
     from streams.app import Switchboard
 
 __all__ = ["fences_passed", "place_fences"]
-
-_ADMIN_TIMEOUT = 10.0  # seconds for the broker to answer a committed-offsets request
 
 
 def _dispatch_topics(sb: Switchboard, state: SessionState) -> list[TopicT]:
@@ -65,16 +64,6 @@ async def fences_passed(sb: Switchboard, fences: dict[str, int]) -> bool:
     """Whether the group's committed offset of every fenced partition is past its fence."""
     if not fences:
         return True
-    committed = await asyncio.to_thread(_committed, sb, list(fences), _ADMIN_TIMEOUT)
-    return all(committed.get(tp, -1) > offset for tp, offset in fences.items())
-
-
-def _committed(sb: Switchboard, tps: list[str], timeout: float) -> dict[str, int]:
-    from confluent_kafka import ConsumerGroupTopicPartitions, TopicPartition
-
-    admin = sb.admin()
-    partitions = [TopicPartition(t, int(p)) for t, _, p in (tp.rpartition("/") for tp in tps)]
-    group = str(sb.app.conf.id)  # Faust's consumer group
-    request = ConsumerGroupTopicPartitions(group, partitions)
-    result: Any = admin.list_consumer_group_offsets([request])[group].result(timeout)
-    return {f"{tp.topic}/{tp.partition}": tp.offset for tp in result.topic_partitions}
+    partitions = {tp: (tp.rpartition("/")[0], int(tp.rpartition("/")[2])) for tp in fences}
+    done = await asyncio.to_thread(offsets.committed, sb, partitions.values())
+    return all(done.get(partitions[tp], -1) > offset for tp, offset in fences.items())

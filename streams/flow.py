@@ -10,9 +10,9 @@ moment). A session's first chunk never waits, so a new session's jobs queue behi
 backlog, and the chunks of concurrent campaigns interleave as the backlog drains.
 
 The backlog is read with the admin API (end offsets minus the group's committed offsets) in a
-thread, and kept for :data:`FRESH` seconds, so many sessions checking cost one request; a
-fan-out forgets it for the topics it just wrote to. Committed offsets trail the dispatchers by
-the commit interval, so the backlog is over-counted by at most that much work, never under.
+thread, and between two reads this worker adds what it produces (:class:`DispatchBacklog`), so
+a fan-out pays a read only when the backlog may be over the limit. Committed offsets trail the
+dispatchers by the commit interval, so the backlog is over-counted by at most that much work.
 """
 
 from __future__ import annotations
@@ -20,61 +20,62 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, Final, cast
+from typing import TYPE_CHECKING, Final
+
+from streams import offsets
 
 if TYPE_CHECKING:
     from streams.app import Switchboard
 
-__all__ = ["FRESH", "DispatchBacklog"]
+__all__ = ["FRESH", "REFRESH", "DispatchBacklog"]
 
-#: Seconds a measured backlog is used before it is measured again.
+#: Seconds a measurement is trusted to say the backlog is over the limit (it only shrinks as the
+#: dispatchers work, so a measurement under the limit plus what this worker added since stays an
+#: upper bound for this worker's own jobs).
 FRESH: Final = 0.5
-_TIMEOUT: Final = 10.0
+#: Seconds after which the backlog is measured again whatever this worker added (the other
+#: workers' sessions fill the same topics).
+REFRESH: Final = 5.0
 
 
 class DispatchBacklog:
-    """Jobs waiting in dispatch topics, per topic, measured at most every :data:`FRESH` s."""
+    """Jobs waiting in dispatch topics, per topic: measured, plus what this worker has produced
+    since. Measured only when that estimate is over the limit (and the measurement is older than
+    :data:`FRESH`), or older than :data:`REFRESH`, so a fan-out does not pay an admin round trip
+    per chunk."""
 
     def __init__(self, sb: Switchboard) -> None:
         self._sb = sb
-        self._measured: dict[str, tuple[float, int]] = {}
+        self._estimate: dict[str, tuple[float, int]] = {}  # topic -> (measured at, jobs)
 
-    async def of(self, topics: Sequence[str]) -> int:
-        """The jobs waiting in ``topics`` (produced, not yet committed by their dispatchers)."""
+    async def over(self, topics: Sequence[str], limit: int) -> bool:
+        """Whether more than ``limit`` jobs wait in ``topics`` (produced, not yet committed)."""
         now = time.monotonic()
-        stale = [t for t in topics if now - self._measured.get(t, (-FRESH, 0))[0] >= FRESH]
+
+        def age(topic: str) -> float:
+            return now - self._estimate.get(topic, (-REFRESH, 0))[0]
+
+        if sum(self._estimate.get(t, (0.0, 0))[1] for t in topics) > limit:
+            stale = [t for t in topics if age(t) >= FRESH]
+        else:
+            stale = [t for t in topics if age(t) >= REFRESH]
         if stale:
             waiting = await asyncio.to_thread(_measure, self._sb, stale)
             for topic in stale:
-                self._measured[topic] = (now, waiting.get(topic, 0))
-        return sum(self._measured[t][1] for t in topics)
+                self._estimate[topic] = (now, waiting.get(topic, 0))
+        return sum(self._estimate[t][1] for t in topics) > limit
 
-    def forget(self, topics: Sequence[str]) -> None:
-        """Jobs were just produced to ``topics``: the next look measures them again (a chunk's
-        jobs are in Kafka by the time the session's next chunk is considered)."""
-        for topic in topics:
-            self._measured.pop(topic, None)
+    def added(self, topic: str, jobs: int) -> None:
+        """This worker produced ``jobs`` more to ``topic``."""
+        at, waiting = self._estimate.get(topic, (-REFRESH, 0))
+        self._estimate[topic] = (at, waiting + jobs)
 
 
 def _measure(sb: Switchboard, topics: list[str]) -> dict[str, int]:
-    from confluent_kafka import ConsumerGroupTopicPartitions, TopicPartition
-    from confluent_kafka import admin as kafka_admin
-
-    admin: Any = sb.admin()
-    latest = cast(Any, kafka_admin).OffsetSpec.latest()  # not in confluent-kafka's type stubs
-    partitions = [TopicPartition(t, p) for t in topics for p in range(sb.settings.partitions)]
-    ends = admin.list_offsets({tp: latest for tp in partitions}, request_timeout=_TIMEOUT)
-    group = str(sb.app.conf.id)
-    request = ConsumerGroupTopicPartitions(group, partitions)
-    committed = {
-        (tp.topic, tp.partition): tp.offset
-        for tp in admin.list_consumer_group_offsets([request])[group]
-        .result(_TIMEOUT)
-        .topic_partitions
-    }
+    partitions = [(t, p) for t in topics for p in range(sb.settings.partitions)]
+    end, done = offsets.ends(sb, partitions), offsets.committed(sb, partitions)
     waiting: dict[str, int] = {}
-    for tp, future in ends.items():
-        end = future.result(_TIMEOUT).offset
-        done = max(0, committed.get((tp.topic, tp.partition), 0))  # no commit yet: from the start
-        waiting[tp.topic] = waiting.get(tp.topic, 0) + max(0, end - done)
+    for tp in partitions:
+        # No commit yet: everything from the start waits.
+        waiting[tp[0]] = waiting.get(tp[0], 0) + max(0, end.get(tp, 0) - max(0, done.get(tp, 0)))
     return waiting

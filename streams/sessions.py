@@ -83,7 +83,6 @@ from switchboard.windows import delivery_release
 
 __all__ = [
     "dispatch_or_defer",
-    "instruction_priority",
     "load_chunk",
     "load_idempotency",
     "load_session",
@@ -112,12 +111,6 @@ def register(sb: Switchboard) -> None:
     @sb.app.agent(sb.topics.priority_sessions, name="switchboard.sessions.priority")
     async def priority_sessions(stream: StreamT[bytes]) -> None:
         await run_checkpointed(sb, stream, "sessions.priority", lambda e: _handle(sb, e))
-
-
-def instruction_priority(instruction: dict[str, Any]) -> str:
-    """The lane of a stored instruction (its ``options.priority``)."""
-    options = instruction.get("options") or {}
-    return "high" if options.get("priority") == "high" else "normal"
 
 
 def load_session(sb: Switchboard, session_id: str) -> SessionState | None:
@@ -206,7 +199,7 @@ async def _claim(sb: Switchboard, cmd: Claim) -> None:
         )
         await sb.command(
             OpenSession(session_id, cmd.instruction, cmd.received_at, cmd.source, cmd.origin),
-            priority=instruction_priority(cmd.instruction),
+            priority=records.priority_of(cmd.instruction.get("options")),
         )
         put(sb.tables.sessions, idempotency_row(cmd.session_id), records.encode(record))
         return
@@ -217,7 +210,7 @@ async def _claim(sb: Switchboard, cmd: Claim) -> None:
     sb.metrics.idempotent_repeats.labels(cmd.source, decision.kind).inc()
     if cmd.candidate and cmd.candidate != decision.session_id and cmd.instruction.get("chunks"):
         await sb.command(Discard(cmd.candidate, int(cmd.instruction["chunks"])),
-                         priority=instruction_priority(cmd.instruction))  # fmt: skip
+                         priority=records.priority_of(cmd.instruction.get("options")))  # fmt: skip
     if cmd.source == "kafka":
         # A producer has no answer but the status topic: say which session its repeat
         # belongs to (or that it conflicts with it).
@@ -350,18 +343,24 @@ async def _fan_out(sb: Switchboard, state: SessionState, cmd: FanOut) -> None:
             else:
                 await _report_deferred(sb, item, release, now)
                 held.setdefault((item.channel, release.timestamp()), []).append(item.index)
-    sb.flow.forget([sb.topics.dispatch[c].get_topic_name() for c in state.channels])
-    for (channel, due), indexes in held.items():
-        # One timer per chunk, channel and window opening, whatever the number of recipients.
-        await sb.schedule_at(window_timer(state.session_id, cmd.chunk, channel, due), due,
-                             sb.sessions_topic(state.priority), state.session_id.encode(),
-                             records.encode(Release(state.session_id, cmd.chunk, channel, due, indexes)))  # fmt: skip
+    await _hold(sb, state, cmd.chunk, held)
     _save(sb, dataclasses.replace(state, fanned_out_chunks=cmd.chunk + 1))
     if cmd.chunk + 1 < state.chunks:
         await sb.command(FanOut(state.session_id, cmd.chunk + 1), priority=state.priority)
     if state.chunks > 1:
         log.info("fan-out progress", extra={"session_id": state.session_id, "chunk": cmd.chunk + 1,
                                             "chunks": state.chunks, "seconds": round(time.time() - now, 3)})  # fmt: skip
+
+
+async def _hold(
+    sb: Switchboard, state: SessionState, chunk: int, held: dict[tuple[str, float], list[int]]
+) -> None:
+    """The chunk's deliveries held by their window: one timer per channel and window opening,
+    whatever the number of recipients."""
+    for (channel, due), indexes in held.items():
+        await sb.schedule_at(window_timer(state.session_id, chunk, channel, due), due,
+                             sb.sessions_topic(state.priority), state.session_id.encode(),
+                             records.encode(Release(state.session_id, chunk, channel, due, indexes)))  # fmt: skip
 
 
 async def _lost_chunk(sb: Switchboard, state: SessionState, chunk: int, doing: str) -> None:
@@ -422,7 +421,7 @@ async def _backlogged(sb: Switchboard, state: SessionState) -> bool:
     if not limit or state.priority == "high":
         return False
     topics = [sb.topics.dispatch[c].get_topic_name() for c in state.channels]
-    return await sb.flow.of(topics) > limit
+    return await sb.flow.over(topics, limit)
 
 
 def _window_release(sb: Switchboard, job: DispatchJob, now: float) -> datetime | None:

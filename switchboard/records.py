@@ -36,10 +36,17 @@ __all__ = [
     "decode",
     "delivery_key",
     "encode",
+    "priority_of",
 ]
 
 T = TypeVar("T")
 _FIELDS: dict[type, frozenset[str]] = {}
+
+
+def priority_of(options: Mapping[str, Any] | None) -> str:
+    """The lane of stored options (their contract form): ``options.priority``, ``normal`` when
+    absent, as in every record written before the lanes."""
+    return "high" if (options or {}).get("priority") == "high" else "normal"
 
 
 def encode(record: Any) -> bytes:
@@ -365,8 +372,8 @@ class SessionState:
 
     @property
     def priority(self) -> str:
-        """The session's lane: ``options.priority``, ``normal`` when absent."""
-        return "high" if self.options.get("priority") == "high" else "normal"
+        """The session's lane (:func:`priority_of` its options)."""
+        return priority_of(self.options)
 
 
 @dataclass(frozen=True, slots=True)
