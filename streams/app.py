@@ -11,6 +11,7 @@ Every topic and table here carries raw bytes; the pure core (:mod:`switchboard.r
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
@@ -24,6 +25,7 @@ from faust.transport.producer import ProducerBuffer
 from faust.types import TableT, TopicT
 
 from streams import checkpoint
+from streams.bulk import BulkProducer
 from streams.clients import ClientRegistry
 from streams.managers import ManagerDesk
 from streams.metrics import Metrics
@@ -115,13 +117,15 @@ class Switchboard:
     #: Jobs waiting in the dispatch topics (the fan-out's flow control, streams/flow.py).
     flow: DispatchBacklog = field(init=False)
     _admin: Any = None
+    _status_producer: BulkProducer | None = None
+    _crash: asyncio.Future[None] | None = None
 
     def admin(self) -> Any:
         """This worker's confluent-kafka admin client (made on first use)."""
         if self._admin is None:
             from confluent_kafka.admin import AdminClient
 
-            self._admin = AdminClient({"bootstrap.servers": self.settings.bootstrap_servers})
+            self._admin = AdminClient(self.kafka_config())
         return self._admin
 
     # -- producing ---------------------------------------------------------------------------
@@ -150,8 +154,10 @@ class Switchboard:
         value, headers = encode_record(
             "status_event", event.to_avro(), self.schema_ids.status_event
         )
-        await self.produce(self.topics.status, key=event.session_id.encode(), value=value,
-                           headers=headers)  # fmt: skip
+        future = await self.status_producer().produce(
+            self.topics.status.get_topic_name(), event.session_id.encode(), value, headers
+        )
+        checkpoint.output(future)
         self.metrics.status_events.labels(event.channel or "session", event.status).inc()
         url = self._webhook_url(event.session_id)
         if url is not None:
@@ -160,6 +166,24 @@ class Switchboard:
             await self.produce(
                 self.topics.webhooks, key=event.session_id.encode(), value=records.encode(job)
             )
+
+    def status_producer(self) -> BulkProducer:
+        """This worker's producer of status events (made on first use, in the event loop)."""
+        if self._status_producer is None:
+
+            def failed(exc: BaseException) -> None:
+                self._crash = asyncio.ensure_future(self.app.crash(exc))
+
+            self._status_producer = BulkProducer(self.kafka_config(), failed)
+        return self._status_producer
+
+    def close_status_producer(self, timeout: float) -> int:
+        """Deliver the status events still queued; returns how many could not be."""
+        return self._status_producer.close(timeout) if self._status_producer is not None else 0
+
+    def kafka_config(self) -> dict[str, Any]:
+        """What every confluent-kafka client of this worker is given to reach the cluster."""
+        return {"bootstrap.servers": self.settings.bootstrap_servers}
 
     def _webhook_url(self, session_id: str) -> str | None:
         # A session's webhook URL never changes: remember it (bounded) rather than read and
@@ -219,12 +243,29 @@ class Switchboard:
             return self.topics.priority_dispatch
         return self.topics.dispatch[job.channel]
 
+    async def report_batch(self, reports: list[records.Report]) -> Awaitable[Any] | None:
+        """Produce ``reports`` (all of one session and lane) as one record (None when empty)."""
+        if not reports:
+            return None
+        first = reports[0]
+        topic = self.topics.priority_reports if first.priority == "high" else self.topics.reports
+        value = records.encode_batch(records.ReportBatch(reports))
+        return await self.produce(topic, key=first.session_id.encode(), value=value)
+
+    async def dispatch_batch(self, jobs: list[records.DispatchJob]) -> None:
+        """Produce ``jobs`` (one session, channel and lane, one dispatch key) as one record."""
+        first = jobs[0]
+        topic = self.dispatch_topic(first)
+        value = records.encode_batch(records.JobBatch(jobs))
+        await self.produce(topic, key=dispatch_key(first.session_id, first.index), value=value)
+        self.flow.added(topic.get_topic_name(), 1)  # the fan-out's flow control counts records
+
     async def dispatch(self, job: records.DispatchJob) -> None:
         topic = self.dispatch_topic(job)
         await self.produce(
             topic, key=dispatch_key(job.session_id, job.index), value=records.encode(job)
         )
-        self.flow.added(topic.get_topic_name(), 1)  # the fan-out's flow control counts it
+        self.flow.added(topic.get_topic_name(), 1)  # the fan-out's flow control counts records
 
     async def reject(
         self,

@@ -193,8 +193,8 @@ def output(future: Awaitable[Any]) -> None:
     """Remember a produced record's future: the running checkpoint waits for it before it
     writes any row. Outside a checkpoint (views, dispatchers) this does nothing."""
     checkpoint = _active.get()
-    if checkpoint is not None:
-        checkpoint.outputs.append(future)
+    if checkpoint is not None and (not checkpoint.outputs or checkpoint.outputs[-1] is not future):
+        checkpoint.outputs.append(future)  # records produced together may share one future
 
 
 # -- the runner --------------------------------------------------------------------------------

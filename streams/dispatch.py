@@ -37,7 +37,7 @@ import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from functools import partial
-from typing import Any, cast
+from typing import Any, Final, cast
 from urllib.parse import urlencode
 
 from faust import Stream
@@ -50,8 +50,8 @@ from streams.inflight import run_overlapped
 from switchboard import optout, records
 from switchboard.errors import ConfigError
 from switchboard.fanout import dispatch_key
-from switchboard.keys import fence_row, job_timer, send_row
-from switchboard.records import DispatchJob, Fence, Report
+from switchboard.keys import batch_part_row, batch_row, fence_row, job_timer, send_row
+from switchboard.records import DispatchJob, Fence, JobBatch, Report
 from switchboard.retry import next_attempt_of_session
 from switchboard.windows import delivery_release
 from transports.base import OutboundMessage, SendResult
@@ -78,8 +78,21 @@ def register(sb: Switchboard) -> None:
     )
 
 
+#: What a dispatcher handles: the event, and its decoded record (a batch, or a job or fence).
+Item = tuple[EventT[bytes], JobBatch | dict[str, Any]]
+
+
+def _prepare(event: EventT[bytes]) -> tuple[Item, int]:
+    """Decode ``event`` once, and weigh it by its jobs (``run_overlapped`` bounds sends)."""
+    body = json.loads(event.value)
+    if isinstance(body, dict) and body.get("kind") == JobBatch.KIND:
+        batch = JobBatch.decode(body)
+        return (event, batch), len(batch.jobs)
+    return (event, body), 1
+
+
 def _register_lane(
-    sb: Switchboard, stage: str, topic: Any, handle: Callable[[EventT[bytes]], Awaitable[None]]
+    sb: Switchboard, stage: str, topic: Any, handle: Callable[[Item], Awaitable[None]]
 ) -> None:
     async def dispatcher(stream: StreamT[bytes]) -> None:
         await sb.clients.ready.wait()
@@ -97,6 +110,7 @@ def _register_lane(
             cast(Stream[bytes], stream).noack().events(),  # StreamT does not declare noack()
             handle,
             max_in_flight=sb.settings.max_in_flight,
+            prepare=_prepare,
             drain_timeout=sb.settings.drain_timeout,
             on_error=on_error,
             on_fatal=on_fatal,
@@ -107,26 +121,25 @@ def _register_lane(
     sb.app.agent(topic, name=f"switchboard.{stage}")(dispatcher)
 
 
-async def _handle_priority(sb: Switchboard, event: EventT[bytes]) -> None:
-    body = json.loads(event.value)
-    if body.get("kind") == Fence.KIND:
-        _fence(sb, body["session_id"])
-        return
-    job = records.decode(DispatchJob, body)
-    if job.channel in sb.settings.paused:
+async def _handle_priority(sb: Switchboard, item: Item) -> None:
+    event, body = item
+    channel = body.jobs[0].channel if isinstance(body, JobBatch) else body.get("channel")
+    if isinstance(channel, str) and channel in sb.settings.paused:
         # A paused channel's jobs wait in Kafka; in this topic one would hold up every channel's,
-        # so it waits in its channel's topic instead, until the channel is resumed.
-        await sb.produce(sb.topics.dispatch[job.channel], key=event.key, value=event.value)
+        # so they wait in their channel's topic instead, until the channel is resumed.
+        await sb.produce(sb.topics.dispatch[channel], key=event.key, value=event.value)
         return
-    await _dispatch(sb, job)
+    await _handle(sb, item)
 
 
-async def _handle(sb: Switchboard, event: EventT[bytes]) -> None:
-    body = json.loads(event.value)
-    if body.get("kind") == Fence.KIND:
+async def _handle(sb: Switchboard, item: Item) -> None:
+    _, body = item
+    if isinstance(body, JobBatch):
+        await _dispatch_batch(sb, body)
+    elif body.get("kind") == Fence.KIND:
         _fence(sb, body["session_id"])
-        return
-    await _dispatch(sb, records.decode(DispatchJob, body))
+    else:
+        await _dispatch(sb, records.decode(DispatchJob, body))
 
 
 def _fence(sb: Switchboard, session_id: str) -> None:
@@ -183,7 +196,8 @@ async def _claimed(sb: Switchboard, job: DispatchJob, send_key: bytes) -> None:
                     extra={"delivery": job.key, "attempt": job.attempt, "claimed_at": row["claimed_at"]})  # fmt: skip
     # Written in this task, whose context carries the job's event: the row goes to its partition.
     put(sb.tables.sends, send_key, _json({"claimed_at": time.time(), "by": sb.settings.web_url}))
-    report, retry_at = await _send_and_report(sb, job, in_doubt)
+    report, retry_at = await _outcome(sb, job, in_doubt)
+    await _produce_outcome(sb, job, report, retry_at)
     put(sb.tables.sends, send_key, _json({
         "at": time.time(), "outcome": {"report": json.loads(records.encode(report)), "retry_at": retry_at},
     }))  # fmt: skip
@@ -212,10 +226,16 @@ async def _window_allows(sb: Switchboard, job: DispatchJob) -> bool:
     return False
 
 
-async def _send_and_report(
+async def _outcome(
     sb: Switchboard, job: DispatchJob, in_doubt: bool
 ) -> tuple[Report, float | None]:
-    """Send ``job`` and produce its outcome; returns the report and when the retry is due."""
+    """Send ``job`` (unless it must not be any more); returns its report and when its retry is
+    due. Produces nothing: the caller produces the outcome, alone or with its batch's."""
+    withdrawn = _withdrawn(sb, job)
+    if withdrawn is not None:
+        return _report(
+            job, withdrawn.status, error=withdrawn.message, error_code=withdrawn.code
+        ), None
     extra: dict[str, Any] = {"in_doubt": True} if in_doubt else {}  # + the service managers'
     result, failure, provider = await _send(sb, job, extra)
     if failure is None:
@@ -226,12 +246,10 @@ async def _send_and_report(
         passed = ["sent"] if result.status == "delivered" else []
         report = _report(job, result.status, provider_message_id=result.provider_message_id,
                          detail=dict(result.detail) | extra, passed=passed)  # fmt: skip
-        await sb.report(report)
         return report, None
     if isinstance(failure, Withdrawn):  # nothing was sent
         report = _report(job, failure.status, error=failure.message, error_code=failure.code,
                          detail=extra)  # fmt: skip
-        await sb.report(report)
         return report, None
     status = "suppressed" if failure.suppressed else "failed"
     if failure.suppressed and job.channel == "sms":
@@ -254,7 +272,6 @@ async def _send_and_report(
         )
     report = _report(job, status, error=failure.message, error_code=failure.code,
                      retryable=failure.retryable, retry_at=retry_at, detail=detail)  # fmt: skip
-    await _produce_outcome(sb, job, report, retry_at)
     return report, retry_at
 
 
@@ -262,11 +279,125 @@ async def _produce_outcome(
     sb: Switchboard, job: DispatchJob, report: Report, retry_at: float | None
 ) -> None:
     """The outcome of a send: its report, and its next attempt's timer when one is due."""
+    await _schedule_retry(sb, job, retry_at)
+    await sb.report(report)
+
+
+async def _schedule_retry(sb: Switchboard, job: DispatchJob, retry_at: float | None) -> None:
     if retry_at is not None:
         retry = dataclasses.replace(job, attempt=job.attempt + 1)
         await sb.schedule_at(job_timer(retry.key, retry.attempt), retry_at, sb.dispatch_topic(job),
                              dispatch_key(job.session_id, job.index), records.encode(retry))  # fmt: skip
-    await sb.report(report)
+
+
+# -- batches -------------------------------------------------------------------------------
+
+#: Seconds between two flushes of a batch's outcomes while its sends are still running: a
+#: paced or slow provider's reports do not wait for the whole batch, and a crash re-sends only
+#: what finished in the last flush interval (plus what was in flight).
+FLUSH_EVERY: Final = 0.05
+
+
+async def _dispatch_batch(sb: Switchboard, batch: JobBatch) -> None:
+    """Send a batch's jobs concurrently, as :func:`_dispatch` sends one, with one claim for the
+    batch and its outcomes recorded (and reported) in parts as they finish (module docs)."""
+    first = batch.jobs[0]
+    if _cancelled(sb, first.session_id):
+        sb.metrics.withdrawn.labels(first.channel, "cancelled").inc(len(batch.jobs))
+        return
+    row_key = batch_row(batch.key)
+    if row_key in sb.claims:  # a copy of this batch is being sent on this worker right now
+        sb.metrics.duplicate_jobs.labels(first.channel, "in-flight").inc(len(batch.jobs))
+        return
+    sb.claims.add(row_key)  # no await between the check and the claim
+    try:
+        await _claimed_batch(sb, batch, row_key)
+    finally:
+        sb.claims.discard(row_key)
+
+
+async def _claimed_batch(sb: Switchboard, batch: JobBatch, row_key: bytes) -> None:
+    outcomes = _Outcomes(sb, batch)
+    row = _load_send(sb, row_key)
+    if row is not None:
+        # Claimed before (a worker stopped or died while sending it): what it recorded is
+        # reported again (idempotent); the rest is sent again, in doubt.
+        await outcomes.replay()
+        if "parts" in row:
+            sb.metrics.duplicate_jobs.labels(batch.jobs[0].channel, "recorded").inc(len(batch.jobs))
+            return
+    pending = [job for job in batch.jobs if job.index not in outcomes.recorded]
+    in_doubt = row is not None
+    if row is not None and pending:
+        sb.metrics.sends_in_doubt.labels(batch.jobs[0].channel).inc(len(pending))
+        log.warning("batch claimed before but not finished; sending the rest again",
+                    extra={"batch": batch.key, "jobs": len(pending), "claimed_at": row.get("claimed_at")})  # fmt: skip
+    put(sb.tables.sends, row_key, _json({"claimed_at": time.time(), "by": sb.settings.web_url}))
+
+    # A batch heavier than SWITCHBOARD_MAX_IN_FLIGHT holds every unit of the lane
+    # (``run_overlapped``), and sends that many at a time.
+    gate = asyncio.Semaphore(max(1, min(len(pending), sb.settings.max_in_flight)))
+
+    async def one(job: DispatchJob) -> None:
+        async with gate:
+            if await _window_allows(sb, job):
+                outcomes.add(job, *await _outcome(sb, job, in_doubt))
+
+    running = {asyncio.ensure_future(one(job)) for job in pending}
+    try:
+        while running:
+            finished, running = await asyncio.wait(running, timeout=FLUSH_EVERY)
+            await outcomes.flush()
+            for task in finished:
+                task.result()  # a send never raises (``_send``); anything else is a bug to see
+    finally:
+        for task in running:
+            task.cancel()
+    put(sb.tables.sends, row_key, _json({"at": time.time(), "parts": outcomes.parts}))
+
+
+class _Outcomes:
+    """A batch's outcomes not yet reported, flushed as one report record and one ``sends`` row
+    (a *part*) at a time."""
+
+    def __init__(self, sb: Switchboard, batch: JobBatch) -> None:
+        self._sb = sb
+        self._batch = batch
+        self._jobs = {job.index: job for job in batch.jobs}
+        self._reports: list[Report] = []
+        self._retries: list[tuple[int, float]] = []
+        self.parts = 0
+        self.recorded: set[int] = set()
+
+    def add(self, job: DispatchJob, report: Report, retry_at: float | None) -> None:
+        self._reports.append(report)
+        if retry_at is not None:
+            self._retries.append((job.index, retry_at))
+
+    async def flush(self) -> None:
+        if not self._reports:
+            return
+        reports, retries = self._reports, self._retries
+        self._reports, self._retries = [], []
+        await self._produce(reports, retries)
+        part = {"items": records.as_items(reports), "retries": retries}
+        put(self._sb.tables.sends, batch_part_row(self._batch.key, self.parts), _json(part))
+        self.parts += 1
+
+    async def replay(self) -> None:
+        """Produce again the outcomes an earlier owner recorded."""
+        while (
+            part := _load_send(self._sb, batch_part_row(self._batch.key, self.parts))
+        ) is not None:
+            reports = [records.decode(Report, item) for item in part["items"]]
+            await self._produce(reports, [(int(i), float(at)) for i, at in part["retries"]])
+            self.recorded.update(report.index for report in reports)
+            self.parts += 1
+
+    async def _produce(self, reports: list[Report], retries: list[tuple[int, float]]) -> None:
+        for index, retry_at in retries:
+            await _schedule_retry(self._sb, self._jobs[index], retry_at)
+        await self._sb.report_batch(reports)
 
 
 def _retry_at(job: DispatchJob, failure: TransportError) -> float | None:

@@ -5,11 +5,14 @@ end of the dispatch topics, which every session shares in arrival order. Fanned 
 1,000,000-recipient campaign would put a million jobs ahead of every later session of every
 client. So before it fans out its next chunk, a session looks at the backlog of its channels'
 dispatch topics (jobs produced and not yet committed by the dispatchers, over every partition):
-above ``SWITCHBOARD_DISPATCH_BACKLOG`` the chunk waits (a durable timer looks again in a
+above ``SWITCHBOARD_DISPATCH_BACKLOG`` jobs the chunk waits (a durable timer looks again in a
 moment). A session's first chunk never waits, so a new session's jobs queue behind at most that
 backlog, and the chunks of concurrent campaigns interleave as the backlog drains.
 
-The backlog is read with the admin API (end offsets minus the group's committed offsets) in a
+Jobs travel in batches (``records.JobBatch``, up to ``DISPATCH_SPREAD`` per record) and the
+broker counts records, so the backlog is measured in records and the limit in jobs is divided by
+``DISPATCH_SPREAD``: a record holding fewer jobs (a retry) counts as a full one, so the limit is
+an upper bound. The backlog is read with the admin API (end offsets minus the group's committed offsets) in a
 thread, and between two reads this worker adds what it produces (:class:`DispatchBacklog`), so
 a fan-out pays a read only when the backlog may be over the limit. Committed offsets trail the
 dispatchers by the commit interval, so the backlog is over-counted by at most that much work.
@@ -39,17 +42,17 @@ REFRESH: Final = 5.0
 
 
 class DispatchBacklog:
-    """Jobs waiting in dispatch topics, per topic: measured, plus what this worker has produced
+    """Records waiting in dispatch topics, per topic: measured, plus what this worker has produced
     since. Measured only when that estimate is over the limit (and the measurement is older than
     :data:`FRESH`), or older than :data:`REFRESH`, so a fan-out does not pay an admin round trip
     per chunk."""
 
     def __init__(self, sb: Switchboard) -> None:
         self._sb = sb
-        self._estimate: dict[str, tuple[float, int]] = {}  # topic -> (measured at, jobs)
+        self._estimate: dict[str, tuple[float, int]] = {}  # topic -> (measured at, records)
 
     async def over(self, topics: Sequence[str], limit: int) -> bool:
-        """Whether more than ``limit`` jobs wait in ``topics`` (produced, not yet committed)."""
+        """Whether more than ``limit`` records wait in ``topics`` (produced, not yet committed)."""
         now = time.monotonic()
 
         def age(topic: str) -> float:
@@ -65,10 +68,10 @@ class DispatchBacklog:
                 self._estimate[topic] = (now, waiting.get(topic, 0))
         return sum(self._estimate[t][1] for t in topics) > limit
 
-    def added(self, topic: str, jobs: int) -> None:
-        """This worker produced ``jobs`` more to ``topic``."""
+    def added(self, topic: str, count: int) -> None:
+        """This worker produced ``count`` more records to ``topic``."""
         at, waiting = self._estimate.get(topic, (-REFRESH, 0))
-        self._estimate[topic] = (at, waiting + jobs)
+        self._estimate[topic] = (at, waiting + count)
 
 
 def _measure(sb: Switchboard, topics: list[str]) -> dict[str, int]:

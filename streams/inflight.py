@@ -81,19 +81,51 @@ class InOrderAcker:
         return [slot for queue in self._queues.values() for slot in queue if not slot.done]
 
 
+class _Capacity:
+    """Units of work in flight (a batch of jobs weighs its jobs), taken by one acquirer (the
+    stream's loop) and given back by the handlers as they finish."""
+
+    def __init__(self, total: int) -> None:
+        self.total = max(1, total)
+        self.free = self.total
+        self._freed = asyncio.Event()
+
+    async def acquire(self, units: int) -> int:
+        units = min(max(1, units), self.total)  # a batch heavier than the whole fits alone
+        while self.free < units:
+            self._freed.clear()
+            await self._freed.wait()
+        self.free -= units
+        return units
+
+    def release(self, units: int) -> None:
+        self.free += units
+        self._freed.set()
+
+
+def _one(event: Any) -> tuple[Any, int]:
+    return event, 1
+
+
 async def run_overlapped(
     events: Any,
     handle: Callable[[Any], Awaitable[None]],
     *,
     max_in_flight: int,
+    prepare: Callable[[Any], tuple[Any, int]] = _one,
     drain_timeout: float,
     on_error: Callable[[Any, Exception], Awaitable[None]],
     on_fatal: Callable[[BaseException], Awaitable[None]],
     rebalancing: Callable[[], bool] | None = None,
     hand_off: Callable[[Any], Awaitable[None]] | None = None,
 ) -> None:
-    """Run ``handle(event)`` for each event of ``events`` (an async iterator of un-acked Faust
-    events), up to ``max_in_flight`` at a time, acking in order.
+    """Run ``handle`` for each event of ``events`` (an async iterator of un-acked Faust events),
+    up to ``max_in_flight`` units of work at a time, acking in order.
+
+    ``prepare(event)`` returns what ``handle`` is called with and the event's weight in units
+    (by default the event itself, weighing 1): a batch of jobs weighs its jobs, so the bound
+    is on sends in flight, whatever the records carry. An event heavier than ``max_in_flight``
+    runs alone. A ``prepare`` that raises is a failure of the event (``on_error``).
 
     Each handler runs as a task created while its event is the stream's current event, so the
     task's context carries that event and table writes inside it land on the event's partition.
@@ -114,23 +146,25 @@ async def run_overlapped(
           provider that hangs never holds a rebalance (and every other worker) hostage.
     """
     acker = InOrderAcker()
-    slots = asyncio.Semaphore(max_in_flight)
+    slots = _Capacity(max_in_flight)
     tasks: set[asyncio.Task[None]] = set()
 
-    async def run(event: Any, slot: _Slot) -> None:
+    async def run(event: Any, slot: _Slot, payload: Any, units: int) -> None:
         try:
             try:
-                await handle(event)
+                if isinstance(payload, _Unprepared):
+                    raise payload.error
+                await handle(payload)
             except Exception as exc:  # noqa: BLE001 - the error policy decides, not Faust
                 await on_error(event, exc)
         except asyncio.CancelledError:
-            slots.release()
+            slots.release(units)
             raise  # not acked (unless handed off): processed again by the partition's next owner
         except BaseException as exc:  # noqa: BLE001
-            slots.release()
+            slots.release(units)
             await on_fatal(exc)
             return
-        slots.release()
+        slots.release(units)
         acker.finish(slot)
 
     watchdog = (
@@ -140,9 +174,14 @@ async def run_overlapped(
     )  # fmt: skip
     try:
         async for event in events:
-            await slots.acquire()
+            payload: Any
+            try:
+                payload, weight = prepare(event)
+            except Exception as exc:  # noqa: BLE001 - reported by on_error, in order
+                payload, weight = _Unprepared(exc), 1
+            units = await slots.acquire(weight)
             slot = acker.track(event)
-            task = slot.task = asyncio.create_task(run(event, slot))
+            task = slot.task = asyncio.create_task(run(event, slot, payload, units))
             tasks.add(task)
             task.add_done_callback(tasks.discard)
     finally:
@@ -151,6 +190,15 @@ async def run_overlapped(
         if tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await asyncio.shield(asyncio.wait(set(tasks), timeout=drain_timeout))
+
+
+class _Unprepared:
+    """An event whose ``prepare`` failed: its handler reports the error."""
+
+    __slots__ = ("error",)
+
+    def __init__(self, error: Exception) -> None:
+        self.error = error
 
 
 async def _hand_off_when_stuck(

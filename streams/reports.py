@@ -1,8 +1,9 @@
 """The report agent: the one owner of every delivery's state, and of the status topic's order.
 
 Consumes ``<prefix>.reports`` (keyed by session id): the session agent's ``accepted`` and
-``rejected``, the dispatchers' ``sent``, ``delivered`` and ``failed``, and later providers'
-callbacks. It is the only writer of the ``deliveries`` table (every delivery's state, and each
+``rejected``, the dispatchers' ``sent``, ``delivered`` and ``failed`` (in
+:class:`~switchboard.records.ReportBatch` records of many deliveries: one event, one progress
+write), and later providers' callbacks. It is the only writer of the ``deliveries`` table (every delivery's state, and each
 session's :class:`~switchboard.records.Progress` under the session id) and the only producer of
 per-delivery status events, so a recipient's events are in order on the status topic.
 
@@ -20,11 +21,11 @@ per-delivery status events, so a recipient's events are in order on the status t
 
 Exactly once, through crashes: the agent runs under checkpoints (``streams/checkpoint.py``), so
 its rows are written only after its outputs are in Kafka, and a report writes its session's
-progress before its delivery, with the report's offset (``Progress.applied``). A crash while a
-checkpoint's rows are written leaves a prefix of them in the changelog, so a report processed
-again finds either nothing of itself (it applies normally), its progress only (``applied`` is at
-or past its offset: it writes the delivery and counts nothing again), or everything (its
-delivery has moved: nothing to do). A delivery is therefore counted once, and a session
+progress before its deliveries, with the event's offset (``Progress.applied``). A crash while a
+checkpoint's rows are written leaves a prefix of them in the changelog, so an event processed
+again finds either nothing of itself (it applies normally), its progress and some of its
+deliveries (``applied`` is at or past its offset: it writes the deliveries not written yet and
+counts nothing again), or everything (its deliveries have moved: nothing to do). A delivery is therefore counted once, and a session
 completes once.
 """
 
@@ -55,6 +56,7 @@ from switchboard.records import (
     ExpireSweep,
     Progress,
     Report,
+    ReportBatch,
     Retry,
     SessionState,
 )
@@ -113,44 +115,76 @@ def _save_progress(sb: Switchboard, session_id: str, progress: Progress, offset:
 async def _handle(sb: Switchboard, event: EventT[bytes]) -> None:
     body = json.loads(event.value)
     offset = event.message.offset
-    if isinstance(body, dict) and body.get("kind") == ExpireSweep.KIND:
+    kind = body.get("kind") if isinstance(body, dict) else None
+    if kind == ExpireSweep.KIND:
         await _sweep(sb, records.decode(ExpireSweep, body), offset)
+    elif kind == ReportBatch.KIND:
+        await _apply(sb, ReportBatch.decode(body).reports, offset)
+    else:
+        await _apply(sb, [records.decode(Report, body)], offset)
+
+
+async def _apply(sb: Switchboard, reports: list[Report], offset: int) -> None:
+    """Apply the reports of one event (at ``offset`` of its partition; all of one session) to
+    their deliveries: the states, the events, the counts (module docs). The session's progress
+    is written once for the event, before its deliveries."""
+    if not reports:
         return
-    await _apply(sb, records.decode(Report, body), offset)
-
-
-async def _apply(sb: Switchboard, report: Report, offset: int) -> None:
-    """Apply one report (at ``offset`` of its partition) to its delivery: the state, the events,
-    the counts (module docs)."""
-    session = load_session(sb, report.session_id)
+    session_id = reports[0].session_id
+    session = load_session(sb, session_id)
     if session is None:
         # The session's row is on this worker with its reports (one partition): a report for
         # a session it does not have is an error to see (the rejected topic), such as a
         # provider's callback for a message this deployment did not send.
         sb.metrics.missing_state.labels("session").inc()
-        raise MissingState(f"a report for unknown session {report.session_id} (not in this "
+        raise MissingState(f"a report for unknown session {session_id} (not in this "
                            "worker's sessions table, which holds its partition)")  # fmt: skip
-    if report.retry_if_allowed and report.retry_at is None:
-        report = _with_retry(report, session.options)
-    old = load_delivery(sb, report.key)
-    state, events = apply_report(report, None if report.reopen else old)
-    if state is None or state is old:
-        return
-    progress = load_progress(sb, report.session_id)
-    # Processed again after a crash that kept this report's progress row but not its delivery
-    # row: it was counted (and its outputs are in Kafka); only the delivery is left to write.
+    progress = before = load_progress(sb, session_id)
+    # Processed again after a crash that kept this event's progress row but not all of its
+    # delivery rows: it was counted (and its outputs are in Kafka); only deliveries are left.
     counted = progress.applied >= offset
-    updated = _progress_after(report, old, state, progress)
-    completes = updated.completed_at is None and updated.final >= session.deliveries
-    if completes and updated is not progress:
-        updated = dataclasses.replace(updated, completed_at=report.occurred_at,
-                                      completions=updated.completions + 1)  # fmt: skip
-    else:
-        completes = False
+    states: dict[str, DeliveryState] = {}  # the deliveries this event moves, in order
+    expiry_due: float | None = None
+    for report in reports:
+        if report.retry_if_allowed and report.retry_at is None:
+            report = _with_retry(report, session.options)
+        old = states.get(report.key) or load_delivery(sb, report.key)
+        state, events = apply_report(report, None if report.reopen else old)
+        if state is None or state is old:
+            continue
+        updated = _progress_after(report, old, state, progress)
+        completes = updated.completed_at is None and updated.final >= session.deliveries
+        completes = completes and updated is not progress
+        if completes:
+            updated = dataclasses.replace(updated, completed_at=report.occurred_at,
+                                          completions=updated.completions + 1)  # fmt: skip
+        progress = updated
+        await _publish(sb, report, events)
+        if state.status == "sent":
+            due = report.occurred_at + sb.settings.report_timeout
+            expiry_due = due if expiry_due is None else min(expiry_due, due)
+        if report.retry_if_allowed and report.retry_at is not None:
+            # Only for a report that moved its delivery on: a repeated callback schedules nothing.
+            retry = Retry(report.session_id, report.index, report.channel, report.attempt + 1)
+            await sb.schedule_at(job_timer(report.key, retry.attempt), report.retry_at, sb.sessions_topic(report.priority),
+                                 report.session_id.encode(), records.encode(retry))  # fmt: skip
+        if completes and not counted:
+            await _completed(sb, session, report.client_id, progress)
+        states[report.key] = state
+    if expiry_due is not None:
+        progress = await _arm_expiry(sb, session_id, progress, expiry_due)
+    if progress is not before and not counted:
+        _save_progress(sb, session_id, progress, offset)  # before the deliveries: see above
+    for key, state in states.items():
+        put(sb.tables.deliveries, key.encode(), records.encode(state))
+
+
+async def _publish(sb: Switchboard, report: Report, events: list[StatusEvent]) -> None:
+    """The status events of a report that moved its delivery on, after the service managers'
+    ``after_report`` (once per such report, never for a duplicate; a failing hook's error is
+    told on the report's own event)."""
     client = sb.clients.get(report.client_id)
     if client is not None:
-        # Once per report that moves its delivery on (never for a duplicate); a failing hook's
-        # error is told on the report's own event.
         errors = await sb.managers.after_report(report, client)
         if errors and events[-1].status == report.status:
             events[-1] = dataclasses.replace(
@@ -158,19 +192,6 @@ async def _apply(sb: Switchboard, report: Report, offset: int) -> None:
             )
     for status_event in events:
         await sb.publish_status(status_event)
-    if state.status == "sent":
-        updated = await _arm_expiry(sb, report.session_id, updated,
-                                    report.occurred_at + sb.settings.report_timeout)  # fmt: skip
-    if report.retry_if_allowed and report.retry_at is not None:
-        # Only for a report that moved its delivery on: a repeated callback schedules nothing.
-        retry = Retry(report.session_id, report.index, report.channel, report.attempt + 1)
-        await sb.schedule_at(job_timer(report.key, retry.attempt), report.retry_at, sb.sessions_topic(report.priority),
-                             report.session_id.encode(), records.encode(retry))  # fmt: skip
-    if completes and not counted:
-        await _completed(sb, session, report.client_id, updated)
-    if updated is not progress and not counted:
-        _save_progress(sb, report.session_id, updated, offset)  # before the delivery: see above
-    put(sb.tables.deliveries, report.key.encode(), records.encode(state))
 
 
 # -- expiry --------------------------------------------------------------------------------

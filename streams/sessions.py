@@ -12,6 +12,7 @@ done on a replay has nothing left to do.
   then an immediate one (or one scheduled in the past) starts its fan-out, a scheduled one gets
   a durable timer that starts it (``streams/scheduler.py``), and a manual one waits.
 * ``FanOut(chunk)``: each delivery of the chunk gets ``accepted`` and then either a dispatch job
+  (in a :class:`~switchboard.records.JobBatch` with the others of its dispatch key and channel)
   or, outside its channel's time window, ``deferred``; the deferred deliveries of the chunk are
   held by one timer per channel and window opening (``Release``), which dispatches them when the
   window opens, so a campaign held by its window costs a timer per chunk, not per recipient. A
@@ -50,7 +51,7 @@ from streams.guard import quarantine
 from streams.managers import SessionStartPlan
 from switchboard import records
 from switchboard.errors import MissingState
-from switchboard.fanout import CHUNK_SIZE, chunk_count, dispatch_key, plan_chunk
+from switchboard.fanout import CHUNK_SIZE, DISPATCH_SPREAD, chunk_count, dispatch_key, plan_chunk
 from switchboard.idempotency import IdempotencyRecord, decide, shown
 from switchboard.keys import (
     cancel_check_timer,
@@ -318,6 +319,7 @@ async def _fan_out(sb: Switchboard, state: SessionState, cmd: FanOut) -> None:
         await _block(sb, state, plan)
         return
     held: dict[tuple[str, float], list[int]] = {}  # (channel, window opening) -> indexes
+    batches: dict[tuple[str, bytes], list[DispatchJob]] = {}  # (channel, dispatch key) -> jobs
     for item in items:
         if not isinstance(item, DispatchJob):
             await sb.report(item)
@@ -339,10 +341,13 @@ async def _fan_out(sb: Switchboard, state: SessionState, cmd: FanOut) -> None:
             ))  # fmt: skip
             release = _window_release(sb, item, now)
             if release is None:
-                await sb.dispatch(item)
+                key = (item.channel, dispatch_key(item.session_id, item.index))
+                batches.setdefault(key, []).append(item)
             else:
                 await _report_deferred(sb, item, release, now)
                 held.setdefault((item.channel, release.timestamp()), []).append(item.index)
+    for jobs in batches.values():  # after their ``accepted`` events (the same producer)
+        await sb.dispatch_batch(jobs)
     await _hold(sb, state, cmd.chunk, held)
     _save(sb, dataclasses.replace(state, fanned_out_chunks=cmd.chunk + 1))
     if cmd.chunk + 1 < state.chunks:
@@ -421,7 +426,7 @@ async def _backlogged(sb: Switchboard, state: SessionState) -> bool:
     if not limit or state.priority == "high":
         return False
     topics = [sb.topics.dispatch[c].get_topic_name() for c in state.channels]
-    return await sb.flow.over(topics, limit)
+    return await sb.flow.over(topics, max(1, limit // DISPATCH_SPREAD))  # records of jobs
 
 
 def _window_release(sb: Switchboard, job: DispatchJob, now: float) -> datetime | None:

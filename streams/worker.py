@@ -110,6 +110,7 @@ def _mark_clean_stop(settings: Settings, sb: Switchboard) -> None:
     producer = sb.app.producer
     failure = getattr(producer, "failure", None)
     unsent = producer.buffer.size + getattr(producer.buffer, "handing_over", 0)
+    unsent += sb.close_status_producer(settings.drain_timeout)
     if failure is not None or unsent:
         log.warning("stopped with table writes not confirmed: local tables will be rebuilt",
                     extra={"unsent": unsent, "failure": repr(failure)})  # fmt: skip

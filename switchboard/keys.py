@@ -8,7 +8,8 @@ Tables (their agents are the only writers):
 
 * ``sessions``: :func:`session_row` (a session), :func:`chunk_row` (its audience chunks),
   :func:`idempotency_row` (a client's key);
-* ``sends``: :func:`send_row` (one attempt of one delivery), :func:`fence_row` (a cancel fence);
+* ``sends``: :func:`send_row` (one attempt of one delivery), :func:`batch_row` and
+  :func:`batch_part_row` (a job batch), :func:`fence_row` (a cancel fence);
 * ``deliveries``: :func:`delivery_key` (one delivery), the session id (its progress).
 
 Timers (``switchboard/timers.py``) are replaced when set again under the same id, so an id says
@@ -18,6 +19,8 @@ what is scheduled: a session's release, a job's attempt, a chunk's window openin
 from __future__ import annotations
 
 __all__ = [
+    "batch_part_row",
+    "batch_row",
     "call_silence_timer",
     "cancel_check_timer",
     "chunk_row",
@@ -60,6 +63,18 @@ def idempotency_row(anchor: str) -> bytes:
 def send_row(delivery: str, attempt: int) -> bytes:
     """The sends table's row of one attempt of one delivery: its claim, then its outcome."""
     return f"{delivery}#{attempt}".encode()
+
+
+def batch_row(batch: str) -> bytes:
+    """The sends table's row of a job batch (by its key, ``JobBatch.key``): its claim, then
+    how many outcome parts it wrote once every job of it is done."""
+    return f"jobs:{batch}".encode()
+
+
+def batch_part_row(batch: str, part: int) -> bytes:
+    """Outcome part ``part`` of a job batch: the reports (and retries) of the jobs that
+    finished together."""
+    return f"jobs:{batch}:{part}".encode()
 
 
 def fence_row(session_id: str) -> bytes:

@@ -9,15 +9,22 @@ stop an older one during a rolling upgrade.
 ::
 
     sessions topic   OpenSession, FanOut     ─► session agent (owns SessionState)
-    dispatch.<ch>    DispatchJob             ─► dispatch agent of channel <ch>
-    reports topic    Report, ExpireSweep     ─► report agent (owns DeliveryState, Progress)
+    dispatch.<ch>    JobBatch, DispatchJob   ─► dispatch agent of channel <ch>
+    reports topic    ReportBatch, Report,    ─► report agent (owns DeliveryState, Progress)
+                     ExpireSweep
+
+A record costs the same whatever it carries, so the hot path carries deliveries in batches: a
+fan-out's jobs travel as one :class:`JobBatch` per dispatch key and channel (up to
+``DISPATCH_SPREAD`` jobs), and a dispatcher's outcomes as :class:`ReportBatch` records of one
+session each. Single :class:`DispatchJob` and :class:`Report` records remain for what comes one
+at a time (a retry, a callback, a window's release of one delivery).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal, TypeVar
 
@@ -28,14 +35,18 @@ __all__ = [
     "DeliveryState",
     "DispatchJob",
     "FanOut",
+    "JobBatch",
     "OpenSession",
     "Progress",
     "Report",
+    "ReportBatch",
     "SessionCommand",
     "SessionState",
+    "as_items",
     "decode",
     "delivery_key",
     "encode",
+    "encode_batch",
     "priority_of",
 ]
 
@@ -61,6 +72,20 @@ def encode(record: Any) -> bytes:
     if kind is not None:
         body["kind"] = kind
     return json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def encode_batch(batch: JobBatch | ReportBatch) -> bytes:
+    """JSON bytes of a batch record: its ``kind`` and its :func:`items`."""
+    items = batch.jobs if isinstance(batch, JobBatch) else batch.reports
+    body = {"kind": batch.KIND, "items": as_items(items)}
+    return json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def as_items(items: Sequence[Any]) -> list[dict[str, Any]]:
+    """Flat records (all of one class) as JSON-ready dicts, as :func:`encode` reads them (shallow:
+    their dict and list fields hold JSON values already); :func:`decode` reads each back."""
+    fields = _field_names(type(items[0])) if items else frozenset()
+    return [{name: getattr(item, name) for name in fields} for item in items]
 
 
 def decode(cls: type[T], data: bytes | Mapping[str, Any]) -> T:
@@ -419,3 +444,35 @@ class ExpireSweep:
     chunk: int = 0
     started_at: float | None = None
     next_due: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class JobBatch:
+    """The jobs of one session, channel and lane that share a dispatch key (a slice of
+    ``DISPATCH_SPREAD`` recipients, ``switchboard/fanout.py``): one record, one dispatcher event,
+    one claim in the ``sends`` table, instead of one of each per recipient."""
+
+    KIND: ClassVar[str] = "jobs"
+    jobs: list[DispatchJob]
+
+    @property
+    def key(self) -> str:
+        """The batch's identity: its first delivery (a session's slices never overlap)."""
+        return self.jobs[0].key
+
+    @classmethod
+    def decode(cls, body: Mapping[str, Any]) -> JobBatch:
+        return cls([decode(DispatchJob, item) for item in body["items"]])
+
+
+@dataclass(frozen=True, slots=True)
+class ReportBatch:
+    """Reports of one session (its reports topic is keyed by session id), applied by the report
+    agent as one event: one progress write and one round of status events for many deliveries."""
+
+    KIND: ClassVar[str] = "reports"
+    reports: list[Report]
+
+    @classmethod
+    def decode(cls, body: Mapping[str, Any]) -> ReportBatch:
+        return cls([decode(Report, item) for item in body["items"]])

@@ -262,3 +262,59 @@ async def test_a_send_stuck_through_a_rebalance_is_handed_off_then_acked() -> No
     await asyncio.wait_for(run, timeout=10)
     assert handed == [1] and cancelled == [1]
     assert acks == [(0, 0), (0, 1), (0, 2)]
+
+
+async def test_weighted_events_bound_the_units_in_flight_not_the_events() -> None:
+    """A batch of jobs weighs its jobs: with room for 10 units, batches of 4 run two at a time,
+    a batch heavier than the whole runs alone, and everything is acked in order."""
+    acks: list[tuple[int, int]] = []
+    weights = [4, 4, 4, 1, 1, 25, 4, 2]
+    events = [FakeEvent(0, i, acks) for i in range(len(weights))]
+    running = 0
+    peak = 0
+
+    async def handle(payload: tuple[FakeEvent, int]) -> None:
+        nonlocal running, peak
+        _, weight = payload
+        running += min(weight, 10)
+        peak = max(peak, running)
+        await asyncio.sleep(0.001)
+        running -= min(weight, 10)
+
+    async def never(*_: Any) -> None:
+        raise AssertionError("not called")
+
+    await run_overlapped(
+        _events(events), handle, max_in_flight=10, drain_timeout=5, on_error=never,
+        on_fatal=never, prepare=lambda e: ((e, weights[e.offset]), weights[e.offset]),
+    )  # fmt: skip
+    assert peak == 10
+    assert acks == [(0, i) for i in range(len(weights))]
+
+
+async def test_an_event_that_cannot_be_prepared_goes_to_the_error_policy_in_order() -> None:
+    acks: list[tuple[int, int]] = []
+    events = [FakeEvent(0, i, acks) for i in range(3)]
+    failed: list[int] = []
+
+    def prepare(event: FakeEvent) -> tuple[FakeEvent, int]:
+        if event.offset == 1:
+            raise ValueError("not JSON")
+        return event, 1
+
+    async def handle(event: FakeEvent) -> None:
+        await asyncio.sleep(0)
+
+    async def on_error(event: FakeEvent, exc: Exception) -> None:
+        assert isinstance(exc, ValueError)
+        failed.append(event.offset)
+
+    async def never(*_: Any) -> None:
+        raise AssertionError("not called")
+
+    await run_overlapped(
+        _events(events), handle, max_in_flight=4, drain_timeout=5, on_error=on_error,
+        on_fatal=never, prepare=prepare,
+    )  # fmt: skip
+    assert failed == [1]
+    assert acks == [(0, 0), (0, 1), (0, 2)]

@@ -61,13 +61,14 @@ class _Event:
         return True
 
 
-async def apply(sb: Any, report: Report, offset: int) -> Checkpoint:
-    """Run the agent's rule on one report inside a checkpoint; return it uncommitted."""
+async def apply(sb: Any, report: Report | list[Report], offset: int) -> Checkpoint:
+    """Run the agent's rule on one event (a report, or a batch of them) inside a checkpoint;
+    return it uncommitted."""
     checkpoint = Checkpoint()
     event = _Event(offset)
     token, active = _current_event.set(weakref.ref(event)), _active.set(checkpoint)  # type: ignore[arg-type]
     try:
-        await reports._apply(sb, report, offset)
+        await reports._apply(sb, report if isinstance(report, list) else [report], offset)
     finally:
         _active.reset(active)
         _current_event.reset(token)
@@ -128,6 +129,31 @@ async def test_a_report_whose_rows_were_all_lost_is_applied_again_with_the_same_
     (await apply(sb, delivered(1), 6)).apply()
     assert [e.event_id for e in sb.published[before + len(told) :]] == told
     assert progress(sb).final == 2 and len(set(completed_events(sb))) == 1
+
+
+async def test_a_batch_whose_progress_and_first_delivery_were_written_counts_each_once() -> None:
+    sb = world(deliveries=3)
+    checkpoint = await apply(sb, [delivered(0), delivered(1), delivered(2)], 7)
+    assert checkpoint.writes[0].key == SESSION.encode(), "progress first"
+    assert len(checkpoint.writes) == 4, "one progress row for the batch, then its deliveries"
+    # The crash: the changelog kept the progress and the first delivery of the batch.
+    for write in crash(checkpoint)[:2]:
+        sb.tables.deliveries[write.key] = write.value
+    assert progress(sb).final == 3 and len(completed_events(sb)) == 1
+    (await apply(sb, [delivered(0), delivered(1), delivered(2)], 7)).apply()
+    assert progress(sb).final == 3, "counted once"
+    assert len(completed_events(sb)) == 1, "completed once"
+    for index in range(3):
+        row = sb.tables.deliveries[f"{SESSION}/{index}/sms".encode()]
+        assert records.decode(records.DeliveryState, row).status == "delivered"
+
+
+async def test_a_batch_applied_whole_twice_changes_nothing_the_second_time() -> None:
+    sb = world(deliveries=2)
+    (await apply(sb, [delivered(0), delivered(1)], 3)).apply()
+    told = len(sb.published)
+    (await apply(sb, [delivered(0), delivered(1)], 3)).apply()
+    assert len(sb.published) == told and progress(sb).final == 2
 
 
 def test_the_module_still_has_the_names_this_test_drives() -> None:

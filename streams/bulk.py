@@ -1,0 +1,140 @@
+"""The status topic's producer: librdkafka (confluent-kafka), batching in C.
+
+Status events are most of what a delivery produces (``accepted``, ``sent``, ``delivered`` ...:
+one per state change per recipient), and handing each to aiokafka costs a Python future, a
+batch append and often a request of its own. librdkafka batches, compresses and retries in its
+own threads; the event loop only enqueues.
+
+One future per *batch*, not per record: every record produced in one turn of the event loop
+shares a future, resolved (from librdkafka's delivery callbacks, on a polling thread) once the
+broker acknowledged all of them. A checkpoint awaits it like any output
+(:func:`streams.checkpoint.output`), so a row is still never written before the status events
+of its event are in Kafka.
+
+Guarantees and failure modes:
+    * Order: one producer per worker with idempotence on, so the events a worker produces for one
+      session (one partition) stay in the order produced, retries included.
+    * A record the broker refuses fails its batch's future (the checkpoint then stops the worker
+      without acknowledging) and calls ``on_failure`` (which stops the worker too).
+    * librdkafka's queue full (the broker slower than the agents): :meth:`produce` waits for room.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from collections.abc import Callable, Sequence
+from typing import Any, Final
+
+from confluent_kafka import KafkaError, Producer
+
+__all__ = ["BulkProducer"]
+
+log = logging.getLogger(__name__)
+
+#: Milliseconds librdkafka waits to fill a batch: a status event is not a latency-critical hop
+#: (a client reads it), and a few milliseconds buy batches of hundreds under load.
+LINGER_MS: Final = 5
+
+
+class _Batch:
+    """The records produced in one turn of the event loop, and their shared future."""
+
+    __slots__ = ("error", "future", "lock", "loop", "pending", "sealed")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.future: asyncio.Future[None] = loop.create_future()
+        self.lock = threading.Lock()
+        self.pending = 0
+        self.sealed = False
+        self.error: KafkaError | None = None
+
+    def delivered(self, error: KafkaError | None, _message: Any) -> None:
+        """librdkafka's delivery callback (on the polling thread)."""
+        with self.lock:
+            self.pending -= 1
+            if error is not None and self.error is None:
+                self.error = error
+            done = self.sealed and self.pending == 0
+        if done:
+            self.loop.call_soon_threadsafe(self._resolve)
+
+    def seal(self) -> None:
+        """No more records join this batch (on the loop)."""
+        with self.lock:
+            self.sealed = True
+            done = self.pending == 0
+        if done:
+            self._resolve()
+
+    def _resolve(self) -> None:
+        if self.future.done():
+            return
+        if self.error is None:
+            self.future.set_result(None)
+        else:
+            self.future.set_exception(RuntimeError(f"the broker refused a record: {self.error}"))
+
+
+class BulkProducer:
+    """Produce records through librdkafka; one awaitable per turn of the loop (module docs)."""
+
+    def __init__(self, config: dict[str, Any], on_failure: Callable[[BaseException], None]) -> None:
+        self._producer = Producer({
+            **config,
+            "enable.idempotence": True,
+            "linger.ms": LINGER_MS,
+            "message.max.bytes": 64 * 1024 * 1024,
+        })  # fmt: skip
+        self._on_failure = on_failure
+        self._batch: _Batch | None = None
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._poll, name="status-producer", daemon=True)
+        self._thread.start()
+
+    async def produce(
+        self, topic: str, key: bytes | None, value: bytes, headers: Sequence[tuple[str, bytes]]
+    ) -> asyncio.Future[None]:
+        """Enqueue one record; the returned future resolves when the broker has it (and every
+        record produced in the same turn of the loop)."""
+        while True:
+            batch = self._current()
+            with batch.lock:
+                batch.pending += 1
+            try:
+                self._producer.produce(topic, value, key, headers=list(headers),
+                                       on_delivery=batch.delivered)  # fmt: skip
+            except BufferError:  # librdkafka's queue is full: wait for the broker
+                with batch.lock:
+                    batch.pending -= 1
+                await asyncio.sleep(0.005)
+                continue
+            return batch.future
+
+    def _current(self) -> _Batch:
+        batch = self._batch
+        if batch is None or batch.sealed:
+            loop = asyncio.get_running_loop()
+            batch = self._batch = _Batch(loop)
+            batch.future.add_done_callback(self._check)
+            loop.call_soon(batch.seal)
+        return batch
+
+    def _check(self, future: asyncio.Future[None]) -> None:
+        error = future.exception()
+        if error is not None:
+            log.critical("status producer: %s; stopping the worker", error)
+            self._on_failure(error)
+
+    def _poll(self) -> None:
+        while not self._stopping.is_set():
+            self._producer.poll(0.1)
+
+    def close(self, timeout: float) -> int:
+        """Deliver what is queued (at most ``timeout`` seconds) and stop polling. Returns how
+        many records were left undelivered."""
+        left = int(self._producer.flush(timeout))
+        self._stopping.set()
+        return left
