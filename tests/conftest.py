@@ -82,12 +82,16 @@ def secure_kafka(
     tmp_path_factory: pytest.TempPathFactory, kafka_pki: KafkaPki
 ) -> Iterator[LocalBroker]:
     """A second broker with a SASL_SSL listener (SCRAM-SHA-512 user :data:`SCRAM_USER`) at
-    ``secure_bootstrap_servers``; its PLAINTEXT listener is for the tests' own readers."""
+    ``secure_bootstrap_servers``, and a mutual-TLS listener (client certificates signed by
+    ``kafka_pki``'s CA) at ``mtls_bootstrap_servers``; its PLAINTEXT listener is for the tests'
+    own readers."""
     broker = LocalBroker(
         tmp_path_factory.mktemp("secure-kafka"),
         distribution=KafkaDistribution(cache_dir=ROOT / ".cache" / "kafka"),
         port=0,
-        secure=SecureListener(kafka_pki.keystore, {SCRAM_USER: SCRAM_PASSWORD}),
+        secure=SecureListener(
+            kafka_pki.keystore, {SCRAM_USER: SCRAM_PASSWORD}, client_ca=kafka_pki.ca_file
+        ),
     )
     broker.start(timeout=120)
     try:

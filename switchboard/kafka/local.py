@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import dataclasses
 import fcntl
 import os
 import re
@@ -172,18 +173,22 @@ class KafkaDistribution:
 
 @dataclass(frozen=True)
 class SecureListener:
-    """A SASL_SSL listener beside the broker's PLAINTEXT one (tests of secured clients).
+    """A SASL_SSL listener beside the broker's PLAINTEXT one (tests of secured clients), and
+    with ``client_ca`` an SSL listener that requires a client certificate (mutual TLS).
 
     ``keystore`` is a PEM file holding the broker's private key (unencrypted PKCS#8) and its
     certificate chain, which Kafka reads as a keystore of type PEM. ``users`` (name -> password)
     are SCRAM-SHA-512 credentials written into the cluster metadata when the storage is
-    formatted, so they exist from the broker's first start. No authorizer is configured: an
-    authenticated user may do anything.
+    formatted, so they exist from the broker's first start. ``client_ca`` is a PEM file of the
+    CA whose client certificates the mutual-TLS listener accepts. No authorizer is configured:
+    an authenticated client may do anything.
     """
 
     keystore: Path
     users: dict[str, str]
     port: int = 0
+    client_ca: Path | None = None
+    mtls_port: int = 0
 
     @property
     def mechanism(self) -> str:
@@ -213,8 +218,12 @@ class LocalBroker:
             self.port = free_port()
         if self.controller_port == 0:
             self.controller_port = free_port() if self.port != DEFAULT_PORT else self.port + 1
-        if self.secure is not None and self.secure.port == 0:
-            self.secure = SecureListener(self.secure.keystore, dict(self.secure.users), free_port())
+        if self.secure is not None:
+            self.secure = dataclasses.replace(
+                self.secure,
+                port=self.secure.port or free_port(),
+                mtls_port=self.secure.mtls_port or free_port(),
+            )
 
     # -- public API -------------------------------------------------------------------------
 
@@ -228,6 +237,13 @@ class LocalBroker:
         if self.secure is None:
             raise ValueError("this broker has no secure listener")
         return f"127.0.0.1:{self.secure.port}"
+
+    @property
+    def mtls_bootstrap_servers(self) -> str:
+        """The mutual-TLS listener's address (``ValueError`` without one)."""
+        if self.secure is None or self.secure.client_ca is None:
+            raise ValueError("this broker has no mutual-TLS listener")
+        return f"127.0.0.1:{self.secure.mtls_port}"
 
     @property
     def pid_file(self) -> Path:
@@ -357,18 +373,30 @@ class LocalBroker:
         if self.secure is None:
             return {}
         plain, controller = f"127.0.0.1:{self.port}", f"127.0.0.1:{self.controller_port}"
-        secure = self.secure_bootstrap_servers
+        advertised = [f"PLAINTEXT://{plain}", f"SASL_SSL://{self.secure_bootstrap_servers}"]
         scram = self.secure.mechanism.lower()
-        return {
-            "listeners": f"PLAINTEXT://{plain},SASL_SSL://{secure},CONTROLLER://{controller}",
-            "advertised.listeners": f"PLAINTEXT://{plain},SASL_SSL://{secure}",
-            "listener.security.protocol.map": "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT,SASL_SSL:SASL_SSL",
+        props = {
+            "listener.security.protocol.map": "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT,SASL_SSL:SASL_SSL,SSL:SSL",
             "sasl.enabled.mechanisms": self.secure.mechanism,
             f"listener.name.sasl_ssl.{scram}.sasl.jaas.config": (
                 "org.apache.kafka.common.security.scram.ScramLoginModule required;"
             ),
             "listener.name.sasl_ssl.ssl.keystore.type": "PEM",
             "listener.name.sasl_ssl.ssl.keystore.location": str(self.secure.keystore),
+        }
+        if self.secure.client_ca is not None:
+            advertised.append(f"SSL://{self.mtls_bootstrap_servers}")
+            props |= {
+                "listener.name.ssl.ssl.keystore.type": "PEM",
+                "listener.name.ssl.ssl.keystore.location": str(self.secure.keystore),
+                "listener.name.ssl.ssl.truststore.type": "PEM",
+                "listener.name.ssl.ssl.truststore.location": str(self.secure.client_ca),
+                "listener.name.ssl.ssl.client.auth": "required",
+            }
+        return {
+            "listeners": ",".join([*advertised, f"CONTROLLER://{controller}"]),
+            "advertised.listeners": ",".join(advertised),
+            **props,
         }
 
     def _format(self, java: str) -> None:

@@ -179,6 +179,12 @@ def explain_kafka_error(settings: Settings, code: str, text: str) -> str:
             f"is not signed by a CA in {trusted}); set SWITCHBOARD_KAFKA_SSL_CA_FILE to the CA "
             f"that signed it. The TLS library said: {text}"
         )
+    if "alert bad certificate" in text or "certificate required" in text:
+        return (
+            f"{where} refused this client's TLS certificate (mutual TLS): set "
+            "SWITCHBOARD_KAFKA_SSL_CERT_FILE and SWITCHBOARD_KAFKA_SSL_KEY_FILE to a client "
+            f"certificate and key that the cluster's CA signed. The TLS library said: {text}"
+        )
     if code == "_SSL" or "ssl" in text.lower():
         return f"{where}: the TLS handshake failed (SWITCHBOARD_KAFKA_SSL_* settings): {text}"
     return (
@@ -213,7 +219,8 @@ def _probe(config: dict[str, Any], timeout: float) -> tuple[str, str] | None:
     from confluent_kafka.admin import AdminClient
 
     reported: list[KafkaError] = []
-    with_callback: dict[str, Any] = {**config, "error_cb": reported.append}
+    # log_level 0: librdkafka would print each failed attempt; the caller reports the error.
+    with_callback: dict[str, Any] = {**config, "error_cb": reported.append, "log_level": 0}
     admin = AdminClient(with_callback)
     deadline = time.monotonic() + timeout
     last: KafkaError | None = None
@@ -225,9 +232,19 @@ def _probe(config: dict[str, Any], timeout: float) -> tuple[str, str] | None:
         else:
             return None
         admin.poll(0)  # serves error_cb: authentication and TLS errors arrive there
-        # Not transient: retrying with the same settings cannot succeed.
-        fatal = (KafkaError._AUTHENTICATION, KafkaError._SSL)
-        error = next((e for e in reported if e.code() in fatal), None)
+        error = next((e for e in reported if _fails_for_good(e)), None)
         if error is not None or time.monotonic() >= deadline:
             error = error or last or (reported[-1] if reported else None)
             return (error.name(), error.str()) if error is not None else ("", "no answer")
+
+
+def _fails_for_good(error: Any) -> bool:
+    """Whether retrying with the same settings cannot succeed: a refused password, a failed TLS
+    handshake, or a TLS alert from the broker (it refused our certificate, or its absence),
+    which librdkafka reports as a transport error."""
+    from confluent_kafka import KafkaError
+
+    code = error.code()
+    if code in (KafkaError._AUTHENTICATION, KafkaError._SSL):
+        return True
+    return code == KafkaError._TRANSPORT and "SSL routines" in error.str()

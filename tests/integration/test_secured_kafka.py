@@ -7,6 +7,9 @@ speaks SASL_SSL (SCRAM-SHA-512, a certificate signed by a CA the test made with 
 * A wrong password and an untrusted CA each stop the worker at start, exiting 1 by itself with
   a message that names the problem (a hang would end in the harness's SIGTERM instead).
 * The password appears in no log line of any of these runs.
+* Mutual TLS: with its client certificate a client passes the startup check and an aiokafka
+  client (as the replicas and Faust make them) reads metadata; without it the check fails with
+  a TLS error.
 
 The tests' own readers use the broker's PLAINTEXT listener: they check what the worker wrote,
 not how it connected.
@@ -14,6 +17,7 @@ not how it connected.
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 import sys
 import uuid
@@ -24,7 +28,10 @@ from typing import Any
 import pytest
 import yaml
 
+from switchboard.errors import ConfigError
 from switchboard.kafka.local import LocalBroker
+from switchboard.kafka.security import aiokafka_connection, check_kafka
+from switchboard.settings import Settings
 from tests.conftest import SCRAM_PASSWORD, SCRAM_USER, KafkaPki
 from tests.integration.conftest import Keys, clients_document
 from tests.integration.harness import ROOT, MailSink, Worker, status_reader
@@ -151,3 +158,39 @@ def test_an_untrusted_certificate_stops_the_worker_at_start_naming_the_problem(
     assert "TLS certificate is not trusted" in log, log
     assert "SWITCHBOARD_KAFKA_SSL_CA_FILE" in log, log
     assert_no_password_logged(worker, SCRAM_PASSWORD)
+
+
+def test_mutual_tls_clients_connect_with_their_certificate_and_not_without(
+    secure_kafka: LocalBroker, kafka_pki: KafkaPki
+) -> None:
+    settings = Settings.from_env(
+        {},
+        bootstrap_servers=secure_kafka.mtls_bootstrap_servers,
+        kafka_security_protocol="SSL",
+        kafka_ssl_ca_file=kafka_pki.ca_file,
+        kafka_ssl_cert_file=kafka_pki.client_cert,
+        kafka_ssl_key_file=kafka_pki.client_key,
+    )
+    check_kafka(settings, timeout=60)
+
+    async def topics() -> set[str]:
+        from aiokafka import AIOKafkaConsumer
+
+        consumer = AIOKafkaConsumer(**aiokafka_connection(settings))
+        await consumer.start()
+        try:
+            return set(await consumer.topics())
+        finally:
+            await consumer.stop()
+
+    assert isinstance(asyncio.run(topics()), set)
+
+    anonymous = Settings.from_env(
+        {},
+        bootstrap_servers=secure_kafka.mtls_bootstrap_servers,
+        kafka_security_protocol="SSL",
+        kafka_ssl_ca_file=kafka_pki.ca_file,
+    )
+    with pytest.raises(ConfigError, match="refused this client's TLS certificate") as refused:
+        check_kafka(anonymous, timeout=60)
+    assert secure_kafka.mtls_bootstrap_servers in str(refused.value)
