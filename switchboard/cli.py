@@ -145,6 +145,16 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+def _kafka_settings() -> Settings:
+    """The settings of a command that talks to Kafka, after the connection check: a refused
+    password or an untrusted certificate is reported as such, not as a timed-out write."""
+    from switchboard.kafka.security import check_kafka
+
+    settings = Settings.from_env()
+    check_kafka(settings)
+    return settings
+
+
 def _api_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--url", default=os.environ.get("SWITCHBOARD_URL", DEFAULT_URL))
     p.add_argument("--api-key", default=os.environ.get("SWITCHBOARD_API_KEY", "demo-key"))
@@ -247,7 +257,7 @@ def _kafka(args: argparse.Namespace) -> int:
 def _clients_apply(args: argparse.Namespace) -> int:
     from streams.worker import apply_clients_file
 
-    applied = apply_clients_file(Settings.from_env(), args.file)
+    applied = apply_clients_file(_kafka_settings(), args.file)
     print(f"applied {len(applied)} client(s): {', '.join(applied)}")
     return 0
 
@@ -310,7 +320,7 @@ def _send_via_kafka(args: argparse.Namespace, body: dict[str, Any]) -> int:
 
     if not args.client:
         raise SwitchboardError("--via-kafka needs --client (a producer names its client)")
-    settings = Settings.from_env()
+    settings = _kafka_settings()
     transport = {
         "type": None,
         "subject": None,
@@ -364,7 +374,7 @@ def _tail(args: argparse.Namespace) -> int:
     from switchboard.kafka.security import explain_kafka_error, librdkafka_config
     from switchboard.tail import Filter, decode_status, render
 
-    settings = Settings.from_env()
+    settings = _kafka_settings()
     topic = settings.topic("status")
     wanted = Filter(args.client, args.session, frozenset(args.status))
     consumer = Consumer({**librdkafka_config(settings), "group.id": "switchboard-tail",

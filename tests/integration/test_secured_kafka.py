@@ -5,7 +5,8 @@ speaks SASL_SSL (SCRAM-SHA-512, a certificate signed by a CA the test made with 
   and producer clients all connect with the same settings), and so do the CLI's
   ``send --via-kafka`` and ``tail``.
 * A wrong password and an untrusted CA each stop the worker at start, exiting 1 by itself with
-  a message that names the problem (a hang would end in the harness's SIGTERM instead).
+  a message that names the problem (a hang would end in the harness's SIGTERM instead); the
+  CLI's Kafka commands (``tail``, ``clients apply``, ``send --via-kafka``) do the same.
 * The password appears in no log line of any of these runs.
 * Mutual TLS: with its client certificate a client passes the startup check and an aiokafka
   client (as the replicas and Faust make them) reads metadata; without it the check fails with
@@ -147,6 +148,13 @@ def test_a_wrong_password_stops_the_worker_at_start_naming_the_problem(
     assert "refused the SASL credentials of user 'switchboard'" in log, log
     assert f"the password in ${PASSWORD_VARIABLE}" in log, log
     assert_no_password_logged(worker, wrong)
+    # The CLI's Kafka commands check the connection the same way.
+    for command in (("tail", "--count", "1"), ("clients", "apply", str(worker.clients_file)),
+                    ("send", "--via-kafka", "--client", "acme", "-m", "x", "--to", "a@example.com")):  # fmt: skip
+        refused = cli(worker, *command)
+        assert refused.returncode == 1, (command, refused.stdout, refused.stderr)
+        assert "refused the SASL credentials" in refused.stderr, (command, refused.stderr)
+        assert wrong not in refused.stdout + refused.stderr
 
 
 def test_an_untrusted_certificate_stops_the_worker_at_start_naming_the_problem(
