@@ -254,3 +254,88 @@ def test_user_info_twice_is_a_config_error_without_the_secret() -> None:
     with pytest.raises(ConfigError) as info:
         SchemaRegistry("https://a:first-secret@sr.example", Secret("b:second-secret"))
     assert "first-secret" not in str(info.value) and "second-secret" not in str(info.value)
+
+
+class _Registry:
+    """An https Schema Registry stand-in requiring basic auth: answers ``GET /schemas/ids/1``
+    and records the Authorization headers it saw."""
+
+    def __init__(self, tmp_path: Path, user_info: str) -> None:
+        import base64
+        import http.server
+        import json
+        import threading
+
+        import trustme
+
+        ca = trustme.CA()
+        self.ca_file = tmp_path / "registry-ca.pem"
+        ca.cert_pem.write_to_path(str(self.ca_file))
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ca.issue_cert("127.0.0.1").configure_cert(context)
+        expected = "Basic " + base64.b64encode(user_info.encode()).decode()
+        seen = self.seen = []
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                seen.append(self.headers.get("Authorization"))
+                if self.headers.get("Authorization") != expected:
+                    status, body = 401, {"error_code": 401, "message": "Unauthorized"}
+                else:
+                    status, body = 200, {"schema": '{"type": "string"}'}
+                payload = json.dumps(body).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.socket = context.wrap_socket(self.server.socket, server_side=True)
+        self.url = f"https://127.0.0.1:{self.server.server_address[1]}"
+        self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self._thread.start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def https_registry(tmp_path: Path) -> Any:
+    registry = _Registry(tmp_path, f"reader:{PASSWORD}")
+    yield registry
+    registry.close()
+
+
+def test_the_registry_client_sends_basic_auth_and_trusts_the_ca_file(https_registry: Any) -> None:
+    import asyncio
+
+    registry = SchemaRegistry(
+        https_registry.url, Secret(f"reader:{PASSWORD}"), https_registry.ca_file
+    )
+    assert asyncio.run(registry.writer_schema(1)) == {"type": "string"}
+    assert https_registry.seen and all(h and h.startswith("Basic ") for h in https_registry.seen)
+
+
+def test_registry_failures_name_the_registry_and_never_the_password(
+    https_registry: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import asyncio
+
+    from streams import schema_registry
+
+    monkeypatch.setattr(schema_registry, "REQUEST_TIMEOUT", 2)
+    wrong = SchemaRegistry(https_registry.url, Secret("reader:wrong-one"), https_registry.ca_file)
+    with pytest.raises(ConnectionError) as refused:
+        asyncio.run(wrong.writer_schema(1))
+    assert https_registry.url in str(refused.value) and "wrong-one" not in str(refused.value)
+
+    untrusted = SchemaRegistry(https_registry.url, Secret(f"reader:{PASSWORD}"))
+    with pytest.raises(ConnectionError) as failed:
+        asyncio.run(untrusted.writer_schema(1))
+    assert "CERTIFICATE_VERIFY_FAILED" in str(failed.value) or "certificate" in str(failed.value)
+    assert PASSWORD not in str(failed.value)
