@@ -4,22 +4,23 @@ configuration.
 Switchboard has two families of Kafka clients, and each gets its configuration from here only:
 
 * librdkafka (confluent-kafka): the admin client that creates topics and reads offsets, the
-  producer that publishes clients, the CLI's ``send --via-kafka`` and ``tail``, the startup
-  check. :func:`librdkafka_config` gives their configuration.
+  producer that publishes clients, the CLI's ``send --via-kafka``, ``tail`` and ``clients
+  apply``, the startup check. :func:`librdkafka_config` gives their configuration.
 * aiokafka: Faust's consumer, producer and topic creation, and the replicas' consumers
   (``streams/replica.py``). :func:`faust_credentials` gives Faust's ``broker_credentials``;
   :func:`aiokafka_connection` turns the same credentials into a plain aiokafka client's
   arguments with Faust's own ``credentials_to_aiokafka_auth``, so both connect alike.
 
-:func:`check_kafka` is the worker's startup check: one metadata request with the librdkafka
-configuration, failing within a bounded time with a message that names the problem (a refused
+:func:`check_kafka` is the startup check of the worker and of the CLI's Kafka commands: a
+metadata request with the librdkafka configuration, failing within a bounded time with a message that names the problem (a refused
 password, an untrusted certificate, an unreachable broker). Without it a refused password
 would leave Faust retrying forever: aiokafka reconnects without end.
 
 Guarantees and failure modes:
     * The SASL password is read from the variable that ``SWITCHBOARD_KAFKA_SASL_PASSWORD_ENV``
       names, when a configuration is built; it is a value only inside the returned dict or
-      credentials object, which nothing here logs. :class:`~switchboard.errors.ConfigError`
+      credentials object, which must never be logged (nothing here does; Faust's ``repr`` of
+      its credentials shows the user name only). :class:`~switchboard.errors.ConfigError`
       names the variable when it is not set, never a value.
     * The builders do no I/O except :func:`ssl_context`, which reads the certificate files
       (``ConfigError`` naming the setting when one cannot be loaded).
@@ -27,7 +28,7 @@ Guarantees and failure modes:
 
 from __future__ import annotations
 
-import logging
+import os
 import ssl
 import time
 from collections.abc import Mapping
@@ -50,8 +51,6 @@ __all__ = [
     "ssl_context",
 ]
 
-log = logging.getLogger(__name__)
-
 #: Seconds the startup check waits for the brokers' answer before it gives up.
 CHECK_TIMEOUT: Final = 30.0
 
@@ -62,8 +61,6 @@ def kafka_password(settings: Settings, env: Mapping[str, str] | None = None) -> 
     Raises:
         ConfigError: that variable is not set (the message names it, and shows no value).
     """
-    import os
-
     env = os.environ if env is None else env
     password = env.get(settings.kafka_sasl_password_env)
     if not password:
