@@ -34,6 +34,7 @@ from streams.schema_registry import SchemaIds, SchemaRegistry
 from switchboard import records
 from switchboard.errors import FieldError
 from switchboard.fanout import dispatch_key
+from switchboard.kafka.security import librdkafka_config
 from switchboard.settings import Settings
 from switchboard.status import StatusEvent
 from switchboard.timers import cancel_command, set_command
@@ -183,7 +184,7 @@ class Switchboard:
 
     def kafka_config(self) -> dict[str, Any]:
         """What every confluent-kafka client of this worker is given to reach the cluster."""
-        return {"bootstrap.servers": self.settings.bootstrap_servers}
+        return librdkafka_config(self.settings)
 
     def _webhook_url(self, session_id: str) -> str | None:
         # A session's webhook URL never changes: remember it (bounded) rather than read and

@@ -116,9 +116,9 @@ def publish_clients(
     """
     from confluent_kafka import KafkaError, Message, Producer
 
-    producer = Producer(
-        {"bootstrap.servers": settings.bootstrap_servers, "enable.idempotence": True}
-    )
+    from switchboard.kafka.security import librdkafka_config
+
+    producer = Producer({**librdkafka_config(settings), "enable.idempotence": True})
     failures: list[str] = []
     confirmed = 0
 

@@ -19,6 +19,7 @@ from streams.replica import KeyValueReplica
 from streams.schema_registry import SchemaIds, SchemaRegistry
 from streams.tablestore import STORE_URL
 from switchboard.instruction import CHANNELS
+from switchboard.kafka.security import faust_credentials
 from switchboard.settings import Settings
 from transports.ratelimit import Slots
 from transports.registry import TransportRegistry
@@ -44,6 +45,9 @@ def build(
     app = SwitchboardApp(
         settings.app_id,
         broker=[f"kafka://{server.strip()}" for server in settings.bootstrap_servers.split(",")],
+        # TLS and SASL of Faust's consumer, producer and topic creation (README, "Connecting
+        # to a managed cluster"); None for PLAINTEXT.
+        broker_credentials=faust_credentials(settings),
         store=STORE_URL,  # Faust's RocksDB store, keeping revoked partitions open
         datadir=str(settings.data_dir),
         # Where the RocksDB tables live: discarded after a crash (``streams/worker.py``).

@@ -56,8 +56,10 @@ class TopicReplica:
         """Read the topic from the beginning and follow it until cancelled."""
         from aiokafka import AIOKafkaConsumer, TopicPartition
 
+        from switchboard.kafka.security import aiokafka_connection
+
         consumer = AIOKafkaConsumer(
-            bootstrap_servers=self.settings.bootstrap_servers,
+            **aiokafka_connection(self.settings),
             group_id=None,
             enable_auto_commit=False,
             auto_offset_reset="earliest",

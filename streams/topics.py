@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 
 from switchboard.errors import ConfigError
 from switchboard.instruction import CHANNELS
+from switchboard.kafka.security import librdkafka_config
 from switchboard.settings import Settings
 
 __all__ = ["TopicSpec", "ensure_topics", "topic_specs"]
@@ -83,7 +84,7 @@ def ensure_topics(settings: Settings, timeout: float = 30.0) -> list[str]:
     from confluent_kafka.admin import AdminClient
     from confluent_kafka.cimpl import NewTopic
 
-    admin = AdminClient({"bootstrap.servers": settings.bootstrap_servers})
+    admin = AdminClient(librdkafka_config(settings))
     existing = admin.list_topics(timeout=timeout).topics
     missing: list[NewTopic] = []
     problems: list[str] = []

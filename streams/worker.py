@@ -33,6 +33,7 @@ from streams.schema_registry import SchemaIds, SchemaRegistry
 from streams.topics import ensure_topics
 from switchboard.clients import parse_clients_document
 from switchboard.errors import ConfigError
+from switchboard.kafka.security import check_kafka
 from switchboard.logs import logging_config
 from switchboard.settings import Settings
 
@@ -75,6 +76,11 @@ def apply_clients_file(settings: Settings, path: Path) -> list[str]:
 
 
 def prepare(settings: Settings) -> tuple[SchemaIds, SchemaRegistry | None]:
+    """Check the connection to Kafka, create the topics, apply the clients file and register
+    the output schemas. Raises ``ConfigError`` naming the problem (a refused password, an
+    untrusted certificate, an unreachable broker or registry) within a bounded time: Faust
+    itself would retry a refused connection forever."""
+    check_kafka(settings)
     created = ensure_topics(settings)
     if created:
         log.info("topics created", extra={"topics": created})
@@ -82,7 +88,7 @@ def prepare(settings: Settings) -> tuple[SchemaIds, SchemaRegistry | None]:
         applied = apply_clients_file(settings, settings.clients_file)
         log.info("clients applied", extra={"file": str(settings.clients_file), "clients": applied})
     if settings.schema_registry_url:
-        registry = SchemaRegistry(settings.schema_registry_url)
+        registry = SchemaRegistry.for_settings(settings)
         return registry.register_outputs(
             settings.topic("status"), settings.topic("rejected")
         ), registry
@@ -145,5 +151,6 @@ def run_worker(settings: Settings, on_ready: Callable[[], None] | None = None) -
     worker.on_ready = on_ready
     worker.clean_stop = lambda: _mark_clean_stop(settings, sb)
     log.info("worker starting", extra={"app_id": settings.app_id, "bootstrap": settings.bootstrap_servers,
+                                       "security_protocol": settings.kafka_security_protocol,
                                        "web": settings.web_url, "sandbox": settings.sandbox})  # fmt: skip
     worker.execute_from_commandline()

@@ -145,6 +145,16 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+def _kafka_settings() -> Settings:
+    """The settings of a command that talks to Kafka, after the connection check: a refused
+    password or an untrusted certificate is reported as such, not as a timed-out write."""
+    from switchboard.kafka.security import check_kafka
+
+    settings = Settings.from_env()
+    check_kafka(settings)
+    return settings
+
+
 def _api_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--url", default=os.environ.get("SWITCHBOARD_URL", DEFAULT_URL))
     p.add_argument("--api-key", default=os.environ.get("SWITCHBOARD_API_KEY", "demo-key"))
@@ -247,7 +257,7 @@ def _kafka(args: argparse.Namespace) -> int:
 def _clients_apply(args: argparse.Namespace) -> int:
     from streams.worker import apply_clients_file
 
-    applied = apply_clients_file(Settings.from_env(), args.file)
+    applied = apply_clients_file(_kafka_settings(), args.file)
     print(f"applied {len(applied)} client(s): {', '.join(applied)}")
     return 0
 
@@ -305,11 +315,12 @@ def _send_via_kafka(args: argparse.Namespace, body: dict[str, Any]) -> int:
     outside the service does. The answer comes on the status topic (or the rejected one)."""
     from confluent_kafka import Producer
 
+    from switchboard.kafka.security import librdkafka_config
     from switchboard.wire import encode_record
 
     if not args.client:
         raise SwitchboardError("--via-kafka needs --client (a producer names its client)")
-    settings = Settings.from_env()
+    settings = _kafka_settings()
     transport = {
         "type": None,
         "subject": None,
@@ -320,9 +331,7 @@ def _send_via_kafka(args: argparse.Namespace, body: dict[str, Any]) -> int:
     record = {"client_id": args.client, "idempotency_key": body.get("idempotency_key"), "options": None,
               "transport": transport, "audience": [a if isinstance(a, str) else _avro_profile(a) for a in body["audience"]]}  # fmt: skip
     value, headers = encode_record("instruction", record)
-    producer = Producer(
-        {"bootstrap.servers": settings.bootstrap_servers, "message.max.bytes": 64 * 1024 * 1024}
-    )
+    producer = Producer({**librdkafka_config(settings), "message.max.bytes": 64 * 1024 * 1024})
     failures: list[str] = []
     kafka_headers: list[tuple[str, str | bytes | None]] = [(k, v) for k, v in headers]
     producer.produce(settings.topic("instructions"), value, key=args.client.encode(), headers=kafka_headers,
@@ -362,19 +371,21 @@ def _tail(args: argparse.Namespace) -> int:
     )
 
     from switchboard.errors import DecodeFailed
+    from switchboard.kafka.security import explain_kafka_error, librdkafka_config
     from switchboard.tail import Filter, decode_status, render
 
-    settings = Settings.from_env()
+    settings = _kafka_settings()
     topic = settings.topic("status")
     wanted = Filter(args.client, args.session, frozenset(args.status))
-    consumer = Consumer({"bootstrap.servers": settings.bootstrap_servers, "group.id": "switchboard-tail",
+    consumer = Consumer({**librdkafka_config(settings), "group.id": "switchboard-tail",
                          "enable.auto.commit": False, "enable.partition.eof": False})  # fmt: skip
     try:
         try:
             metadata = consumer.list_topics(topic, timeout=15)
         except KafkaException as exc:
+            error = exc.args[0]
             raise SwitchboardError(
-                f"cannot reach Kafka at {settings.bootstrap_servers}: {exc}"
+                explain_kafka_error(settings, error.name(), error.str())
             ) from None
         partitions = metadata.topics.get(topic)
         if partitions is None or partitions.error is not None or not partitions.partitions:
@@ -384,7 +395,7 @@ def _tail(args: argparse.Namespace) -> int:
         start = OFFSET_BEGINNING if args.from_beginning else OFFSET_END
         # assign(), not subscribe(): no group membership, so no rebalance and no commits.
         consumer.assign([TopicPartition(topic, p, start) for p in sorted(partitions.partitions)])
-        writer = _writer_lookup(settings.schema_registry_url)
+        writer = _writer_lookup(settings)
         shown, last = 0, time.monotonic()
         while args.count is None or shown < args.count:
             if args.idle_timeout is not None and time.monotonic() - last > args.idle_timeout:
@@ -411,9 +422,9 @@ def _tail(args: argparse.Namespace) -> int:
     return 0
 
 
-def _writer_lookup(registry_url: str | None) -> Any:
+def _writer_lookup(settings: Settings) -> Any:
     """A cached ``schema id -> parsed writer schema`` lookup, or None without a registry."""
-    if not registry_url:
+    if not settings.schema_registry_url:
         return None
     import functools
 
@@ -421,7 +432,11 @@ def _writer_lookup(registry_url: str | None) -> Any:
 
     from streams.schema_registry import registry_client
 
-    client = registry_client(registry_url)
+    client = registry_client(
+        settings.schema_registry_url,
+        settings.schema_registry_user_info,
+        settings.schema_registry_ca_file,
+    )
 
     @functools.cache
     def lookup(schema_id: int) -> Any:

@@ -15,9 +15,31 @@ from typing import Any, Literal, get_args, get_origin, get_type_hints
 
 from switchboard.errors import ConfigError
 
-__all__ = ["Settings"]
+__all__ = ["SASL_PROTOCOLS", "TLS_PROTOCOLS", "Secret", "Settings"]
 
 LogFormat = Literal["json", "text"]
+SecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
+SaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]
+#: The security protocols that authenticate with SASL, and those that speak TLS.
+SASL_PROTOCOLS: frozenset[str] = frozenset({"SASL_PLAINTEXT", "SASL_SSL"})
+TLS_PROTOCOLS: frozenset[str] = frozenset({"SSL", "SASL_SSL"})
+
+
+@dataclass(frozen=True, slots=True)
+class Secret:
+    """A credential read from a setting. Its ``str`` and ``repr`` are ``***``, so a settings
+    object, a log line or an exception that formats it never shows the value; only
+    :meth:`reveal`, called where the credential is handed to a client library, does."""
+
+    _value: str = field(repr=False)
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret('***')"
+
+    __str__ = __repr__
 
 
 def _s(env: str, doc: str) -> dict[str, str]:
@@ -232,6 +254,70 @@ class Settings:
             "Seconds the service managers' `on_session_start` (scrubbing with paid lookups) may take per chunk of 500 recipients. Past it the chunk is sent unscrubbed (fail-open, logged and counted), so lookups never hold the other sessions of the partition for long.",
         ),
     )
+    kafka_security_protocol: SecurityProtocol = field(
+        default="PLAINTEXT",
+        metadata=_s(
+            "SWITCHBOARD_KAFKA_SECURITY_PROTOCOL",
+            "How every Kafka client of Switchboard connects: PLAINTEXT, SSL (TLS), SASL_PLAINTEXT or SASL_SSL (SASL over TLS: Confluent Cloud, Amazon MSK, Aiven). Checked when the worker starts: a refused password or an untrusted certificate stops it with an error that says so.",
+        ),
+    )
+    kafka_sasl_mechanism: SaslMechanism = field(
+        default="PLAIN",
+        metadata=_s(
+            "SWITCHBOARD_KAFKA_SASL_MECHANISM",
+            "SASL mechanism with SASL_PLAINTEXT or SASL_SSL: PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512.",
+        ),
+    )
+    kafka_sasl_username: str | None = field(
+        default=None,
+        metadata=_s(
+            "SWITCHBOARD_KAFKA_SASL_USERNAME",
+            "SASL user name (Confluent Cloud: the API key). Required with SASL_PLAINTEXT and SASL_SSL.",
+        ),
+    )
+    kafka_sasl_password_env: str = field(
+        default="SWITCHBOARD_KAFKA_SASL_PASSWORD",
+        metadata=_s(
+            "SWITCHBOARD_KAFKA_SASL_PASSWORD_ENV",
+            "The NAME of the environment variable that holds the SASL password (Confluent Cloud: the API secret), so the password itself is never a setting and never printed. That variable must be set with SASL_PLAINTEXT and SASL_SSL.",
+        ),
+    )
+    kafka_ssl_ca_file: Path | None = field(
+        default=None,
+        metadata=_s(
+            "SWITCHBOARD_KAFKA_SSL_CA_FILE",
+            "PEM file of the CA certificates that signed the brokers' certificates, with SSL and SASL_SSL. Unset: the system's trust store (enough for Confluent Cloud and Amazon MSK; Aiven needs its project CA).",
+        ),
+    )
+    kafka_ssl_cert_file: Path | None = field(
+        default=None,
+        metadata=_s(
+            "SWITCHBOARD_KAFKA_SSL_CERT_FILE",
+            "PEM client certificate for mutual TLS (mTLS), with SSL or SASL_SSL; set together with SWITCHBOARD_KAFKA_SSL_KEY_FILE.",
+        ),
+    )
+    kafka_ssl_key_file: Path | None = field(
+        default=None,
+        metadata=_s(
+            "SWITCHBOARD_KAFKA_SSL_KEY_FILE",
+            "PEM private key (unencrypted) of the client certificate for mutual TLS.",
+        ),
+    )
+    schema_registry_user_info: Secret | None = field(
+        default=None,
+        repr=False,
+        metadata=_s(
+            "SCHEMA_REGISTRY_BASIC_AUTH_USER_INFO",
+            "`user:password` for the Schema Registry's HTTP basic auth (the Confluent convention; Confluent Cloud: the registry API key and secret). Never printed or logged.",
+        ),
+    )
+    schema_registry_ca_file: Path | None = field(
+        default=None,
+        metadata=_s(
+            "SCHEMA_REGISTRY_CA_FILE",
+            "PEM file of the CA certificates that signed the Schema Registry's https certificate. Unset: the system's trust store.",
+        ),
+    )
     log_level: str = field(
         default="info", metadata=_s("SWITCHBOARD_LOG_LEVEL", "debug, info, warning or error.")
     )
@@ -262,6 +348,14 @@ class Settings:
             raise ConfigError("invalid settings:\n  " + "\n  ".join(problems))
         settings = replace(cls(), **values, **overrides)
         settings.check()
+        if settings.kafka_security_protocol in SASL_PROTOCOLS and not env.get(
+            settings.kafka_sasl_password_env
+        ):
+            raise ConfigError(
+                f"invalid settings:\n  SWITCHBOARD_KAFKA_SECURITY_PROTOCOL={settings.kafka_security_protocol} "
+                f"needs a password in ${settings.kafka_sasl_password_env} "
+                "(SWITCHBOARD_KAFKA_SASL_PASSWORD_ENV names it), which is not set"
+            )
         return settings
 
     def check(self) -> None:
@@ -295,8 +389,46 @@ class Settings:
             self.manager_options  # noqa: B018 - parsed for its errors
         except ValueError as exc:
             problems.append(f"SWITCHBOARD_SERVICE_MANAGER_OPTIONS: {exc}")
+        problems.extend(self._security_problems())
         if problems:
             raise ConfigError("invalid settings:\n  " + "\n  ".join(problems))
+
+    def _security_problems(self) -> list[str]:
+        """What is inconsistent in the Kafka and Schema Registry security settings. Never shows
+        a credential: only variable names, protocols and file paths."""
+        problems = []
+        protocol = self.kafka_security_protocol
+        if protocol in SASL_PROTOCOLS and not self.kafka_sasl_username:
+            problems.append(
+                f"SWITCHBOARD_KAFKA_SECURITY_PROTOCOL={protocol} needs SWITCHBOARD_KAFKA_SASL_USERNAME"
+            )
+        tls_files = {
+            "SWITCHBOARD_KAFKA_SSL_CA_FILE": self.kafka_ssl_ca_file,
+            "SWITCHBOARD_KAFKA_SSL_CERT_FILE": self.kafka_ssl_cert_file,
+            "SWITCHBOARD_KAFKA_SSL_KEY_FILE": self.kafka_ssl_key_file,
+        }
+        for env, path in tls_files.items():
+            if path is None:
+                continue
+            if protocol not in TLS_PROTOCOLS:
+                # Most likely the protocol was forgotten: say so rather than connect in clear.
+                problems.append(
+                    f"{env} is set but SWITCHBOARD_KAFKA_SECURITY_PROTOCOL={protocol} does not use TLS (SSL or SASL_SSL)"
+                )
+            elif not path.is_file():
+                problems.append(f"{env}: no such file {path}")
+        if (self.kafka_ssl_cert_file is None) != (self.kafka_ssl_key_file is None):
+            problems.append(
+                "SWITCHBOARD_KAFKA_SSL_CERT_FILE and SWITCHBOARD_KAFKA_SSL_KEY_FILE go together (mutual TLS)"
+            )
+        if self.schema_registry_ca_file is not None and not self.schema_registry_ca_file.is_file():
+            problems.append(f"SCHEMA_REGISTRY_CA_FILE: no such file {self.schema_registry_ca_file}")
+        user_info = self.schema_registry_user_info
+        if user_info is not None and ":" not in user_info.reveal():
+            problems.append(
+                "SCHEMA_REGISTRY_BASIC_AUTH_USER_INFO must be user:password"
+            )  # value not shown
+        return problems  # fmt: skip
 
     @property
     def manager_options(self) -> dict[str, dict[str, Any]]:
@@ -364,4 +496,6 @@ def _convert(hint: Any, raw: str) -> Any:
         return float(raw)
     if hint is Path:
         return Path(raw)
+    if hint is Secret:
+        return Secret(raw)
     return raw

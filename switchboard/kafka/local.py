@@ -6,7 +6,8 @@ jars are published. This module:
 1. fetches the broker's runtime classpath (``org.apache.kafka:kafka_2.13`` plus a log4j2 backend)
    with ``mvn dependency:copy-dependencies`` into a git-ignored cache, once per version;
 2. formats a KRaft storage directory with ``kafka.tools.StorageTool`` (static single voter), once
-   per run directory;
+   per run directory, adding the SCRAM users of a :class:`SecureListener` to the cluster
+   metadata (``--add-scram``: KRaft has no ZooKeeper to create them in later);
 3. starts ``kafka.Kafka`` as a child process on loopback and waits until the broker answers a
    metadata request; and
 4. stops it with SIGTERM (a controlled shutdown), escalating to SIGKILL after a timeout.
@@ -27,6 +28,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import dataclasses
 import fcntl
 import os
 import re
@@ -51,6 +53,7 @@ __all__ = [
     "BrokerError",
     "KafkaDistribution",
     "LocalBroker",
+    "SecureListener",
     "free_port",
     "java_command",
 ]
@@ -168,6 +171,30 @@ class KafkaDistribution:
             staging.rename(self.libs)
 
 
+@dataclass(frozen=True)
+class SecureListener:
+    """A SASL_SSL listener beside the broker's PLAINTEXT one (tests of secured clients), and
+    with ``client_ca`` an SSL listener that requires a client certificate (mutual TLS).
+
+    ``keystore`` is a PEM file holding the broker's private key (unencrypted PKCS#8) and its
+    certificate chain, which Kafka reads as a keystore of type PEM. ``users`` (name -> password)
+    are SCRAM-SHA-512 credentials written into the cluster metadata when the storage is
+    formatted, so they exist from the broker's first start. ``client_ca`` is a PEM file of the
+    CA whose client certificates the mutual-TLS listener accepts. No authorizer is configured:
+    an authenticated client may do anything.
+    """
+
+    keystore: Path
+    users: dict[str, str]
+    port: int = 0
+    client_ca: Path | None = None
+    mtls_port: int = 0
+
+    @property
+    def mechanism(self) -> str:
+        return "SCRAM-SHA-512"
+
+
 @dataclass
 class LocalBroker:
     """One KRaft broker+controller on 127.0.0.1, its data and logs under ``run_dir``.
@@ -181,6 +208,8 @@ class LocalBroker:
     controller_port: int = 0
     heap: str = "512m"
     overrides: dict[str, str] = field(default_factory=dict)
+    #: An extra SASL_SSL listener (``secure_bootstrap_servers``); the PLAINTEXT one stays.
+    secure: SecureListener | None = None
     _process: subprocess.Popen[bytes] | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -189,12 +218,32 @@ class LocalBroker:
             self.port = free_port()
         if self.controller_port == 0:
             self.controller_port = free_port() if self.port != DEFAULT_PORT else self.port + 1
+        if self.secure is not None:
+            self.secure = dataclasses.replace(
+                self.secure,
+                port=self.secure.port or free_port(),
+                mtls_port=self.secure.mtls_port or free_port(),
+            )
 
     # -- public API -------------------------------------------------------------------------
 
     @property
     def bootstrap_servers(self) -> str:
         return f"127.0.0.1:{self.port}"
+
+    @property
+    def secure_bootstrap_servers(self) -> str:
+        """The SASL_SSL listener's address (``ValueError`` without one)."""
+        if self.secure is None:
+            raise ValueError("this broker has no secure listener")
+        return f"127.0.0.1:{self.secure.port}"
+
+    @property
+    def mtls_bootstrap_servers(self) -> str:
+        """The mutual-TLS listener's address (``ValueError`` without one)."""
+        if self.secure is None or self.secure.client_ca is None:
+            raise ValueError("this broker has no mutual-TLS listener")
+        return f"127.0.0.1:{self.secure.mtls_port}"
 
     @property
     def pid_file(self) -> Path:
@@ -311,12 +360,44 @@ class LocalBroker:
             "replica.fetch.max.bytes": str(64 * 1024 * 1024),
             "log.segment.bytes": str(64 * 1024 * 1024),
             "log.cleaner.dedupe.buffer.size": str(16 * 1024 * 1024),
+            **self._secure_properties(),
             **self.overrides,
         }
         text = "".join(f"{k}={v}\n" for k, v in props.items())
         (self.run_dir / "server.properties").write_text(text)
         log_config = resources.files("switchboard.kafka").joinpath("log4j2.properties").read_text()
         (self.run_dir / "log4j2.properties").write_text(log_config)
+
+    def _secure_properties(self) -> dict[str, str]:
+        """The SASL_SSL listener's part of server.properties (nothing without one)."""
+        if self.secure is None:
+            return {}
+        plain, controller = f"127.0.0.1:{self.port}", f"127.0.0.1:{self.controller_port}"
+        advertised = [f"PLAINTEXT://{plain}", f"SASL_SSL://{self.secure_bootstrap_servers}"]
+        scram = self.secure.mechanism.lower()
+        props = {
+            "listener.security.protocol.map": "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT,SASL_SSL:SASL_SSL,SSL:SSL",
+            "sasl.enabled.mechanisms": self.secure.mechanism,
+            f"listener.name.sasl_ssl.{scram}.sasl.jaas.config": (
+                "org.apache.kafka.common.security.scram.ScramLoginModule required;"
+            ),
+            "listener.name.sasl_ssl.ssl.keystore.type": "PEM",
+            "listener.name.sasl_ssl.ssl.keystore.location": str(self.secure.keystore),
+        }
+        if self.secure.client_ca is not None:
+            advertised.append(f"SSL://{self.mtls_bootstrap_servers}")
+            props |= {
+                "listener.name.ssl.ssl.keystore.type": "PEM",
+                "listener.name.ssl.ssl.keystore.location": str(self.secure.keystore),
+                "listener.name.ssl.ssl.truststore.type": "PEM",
+                "listener.name.ssl.ssl.truststore.location": str(self.secure.client_ca),
+                "listener.name.ssl.ssl.client.auth": "required",
+            }
+        return {
+            "listeners": ",".join([*advertised, f"CONTROLLER://{controller}"]),
+            "advertised.listeners": ",".join(advertised),
+            **props,
+        }
 
     def _format(self, java: str) -> None:
         logs = self.run_dir / "kraft-logs"
@@ -327,6 +408,9 @@ class LocalBroker:
             java, "-cp", self.distribution.classpath, "kafka.tools.StorageTool", "format",
             "-t", cluster_id, "-c", str(self.run_dir / "server.properties"),
         ]  # fmt: skip
+        if self.secure is not None:
+            for name, password in self.secure.users.items():
+                cmd += ["--add-scram", f"{self.secure.mechanism}=[name={name},password={password}]"]
         result = subprocess.run(cmd, capture_output=True, text=True, check=False)  # noqa: S603
         if result.returncode != 0:
             raise BrokerError(f"formatting {logs} failed:\n{result.stdout}{result.stderr}")
