@@ -504,6 +504,66 @@ def run_fanout(broker: LocalBroker, workdir: Path, recipients: int) -> FanoutRes
     return FanoutResult(recipients, len(value), seconds, rss)
 
 
+# -- one large campaign end to end --------------------------------------------------------------
+
+
+@dataclass
+class CampaignResult:
+    recipients: int
+    seconds: float  # instruction produced -> the session's `completed` consumed
+    counts: dict[str, int]
+    cpu_seconds: float
+    peak_rss_mb: float
+
+    def row(self) -> str:
+        counts = ", ".join(f"{k} {v:,}" for k, v in sorted(self.counts.items()))
+        return (f"| {self.recipients:,} | {self.seconds / 60:,.1f} min | {self.recipients / self.seconds:,.0f} | "
+                f"{self.cpu_seconds / self.recipients * 1e3:,.2f} | {self.peak_rss_mb:,.0f} | {counts} |")  # fmt: skip
+
+
+def run_campaign(broker: LocalBroker, workdir: Path, recipients: int) -> CampaignResult:
+    """One instruction of ``recipients`` SMS recipients sent through the sandbox by one worker,
+    end to end: time until its session's ``completed`` event, the counts it carries, and the
+    worker's CPU and peak RSS meanwhile."""
+    prefix = f"cmp{uuid.uuid4().hex[:6]}"
+    worker = sandbox_worker(broker, workdir, prefix, {})
+    worker.start()
+    completed: dict[str, Any] = {}
+
+    def extract(value: bytes) -> str | None:
+        if b"completed" not in value:  # skip decoding the per-recipient events
+            return None
+        event = read_record("status_event", value)
+        if event["status"] != "completed":
+            return None
+        detail = event["detail"] or {}
+        completed.update(json.loads(detail) if isinstance(detail, str) else detail)
+        return str(event["session_id"])
+
+    watcher = Watcher(broker.bootstrap_servers, worker.topic("status"), extract)
+    try:
+        body, _ = instruction(0, recipients, "sms")
+        value = _avro(body)
+        producer = Producer(
+            {"bootstrap.servers": broker.bootstrap_servers, "message.max.bytes": 64 * 1024 * 1024}
+        )
+        headers = [("content-type", schemas.content_type("instruction").encode())]
+        assert worker.process is not None
+        pid = worker.process.pid
+        cpu0 = cpu_seconds(pid)
+        start = time.perf_counter()
+        producer.produce(worker.topic("instructions"), value, key=b"bench", headers=headers)
+        producer.flush(60)
+        _wait_until(lambda: watcher.count() >= 1, 3 * 3600, f"{recipients:,} recipients completed")
+        seconds = max(watcher.snapshot().values()) - start
+        cpu = cpu_seconds(pid) - cpu0
+        rss = peak_rss_mb(pid)
+    finally:
+        watcher.stop()
+        worker.stop()
+    return CampaignResult(recipients, seconds, dict(completed.get("counts", {})), cpu, rss)
+
+
 # -- the baseline -----------------------------------------------------------------------------
 
 BASELINE = r"""
@@ -615,6 +675,7 @@ def main(argv: list[str] | None = None) -> int:
         ("--fanout", "--only-fanout", 1_000_000, "the one large instruction whose fan-out is measured"),
         ("--lanes-campaign", "--only-lanes", 20_000, "the campaign during which one-time passwords are timed"),
         ("--share-campaign", "--only-share", 100_000, "the campaign sent by two workers, whose shares are measured"),
+        ("--campaign", "--only-campaign", 1_000_000, "the campaign sent end to end by one worker"),
     ):  # fmt: skip
         p.add_argument(
             size, type=int, default=default, metavar="N", help=f"recipients of {what} (0: skip)"
@@ -634,7 +695,8 @@ def main(argv: list[str] | None = None) -> int:
     fanout: FanoutResult | None = None
     lanes: LanesResult | None = None
     share: ShareResult | None = None
-    only = args.only_fanout or args.only_lanes or args.only_share
+    campaign: CampaignResult | None = None
+    only = args.only_fanout or args.only_lanes or args.only_share or args.only_campaign
     try:
         providers = ["sandbox", "twilio-fake"] if args.provider == "both" else [args.provider]
         for provider in [] if only else providers:
@@ -664,11 +726,14 @@ def main(argv: list[str] | None = None) -> int:
         if args.fanout and (args.only_fanout or not only):
             print(f"Fan-out of one instruction to {args.fanout:,} recipients...", flush=True)
             fanout = run_fanout(broker, workdir, args.fanout)
+        if args.campaign and (args.only_campaign or not only):
+            print(f"One campaign of {args.campaign:,} end to end on one worker...", flush=True)
+            campaign = run_campaign(broker, workdir, args.campaign)
     finally:
         broker.stop()
         shutil.rmtree(workdir, ignore_errors=True)
 
-    _print(args, results, share, lanes, fanout)
+    _print(args, results, share, lanes, fanout, campaign)
     return 0
 
 
@@ -678,6 +743,7 @@ def _print(
     share: ShareResult | None,
     lanes: LanesResult | None,
     fanout: FanoutResult | None,
+    campaign: CampaignResult | None = None,
 ) -> None:
     """The figures of the run, as the README's tables."""
     if results:
@@ -717,6 +783,15 @@ def _print(
         print("| recipients | instruction | to all accepted | recipients/s | worker peak RSS MB |")
         print("|---:|---:|---:|---:|---:|")
         print(fanout.row())
+    if campaign:
+        print(
+            "\none campaign end to end (SMS, sandbox, one worker, 4 partitions; instruction -> `completed`):\n"
+        )
+        print(
+            "| recipients | to `completed` | deliveries/s | CPU ms / delivery | worker peak RSS MB | counts |"
+        )
+        print("|---:|---:|---:|---:|---:|---|")
+        print(campaign.row())
 
 
 if __name__ == "__main__":
