@@ -11,8 +11,9 @@ then never fans out, a delivery's count is lost, a timer never fires.
 
 1. the handler runs with a :class:`Checkpoint` in its context: its table writes are *staged*
    (reads through :func:`get` see them), its outputs are produced at once and remembered;
-2. once no more events are waiting (or :data:`MAX_BATCH` are), the checkpoint waits for the
-   broker to acknowledge every output of the batch (one round trip per batch, not per event);
+2. once no more events are waiting (or :data:`MAX_BATCH` are, or no next event came within
+   :data:`IDLE_COMMIT`), the checkpoint waits for the broker to acknowledge every output of the
+   batch (one round trip per batch, not per event);
 3. then it applies the staged writes to the tables, in order, each in its own event's context (the
    changelog record goes to that event's partition);
 4. then it acknowledges the events. Faust's commit flushes the producer, the changelog included,
@@ -44,6 +45,7 @@ Guarantees and failure modes:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import logging
 import time
@@ -220,10 +222,33 @@ async def run_checkpointed(
     Events are acknowledged only here, after their checkpoint: an agent cancelled half way (a
     stop, a crash) never acknowledges an event whose effects are not all durable."""
     checkpoint = Checkpoint()
+    turn = asyncio.Lock()  # a handler and a commit, or the idle commit: never both at once
+    idle = asyncio.ensure_future(_commit_when_idle(sb, checkpoint, stage, turn))
     try:
-        await _run(sb, stream, stage, handler, checkpoint, max_batch)
+        await _run(sb, stream, stage, handler, checkpoint, max_batch, turn)
     finally:
+        idle.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await idle
         checkpoint.abandon()  # whatever was not committed will never be written
+
+
+#: Seconds a checkpoint with events may wait for the next event before it is committed anyway.
+IDLE_COMMIT: Final = 0.05
+
+
+async def _commit_when_idle(
+    sb: Switchboard, checkpoint: Checkpoint, stage: str, turn: asyncio.Lock
+) -> None:
+    """Commit a checkpoint left open. The runner leaves it open while more events are queued,
+    but a rebalance can clear that queue: the events would then wait, unacknowledged, for an
+    event that never comes, and the rebalance waits for their acknowledgement (forever)."""
+    while True:
+        await asyncio.sleep(IDLE_COMMIT)
+        if checkpoint.events and not turn.locked():
+            async with turn:
+                if checkpoint.events:
+                    await _commit(sb, checkpoint, stage)
 
 
 async def _run(
@@ -233,25 +258,27 @@ async def _run(
     handler: Callable[[EventT[bytes]], Awaitable[None]],
     checkpoint: Checkpoint,
     max_batch: int,
+    turn: asyncio.Lock,
 ) -> None:
     waiting = _waiting(stream)
     started = 0.0
     events = cast(Any, stream).noack().events()  # StreamT does not declare noack()
     async for event in events:
-        if not checkpoint.events:
-            started = time.monotonic()
-        token = _active.set(checkpoint)
-        savepoint = checkpoint.savepoint()
-        try:
-            failed = await guarded(sb, event, stage, handler)
-        finally:
-            _active.reset(token)
-        if failed:
-            checkpoint.rollback(savepoint)
-        checkpoint.events.append(event)
-        if len(checkpoint.events) >= max_batch or not waiting():
-            await _commit(sb, checkpoint, stage)
-            sb.metrics.checkpoints.labels(stage).observe(time.monotonic() - started)
+        async with turn:
+            if not checkpoint.events:
+                started = time.monotonic()
+            token = _active.set(checkpoint)
+            savepoint = checkpoint.savepoint()
+            try:
+                failed = await guarded(sb, event, stage, handler)
+            finally:
+                _active.reset(token)
+            if failed:
+                checkpoint.rollback(savepoint)
+            checkpoint.events.append(event)
+            if len(checkpoint.events) >= max_batch or not waiting():
+                await _commit(sb, checkpoint, stage)
+                sb.metrics.checkpoints.labels(stage).observe(time.monotonic() - started)
 
 
 async def _commit(sb: Switchboard, checkpoint: Checkpoint, stage: str) -> None:

@@ -450,7 +450,8 @@ async def _send(
     try:
         # Each transport bounds its own requests; this deadline only catches a send that is
         # stuck, and includes the wait for the sender's rate-limit slot (which is not an error).
-        result = await asyncio.wait_for(transport.send(message), sb.settings.send_deadline)
+        async with asyncio.timeout(sb.settings.send_deadline):  # no task per send (wait_for's)
+            result = await transport.send(message)
     except TransportError as exc:
         return None, exc, transport.name
     except TimeoutError:

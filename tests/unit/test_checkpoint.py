@@ -8,6 +8,7 @@ routes a row to its event's partition that way), outputs are futures the test re
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from types import SimpleNamespace
@@ -292,3 +293,36 @@ async def test_a_stop_while_processing_acknowledges_nothing() -> None:
     with pytest.raises(asyncio.CancelledError):
         await runner
     assert table == {} and events[0].acked == 0
+
+
+class ClearedStream(Stream):
+    """A stream whose queue said more events were waiting, then was cleared (a rebalance)."""
+
+    async def events(self) -> AsyncIterator[Event]:
+        async for event in super().events():
+            self.waiting = 3  # "more are queued": the runner keeps the checkpoint open
+            yield event
+
+
+async def test_a_checkpoint_left_open_when_the_queue_is_cleared_is_committed_anyway() -> None:
+    sb, table, hold = fake_sb(), Table(), asyncio.Event()
+    events = [Event(0), Event(1)]
+
+    async def handler(event: Any) -> None:
+        checkpoint.put(table, str(event.offset).encode(), b"x")  # type: ignore[arg-type]
+
+    runner = asyncio.ensure_future(
+        run_checkpointed(sb, ClearedStream(events, hold), "test", handler)  # type: ignore[arg-type]
+    )
+    try:
+        # No next event comes: without the idle commit these would wait forever, and so would a
+        # rebalance waiting for their acknowledgement.
+        for _ in range(200):
+            if all(e.acked for e in events):
+                break
+            await asyncio.sleep(0.01)
+        assert [e.acked for e in events] == [1, 1] and len(table) == 2
+    finally:
+        runner.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await runner
