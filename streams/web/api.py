@@ -11,7 +11,6 @@ The session views are in :mod:`streams.web.sessions`.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import math
 import time
@@ -25,7 +24,14 @@ from streams.app import Switchboard
 from streams.sessions import load_idempotency
 from streams.submit import submit
 from streams.web import routing, sessions, twilio
-from streams.web.common import HTTPProblem, authenticate, errors_middleware, problem
+from streams.web.common import (
+    HTTPProblem,
+    authenticate,
+    errors_middleware,
+    header_text,
+    problem,
+    read_json_object,
+)
 from streams.web.openapi import openapi_document
 from switchboard import records
 from switchboard.clients import ClientConfig
@@ -56,8 +62,7 @@ def register(sb: Switchboard) -> None:
                     sb.metrics.rejections.labels("api-rate-limit").inc()
                     raise HTTPProblem(429, "", f"rate limited: at most {client.rate_limit.per_second:g} requests per second "
                                       f"(burst {client.rate_limit.burst}) for this client", {"Retry-After": str(math.ceil(wait))})  # fmt: skip
-                body = await _read_body(request, sb.settings.max_body_bytes)
-                data = _parse_json(body)
+                _, data = await read_json_object(request, sb.settings.max_body_bytes)
                 _merge_idempotency_header(request, data)
                 answer = await _accept(sb, client, data, request, policy)
             except ValidationFailed as exc:
@@ -120,37 +125,8 @@ def _health(sb: Switchboard) -> dict[str, Any]:
     }
 
 
-async def _read_body(request: Request, limit: int) -> bytes:
-    too_large = HTTPProblem(413, "", f"the request body is larger than {limit:,} bytes")
-    length = request.headers.get("Content-Length")
-    if length is not None and length.isdigit() and int(length) > limit:
-        raise too_large
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.content.iter_chunked(64 * 1024):  # type: ignore[attr-defined]
-        size += len(chunk)
-        if size > limit:
-            raise too_large
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
-def _parse_json(body: bytes) -> dict[str, Any]:
-    if not body.strip():
-        raise HTTPProblem(400, "", "the request body is empty; send the instruction as JSON")
-    try:
-        data = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise HTTPProblem(400, "", f"the request body is not valid JSON: {exc}") from None
-    except RecursionError:
-        raise HTTPProblem(400, "", "the request body is JSON nested too deeply") from None
-    if not isinstance(data, dict):
-        raise HTTPProblem(400, "", "the instruction must be a JSON object")
-    return data
-
-
 def _merge_idempotency_header(request: Request, data: dict[str, Any]) -> None:
-    header = request.headers.get("Idempotency-Key")
+    header = header_text(request, "Idempotency-Key")
     if header is None:
         return
     if data.get("idempotency_key") not in (None, header):
@@ -237,10 +213,13 @@ async def _submit(
         raise HTTPProblem(503, "", f"Kafka did not confirm the write within {sb.settings.produce_timeout:g}s; the instruction may or may not be stored: retry with the same Idempotency-Key",
                           {"Retry-After": "5"}) from None  # fmt: skip
     except Exception as exc:  # noqa: BLE001 - a refused write is not durable: 503
+        # Only the exception's type: its text or repr may quote the record (the whole
+        # instruction, recipients included), which must never reach a log line.
         log.error(
             "instruction refused by the broker",
-            extra={"client_id": envelope.client_id, "error": repr(exc)},
-        )
+            extra={"client_id": envelope.client_id, "session_id": session_id,
+                   "error": type(exc).__name__},
+        )  # fmt: skip
         raise HTTPProblem(503, "", f"Kafka refused the write ({type(exc).__name__}); nothing was stored, retry later",
                           {"Retry-After": "5"}) from None  # fmt: skip
 

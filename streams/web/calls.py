@@ -42,12 +42,11 @@ member's call goes on; the error is logged), except for the pure callbacks (``st
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import os
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import Any, Final, cast
 
 from aiohttp import web
@@ -58,7 +57,7 @@ from twilio.twiml.voice_response import VoiceResponse
 from streams.app import Switchboard
 from streams.calls import CallDesk
 from streams.web import routing
-from streams.web.common import HTTPProblem, authenticate, problem
+from streams.web.common import HTTPProblem, authenticate, problem, read_json_object
 from streams.web.twilio_signature import Params, verified_params
 from switchboard.call_commands import (
     Abandon,
@@ -168,8 +167,7 @@ class _CallViews:
 
     async def create(self, view: View, request: web.Request) -> Response:
         client = authenticate(self.sb, cast(Request, request))
-        body = await _read_body(request)
-        data = _parse_json(body)
+        body, data = await read_json_object(request, MAX_BODY)
         try:
             call = resolve_call_request(data, self.campaigns(client), _secret)
         except ValidationFailed as exc:
@@ -440,26 +438,6 @@ def _known(parse: Callable[[str], object], status: str) -> bool:
         log.warning("Twilio callback with an unknown status ignored", extra={"status": status[:40]})
         return False
     return True
-
-
-async def _read_body(request: web.Request) -> bytes:
-    too_large = HTTPProblem(413, "", f"the request body is larger than {MAX_BODY:,} bytes")
-    if (request.content_length or 0) > MAX_BODY:
-        raise too_large
-    body = await request.read()  # bounded by aiohttp's client_max_size
-    if len(body) > MAX_BODY:
-        raise too_large
-    return body
-
-
-def _parse_json(body: bytes) -> Mapping[str, Any]:
-    try:
-        data = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
-        raise HTTPProblem(400, "", "the request body must be a JSON object") from None
-    if not isinstance(data, dict):
-        raise HTTPProblem(400, "", "the request body must be a JSON object")
-    return data
 
 
 async def _quietly(send: Any) -> None:

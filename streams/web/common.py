@@ -8,20 +8,26 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
+from typing import Any
 
 from aiohttp import web
 from faust.web import Request, Response, View
 
 from streams.app import Switchboard
 from switchboard.clients import ClientConfig
+from switchboard.errors import DecodeFailed
+from switchboard.wire import json_object
 
 __all__ = [
     "HTTPProblem",
     "authenticate",
     "confirmed",
     "errors_middleware",
+    "header_text",
     "iso",
     "problem",
+    "read_body",
+    "read_json_object",
     "session_uuid",
     "until",
 ]
@@ -45,9 +51,31 @@ def problem(view: View, exc: HTTPProblem) -> Response:
     return view.json(exc.body, status=exc.status, headers=exc.headers)
 
 
+def header_text(request: Request | web.Request, name: str) -> str | None:
+    """The value of header ``name``, or None when absent.
+
+    Raises:
+        HTTPProblem: 400 when the value is not UTF-8 text. aiohttp decodes header bytes with
+            ``surrogateescape``, so a stray byte becomes a lone surrogate that no encoder (JSON,
+            Avro, the API key's digest) accepts later; it is refused here, and never echoed.
+    """
+    value = request.headers.get(name)
+    if value is not None and not _is_text(value):
+        raise HTTPProblem(400, name, f"the {name} header is not UTF-8 text")
+    return value
+
+
+def _is_text(value: str) -> bool:
+    try:
+        value.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def authenticate(sb: Switchboard, request: Request) -> ClientConfig:
     """The client of the request's API key (``Authorization: Bearer <key>``)."""
-    scheme, _, key = request.headers.get("Authorization", "").partition(" ")
+    scheme, _, key = (header_text(request, "Authorization") or "").partition(" ")
     if scheme.lower() != "bearer" or not key.strip():
         raise HTTPProblem(401, "Authorization", "missing API key: send `Authorization: Bearer <key>`",
                           {"WWW-Authenticate": 'Bearer realm="switchboard"'})  # fmt: skip
@@ -88,6 +116,57 @@ async def until(predicate: Callable[[], bool], seconds: float) -> None:
                 {"Retry-After": "2"},
             )
         await asyncio.sleep(0.02)
+
+
+async def read_body(request: Request | web.Request, limit: int) -> bytes:
+    """The request's body, read at most ``limit`` bytes far.
+
+    Raises:
+        HTTPProblem: 413 as soon as the body (announced or read) is larger than ``limit``.
+    """
+    too_large = HTTPProblem(413, "", f"the request body is larger than {limit:,} bytes")
+    length = request.headers.get("Content-Length")
+    if length is not None and length.isdigit() and len(length) < 20 and int(length) > limit:
+        raise too_large
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.content.iter_chunked(64 * 1024):  # type: ignore[union-attr]
+        size += len(chunk)
+        if size > limit:
+            raise too_large
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _is_json(content_type: str) -> bool:
+    mime = content_type.partition(";")[0].strip().lower()
+    return mime == "application/json" or (
+        mime.startswith("application/") and mime.endswith("+json")
+    )
+
+
+async def read_json_object(
+    request: Request | web.Request, limit: int
+) -> tuple[bytes, dict[str, Any]]:
+    """The request's body and the JSON object it holds.
+
+    Raises:
+        HTTPProblem: 415 when ``Content-Type`` is missing or not JSON (``application/json`` or
+            ``application/*+json``): a form or text body is refused before it is read, rather
+            than guessed at; 413 over ``limit`` bytes; 400 when the body is not one strict JSON
+            object (see :func:`switchboard.wire.json_object`: never another exception).
+    """
+    content_type = request.headers.get("Content-Type")
+    if content_type is None or not _is_json(content_type):
+        seen = (
+            "no Content-Type" if content_type is None else "Content-Type " + repr(content_type[:80])
+        )
+        raise HTTPProblem(415, "Content-Type", f"the body must be JSON: send Content-Type: application/json ({seen} was sent)")  # fmt: skip
+    body = await read_body(request, limit)
+    try:
+        return body, json_object(body)
+    except DecodeFailed as exc:
+        raise HTTPProblem(400, "", f"the request body: {exc.errors[0].error}") from None
 
 
 def session_uuid(value: str) -> str:
