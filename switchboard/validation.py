@@ -427,7 +427,15 @@ class _Validator:
         return channels
 
     def content_for(self, channel: Channel, t: Transport) -> None:
-        """What each channel needs to have something to send."""
+        """What each channel needs to have something to send (a field already refused, e.g.
+        as invalid text, is not reported missing as well)."""
+        refused = {e.field for e in self.errors}
+        before = len(self.errors)
+        self.content_needs(channel, t)
+        # Drop "required" errors for fields that already have one: the first says why.
+        self.errors[before:] = [e for e in self.errors[before:] if e.field not in refused]
+
+    def content_needs(self, channel: Channel, t: Transport) -> None:
         has_body = bool(t.message) or (
             isinstance(t.extras.get("html"), str) and bool(t.extras["html"])
         )

@@ -23,7 +23,8 @@ from faust.web import Request, Response, View
 from streams.app import Switchboard
 from streams.sessions import load_idempotency
 from streams.submit import submit
-from streams.web import routing, sessions, twilio
+from streams.web import protocol, routing, sessions, twilio
+from streams.web.claims import Claims, KeyOutcome
 from streams.web.common import (
     HTTPProblem,
     authenticate,
@@ -50,7 +51,9 @@ def register(sb: Switchboard) -> None:
     app = sb.app
     policy = ValidationPolicy(allow_http_webhooks=sb.settings.allow_http_webhooks)
     quotas = Quotas()
+    claims = Claims()
     app.web.web_app.middlewares.append(errors_middleware(sb))  # type: ignore[attr-defined]
+    protocol.install(sb)
 
     @app.page("/v1/messages", name="messages")
     class Messages(View):
@@ -64,7 +67,7 @@ def register(sb: Switchboard) -> None:
                                       f"(burst {client.rate_limit.burst}) for this client", {"Retry-After": str(math.ceil(wait))})  # fmt: skip
                 _, data = await read_json_object(request, sb.settings.max_body_bytes)
                 _merge_idempotency_header(request, data)
-                answer = await _accept(sb, client, data, request, policy)
+                answer = await _accept(sb, client, data, request, policy, claims)
             except ValidationFailed as exc:
                 sb.metrics.rejections.labels("api").inc()
                 return self.json({"errors": exc.as_dicts()}, status=422)
@@ -140,8 +143,11 @@ async def _accept(
     data: dict[str, Any],
     request: Request,
     policy: ValidationPolicy,
+    claims: Claims,
 ) -> dict[str, Any]:
-    """Validate, then open the session (or find the one the idempotency key names).
+    """Validate, then open the session (or find the one the idempotency key names): a request
+    whose key names a session already, or is being claimed by a concurrent request on this
+    worker, answers that session with ``repeat: true`` (:mod:`streams.web.claims`).
 
     Raises:
         ValidationFailed: 422, every problem named.
@@ -152,28 +158,48 @@ async def _accept(
         data, client=client, authenticated_client=client.client_id, policy=policy
     )
     answer: dict[str, Any] = {"status": "accepted", "recipients": envelope.recipients}
-    digest = None
     if envelope.idempotency_key is None:
         session_id = str(uuid.uuid4())
-    else:
-        key = scoped(envelope.idempotency_key, envelope.options.priority)
-        digest = fingerprint(data)
-        record = await _idempotency_record(sb, anchor(client.client_id, key), request)
+        await _submit(sb, envelope, data["audience"], session_id, None, policy)
+        return {"session_id": session_id, **answer}
+    key = scoped(envelope.idempotency_key, envelope.options.priority)
+    digest = fingerprint(data)
+    where = anchor(client.client_id, key)
+    # Concurrent requests with this key on this worker wait for the first one's outcome: the
+    # key's record is only written once its claim is applied (streams/web/claims.py).
+    claim = await claims.claim(where, time.time())
+    if isinstance(claim, KeyOutcome):
+        return _repeat(sb, answer, claim, digest)
+    try:
+        record = await _idempotency_record(sb, where, request)
         decision = decide(record, client.client_id, key, digest, time.time())
-        if decision.kind == "conflict":
-            raise HTTPProblem(
-                422,
-                "idempotency_key",
-                f"already used within 24 hours for a different instruction (session {decision.session_id})",
-            )
-        if decision.kind == "duplicate":
-            sb.metrics.idempotent_repeats.labels("api", "duplicate").inc()
-            return {"session_id": decision.session_id, **answer, "repeat": True}
-        # New: identical requests racing each other compute the same session id, and the key's
-        # partition opens it once when it applies the claims.
-        session_id = decision.session_id
-    await _submit(sb, envelope, data["audience"], session_id, digest, policy)
-    return {"session_id": session_id, **answer}
+        if decision.kind != "new":
+            assert record is not None
+            claim.settle(KeyOutcome(record.session_id, record.fingerprint), time.time(), keep=False)
+            return _repeat(sb, answer, KeyOutcome(record.session_id, record.fingerprint), digest)
+        # New: identical requests racing each other through other workers compute the same
+        # session id, and the key's partition opens it once when it applies the claims.
+        await _submit(sb, envelope, data["audience"], decision.session_id, digest, policy)
+    except BaseException:
+        claim.settle(None, time.time(), keep=False)  # the next request decides anew
+        raise
+    claim.settle(KeyOutcome(decision.session_id, digest), time.time(), keep=True)
+    return {"session_id": decision.session_id, **answer}
+
+
+def _repeat(
+    sb: Switchboard, answer: dict[str, Any], named: KeyOutcome, digest: str
+) -> dict[str, Any]:
+    """The answer to a request whose key names a session already: the session, with
+    ``repeat: true``, when the instruction is the same; 422 when it is another one."""
+    if named.fingerprint != digest:
+        raise HTTPProblem(
+            422,
+            "idempotency_key",
+            f"already used within 24 hours for a different instruction (session {named.session_id})",
+        )
+    sb.metrics.idempotent_repeats.labels("api", "duplicate").inc()
+    return {"session_id": named.session_id, **answer, "repeat": True}
 
 
 async def _submit(

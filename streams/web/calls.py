@@ -57,7 +57,14 @@ from twilio.twiml.voice_response import VoiceResponse
 from streams.app import Switchboard
 from streams.calls import CallDesk
 from streams.web import routing
-from streams.web.common import HTTPProblem, authenticate, problem, read_json_object
+from streams.web.common import (
+    HTTPProblem,
+    authenticate,
+    problem,
+    problem_text,
+    read_json_object,
+    twilio_form,
+)
 from streams.web.twilio_signature import Params, verified_params
 from switchboard.call_commands import (
     Abandon,
@@ -243,11 +250,12 @@ class _CallViews:
     async def twilio(self, view: View, request: web.Request, call_id: str, step: str) -> Response:
         if step not in STEPS:
             return view.text("no such step", status=404)
-        body = await request.read()
         try:
+            await twilio_form(request)  # 415, 413 or 400 before anything else reads it
+            body = await request.read()
             forwarded = await self.on_owner(view, request, self.desk.calls, call_id, body)
         except HTTPProblem as exc:  # Twilio retries a callback answered 503
-            return view.text(exc.body["errors"][0]["error"], status=exc.status, headers=exc.headers)
+            return problem_text(view, exc)
         if forwarded is not None:
             return forwarded
         record = await self.wait_for(call_id)

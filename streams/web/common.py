@@ -8,7 +8,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Final
 
 from aiohttp import web
 from faust.web import Request, Response, View
@@ -19,6 +19,7 @@ from switchboard.errors import DecodeFailed
 from switchboard.wire import json_object
 
 __all__ = [
+    "MAX_TWILIO_BODY",
     "HTTPProblem",
     "authenticate",
     "confirmed",
@@ -26,9 +27,11 @@ __all__ = [
     "header_text",
     "iso",
     "problem",
+    "problem_text",
     "read_body",
     "read_json_object",
     "session_uuid",
+    "twilio_form",
     "until",
 ]
 
@@ -71,6 +74,11 @@ def _is_text(value: str) -> bool:
     except UnicodeEncodeError:
         return False
     return True
+
+
+def problem_text(view: View, exc: HTTPProblem) -> Response:
+    """``exc`` as a plain-text answer: what Twilio's webhooks get (they show text in the debugger)."""
+    return view.text(exc.body["errors"][0]["error"], status=exc.status, headers=exc.headers)
 
 
 def authenticate(sb: Switchboard, request: Request) -> ClientConfig:
@@ -167,6 +175,37 @@ async def read_json_object(
         return body, json_object(body)
     except DecodeFailed as exc:
         raise HTTPProblem(400, "", f"the request body: {exc.errors[0].error}") from None
+
+
+#: The largest body a Twilio webhook may have. Twilio's requests are a few kilobytes (an
+#: inbound SMS of 1,600 characters with every parameter is under 8 kB); the cap bounds what an
+#: unsigned request can make this worker read, and record on the rejected topic.
+MAX_TWILIO_BODY: Final = 32 * 1024
+_FORM: Final = "application/x-www-form-urlencoded"
+
+
+async def twilio_form(request: web.Request) -> None:
+    """Check that ``request`` is shaped like a Twilio webhook, and read its form.
+
+    Raises:
+        HTTPProblem: 415 unless the body is ``application/x-www-form-urlencoded`` (Twilio's
+            webhooks for messages and calls always are: JSON and multipart are refused before
+            they are read); 413 over :data:`MAX_TWILIO_BODY`; 400 when the form is not text in
+            its charset. After it returned, ``request.read()`` and ``request.post()`` answer
+            from what was read.
+    """
+    mime = (request.headers.get("Content-Type") or "").partition(";")[0].strip().lower()
+    if mime != _FORM:
+        raise HTTPProblem(415, "Content-Type", f"a Twilio webhook is sent as {_FORM}")
+    if (request.content_length or 0) > MAX_TWILIO_BODY:
+        raise HTTPProblem(413, "", f"the request body is larger than {MAX_TWILIO_BODY:,} bytes")
+    try:
+        body = await request.read()  # bounded by the server's client_max_size besides
+        if len(body) > MAX_TWILIO_BODY:
+            raise HTTPProblem(413, "", f"the request body is larger than {MAX_TWILIO_BODY:,} bytes")  # fmt: skip
+        await request.post()
+    except (ValueError, LookupError):  # UnicodeDecodeError, an unknown charset
+        raise HTTPProblem(400, "", "the form is not text in its charset") from None
 
 
 def session_uuid(value: str) -> str:
