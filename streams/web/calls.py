@@ -147,6 +147,9 @@ def register(sb: Switchboard, desk: CallDesk) -> None:
     class CallState(View):
         async def get(self, request: Request, call_id: str) -> Response:
             try:
+                authenticate(sb, request)  # 401 before anything else, on every worker
+                if not _is_call_id(call_id):
+                    raise HTTPProblem(404, "call_id", "no such call")
                 forwarded = await routing.on_owner(
                     sb, self, cast(web.Request, request), desk.calls, call_id
                 )
@@ -250,6 +253,8 @@ class _CallViews:
     async def twilio(self, view: View, request: web.Request, call_id: str, step: str) -> Response:
         if step not in STEPS:
             return view.text("no such step", status=404)
+        if not _is_call_id(call_id):  # no wait for a call that cannot exist
+            return view.text("no such call", status=404)
         try:
             await twilio_form(request)  # 415, 413 or 400 before anything else reads it
             body = await request.read()
@@ -382,6 +387,15 @@ class _CallViews:
 
 
 # -- helpers ---------------------------------------------------------------------------------
+
+
+def _is_call_id(value: str) -> bool:
+    """Whether ``value`` can name a call: call ids are UUIDs (:meth:`_CallViews.create`), in
+    their canonical form."""
+    try:
+        return str(uuid.UUID(value)) == value
+    except ValueError:
+        return False
 
 
 def _reservation(call_id: str, client: ClientConfig, call: CallRequest) -> Reserve:
