@@ -48,7 +48,14 @@ from switchboard.instruction import (
 from switchboard.render import TemplateSyntaxError, placeholders
 from switchboard.zones import is_zone_name
 
-__all__ = ["ValidationPolicy", "audience_chunks", "validate_envelope", "validate_instruction"]
+__all__ = [
+    "NOT_TEXT",
+    "ValidationPolicy",
+    "audience_chunks",
+    "is_text",
+    "validate_envelope",
+    "validate_instruction",
+]
 
 _TOP: Final = frozenset({"client_id", "idempotency_key", "transport", "audience", "options"})
 _TRANSPORT: Final = frozenset({"type", "subject", "message", "fileUrl", "extras"})
@@ -161,7 +168,8 @@ NOT_TEXT: Final = (
 )
 
 
-def _is_text(value: str) -> bool:
+def is_text(value: str) -> bool:
+    """Whether ``value`` is valid Unicode text: UTF-8 can encode it (no lone surrogate)."""
     try:
         value.encode()
     except UnicodeEncodeError:
@@ -201,7 +209,7 @@ class _Validator:
 
     def text(self, value: str, path: str) -> bool:
         """Whether ``value`` is valid Unicode text (else an error names ``path``)."""
-        if _is_text(value):
+        if is_text(value):
             return True
         self.err(path, NOT_TEXT)
         return False
@@ -218,7 +226,7 @@ class _Validator:
                 ok = self.text(item, where) and ok
             elif isinstance(item, Mapping):
                 for key, child in item.items():
-                    if isinstance(key, str) and not _is_text(key):
+                    if isinstance(key, str) and not is_text(key):
                         self.err(where, f"a key is {NOT_TEXT}")
                         ok = False
                         continue

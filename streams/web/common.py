@@ -16,6 +16,7 @@ from faust.web import Request, Response, View
 from streams.app import Switchboard
 from switchboard.clients import ClientConfig
 from switchboard.errors import DecodeFailed
+from switchboard.validation import is_text
 from switchboard.wire import json_object
 
 __all__ = [
@@ -63,17 +64,9 @@ def header_text(request: Request | web.Request, name: str) -> str | None:
             Avro, the API key's digest) accepts later; it is refused here, and never echoed.
     """
     value = request.headers.get(name)
-    if value is not None and not _is_text(value):
+    if value is not None and not is_text(value):
         raise HTTPProblem(400, name, f"the {name} header is not UTF-8 text")
     return value
-
-
-def _is_text(value: str) -> bool:
-    try:
-        value.encode()
-    except UnicodeEncodeError:
-        return False
-    return True
 
 
 def problem_text(view: View, exc: HTTPProblem) -> Response:

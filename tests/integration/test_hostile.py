@@ -10,7 +10,6 @@ import hashlib
 import itertools
 import json
 import socket
-import threading
 import time
 import uuid
 from typing import Any
@@ -18,7 +17,7 @@ from typing import Any
 import pytest
 
 from tests.integration.conftest import Keys
-from tests.integration.harness import Answer, TopicReader, Worker
+from tests.integration.harness import Answer, TopicReader, Worker, concurrently
 
 pytestmark = pytest.mark.kafka
 
@@ -147,18 +146,9 @@ def test_every_problem_at_once_when_the_transport_is_wrong_too(worker: Worker, k
 def test_concurrent_repeats_answer_repeat_true(worker: Worker, keys: Keys) -> None:
     key = f"burst-{uuid.uuid4()}"
     audience = [number()]
-    start = threading.Barrier(49)
-    answers: list[Answer] = []
-
-    def post() -> None:
-        start.wait()
-        answers.append(worker.post(sms(audience), keys.acme, headers={"Idempotency-Key": key}))
-
-    threads = [threading.Thread(target=post) for _ in range(49)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    answers: list[Answer] = concurrently(
+        lambda _: worker.post(sms(audience), keys.acme, headers={"Idempotency-Key": key}), 49
+    )
     assert [a.status for a in answers] == [202] * 49, [a.body for a in answers if a.status != 202]
     assert len({a.body["session_id"] for a in answers}) == 1
     first = [a.body for a in answers if not a.body.get("repeat")]
@@ -171,24 +161,16 @@ def test_concurrent_repeats_answer_repeat_true(worker: Worker, keys: Keys) -> No
 
 def test_concurrent_repeats_with_another_instruction_get_a_422(worker: Worker, keys: Keys) -> None:
     key = f"mixed-{uuid.uuid4()}"
-    start = threading.Barrier(10)
-    answers: list[tuple[int, Answer]] = []
 
-    def post(i: int) -> None:
-        start.wait()
-        message = "A" if i % 2 else "B"
-        answer = worker.post({"transport": {"type": "sms", "message": message}, "audience": ["+14155550177"]},
-                             keys.acme, headers={"Idempotency-Key": key})  # fmt: skip
-        answers.append((i, answer))
+    def post(i: int) -> Answer:
+        instruction = {"transport": {"type": "sms", "message": "AB"[i % 2]}, "audience": ["+14155550177"]}  # fmt: skip
+        return worker.post(instruction, keys.acme, headers={"Idempotency-Key": key})
 
-    threads = [threading.Thread(target=post, args=(i,)) for i in range(10)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    accepted = [a for _, a in answers if a.status == 202]
-    refused = [a for _, a in answers if a.status == 422]
-    assert len(accepted) == 5 and len(refused) == 5, [a.status for _, a in answers]
+    answers: list[Answer] = concurrently(post, 10)
+    accepted = [a for a in answers if a.status == 202]
+    refused = [a for a in answers if a.status == 422]
+    # One instruction won the key (whichever was first); the other's five are refused.
+    assert len(accepted) == 5 and len(refused) == 5, [a.status for a in answers]
     assert len({a.body["session_id"] for a in accepted}) == 1
     assert [a.body.get("repeat", False) for a in accepted].count(False) == 1
     assert all(fields(a) == ["idempotency_key"] for a in refused)
