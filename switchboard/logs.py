@@ -3,16 +3,22 @@
 ``log.info("session opened", extra={"session_id": ...})`` becomes
 ``{"ts": "...", "level": "info", "logger": "streams.sessions", "msg": "session opened",
 "session_id": "..."}``. Message bodies and credentials are never passed as extras.
+
+Every line also goes through :class:`RedactingFilter` (on the handler, so it covers every
+logger, ours and the libraries'): a credential in a message, an extra or a traceback (aiohttp's
+HTTP parser quotes a malformed header line whole, ``Authorization: Bearer <key>`` included) is
+replaced by ``[redacted]`` before the line is written.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import re
 from datetime import UTC, datetime
 from typing import Any, Final
 
-__all__ = ["JsonFormatter", "TextFormatter", "logging_config"]
+__all__ = ["JsonFormatter", "RedactingFilter", "TextFormatter", "logging_config", "redact"]
 
 _STANDARD: Final = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {
     "message",
@@ -23,6 +29,45 @@ _STANDARD: Final = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None
 
 def _extras(record: logging.LogRecord) -> dict[str, Any]:
     return {k: v for k, v in vars(record).items() if k not in _STANDARD and not k.startswith("_")}
+
+
+REDACTED: Final = "[redacted]"
+#: A header that carries a credential, up to the end of its line or of the quoted text it is in
+#: (a parser quotes the raw line as ``b'...'``, control bytes escaped).
+_CREDENTIAL_HEADER: Final = re.compile(
+    r"(?i)\b(authorization|proxy-authorization|cookie|set-cookie|x-api-key|x-twilio-signature)"
+    r"(\s*[:=]\s*)[^\r\n'\"]*"
+)
+#: A credential in an auth scheme's form, wherever it is (a URL, an error's text, a repr).
+_CREDENTIAL: Final = re.compile(r"(?i)\b(bearer|basic)(\s+)[^\s'\",;]+")
+
+
+def redact(text: str) -> str:
+    """``text`` with every credential replaced by ``[redacted]``: the value of an
+    ``Authorization``-like header (to the end of its line or quote) and any ``Bearer``/``Basic``
+    token. Idempotent."""
+    text = _CREDENTIAL_HEADER.sub(lambda m: f"{m[1]}{m[2]}{REDACTED}", text)
+    return _CREDENTIAL.sub(lambda m: f"{m[1]}{m[2]}{REDACTED}", text)
+
+
+class RedactingFilter(logging.Filter):
+    """Redacts credentials (:func:`redact`) from a record's message, string extras and
+    traceback, in place; never drops a record. The traceback is formatted here, so a formatter
+    writes the redacted text (``exc_text``) instead of formatting the exception again."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        clean = redact(message)
+        if clean != message:
+            record.msg, record.args = clean, None
+        if record.exc_info and not record.exc_text:
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
+        if record.exc_text:
+            record.exc_text = redact(record.exc_text)
+        for key, value in _extras(record).items():
+            if isinstance(value, str):
+                setattr(record, key, redact(value))
+        return True
 
 
 class JsonFormatter(logging.Formatter):
@@ -36,7 +81,9 @@ class JsonFormatter(logging.Formatter):
             "msg": record.getMessage(),
         }
         out.update(_extras(record))
-        if record.exc_info:
+        if record.exc_text:  # already formatted (and redacted) by RedactingFilter
+            out["exc"] = record.exc_text
+        elif record.exc_info:
             out["exc"] = self.formatException(record.exc_info)
         return json.dumps(out, default=str, ensure_ascii=False)
 
@@ -62,10 +109,12 @@ def logging_config(level: str, fmt: str) -> dict[str, Any]:
         "version": 1,
         "disable_existing_loggers": False,
         "formatters": {"default": {"()": formatter}},
+        "filters": {"redact": {"()": "switchboard.logs.RedactingFilter"}},
         "handlers": {
             "stderr": {
                 "class": "logging.StreamHandler",
                 "formatter": "default",
+                "filters": ["redact"],
                 "stream": "ext://sys.stderr",
             }
         },

@@ -7,6 +7,11 @@ Guarantees:
     * Every problem is reported, each with the path of its field (``audience[3].phone``), in one
       :class:`~switchboard.errors.ValidationFailed`; nothing stops at the first error.
     * Unknown fields are errors: a misspelt ``sheduledTimestamp`` must not silently send now.
+    * Text that is not valid Unicode (a lone surrogate such as a JSON ``"\\ud800"`` escape, which
+      no UTF-8 encoder accepts) is an error naming its field, wherever it is: such an
+      instruction could never be stored or sent.
+    * :func:`validate_envelope` (the production path) reports the recipients' errors too when
+      the rest of the instruction is wrong, exactly as :func:`validate_instruction` does.
     * Addresses come out normalised (E.164, lower-cased email domains), so later stages and
       idempotency compare like with like.
 """
@@ -43,7 +48,14 @@ from switchboard.instruction import (
 from switchboard.render import TemplateSyntaxError, placeholders
 from switchboard.zones import is_zone_name
 
-__all__ = ["ValidationPolicy", "audience_chunks", "validate_envelope", "validate_instruction"]
+__all__ = [
+    "NOT_TEXT",
+    "ValidationPolicy",
+    "audience_chunks",
+    "is_text",
+    "validate_envelope",
+    "validate_instruction",
+]
 
 _TOP: Final = frozenset({"client_id", "idempotency_key", "transport", "audience", "options"})
 _TRANSPORT: Final = frozenset({"type", "subject", "message", "fileUrl", "extras"})
@@ -80,6 +92,10 @@ def validate_envelope(
     v = _Validator(policy or ValidationPolicy())
     envelope = v.envelope(data, client, authenticated_client)
     if v.errors or envelope is None:
+        # Every problem at once: the recipients are checked too (up to MAX_ERRORS errors in
+        # all), so a missing subject does not hide a bad address until the next attempt.
+        v.recipients(data)
+        v.errors.sort(key=_document_rank)
         raise ValidationFailed(v.errors or [FieldError("", "invalid instruction")])
     return envelope
 
@@ -147,6 +163,25 @@ def validate_instruction(
     return instruction
 
 
+NOT_TEXT: Final = (
+    "not valid Unicode text: it holds a lone surrogate (such as \\ud800), which UTF-8 cannot encode"
+)
+
+
+def is_text(value: str) -> bool:
+    """Whether ``value`` is valid Unicode text: UTF-8 can encode it (no lone surrogate)."""
+    try:
+        value.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _shown(key: Any) -> str:
+    """A key as it can be shown in an error's path (invalid Unicode escaped, never raised on)."""
+    return str(key).encode("utf-8", "backslashreplace").decode()
+
+
 _ORDER: Final = {"client_id": 1, "idempotency_key": 2, "transport": 3, "audience": 4, "options": 5}
 
 
@@ -170,7 +205,35 @@ class _Validator:
     def unknown(self, data: Mapping[str, Any], known: frozenset[str], prefix: str) -> None:
         for key in data:
             if key not in known:
-                self.err(f"{prefix}{key}", "unknown field")
+                self.err(f"{prefix}{_shown(key)}", "unknown field")
+
+    def text(self, value: str, path: str) -> bool:
+        """Whether ``value`` is valid Unicode text (else an error names ``path``)."""
+        if is_text(value):
+            return True
+        self.err(path, NOT_TEXT)
+        return False
+
+    def all_text(self, value: Any, path: str) -> bool:
+        """Whether every string (and object key) within ``value`` is valid Unicode text; each
+        one that is not is an error naming its own path. Iterative: nesting is bounded only
+        by the JSON parser."""
+        ok = True
+        stack: list[tuple[Any, str]] = [(value, path)]
+        while stack:
+            item, where = stack.pop()
+            if isinstance(item, str):
+                ok = self.text(item, where) and ok
+            elif isinstance(item, Mapping):
+                for key, child in item.items():
+                    if isinstance(key, str) and not is_text(key):
+                        self.err(where, f"a key is {NOT_TEXT}")
+                        ok = False
+                        continue
+                    stack.append((child, f"{where}.{key}"))
+            elif isinstance(item, list | tuple):
+                stack.extend((child, f"{where}[{i}]") for i, child in enumerate(item))
+        return ok
 
     def optional_str(
         self, data: Mapping[str, Any], key: str, path: str, *, max_len: int
@@ -180,6 +243,8 @@ class _Validator:
             return None
         if not isinstance(value, str):
             self.err(path, "must be a string")
+            return None
+        if not self.text(value, path):
             return None
         if len(value) > max_len:
             self.err(path, f"must be at most {max_len} characters")
@@ -192,15 +257,7 @@ class _Validator:
         self, data: Any, client: ClientConfig | None, authenticated: str | None
     ) -> Instruction | None:
         envelope = self.envelope(data, client, authenticated)
-        recipients: list[Recipient] = []
-        if self.audience_count is not None:  # a list of the right size: check every entry too
-            for i, entry in enumerate(data["audience"]):
-                recipient = self.recipient(entry, f"audience[{i}]", self.found_channels)
-                if recipient is not None:
-                    recipients.append(recipient)
-                if len(self.errors) >= MAX_ERRORS:
-                    self.err("audience", "too many errors; fix these and resubmit")
-                    break
+        recipients = self.recipients(data)
         # Report in the document's order, whatever order the checks ran in.
         self.errors.sort(key=_document_rank)
         if self.errors or envelope is None:
@@ -213,6 +270,21 @@ class _Validator:
             options=envelope.options,
             idempotency_key=envelope.idempotency_key,
         )
+
+    def recipients(self, data: Any) -> list[Recipient]:
+        """Every entry of an audience whose shape :meth:`envelope` accepted (none otherwise),
+        checked against the channels found; stops after :data:`MAX_ERRORS` errors in all."""
+        recipients: list[Recipient] = []
+        if self.audience_count is None:
+            return recipients
+        for i, entry in enumerate(data["audience"]):
+            recipient = self.recipient(entry, f"audience[{i}]", self.found_channels)
+            if recipient is not None:
+                recipients.append(recipient)
+            if len(self.errors) >= MAX_ERRORS:
+                self.err("audience", "too many errors; fix these and resubmit")
+                break
+        return recipients
 
     def envelope(
         self, data: Any, client: ClientConfig | None, authenticated: str | None
@@ -255,6 +327,8 @@ class _Validator:
             return None
         if not isinstance(value, str) or not value:
             self.err("client_id", "must be a non-empty string")
+            return None
+        if not self.text(value, "client_id"):
             return None
         if authenticated is not None and value != authenticated:
             self.err("client_id", "does not match the client of the API key")
@@ -323,6 +397,8 @@ class _Validator:
         if not isinstance(extras, Mapping) or not all(isinstance(k, str) for k in extras):
             self.err("transport.extras", "must be an object")
             return {}
+        if not self.all_text(extras, "transport.extras"):
+            return {}
         template_vars = extras.get("template_vars")
         if template_vars is not None and not (
             isinstance(template_vars, Mapping)
@@ -359,7 +435,15 @@ class _Validator:
         return channels
 
     def content_for(self, channel: Channel, t: Transport) -> None:
-        """What each channel needs to have something to send."""
+        """What each channel needs to have something to send (a field already refused, e.g.
+        as invalid text, is not reported missing as well)."""
+        refused = {e.field for e in self.errors}
+        before = len(self.errors)
+        self.content_needs(channel, t)
+        # Drop "required" errors for fields that already have one: the first says why.
+        self.errors[before:] = [e for e in self.errors[before:] if e.field not in refused]
+
+    def content_needs(self, channel: Channel, t: Transport) -> None:
         has_body = bool(t.message) or (
             isinstance(t.extras.get("html"), str) and bool(t.extras["html"])
         )
@@ -395,10 +479,15 @@ class _Validator:
 
     def recipient(self, entry: Any, path: str, channels: Sequence[Channel]) -> Recipient | None:
         if isinstance(entry, str):
+            # isascii first: the common case costs nothing in a million-recipient audience.
+            if not entry.isascii() and not self.text(entry, path):
+                return None
             return self.bare_address(entry, path, channels)
         if not isinstance(entry, Mapping):
             self.err(path, "must be an address string or a recipient profile object")
             return None
+        if not self.all_text(entry, path):
+            return None  # no address check on text an address parser was never meant to see
         before = len(self.errors)
         self.unknown(entry, _PROFILE, f"{path}.")
         addresses: dict[str, str] = {}

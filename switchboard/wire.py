@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import io
 import json
+import math
 import struct
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -40,12 +41,14 @@ from switchboard.errors import DecodeFailed, FieldError
 __all__ = [
     "CONTENT_TYPE",
     "JSON_CONTENT_TYPE",
+    "MAX_JSON_DIGITS",
     "Framing",
     "Headers",
     "decode_instruction",
     "encode_record",
     "header_list",
     "header_map",
+    "json_object",
     "sniff",
 ]
 
@@ -138,15 +141,7 @@ def decode_instruction(
             ``framing.schema_id``; ignored otherwise.
     """
     if framing.kind == "json":
-        try:
-            data = json.loads(value)
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise DecodeFailed([FieldError("", f"not valid JSON: {exc}")]) from None
-        except RecursionError:
-            raise DecodeFailed([FieldError("", "not usable JSON: nested too deeply")]) from None
-        if not isinstance(data, dict):
-            raise DecodeFailed([FieldError("", "the instruction must be a JSON object")])
-        return data
+        return json_object(value)
     reader = schemas.parsed("instruction")
     if framing.kind == "confluent":
         if writer_schema is None:
@@ -219,3 +214,59 @@ def _contract_shape(record: dict[str, Any]) -> dict[str, Any]:
 
 def _drop_nones(record: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in record.items() if v is not None}
+
+
+#: The most digits a JSON integer may have. Python refuses to convert more than 4,300 (a guard
+#: against quadratic-time parsing) with a ValueError no caller expects; no field of the contract
+#: needs more than a handful, so a longer number is refused up front with a message that says so.
+MAX_JSON_DIGITS: Final = 100
+
+
+class _NotUsable(ValueError):
+    """A JSON text that parses but cannot be used (a number out of range, NaN, Infinity)."""
+
+
+def _json_int(text: str) -> int:
+    digits = len(text.lstrip("-"))
+    if digits > MAX_JSON_DIGITS:
+        raise _NotUsable(f"a number has {digits:,} digits; at most {MAX_JSON_DIGITS} are accepted")
+    return int(text)
+
+
+def _json_float(text: str) -> float:
+    if len(text) > MAX_JSON_DIGITS * 4:
+        raise _NotUsable(f"a number is {len(text):,} characters long")
+    number = float(text)
+    if not math.isfinite(number):
+        raise _NotUsable(f"the number {text[:40]} is out of range")
+    return number
+
+
+def _json_constant(name: str) -> Any:
+    # json.loads accepts NaN and Infinity by default, although they are not JSON (RFC 8259),
+    # and nothing downstream (Avro, json.dumps for webhooks) could carry them.
+    raise _NotUsable(f"{name} is not a JSON value")
+
+
+def json_object(value: bytes | str) -> dict[str, Any]:
+    """``value`` parsed as a JSON object: strict JSON only (no NaN or Infinity), numbers of at most
+    :data:`MAX_JSON_DIGITS` digits, nesting within Python's recursion limit.
+
+    Raises:
+        DecodeFailed: one error (field ``""``) saying why ``value`` is not a usable JSON object;
+            never another exception, whatever the bytes.
+    """
+    if not value.strip():
+        raise DecodeFailed([FieldError("", "empty: send the instruction as a JSON object")])
+    try:
+        data = json.loads(value, parse_int=_json_int, parse_float=_json_float,
+                          parse_constant=_json_constant)  # fmt: skip
+    except _NotUsable as exc:
+        raise DecodeFailed([FieldError("", f"not usable JSON: {exc}")]) from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise DecodeFailed([FieldError("", f"not valid JSON: {exc}")]) from None
+    except RecursionError:
+        raise DecodeFailed([FieldError("", "not usable JSON: nested too deeply")]) from None
+    if not isinstance(data, dict):
+        raise DecodeFailed([FieldError("", "the instruction must be a JSON object")])
+    return data

@@ -11,7 +11,6 @@ The session views are in :mod:`streams.web.sessions`.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import math
 import time
@@ -24,8 +23,16 @@ from faust.web import Request, Response, View
 from streams.app import Switchboard
 from streams.sessions import load_idempotency
 from streams.submit import submit
-from streams.web import routing, sessions, twilio
-from streams.web.common import HTTPProblem, authenticate, errors_middleware, problem
+from streams.web import protocol, routing, sessions, twilio
+from streams.web.claims import Claims, KeyOutcome
+from streams.web.common import (
+    HTTPProblem,
+    authenticate,
+    errors_middleware,
+    header_text,
+    problem,
+    read_json_object,
+)
 from streams.web.openapi import openapi_document
 from switchboard import records
 from switchboard.clients import ClientConfig
@@ -44,7 +51,9 @@ def register(sb: Switchboard) -> None:
     app = sb.app
     policy = ValidationPolicy(allow_http_webhooks=sb.settings.allow_http_webhooks)
     quotas = Quotas()
+    claims = Claims()
     app.web.web_app.middlewares.append(errors_middleware(sb))  # type: ignore[attr-defined]
+    protocol.install(sb)
 
     @app.page("/v1/messages", name="messages")
     class Messages(View):
@@ -56,10 +65,9 @@ def register(sb: Switchboard) -> None:
                     sb.metrics.rejections.labels("api-rate-limit").inc()
                     raise HTTPProblem(429, "", f"rate limited: at most {client.rate_limit.per_second:g} requests per second "
                                       f"(burst {client.rate_limit.burst}) for this client", {"Retry-After": str(math.ceil(wait))})  # fmt: skip
-                body = await _read_body(request, sb.settings.max_body_bytes)
-                data = _parse_json(body)
+                _, data = await read_json_object(request, sb.settings.max_body_bytes)
                 _merge_idempotency_header(request, data)
-                answer = await _accept(sb, client, data, request, policy)
+                answer = await _accept(sb, client, data, request, policy, claims)
             except ValidationFailed as exc:
                 sb.metrics.rejections.labels("api").inc()
                 return self.json({"errors": exc.as_dicts()}, status=422)
@@ -120,37 +128,8 @@ def _health(sb: Switchboard) -> dict[str, Any]:
     }
 
 
-async def _read_body(request: Request, limit: int) -> bytes:
-    too_large = HTTPProblem(413, "", f"the request body is larger than {limit:,} bytes")
-    length = request.headers.get("Content-Length")
-    if length is not None and length.isdigit() and int(length) > limit:
-        raise too_large
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.content.iter_chunked(64 * 1024):  # type: ignore[attr-defined]
-        size += len(chunk)
-        if size > limit:
-            raise too_large
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
-def _parse_json(body: bytes) -> dict[str, Any]:
-    if not body.strip():
-        raise HTTPProblem(400, "", "the request body is empty; send the instruction as JSON")
-    try:
-        data = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise HTTPProblem(400, "", f"the request body is not valid JSON: {exc}") from None
-    except RecursionError:
-        raise HTTPProblem(400, "", "the request body is JSON nested too deeply") from None
-    if not isinstance(data, dict):
-        raise HTTPProblem(400, "", "the instruction must be a JSON object")
-    return data
-
-
 def _merge_idempotency_header(request: Request, data: dict[str, Any]) -> None:
-    header = request.headers.get("Idempotency-Key")
+    header = header_text(request, "Idempotency-Key")
     if header is None:
         return
     if data.get("idempotency_key") not in (None, header):
@@ -164,8 +143,11 @@ async def _accept(
     data: dict[str, Any],
     request: Request,
     policy: ValidationPolicy,
+    claims: Claims,
 ) -> dict[str, Any]:
-    """Validate, then open the session (or find the one the idempotency key names).
+    """Validate, then open the session (or find the one the idempotency key names): a request
+    whose key names a session already, or is being claimed by a concurrent request on this
+    worker, answers that session with ``repeat: true`` (:mod:`streams.web.claims`).
 
     Raises:
         ValidationFailed: 422, every problem named.
@@ -176,28 +158,48 @@ async def _accept(
         data, client=client, authenticated_client=client.client_id, policy=policy
     )
     answer: dict[str, Any] = {"status": "accepted", "recipients": envelope.recipients}
-    digest = None
     if envelope.idempotency_key is None:
         session_id = str(uuid.uuid4())
-    else:
-        key = scoped(envelope.idempotency_key, envelope.options.priority)
-        digest = fingerprint(data)
-        record = await _idempotency_record(sb, anchor(client.client_id, key), request)
+        await _submit(sb, envelope, data["audience"], session_id, None, policy)
+        return {"session_id": session_id, **answer}
+    key = scoped(envelope.idempotency_key, envelope.options.priority)
+    digest = fingerprint(data)
+    where = anchor(client.client_id, key)
+    # Concurrent requests with this key on this worker wait for the first one's outcome: the
+    # key's record is only written once its claim is applied (streams/web/claims.py).
+    claim = await claims.claim(where, time.time())
+    if isinstance(claim, KeyOutcome):
+        return _repeat(sb, answer, claim, digest)
+    try:
+        record = await _idempotency_record(sb, where, request)
         decision = decide(record, client.client_id, key, digest, time.time())
-        if decision.kind == "conflict":
-            raise HTTPProblem(
-                422,
-                "idempotency_key",
-                f"already used within 24 hours for a different instruction (session {decision.session_id})",
-            )
-        if decision.kind == "duplicate":
-            sb.metrics.idempotent_repeats.labels("api", "duplicate").inc()
-            return {"session_id": decision.session_id, **answer, "repeat": True}
-        # New: identical requests racing each other compute the same session id, and the key's
-        # partition opens it once when it applies the claims.
-        session_id = decision.session_id
-    await _submit(sb, envelope, data["audience"], session_id, digest, policy)
-    return {"session_id": session_id, **answer}
+        if decision.kind != "new":
+            assert record is not None
+            claim.settle(KeyOutcome(record.session_id, record.fingerprint), time.time(), keep=False)
+            return _repeat(sb, answer, KeyOutcome(record.session_id, record.fingerprint), digest)
+        # New: identical requests racing each other through other workers compute the same
+        # session id, and the key's partition opens it once when it applies the claims.
+        await _submit(sb, envelope, data["audience"], decision.session_id, digest, policy)
+    except BaseException:
+        claim.settle(None, time.time(), keep=False)  # the next request decides anew
+        raise
+    claim.settle(KeyOutcome(decision.session_id, digest), time.time(), keep=True)
+    return {"session_id": decision.session_id, **answer}
+
+
+def _repeat(
+    sb: Switchboard, answer: dict[str, Any], named: KeyOutcome, digest: str
+) -> dict[str, Any]:
+    """The answer to a request whose key names a session already: the session, with
+    ``repeat: true``, when the instruction is the same; 422 when it is another one."""
+    if named.fingerprint != digest:
+        raise HTTPProblem(
+            422,
+            "idempotency_key",
+            f"already used within 24 hours for a different instruction (session {named.session_id})",
+        )
+    sb.metrics.idempotent_repeats.labels("api", "duplicate").inc()
+    return {"session_id": named.session_id, **answer, "repeat": True}
 
 
 async def _submit(
@@ -237,10 +239,13 @@ async def _submit(
         raise HTTPProblem(503, "", f"Kafka did not confirm the write within {sb.settings.produce_timeout:g}s; the instruction may or may not be stored: retry with the same Idempotency-Key",
                           {"Retry-After": "5"}) from None  # fmt: skip
     except Exception as exc:  # noqa: BLE001 - a refused write is not durable: 503
+        # Only the exception's type: its text or repr may quote the record (the whole
+        # instruction, recipients included), which must never reach a log line.
         log.error(
             "instruction refused by the broker",
-            extra={"client_id": envelope.client_id, "error": repr(exc)},
-        )
+            extra={"client_id": envelope.client_id, "session_id": session_id,
+                   "error": type(exc).__name__},
+        )  # fmt: skip
         raise HTTPProblem(503, "", f"Kafka refused the write ({type(exc).__name__}); nothing was stored, retry later",
                           {"Retry-After": "5"}) from None  # fmt: skip
 

@@ -42,12 +42,11 @@ member's call goes on; the error is logged), except for the pure callbacks (``st
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import os
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import Any, Final, cast
 
 from aiohttp import web
@@ -58,7 +57,14 @@ from twilio.twiml.voice_response import VoiceResponse
 from streams.app import Switchboard
 from streams.calls import CallDesk
 from streams.web import routing
-from streams.web.common import HTTPProblem, authenticate, problem
+from streams.web.common import (
+    HTTPProblem,
+    authenticate,
+    problem,
+    problem_text,
+    read_json_object,
+    twilio_form,
+)
 from streams.web.twilio_signature import Params, verified_params
 from switchboard.call_commands import (
     Abandon,
@@ -141,6 +147,9 @@ def register(sb: Switchboard, desk: CallDesk) -> None:
     class CallState(View):
         async def get(self, request: Request, call_id: str) -> Response:
             try:
+                authenticate(sb, request)  # 401 before anything else, on every worker
+                if not _is_call_id(call_id):
+                    raise HTTPProblem(404, "call_id", "no such call")
                 forwarded = await routing.on_owner(
                     sb, self, cast(web.Request, request), desk.calls, call_id
                 )
@@ -168,8 +177,7 @@ class _CallViews:
 
     async def create(self, view: View, request: web.Request) -> Response:
         client = authenticate(self.sb, cast(Request, request))
-        body = await _read_body(request)
-        data = _parse_json(body)
+        body, data = await read_json_object(request, MAX_BODY)
         try:
             call = resolve_call_request(data, self.campaigns(client), _secret)
         except ValidationFailed as exc:
@@ -245,11 +253,14 @@ class _CallViews:
     async def twilio(self, view: View, request: web.Request, call_id: str, step: str) -> Response:
         if step not in STEPS:
             return view.text("no such step", status=404)
-        body = await request.read()
+        if not _is_call_id(call_id):  # no wait for a call that cannot exist
+            return view.text("no such call", status=404)
         try:
+            await twilio_form(request)  # 415, 413 or 400 before anything else reads it
+            body = await request.read()
             forwarded = await self.on_owner(view, request, self.desk.calls, call_id, body)
         except HTTPProblem as exc:  # Twilio retries a callback answered 503
-            return view.text(exc.body["errors"][0]["error"], status=exc.status, headers=exc.headers)
+            return problem_text(view, exc)
         if forwarded is not None:
             return forwarded
         record = await self.wait_for(call_id)
@@ -378,6 +389,15 @@ class _CallViews:
 # -- helpers ---------------------------------------------------------------------------------
 
 
+def _is_call_id(value: str) -> bool:
+    """Whether ``value`` can name a call: call ids are UUIDs (:meth:`_CallViews.create`), in
+    their canonical form."""
+    try:
+        return str(uuid.UUID(value)) == value
+    except ValueError:
+        return False
+
+
 def _reservation(call_id: str, client: ClientConfig, call: CallRequest) -> Reserve:
     target = call.target
     return Reserve(
@@ -440,26 +460,6 @@ def _known(parse: Callable[[str], object], status: str) -> bool:
         log.warning("Twilio callback with an unknown status ignored", extra={"status": status[:40]})
         return False
     return True
-
-
-async def _read_body(request: web.Request) -> bytes:
-    too_large = HTTPProblem(413, "", f"the request body is larger than {MAX_BODY:,} bytes")
-    if (request.content_length or 0) > MAX_BODY:
-        raise too_large
-    body = await request.read()  # bounded by aiohttp's client_max_size
-    if len(body) > MAX_BODY:
-        raise too_large
-    return body
-
-
-def _parse_json(body: bytes) -> Mapping[str, Any]:
-    try:
-        data = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
-        raise HTTPProblem(400, "", "the request body must be a JSON object") from None
-    if not isinstance(data, dict):
-        raise HTTPProblem(400, "", "the request body must be a JSON object")
-    return data
 
 
 async def _quietly(send: Any) -> None:

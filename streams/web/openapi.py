@@ -1,14 +1,18 @@
 """The OpenAPI 3.1 document served at ``GET /openapi.json``.
 
-Built from the same constants the validator uses (channels, triggers, statuses), so the
-document cannot drift from what the API accepts; ``tests/unit/test_openapi.py`` validates it
-against the OpenAPI specification.
+Built from the same constants the validator uses (channels, triggers, statuses, lengths), so the
+document cannot drift from what the API accepts. Every status code a view can answer is
+documented; an optional field may be ``null`` wherever the validator reads ``null`` as absent,
+and a string the validator refuses empty has ``minLength: 1``. ``tests/unit/test_docs.py``
+validates it against the OpenAPI specification, and
+``tests/integration/test_openapi_conformance.py`` runs schemathesis against a real worker.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Final
 
+from streams.web.common import MAX_TWILIO_BODY
 from switchboard.instruction import (
     CHANNELS,
     MAX_AUDIENCE,
@@ -17,6 +21,8 @@ from switchboard.instruction import (
     TRIGGERS,
 )
 from switchboard.status import STATUSES
+from switchboard.twiml import STEPS
+from switchboard.validation import MAX_MESSAGE, MAX_RETRIES
 
 __all__ = ["openapi_document"]
 
@@ -28,31 +34,69 @@ def _errors_response(description: str) -> dict[str, Any]:
     }
 
 
+def _text_response(description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"text/plain": {"schema": {"type": "string"}}}}
+
+
+def _optional(schema: dict[str, Any]) -> dict[str, Any]:
+    """An optional field: the validator reads ``null`` as absent, so ``null`` is valid too."""
+    return {"anyOf": [schema, {"type": "null"}]}
+
+
+def _text(max_length: int, description: str | None = None, **more: Any) -> dict[str, Any]:
+    out: dict[str, Any] = {"type": "string", "maxLength": max_length, **more}
+    if description:
+        out["description"] = description
+    return _optional(out)
+
+
+#: What every view that reads a JSON body can answer besides its own outcomes.
+_JSON_BODY_ERRORS: dict[str, Any] = {
+    "400": _errors_response(
+        "The body is not one JSON object (e.g. a number of over 100 digits, NaN), or a header is not UTF-8 text."
+    ),
+    "413": _errors_response("The body is too large."),
+    "415": _errors_response("The body is not JSON: send Content-Type: application/json."),
+}
+#: What every view answered by the worker holding its state can answer while partitions move.
+_MOVING: Final = _errors_response("Partitions are moving between workers; retry (Retry-After).")
+
+
 def openapi_document() -> dict[str, Any]:
     string = {"type": "string"}
+    non_empty = {"type": "string", "minLength": 1}
     nullable_string = {"type": ["string", "null"]}
     recipient = {
         "type": "object",
         "additionalProperties": False,
         "description": "A recipient profile with per-channel addresses.",
         "properties": {
-            "phone": {
-                "type": "string",
-                "description": "E.164, e.g. +14155550100 (sms, voice, whatsapp)",
-            },
-            "email": {"type": "string", "format": "email"},
-            "push_token": {
-                "type": "string",
-                "description": "APNs device token or FCM registration token",
-            },
-            "slack": {
-                "type": "string",
-                "description": "Slack conversation id, #channel or incoming-webhook URL",
-            },
-            "name": {"type": "string", "description": "Available to templates as {{name}}"},
-            "timezone": {"type": "string", "description": "IANA zone, e.g. America/Los_Angeles"},
-            "locale": {"type": "string"},
-            "vars": {"type": "object", "additionalProperties": {"type": "string"}},
+            "phone": _optional(
+                {
+                    "type": "string",
+                    "minLength": 1,
+                    "description": "E.164, e.g. +14155550100 (sms, voice, whatsapp)",
+                }
+            ),
+            "email": _optional({"type": "string", "format": "email"}),
+            "push_token": _optional(
+                {
+                    "type": "string",
+                    "minLength": 1,
+                    "description": "APNs device token or FCM registration token",
+                }
+            ),
+            "slack": _optional(
+                {
+                    "type": "string",
+                    "minLength": 1,
+                    "description": "Slack conversation id, #channel or incoming-webhook URL",
+                }
+            ),
+            "name": _text(200, "Available to templates as {{name}}"),
+            "timezone": _text(64, "IANA zone, e.g. America/Los_Angeles"),
+            "locale": _text(35),
+            "vars": _optional({"type": "object", "additionalProperties": {"type": "string"}}),
         },
     }
     instruction = {
@@ -60,30 +104,37 @@ def openapi_document() -> dict[str, Any]:
         "additionalProperties": False,
         "required": ["transport", "audience"],
         "properties": {
-            "client_id": {
-                "type": "string",
-                "description": "Optional over HTTP: must match the API key's client.",
-            },
-            "idempotency_key": {"type": "string", "maxLength": 255},
+            "client_id": _optional(
+                {
+                    "type": "string",
+                    "minLength": 1,
+                    "description": "Optional over HTTP: must match the API key's client.",
+                }
+            ),
+            "idempotency_key": _text(255, pattern=r"\S"),
             "transport": {
                 "type": "object",
                 "additionalProperties": False,
                 "properties": {
-                    "type": {
-                        "type": "string",
-                        "enum": list(CHANNELS),
-                        "description": "Omitted: the client's default channels.",
-                    },
-                    "subject": string,
-                    "message": {
-                        "type": "string",
-                        "description": "{{var}} placeholders from extras.template_vars and the recipient profile.",
-                    },
-                    "fileUrl": {"type": "string", "format": "uri"},
-                    "extras": {
-                        "type": "object",
-                        "description": "template_vars, html, reply_to, headers, ...",
-                    },
+                    "type": _optional(
+                        {
+                            "type": "string",
+                            "enum": list(CHANNELS),
+                            "description": "Omitted: the client's default channels.",
+                        }
+                    ),
+                    "subject": _text(998),
+                    "message": _text(
+                        MAX_MESSAGE,
+                        "{{var}} placeholders from extras.template_vars and the recipient profile.",
+                    ),
+                    "fileUrl": _text(2048, format="uri"),
+                    "extras": _optional(
+                        {
+                            "type": "object",
+                            "description": "template_vars, html, reply_to, headers, ...",
+                        }
+                    ),
                 },
             },
             "audience": {
@@ -97,32 +148,41 @@ def openapi_document() -> dict[str, Any]:
                     ]
                 },
             },
-            "options": {
-                "type": "object",
-                "additionalProperties": False,
-                "properties": {
-                    "trigger": {"type": "string", "enum": list(TRIGGERS), "default": "immediate"},
-                    "scheduledTimestamp": {"type": "string", "format": "date-time"},
-                    "retries": {"type": "integer", "minimum": 0, "maximum": 20, "default": 0},
-                    "retryIntervalMinutes": {
-                        "type": "string",
-                        "default": "60",
-                        "examples": ["60,180,600"],
-                    },
-                    "webhookUrl": {"type": "string", "format": "uri"},
-                    "priority": {
-                        "type": "string",
-                        "enum": list(PRIORITIES),
-                        "default": "normal",
-                        "description": (
-                            "The lane. 'high' is for small transactional sends (a one-time "
-                            f"password; at most {MAX_PRIORITY_RECIPIENTS} recipients): its jobs "
-                            "and reports have topics and agents of their own and go first in "
-                            "their sender's rate limit, so they never wait behind a campaign."
+            "options": _optional(
+                {
+                    "type": "object",
+                    "additionalProperties": False,
+                    "properties": {
+                        "trigger": _optional(
+                            {"type": "string", "enum": list(TRIGGERS), "default": "immediate"}
                         ),
+                        "scheduledTimestamp": _optional({"type": "string", "format": "date-time"}),
+                        "retries": _optional(
+                            {"type": "integer", "minimum": 0, "maximum": MAX_RETRIES, "default": 0}
+                        ),
+                        "retryIntervalMinutes": _optional(
+                            {
+                                "type": ["string", "number"],
+                                "default": "60",
+                                "description": "Minutes before each retry: a comma list, or one number (each above 0, at most 10080)",
+                                "examples": ["60,180,600"],
+                            }
+                        ),
+                        "webhookUrl": _text(2048, format="uri"),
+                        "priority": {
+                            "type": ["string", "null"],
+                            "enum": [*PRIORITIES, None],
+                            "default": "normal",
+                            "description": (
+                                "The lane. 'high' is for small transactional sends (a one-time "
+                                f"password; at most {MAX_PRIORITY_RECIPIENTS} recipients): its jobs "
+                                "and reports have topics and agents of their own and go first in "
+                                "their sender's rate limit, so they never wait behind a campaign."
+                            ),
+                        },
                     },
-                },
-            },
+                }
+            ),
         },
     }
     delivery = {
@@ -289,7 +349,12 @@ def openapi_document() -> dict[str, Any]:
                             "name": "Idempotency-Key",
                             "in": "header",
                             "required": False,
-                            "schema": {"type": "string", "maxLength": 255},
+                            "schema": {
+                                "type": "string",
+                                "minLength": 1,
+                                "maxLength": 255,
+                                "pattern": r"\S",
+                            },
                         }
                     ],
                     "requestBody": {
@@ -337,12 +402,11 @@ def openapi_document() -> dict[str, Any]:
                                 }
                             },
                         },
-                        "400": _errors_response("The body is not a JSON object."),
+                        **_JSON_BODY_ERRORS,
                         "401": _errors_response("Missing or unknown API key."),
                         "409": _errors_response(
                             "Idempotency conflict (not produced: repeats of one key are serialized)."
                         ),
-                        "413": _errors_response("The body is too large."),
                         "422": _errors_response(
                             "The instruction breaks the rules; every problem is listed."
                         ),
@@ -389,8 +453,12 @@ def openapi_document() -> dict[str, Any]:
                                 }
                             },
                         },
+                        "400": _errors_response(
+                            "offset or limit is not a whole number in its range."
+                        ),
                         "401": _errors_response("Missing or unknown API key."),
                         "404": _errors_response("No such session for this client."),
+                        "503": _MOVING,
                     },
                 }
             },
@@ -417,6 +485,9 @@ def openapi_document() -> dict[str, Any]:
                         "404": _errors_response("No such session for this client."),
                         "409": _errors_response(
                             "Nothing to trigger: not waiting, cancelled, or no failed deliveries."
+                        ),
+                        "503": _errors_response(
+                            "Kafka did not confirm the trigger, or partitions are moving: retry."
                         ),
                     },
                 }
@@ -456,14 +527,17 @@ def openapi_document() -> dict[str, Any]:
                                     "type": "object",
                                     "required": ["campaign_id", "member_phone_number"],
                                     "properties": {
-                                        "campaign_id": string,
-                                        "target_id": string,
-                                        "member_phone_number": string,
-                                        "target_phone_number": {
-                                            "type": "string",
-                                            "description": "A manual target, with target_checksum",
-                                        },
-                                        "target_checksum": string,
+                                        "campaign_id": non_empty,
+                                        "target_id": _optional(non_empty),
+                                        "member_phone_number": non_empty,
+                                        "target_phone_number": _optional(
+                                            {
+                                                "type": "string",
+                                                "minLength": 1,
+                                                "description": "A manual target, with target_checksum",
+                                            }
+                                        ),
+                                        "target_checksum": _optional(non_empty),
                                     },
                                 }
                             }
@@ -478,10 +552,14 @@ def openapi_document() -> dict[str, Any]:
                                 }
                             },
                         },
+                        **_JSON_BODY_ERRORS,
                         "401": _errors_response("Missing or unknown API key."),
                         "403": _errors_response("Too many calls for this member and campaign."),
                         "422": _errors_response(
                             "An invalid field, or Twilio refused the call (its code is given)."
+                        ),
+                        "503": _errors_response(
+                            "The call could not be registered or placed now (nothing was placed), or partitions are moving: retry."
                         ),
                     },
                 }
@@ -495,12 +573,17 @@ def openapi_document() -> dict[str, Any]:
                             "name": "call_id",
                             "in": "path",
                             "required": True,
-                            "schema": {"type": "string"},
+                            "schema": {"type": "string", "format": "uuid"},
                         }
                     ],
                     "responses": {
-                        "200": {"description": "The call."},
+                        "200": {
+                            "description": "The call.",
+                            "content": {"application/json": {"schema": {"type": "object"}}},
+                        },
+                        "401": _errors_response("Missing or unknown API key."),
                         "404": _errors_response("No such call for this client."),
+                        "503": _MOVING,
                     },
                 }
             },
@@ -513,16 +596,13 @@ def openapi_document() -> dict[str, Any]:
                             "name": "call_id",
                             "in": "path",
                             "required": True,
-                            "schema": {"type": "string"},
+                            "schema": {"type": "string", "format": "uuid"},
                         },
                         {
                             "name": "step",
                             "in": "path",
                             "required": True,
-                            "schema": {
-                                "type": "string",
-                                "enum": ["start", "menu", "connect", "dial-status", "status"],
-                            },
+                            "schema": {"type": "string", "enum": sorted(STEPS)},
                         },
                         {
                             "name": "X-Twilio-Signature",
@@ -531,9 +611,33 @@ def openapi_document() -> dict[str, Any]:
                             "schema": {"type": "string"},
                         },
                     ],
+                    "requestBody": {
+                        "required": True,
+                        "content": {
+                            "application/x-www-form-urlencoded": {
+                                "schema": {
+                                    "type": "object",
+                                    "description": f"Twilio's parameters (CallSid, CallStatus, Digits, ...); at most {MAX_TWILIO_BODY:,} bytes.",
+                                    "additionalProperties": {"type": "string"},
+                                }
+                            }
+                        },
+                    },
                     "responses": {
-                        "200": {"description": "TwiML (text/xml)."},
-                        "403": {"description": "Bad signature."},
+                        "200": {
+                            "description": "TwiML.",
+                            "content": {"text/xml": {"schema": {"type": "string"}}},
+                        },
+                        "400": _text_response("The form is not text in its charset."),
+                        "403": _text_response("Bad signature."),
+                        "404": _text_response("No such step, or no such call."),
+                        "413": _text_response(
+                            f"The body is larger than {MAX_TWILIO_BODY:,} bytes."
+                        ),
+                        "415": _text_response("The body is not application/x-www-form-urlencoded."),
+                        "503": _text_response(
+                            "The state change was not recorded, the worker is not configured for Twilio, or partitions are moving: Twilio retries."
+                        ),
                     },
                 }
             },

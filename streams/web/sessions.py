@@ -51,8 +51,8 @@ def register(sb: Switchboard) -> None:
     async def get_session(view: View, request: Request, *args: Any, **kwargs: Any) -> Response:
         try:
             client = authenticate(sb, request)
+            offset, limit = _page(request)  # before the wait for a fresh session: it is cheap
             state = await own_session(sb, client, request)
-            offset, limit = _page(request)
         except HTTPProblem as exc:
             return problem(view, exc)
         return view.json(_session_document(sb, state, offset, limit))
@@ -193,8 +193,8 @@ def _cancelled(sb: Switchboard, session_id: str) -> bool:
 
 def _page(request: Request) -> tuple[int, int]:
     try:
-        offset = int(request.query.get("offset", "0"))
-        limit = int(request.query.get("limit", "100"))
+        offset = int(request.query.get("offset", "0")[:20])
+        limit = int(request.query.get("limit", "100")[:20])
     except ValueError:
         raise HTTPProblem(400, "offset", "offset and limit must be whole numbers") from None
     if offset < 0 or not 1 <= limit <= MAX_PAGE:

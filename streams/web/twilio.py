@@ -25,10 +25,11 @@ exact path (``streams/web/twilio_signature.py``): 403 otherwise, and nothing cha
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import time
 import urllib.parse
-from collections.abc import Awaitable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Final, cast
 
 from aiohttp import web
@@ -36,6 +37,7 @@ from faust.web import Request, Response, View
 
 from streams.app import Switchboard
 from streams.dispatch import optout_record
+from streams.web.common import HTTPProblem, problem_text, twilio_form
 from streams.web.twilio_signature import verified_params
 from switchboard import optout
 from switchboard.addresses import AddressError, normalize_phone
@@ -73,14 +75,28 @@ def register(sb: Switchboard) -> None:
     @app.page("/twilio/messages/status", name="twilio-message-status")
     class MessageStatus(View):
         async def post(self, request: Request) -> Response:
-            return await _status_callback(
-                sb, self, cast(web.Request, request)
-            )  # faust's aiohttp driver
+            return await _checked(sb, self, cast(web.Request, request), _status_callback)
 
     @app.page("/twilio/messages/inbound", name="twilio-inbound")
     class Inbound(View):
         async def post(self, request: Request) -> Response:
-            return await _inbound(sb, self, cast(web.Request, request))
+            return await _checked(sb, self, cast(web.Request, request), _inbound)
+
+
+async def _checked(
+    sb: Switchboard,
+    view: View,
+    request: web.Request,
+    handler: Callable[[Switchboard, View, web.Request], Awaitable[Response]],
+) -> Response:
+    """``handler``'s answer for a request shaped like Twilio's (:func:`twilio_form`: 415, 413 or
+    400 otherwise, before the signature is checked or anything is recorded)."""
+    try:
+        await twilio_form(request)
+    except HTTPProblem as exc:
+        sb.metrics.rejections.labels("twilio-malformed").inc()
+        return problem_text(view, exc)
+    return await handler(sb, view, request)
 
 
 def _starting(view: View) -> Response:
@@ -273,15 +289,25 @@ def _client_for_number(
     return None
 
 
+#: How much of an unusable Twilio request is kept on the rejected topic. These requests are
+#: unsigned (nobody we know sent them), so what anyone can make this worker write is bounded:
+#: the start of the body and of the query, with the body's size and SHA-256 to match it.
+RECORDED_BYTES: Final = 1024
+
+
 async def _record_unknown(sb: Switchboard, view: View, request: web.Request, why: str) -> Response:
     """Record an unusable Twilio request on the rejected topic: 200 once the broker has it
-    (Twilio need not retry what can never be used), 503 when it could not be recorded."""
-    body = await request.read()
-    log.warning("unusable Twilio request recorded", extra={"path": request.path, "why": why})
+    (Twilio need not retry what can never be used), 503 when it could not be recorded. Only a
+    summary is recorded (:data:`RECORDED_BYTES` of body and query, the body's size and digest),
+    keyed by the path."""
+    body = await request.read()  # at most MAX_TWILIO_BODY: twilio_form checked it
+    log.warning("unusable Twilio request recorded", extra={"path": request.path[:200], "why": why})
     sb.metrics.rejections.labels("twilio-unknown").inc()
-    query = urllib.parse.urlencode(dict(request.query)).encode()
+    query = urllib.parse.urlencode(dict(request.query)).encode()[:RECORDED_BYTES]
+    headers = [("query", query), ("body-bytes", str(len(body)).encode()),
+               ("body-sha256", hashlib.sha256(body).hexdigest().encode())]  # fmt: skip
     refused = await _durably(sb, view, sb.reject(
-        errors=[FieldError("", why)], topic=f"http:{request.path}", partition=-1, offset=-1,
-        key=None, value=body, headers=[("query", query)],
+        errors=[FieldError("", why)], topic=f"http:{request.path[:200]}", partition=-1, offset=-1,
+        key=request.path[:200].encode(), value=body[:RECORDED_BYTES], headers=headers,
     ))  # fmt: skip
     return refused if refused is not None else view.text("", status=200)

@@ -85,6 +85,24 @@ def wait_for(
         time.sleep(interval)
 
 
+def concurrently(call: Callable[[int], Any], count: int) -> list[Any]:
+    """``call(0)`` ... ``call(count - 1)``, each in a thread of its own, released together (a
+    barrier), and their results in the order of their indexes."""
+    start = threading.Barrier(count)
+    results: list[Any] = [None] * count
+
+    def run(i: int) -> None:
+        start.wait()
+        results[i] = call(i)
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return results
+
+
 # -- the worker ------------------------------------------------------------------------------
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -15,7 +14,7 @@ import pytest
 
 from switchboard.clients import api_key_digest
 from tests.integration.conftest import Keys, WorkerFactory
-from tests.integration.harness import TopicReader, Worker, produce, status_reader
+from tests.integration.harness import TopicReader, Worker, concurrently, produce, status_reader
 
 pytestmark = pytest.mark.kafka
 
@@ -114,16 +113,9 @@ def test_concurrent_repeats_create_exactly_one_session(
 ) -> None:
     key = f"burst-{uuid.uuid4()}"
     audience = [number(), number()]
-    answers: list[Any] = []
-
-    def post() -> None:
-        answers.append(worker.post(body(audience), keys.acme, headers={"Idempotency-Key": key}))
-
-    threads = [threading.Thread(target=post) for _ in range(8)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    answers = concurrently(
+        lambda _: worker.post(body(audience), keys.acme, headers={"Idempotency-Key": key}), 8
+    )
     assert all(a.status == 202 for a in answers), [a.body for a in answers]
     session_ids = {a.body["session_id"] for a in answers}
     assert len(session_ids) == 1

@@ -83,3 +83,38 @@ def test_settings_reject_bad_values_naming_each_variable() -> None:
         Settings.from_env({"SWITCHBOARD_SANDBOX": "yes", "SWITCHBOARD_PARTITIONS": "4"}).partitions
         == 4
     )
+
+
+def test_openapi_documents_every_status_the_views_answer() -> None:
+    """What schemathesis found undocumented (issue 13): each operation lists its statuses."""
+    paths = openapi_document()["paths"]
+
+    def statuses(path: str, method: str) -> set[str]:
+        return set(paths[path][method]["responses"])
+
+    for path, method in (
+        ("/v1/messages", "post"),
+        ("/v1/sessions/{session_id}", "get"),
+        ("/v1/sessions/{session_id}/trigger", "post"),
+        ("/v1/sessions/{session_id}/cancel", "post"),
+        ("/api/call", "post"),
+        ("/v1/calls/{call_id}", "get"),
+    ):
+        assert "401" in statuses(path, method), (path, "authenticated: 401 documented")
+    for path in ("/v1/messages", "/api/call"):  # a JSON body: every way it can be refused
+        assert {"400", "413", "415", "422"} <= statuses(path, "post"), path
+    assert {"400", "404", "503"} <= statuses("/v1/sessions/{session_id}", "get")
+    assert {"400", "403", "404", "413", "415", "503"} <= statuses("/twilio/calls/{call_id}/{step}", "post")  # fmt: skip
+
+
+def test_openapi_strings_are_as_strict_as_validation_about_empty_values() -> None:
+    document = openapi_document()
+    call = document["paths"]["/api/call"]["post"]["requestBody"]["content"]["application/json"]
+    properties = call["schema"]["properties"]
+    assert properties["campaign_id"]["minLength"] == properties["member_phone_number"]["minLength"] == 1  # fmt: skip
+    instruction = document["components"]["schemas"]["Instruction"]["properties"]
+    key = instruction["idempotency_key"]["anyOf"][0]
+    assert key["pattern"] == r"\S" and key["maxLength"] == 255, "a blank key is refused"
+    assert instruction["client_id"]["anyOf"][0]["minLength"] == 1
+    [header] = document["paths"]["/v1/messages"]["post"]["parameters"]
+    assert header["schema"]["minLength"] == 1 and header["schema"]["pattern"] == r"\S"

@@ -851,3 +851,55 @@ def test_high_priority_is_refused_for_a_campaign_with_every_other_error() -> Non
     ]  # fmt: skip
     assert validate_envelope(body(audience=audience[:-1], options={"priority": "high"}),
                              client=ACME).recipients == MAX_PRIORITY_RECIPIENTS  # fmt: skip
+
+
+# -- the production path: validate_envelope + audience_chunks (issue 13, part 4) ---------------
+
+
+def envelope_errors(data: Any, client: ClientConfig | None = ACME) -> list[tuple[str, str]]:
+    from switchboard.validation import validate_envelope
+
+    with pytest.raises(ValidationFailed) as info:
+        validate_envelope(data, client=client)
+    return [(e.field, e.error) for e in info.value.errors]
+
+
+def test_the_envelope_reports_the_audience_errors_with_the_transport_errors() -> None:
+    """A missing email subject must not hide a bad address: every problem in one 422."""
+    data = body(transport={"type": "email", "message": "Hi"}, audience=["a@example.com", "nope"])
+    assert [f for f, _ in envelope_errors(data)] == ["transport.subject", "audience[1]"]
+    assert envelope_errors(data) == errors(data), "both paths report the same problems"
+
+
+def test_the_envelope_reports_the_audience_errors_with_the_options_errors() -> None:
+    data = body(audience=[PHONE, {"phone": "12"}], options={"retries": 99, "trigger": "later"})
+    assert [f for f, _ in envelope_errors(data)] == [
+        "audience[1].phone",
+        "options.trigger",
+        "options.retries",
+    ]
+
+
+def test_a_lone_surrogate_is_an_error_naming_its_field_wherever_it_is() -> None:
+    data = body(
+        transport={"type": "sms", "message": "Hi", "extras": {"template_vars": {"x": "\udcff"}}},
+        idempotency_key="k\ud800",
+        audience=[PHONE, "\ud800", {"phone": PHONE, "name": "\ud800"}],
+        options={"webhookUrl": "https://example.com/\ud800"},
+    )
+    found = envelope_errors(data)
+    assert [f for f, _ in found] == [
+        "idempotency_key",
+        "transport.extras.template_vars.x",
+        "audience[1]",
+        "audience[2].name",
+        "options.webhookUrl",
+    ]
+    assert all("lone surrogate" in e for _, e in found)
+    assert found == errors(data)
+
+
+def test_an_unknown_field_with_a_lone_surrogate_is_named_escaped() -> None:
+    [(field, error)] = envelope_errors(body(**{"x\ud800": 1}))
+    assert field == "x\\ud800" and error == "unknown field"
+    field.encode()  # the path itself can be encoded (JSON, Avro, a log line)

@@ -448,3 +448,41 @@ def test_header_map_forms() -> None:
 def test_header_map_feeds_sniff() -> None:
     headers = header_map([("Content-Type", b"application/json; charset=utf-8")])
     assert sniff(b"[]", headers) == Framing("json")
+
+
+# -- json_object: never an exception other than DecodeFailed (issue 13, part 4) ---------------
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (b'{"retries": ' + b"9" * 5000 + b"}", "not usable JSON: a number has 5,000 digits"),
+        (b'{"retries": -' + b"9" * 101 + b"}", "not usable JSON: a number has 101 digits"),
+        (b'{"x": NaN}', "not usable JSON: NaN is not a JSON value"),
+        (b'{"x": -Infinity}', "not usable JSON: -Infinity is not a JSON value"),
+        (b'{"x": 1e999}', "not usable JSON: the number 1e999 is out of range"),
+        (b"  ", "empty: send the instruction as a JSON object"),
+        (b"\xff{}", "not valid JSON"),
+        (b"[" * 100_000, "not usable JSON: nested too deeply"),
+        (b"[1]", "the instruction must be a JSON object"),
+    ],
+)
+def test_json_object_refuses_unusable_json_with_one_clear_error(text: bytes, expected: str) -> None:
+    from switchboard.errors import DecodeFailed
+    from switchboard.wire import json_object
+
+    with pytest.raises(DecodeFailed) as info:
+        json_object(text)
+    [error] = info.value.errors
+    assert error.field == "" and error.error.startswith(expected), error.error
+
+
+def test_json_object_reads_ordinary_numbers() -> None:
+    from switchboard.wire import MAX_JSON_DIGITS, json_object
+
+    big = "9" * MAX_JSON_DIGITS
+    assert json_object(f'{{"a": {big}, "b": -1.5e3, "c": 0}}') == {
+        "a": int(big),
+        "b": -1500.0,
+        "c": 0,
+    }
