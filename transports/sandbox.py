@@ -17,6 +17,7 @@ These keys are read only by the sandbox; a real provider ignores them.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import time
 import uuid
@@ -45,13 +46,15 @@ class SandboxTransport:
         self.outbox = outbox
         #: The most recent sends, newest last (bounded).
         self.sent: deque[dict[str, Any]] = deque(maxlen=keep)
+        self._ids = uuid.uuid4().hex  # this transport's; each send adds a counter
+        self._sent = itertools.count(1)
 
     async def send(self, message: OutboundMessage) -> SendResult:
         behaviour = message.extras.get("sandbox")
         if isinstance(behaviour, Mapping):
             await self._misbehave(behaviour, message.attempt)
         await final_check(message)  # after the simulated latency, as a real provider call would
-        provider_id = f"sandbox-{uuid.uuid4()}"
+        provider_id = f"sandbox-{self._ids}-{next(self._sent)}"  # unique, no syscall per send
         record = {
             "provider_message_id": provider_id,
             "channel": message.channel,

@@ -230,3 +230,23 @@ def test_an_earlier_attempts_news_never_moves_a_later_attempt() -> None:
     assert not advances("expired", 1, "sent", 2), "attempt 1's expiry timer"
     assert advances("failed", 2, "sent", 2)
     assert advances("sent", 2, "scheduled", 1), "the retry moves a waiting delivery"
+
+
+def test_event_ids_are_the_uuid5_they_always_were() -> None:
+    """Ids must never change across versions (readers de-duplicate by them): the fast path
+    builds exactly ``uuid.uuid5`` of the joined parts."""
+    import random
+    import uuid
+
+    from switchboard.status import _EVENT_IDS, event_id
+
+    rng = random.Random(5)
+    alphabet = "abc/#:-019é€😀\x1f "
+    for _ in range(2000):
+        parts = [
+            "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 30))),
+            rng.randint(0, 9),
+            None,
+        ]
+        joined = "\x1f".join("" if p is None else str(p) for p in parts)
+        assert event_id(*parts) == str(uuid.uuid5(_EVENT_IDS, joined))
