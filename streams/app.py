@@ -249,13 +249,16 @@ class Switchboard:
             return self.topics.priority_dispatch
         return self.topics.dispatch[job.channel]
 
-    async def report_batch(self, reports: list[records.Report]) -> Awaitable[Any] | None:
-        """Produce ``reports`` (all of one session and lane) as one record (None when empty)."""
+    async def report_batch(
+        self, reports: list[records.Report], items: bytes | None = None
+    ) -> Awaitable[Any] | None:
+        """Produce ``reports`` (all of one session and lane) as one record (None when empty);
+        ``items``: their :func:`~switchboard.records.encode_items`, when the caller has it."""
         if not reports:
             return None
         first = reports[0]
         topic = self.topics.priority_reports if first.priority == "high" else self.topics.reports
-        value = records.encode_batch(records.ReportBatch(reports))
+        value = records.encode_batch(records.ReportBatch(reports), items)
         return await self.produce(topic, key=first.session_id.encode(), value=value)
 
     async def dispatch_batch(self, jobs: list[records.DispatchJob]) -> None:

@@ -379,9 +379,10 @@ class _Outcomes:
             return
         reports, retries = self._reports, self._retries
         self._reports, self._retries = [], []
-        await self._produce(reports, retries)
-        part = {"items": records.as_items(reports), "retries": retries}
-        put(self._sb.tables.sends, batch_part_row(self._batch.key, self.parts), _json(part))
+        items = records.encode_items(reports)  # once, for the record and the row
+        await self._produce(reports, retries, items)
+        part = b'{"items":' + items + b',"retries":' + json.dumps(retries).encode() + b"}"
+        put(self._sb.tables.sends, batch_part_row(self._batch.key, self.parts), part)
         self.parts += 1
 
     async def replay(self) -> None:
@@ -394,10 +395,12 @@ class _Outcomes:
             self.recorded.update(report.index for report in reports)
             self.parts += 1
 
-    async def _produce(self, reports: list[Report], retries: list[tuple[int, float]]) -> None:
+    async def _produce(
+        self, reports: list[Report], retries: list[tuple[int, float]], items: bytes | None = None
+    ) -> None:
         for index, retry_at in retries:
             await _schedule_retry(self._sb, self._jobs[index], retry_at)
-        await self._sb.report_batch(reports)
+        await self._sb.report_batch(reports, items)
 
 
 def _retry_at(job: DispatchJob, failure: TransportError) -> float | None:

@@ -47,6 +47,7 @@ __all__ = [
     "delivery_key",
     "encode",
     "encode_batch",
+    "encode_items",
     "priority_of",
 ]
 
@@ -74,11 +75,17 @@ def encode(record: Any) -> bytes:
     return json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
 
 
-def encode_batch(batch: JobBatch | ReportBatch) -> bytes:
-    """JSON bytes of a batch record: its ``kind`` and its :func:`items`."""
-    items = batch.jobs if isinstance(batch, JobBatch) else batch.reports
-    body = {"kind": batch.KIND, "items": as_items(items)}
-    return json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
+def encode_batch(batch: JobBatch | ReportBatch, items: bytes | None = None) -> bytes:
+    """JSON bytes of a batch record: its ``kind`` and its items (``items``: already encoded
+    with :func:`encode_items`, so a caller that stores them too encodes them once)."""
+    if items is None:
+        items = encode_items(batch.jobs if isinstance(batch, JobBatch) else batch.reports)
+    return b'{"kind":"' + batch.KIND.encode() + b'","items":' + items + b"}"
+
+
+def encode_items(items: Sequence[Any]) -> bytes:
+    """A JSON array of flat records (all of one class), as :func:`as_items` reads them."""
+    return json.dumps(as_items(items), separators=(",", ":"), ensure_ascii=False).encode()
 
 
 def as_items(items: Sequence[Any]) -> list[dict[str, Any]]:

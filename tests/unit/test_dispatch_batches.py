@@ -36,7 +36,7 @@ class Counter:
 def worker(sends: dict[bytes, bytes] | None = None) -> Any:
     produced: list[list[Report]] = []
 
-    async def report_batch(reports: list[Report]) -> None:
+    async def report_batch(reports: list[Report], items: bytes | None = None) -> None:
         produced.append(list(reports))
 
     metrics = SimpleNamespace(

@@ -162,3 +162,13 @@ def test_idempotency_keys_are_scoped_to_their_lane() -> None:
     assert high != "k1" and shown(high) == "k1" and shown("k1") == "k1"
     assert anchor("acme", high) != anchor("acme", "k1")
     assert session_for("acme", high, 1) != session_for("acme", "k1", 1)
+
+
+def test_a_batch_encoded_with_its_items_once_reads_back_the_same() -> None:
+    from switchboard.records import ReportBatch, encode_batch, encode_items
+
+    batch = ReportBatch([REPORT, REPORT])
+    items = encode_items(batch.reports)
+    assert encode_batch(batch, items) == encode_batch(batch)
+    body = json.loads(encode_batch(batch))
+    assert body["kind"] == "reports" and ReportBatch.decode(body).reports == [REPORT, REPORT]
