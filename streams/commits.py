@@ -64,6 +64,8 @@ from faust.transport.producer import ProducerBuffer
 from faust.types import TP, Message, ProducerT, TransportT
 from faust.types.tuples import ack_lock
 from mode.utils.futures import notify
+from mode.utils.objects import cached_property
+from mode.utils.queues import FlowControlEvent
 
 __all__ = ["DurableProducer", "ProducerFailed", "SafeConsumer", "SwitchboardApp"]
 
@@ -161,6 +163,7 @@ class SafeConsumer(Consumer):
         self._checked: dict[TP, int] = {}
         self._deliver = self.callback
         self.callback = self._in_order
+        self._reseek: asyncio.Future[None] | None = None
 
     async def _wait_next_records(self, timeout: float) -> Any:  # noqa: ASYNC109 - Faust's signature
         records = await super()._wait_next_records(timeout)
@@ -218,6 +221,25 @@ class SafeConsumer(Consumer):
         self._next[tp] = max(self._next.get(tp, 0), earliest)
         self._due[tp] = earliest
         return offset == earliest
+
+    def queues_cleared(self) -> None:
+        """The agents' queues were emptied (:class:`_FlowControl`): the records handed over and
+        not yet processed are gone, so every agent's partition is read again from the first
+        offset not known to be processed. What was processed since comes again, which every
+        agent allows."""
+        if not self._due:
+            return
+        starts = {tp: self._next.get(tp, due) for tp, due in self._due.items()}
+        self._sought_now(starts)  # now: what was fetched before is stale
+        self._due.update(starts)
+        self._reseek = asyncio.ensure_future(self._seek_quietly(starts))
+
+    async def _seek_quietly(self, starts: Mapping[TP, int]) -> None:
+        for tp, offset in starts.items():
+            try:
+                await super().seek(tp, offset)  # the epoch moved already (queues_cleared)
+            except Exception as exc:  # noqa: BLE001 - a partition revoked meanwhile is sought at its next assignment
+                self.log.info("no seek back of %s after the queues were cleared: %r", tp, exc)
 
     async def on_partitions_revoked(self, revoked: set[TP]) -> None:
         for tp in revoked:
@@ -303,3 +325,26 @@ class SwitchboardApp(faust.App):
 
     def _new_producer(self) -> ProducerT:
         return DurableProducer(self.transport, loop=self.loop, beacon=self.beacon)
+
+    @cached_property
+    def flow_control(self) -> FlowControlEvent:
+        return _FlowControl(self, loop=self.loop)
+
+
+class _FlowControl(FlowControlEvent):
+    """Faust's flow control, telling the consumer when the agents' queues were cleared.
+
+    ``resume()`` clears every agent's queue, and Faust resumes flow after it has sought the
+    partitions and let records flow already (table recovery resumes flow, then the streams'
+    resume seeks, then resumes again): the records handed over in between are dropped from the
+    queues without ever being processed. The consumer then reads them again."""
+
+    def __init__(self, app: faust.App, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._app = app
+
+    def clear(self) -> None:
+        super().clear()
+        consumer = self._app._consumer  # not made here if it does not exist yet
+        if isinstance(consumer, SafeConsumer):
+            consumer.queues_cleared()

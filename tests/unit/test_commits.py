@@ -14,6 +14,7 @@ from types import SimpleNamespace
 from typing import Any
 from weakref import WeakSet
 
+import pytest
 from aiokafka.partitioner import DefaultPartitioner
 from faust.transport.consumer import Consumer as FaustConsumer
 from faust.transport.producer import ProducerBuffer
@@ -267,3 +268,43 @@ async def test_a_record_fetched_before_its_partition_was_sought_is_never_handed_
     ordering.fetched()
     await ordering.feed(63, 64, 65, tp=changelog)
     assert ordering.delivered == [63, 64, 65]
+
+
+async def test_records_handed_over_then_cleared_from_the_queues_are_read_again(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Faust resumes flow (which clears every agent's queue) after records already flowed: the
+    records handed over but still in a queue (46) were dropped without being processed, and
+    the partition was read on from 47. The consumer reads again from the first offset not known
+    to be processed."""
+    from faust.transport.drivers.aiokafka import Consumer
+
+    ordering = _Ordering(due=46)
+    ordering.consumer._next[TP0] = 46
+    await ordering.feed(46)  # into the agent's queue
+    assert ordering.delivered == [46]
+    sought: list[int] = []
+
+    async def broker_seek(self: Any, tp: TP, offset: int) -> None:
+        sought.append(offset)
+
+    monkeypatch.setattr(Consumer, "seek", broker_seek)
+    ordering.consumer.log = SimpleNamespace(warning=lambda *a, **k: None, info=lambda *a, **k: None)
+    ordering.consumer.queues_cleared()  # flow_control.resume(): the queue is emptied
+    await ordering.consumer._reseek
+    assert sought == [46]
+    await ordering.feed(47)  # fetched before the seek back: stale, not handed over
+    ordering.fetched()
+    await ordering.feed(46, 47)
+    assert ordering.delivered == [46, 46, 47], "46 is handed over again, then 47"
+
+
+def test_the_apps_flow_control_tells_the_consumer_when_it_clears_the_queues() -> None:
+    from streams.commits import _FlowControl
+
+    told: list[str] = []
+    consumer: Any = SafeConsumer.__new__(SafeConsumer)
+    consumer.queues_cleared = lambda: told.append("cleared")
+    flow = _FlowControl(SimpleNamespace(_consumer=consumer))  # type: ignore[arg-type]
+    flow.resume()  # Faust's resume clears every agent's queue
+    assert told == ["cleared"]
