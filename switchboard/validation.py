@@ -155,7 +155,7 @@ def audience_chunks(
             if len(v.errors) >= MAX_ERRORS:
                 v.err("audience", "too many errors; fix these and resubmit")
                 break
-            if i % size == 0:
+            if (i + 1) % size == 0:
                 yield []
             continue
         assert recipient is not None
