@@ -180,7 +180,9 @@ async def _confirmed(futures: list[Awaitable[Any]], deadline: float, *, opening_
     done, late = await asyncio.wait(waiting, timeout=deadline)
     for future in late:  # its outcome is not awaited by anyone: retrieve it, quietly
         future.add_done_callback(lambda f: f.cancelled() or f.exception())
-    refused = next((f.exception() for f in done if f.exception() is not None), None)
+    # Every outcome retrieved (asyncio logs an exception never retrieved); the first one said.
+    errors = [f.exception() for f in done if not f.cancelled()]
+    refused = next((e for e in errors if e is not None), None)
     if refused is not None:
         raise Unconfirmed(opening_sent, refused)
     if late:

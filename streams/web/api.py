@@ -251,8 +251,8 @@ async def _submit(
                               "retrying is safe", {"Retry-After": "5"}) from None  # fmt: skip
         again = ("retry with the same Idempotency-Key: it answers this session if it was stored"
                  if envelope.idempotency_key is not None else
-                 f"before sending it again, GET /v1/sessions/{session_id} (404 once Kafka is confirming again: it was not)")  # fmt: skip
-        raise HTTPProblem(503, "", f"Kafka {what} of the session's opening; session {session_id} may still open: {again}",
+                 f"GET /v1/sessions/{session_id} before sending it again (200: it opened; the producer may still be retrying the write)")  # fmt: skip
+        raise HTTPProblem(503, "", f"Kafka {what}: the session's opening was written, and session {session_id} may still open: {again}",
                           {"Retry-After": "5"}, {"session_id": session_id}) from None  # fmt: skip
 
 
