@@ -28,7 +28,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable, Iterable, Sequence
 from typing import Any, Literal
 
 from faust import current_event
@@ -126,15 +126,7 @@ async def submit(
                 pending.append(await _send(sb, command, lane))
                 written += 1
             await asyncio.sleep(0)  # a large audience takes a while: let the other agents run
-        record = envelope.to_record(chunks=written)
-        now = time.time()
-        opening: SessionCommand
-        if envelope.idempotency_key is not None and fingerprint is not None:
-            key = envelope.idempotency_key
-            opening = Claim(anchor(envelope.client_id, scoped(key, lane)), envelope.client_id, scoped(key, lane), fingerprint, record, now,
-                            source, origin, candidate=session_id)  # fmt: skip
-        else:
-            opening = OpenSession(session_id, record, received_at=now, source=source, origin=origin)
+        opening = _opening(envelope, session_id, written, fingerprint, source, origin)
         if deadline is None:
             if isinstance(opening, Claim):
                 await asyncio.gather(*pending)
@@ -148,8 +140,11 @@ async def submit(
         opening_sent = True
         await _confirmed([sent], deadline, opening_sent=True)
     except ValidationFailed:
-        if written:
+        if written and deadline is None:
             await _send(sb, Discard(session_id, written), lane)
+        elif written:
+            _quietly(pending)
+            await _discard(sb, session_id, written, lane)  # a Kafka failure must not hide the 422
         raise
     except Unconfirmed:
         _forget(sb, envelope, session_id, written, opening_sent)
@@ -165,6 +160,26 @@ async def submit(
         raise
 
 
+def _opening(
+    envelope: Envelope,
+    session_id: str,
+    chunks: int,
+    fingerprint: str | None,
+    source: Literal["api", "kafka"],
+    origin: str,
+) -> SessionCommand:
+    """The command that opens the session: a ``Claim`` through its idempotency key, or else
+    an ``OpenSession``."""
+    record = envelope.to_record(chunks=chunks)
+    now = time.time()
+    key = envelope.idempotency_key
+    if key is None or fingerprint is None:
+        return OpenSession(session_id, record, received_at=now, source=source, origin=origin)
+    lane = envelope.options.priority
+    return Claim(anchor(envelope.client_id, scoped(key, lane)), envelope.client_id, scoped(key, lane), fingerprint, record, now,
+                 source, origin, candidate=session_id)  # fmt: skip
+
+
 async def _confirmed(futures: list[Awaitable[Any]], deadline: float, *, opening_sent: bool) -> None:
     """Wait up to ``deadline`` seconds for the broker to confirm every write of ``futures``.
 
@@ -178,8 +193,7 @@ async def _confirmed(futures: list[Awaitable[Any]], deadline: float, *, opening_
     if not waiting:
         return
     done, late = await asyncio.wait(waiting, timeout=deadline)
-    for future in late:  # its outcome is not awaited by anyone: retrieve it, quietly
-        future.add_done_callback(lambda f: f.cancelled() or f.exception())
+    _quietly(late)
     # Every outcome retrieved (asyncio logs an exception never retrieved); the first one said.
     errors = [f.exception() for f in done if not f.cancelled()]
     refused = next((e for e in errors if e is not None), None)
@@ -187,6 +201,31 @@ async def _confirmed(futures: list[Awaitable[Any]], deadline: float, *, opening_
         raise Unconfirmed(opening_sent, refused)
     if late:
         raise Unconfirmed(opening_sent, None)
+
+
+def _quietly(futures: Iterable[Awaitable[Any]]) -> None:
+    """Retrieve the outcome of writes no one awaits any more, when it comes: asyncio would log
+    each refused one as an exception never retrieved (the submission's caller heard already)."""
+    for future in futures:
+        asyncio.ensure_future(future).add_done_callback(lambda f: f.cancelled() or f.exception())
+
+
+async def _discard(sb: Switchboard, session_id: str, chunks: int, lane: str) -> None:
+    """Write a ``Discard`` of the session's first ``chunks`` chunks; best effort (logged when
+    refused): unused chunks are only rows that no session reads."""
+
+    def said(future: asyncio.Future[Any]) -> None:
+        if not future.cancelled() and future.exception() is not None:
+            log.warning("unused audience chunks not discarded",
+                        extra={"session_id": session_id, "error": type(future.exception()).__name__})  # fmt: skip
+
+    try:
+        sent = await _send(sb, Discard(session_id, chunks), lane)
+    except Exception as exc:  # noqa: BLE001 - best effort (above)
+        log.warning("unused audience chunks not discarded",
+                    extra={"session_id": session_id, "error": type(exc).__name__})  # fmt: skip
+        return
+    asyncio.ensure_future(sent).add_done_callback(said)
 
 
 _cleanups: set[asyncio.Task[None]] = set()
@@ -202,15 +241,7 @@ def _forget(
     """
     if not written or opening_sent or envelope.idempotency_key is not None:
         return
-
-    async def discard() -> None:
-        try:
-            await _send(sb, Discard(session_id, written), envelope.options.priority)
-        except Exception as exc:  # noqa: BLE001 - best effort: the rows are only unused
-            log.warning("unused audience chunks not discarded",
-                        extra={"session_id": session_id, "error": type(exc).__name__})  # fmt: skip
-
-    task = asyncio.ensure_future(discard())
+    task = asyncio.ensure_future(_discard(sb, session_id, written, envelope.options.priority))
     _cleanups.add(task)
     task.add_done_callback(_cleanups.discard)
 

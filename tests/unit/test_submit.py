@@ -133,3 +133,17 @@ async def test_an_unconfirmed_opening_is_reported_as_sent(key: str | None) -> No
         await run(topic, key)
     assert info.value.opening_sent is True, "the session may still open: the 503 must say so"
     assert kinds(topic) == ["AudienceChunk"] * 3 + ["Claim" if key else "OpenSession"]
+
+
+async def test_an_invalid_recipient_is_a_422_whatever_kafka_does() -> None:
+    """Chunks and their Discard refused: the caller still hears ValidationFailed (422), and
+    nothing opens."""
+    from switchboard.errors import ValidationFailed
+
+    topic = Topic(lambda c: RuntimeError("broker down"))
+    data = {"client_id": "acme", "transport": {"type": "sms", "message": "Hi"}, "audience": [*AUDIENCE, "nope"]}  # fmt: skip
+    envelope = validate_envelope(data, client=ACME)
+    with pytest.raises(ValidationFailed):
+        await submit(cast(Switchboard, Sb(topic)), envelope, data["audience"], session_id="s-1",
+                     source="api", origin="api", deadline=0.05)  # fmt: skip
+    assert kinds(topic) == ["AudienceChunk"] * 2 + ["Discard"]
