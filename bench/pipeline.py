@@ -504,6 +504,76 @@ def run_fanout(broker: LocalBroker, workdir: Path, recipients: int) -> FanoutRes
     return FanoutResult(recipients, len(value), seconds, rss)
 
 
+# -- one large instruction over HTTP ----------------------------------------------------------
+
+
+@dataclass
+class HttpResult:
+    recipients: int
+    body_bytes: int
+    status: int
+    seconds: float  # request sent -> answer received (202 once every write is confirmed)
+    slowest_health: float  # the slowest GET /healthz answered meanwhile: the event loop's stalls
+    idle_rss_mb: float
+    peak_rss_mb: float
+
+    def row(self) -> str:
+        return (f"| {self.recipients:,} | {self.body_bytes / 1e6:,.1f} MB | {self.status} | {self.seconds:,.1f} s | "
+                f"{self.recipients / self.seconds:,.0f} | {self.slowest_health * 1000:,.0f} ms | "
+                f"{self.idle_rss_mb:,.0f} | {self.peak_rss_mb:,.0f} |")  # fmt: skip
+
+
+def run_http(broker: LocalBroker, workdir: Path, recipients: int) -> HttpResult:
+    """One ``POST /v1/messages`` of ``recipients`` SMS recipients (JSON, no idempotency key):
+    the time until its answer (202 once durable), the slowest ``/healthz`` answered by the same
+    worker meanwhile (polled every 0.2 s: validation must not hold the event loop), and the
+    worker's RSS before and at its peak."""
+    import urllib.error
+    import urllib.request
+
+    prefix = f"http{uuid.uuid4().hex[:6]}"
+    # Dispatch paused: what is measured is the submission alone, not the deliveries.
+    worker = sandbox_worker(broker, workdir, prefix, {"SWITCHBOARD_PAUSED_CHANNELS": "sms"})
+    worker.start()
+    assert worker.process is not None
+    pid = worker.process.pid
+    body, _ = instruction(0, recipients, "sms")
+    data = json.dumps(body).encode()
+    request = urllib.request.Request(f"{worker.url}/v1/messages", data=data, method="POST",
+                                     headers={"Content-Type": "application/json", "Authorization": "Bearer bench-key"})  # fmt: skip
+    health: list[float] = []
+    done = threading.Event()
+
+    def poll_health() -> None:
+        while not done.wait(0.2):
+            asked = time.perf_counter()
+            with urllib.request.urlopen(f"{worker.url}/healthz", timeout=120) as answer:
+                answer.read()
+            health.append(time.perf_counter() - asked)
+
+    poller = threading.Thread(target=poll_health, daemon=True)
+    try:
+        idle = Path(f"/proc/{pid}/status").read_text()
+        idle_rss = next(int(line.split()[1]) / 1024 for line in idle.splitlines() if line.startswith("VmRSS:"))  # fmt: skip
+        poller.start()
+        start = time.perf_counter()
+        try:
+            with urllib.request.urlopen(request, timeout=600) as answer:
+                status = answer.status
+        except urllib.error.HTTPError as exc:
+            status = exc.code
+        seconds = time.perf_counter() - start
+        done.set()
+        poller.join(130)
+        rss = peak_rss_mb(pid)
+    finally:
+        done.set()
+        worker.stop()
+    return HttpResult(
+        recipients, len(data), status, seconds, max(health, default=0.0), idle_rss, rss
+    )
+
+
 # -- one large campaign end to end --------------------------------------------------------------
 
 
@@ -676,6 +746,7 @@ def main(argv: list[str] | None = None) -> int:
         ("--lanes-campaign", "--only-lanes", 20_000, "the campaign during which one-time passwords are timed"),
         ("--share-campaign", "--only-share", 100_000, "the campaign sent by two workers, whose shares are measured"),
         ("--campaign", "--only-campaign", 1_000_000, "the campaign sent end to end by one worker"),
+        ("--http-million", "--only-http", 1_000_000, "the one large POST /v1/messages whose time to 202 is measured"),
     ):  # fmt: skip
         p.add_argument(
             size, type=int, default=default, metavar="N", help=f"recipients of {what} (0: skip)"
@@ -696,7 +767,9 @@ def main(argv: list[str] | None = None) -> int:
     lanes: LanesResult | None = None
     share: ShareResult | None = None
     campaign: CampaignResult | None = None
-    only = args.only_fanout or args.only_lanes or args.only_share or args.only_campaign
+    http: HttpResult | None = None
+    only = (args.only_fanout or args.only_lanes or args.only_share or args.only_campaign
+            or args.only_http)  # fmt: skip
     try:
         providers = ["sandbox", "twilio-fake"] if args.provider == "both" else [args.provider]
         for provider in [] if only else providers:
@@ -729,11 +802,14 @@ def main(argv: list[str] | None = None) -> int:
         if args.campaign and (args.only_campaign or not only):
             print(f"One campaign of {args.campaign:,} end to end on one worker...", flush=True)
             campaign = run_campaign(broker, workdir, args.campaign)
+        if args.http_million and (args.only_http or not only):
+            print(f"One POST /v1/messages of {args.http_million:,} recipients...", flush=True)
+            http = run_http(broker, workdir, args.http_million)
     finally:
         broker.stop()
         shutil.rmtree(workdir, ignore_errors=True)
 
-    _print(args, results, share, lanes, fanout, campaign)
+    _print(args, results, share, lanes, fanout, campaign, http)
     return 0
 
 
@@ -744,6 +820,7 @@ def _print(
     lanes: LanesResult | None,
     fanout: FanoutResult | None,
     campaign: CampaignResult | None = None,
+    http: HttpResult | None = None,
 ) -> None:
     """The figures of the run, as the README's tables."""
     if results:
@@ -792,6 +869,11 @@ def _print(
         )
         print("|---:|---:|---:|---:|---:|---|")
         print(campaign.row())
+    if http:
+        print("\none instruction over HTTP (POST /v1/messages, JSON, SMS paused; answered once every write is confirmed):\n")  # fmt: skip
+        print("| recipients | body | status | to the answer | recipients/s | slowest /healthz meanwhile | worker RSS before MB | worker peak RSS MB |")  # fmt: skip
+        print("|---:|---:|---:|---:|---:|---:|---:|---:|")
+        print(http.row())
 
 
 if __name__ == "__main__":

@@ -23,10 +23,10 @@ from faust.types import EventT, StreamT
 
 from streams.app import Switchboard
 from streams.checkpoint import run_checkpointed
-from streams.submit import submit
+from streams.submit import checked_envelope, submit
 from switchboard.errors import DecodeFailed, FieldError, InvalidInput
 from switchboard.idempotency import fingerprint
-from switchboard.validation import ValidationPolicy, validate_envelope
+from switchboard.validation import ValidationPolicy
 from switchboard.wire import decode_instruction, header_list, header_map, sniff
 
 __all__ = ["register"]
@@ -64,11 +64,11 @@ async def _handle(sb: Switchboard, event: EventT[bytes], policy: ValidationPolic
             await _writer_schema(sb, framing.schema_id) if framing.kind == "confluent" else None
         )
         data = decode_instruction(value, framing, writer)
-        envelope = validate_envelope(
+        envelope = await checked_envelope(
             data, client=sb.clients.get(data.get("client_id")), policy=policy
         )
         await submit(sb, envelope, data["audience"], session_id=session_id, source="kafka",
-                     origin=f"{msg.topic}/{msg.partition}/{msg.offset}", policy=policy, confirm=False,
+                     origin=f"{msg.topic}/{msg.partition}/{msg.offset}", policy=policy, deadline=None,
                      fingerprint=fingerprint(data) if envelope.idempotency_key is not None else None)  # fmt: skip
     except InvalidInput as exc:
         client_id = (

@@ -19,7 +19,8 @@ Guarantees:
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Mapping, Sequence
+import sys
+from collections.abc import Generator, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Final, cast
@@ -52,6 +53,7 @@ __all__ = [
     "NOT_TEXT",
     "ValidationPolicy",
     "audience_chunks",
+    "envelope_steps",
     "is_text",
     "validate_envelope",
     "validate_instruction",
@@ -84,17 +86,43 @@ def validate_envelope(
     policy: ValidationPolicy | None = None,
 ) -> Envelope:
     """Validate everything but the recipients (see :func:`validate_instruction` for the
-    arguments); then read the audience with :func:`audience_chunks`.
+    arguments); then read the audience with :func:`audience_chunks`. All at once: a caller that
+    must not hold its thread for long (an event loop) drives :func:`envelope_steps` instead.
 
     Raises:
         ValidationFailed: with every problem found.
+    """
+    steps = envelope_steps(data, client=client, authenticated_client=authenticated_client,
+                           policy=policy)  # fmt: skip
+    while True:
+        try:
+            next(steps)
+        except StopIteration as done:
+            return cast(Envelope, done.value)
+
+
+def envelope_steps(
+    data: Any,
+    *,
+    client: ClientConfig | None,
+    authenticated_client: str | None = None,
+    policy: ValidationPolicy | None = None,
+    size: int = 500,
+) -> Generator[None, None, Envelope]:
+    """:func:`validate_envelope` in steps: the generator yields after every ``size`` recipients
+    it checks, and returns the envelope (``StopIteration.value``). Only an invalid envelope has
+    its recipients checked (to report their errors too), and checking a million takes tens of
+    seconds: the steps let an event loop run its other work in between.
+
+    Raises:
+        ValidationFailed: with every problem found (from the ``next`` that finishes).
     """
     v = _Validator(policy or ValidationPolicy())
     envelope = v.envelope(data, client, authenticated_client)
     if v.errors or envelope is None:
         # Every problem at once: the recipients are checked too (up to MAX_ERRORS errors in
         # all), so a missing subject does not hide a bad address until the next attempt.
-        v.recipients(data)
+        yield from v.recipient_steps(data, [], size)
         v.errors.sort(key=_document_rank)
         raise ValidationFailed(v.errors or [FieldError("", "invalid instruction")])
     return envelope
@@ -110,10 +138,14 @@ def audience_chunks(
     """The audience's recipients, validated and normalised, as internal records, ``size`` at a
     time: memory holds one chunk, whatever the audience's size.
 
+    Once a recipient is invalid, the rest are still checked (to report every error) and an
+    empty list is yielded after every ``size`` of them: nothing to store, but a point where the
+    caller can let other work run (checking a million recipients takes tens of seconds).
+
     Raises:
         ValidationFailed: when any recipient is invalid, naming every invalid one (up to 100).
             It is raised after the chunks before the first invalid recipient were yielded, and
-            no chunk is yielded after it: a caller that stored them discards them.
+            no recipient is yielded after it: a caller that stored them discards them.
     """
     v = _Validator(policy or ValidationPolicy())
     chunk: list[dict[str, Any]] = []
@@ -123,6 +155,8 @@ def audience_chunks(
             if len(v.errors) >= MAX_ERRORS:
                 v.err("audience", "too many errors; fix these and resubmit")
                 break
+            if (i + 1) % size == 0:
+                yield []
             continue
         assert recipient is not None
         chunk.append(recipient_record(recipient))
@@ -275,16 +309,25 @@ class _Validator:
         """Every entry of an audience whose shape :meth:`envelope` accepted (none otherwise),
         checked against the channels found; stops after :data:`MAX_ERRORS` errors in all."""
         recipients: list[Recipient] = []
+        for _ in self.recipient_steps(data, recipients, sys.maxsize):  # in one go
+            pass
+        return recipients
+
+    def recipient_steps(
+        self, data: Any, out: list[Recipient], size: int
+    ) -> Generator[None, None, None]:
+        """:meth:`recipients` into ``out``, yielding after every ``size`` entries checked."""
         if self.audience_count is None:
-            return recipients
+            return
         for i, entry in enumerate(data["audience"]):
             recipient = self.recipient(entry, f"audience[{i}]", self.found_channels)
             if recipient is not None:
-                recipients.append(recipient)
+                out.append(recipient)
             if len(self.errors) >= MAX_ERRORS:
                 self.err("audience", "too many errors; fix these and resubmit")
                 break
-        return recipients
+            if (i + 1) % size == 0:
+                yield
 
     def envelope(
         self, data: Any, client: ClientConfig | None, authenticated: str | None

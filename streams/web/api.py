@@ -2,15 +2,16 @@
 
 The views only authenticate, validate and produce: every state change goes through Kafka and
 is made by the agent that owns it. ``POST /v1/messages`` answers 202 only after the broker
-confirmed the write of the session's opening (``acks=all``), and 503 when it did not within
-``SWITCHBOARD_PRODUCE_TIMEOUT``; a 202 therefore always means the instruction is durable.
+confirmed every write of the session (``acks=all``), and 503 when it did not within
+``SWITCHBOARD_PRODUCE_TIMEOUT`` (which bounds Kafka's confirmations, not the validation of a
+large audience); a 202 therefore always means the instruction is durable, and a 503 says
+whether the session may still open (:func:`_submit`).
 
 The session views are in :mod:`streams.web.sessions`.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import math
 import time
@@ -22,7 +23,7 @@ from faust.web import Request, Response, View
 
 from streams.app import Switchboard
 from streams.sessions import load_idempotency
-from streams.submit import submit
+from streams.submit import Unconfirmed, checked_envelope, submit
 from streams.web import protocol, routing, sessions, twilio
 from streams.web.claims import Claims, KeyOutcome
 from streams.web.common import (
@@ -40,7 +41,7 @@ from switchboard.errors import ValidationFailed
 from switchboard.idempotency import IdempotencyRecord, anchor, decide, fingerprint, scoped
 from switchboard.instruction import Envelope
 from switchboard.quota import Quotas
-from switchboard.validation import ValidationPolicy, validate_envelope
+from switchboard.validation import ValidationPolicy
 
 __all__ = ["register"]
 
@@ -154,7 +155,7 @@ async def _accept(
         HTTPProblem: 422 for an idempotency key used for a different instruction; 413 or 503
             when the broker refused or did not confirm the writes (see :func:`_submit`).
     """
-    envelope = validate_envelope(
+    envelope = await checked_envelope(
         data, client=client, authenticated_client=client.client_id, policy=policy
     )
     answer: dict[str, Any] = {"status": "accepted", "recipients": envelope.recipients}
@@ -212,42 +213,47 @@ async def _submit(
 ) -> None:
     """Write the session and wait for the broker's acknowledgement of every write (``acks=all``).
 
+    Validation has no deadline (a million recipients take tens of seconds, yielding to the
+    event loop throughout): ``produce_timeout`` bounds Kafka's confirmations only, once for the
+    audience's chunks and once for the session's opening (:func:`streams.submit.submit`).
+
     Raises:
-        ValidationFailed: a recipient is invalid (what was written is discarded).
-        HTTPProblem: 413 when the broker refuses a record as too large for the topic; 503 when
-            it refuses a write or does not confirm them within ``produce_timeout``. After a
-            timeout the writes may still complete: the client retries with the same
-            Idempotency-Key to be safe.
+        ValidationFailed: a recipient is invalid (what was written is discarded; no session).
+        HTTPProblem: 413 when the broker refuses a chunk as too large for the topic; 503 when
+            it refuses a write or does not confirm it in time. A 503 says which: either no
+            session was opened and none will be (a retry is safe), or the opening was written
+            and may still be stored, and the body names the session (``session_id``) to check
+            with ``GET /v1/sessions/{id}``, or to reach again with the same Idempotency-Key.
     """
     from aiokafka.errors import MessageSizeTooLargeError
 
     started = time.monotonic()
-    write = submit(sb, envelope, audience, session_id=session_id, source="api", origin="api",
-                   fingerprint=digest, confirm=True, policy=policy)  # fmt: skip
+    timeout = sb.settings.produce_timeout
     try:
-        # Shielded: unconfirmed writes are not cancelled (they cannot be taken back anyway).
-        await asyncio.wait_for(asyncio.shield(write), sb.settings.produce_timeout)
-    except ValidationFailed:
-        raise
-    except MessageSizeTooLargeError:
-        raise HTTPProblem(
-            413, "", "the instruction is larger than the sessions topic accepts (max.message.bytes)"
-        ) from None
-    except TimeoutError:
-        log.error("instruction not confirmed in time", extra={"client_id": envelope.client_id, "session_id": session_id,
-                                                               "waited": round(time.monotonic() - started, 3)})  # fmt: skip
-        raise HTTPProblem(503, "", f"Kafka did not confirm the write within {sb.settings.produce_timeout:g}s; the instruction may or may not be stored: retry with the same Idempotency-Key",
-                          {"Retry-After": "5"}) from None  # fmt: skip
-    except Exception as exc:  # noqa: BLE001 - a refused write is not durable: 503
-        # Only the exception's type: its text or repr may quote the record (the whole
-        # instruction, recipients included), which must never reach a log line.
-        log.error(
-            "instruction refused by the broker",
-            extra={"client_id": envelope.client_id, "session_id": session_id,
-                   "error": type(exc).__name__},
-        )  # fmt: skip
-        raise HTTPProblem(503, "", f"Kafka refused the write ({type(exc).__name__}); nothing was stored, retry later",
-                          {"Retry-After": "5"}) from None  # fmt: skip
+        await submit(sb, envelope, audience, session_id=session_id, source="api", origin="api",
+                     fingerprint=digest, deadline=timeout, policy=policy)  # fmt: skip
+    except Unconfirmed as exc:
+        # Only the exception's type: its text or repr may quote the record (recipients
+        # included), which must never reach a log line.
+        cause = type(exc.cause).__name__ if exc.cause is not None else None
+        log.error("instruction not confirmed", extra={"client_id": envelope.client_id, "session_id": session_id,
+                                                      "opening_sent": exc.opening_sent, "error": cause,
+                                                      "waited": round(time.monotonic() - started, 3)})  # fmt: skip
+        if isinstance(exc.cause, MessageSizeTooLargeError) and not exc.opening_sent:
+            raise HTTPProblem(413, "", "the instruction is larger than the sessions topic accepts (max.message.bytes)") from None  # fmt: skip
+        what = (
+            f"refused the write ({cause})"
+            if cause
+            else f"did not confirm the write within {timeout:g}s"
+        )
+        if not exc.opening_sent:
+            raise HTTPProblem(503, "", f"Kafka {what}; no session was opened and none will be: "
+                              "retrying is safe", {"Retry-After": "5"}) from None  # fmt: skip
+        again = ("retry with the same Idempotency-Key: it answers this session if it was stored"
+                 if envelope.idempotency_key is not None else
+                 f"GET /v1/sessions/{session_id} before sending it again (200: it opened; the producer may still be retrying the write)")  # fmt: skip
+        raise HTTPProblem(503, "", f"Kafka {what}: the session's opening was written, and session {session_id} may still open: {again}",
+                          {"Retry-After": "5"}, {"session_id": session_id}) from None  # fmt: skip
 
 
 async def _idempotency_record(

@@ -40,14 +40,20 @@ log = logging.getLogger(__name__)
 
 
 class HTTPProblem(Exception):
-    """An HTTP error answer: ``status`` and the contract's ``{"errors": [...]}`` body."""
+    """An HTTP error answer: ``status`` and the contract's ``{"errors": [...]}`` body, with
+    ``more`` fields beside ``errors`` (e.g. the ``session_id`` a 503 may have opened)."""
 
     def __init__(
-        self, status: int, field: str, error: str, headers: dict[str, str] | None = None
+        self,
+        status: int,
+        field: str,
+        error: str,
+        headers: dict[str, str] | None = None,
+        more: dict[str, Any] | None = None,
     ) -> None:
         super().__init__(error)
         self.status = status
-        self.body = {"errors": [{"field": field, "error": error}]}
+        self.body: dict[str, Any] = {"errors": [{"field": field, "error": error}], **(more or {})}
         self.headers = headers or {}
 
 

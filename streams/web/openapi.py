@@ -284,7 +284,12 @@ def openapi_document() -> dict[str, Any]:
                                 "required": ["field", "error"],
                                 "properties": {"field": string, "error": string},
                             },
-                        }
+                        },
+                        "session_id": {
+                            "type": "string",
+                            "format": "uuid",
+                            "description": "On a 503 from POST /v1/messages only: the session that may still open.",
+                        },
                     },
                 },
                 "StatusEvent": status_event,
@@ -395,7 +400,7 @@ def openapi_document() -> dict[str, Any]:
                     },
                     "responses": {
                         "202": {
-                            "description": "Durably stored in Kafka; a session was opened.",
+                            "description": "Durably stored in Kafka; a session was opened. Synchronous at any size: answered once every write is confirmed (a million recipients take tens of seconds to validate; SWITCHBOARD_PRODUCE_TIMEOUT bounds Kafka's confirmations only).",
                             "content": {
                                 "application/json": {
                                     "schema": {"$ref": "#/components/schemas/Accepted"}
@@ -412,7 +417,7 @@ def openapi_document() -> dict[str, Any]:
                         ),
                         "429": _errors_response("Rate limited; see Retry-After."),
                         "503": _errors_response(
-                            "Kafka did not confirm the write; nothing was sent. Retry later."
+                            "Kafka refused a write or did not confirm it in time (Retry-After). Without `session_id` in the body, no session was opened and none will be: retrying is safe. With it, the session's opening was written and that session may still open: retry with the same Idempotency-Key, or check GET /v1/sessions/{session_id} before sending again."
                         ),
                     },
                 }

@@ -903,3 +903,33 @@ def test_an_unknown_field_with_a_lone_surrogate_is_named_escaped() -> None:
     [(field, error)] = envelope_errors(body(**{"x\ud800": 1}))
     assert field == "x\\ud800" and error == "unknown field"
     field.encode()  # the path itself can be encoded (JSON, Avro, a log line)
+
+
+# -- in steps: a large audience never holds an event loop for long (issue 13, part 3) ---------
+
+
+def test_an_invalid_envelope_checks_its_recipients_in_steps() -> None:
+    from switchboard.validation import envelope_steps
+
+    audience = [PHONE] * 1_000 + ["nope"]
+    steps = envelope_steps(
+        body(transport={"type": "sms"}, audience=audience), client=ACME, size=100
+    )
+    paused: list[None] = []
+    with pytest.raises(ValidationFailed) as info:
+        paused.extend(steps)
+    assert len(paused) == 10, "a pause after every 100 recipients checked"
+    assert [e.field for e in info.value.errors] == ["transport.message", "audience[1000]"]
+
+
+def test_the_recipients_after_an_invalid_one_are_checked_in_steps() -> None:
+    from switchboard.validation import audience_chunks, validate_envelope
+
+    audience = ["nope", *[PHONE] * 999, {"phone": "12"}]
+    envelope = validate_envelope(body(audience=audience), client=ACME)
+    chunks = audience_chunks(envelope, audience, size=100)
+    seen: list[list[dict[str, Any]]] = []
+    with pytest.raises(ValidationFailed) as info:
+        seen.extend(chunks)
+    assert seen == [[]] * 10, "nothing to store after an invalid recipient, but pauses"
+    assert [e.field for e in info.value.errors] == ["audience[0]", "audience[1000].phone"]
