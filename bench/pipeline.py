@@ -474,6 +474,21 @@ class FanoutResult:
                 f"{rate:,.0f} | {self.peak_rss_mb:,.0f} |")  # fmt: skip
 
 
+def _produce_one(broker: LocalBroker, worker: Worker, recipients: int) -> tuple[float, bytes]:
+    """Produce one Avro instruction of ``recipients`` SMS recipients to ``worker``'s
+    instructions topic, as any outside producer would; returns when it started, and its bytes."""
+    body, _ = instruction(0, recipients, "sms")
+    value = _avro(body)
+    producer = Producer(
+        {"bootstrap.servers": broker.bootstrap_servers, "message.max.bytes": 64 * 1024 * 1024}
+    )
+    headers = [("content-type", schemas.content_type("instruction").encode())]
+    start = time.perf_counter()
+    producer.produce(worker.topic("instructions"), value, key=b"bench", headers=headers)
+    producer.flush(60)
+    return start, value
+
+
 def run_fanout(broker: LocalBroker, workdir: Path, recipients: int) -> FanoutResult:
     """One instruction of ``recipients`` SMS recipients, produced as Avro like any outside
     producer would: time until every recipient is ``accepted`` (validated, stored in chunks,
@@ -485,15 +500,7 @@ def run_fanout(broker: LocalBroker, workdir: Path, recipients: int) -> FanoutRes
     worker.start()
     watcher = status_watcher(broker.bootstrap_servers, worker.topic("status"), "accepted")
     try:
-        body, _ = instruction(0, recipients, "sms")
-        value = _avro(body)
-        producer = Producer(
-            {"bootstrap.servers": broker.bootstrap_servers, "message.max.bytes": 64 * 1024 * 1024}
-        )
-        headers = [("content-type", schemas.content_type("instruction").encode())]
-        start = time.perf_counter()
-        producer.produce(worker.topic("instructions"), value, key=b"bench", headers=headers)
-        producer.flush(60)
+        start, value = _produce_one(broker, worker, recipients)
         _wait_until(lambda: watcher.count() >= recipients, 3600, f"{recipients:,} accepted")
         seconds = max(watcher.snapshot().values()) - start
         assert worker.process is not None
@@ -612,18 +619,10 @@ def run_campaign(broker: LocalBroker, workdir: Path, recipients: int) -> Campaig
 
     watcher = Watcher(broker.bootstrap_servers, worker.topic("status"), extract)
     try:
-        body, _ = instruction(0, recipients, "sms")
-        value = _avro(body)
-        producer = Producer(
-            {"bootstrap.servers": broker.bootstrap_servers, "message.max.bytes": 64 * 1024 * 1024}
-        )
-        headers = [("content-type", schemas.content_type("instruction").encode())]
         assert worker.process is not None
         pid = worker.process.pid
         cpu0 = cpu_seconds(pid)
-        start = time.perf_counter()
-        producer.produce(worker.topic("instructions"), value, key=b"bench", headers=headers)
-        producer.flush(60)
+        start, _ = _produce_one(broker, worker, recipients)
         _wait_until(lambda: watcher.count() >= 1, 3 * 3600, f"{recipients:,} recipients completed")
         seconds = max(watcher.snapshot().values()) - start
         cpu = cpu_seconds(pid) - cpu0

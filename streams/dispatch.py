@@ -163,14 +163,22 @@ async def _dispatch(sb: Switchboard, job: DispatchJob) -> None:
         )
         return
     send_key = send_row(job.key, job.attempt)
-    if send_key in sb.claims:  # a copy of this job is being sent on this worker right now
-        sb.metrics.duplicate_jobs.labels(job.channel, "in-flight").inc()
+    await _exclusively(sb, send_key, job.channel, 1, partial(_claimed, sb, job, send_key))
+
+
+async def _exclusively(
+    sb: Switchboard, key: bytes, channel: str, jobs: int, send: Callable[[], Awaitable[None]]
+) -> None:
+    """``send()``, unless a copy of the same job (or batch) is being sent on this worker right
+    now: two copies in flight never both reach the provider."""
+    if key in sb.claims:
+        sb.metrics.duplicate_jobs.labels(channel, "in-flight").inc(jobs)
         return
-    sb.claims.add(send_key)  # no await between the check and the claim
+    sb.claims.add(key)  # no await between the check and the claim
     try:
-        await _claimed(sb, job, send_key)
+        await send()
     finally:
-        sb.claims.discard(send_key)
+        sb.claims.discard(key)
 
 
 async def _claimed(sb: Switchboard, job: DispatchJob, send_key: bytes) -> None:
@@ -306,14 +314,8 @@ async def _dispatch_batch(sb: Switchboard, batch: JobBatch) -> None:
         sb.metrics.withdrawn.labels(first.channel, "cancelled").inc(len(batch.jobs))
         return
     row_key = batch_row(batch.key)
-    if row_key in sb.claims:  # a copy of this batch is being sent on this worker right now
-        sb.metrics.duplicate_jobs.labels(first.channel, "in-flight").inc(len(batch.jobs))
-        return
-    sb.claims.add(row_key)  # no await between the check and the claim
-    try:
-        await _claimed_batch(sb, batch, row_key)
-    finally:
-        sb.claims.discard(row_key)
+    await _exclusively(sb, row_key, first.channel, len(batch.jobs),
+                       partial(_claimed_batch, sb, batch, row_key))  # fmt: skip
 
 
 async def _claimed_batch(sb: Switchboard, batch: JobBatch, row_key: bytes) -> None:
