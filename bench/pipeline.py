@@ -742,7 +742,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-baseline", action="store_true")
     for size, only, default, what in (
         ("--fanout", "--only-fanout", 1_000_000, "the one large instruction whose fan-out is measured"),
-        ("--lanes-campaign", "--only-lanes", 20_000, "the campaign during which one-time passwords are timed"),
+        ("--lanes-campaign", "--only-lanes", 50_000, "the campaign during which one-time passwords are timed"),
         ("--share-campaign", "--only-share", 100_000, "the campaign sent by two workers, whose shares are measured"),
         ("--campaign", "--only-campaign", 1_000_000, "the campaign sent end to end by one worker"),
         ("--http-million", "--only-http", 1_000_000, "the one large POST /v1/messages whose time to 202 is measured"),
