@@ -225,14 +225,35 @@ class SafeConsumer(Consumer):
     def queues_cleared(self) -> None:
         """The agents' queues were emptied (:class:`_FlowControl`): the records handed over and
         not yet processed are gone, so every agent's partition is read again from the first
-        offset not known to be processed. What was processed since comes again, which every
-        agent allows."""
-        if not self._due:
-            return
+        offset not known to be processed, and every changelog partition from the record after
+        the last one table recovery took. What was processed since comes again, which every
+        agent and table recovery allows."""
         starts = {tp: self._next.get(tp, due) for tp, due in self._due.items()}
-        self._sought_now(starts)  # now: what was fetched before is stale
         self._due.update(starts)
+        # Table recovery's queue (standby and active changelogs) is cleared too: read each
+        # changelog partition again after the last record recovery took, or its local store
+        # has a gap that a clean stop would make permanent.
+        starts.update(self._changelog_restarts())
+        if not starts:
+            return
+        self._sought_now(starts)  # now: what was fetched before is stale
         self._reseek = asyncio.ensure_future(self._seek_quietly(starts))
+
+    def _changelog_restarts(self) -> dict[TP, int]:
+        """For each changelog partition table recovery reads: the offset after the last record
+        it took from its queue (it ignores a record it took already)."""
+        tables = getattr(self.app, "tables", None)
+        recovery = getattr(tables, "_recovery", None) if tables is not None else None
+        if recovery is None:
+            return {}
+        restarts: dict[TP, int] = {}
+        for tps, offsets in ((recovery.active_tps, recovery.active_offsets),
+                             (recovery.standby_tps, recovery.standby_offsets)):  # fmt: skip
+            for tp in tps:
+                seen = offsets.get(tp)
+                if seen is not None:
+                    restarts[tp] = seen + 1
+        return restarts
 
     async def _seek_quietly(self, starts: Mapping[TP, int]) -> None:
         for tp, offset in starts.items():

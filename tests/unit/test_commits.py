@@ -308,3 +308,32 @@ def test_the_apps_flow_control_tells_the_consumer_when_it_clears_the_queues() ->
     flow = _FlowControl(SimpleNamespace(_consumer=consumer))  # type: ignore[arg-type]
     flow.resume()  # Faust's resume clears every agent's queue
     assert told == ["cleared"]
+
+
+async def test_changelog_records_cleared_from_recoverys_queue_are_read_again(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Table recovery's queue is cleared with the agents' (Faust's ``clear_on_resume``): the
+    changelog records in it were never applied, and recovery takes only records beyond the last
+    it took. Each changelog partition is read again after that one, or the local store (kept
+    through a clean stop) would miss rows the changelog has."""
+    from faust.transport.drivers.aiokafka import Consumer
+
+    standby, active = TP("sb-deliveries-changelog", 2), TP("sb-sessions-changelog", 1)
+    ordering = _Ordering(due=None)
+    ordering.consumer.app.tables = SimpleNamespace(_recovery=SimpleNamespace(
+        active_tps={active}, active_offsets={active: 9},
+        standby_tps={standby}, standby_offsets={standby: 341},
+    ))  # fmt: skip
+    sought: dict[TP, int] = {}
+
+    async def broker_seek(self: Any, tp: TP, offset: int) -> None:
+        sought[tp] = offset
+
+    monkeypatch.setattr(Consumer, "seek", broker_seek)
+    ordering.consumer.log = SimpleNamespace(warning=lambda *a, **k: None, info=lambda *a, **k: None)
+    ordering.consumer.queues_cleared()
+    await ordering.consumer._reseek
+    assert sought == {standby: 342, active: 10}
+    await ordering.feed(343, tp=standby)  # fetched before the seek back: stale
+    assert ordering.delivered == []
