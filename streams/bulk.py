@@ -2,8 +2,8 @@
 
 Status events are most of what a delivery produces (``accepted``, ``sent``, ``delivered`` ...:
 one per state change per recipient), and handing each to aiokafka costs a Python future, a
-batch append and often a request of its own. librdkafka batches, compresses and retries in its
-own threads; the event loop only enqueues.
+batch append and often a request of its own. librdkafka batches and retries in its own threads;
+the event loop only enqueues.
 
 One future per *batch*, not per record: every record produced in one turn of the event loop
 shares a future, resolved (from librdkafka's delivery callbacks, on a polling thread) once the
@@ -123,6 +123,8 @@ class BulkProducer:
         return batch
 
     def _check(self, future: asyncio.Future[None]) -> None:
+        if future.cancelled():  # nothing was refused: an awaiting gather gave up on it
+            return
         error = future.exception()
         if error is not None:
             log.critical("status producer: %s; stopping the worker", error)

@@ -40,3 +40,20 @@ async def test_one_refused_record_fails_the_batch() -> None:
     batch.delivered(None, None)
     with pytest.raises(RuntimeError, match="refused"):
         await asyncio.wait_for(batch.future, 1)
+
+
+async def test_a_cancelled_batch_stops_nothing() -> None:
+    """An awaiting gather that gives up cancels the shared future: nothing was refused, so the
+    worker is not stopped (``BulkProducer._check``)."""
+    from streams.bulk import BulkProducer
+
+    stopped: list[BaseException] = []
+    checker: object = BulkProducer.__new__(BulkProducer)
+    checker._on_failure = stopped.append  # type: ignore[attr-defined]
+    batch = _Batch(asyncio.get_running_loop())
+    batch.future.cancel()
+    BulkProducer._check(checker, batch.future)  # type: ignore[arg-type]
+    failed = _Batch(asyncio.get_running_loop())
+    failed.future.set_exception(RuntimeError("the broker refused a record"))
+    BulkProducer._check(checker, failed.future)  # type: ignore[arg-type]
+    assert [str(e) for e in stopped] == ["the broker refused a record"]
