@@ -31,6 +31,7 @@ from streams.managers import ManagerDesk
 from streams.metrics import Metrics
 from streams.replica import KeyValueReplica
 from streams.schema_registry import SchemaIds, SchemaRegistry
+from streams.tablestore import TableMemory
 from switchboard import records
 from switchboard.errors import FieldError
 from switchboard.fanout import dispatch_key
@@ -101,6 +102,8 @@ class Switchboard:
     clients: ClientRegistry
     transports: TransportRegistry
     metrics: Metrics
+    #: The RocksDB memory every table shares (``SWITCHBOARD_TABLE_MEMORY_MB``).
+    table_memory: TableMemory
     schema_ids: SchemaIds = field(default_factory=SchemaIds)
     registry: SchemaRegistry | None = None
     #: The sends ("<delivery key>#<attempt>") being made on this worker right now: a second copy

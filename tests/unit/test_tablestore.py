@@ -16,7 +16,7 @@ import pytest
 from faust.streams import _current_event
 from faust.types import TP
 
-from streams.tablestore import STORE_URL
+from streams.tablestore import STORE_URL, TableMemory, declare_table
 
 
 class _Event:
@@ -48,3 +48,33 @@ def test_faust_s_store_loses_sight_of_a_revoked_partition_s_rows(tmp_path: Path)
 @pytest.mark.parametrize("url", [STORE_URL])
 def test_switchboard_s_store_keeps_them_readable(url: str, tmp_path: Path) -> None:
     assert _row_after_revocation(url, tmp_path) == (b"recipients", b"recipients")
+
+
+def _options_file(datadir: Path, memory: TableMemory | None) -> str:
+    """The OPTIONS file RocksDB wrote for a table partition opened by Switchboard's store."""
+    app = faust.App("t", store=STORE_URL, datadir=str(datadir), autodiscover=False,
+                    key_serializer="raw", value_serializer="raw")  # fmt: skip
+    table = (
+        declare_table(app, "deliveries", partitions=2, memory=memory, help_text="")
+        if memory is not None
+        else app.Table("deliveries", key_type=bytes, value_type=bytes, partitions=2)
+    )
+    event = _Event(1)
+    token = _current_event.set(weakref.ref(event))  # type: ignore[arg-type]
+    try:
+        table.data._set(b"k", b"v")  # type: ignore[attr-defined]
+    finally:
+        _current_event.reset(token)
+    written = sorted(datadir.rglob("OPTIONS-*"))
+    assert written, "the partition's database was opened"
+    return written[-1].read_text()
+
+
+def test_tables_share_the_worker_s_memory_budget(tmp_path: Path) -> None:
+    """Faust's default is a 64 MiB memtable (three of them) and a 2 GiB block cache per
+    database; Switchboard's tables use the budget of SWITCHBOARD_TABLE_MEMORY_MB instead."""
+    assert "write_buffer_size=67108864" in _options_file(tmp_path / "faust", None)
+    options = _options_file(tmp_path / "budget", TableMemory.of(64))
+    assert "write_buffer_size=8388608" in options
+    assert "max_write_buffer_number=2" in options
+    assert "write_buffer_size=67108864" not in options
