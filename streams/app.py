@@ -38,6 +38,7 @@ from switchboard.fanout import dispatch_key
 from switchboard.kafka.security import librdkafka_config
 from switchboard.settings import Settings
 from switchboard.status import StatusEvent
+from switchboard.status_avro import encode_status_event
 from switchboard.timers import cancel_command, set_command
 from switchboard.webhooks import encode as webhook_body
 from switchboard.wire import Headers, encode_record
@@ -156,9 +157,7 @@ class Switchboard:
         """Publish ``event`` on the status topic, and to its session's webhook URL if it has one.
 
         Called by agents working on the session's partition, whose tables are local here."""
-        value, headers = encode_record(
-            "status_event", event.to_avro(), self.schema_ids.status_event
-        )
+        value, headers = encode_status_event(event.to_avro(), self.schema_ids.status_event)
         future = await self.status_producer().produce(
             self.topics.status.get_topic_name(), event.session_id.encode(), value, headers
         )
