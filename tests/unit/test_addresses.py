@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import pytest
+from email_validator import EmailNotValidError, validate_email
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from switchboard.addresses import (
     NORMALIZERS,
@@ -83,6 +86,51 @@ def test_email_valid_addresses_are_normalised(given: str, expected: str) -> None
 def test_email_invalid_addresses_are_refused(given: str) -> None:
     with pytest.raises(AddressError, match="not a valid email address"):
         normalize_email(given)
+
+
+_ATEXT = "A-Za-z0-9!#$%&'*+/=?^_`{|}~.-"
+_generated_addresses = st.one_of(
+    st.from_regex(
+        rf"[{_ATEXT}]{{1,70}}@[A-Za-z0-9.-]{{1,30}}\.[A-Za-z0-9-]{{1,8}}", fullmatch=True
+    ),
+    st.builds(
+        lambda local, labels, tld: f"{local}@{'.'.join([*labels, tld])}",
+        st.from_regex(rf"[{_ATEXT}]{{1,66}}", fullmatch=True),
+        st.lists(st.from_regex(r"[A-Za-z0-9-]{1,64}", fullmatch=True), min_size=1, max_size=3),
+        st.sampled_from(
+            [
+                "com",
+                "CO",
+                "test",
+                "local",
+                "onion",
+                "arpa",
+                "localhost",
+                "x",
+                "123",
+                "xn--p1ai",
+                "museum",
+                "a" * 64,
+            ]
+        ),
+    ),
+)
+
+
+@settings(max_examples=3000, deadline=None)
+@given(_generated_addresses)
+def test_the_plain_address_shortcut_answers_what_email_validator_answers(address: str) -> None:
+    """``normalize_email`` skips email-validator for plain ASCII addresses: whatever it answers
+    for one, email-validator answers the same (refusals included)."""
+    try:
+        expected: str | None = validate_email(address, check_deliverability=False).normalized
+    except EmailNotValidError:
+        expected = None
+    try:
+        got: str | None = normalize_email(address)
+    except AddressError:
+        got = None
+    assert got == expected
 
 
 def test_email_normalisation_is_idempotent() -> None:
