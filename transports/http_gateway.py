@@ -195,6 +195,13 @@ class HttpGatewayTransport:
                 f"the gateway at {self._host} did not answer within {self.config.timeout:g}s",
                 code="http-timeout",
             ) from None
+        except ValueError as exc:  # aiohttp.InvalidURL, a header aiohttp will not send
+            # Raised before anything was sent, and the same on every try: permanent. The
+            # exception's text may quote the URL or a header, so only its type is kept.
+            raise PermanentError(
+                f"the request to the gateway at {self._host} cannot be sent ({type(exc).__name__})",
+                code="http-request",
+            ) from None
         except aiohttp.ClientError as exc:
             raise RetryableError(
                 f"cannot reach the gateway at {self._host} ({type(exc).__name__})",

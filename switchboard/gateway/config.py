@@ -187,13 +187,16 @@ class GatewayConfig:
             if value:
                 headers[name] = value
         body = self.body.render(scope)
+        typed = any(name.lower() == "content-type" for name in headers)
         if self.format == "json":
-            headers.setdefault("Content-Type", "application/json")
+            if not typed:
+                headers["Content-Type"] = "application/json"
             content = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
             return GatewayRequest(self.method, url, headers, content)
         pairs = _pairs(body)
         if self.format == "form":
-            headers.setdefault("Content-Type", "application/x-www-form-urlencoded")
+            if not typed:
+                headers["Content-Type"] = "application/x-www-form-urlencoded"
             return GatewayRequest(self.method, url, headers, urlencode(pairs).encode())
         if pairs:
             url += ("&" if urlsplit(url).query else "?") + urlencode(pairs)
@@ -221,6 +224,9 @@ def _secrets(raw: Any, environ: Mapping[str, str], problems: list[str]) -> dict[
             problems.append(f"secrets.{name}: must name an environment variable")
         elif not environ.get(variable):
             problems.append(f"secrets.{name}: names {variable}, which is not set")
+        elif "\r" in environ[variable] or "\n" in environ[variable]:
+            # Never a valid header value, nor a token; said without the value.
+            problems.append(f"secrets.{name}: the value of {variable} holds a line break")
         else:
             out[name] = environ[variable]
     return out

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import json
+import re
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 import pytest
+import yaml
 
 from switchboard.errors import ConfigError
 from switchboard.gateway import GatewayConfig, Template, classify
@@ -308,3 +311,32 @@ def test_paths() -> None:
 def test_an_error_text_is_clipped() -> None:
     [outcome] = classify(rules(response={"error": "e"}), 400, {"e": "x" * 500}, ["a"])
     assert outcome.error is not None and len(outcome.error) == 200
+
+
+def test_a_secret_with_a_line_break_is_refused_without_its_value() -> None:
+    with pytest.raises(ConfigError) as caught:
+        GatewayConfig.parse(
+            "sms",
+            {"url": "https://gw.example/", "secrets": {"k": "K"}, "body": {"to": "{{to}}"}},
+            {"K": "abc\r\nX-Evil: 1"},
+        )
+    assert "secrets.k: the value of K holds a line break" in str(caught.value)
+    assert "X-Evil" not in str(caught.value)
+
+
+def test_a_configured_content_type_is_kept() -> None:
+    config = parse(headers={"content-type": "application/vnd.gw+json"})
+    assert config.request(values()).headers == {"content-type": "application/vnd.gw+json"}
+
+
+def test_the_readme_examples_parse() -> None:
+    """The two clients.yaml examples of the README's section on ``provider: http`` are valid."""
+    readme = Path(__file__).parents[2].joinpath("README.md").read_text()
+    section = readme.split("### Any HTTP SMS gateway", 1)[1].split("\n## ", 1)[0]
+    blocks = re.findall(r"```yaml\n(.*?)```", section, re.S)
+    assert len(blocks) == 2
+    env = {"SPARROW_TOKEN": "t0ken", "ACME_GW_KEY": "k3y"}
+    for block in blocks:
+        [(channel, options)] = yaml.safe_load(block).items()
+        assert options.pop("provider") == "http"
+        GatewayConfig.parse(channel, options, env)

@@ -257,3 +257,14 @@ async def test_an_urgent_message_does_not_wait_for_the_linger(
     transport = make(bulk={**BULK, "linger": 5})
     result = await asyncio.wait_for(transport.send(sms("+14155550600", urgent=True)), 2)
     assert result.provider_message_id == "gw-1-0"
+
+
+async def test_a_request_that_cannot_be_sent_is_permanent_and_quotes_nothing(
+    gateway: FakeSmsGateway, make: Callable[..., HttpGatewayTransport]
+) -> None:
+    # A header value with a line break (from extras: a secret with one is refused at build).
+    transport = make(headers={"X-Note": "{{extras.note}}"})
+    with pytest.raises(PermanentError) as caught:
+        await transport.send(sms("+14155550700", extras={"note": f"a\r\nInjected: {TOKEN}"}))
+    assert caught.value.code == "http-request" and TOKEN not in str(caught.value)
+    assert gateway.requests == []
