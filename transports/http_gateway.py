@@ -14,10 +14,11 @@ The options, the templates and the reading of answers are pure and live in
   the dispatcher: every message keeps its own claim, last check and report. A bulk request is
   therefore at most the dispatcher's sends in flight (``SWITCHBOARD_MAX_IN_FLIGHT``, 100) wide,
   and a high-priority message (``urgent``) does not wait: it goes at once with whatever is
-  gathered. An address appears at
-  most once per request (a second message to it starts the next request), so per-address results
-  are never ambiguous. Each message's :func:`~transports.base.final_check` runs right before the
-  request: a message withdrawn meanwhile (cancelled, opted out) is left out of it.
+  gathered. An address appears at most once per request (a second message to it starts the next
+  request), so per-address results are never ambiguous. Each message's
+  :func:`~transports.base.final_check` runs right before the request (after the wait for a free
+  request slot, ``max_in_flight``): a message withdrawn meanwhile (cancelled, opted out) is left
+  out of it.
 
 What a message comes to (each address of a bulk request separately,
 :func:`switchboard.gateway.classify`): success is ``delivered``, since no delivery report comes
