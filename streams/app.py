@@ -124,7 +124,6 @@ class Switchboard:
     _admin: Any = None
     _status_producer: BulkProducer | None = None
     _crash: asyncio.Future[None] | None = None
-    _status_counters: dict[tuple[str, str], Any] = field(default_factory=dict)
 
     def admin(self) -> Any:
         """This worker's confluent-kafka admin client (made on first use)."""
@@ -162,11 +161,9 @@ class Switchboard:
             self.topics.status.get_topic_name(), event.session_id.encode(), value, headers
         )
         checkpoint.output(future)
-        labels = (event.channel or "session", event.status)
-        counter = self._status_counters.get(labels)
-        if counter is None:  # ``labels()`` takes a lock and a lookup: three times per delivery
-            counter = self._status_counters[labels] = self.metrics.status_events.labels(*labels)
-        counter.inc()
+        self.metrics.child(
+            self.metrics.status_events, event.channel or "session", event.status
+        ).inc()
         url = self._webhook_url(event.session_id)
         if url is not None:
             job = records.WebhookJob(event.session_id, event.client_id, url, event.event_id,
