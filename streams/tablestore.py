@@ -20,6 +20,7 @@ partitions this worker owns, ``streams/web/routing.py``).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from dataclasses import dataclass
 from typing import Any
@@ -87,12 +88,45 @@ class Store(RocksDBStore):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        #: Changelog offsets acknowledged and not yet written to their database (see
+        #: :meth:`set_persisted_offset`).
+        self._unsaved_offsets: dict[TP, int] = {}
         extra = dict(self.rocksdb_options.extra_options)
         memory = extra.pop("memory", None)
         if isinstance(memory, TableMemory) and self.use_rocksdict:
             self.rocksdb_options = _BudgetedOptions(
                 memory, use_rocksdict=True, ttl=self.rocksdb_options.ttl, **extra
             )
+
+    def set_persisted_offset(self, tp: TP, offset: int) -> None:
+        """Faust writes the offset of every changelog record acknowledged into the partition's
+        database, one RocksDB write per table write. Written here once per turn of the event
+        loop instead (the highest per partition). A crash before it is written leaves an older
+        offset: recovery then reads a few records again, and applies them in order to the
+        same rows, which changes nothing."""
+        unsaved = self._unsaved_offsets
+        if not unsaved:
+            try:
+                asyncio.get_running_loop().call_soon(self._save_offsets)
+            except RuntimeError:  # no loop (a tool, a test): at once
+                unsaved[tp] = offset
+                self._save_offsets()
+                return
+        if offset > unsaved.get(tp, -1):
+            unsaved[tp] = offset
+
+    def persisted_offset(self, tp: TP) -> int | None:
+        unsaved = self._unsaved_offsets.get(tp)
+        return unsaved if unsaved is not None else super().persisted_offset(tp)
+
+    def _save_offsets(self) -> None:
+        unsaved, self._unsaved_offsets = self._unsaved_offsets, {}
+        for tp, offset in unsaved.items():
+            super().set_persisted_offset(tp, offset)
+
+    async def stop(self) -> None:
+        self._save_offsets()
+        await super().stop()
 
     def revoke_partitions(self, table: CollectionT, tps: set[TP]) -> None:
         kept = sorted(tp.partition for tp in tps if tp.topic in table.changelog_topic.topics)

@@ -7,12 +7,14 @@ Faust's own store, and that Switchboard's keeps answering.
 
 from __future__ import annotations
 
+import asyncio
 import weakref
 from pathlib import Path
 from types import SimpleNamespace
 
 import faust
 import pytest
+from faust.stores.rocksdb import Store as RocksDBStore
 from faust.streams import _current_event
 from faust.types import TP
 
@@ -78,3 +80,33 @@ def test_tables_share_the_worker_s_memory_budget(tmp_path: Path) -> None:
     assert "write_buffer_size=8388608" in options
     assert "max_write_buffer_number=2" in options
     assert "write_buffer_size=67108864" not in options
+
+
+async def test_changelog_offsets_are_written_once_per_loop_turn(tmp_path: Path) -> None:
+    """Faust writes a partition's persisted changelog offset for every record acknowledged;
+    Switchboard's store keeps the highest and writes it once per turn of the loop, answering
+    it meanwhile, and never loses it at a stop."""
+    app = faust.App("t", store=STORE_URL, datadir=str(tmp_path), autodiscover=False,
+                    key_serializer="raw", value_serializer="raw")  # fmt: skip
+    table = declare_table(app, "deliveries", partitions=2, memory=TableMemory.of(64), help_text="")
+    store = table.data
+    tp = TP(table.changelog_topic.get_topic_name(), 1)
+    written: list[int] = []
+    put = RocksDBStore.set_persisted_offset
+
+    def counted(self: RocksDBStore, tp: TP, offset: int) -> None:
+        written.append(offset)
+        put(self, tp, offset)
+
+    RocksDBStore.set_persisted_offset = counted  # type: ignore[method-assign]
+    try:
+        for offset in (3, 4, 5):
+            store.set_persisted_offset(tp, offset)  # type: ignore[attr-defined]
+        assert store.persisted_offset(tp) == 5 and written == []  # type: ignore[attr-defined]
+        await asyncio.sleep(0)
+        assert written == [5]
+        store.set_persisted_offset(tp, 9)  # type: ignore[attr-defined]
+        await store.stop()  # type: ignore[attr-defined]
+        assert written == [5, 9]
+    finally:
+        RocksDBStore.set_persisted_offset = put  # type: ignore[method-assign]
