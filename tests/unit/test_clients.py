@@ -211,7 +211,7 @@ def test_bad_webhook_secret(secret: Any) -> None:
 
 @pytest.mark.parametrize("secret", ["whsec_!!!!not*base64!!!!", "whsec_ has spaces in it ok"])
 def test_webhook_secret_must_be_base64(secret: str) -> None:
-    # BUG: only the prefix and the length are checked, although the error (and the Standard
+    # Pins a fixed bug. Before the fix: only the prefix and the length are checked, although the error (and the Standard
     # Webhooks spec, which base64-decodes the part after whsec_) says it must be base64.
     assert problems("acme", {"webhook_secret": secret}) == [
         "clients.acme.webhook_secret: must be whsec_ followed by a base64 secret of at least 16 bytes (Standard Webhooks)"
@@ -249,7 +249,7 @@ def test_default_channels_must_be_a_list() -> None:
 
 
 def test_duplicate_default_channels_are_refused_or_collapsed() -> None:
-    # BUG: [sms, sms] is accepted as-is; every instruction without a type then has channels
+    # Pins a fixed bug. Before the fix: [sms, sms] is accepted as-is; every instruction without a type then has channels
     # (sms, sms), and fan-out makes two jobs per recipient with the same delivery key
     # (session/index/sms), i.e. the message is sent twice.
     data = {"channels": {"sms": {"provider": "sandbox"}}, "default_channels": ["sms", "sms"]}
