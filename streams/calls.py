@@ -1,4 +1,4 @@
-"""The call tool's state (CONTRACT.md section 7): the calls agent and its two tables.
+"""The call tool's state (README: "The call tool"): the calls agent and its two tables.
 
 The commands, the table values and what a command does to a call are pure, in
 :mod:`switchboard.call_commands`; this module wires them to Kafka. Everything that changes a call

@@ -1,4 +1,4 @@
-"""Delivery statuses and the status event (CONTRACT.md section 5). Pure.
+"""Delivery statuses and the status event (README: "Following what happened"). Pure.
 
 A recipient's delivery moves forward only::
 

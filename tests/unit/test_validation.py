@@ -1,6 +1,6 @@
 """switchboard.validation.validate_instruction: what is accepted, and every error with its path.
 
-The guarantees under test (module docstring, CONTRACT.md section 2): every problem is reported
+The guarantees under test (module docstring, README: "The Send API"): every problem is reported
 at once with its field path, unknown fields are errors, an unusable ``transport.type`` produces
 no follow-on errors, and addresses come out normalised.
 """
