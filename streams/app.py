@@ -33,6 +33,7 @@ from streams.replica import KeyValueReplica
 from streams.schema_registry import SchemaIds, SchemaRegistry
 from streams.tablestore import TableMemory
 from switchboard import records
+from switchboard.backlog import OpenSessions, TimerTally
 from switchboard.errors import FieldError
 from switchboard.fanout import dispatch_key
 from switchboard.kafka.security import librdkafka_config
@@ -121,6 +122,10 @@ class Switchboard:
     _webhook_urls: dict[str, str | None] = field(default_factory=dict)
     #: Jobs waiting in the dispatch topics (the fan-out's flow control, streams/flow.py).
     flow: DispatchBacklog = field(init=False)
+    #: Deferred deliveries and webhook retries in this worker's timers (the scheduler keeps it).
+    timer_tally: TimerTally = field(default_factory=TimerTally)
+    #: Sessions of this worker's partitions not completed (the session and report agents).
+    open_sessions: OpenSessions = field(default_factory=OpenSessions)
     _admin: Any = None
     _status_producer: BulkProducer | None = None
     _crash: asyncio.Future[None] | None = None
@@ -235,7 +240,7 @@ class Switchboard:
         restarts (see :mod:`streams.scheduler`). ``topic`` must have the same partition count as
         the schedule topic, and ``key`` decides the partition of both. Setting an existing
         ``timer_id`` again replaces it."""
-        command = set_command(timer_id, due, topic.get_topic_name(), key, value)
+        command = set_command(timer_id, due, topic.get_topic_name(), key, value, at=time.time())
         await self.produce(self.topics.schedule, key=key, value=command)
 
     async def cancel_timer(self, timer_id: str, key: bytes) -> None:

@@ -155,7 +155,7 @@ def build(
     sb.cancels = KeyValueReplica(settings, settings.topic("cancels"), settings.data_dir / "replicas" / "cancels",
                                  topics.cancels)  # fmt: skip
 
-    from streams import calls, dispatch, intake, reports, scheduler, sessions, webhooks
+    from streams import calls, dispatch, gauges, intake, reports, scheduler, sessions, webhooks
     from streams.web import api
     from streams.web import calls as call_views
 
@@ -169,6 +169,10 @@ def build(
     reports.register(sb)
     scheduler.register(sb)
     webhooks.register(sb)
+    sb.timer_tally.dispatch_topics = frozenset(
+        t.get_topic_name() for t in (*topics.dispatch.values(), topics.priority_dispatch)
+    )
+    gauges.register(sb)
     api.register(sb)
     call_views.register(sb, calls.register(sb))
 

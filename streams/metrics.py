@@ -17,6 +17,9 @@ __all__ = ["Metrics"]
 
 
 class Metrics:
+    """Every metric of one worker. Counters and histograms are updated where things happen;
+    the state gauges (lag, deferred, webhook backlog, sessions open) by a periodic refresh."""
+
     def __init__(self) -> None:
         #: Label children already made: ``labels()`` takes a lock and builds a key every call,
         #: and the hot path asks for the same few children for every delivery.
@@ -85,6 +88,25 @@ class Metrics:
         self.clients = Gauge(
             "switchboard_clients", "Configured clients known to this worker.", registry=r
         )
+        # State gauges, refreshed every few seconds by streams/gauges.py (definitions there).
+        self.consumer_lag = Gauge(
+            "switchboard_consumer_lag",
+            "Records not yet committed by the consumer group, per partition this worker is assigned.",
+            ["topic", "partition"], registry=r)  # fmt: skip
+        self.deferred = Gauge(
+            "switchboard_deferred_deliveries",
+            "Deliveries held by a channel's time window in this worker's timers.", registry=r)  # fmt: skip
+        self.deferred_oldest = Gauge(
+            "switchboard_deferred_oldest_age_seconds",
+            "Seconds since the oldest delivery still held by a time window was deferred (0: none).",
+            registry=r)  # fmt: skip
+        self.webhook_backlog = Gauge(
+            "switchboard_webhook_backlog",
+            "Webhooks waiting: queued (on the webhooks topic) or retrying (in a timer).",
+            ["state"], registry=r)  # fmt: skip
+        self.sessions_open = Gauge(
+            "switchboard_sessions_open",
+            "Sessions of this worker's partitions opened and not completed.", registry=r)  # fmt: skip
 
     def child(self, metric: _M, *labels: str) -> _M:
         """``metric.labels(*labels)``, made once per worker."""
@@ -96,3 +118,15 @@ class Metrics:
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)
+
+    def sample_names(self) -> frozenset[str]:
+        """Every series name ``GET /metrics`` can show (``_total`` of a counter, ``_bucket``,
+        ``_sum`` and ``_count`` of a histogram...), whether or not it has a sample yet: what a
+        dashboard's queries may name."""
+        suffixes = {"counter": ("_total", "_created"), "gauge": ("",),
+                    "histogram": ("_bucket", "_sum", "_count", "_created")}  # fmt: skip
+        return frozenset(
+            family.name + suffix
+            for family in self.registry.collect()
+            for suffix in suffixes.get(family.type, ("",))
+        )

@@ -108,6 +108,9 @@ def load_progress(sb: Switchboard, session_id: str) -> Progress:
 
 
 def _save_progress(sb: Switchboard, session_id: str, progress: Progress, offset: int) -> None:
+    # The gauge of open sessions (streams/gauges.py): a set operation per progress written. A
+    # progress found written already (a replay after a crash) is counted by the gauges' rebuild.
+    sb.open_sessions.progressed(session_id, completed=progress.completed_at is not None)
     put(sb.tables.deliveries, session_id.encode(),
         records.encode(dataclasses.replace(progress, applied=max(progress.applied, offset))))  # fmt: skip
 

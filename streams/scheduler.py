@@ -145,12 +145,15 @@ def register(sb: Switchboard) -> None:
 
 
 def _rebuild(sb: Switchboard, index: TimerIndex) -> None:
-    """Index every timer of this worker's active partitions (a scan: only after rebalances)."""
+    """Index every timer of this worker's active partitions (a scan: only after rebalances),
+    and tally those the gauges count (``switchboard/backlog.py``)."""
     index.clear()
     count = 0
+    sb.timer_tally.rebuild(())  # the gauges of deferred deliveries and webhook retries
     for raw_id, raw in sb.tables.timers.items():
         timer = json.loads(raw)
         index.add(timer["due"], timer["partition"], _text(raw_id))
+        sb.timer_tally.set(_text(raw_id), timer)
         count += 1
     log.info("scheduler index rebuilt", extra={"timers": count})
 
@@ -167,14 +170,20 @@ async def _handle(sb: Switchboard, index: TimerIndex, event: EventT[bytes]) -> N
         if existing is not None:
             index.remove(existing["due"], existing["partition"], timer_id)
         partition = event.message.partition
-        put(table, key, _json(
-            {**{k: command[k] for k in ("due", "topic", "key", "value")}, "partition": partition}
-        ))  # fmt: skip
+        # Set again (a replay, or a retry set twice): what it holds was deferred the first time.
+        at = command.get("at")
+        if existing is not None and existing.get("set_at") is not None:
+            at = existing["set_at"] if at is None else min(at, existing["set_at"])
+        row = {**{k: command[k] for k in ("due", "topic", "key", "value")}, "partition": partition,
+               "set_at": at}  # fmt: skip
+        put(table, key, _json(row))
         index.add(command["due"], partition, timer_id)
+        sb.timer_tally.set(timer_id, row)
     elif kind == "cancel":
         if existing is not None:
             index.remove(existing["due"], existing["partition"], timer_id)
             put(table, key, None)
+            sb.timer_tally.remove(timer_id)
     elif kind == "fire":
         if existing is None or existing["due"] > time.time() + TICK_SECONDS:
             return  # already fired, cancelled, or rescheduled later: a stale fire
@@ -183,6 +192,7 @@ async def _handle(sb: Switchboard, index: TimerIndex, event: EventT[bytes]) -> N
         await sb.produce(topic, key=unb64(existing["key"]), value=unb64(existing["value"]))
         index.remove(existing["due"], existing["partition"], timer_id)
         put(table, key, None)
+        sb.timer_tally.remove(timer_id)
         lateness = time.time() - existing["due"]
         sb.metrics.timer_lateness.observe(max(0.0, lateness))
     else:

@@ -278,6 +278,7 @@ async def _open(sb: Switchboard, cmd: OpenSession) -> None:
     )
     _save(sb, state)
     sb.metrics.sessions.inc()
+    sb.open_sessions.opened(state.session_id)
     log.info("session opened", extra={"session_id": state.session_id, "client_id": state.client_id,
                                       "deliveries": state.deliveries, "trigger": trigger})  # fmt: skip
     key = state.session_id.encode()

@@ -8,7 +8,7 @@
     switchboard clients apply FILE       write clients.yaml to the clients topic
     switchboard clients add-key CLIENT   make an API key; print it once, store its digest
     switchboard send ...                 send a message through the Send API
-    switchboard status SESSION           a session's state
+    switchboard status SESSION           a session's state (--watch: a live progress bar)
     switchboard tail [--client ID]       follow the status topic, one line per event
     switchboard config                   the settings reference
 """
@@ -113,6 +113,12 @@ def _parser() -> argparse.ArgumentParser:
 
     status = sub.add_parser("status", help="show a session")
     status.add_argument("session_id")
+    status.add_argument(
+        "--watch", action="store_true", help="a live progress bar until the session completes"
+    )
+    status.add_argument(
+        "--interval", type=float, default=1.0, help="seconds between two polls with --watch"
+    )
     _api_options(status)
     status.set_defaults(run=_status)
 
@@ -351,6 +357,16 @@ def _avro_profile(profile: dict[str, Any]) -> dict[str, Any]:
 
 
 def _status(args: argparse.Namespace) -> int:
+    if args.watch:
+        from switchboard.watch import watch
+
+        def fetch() -> tuple[int, Any]:
+            try:  # the counts only: one recipient of the page
+                return _http(args, "GET", f"/v1/sessions/{args.session_id}?limit=1")
+            except SwitchboardError:
+                return 0, None  # unreachable for a moment (a restart): polled again
+
+        return watch(fetch, sys.stdout, interval=max(0.1, args.interval))
     status, answer = _http(args, "GET", f"/v1/sessions/{args.session_id}")
     print(json.dumps(answer, indent=2))
     return 0 if status == 200 else 1

@@ -14,10 +14,13 @@ from typing import Any
 __all__ = ["b64", "cancel_command", "fire_command", "set_command", "unb64"]
 
 
-def set_command(timer_id: str, due: float, topic: str, key: bytes, value: bytes) -> bytes:
-    """Produce ``(key, value)`` to ``topic`` at ``due`` (epoch seconds), once."""
+def set_command(
+    timer_id: str, due: float, topic: str, key: bytes, value: bytes, at: float | None = None
+) -> bytes:
+    """Produce ``(key, value)`` to ``topic`` at ``due`` (epoch seconds), once. ``at``: when the
+    timer was asked for (kept with it: the age of what it holds, ``switchboard/backlog.py``)."""
     return _json({"kind": "set", "id": timer_id, "due": due, "topic": topic,
-                  "key": b64(key), "value": b64(value)})  # fmt: skip
+                  "key": b64(key), "value": b64(value), "at": at})  # fmt: skip
 
 
 def cancel_command(timer_id: str) -> bytes:
