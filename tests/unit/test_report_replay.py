@@ -18,6 +18,7 @@ from faust.streams import _current_event
 from streams import reports
 from streams.checkpoint import Checkpoint, _active
 from switchboard import records
+from switchboard.backlog import OpenSessions
 from switchboard.records import Report, SessionState
 from switchboard.settings import Settings
 
@@ -44,6 +45,7 @@ def world(deliveries: int = 2) -> Any:
         schedule_at=schedule_at, cancel_timer=schedule_at,
         clients=SimpleNamespace(get=lambda _: None), settings=Settings(report_timeout=60.0),
         metrics=SimpleNamespace(missing_state=SimpleNamespace(labels=lambda *_: None)),
+        open_sessions=OpenSessions(),
     )  # fmt: skip
 
 
@@ -95,10 +97,13 @@ def completed_events(sb: Any) -> list[str]:
 async def test_a_report_written_whole_and_processed_again_changes_nothing() -> None:
     sb = world()
     (await apply(sb, delivered(0), 5)).apply()
+    assert len(sb.open_sessions) == 1  # the gauge of open sessions: one delivery of two final
     (await apply(sb, delivered(1), 6)).apply()
     assert progress(sb).final == 2 and len(completed_events(sb)) == 1
+    assert len(sb.open_sessions) == 0
     (await apply(sb, delivered(1), 6)).apply()
     assert progress(sb).final == 2 and len(completed_events(sb)) == 1
+    assert len(sb.open_sessions) == 0
 
 
 async def test_a_report_whose_progress_was_written_but_not_its_delivery_is_not_counted_twice() -> (
