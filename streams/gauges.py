@@ -19,10 +19,11 @@ worker and ``sum`` them for the deployment.
   failed webhooks waiting for their next attempt in this worker's timers.
 * ``switchboard_sessions_open``: sessions of this worker's partitions opened (scheduled and
   manual ones included) and not completed. Kept by the agents in memory
-  (:class:`~switchboard.backlog.OpenSessions`) and rebuilt from the tables whenever the
+  (:class:`~switchboard.backlog.OpenSessions`) and counted again from the tables whenever the
   worker's partitions change: a scan of the session rows of its partitions, once per
-  rebalance. A session opened during the instant of that scan, its row not yet written (rows
-  are written at a checkpoint), is missed until the next rebalance.
+  rebalance, in slices that yield to the event loop. A session opened just before the scan
+  whose row was not yet written (rows are written at a checkpoint, after the broker confirmed
+  the command's outputs) is missed until the next rebalance: an undercount of a few at most.
 
 During a rebalance or a table recovery the gauges keep their last values (the assignment and
 the tables are in motion).
@@ -47,6 +48,8 @@ log = logging.getLogger(__name__)
 
 #: Seconds between two refreshes of the gauges.
 REFRESH_SECONDS: Final = 5.0
+#: Keys of the sessions table read between two turns given back to the event loop.
+SCAN_SLICE: Final = 500
 
 TP = tuple[str, int]
 
@@ -81,8 +84,8 @@ def register(sb: Switchboard) -> None:
         ]
         owned = frozenset(p for t, p in actives if t in sessions_topics)
         if owned != state["sessions_of"]:
-            _rebuild_open_sessions(sb)
             state["sessions_of"] = owned
+            await _recount_open_sessions(sb)
         m.sessions_open.set(len(sb.open_sessions))
         now = time.time()
         m.deferred.set(sb.timer_tally.total(DEFERRED))
@@ -109,20 +112,26 @@ def _lag(sb: Switchboard, partitions: list[TP]) -> dict[TP, int]:
     return consumer_lag(offsets.ends(sb, partitions), offsets.committed(sb, partitions))
 
 
-def _rebuild_open_sessions(sb: Switchboard) -> None:
+async def _recount_open_sessions(sb: Switchboard) -> None:
     """Every session row of this worker's active partitions whose progress is not completed. A
     scan of the sessions table's keys (audience chunks and idempotency records have a ``:``
-    in theirs, session ids never do), once per change of partitions."""
+    in theirs, session ids never do), once per change of partitions; it yields to the event
+    loop every :data:`SCAN_SLICE` keys, so a table of millions of sessions never holds the
+    worker's heartbeats or agents up (what the agents report meanwhile is kept, see
+    :class:`~switchboard.backlog.OpenSessions`)."""
     from streams.reports import load_progress
 
     started = time.monotonic()
+    sb.open_sessions.start_recount()
     open_ids = []
-    for raw in sb.tables.sessions:  # keys only: the audience chunks' values are not read
-        key = raw.decode() if isinstance(raw, bytes | bytearray) else str(raw)
-        if ":" in key:
-            continue
-        if load_progress(sb, key).completed_at is None:
-            open_ids.append(key)
-    sb.open_sessions.rebuild(open_ids)
-    log.info("open sessions counted", extra={"open": len(open_ids),
+    try:
+        for n, raw in enumerate(sb.tables.sessions, 1):  # keys only: chunks' values are not read
+            if n % SCAN_SLICE == 0:
+                await asyncio.sleep(0)
+            key = raw.decode() if isinstance(raw, bytes | bytearray) else str(raw)
+            if ":" not in key and load_progress(sb, key).completed_at is None:
+                open_ids.append(key)
+    finally:
+        sb.open_sessions.finish_recount(open_ids)
+    log.info("open sessions counted", extra={"open": len(sb.open_sessions),
                                              "seconds": round(time.monotonic() - started, 3)})  # fmt: skip

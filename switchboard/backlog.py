@@ -119,22 +119,38 @@ class TimerTally:
 class OpenSessions:
     """Sessions of this worker's partitions opened and not completed (a re-send opens a
     completed one again). The session agent calls :meth:`opened`, the report agent
-    :meth:`progressed` when a session's progress changes, and the gauges' refresh
-    :meth:`rebuild` from the tables whenever the worker's partitions change."""
+    :meth:`progressed` when a session's progress changes, and the gauges' refresh recounts
+    them from the tables whenever the worker's partitions change: :meth:`start_recount`, a scan
+    that may yield to the event loop, then :meth:`finish_recount`. What the agents report
+    during the scan is applied on top of it, so a session opened or completed meanwhile is not
+    lost."""
 
     _open: set[str] = field(default_factory=set)
+    #: During a recount: session id -> open, as the agents reported it since the recount began.
+    _during: dict[str, bool] | None = None
 
     def opened(self, session_id: str) -> None:
-        self._open.add(session_id)
+        self.progressed(session_id, completed=False)
 
     def progressed(self, session_id: str, completed: bool) -> None:
         if completed:
             self._open.discard(session_id)
         else:
             self._open.add(session_id)
+        if self._during is not None:
+            self._during[session_id] = not completed
 
-    def rebuild(self, open_ids: Iterable[str]) -> None:
-        self._open = set(open_ids)
+    def start_recount(self) -> None:
+        self._during = {}
+
+    def finish_recount(self, open_ids: Iterable[str]) -> None:
+        counted = set(open_ids)
+        for session_id, is_open in (self._during or {}).items():
+            if is_open:
+                counted.add(session_id)
+            else:
+                counted.discard(session_id)
+        self._open, self._during = counted, None
 
     def __len__(self) -> int:
         return len(self._open)

@@ -105,5 +105,18 @@ def test_open_sessions() -> None:
     assert len(sessions) == 1
     sessions.progressed("a", completed=False)  # a re-send opens it again
     assert len(sessions) == 2
-    sessions.rebuild(["c"])
+    sessions.start_recount()
+    sessions.finish_recount(["c"])
+    assert len(sessions) == 1
+
+
+def test_what_the_agents_report_during_a_recount_is_kept() -> None:
+    sessions = OpenSessions()
+    sessions.opened("old")  # of a partition that moved away: the recount forgets it
+    sessions.start_recount()
+    sessions.opened("new")  # opened while the scan ran (its row may be past the scan's cursor)
+    sessions.progressed("done", completed=True)  # completed after the scan read it as open
+    sessions.finish_recount(["a", "done"])
+    assert len(sessions) == 2  # a, new
+    sessions.progressed("a", completed=True)  # after the recount: as usual
     assert len(sessions) == 1

@@ -67,6 +67,7 @@ async def test_refresh_sets_every_gauge_and_drops_partitions_moved_away(
         ("t.sessions", 1): 1,
     }
     monkeypatch.setattr(gauges, "_lag", lambda sb, partitions: {tp: lag[tp] for tp in partitions})
+    monkeypatch.setattr(gauges, "SCAN_SLICE", 1)  # the recount yields after every key
     assigned = [
         ("dispatch.sms", 0),
         ("dispatch.sms", 1),
