@@ -44,6 +44,7 @@ from typing import Any
 
 from faust.types import EventT, StreamT
 
+from streams import retention
 from streams.app import Switchboard
 from streams.checkpoint import get, put, run_checkpointed
 from streams.fences import fences_passed, place_fences
@@ -71,7 +72,10 @@ from switchboard.records import (
     Discard,
     DispatchJob,
     FanOut,
+    ForgetKey,
+    Gone,
     OpenSession,
+    Purge,
     Release,
     Report,
     Resend,
@@ -147,23 +151,25 @@ def load_chunk(sb: Switchboard, session_id: str, chunk: int) -> list[dict[str, A
 
 async def _handle(sb: Switchboard, event: EventT[bytes]) -> None:
     command = records.decode_command(event.value)
-    if isinstance(command, OpenSession):
-        await _open(sb, command)
-        return
-    if isinstance(command, Claim):
-        await _claim(sb, command)
-        return
-    if isinstance(command, AudienceChunk | Discard):
-        _audience(sb, command)
+    if await _without_session(sb, command):
         return
     state = load_session(sb, command.session_id)
+    if state is None and retention.purged(sb, command.session_id) is not None:
+        # Deleted after its retention (streams/retention.py): a late command, or a purge
+        # processed again, has nothing left to act on.
+        sb.metrics.after_purge.labels("sessions").inc()
+        log.info("command for a purged session ignored",
+                 extra={"session_id": command.session_id, "kind": command.KIND})  # fmt: skip
+        return
     if state is None:
         # Every command of a session follows its opening on this partition: the session's row
         # is missing, which is an error to surface (the rejected topic), not "nothing to do".
         sb.metrics.missing_state.labels("session").inc()
         raise MissingState(f"{command.KIND} for session {command.session_id}, which this worker's "
                            "sessions table does not have")  # fmt: skip
-    if isinstance(command, FanOut):
+    if isinstance(command, Purge):
+        await retention.purge_session(sb, state)
+    elif isinstance(command, FanOut):
         await _fan_out(sb, state, command)
     elif isinstance(command, Trigger):
         await _trigger(sb, state, command)
@@ -178,7 +184,26 @@ async def _handle(sb: Switchboard, event: EventT[bytes]) -> None:
     elif isinstance(command, Release):
         await _release(sb, state, command)
     else:
+        assert isinstance(command, Resend), command.KIND  # the session-less ones are handled
         await _resend(sb, state, command.chunk)
+
+
+async def _without_session(sb: Switchboard, command: records.SessionCommand) -> bool:
+    """Handle ``command`` if it is one that needs no open session (an opening, an audience
+    chunk, an idempotency key's record, a deleted session's marker); whether it was."""
+    if isinstance(command, OpenSession):
+        await _open(sb, command)
+    elif isinstance(command, Claim):
+        await _claim(sb, command)
+    elif isinstance(command, AudienceChunk | Discard):
+        _audience(sb, command)
+    elif isinstance(command, ForgetKey):
+        retention.forget_key(sb, command, load_idempotency(sb, command.session_id))
+    elif isinstance(command, Gone):
+        retention.forget_marker(sb, command)
+    else:
+        return False
+    return True
 
 
 def load_idempotency(sb: Switchboard, anchor: str) -> IdempotencyRecord | None:
@@ -190,9 +215,8 @@ def load_idempotency(sb: Switchboard, anchor: str) -> IdempotencyRecord | None:
 async def _claim(sb: Switchboard, cmd: Claim) -> None:
     """Open the instruction's session unless its key's fresh record names one already."""
     now = time.time()
-    decision = decide(
-        load_idempotency(sb, cmd.session_id), cmd.client_id, cmd.key, cmd.fingerprint, now
-    )
+    decision = decide(load_idempotency(sb, cmd.session_id), cmd.client_id, cmd.key,
+                      cmd.fingerprint, now, sb.settings.idempotency_window)  # fmt: skip
     if decision.kind == "new":
         session_id = cmd.candidate or decision.session_id
         record = IdempotencyRecord(
@@ -203,6 +227,9 @@ async def _claim(sb: Switchboard, cmd: Claim) -> None:
             priority=records.priority_of(cmd.instruction.get("options")),
         )
         put(sb.tables.sessions, idempotency_row(cmd.session_id), records.encode(record))
+        await retention.schedule_forget_key(
+            sb, cmd.session_id, record, records.priority_of(cmd.instruction.get("options"))
+        )
         return
     if cmd.candidate and decision.session_id == cmd.candidate:
         return  # this very claim, processed again: its session's opening is in Kafka already
@@ -240,6 +267,11 @@ def _audience(sb: Switchboard, cmd: AudienceChunk | Discard) -> None:
 async def _open(sb: Switchboard, cmd: OpenSession) -> None:
     if load_session(sb, cmd.session_id) is not None:
         log.info("session already open; duplicate ignored", extra={"session_id": cmd.session_id})
+        return
+    if retention.purged(sb, cmd.session_id) is not None:
+        # Its id was used and deleted after its retention: opening it again would give its
+        # events the ids they had the first time (a receiver would drop them as duplicates).
+        log.warning("opening of a purged session ignored", extra={"session_id": cmd.session_id})
         return
     ins = cmd.instruction
     if "audience" in ins:  # a small instruction carrying its audience: store it in chunks here

@@ -25,6 +25,7 @@ from streams.app import Switchboard
 from streams.sessions import load_idempotency
 from streams.submit import Unconfirmed, checked_envelope, submit
 from streams.web import protocol, routing, sessions, twilio
+from streams.web.claims import WINDOW as CLAIM_WINDOW
 from streams.web.claims import Claims, KeyOutcome
 from streams.web.common import (
     HTTPProblem,
@@ -52,7 +53,9 @@ def register(sb: Switchboard) -> None:
     app = sb.app
     policy = ValidationPolicy(allow_http_webhooks=sb.settings.allow_http_webhooks)
     quotas = Quotas()
-    claims = Claims()
+    # A claimed key's outcome is remembered while its record is written, and never past the
+    # key's own window (the record is deleted then, and the key opens a new session).
+    claims = Claims(window=min(CLAIM_WINDOW, sb.settings.idempotency_window))
     app.web.web_app.middlewares.append(errors_middleware(sb))  # type: ignore[attr-defined]
     protocol.install(sb)
 
@@ -173,7 +176,8 @@ async def _accept(
         return _repeat(sb, answer, claim, digest)
     try:
         record = await _idempotency_record(sb, where, request)
-        decision = decide(record, client.client_id, key, digest, time.time())
+        decision = decide(record, client.client_id, key, digest, time.time(),
+                          sb.settings.idempotency_window)  # fmt: skip
         if decision.kind != "new":
             assert record is not None
             claim.settle(KeyOutcome(record.session_id, record.fingerprint), time.time(), keep=False)
