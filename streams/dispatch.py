@@ -18,6 +18,9 @@ For each job:
 5. the outcome is reported (``sent``, and ``delivered`` when the acceptance is the delivery; or
    ``failed`` with the error's class) and recorded in ``sends``.
 
+A :class:`~switchboard.records.PurgeSends` (one in every partition, once a session's retention
+has passed) deletes the session's ``sends`` rows in the partition (``streams/retention.py``).
+
 At least once, and how often more: a claim without an outcome means a worker stopped or died
 between claiming and recording the send, so the provider may or may not have the message. It is
 sent again, its status event says ``detail.in_doubt: true``, and

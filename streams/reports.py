@@ -19,6 +19,10 @@ per-delivery status events, so a recipient's events are in order on the status t
   applied like any report), and arms the timer again for the earliest one not yet due while the
   session is open. A delivery expires within the duration of a sweep of its due time.
 
+* Retention: :class:`~switchboard.records.PurgeDeliveries` deletes a deleted session's
+  delivery rows a chunk per event, then its progress (``streams/retention.py``); a report for a
+  session already deleted (a late callback) is ignored.
+
 Exactly once, through crashes: the agent runs under checkpoints (``streams/checkpoint.py``), so
 its rows are written only after its outputs are in Kafka, and a report writes its session's
 progress before its deliveries, with the event's offset (``Progress.applied``). A crash while a

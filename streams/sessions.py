@@ -27,6 +27,10 @@ done on a replay has nothing left to do.
   sends of the session already in flight on this worker, so a ``cancelled`` report never
   overtakes the ``sent`` of a message that did go out.
 
+* ``Purge``, ``Gone``, ``ForgetKey``: a completed session deleted after its retention, its
+  marker forgotten, an idempotency record deleted after its window (``streams/retention.py``).
+  A command for a deleted session (its marker is kept) is ignored.
+
 Missing state is an error, never "nothing to do": a command for a session that is not in the
 table, or an audience chunk that is not there, puts the command on the rejected topic
 (:class:`~switchboard.errors.MissingState`), and the deliveries of a lost chunk are reported

@@ -192,6 +192,12 @@ async def _accept(
     return {"session_id": decision.session_id, **answer}
 
 
+def _window(sb: Switchboard) -> str:
+    """The idempotency window, as the 422 says it (``24 hours`` by default)."""
+    seconds = sb.settings.idempotency_window
+    return f"{seconds / 3600:g} hours" if seconds % 3600 == 0 else f"{seconds:g} seconds"
+
+
 def _repeat(
     sb: Switchboard, answer: dict[str, Any], named: KeyOutcome, digest: str
 ) -> dict[str, Any]:
@@ -201,7 +207,7 @@ def _repeat(
         raise HTTPProblem(
             422,
             "idempotency_key",
-            f"already used within 24 hours for a different instruction (session {named.session_id})",
+            f"already used within {_window(sb)} for a different instruction (session {named.session_id})",
         )
     sb.metrics.idempotent_repeats.labels("api", "duplicate").inc()
     return {"session_id": named.session_id, **answer, "repeat": True}
