@@ -142,7 +142,7 @@ async def purge_session(sb: Switchboard, state: SessionState) -> None:
     raw = get(sb.tables.deliveries, key)  # its progress: same partition, the report agent's
     progress = records.decode(Progress, raw) if raw is not None else Progress()
     now = time.time()
-    if not purge_due(progress.completed_at, sb.settings.retention, now):
+    if not purge_due(progress.completed_at, sb.settings.retention, now, state.resent_at):
         log.info("purge skipped: the session is not completed past its retention",
                  extra={"session_id": sid, "completed_at": progress.completed_at})  # fmt: skip
         return

@@ -525,6 +525,9 @@ async def _trigger(sb: Switchboard, state: SessionState, cmd: Trigger) -> None:
         await sb.command(FanOut(state.session_id, 0), priority=state.priority)
     elif cmd.include_failed:
         await sb.command(Resend(state.session_id, 0), priority=state.priority)
+        # The re-send opens the session again only once the report agent applies it: until
+        # then its progress still reads completed, and a purge due meanwhile must not run.
+        _save(sb, dataclasses.replace(state, resent_at=time.time()))
 
 
 async def _resend(sb: Switchboard, state: SessionState, chunk: int) -> None:

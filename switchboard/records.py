@@ -434,6 +434,9 @@ class SessionState:
     fences: dict[str, int] = field(default_factory=dict)
     #: Every dispatcher has passed the fences: nothing more of the session can be sent.
     fenced: bool = False
+    #: When its failed deliveries were last sent again (``Trigger(include_failed)``): a purge
+    #: is due only for a completion after it (``switchboard/retention.py``).
+    resent_at: float | None = None
 
     @property
     def priority(self) -> str:

@@ -33,10 +33,13 @@ def purge_at(completed_at: float, retention: float) -> float | None:
     return completed_at + retention if retention > 0 else None
 
 
-def purge_due(completed_at: float | None, retention: float, now: float) -> bool:
-    """Whether a session may be deleted now: it is completed (not opened again by a re-send)
-    and its retention has passed. Never when retention is 0 (set since the timer was)."""
-    if completed_at is None:
+def purge_due(
+    completed_at: float | None, retention: float, now: float, resent_at: float | None = None
+) -> bool:
+    """Whether a session may be deleted now: it is completed (not opened again by a re-send,
+    including one asked for at ``resent_at`` whose reports are still on their way) and its
+    retention has passed. Never when retention is 0 (set since the timer was)."""
+    if completed_at is None or (resent_at is not None and resent_at >= completed_at):
         return False
     due = purge_at(completed_at, retention)
     return due is not None and due <= now + SLACK

@@ -61,6 +61,8 @@ def test_a_session_is_due_once_completed_and_past_its_retention() -> None:
     assert purge_due(1_000.0, 30.0, 1_030.0)
     assert purge_due(1_000.0, 30.0, 1_029.5), "within a scheduler tick of its time"
     assert not purge_due(1_000.0, 0.0, 1e12), "retention turned off after the timer was set"
+    assert not purge_due(1_000.0, 30.0, 2_000.0, resent_at=1_500.0), "a re-send on its way"
+    assert purge_due(1_600.0, 30.0, 2_000.0, resent_at=1_500.0), "completed again since"
 
 
 def test_a_session_s_rows_in_the_sessions_table() -> None:
