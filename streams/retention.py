@@ -22,8 +22,9 @@ on the partition that holds them:
    * :class:`~switchboard.records.PurgeDeliveries` on its reports topic: the report agent deletes
      the ``deliveries`` rows an audience chunk at a time (one event per 500 recipients, each
      producing the next), then the progress row;
-   * a tombstone for the ``cancels`` topic (a cancelled session), and the cancellation of its
-     expiry timer;
+   * a tombstone for the ``cancels`` topic (a cancelled session fenced in every dispatch
+     partition; one cancelled while a channel was paused keeps its entry, which withdraws the
+     jobs waiting in that channel's topic), and the cancellation of its expiry timer;
    * the marker's own timer (``SWITCHBOARD_GONE_FOR``): :class:`~switchboard.records.Gone`
      deletes the marker, after which the id answers 404. The marker is what ``410 Gone``
      answers from, and what tells a late report (a provider's callback) for a deleted session
@@ -157,7 +158,7 @@ async def purge_session(sb: Switchboard, state: SessionState) -> None:
     first = PurgeDeliveries(sid, 0, state.recipients, list(state.channels))
     await sb.produce(reports, key=key, value=records.encode(first))
     await sb.cancel_timer(expire_timer(sid), key)
-    if state.status == "cancelled":
+    if state.status == "cancelled" and _fenced_everywhere(sb, state):
         await sb.produce(sb.topics.cancels, key=key, value=None)
     if sb.settings.gone_for > 0:
         await sb.schedule_at(gone_timer(sid), now + sb.settings.gone_for, sb.sessions_topic(state.priority),
@@ -182,6 +183,21 @@ def _send_topics(sb: Switchboard, state: SessionState) -> list[tuple[TopicT, lis
     if state.priority == "high":
         topics.append((sb.topics.priority_dispatch, None))
     return topics
+
+
+def _fenced_everywhere(sb: Switchboard, state: SessionState) -> bool:
+    """Whether a cancelled session was fenced in every partition of its dispatch topics, so no
+    dispatcher needs its entry on the ``cancels`` topic any more. A channel paused when it was
+    cancelled got no fence (``streams/fences.py``): its jobs still wait in that topic, and only
+    the entry withdraws them when the channel is resumed, so the entry is kept."""
+    topics = [sb.topics.priority_dispatch] if state.priority == "high" else [
+        sb.topics.dispatch[channel] for channel in state.channels
+    ]  # fmt: skip
+    return all(
+        f"{topic.get_topic_name()}/{partition}" in state.fences
+        for topic in topics
+        for partition in range(sb.settings.partitions)
+    )
 
 
 def forget_marker(sb: Switchboard, cmd: Gone) -> None:

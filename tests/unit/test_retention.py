@@ -174,7 +174,8 @@ def test_keys_with_prefix_walks_only_the_partition_s_matches(tmp_path: Path) -> 
 # -- the session agent's step, against dict tables ------------------------------------------
 
 
-def _world(completed_at: float | None, *, status: str = "dispatching", **settings: Any) -> Any:
+def _world(completed_at: float | None, *, status: str = "dispatching", fenced: tuple[str, ...] = (),
+           **settings: Any) -> Any:  # fmt: skip
     produced: list[tuple[Any, bytes | None, bytes | None, int | None]] = []
     timers: list[tuple[str, float]] = []
 
@@ -193,6 +194,7 @@ def _world(completed_at: float | None, *, status: str = "dispatching", **setting
         session_id=SID, client_id="acme", channels=["sms", "email"], recipients=1_200,
         deliveries=2_400, chunks=3, trigger="immediate", status=status,  # type: ignore[arg-type]
         created_at=1.0, source="api", transport={"type": "sms", "message": "hi"}, options={},
+        fences={f"{topic}/{p}": 1 for topic in fenced for p in range(4)},
     )  # fmt: skip
     sessions = {session_row(SID): records.encode(state)}
     sessions.update({chunk_row(SID, c): b"[]" for c in range(3)})
@@ -203,11 +205,18 @@ def _world(completed_at: float | None, *, status: str = "dispatching", **setting
         cancel_timer=cancel_timer, sessions_topic=lambda lane: f"sessions.{lane}",
         settings=Settings(partitions=4, **settings),
         tables=SimpleNamespace(sessions=sessions, deliveries=deliveries, sends={}),
-        topics=SimpleNamespace(dispatch={"sms": "dispatch.sms", "email": "dispatch.email"},
-                               priority_dispatch="dispatch.priority", reports="reports",
+        topics=SimpleNamespace(dispatch={"sms": _Topic("dispatch.sms"), "email": _Topic("dispatch.email")},
+                               priority_dispatch=_Topic("dispatch.priority"), reports="reports",
                                priority_reports="reports.priority", cancels="cancels"),
         metrics=SimpleNamespace(purged_rows=counter),
     )  # fmt: skip
+
+
+class _Topic(str):
+    """A topic standing in for Faust's: compares as its name."""
+
+    def get_topic_name(self) -> str:
+        return str(self)
 
 
 async def _staged(coro: Any) -> Checkpoint:
@@ -225,7 +234,8 @@ async def _staged(coro: Any) -> Checkpoint:
 
 
 async def test_a_session_past_its_retention_starts_the_chain_then_deletes_its_rows() -> None:
-    sb = _world(completed_at=1_000.0, status="cancelled", retention=60.0, gone_for=120.0)
+    sb = _world(completed_at=1_000.0, status="cancelled", retention=60.0, gone_for=120.0,
+                fenced=("dispatch.sms", "dispatch.email"))  # fmt: skip
     checkpoint = await _staged(purge.purge_session(sb, sb.state))
     sends = [(topic, partition, records.decode(PurgeSends, value))
              for topic, _, value, partition in sb.produced if topic.startswith("dispatch.")]  # fmt: skip
@@ -246,6 +256,15 @@ async def test_a_session_past_its_retention_starts_the_chain_then_deletes_its_ro
     assert written[1:] == [(row, None) for row in session_rows(SID, 3)]
     marker = records.decode(records.Purged, written[0][1])
     assert marker.client_id == "acme" and marker.completed_at == 1_000.0
+
+
+async def test_a_session_cancelled_while_a_channel_was_paused_keeps_its_cancel() -> None:
+    """Its jobs still wait in the paused channel's topic (no fence there): only the replicated
+    cancel withdraws them when the channel is resumed."""
+    sb = _world(completed_at=1_000.0, status="cancelled", retention=60.0, fenced=("dispatch.sms",))
+    await _staged(purge.purge_session(sb, sb.state))
+    assert not [p for p in sb.produced if p[0] == "cancels"]
+    assert len([p for p in sb.produced if p[0] == "dispatch.email"]) == 4, "its rows still go"
 
 
 @pytest.mark.parametrize("completed_at", [None, 1e12])
