@@ -57,7 +57,7 @@ from streams.managers import SessionStartPlan
 from switchboard import records
 from switchboard.errors import MissingState
 from switchboard.fanout import CHUNK_SIZE, DISPATCH_SPREAD, chunk_count, dispatch_key, plan_chunk
-from switchboard.idempotency import IdempotencyRecord, decide, shown
+from switchboard.idempotency import IdempotencyRecord, decide, next_generation, shown
 from switchboard.keys import (
     cancel_check_timer,
     chunk_row,
@@ -219,13 +219,15 @@ def load_idempotency(sb: Switchboard, anchor: str) -> IdempotencyRecord | None:
 async def _claim(sb: Switchboard, cmd: Claim) -> None:
     """Open the instruction's session unless its key's fresh record names one already."""
     now = time.time()
+    window = sb.settings.idempotency_window
     decision = decide(load_idempotency(sb, cmd.session_id), cmd.client_id, cmd.key,
-                      cmd.fingerprint, now, sb.settings.idempotency_window)  # fmt: skip
+                      cmd.fingerprint, now, window)  # fmt: skip
     if decision.kind == "new":
         session_id = cmd.candidate or decision.session_id
-        record = IdempotencyRecord(
-            cmd.client_id, session_id, cmd.fingerprint, now, decision.generation
-        )
+        # The candidate's generation was decided by the Send API, before ``received_at`` on
+        # its clock: the record's is at least that, so no later claim reopens the candidate.
+        generation = max(decision.generation, next_generation(None, cmd.received_at, window))
+        record = IdempotencyRecord(cmd.client_id, session_id, cmd.fingerprint, now, generation)
         await sb.command(
             OpenSession(session_id, cmd.instruction, cmd.received_at, cmd.source, cmd.origin),
             priority=records.priority_of(cmd.instruction.get("options")),
