@@ -149,9 +149,8 @@ async def purge_session(sb: Switchboard, state: SessionState) -> None:
         return
     assert progress.completed_at is not None
     # The outputs first: the checkpoint writes the rows only once the broker has them all.
-    sends = records.encode(PurgeSends(sid))
     for topic, channels in _send_topics(sb, state):
-        value = records.encode(PurgeSends(sid, channels)) if channels is not None else sends
+        value = records.encode(PurgeSends(sid, channels))
         for partition in range(sb.settings.partitions):
             await sb.produce(topic, key=None, value=value, partition=partition)
     reports = sb.topics.priority_reports if state.priority == "high" else sb.topics.reports
