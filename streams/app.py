@@ -31,12 +31,14 @@ from streams.managers import ManagerDesk
 from streams.metrics import Metrics
 from streams.replica import KeyValueReplica
 from streams.schema_registry import SchemaIds, SchemaRegistry
+from streams.tablestore import TableMemory
 from switchboard import records
 from switchboard.errors import FieldError
 from switchboard.fanout import dispatch_key
 from switchboard.kafka.security import librdkafka_config
 from switchboard.settings import Settings
 from switchboard.status import StatusEvent
+from switchboard.status_avro import encode_status_event
 from switchboard.timers import cancel_command, set_command
 from switchboard.webhooks import encode as webhook_body
 from switchboard.wire import Headers, encode_record
@@ -102,6 +104,8 @@ class Switchboard:
     clients: ClientRegistry
     transports: TransportRegistry
     metrics: Metrics
+    #: The RocksDB memory every table shares (``SWITCHBOARD_TABLE_MEMORY_MB``).
+    table_memory: TableMemory
     schema_ids: SchemaIds = field(default_factory=SchemaIds)
     registry: SchemaRegistry | None = None
     #: The sends ("<delivery key>#<attempt>") being made on this worker right now: a second copy
@@ -121,7 +125,6 @@ class Switchboard:
     _admin: Any = None
     _status_producer: BulkProducer | None = None
     _crash: asyncio.Future[None] | None = None
-    _status_counters: dict[tuple[str, str], Any] = field(default_factory=dict)
 
     def admin(self) -> Any:
         """This worker's confluent-kafka admin client (made on first use)."""
@@ -154,18 +157,14 @@ class Switchboard:
         """Publish ``event`` on the status topic, and to its session's webhook URL if it has one.
 
         Called by agents working on the session's partition, whose tables are local here."""
-        value, headers = encode_record(
-            "status_event", event.to_avro(), self.schema_ids.status_event
-        )
+        value, headers = encode_status_event(event.to_avro(), self.schema_ids.status_event)
         future = await self.status_producer().produce(
             self.topics.status.get_topic_name(), event.session_id.encode(), value, headers
         )
         checkpoint.output(future)
-        labels = (event.channel or "session", event.status)
-        counter = self._status_counters.get(labels)
-        if counter is None:  # ``labels()`` takes a lock and a lookup: three times per delivery
-            counter = self._status_counters[labels] = self.metrics.status_events.labels(*labels)
-        counter.inc()
+        self.metrics.child(
+            self.metrics.status_events, event.channel or "session", event.status
+        ).inc()
         url = self._webhook_url(event.session_id)
         if url is not None:
             job = records.WebhookJob(event.session_id, event.client_id, url, event.event_id,

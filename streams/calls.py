@@ -1,4 +1,4 @@
-"""The call tool's state (CONTRACT.md section 7): the calls agent and its two tables.
+"""The call tool's state (README: "The call tool"): the calls agent and its two tables.
 
 The commands, the table values and what a command does to a call are pure, in
 :mod:`switchboard.call_commands`; this module wires them to Kafka. Everything that changes a call
@@ -61,6 +61,7 @@ from typing import TYPE_CHECKING, Final
 
 from streams import checkpoint
 from streams.checkpoint import get, put, run_checkpointed
+from streams.tablestore import declare_table
 from switchboard.call_commands import (
     NOT_PLACED,
     Abandon,
@@ -140,13 +141,13 @@ class CallDesk:
 def register(sb: Switchboard) -> CallDesk:
     """Declare the ``calls`` and ``call_lines`` tables and the calls agent; return the desk the
     web views use. ``sb.topics.calls`` must be declared (``streams.app.Topics``)."""
-    app, partitions = sb.app, sb.settings.partitions
+    app, partitions, memory = sb.app, sb.settings.partitions, sb.table_memory
     desk = CallDesk(
         topic=sb.topics.calls,
-        calls=app.Table("calls", key_type=bytes, value_type=bytes, partitions=partitions,
-                        help="call id -> call record (call tool)"),
-        lines=app.Table("call_lines", key_type=bytes, value_type=bytes, partitions=partitions,
-                        help="client/campaign/member -> calls counted against the limit"),
+        calls=declare_table(app, "calls", partitions=partitions, memory=memory,
+                            help_text="call id -> call record (call tool)"),
+        lines=declare_table(app, "call_lines", partitions=partitions, memory=memory,
+                            help_text="client/campaign/member -> calls counted against the limit"),
     )  # fmt: skip
 
     @app.agent(sb.topics.calls, name="switchboard.calls")

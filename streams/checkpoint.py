@@ -223,9 +223,10 @@ async def run_checkpointed(
     stop, a crash) never acknowledges an event whose effects are not all durable."""
     checkpoint = Checkpoint()
     turn = asyncio.Lock()  # a handler and a commit, or the idle commit: never both at once
-    idle = asyncio.ensure_future(_commit_when_idle(sb, checkpoint, stage, turn))
+    left_open = asyncio.Event()  # set while a checkpoint holds events after its handler
+    idle = asyncio.ensure_future(_commit_when_idle(sb, checkpoint, stage, turn, left_open))
     try:
-        await _run(sb, stream, stage, handler, checkpoint, max_batch, turn)
+        await _run(sb, stream, stage, handler, checkpoint, max_batch, turn, left_open)
     finally:
         idle.cancel()
         with contextlib.suppress(asyncio.CancelledError):
@@ -238,17 +239,26 @@ IDLE_COMMIT: Final = 0.05
 
 
 async def _commit_when_idle(
-    sb: Switchboard, checkpoint: Checkpoint, stage: str, turn: asyncio.Lock
+    sb: Switchboard,
+    checkpoint: Checkpoint,
+    stage: str,
+    turn: asyncio.Lock,
+    left_open: asyncio.Event,
 ) -> None:
     """Commit a checkpoint left open. The runner leaves it open while more events are queued,
     but a rebalance can clear that queue: the events would then wait, unacknowledged, for an
-    event that never comes, and the rebalance waits for their acknowledgement (forever)."""
+    event that never comes, and the rebalance waits for their acknowledgement (forever).
+
+    Wakes only while a checkpoint is open: an idle worker's agents cost no timer."""
     while True:
+        await left_open.wait()
         await asyncio.sleep(IDLE_COMMIT)
         if checkpoint.events and not turn.locked():
             async with turn:
                 if checkpoint.events:
                     await _commit(sb, checkpoint, stage)
+        if not checkpoint.events:
+            left_open.clear()
 
 
 async def _run(
@@ -259,6 +269,7 @@ async def _run(
     checkpoint: Checkpoint,
     max_batch: int,
     turn: asyncio.Lock,
+    left_open: asyncio.Event,
 ) -> None:
     waiting = _waiting(stream)
     started = 0.0
@@ -279,6 +290,8 @@ async def _run(
             if len(checkpoint.events) >= max_batch or not waiting():
                 await _commit(sb, checkpoint, stage)
                 sb.metrics.checkpoints.labels(stage).observe(time.monotonic() - started)
+            else:
+                left_open.set()
 
 
 async def _commit(sb: Switchboard, checkpoint: Checkpoint, stage: str) -> None:

@@ -52,7 +52,6 @@ again is processed again, which every agent allows (their effects are idempotent
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Mapping
@@ -96,9 +95,28 @@ class _DurableBuffer(ProducerBuffer):
                     f"the producer stopped with {self.size + self.handing_over} table writes "
                     "not yet sent"
                 )
-            self.message_sent.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.message_sent.wait(), timeout=1.0)
+            await self._next_sent(1.0)
+
+    async def wait_until_ebb(self) -> None:
+        """Faust's: when more than ``max_messages`` table writes wait (a checkpoint writes
+        hundreds of rows at once), hold the conductor for up to that many records handed over,
+        or until none is for 0.1 s. Faust's own waits with an ``asyncio.wait_for`` (a task) per
+        record, and logs a warning each time."""
+        if self.size <= self.max_messages:
+            return
+        for _ in range(self.max_messages):
+            if not self.size or self.state != "running" or not await self._next_sent(0.1):
+                return
+
+    async def _next_sent(self, within: float) -> bool:
+        """Wait for the next record handed over; False if none was within ``within`` seconds."""
+        self.message_sent.clear()
+        try:
+            async with asyncio.timeout(within):
+                await self.message_sent.wait()
+        except TimeoutError:
+            return False
+        return True
 
 
 class DurableProducer(Producer):

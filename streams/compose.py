@@ -17,7 +17,7 @@ from streams.managers import ManagerDesk, build_managers
 from streams.metrics import Metrics
 from streams.replica import KeyValueReplica
 from streams.schema_registry import SchemaIds, SchemaRegistry
-from streams.tablestore import STORE_URL
+from streams.tablestore import STORE_URL, TableMemory, declare_table
 from switchboard.instruction import CHANNELS
 from switchboard.kafka.security import faust_credentials
 from switchboard.settings import Settings
@@ -112,9 +112,11 @@ def build(
         priority_reports=topic("reports.priority"),
     )
 
+    memory = TableMemory.of(settings.table_memory_mb)
+
     def table(name: str, help_text: str) -> TableT[bytes, bytes]:
-        return app.Table(
-            name, key_type=bytes, value_type=bytes, partitions=settings.partitions, help=help_text
+        return declare_table(
+            app, name, partitions=settings.partitions, memory=memory, help_text=help_text
         )
 
     tables = Tables(
@@ -140,6 +142,7 @@ def build(
             slots=Slots(settings.partitions),
         ),
         metrics=Metrics(),
+        table_memory=memory,
         schema_ids=schema_ids or SchemaIds(),
         registry=registry,
     )

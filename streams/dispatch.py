@@ -255,7 +255,7 @@ async def _outcome(
     result, failure, provider = await _send(sb, job, extra)
     if failure is None:
         assert result is not None
-        sb.metrics.sends.labels(job.channel, provider, "ok").inc()
+        sb.metrics.child(sb.metrics.sends, job.channel, provider, "ok").inc()
         # A `sent` awaits a final report (a delivery callback); the report agent expires it
         # when none comes in time (streams/reports.py).
         passed = ["sent"] if result.status == "delivered" else []
@@ -276,7 +276,7 @@ async def _outcome(
         if client is not None:
             await sb.managers.opted_out(client, job.channel, job.address, reason="provider",
                                         session_id=job.session_id, at=time.time())  # fmt: skip
-    sb.metrics.sends.labels(job.channel, provider, status).inc()
+    sb.metrics.child(sb.metrics.sends, job.channel, provider, status).inc()
     retry_at = _retry_at(job, failure)
     detail: dict[str, Any] = dict(extra)
     if failure.retry_after:
@@ -456,7 +456,7 @@ async def _send(
     except ConfigError as exc:  # the client's manager list cannot be run
         return None, TransportError(str(exc), code="config"), transport.name
     extra.update(detail)
-    gauge = sb.metrics.in_flight.labels(job.channel)
+    gauge = sb.metrics.child(sb.metrics.in_flight, job.channel)
     gauge.inc()
     started = time.perf_counter()
     try:
@@ -478,7 +478,7 @@ async def _send(
         return None, _retryable(f"{type(exc).__name__}: {exc}", "unclassified"), transport.name
     finally:
         gauge.dec()
-        sb.metrics.send_seconds.labels(job.channel, transport.name).observe(
+        sb.metrics.child(sb.metrics.send_seconds, job.channel, transport.name).observe(
             time.perf_counter() - started
         )
     return result, None, transport.name

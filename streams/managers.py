@@ -1,4 +1,4 @@
-"""Service managers, wired to the stream processor (CONTRACT.md section 8, issue 7).
+"""Service managers, wired to the stream processor (README: "Service managers").
 
 The mechanism and the built-in managers are pure (:mod:`switchboard.managers`). This module
 builds them from the settings and gives each agent one call per hook:

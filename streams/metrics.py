@@ -6,13 +6,21 @@ benchmark) never collide on metric names.
 
 from __future__ import annotations
 
+from typing import Any, TypeVar
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.metrics import MetricWrapperBase
+
+_M = TypeVar("_M", bound=MetricWrapperBase)
 
 __all__ = ["Metrics"]
 
 
 class Metrics:
     def __init__(self) -> None:
+        #: Label children already made: ``labels()`` takes a lock and builds a key every call,
+        #: and the hot path asks for the same few children for every delivery.
+        self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
         self.registry = CollectorRegistry()
         r = self.registry
         self.instructions = Counter(
@@ -85,6 +93,14 @@ class Metrics:
         self.clients = Gauge(
             "switchboard_clients", "Configured clients known to this worker.", registry=r
         )
+
+    def child(self, metric: _M, *labels: str) -> _M:
+        """``metric.labels(*labels)``, made once per worker."""
+        key = (id(metric), labels)
+        found = self._children.get(key)
+        if found is None:
+            found = self._children[key] = metric.labels(*labels)
+        return found
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)

@@ -39,6 +39,7 @@ table, or an audience chunk that is not there, puts the command on the rejected 
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import json
 import logging
@@ -104,6 +105,8 @@ log = logging.getLogger(__name__)
 CANCEL_CHECK_EVERY = 0.5
 #: Seconds before a session held by the dispatch backlog looks again.
 FLOW_RECHECK = 0.5
+#: Recipients of a chunk's fan-out between two turns given back to the event loop.
+YIELD_EVERY = 100
 
 #: Final statuses a re-send (``include_failed``) sends again.
 RESENDABLE = frozenset({"failed", "undelivered", "expired"})
@@ -350,15 +353,37 @@ async def _fan_out(sb: Switchboard, state: SessionState, cmd: FanOut) -> None:
         await _lost_chunk(sb, state, cmd.chunk, "fan-out")
         recipients = []
     now = time.time()
-    accepted_at = datetime.fromtimestamp(now, UTC)
     items = list(plan_chunk(state, cmd.chunk, recipients, now=now))
     plan = await _session_start(sb, state, items)
     if plan.block is not None:
         await _block(sb, state, plan)
         return
+    held, batches = await _route(sb, plan, items, now)
+    for jobs in batches.values():  # after their ``accepted`` events (the same producer)
+        await sb.dispatch_batch(jobs)
+    await _hold(sb, state, cmd.chunk, held)
+    _save(sb, dataclasses.replace(state, fanned_out_chunks=cmd.chunk + 1))
+    if cmd.chunk + 1 < state.chunks:
+        await sb.command(FanOut(state.session_id, cmd.chunk + 1), priority=state.priority)
+    if state.chunks > 1:
+        log.info("fan-out progress", extra={"session_id": state.session_id, "chunk": cmd.chunk + 1,
+                                            "chunks": state.chunks, "seconds": round(time.time() - now, 3)})  # fmt: skip
+
+
+async def _route(
+    sb: Switchboard, plan: SessionStartPlan, items: list[DispatchJob | Report], now: float
+) -> tuple[dict[tuple[str, float], list[int]], dict[tuple[str, bytes], list[DispatchJob]]]:
+    """Each delivery of a chunk told ``accepted`` and routed: reported (refused, scrubbed),
+    batched for dispatch by channel and dispatch key, or held by its window (by channel and
+    window opening)."""
+    accepted_at = datetime.fromtimestamp(now, UTC)
     held: dict[tuple[str, float], list[int]] = {}  # (channel, window opening) -> indexes
     batches: dict[tuple[str, bytes], list[DispatchJob]] = {}  # (channel, dispatch key) -> jobs
-    for item in items:
+    for n, item in enumerate(items, 1):
+        if n % YIELD_EVERY == 0:
+            # A chunk is hundreds of recipients of synchronous work: let the event loop run the
+            # other lanes' events in between (a one-time password's hops wait for it otherwise).
+            await asyncio.sleep(0)
         if not isinstance(item, DispatchJob):
             await sb.report(item)
         elif (scrub := plan.scrubbed.get((item.channel, item.address))) is not None:
@@ -384,15 +409,7 @@ async def _fan_out(sb: Switchboard, state: SessionState, cmd: FanOut) -> None:
             else:
                 await _report_deferred(sb, item, release, now)
                 held.setdefault((item.channel, release.timestamp()), []).append(item.index)
-    for jobs in batches.values():  # after their ``accepted`` events (the same producer)
-        await sb.dispatch_batch(jobs)
-    await _hold(sb, state, cmd.chunk, held)
-    _save(sb, dataclasses.replace(state, fanned_out_chunks=cmd.chunk + 1))
-    if cmd.chunk + 1 < state.chunks:
-        await sb.command(FanOut(state.session_id, cmd.chunk + 1), priority=state.priority)
-    if state.chunks > 1:
-        log.info("fan-out progress", extra={"session_id": state.session_id, "chunk": cmd.chunk + 1,
-                                            "chunks": state.chunks, "seconds": round(time.time() - now, 3)})  # fmt: skip
+    return held, batches
 
 
 async def _hold(

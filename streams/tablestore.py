@@ -20,14 +20,18 @@ partitions this worker owns, ``streams/web/routing.py``).
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from dataclasses import dataclass
 from typing import Any
 
+import rocksdict
 from faust.stores import STORES
+from faust.stores.rocksdb import RocksDBOptions
 from faust.stores.rocksdb import Store as RocksDBStore
-from faust.types import TP, CollectionT
+from faust.types import TP, AppT, CollectionT, TableT
 
-__all__ = ["STORE_URL", "Store", "keys_with_prefix"]
+__all__ = ["STORE_URL", "Store", "TableMemory", "declare_table", "keys_with_prefix"]
 
 log = logging.getLogger(__name__)
 
@@ -37,14 +41,106 @@ STORE_URL = "switchboard-rocksdb://"
 STORES.aliases.setdefault("switchboard-rocksdb", f"{__name__}:Store")
 
 
+@dataclass(frozen=True)
+class TableMemory:
+    """The RocksDB memory of one worker, shared by every table and partition (module docs).
+    Passed to each table as ``options={"memory": ...}``."""
+
+    write_buffers: rocksdict.WriteBufferManager
+    cache: rocksdict.Cache
+    #: One memtable's size: a database flushes it to disk when full, whatever the budget.
+    memtable_bytes: int
+
+    @classmethod
+    def of(cls, megabytes: int) -> TableMemory:
+        budget = max(megabytes, 8) * 2**20
+        return cls(
+            # No stall: a write past the budget makes the largest memtable flush, never waits.
+            write_buffers=rocksdict.WriteBufferManager(budget // 2, False),
+            cache=rocksdict.Cache(budget // 2),
+            memtable_bytes=min(16 * 2**20, budget // 8),
+        )
+
+
+class _BudgetedOptions(RocksDBOptions):
+    """Faust's options of one database, with the worker's shared memory budget."""
+
+    def __init__(self, memory: TableMemory, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.memory = memory
+
+    def as_options(self) -> rocksdict.Options:
+        options: rocksdict.Options = super().as_options()
+        options.set_write_buffer_size(self.memory.memtable_bytes)
+        options.set_max_write_buffer_number(2)  # one filling, one being flushed
+        options.set_write_buffer_manager(self.memory.write_buffers)
+        table = rocksdict.BlockBasedOptions()
+        table.set_bloom_filter(self.bloom_filter_size, block_based=True)
+        table.set_block_cache(self.memory.cache)
+        table.set_index_type(rocksdict.BlockBasedIndexType.binary_search())
+        options.set_block_based_table_factory(table)
+        return options
+
+
 class Store(RocksDBStore):
-    """Faust's RocksDB store whose partitions stay open when revoked (see the module docs)."""
+    """Faust's RocksDB store whose partitions stay open when revoked, in the worker's memory
+    budget (see the module docs)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        #: Changelog offsets acknowledged and not yet written to their database (see
+        #: :meth:`set_persisted_offset`).
+        self._unsaved_offsets: dict[TP, int] = {}
+        extra = dict(self.rocksdb_options.extra_options)
+        memory = extra.pop("memory", None)
+        if isinstance(memory, TableMemory) and self.use_rocksdict:
+            self.rocksdb_options = _BudgetedOptions(
+                memory, use_rocksdict=True, ttl=self.rocksdb_options.ttl, **extra
+            )
+
+    def set_persisted_offset(self, tp: TP, offset: int) -> None:
+        """Faust writes the offset of every changelog record acknowledged into the partition's
+        database, one RocksDB write per table write. Written here once per turn of the event
+        loop instead (the highest per partition). A crash before it is written leaves an older
+        offset: recovery then reads a few records again, and applies them in order to the
+        same rows, which changes nothing."""
+        unsaved = self._unsaved_offsets
+        if not unsaved:
+            try:
+                asyncio.get_running_loop().call_soon(self._save_offsets)
+            except RuntimeError:  # no loop (a tool, a test): at once
+                unsaved[tp] = offset
+                self._save_offsets()
+                return
+        if offset > unsaved.get(tp, -1):
+            unsaved[tp] = offset
+
+    def persisted_offset(self, tp: TP) -> int | None:
+        unsaved = self._unsaved_offsets.get(tp)
+        return unsaved if unsaved is not None else super().persisted_offset(tp)
+
+    def _save_offsets(self) -> None:
+        unsaved, self._unsaved_offsets = self._unsaved_offsets, {}
+        for tp, offset in unsaved.items():
+            super().set_persisted_offset(tp, offset)
+
+    async def stop(self) -> None:
+        self._save_offsets()
+        await super().stop()
 
     def revoke_partitions(self, table: CollectionT, tps: set[TP]) -> None:
         kept = sorted(tp.partition for tp in tps if tp.topic in table.changelog_topic.topics)
         if kept:
             log.debug("revoked partitions keep their table open", extra={"table": table.name,
                                                                          "partitions": kept})  # fmt: skip
+
+
+def declare_table(
+    app: AppT, name: str, *, partitions: int, memory: TableMemory, help_text: str
+) -> TableT[bytes, bytes]:
+    """A changelogged table of raw bytes in this store, within the worker's memory budget."""
+    return app.Table(name, key_type=bytes, value_type=bytes, partitions=partitions,
+                     help=help_text, options={"memory": memory})  # fmt: skip
 
 
 def keys_with_prefix(table: Any, partition: int, prefix: bytes) -> list[bytes]:

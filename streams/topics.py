@@ -1,6 +1,6 @@
 """Every topic Switchboard reads or writes, and their creation.
 
-Public topics (CONTRACT.md section 4) and internal ones share one partition count
+Public topics (README: "Kafka topics and formats") and internal ones share one partition count
 (``SWITCHBOARD_PARTITIONS``), and Faust's assignor gives a worker the same partition numbers of
 all of them. Session commands, reports and status events are keyed by session id, so a session's
 commands, reports and table rows are on one worker, and one agent owns each delivery's state.

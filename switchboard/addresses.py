@@ -12,7 +12,7 @@ from typing import Final
 from urllib.parse import SplitResult, urlsplit
 
 import phonenumbers
-from email_validator import EmailNotValidError, validate_email
+from email_validator import SPECIAL_USE_DOMAIN_NAMES, EmailNotValidError, validate_email
 
 __all__ = [
     "NORMALIZERS",
@@ -63,8 +63,26 @@ def normalize_phone(value: str) -> str:
     return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
 
 
+#: The plain ASCII addresses almost every audience is made of: a dot-atom local part and a
+#: lower-case-able domain of letter-digit-hyphen labels under an alphabetic top-level domain.
+#: For these, email-validator's answer is known without running it (about 25 µs per address,
+#: paid by every recipient of a campaign): the address as given, its domain lower-cased.
+#: ``tests/unit/test_addresses.py`` checks that equivalence over generated addresses.
+_PLAIN_EMAIL: Final = re.compile(
+    r"(?P<local>[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*)"
+    r"@(?P<domain>(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z]{2,63})"
+)
+_RESERVED_DOMAINS: Final = tuple(SPECIAL_USE_DOMAIN_NAMES)
+
+
 def normalize_email(value: str) -> str:
     """A syntactically valid address (no DNS lookup); the domain is lower-cased and IDNA-checked."""
+    plain = _PLAIN_EMAIL.fullmatch(value.strip())
+    if plain is not None and len(plain["local"]) <= 64 and len(plain[0]) <= 254:
+        domain = plain["domain"].lower()
+        reserved = any(domain == name or domain.endswith("." + name) for name in _RESERVED_DOMAINS)
+        if "--" not in domain and not reserved:
+            return f"{plain['local']}@{domain}"
     try:
         result = validate_email(value.strip(), check_deliverability=False)
     except EmailNotValidError as exc:

@@ -1,4 +1,4 @@
-"""The call tool's commands and what they do to a call (CONTRACT.md section 7). Pure.
+"""The call tool's commands and what they do to a call (README: "The call tool"). Pure.
 
 :mod:`streams.calls` wires this module to Kafka: its agent decodes the commands of
 ``<prefix>.calls``, applies them with :func:`apply` to the records of its ``calls`` table and

@@ -1,4 +1,4 @@
-"""The call tool's state (CONTRACT.md section 7): pure functions over immutable values.
+"""The call tool's state (README: "The call tool"): pure functions over immutable values.
 
 A call's state combines three machines. Nothing here reads a clock: every instant is passed in,
 must be timezone-aware (a naive datetime raises :class:`ValueError`) and is stored in UTC. Every

@@ -1,4 +1,4 @@
-"""The call tool's campaigns (CONTRACT.md section 7): configuration and requests. Pure.
+"""The call tool's campaigns (README: "The call tool"): configuration and requests. Pure.
 
 A client's ``campaigns`` (``clients.<id>.campaigns`` in ``clients.yaml``) maps a campaign id to::
 

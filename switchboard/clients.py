@@ -1,4 +1,4 @@
-"""Client configuration (CONTRACT.md section 6): parsing, validation and API-key hashing. Pure.
+"""Client configuration (README: "Configuration"): parsing, validation and API-key hashing. Pure.
 
 A client's configuration arrives as YAML (``config/clients.yaml``, applied with
 ``switchboard clients apply``) and travels as JSON on the compacted ``<prefix>.clients`` topic,
@@ -100,7 +100,7 @@ class ClientConfig:
     timezone: str = "UTC"
     service_managers: tuple[str, ...] | None = None
     help_text: str | None = None
-    #: The call tool's campaigns (CONTRACT.md section 7), checked by switchboard.campaigns.
+    #: The call tool's campaigns (README: "The call tool"), checked by switchboard.campaigns.
     campaigns: Mapping[str, Any] = field(default_factory=dict)
     #: Send API requests per second and burst, per worker (``rate_limit: {per_second, burst}``).
     rate_limit: RateLimit = DEFAULT_LIMIT

@@ -1,4 +1,4 @@
-"""The instruction: what a client asks Switchboard to send (CONTRACT.md section 2).
+"""The instruction: what a client asks Switchboard to send (README: "The Send API").
 
 These are plain immutable values. :func:`switchboard.validation.validate_instruction` is the only
 way to build one from untrusted input; :meth:`Instruction.to_contract` gives back the contract's

@@ -1,4 +1,4 @@
-"""Opt-outs by SMS keyword (CONTRACT.md section 5; issue 5). Pure.
+"""Opt-outs by SMS keyword (README: "Following what happened"). Pure.
 
 An inbound SMS whose whole body, trimmed and in any case, is one of the opt-out keywords opts
 its sender out of the client's messages; an opt-in keyword opts them back in; ``HELP`` answers

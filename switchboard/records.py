@@ -1,10 +1,11 @@
 """Messages on Switchboard's internal topics, and the values of its tables. Pure.
 
-Internal topics carry JSON (they are Switchboard's own; the public topics carry Avro). Every
-internal topic is keyed by session id and has the same partition count, so one session's
-commands, jobs and reports, and its table rows, all live on one partition (see
-``streams/topics.py``). Decoding ignores unknown fields, so a newer worker's messages do not
-stop an older one during a rolling upgrade.
+Internal topics carry JSON (they are Switchboard's own; the public topics carry Avro). The
+sessions and reports topics are keyed by session id, so a session's commands, reports and
+their rows live on one partition; the dispatch topics are keyed by session and slice of the
+audience (``switchboard.fanout.dispatch_key``), so one campaign's jobs are spread over every
+partition (see ``streams/topics.py``). Decoding ignores unknown fields, so a newer worker's
+messages do not stop an older one during a rolling upgrade.
 
 ::
 
@@ -18,6 +19,12 @@ fan-out's jobs travel as one :class:`JobBatch` per dispatch key and channel (up 
 ``DISPATCH_SPREAD`` jobs), and a dispatcher's outcomes as :class:`ReportBatch` records of one
 session each. Single :class:`DispatchJob` and :class:`Report` records remain for what comes one
 at a time (a retry, a callback, a window's release of one delivery).
+
+Hot records: :class:`DispatchJob`, :class:`Report`, :class:`DeliveryState` (and
+:class:`~switchboard.status.StatusEvent`) are made several times per delivery, and a frozen
+dataclass's ``__init__`` sets each field through ``object.__setattr__``, four times slower
+than a plain one. They are not frozen, but they are values all the same: nothing assigns to
+their fields; a changed copy is made with :func:`dataclasses.replace`.
 """
 
 from __future__ import annotations
@@ -330,7 +337,7 @@ def decode_command(data: bytes) -> SessionCommand:
     return decode(_COMMANDS[kind], body)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen, yet a value: see "Hot records" in switchboard/records.py
 class DispatchJob:
     """Send one rendered message to one address: a self-contained unit of provider work."""
 
@@ -358,7 +365,7 @@ class DispatchJob:
         return delivery_key(self.session_id, self.index, self.channel)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen, yet a value: see "Hot records" in switchboard/records.py
 class Report:
     """What happened to one delivery attempt (a provider's answer, a callback, a decision)."""
 
@@ -444,7 +451,7 @@ class SessionState:
         return priority_of(self.options)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen, yet a value: see "Hot records" in switchboard/records.py
 class DeliveryState:
     """The latest state of one delivery, owned by the report agent."""
 

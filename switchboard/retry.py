@@ -1,4 +1,4 @@
-"""Retry timing (CONTRACT.md section 2: ``retries``, ``retryIntervalMinutes``). Pure.
+"""Retry timing (README: "The Send API": ``retries``, ``retryIntervalMinutes``). Pure.
 
 The rule
 ========

@@ -1,6 +1,6 @@
 """Exact SMS segment counting (GSM 03.38 / 3GPP TS 23.038 and TS 23.040). Pure.
 
-The ``mms-when-cheaper`` service manager (CONTRACT.md section 8) asks how many SMS segments a
+The ``mms-when-cheaper`` service manager (README: "Service managers") asks how many SMS segments a
 text costs; this module answers exactly, the way a handset or Twilio splits it.
 
 Encoding

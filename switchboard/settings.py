@@ -87,6 +87,13 @@ class Settings:
             "Where the worker keeps its RocksDB tables (a cache: rebuilt from Kafka when lost). One per worker.",
         ),
     )
+    table_memory_mb: int = field(
+        default=64,
+        metadata=_s(
+            "SWITCHBOARD_TABLE_MEMORY_MB",
+            "RocksDB memory of the worker's tables, shared by all of them: half for write buffers, half for a cache of read blocks. Rows beyond it stay on disk; more makes large sessions' reads cheaper.",
+        ),
+    )
     web_host: str = field(
         default="127.0.0.1", metadata=_s("SWITCHBOARD_WEB_HOST", "Address the HTTP server binds.")
     )

@@ -1,4 +1,4 @@
-"""Delivery statuses and the status event (CONTRACT.md section 5). Pure.
+"""Delivery statuses and the status event (README: "Following what happened"). Pure.
 
 A recipient's delivery moves forward only::
 
@@ -117,7 +117,7 @@ def advances(new: Status, new_attempt: int, old: Status | None, old_attempt: int
     return supersedes(new, old)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen, yet a value: see "Hot records" in switchboard/records.py
 class StatusEvent:
     """One entry of the status topic: a delivery's or a session's state change."""
 

@@ -1,4 +1,4 @@
-"""TwiML for the call tool (CONTRACT.md section 7) and the voice broadcast transport. Pure.
+"""TwiML for the call tool (README: "The call tool") and the voice broadcast transport. Pure.
 
 Every document is built with twilio's ``VoiceResponse`` (which escapes text and attributes) and
 returned as an XML string with its declaration. Nothing here reads a clock, a store or the

@@ -41,7 +41,7 @@ receiver that mishandles encodings still verifies the exact bytes that were sign
 (``completed``, or any event without a recipient, e.g. ``session.cancelled``), ``message`` for
 one recipient's delivery (``message.sent``, ``message.delivered``, ``message.failed``, ...).
 ``timestamp`` is when the event occurred (``data.occurred_at``), which stays the same across
-retries. ``data`` is the status event exactly as the HTTP API shows it (CONTRACT.md section 5),
+retries. ``data`` is the status event exactly as the HTTP API shows it (README: "Following what happened"),
 ``event_id`` included.
 
 The retry schedule
@@ -146,7 +146,7 @@ def event_type(event: StatusEvent) -> str:
     """``session.<status>`` for a session's own event, else ``message.<status>``.
 
     A session event is ``completed`` or any event without a recipient; every other event is one
-    recipient's delivery. The status names are CONTRACT.md's (``message.delivered``,
+    recipient's delivery. The status names are the README's (``message.delivered``,
     ``message.undelivered``, ``session.completed``, ...), already ``[a-z]`` as the
     specification recommends for type identifiers.
     """

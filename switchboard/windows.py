@@ -1,4 +1,4 @@
-"""Time windows (CONTRACT.md section 6): is a channel open now, and when does it next open. Pure.
+"""Time windows (README: "Configuration"): is a channel open now, and when does it next open. Pure.
 
 A message outside its channel's window is not dropped: the scheduler defers it to the window's
 next opening (:func:`release_time`). Nothing here reads the clock; every instant is passed in.

@@ -1,4 +1,4 @@
-"""Wire formats of the public topics (CONTRACT.md section 4). Pure: no Kafka, no HTTP.
+"""Wire formats of the public topics (README: "Kafka topics and formats"). Pure: no Kafka, no HTTP.
 
 A value on ``<prefix>.instructions`` is read as:
 

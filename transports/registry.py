@@ -16,9 +16,11 @@ from typing import Any
 
 from switchboard.clients import ChannelConfig, ClientConfig
 from switchboard.errors import ConfigError
+from switchboard.gateway.config import CHANNELS as GATEWAY_CHANNELS
 from transports.apns import ApnsTransport
 from transports.base import Transport
 from transports.fcm import FcmTransport
+from transports.http_gateway import http_gateway_transport
 from transports.ratelimit import Slots
 from transports.sandbox import SandboxTransport
 from transports.slack import SlackTransport
@@ -36,6 +38,7 @@ PROVIDERS: dict[str, tuple[frozenset[str], Factory]] = {
     "apns": (frozenset({"push"}), lambda channel, options, slots: ApnsTransport(options)),
     "fcm": (frozenset({"push"}), lambda channel, options, slots: FcmTransport(options)),
     "slack": (frozenset({"slack"}), lambda channel, options, slots: SlackTransport(options)),
+    "http": (GATEWAY_CHANNELS, http_gateway_transport),
 }
 
 

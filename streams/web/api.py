@@ -1,4 +1,4 @@
-"""The Send API, served by Faust's aiohttp web server (CONTRACT.md section 3).
+"""The Send API, served by Faust's aiohttp web server (README: "The Send API", and the OpenAPI document).
 
 The views only authenticate, validate and produce: every state change goes through Kafka and
 is made by the agent that owns it. ``POST /v1/messages`` answers 202 only after the broker

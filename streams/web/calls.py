@@ -1,4 +1,4 @@
-"""The call tool's HTTP side (CONTRACT.md sections 3 and 7): ``POST /api/call``,
+"""The call tool's HTTP side (README: "The Send API" and "The call tool"): ``POST /api/call``,
 ``GET /v1/calls/{id}`` and the Twilio endpoints ``/twilio/calls/{id}/{step}``.
 
 The views never write state: they validate, then produce commands to ``<prefix>.calls`` for the

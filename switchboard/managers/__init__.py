@@ -1,4 +1,4 @@
-"""Service managers: Spoke-style extensions that hook into sending (CONTRACT.md section 8). Pure.
+"""Service managers: Spoke-style extensions that hook into sending (README: "Service managers"). Pure.
 
 * :mod:`switchboard.managers.base`: the mechanism. Hook contexts and results, the
   :class:`ManagerState` protocol (with :class:`MemoryState` and :class:`KeyValueState`), the

@@ -1,4 +1,4 @@
-"""Service managers: extensions that hook into sending (CONTRACT.md section 8, issue 7). Pure.
+"""Service managers: extensions that hook into sending (README: "Service managers"). Pure.
 
 A service manager is an object with a ``name``, a ``metadata()`` and any subset of five async
 hooks. Each hook receives one context (a frozen dataclass) carrying the client's configuration,

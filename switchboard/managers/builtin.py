@@ -1,4 +1,4 @@
-"""The six built-in service managers (CONTRACT.md section 8, issue 7). Pure.
+"""The six built-in service managers (README: "Service managers"). Pure.
 
 Each is a :class:`~switchboard.managers.base.ServiceManagerBase` built from its options (given
 per name to :class:`~switchboard.managers.base.ServiceManagers`; an unknown option is a

@@ -1,4 +1,4 @@
-"""The call tool end to end, on the real broker (CONTRACT.md section 7).
+"""The call tool end to end, on the real broker (README: "The call tool").
 
 One worker process serves the module. Its ``acme`` client has a Twilio ``voice`` channel pointed
 at the fake Twilio (``tests/fakes/twilio_server.py``, in a background thread) and two campaigns.

@@ -143,7 +143,10 @@ def test_a_restart_loses_no_timer_and_sends_nothing_twice(
         Settings.from_env(bootstrap_servers=kafka.bootstrap_servers, topic_prefix=worker.prefix),
         [windowed],
     )
-    time.sleep(1)  # the worker follows the clients topic
+    # The worker follows the clients topic: it knows the new client once its key is accepted
+    # (a session it does not have is then a 404, not a 401).
+    wait_for(lambda: worker.session(str(uuid.uuid4()), keys.other).status == 404, 30, 0.1,
+             "the worker to read the new client")  # fmt: skip
     try:
         sms = {"type": "sms", "message": "Hi"}
         scheduled, deferred, retried = "+14155550111", "+14155550112", "+14155550113"

@@ -326,3 +326,31 @@ async def test_a_checkpoint_left_open_when_the_queue_is_cleared_is_committed_any
         runner.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await runner
+
+
+async def test_an_idle_agent_sets_no_timer(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The idle commit wakes only while a checkpoint is left open: a worker with nothing to do
+    does not poll (before: every agent woke 20 times a second)."""
+    sb, table, hold = fake_sb(), Table(), asyncio.Event()
+    naps: list[float] = []
+    sleep = asyncio.sleep
+
+    async def counted(delay: float, *args: Any) -> Any:
+        if delay == checkpoint.IDLE_COMMIT:
+            naps.append(delay)
+        return await sleep(delay, *args)
+
+    async def handler(event: Any) -> None:
+        checkpoint.put(table, b"k", b"v")  # type: ignore[arg-type]
+
+    monkeypatch.setattr(checkpoint.asyncio, "sleep", counted)
+    runner = asyncio.ensure_future(
+        run_checkpointed(sb, Stream([Event(0)], hold), "test", handler)  # type: ignore[arg-type]
+    )
+    try:
+        await sleep(10 * checkpoint.IDLE_COMMIT)  # the event was committed at once: then idle
+        assert table == {b"k": b"v"} and naps == []
+    finally:
+        runner.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await runner

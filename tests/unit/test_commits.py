@@ -80,6 +80,29 @@ async def test_the_durable_flush_waits_for_every_write_even_the_one_handed_over(
         await buffer.stop()
 
 
+async def test_a_full_buffer_holds_the_conductor_until_a_batch_of_writes_is_handed_over() -> None:
+    """Faust's ``wait_until_ebb``, without a task per record: past ``max_messages`` waiting,
+    the conductor waits for that many to be handed over; under it, not at all; when nothing
+    moves for 0.1 s, it is given back."""
+    channel = SlowChannel()
+    buffer = await buffer_with(_DurableBuffer, channel, 5)
+    buffer.max_messages = 2
+    try:
+        stuck = asyncio.ensure_future(buffer.wait_until_ebb())
+        await asyncio.wait_for(stuck, timeout=5)  # nothing moves: given back after 0.1 s
+        waiting = asyncio.ensure_future(buffer.wait_until_ebb())
+        await asyncio.sleep(0)
+        assert not waiting.done()
+        channel.release.set()
+        await asyncio.wait_for(waiting, timeout=5)
+        await asyncio.wait_for(buffer.flush(), timeout=5)
+        assert len(channel.published) == 5
+        await asyncio.wait_for(buffer.wait_until_ebb(), timeout=0.05)  # empty: at once
+    finally:
+        channel.release.set()
+        await buffer.stop()
+
+
 def test_routing_places_a_key_where_kafka_s_default_partitioner_does() -> None:
     partitioner = DefaultPartitioner()
     rng = random.Random(7)

@@ -142,7 +142,7 @@ def test_decode_command_unknown_kind(data: bytes) -> None:
 
 @pytest.mark.parametrize("data", [b"[]", b"null"])
 def test_decode_command_non_object_is_a_value_error(data: bytes) -> None:
-    # BUG: `body["kind"]` raises TypeError (caught), then the error message's `body.get(...)`
+    # Pins a fixed bug. Before the fix: `body["kind"]` raises TypeError (caught), then the error message's `body.get(...)`
     # raises AttributeError on a list/str/int/None body instead of the documented ValueError.
     with pytest.raises(ValueError, match="unknown session command kind"):
         decode_command(data)

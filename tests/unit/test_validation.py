@@ -1,6 +1,6 @@
 """switchboard.validation.validate_instruction: what is accepted, and every error with its path.
 
-The guarantees under test (module docstring, CONTRACT.md section 2): every problem is reported
+The guarantees under test (module docstring, README: "The Send API"): every problem is reported
 at once with its field path, unknown fields are errors, an unusable ``transport.type`` produces
 no follow-on errors, and addresses come out normalised.
 """
@@ -371,7 +371,7 @@ def test_extras_must_be_an_object(value: Any) -> None:
 
 @pytest.mark.parametrize("value", [[], ""])
 def test_extras_falsy_non_objects_are_refused_too(value: Any) -> None:
-    # BUG: `data.get("extras", {}) or {}` turns any falsy value into {} before the type check,
+    # Pins a fixed bug. Before the fix: `data.get("extras", {}) or {}` turns any falsy value into {} before the type check,
     # so `"extras": []` is accepted while `"extras": ["a"]` is refused.
     data = body(transport={"type": "sms", "message": "m", "extras": value})
     assert errors(data) == [("transport.extras", "must be an object")]
@@ -737,7 +737,7 @@ def test_webhook_refused(value: Any, error: str) -> None:
     ids=["webhookUrl", "fileUrl", "slack-address"],
 )
 def test_malformed_urls_are_validation_errors_not_crashes(overrides: dict[str, Any]) -> None:
-    # BUG: normalize_url/normalize_slack let urllib's ValueError("Invalid IPv6 URL") escape, so
+    # Pins a fixed bug. Before the fix: normalize_url/normalize_slack let urllib's ValueError("Invalid IPv6 URL") escape, so
     # validate_instruction raises ValueError: the Send API answers 500 instead of 422, and the
     # intake agent quarantines the message as an "internal error".
     with pytest.raises(ValidationFailed):

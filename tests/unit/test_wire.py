@@ -191,7 +191,7 @@ def test_decode_json_non_object(raw: bytes) -> None:
 
 
 def test_decode_deeply_nested_json_is_refused_not_a_crash() -> None:
-    # BUG: json.loads raises RecursionError, which decode_instruction does not catch.
+    # Pins a fixed bug. Before the fix: json.loads raises RecursionError, which decode_instruction does not catch.
     raw = b'{"a": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
     decode_failed(decode_instruction, raw, Framing("json"))
 

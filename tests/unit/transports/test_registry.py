@@ -85,7 +85,7 @@ def test_unknown_provider_names_the_known_ones() -> None:
     with pytest.raises(ConfigError) as info:
         reg.get(client(sms={"provider": "nexmo"}), "sms")
     assert str(info.value) == (
-        "unknown provider 'nexmo' for sms; known: apns, fcm, sandbox, slack, smtp, twilio"
+        "unknown provider 'nexmo' for sms; known: apns, fcm, http, sandbox, slack, smtp, twilio"
     )
 
 
@@ -181,7 +181,7 @@ def test_build_directly() -> None:
     assert isinstance(sandbox, SandboxTransport) and sandbox.channel == "push"
     smtp = build("email", ChannelConfig("smtp", {"from": "a@b.example"}))
     assert isinstance(smtp, SmtpTransport)
-    with pytest.raises(ConfigError, match="known: apns, fcm, sandbox, slack, smtp, twilio"):
+    with pytest.raises(ConfigError, match="known: apns, fcm, http, sandbox, slack, smtp, twilio"):
         build("email", ChannelConfig("mailgun"))
 
 
@@ -191,3 +191,4 @@ def test_every_provider_names_its_channels() -> None:
     assert served["twilio"] == {"sms", "whatsapp", "voice"}
     assert served["apns"] == served["fcm"] == {"push"}
     assert served["slack"] == {"slack"}
+    assert served["http"] == {"sms", "whatsapp"}

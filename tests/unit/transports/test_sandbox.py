@@ -142,7 +142,7 @@ async def test_unknown_or_malformed_behaviour_is_ignored(behaviour: Any) -> None
 
 @pytest.mark.parametrize("fail", [["retryable"], {"kind": "retryable"}])
 async def test_unhashable_fail_value_is_ignored_not_a_crash(fail: Any) -> None:
-    # BUG: `kind in _FAILURES` raises TypeError (unhashable) for a list or object, so a JSON
+    # Pins a fixed bug. Before the fix: `kind in _FAILURES` raises TypeError (unhashable) for a list or object, so a JSON
     # instruction with extras.sandbox.fail = [...] makes the sandbox raise a non-TransportError.
     result = await SandboxTransport("sms").send(message(sandbox={"fail": fail}))
     assert result.status == "delivered"

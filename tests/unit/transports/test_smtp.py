@@ -391,7 +391,7 @@ def test_password_env_must_be_set(monkeypatch: pytest.MonkeyPatch) -> None:
     "options", [{"port": "smtp"}, {"timeout": "soon"}, {"max_connections": "many"}]
 )
 def test_non_numeric_options_are_config_errors(options: dict[str, Any]) -> None:
-    # BUG: int()/float() raise ValueError, not ConfigError, so TransportRegistry.get (documented
+    # Pins a fixed bug. Before the fix: int()/float() raise ValueError, not ConfigError, so TransportRegistry.get (documented
     # to raise ConfigError for a misconfigured provider) lets a ValueError out, and
     # streams/dispatch._send ("nothing here raises") only catches ConfigError.
     with pytest.raises(ConfigError):

@@ -1,0 +1,145 @@
+"""The status event's Avro body, written without fastavro on the hot path. Pure.
+
+Every delivery is told by about three status events, and fastavro's ``schemaless_writer``
+costs about 8 µs per event in its per-call set-up (a schema lookup, a copy of the record, the
+generic writer walking the schema). :func:`encode_status_event` writes the same bytes for
+``schemas/status_event.avsc`` directly, in about a fifth of that.
+
+Guarantee: the bytes are exactly fastavro's for the same record (``tests/unit/test_status_avro.py``
+compares them over generated events). Anything the fast path does not cover (a naive
+``occurred_at``, a list or a map inside ``detail``, an integer outside Avro's long) is handed
+to :func:`switchboard.wire.encode_record`, so the fast path can only be faster, never different.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any, Final
+
+import schemas
+from switchboard.wire import CONTENT_TYPE, Headers, encode_record
+
+__all__ = ["encode_status_event"]
+
+_EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
+_DOUBLE: Final = struct.Struct("<d")
+_HEADER: Final = struct.Struct(">bI")
+_LONG_MIN, _LONG_MAX = -(2**63), 2**63 - 1
+_CONTENT_TYPE: Final = schemas.content_type("status_event").encode()
+
+#: Field order of the schema, and which are ``["null", "string"]`` unions.
+_STRINGS: Final = ("event_id", "session_id", "client_id")
+_OPTIONAL_BEFORE_STATUS: Final = ("recipient", "channel")
+_OPTIONAL_AFTER_ATTEMPT: Final = ("provider_message_id", "error_code", "error")
+
+#: Branches of a ``detail`` value's union: null, boolean, long, double, string (array, map).
+_NULL, _BOOLEAN, _LONG, _DOUBLE_BRANCH, _STRING = (b"\x00", b"\x02", b"\x04", b"\x06", b"\x08")
+
+
+class _Unsupported(Exception):
+    """A value the fast path leaves to fastavro."""
+
+
+def encode_status_event(
+    record: Mapping[str, Any], schema_id: int | None = None
+) -> tuple[bytes, Headers]:
+    """``record`` (``StatusEvent.to_avro()``) as :func:`~switchboard.wire.encode_record` would
+    write it with the ``status_event`` schema (module docs)."""
+    try:
+        body = _body(record)
+    except _Unsupported:
+        return encode_record("status_event", record, schema_id)
+    if schema_id is None:
+        return body, [(CONTENT_TYPE, _CONTENT_TYPE)]
+    return _HEADER.pack(0, schema_id) + body, []
+
+
+def _body(record: Mapping[str, Any]) -> bytes:
+    out = bytearray()
+    for name in _STRINGS:
+        _string(out, record[name])
+    for name in _OPTIONAL_BEFORE_STATUS:
+        _optional_string(out, record.get(name))
+    _string(out, record["status"])
+    _long(out, record.get("attempt", 0))
+    for name in _OPTIONAL_AFTER_ATTEMPT:
+        _optional_string(out, record.get(name))
+    _long(out, _millis(record["occurred_at"]))
+    detail = record.get("detail")
+    if detail is None:
+        out += _NULL
+    else:
+        out += b"\x02"
+        _map(out, detail)
+    return bytes(out)
+
+
+def _long(out: bytearray, value: Any) -> None:
+    if type(value) is not int or not _LONG_MIN <= value <= _LONG_MAX:
+        raise _Unsupported
+    n = (value << 1) ^ (value >> 63)  # zigzag
+    while n > 0x7F:
+        out.append((n & 0x7F) | 0x80)
+        n >>= 7
+    out.append(n)
+
+
+def _string(out: bytearray, value: Any) -> None:
+    if type(value) is not str:
+        raise _Unsupported
+    data = value.encode()
+    size = len(data)
+    if size < 64:  # the zigzag varint of a length below 64 is one byte: twice the length
+        out.append(size << 1)
+    else:
+        _long(out, size)
+    out += data
+
+
+def _optional_string(out: bytearray, value: Any) -> None:
+    if value is None:
+        out += _NULL
+    else:
+        out += b"\x02"
+        _string(out, value)
+
+
+def _millis(value: Any) -> int:
+    # fastavro's conversion for an aware datetime, to the millisecond it would write.
+    if type(value) is not datetime or value.tzinfo is None:
+        raise _Unsupported
+    delta = value - _EPOCH
+    return (delta.days * 86400 + delta.seconds) * 1000 + int(delta.microseconds / 1000)
+
+
+def _map(out: bytearray, values: Any) -> None:
+    if type(values) is not dict:
+        raise _Unsupported
+    if values:
+        _long(out, len(values))
+        for key, value in values.items():
+            _string(out, key)
+            _scalar(out, value)
+    out.append(0)
+
+
+def _scalar(out: bytearray, value: Any) -> None:
+    kind = type(value)
+    if value is None:
+        out += _NULL
+    elif kind is bool:
+        out += _BOOLEAN
+        out.append(1 if value else 0)
+    elif kind is int:
+        out += _LONG
+        _long(out, value)
+    elif kind is float:
+        out += _DOUBLE_BRANCH
+        out += _DOUBLE.pack(value)
+    elif kind is str:
+        out += _STRING
+        _string(out, value)
+    else:
+        raise _Unsupported  # an array or a map: fastavro writes those
