@@ -48,6 +48,8 @@ from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
 
 import schemas
+from bench.retention import RetentionResult, run_retention
+from bench.retention import print_result as print_retention
 from switchboard.clients import api_key_digest
 from switchboard.kafka.local import KafkaDistribution, LocalBroker
 from switchboard.wire import read_record
@@ -746,9 +748,11 @@ def main(argv: list[str] | None = None) -> int:
         ("--share-campaign", "--only-share", 100_000, "the campaign sent by two workers, whose shares are measured"),
         ("--campaign", "--only-campaign", 1_000_000, "the campaign sent end to end by one worker"),
         ("--http-million", "--only-http", 1_000_000, "the one large POST /v1/messages whose time to 202 is measured"),
+        ("--retention-sessions", "--only-retention", 200, "the sessions after which table sizes are measured, kept and with a retention"),
     ):  # fmt: skip
+        unit = "sessions" if size == "--retention-sessions" else "recipients"
         p.add_argument(
-            size, type=int, default=default, metavar="N", help=f"recipients of {what} (0: skip)"
+            size, type=int, default=default, metavar="N", help=f"{unit} of {what} (0: skip)"
         )
         p.add_argument(only, action="store_true", help=f"run only {what}")
     args = p.parse_args(argv)
@@ -768,7 +772,8 @@ def main(argv: list[str] | None = None) -> int:
     campaign: CampaignResult | None = None
     http: HttpResult | None = None
     only = (args.only_fanout or args.only_lanes or args.only_share or args.only_campaign
-            or args.only_http)  # fmt: skip
+            or args.only_http or args.only_retention)  # fmt: skip
+    retention: RetentionResult | None = None
     try:
         providers = ["sandbox", "twilio-fake"] if args.provider == "both" else [args.provider]
         for provider in [] if only else providers:
@@ -804,11 +809,16 @@ def main(argv: list[str] | None = None) -> int:
         if args.http_million and (args.only_http or not only):
             print(f"One POST /v1/messages of {args.http_million:,} recipients...", flush=True)
             http = run_http(broker, workdir, args.http_million)
+        if args.retention_sessions and (args.only_retention or not only):
+            print(f"Table sizes after {args.retention_sessions:,} sessions, kept and with a retention...", flush=True)  # fmt: skip
+            retention = run_retention(broker, workdir, args.retention_sessions)
     finally:
         broker.stop()
         shutil.rmtree(workdir, ignore_errors=True)
 
     _print(args, results, share, lanes, fanout, campaign, http)
+    if retention:
+        print_retention(retention)
     return 0
 
 

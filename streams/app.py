@@ -85,7 +85,8 @@ class Tables:
     leaves a prefix of them, see :mod:`streams.checkpoint`)."""
 
     #: session agent: session id -> SessionState; "<session id>:<chunk>" -> that audience chunk;
-    #: "idem:<anchor>" -> IdempotencyRecord
+    #: "idem:<anchor>" -> IdempotencyRecord; "purged:<session id>" -> Purged (a session deleted
+    #: after its retention, ``streams/retention.py``)
     sessions: TableT[bytes, bytes]
     #: dispatch agents: "<delivery key>#<attempt>" -> the send's claim, then its outcome
     sends: TableT[bytes, bytes]

@@ -122,7 +122,8 @@ def build(
     tables = Tables(
         sessions=table(
             "sessions",
-            "session id -> session; session id:chunk -> recipients; idem:anchor -> record",
+            "session id -> session; session id:chunk -> recipients; idem:anchor -> record; "
+            "purged:session id -> marker",
         ),
         sends=table("sends", "delivery key#attempt -> the send's claim and outcome"),
         deliveries=table("deliveries", "delivery key -> delivery state; session id -> progress"),

@@ -18,6 +18,9 @@ For each job:
 5. the outcome is reported (``sent``, and ``delivered`` when the acceptance is the delivery; or
    ``failed`` with the error's class) and recorded in ``sends``.
 
+A :class:`~switchboard.records.PurgeSends` (one in every partition, once a session's retention
+has passed) deletes the session's ``sends`` rows in the partition (``streams/retention.py``).
+
 At least once, and how often more: a claim without an outcome means a worker stopped or died
 between claiming and recording the send, so the provider may or may not have the message. It is
 sent again, its status event says ``detail.in_doubt: true``, and
@@ -47,11 +50,12 @@ from streams.app import Switchboard
 from streams.checkpoint import put
 from streams.guard import hand_off, quarantine
 from streams.inflight import run_overlapped
+from streams.retention import purge_sends
 from switchboard import optout, records
 from switchboard.errors import ConfigError
 from switchboard.fanout import dispatch_key
 from switchboard.keys import batch_part_row, batch_row, fence_row, job_timer, send_row
-from switchboard.records import DispatchJob, Fence, JobBatch, Report
+from switchboard.records import DispatchJob, Fence, JobBatch, PurgeSends, Report
 from switchboard.retry import next_attempt_of_session
 from switchboard.windows import delivery_release
 from transports.base import OutboundMessage, SendResult
@@ -133,11 +137,14 @@ async def _handle_priority(sb: Switchboard, item: Item) -> None:
 
 
 async def _handle(sb: Switchboard, item: Item) -> None:
-    _, body = item
+    event, body = item
     if isinstance(body, JobBatch):
         await _dispatch_batch(sb, body)
     elif body.get("kind") == Fence.KIND:
         _fence(sb, body["session_id"])
+    elif body.get("kind") == PurgeSends.KIND:
+        # A session deleted after its retention: its rows in this partition (streams/retention.py).
+        purge_sends(sb, event.message.partition, records.decode(PurgeSends, body))
     else:
         await _dispatch(sb, records.decode(DispatchJob, body))
 

@@ -85,6 +85,14 @@ class Metrics:
             "switchboard_missing_state_total",
             "State an agent expected and did not find (an error, reported on the rejected topic).",
             ["what"], registry=r)  # fmt: skip
+        self.purged_rows = Counter(
+            "switchboard_purged_rows_total",
+            "Table rows deleted (a tombstone on the changelog) because their session's retention, "
+            "or their idempotency key's window, passed.", ["table"], registry=r)  # fmt: skip
+        self.after_purge = Counter(
+            "switchboard_after_purge_total",
+            "Commands and reports for a session deleted after its retention, ignored (a late "
+            "provider callback, an expiry sweep).", ["stage"], registry=r)  # fmt: skip
         self.clients = Gauge(
             "switchboard_clients", "Configured clients known to this worker.", registry=r
         )

@@ -19,6 +19,10 @@ per-delivery status events, so a recipient's events are in order on the status t
   applied like any report), and arms the timer again for the earliest one not yet due while the
   session is open. A delivery expires within the duration of a sweep of its due time.
 
+* Retention: :class:`~switchboard.records.PurgeDeliveries` deletes a deleted session's
+  delivery rows a chunk per event, then its progress (``streams/retention.py``); a report for a
+  session already deleted (a late callback) is ignored.
+
 Exactly once, through crashes: the agent runs under checkpoints (``streams/checkpoint.py``), so
 its rows are written only after its outputs are in Kafka, and a report writes its session's
 progress before its deliveries, with the event's offset (``Progress.applied``). A crash while a
@@ -42,6 +46,7 @@ from typing import Any
 from faust import current_event
 from faust.types import EventT, StreamT, TopicT
 
+from streams import retention
 from streams.app import Switchboard
 from streams.checkpoint import get, put, run_checkpointed
 from streams.managers import merge_detail
@@ -55,6 +60,7 @@ from switchboard.records import (
     DeliveryState,
     ExpireSweep,
     Progress,
+    PurgeDeliveries,
     Report,
     ReportBatch,
     Retry,
@@ -121,6 +127,8 @@ async def _handle(sb: Switchboard, event: EventT[bytes]) -> None:
     kind = body.get("kind") if isinstance(body, dict) else None
     if kind == ExpireSweep.KIND:
         await _sweep(sb, records.decode(ExpireSweep, body), offset)
+    elif kind == PurgeDeliveries.KIND:
+        await retention.purge_deliveries(sb, records.decode(PurgeDeliveries, body), _lane(sb))
     elif kind == ReportBatch.KIND:
         await _apply(sb, ReportBatch.decode(body).reports, offset)
     else:
@@ -134,14 +142,12 @@ async def _apply(sb: Switchboard, reports: list[Report], offset: int) -> None:
     if not reports:
         return
     session_id = reports[0].session_id
-    session = load_session(sb, session_id)
+    # The session's row is on this worker with its reports (one partition): a report for a
+    # session it does not have is an error to see (the rejected topic), such as a provider's
+    # callback for a message this deployment did not send.
+    session = _session_of(sb, session_id, "a report")
     if session is None:
-        # The session's row is on this worker with its reports (one partition): a report for
-        # a session it does not have is an error to see (the rejected topic), such as a
-        # provider's callback for a message this deployment did not send.
-        sb.metrics.missing_state.labels("session").inc()
-        raise MissingState(f"a report for unknown session {session_id} (not in this "
-                           "worker's sessions table, which holds its partition)")  # fmt: skip
+        return
     progress = before = load_progress(sb, session_id)
     # Processed again after a crash that kept this event's progress row but not all of its
     # delivery rows: it was counted (and its outputs are in Kafka); only deliveries are left.
@@ -180,6 +186,26 @@ async def _apply(sb: Switchboard, reports: list[Report], offset: int) -> None:
         _save_progress(sb, session_id, progress, offset)  # before the deliveries: see above
     for key, state in states.items():
         put(sb.tables.deliveries, key.encode(), records.encode(state))
+
+
+def _session_of(sb: Switchboard, session_id: str, what: str) -> SessionState | None:
+    """The session ``what`` is for; None when it was deleted after its retention
+    (``streams/retention.py``): what comes for it now (a provider's late callback, an expiry
+    sweep already queued) is ignored, not an error.
+
+    Raises:
+        MissingState: the session is not in this worker's table, which holds its partition.
+    """
+    session = load_session(sb, session_id)
+    if session is not None:
+        return session
+    if retention.purged(sb, session_id) is not None:
+        sb.metrics.after_purge.labels("reports").inc()
+        log.info("report for a purged session ignored", extra={"session_id": session_id})
+        return None
+    sb.metrics.missing_state.labels("session").inc()
+    raise MissingState(f"{what} for unknown session {session_id} (not in this worker's "
+                       "sessions table, which holds its partition)")  # fmt: skip
 
 
 async def _publish(sb: Switchboard, report: Report, events: list[StatusEvent]) -> None:
@@ -233,11 +259,9 @@ async def _set_expiry(
 
 async def _sweep(sb: Switchboard, cmd: ExpireSweep, offset: int) -> None:
     """One chunk of a session's expiry sweep (see the module docs)."""
-    session = load_session(sb, cmd.session_id)
+    session = _session_of(sb, cmd.session_id, "an expiry sweep")
     if session is None:
-        sb.metrics.missing_state.labels("session").inc()
-        raise MissingState(f"an expiry sweep for session {cmd.session_id}, which this worker's "
-                           "sessions table does not have")  # fmt: skip
+        return
     now = time.time()
     started = cmd.started_at or now
     timeout = sb.settings.report_timeout
@@ -343,3 +367,5 @@ async def _completed(
         event_id=event_id(session_id, "completed", progress.completions),
     ))  # fmt: skip
     log.info("session completed", extra={"session_id": session_id, "counts": progress.counts})
+    assert progress.completed_at is not None
+    await retention.schedule_purge(sb, session, progress.completed_at)

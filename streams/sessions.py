@@ -27,6 +27,10 @@ done on a replay has nothing left to do.
   sends of the session already in flight on this worker, so a ``cancelled`` report never
   overtakes the ``sent`` of a message that did go out.
 
+* ``Purge``, ``Gone``, ``ForgetKey``: a completed session deleted after its retention, its
+  marker forgotten, an idempotency record deleted after its window (``streams/retention.py``).
+  A command for a deleted session (its marker is kept) is ignored.
+
 Missing state is an error, never "nothing to do": a command for a session that is not in the
 table, or an audience chunk that is not there, puts the command on the rejected topic
 (:class:`~switchboard.errors.MissingState`), and the deliveries of a lost chunk are reported
@@ -45,6 +49,7 @@ from typing import Any
 
 from faust.types import EventT, StreamT
 
+from streams import retention
 from streams.app import Switchboard
 from streams.checkpoint import get, put, run_checkpointed
 from streams.fences import fences_passed, place_fences
@@ -53,7 +58,7 @@ from streams.managers import SessionStartPlan
 from switchboard import records
 from switchboard.errors import MissingState
 from switchboard.fanout import CHUNK_SIZE, DISPATCH_SPREAD, chunk_count, dispatch_key, plan_chunk
-from switchboard.idempotency import IdempotencyRecord, decide, shown
+from switchboard.idempotency import IdempotencyRecord, decide, next_generation, shown
 from switchboard.keys import (
     cancel_check_timer,
     chunk_row,
@@ -72,7 +77,10 @@ from switchboard.records import (
     Discard,
     DispatchJob,
     FanOut,
+    ForgetKey,
+    Gone,
     OpenSession,
+    Purge,
     Release,
     Report,
     Resend,
@@ -150,23 +158,25 @@ def load_chunk(sb: Switchboard, session_id: str, chunk: int) -> list[dict[str, A
 
 async def _handle(sb: Switchboard, event: EventT[bytes]) -> None:
     command = records.decode_command(event.value)
-    if isinstance(command, OpenSession):
-        await _open(sb, command)
-        return
-    if isinstance(command, Claim):
-        await _claim(sb, command)
-        return
-    if isinstance(command, AudienceChunk | Discard):
-        _audience(sb, command)
+    if await _without_session(sb, command):
         return
     state = load_session(sb, command.session_id)
+    if state is None and retention.purged(sb, command.session_id) is not None:
+        # Deleted after its retention (streams/retention.py): a late command, or a purge
+        # processed again, has nothing left to act on.
+        sb.metrics.after_purge.labels("sessions").inc()
+        log.info("command for a purged session ignored",
+                 extra={"session_id": command.session_id, "kind": command.KIND})  # fmt: skip
+        return
     if state is None:
         # Every command of a session follows its opening on this partition: the session's row
         # is missing, which is an error to surface (the rejected topic), not "nothing to do".
         sb.metrics.missing_state.labels("session").inc()
         raise MissingState(f"{command.KIND} for session {command.session_id}, which this worker's "
                            "sessions table does not have")  # fmt: skip
-    if isinstance(command, FanOut):
+    if isinstance(command, Purge):
+        await retention.purge_session(sb, state)
+    elif isinstance(command, FanOut):
         await _fan_out(sb, state, command)
     elif isinstance(command, Trigger):
         await _trigger(sb, state, command)
@@ -181,7 +191,26 @@ async def _handle(sb: Switchboard, event: EventT[bytes]) -> None:
     elif isinstance(command, Release):
         await _release(sb, state, command)
     else:
+        assert isinstance(command, Resend), command.KIND  # the session-less ones are handled
         await _resend(sb, state, command.chunk)
+
+
+async def _without_session(sb: Switchboard, command: records.SessionCommand) -> bool:
+    """Handle ``command`` if it is one that needs no open session (an opening, an audience
+    chunk, an idempotency key's record, a deleted session's marker); whether it was."""
+    if isinstance(command, OpenSession):
+        await _open(sb, command)
+    elif isinstance(command, Claim):
+        await _claim(sb, command)
+    elif isinstance(command, AudienceChunk | Discard):
+        _audience(sb, command)
+    elif isinstance(command, ForgetKey):
+        retention.forget_key(sb, command, load_idempotency(sb, command.session_id))
+    elif isinstance(command, Gone):
+        retention.forget_marker(sb, command)
+    else:
+        return False
+    return True
 
 
 def load_idempotency(sb: Switchboard, anchor: str) -> IdempotencyRecord | None:
@@ -193,19 +222,23 @@ def load_idempotency(sb: Switchboard, anchor: str) -> IdempotencyRecord | None:
 async def _claim(sb: Switchboard, cmd: Claim) -> None:
     """Open the instruction's session unless its key's fresh record names one already."""
     now = time.time()
-    decision = decide(
-        load_idempotency(sb, cmd.session_id), cmd.client_id, cmd.key, cmd.fingerprint, now
-    )
+    window = sb.settings.idempotency_window
+    decision = decide(load_idempotency(sb, cmd.session_id), cmd.client_id, cmd.key,
+                      cmd.fingerprint, now, window)  # fmt: skip
     if decision.kind == "new":
         session_id = cmd.candidate or decision.session_id
-        record = IdempotencyRecord(
-            cmd.client_id, session_id, cmd.fingerprint, now, decision.generation
-        )
+        # The candidate's generation was decided by the Send API, before ``received_at`` on
+        # its clock: the record's is at least that, so no later claim reopens the candidate.
+        generation = max(decision.generation, next_generation(None, cmd.received_at, window))
+        record = IdempotencyRecord(cmd.client_id, session_id, cmd.fingerprint, now, generation)
         await sb.command(
             OpenSession(session_id, cmd.instruction, cmd.received_at, cmd.source, cmd.origin),
             priority=records.priority_of(cmd.instruction.get("options")),
         )
         put(sb.tables.sessions, idempotency_row(cmd.session_id), records.encode(record))
+        await retention.schedule_forget_key(
+            sb, cmd.session_id, record, records.priority_of(cmd.instruction.get("options"))
+        )
         return
     if cmd.candidate and decision.session_id == cmd.candidate:
         return  # this very claim, processed again: its session's opening is in Kafka already
@@ -243,6 +276,11 @@ def _audience(sb: Switchboard, cmd: AudienceChunk | Discard) -> None:
 async def _open(sb: Switchboard, cmd: OpenSession) -> None:
     if load_session(sb, cmd.session_id) is not None:
         log.info("session already open; duplicate ignored", extra={"session_id": cmd.session_id})
+        return
+    if retention.purged(sb, cmd.session_id) is not None:
+        # Its id was used and deleted after its retention: opening it again would give its
+        # events the ids they had the first time (a receiver would drop them as duplicates).
+        log.warning("opening of a purged session ignored", extra={"session_id": cmd.session_id})
         return
     ins = cmd.instruction
     if "audience" in ins:  # a small instruction carrying its audience: store it in chunks here
@@ -507,6 +545,9 @@ async def _trigger(sb: Switchboard, state: SessionState, cmd: Trigger) -> None:
         await sb.command(FanOut(state.session_id, 0), priority=state.priority)
     elif cmd.include_failed:
         await sb.command(Resend(state.session_id, 0), priority=state.priority)
+        # The re-send opens the session again only once the report agent applies it: until
+        # then its progress still reads completed, and a purge due meanwhile must not run.
+        _save(sb, dataclasses.replace(state, resent_at=time.time()))
 
 
 async def _resend(sb: Switchboard, state: SessionState, chunk: int) -> None:

@@ -31,7 +31,7 @@ from faust.stores.rocksdb import RocksDBOptions
 from faust.stores.rocksdb import Store as RocksDBStore
 from faust.types import TP, AppT, CollectionT, TableT
 
-__all__ = ["STORE_URL", "Store", "TableMemory", "declare_table"]
+__all__ = ["STORE_URL", "Store", "TableMemory", "declare_table", "keys_with_prefix"]
 
 log = logging.getLogger(__name__)
 
@@ -141,3 +141,25 @@ def declare_table(
     """A changelogged table of raw bytes in this store, within the worker's memory budget."""
     return app.Table(name, key_type=bytes, value_type=bytes, partitions=partitions,
                      help=help_text, options={"memory": memory})  # fmt: skip
+
+
+def keys_with_prefix(table: Any, partition: int, prefix: bytes) -> list[bytes]:
+    """The keys of ``table``'s rows in ``partition`` (this worker's local database) that start
+    with ``prefix``, in key order: one seek and a walk over the matches, never a scan of the
+    partition. Faust's table API has no prefix query; RocksDB sorts keys, so this is cheap.
+    Reads the database as written: an agent's staged rows (``streams/checkpoint.py``) are not
+    in it yet."""
+    store = table.data
+    if not isinstance(store, RocksDBStore):  # a test's in-memory table
+        return [k for k in store if isinstance(k, bytes) and k.startswith(prefix)]
+    db = store._db_for_partition(partition)  # Faust has no public accessor
+    found: list[bytes] = []
+    it = db.iter()
+    it.seek(prefix)
+    while it.valid():
+        key = it.key()
+        if not key.startswith(prefix):
+            break
+        found.append(key)
+        it.next()
+    return found

@@ -8,8 +8,17 @@ one home partition and one writer, and the Send API can read it there.
 Session ids are deterministic too: generation *n* of a key opens session
 :func:`session_for` (client, key, n). Two identical requests racing each other compute the same
 id, and the session agent opens that session once: concurrent repeats create exactly one
-session. After 24 hours the key is free again: the next claim is generation *n + 1*, a new
-session.
+session. After the window (24 hours by default, ``SWITCHBOARD_IDEMPOTENCY_WINDOW``) the key is
+free again, and its record is deleted (:func:`expires_at`, ``streams/retention.py``).
+
+Generations never repeat, also once a record is deleted: a generation is the number of the
+window the claim falls in since the epoch (:func:`next_generation`), at least one more than the
+key's previous one, and a record is kept until the window number has passed its generation. The
+previous generation's session may still exist (it is kept for the session retention, 30 days by
+default), so reusing its id would make the new instruction a "duplicate" of it, never sent.
+Identical requests racing each other compute the same id, except two straddling a window
+boundary (a few milliseconds once a window): then the second is answered with an id that never
+opens.
 """
 
 from __future__ import annotations
@@ -26,7 +35,9 @@ __all__ = [
     "IdempotencyRecord",
     "anchor",
     "decide",
+    "expires_at",
     "fingerprint",
+    "next_generation",
     "scoped",
     "session_for",
     "shown",
@@ -75,9 +86,9 @@ class IdempotencyRecord:
     claimed_at: float
     generation: int
 
-    def fresh(self, now: float) -> bool:
-        """Whether the key still names this session (claimed less than 24 hours ago)."""
-        return now - self.claimed_at < WINDOW_SECONDS
+    def fresh(self, now: float, window: float = WINDOW_SECONDS) -> bool:
+        """Whether the key still names this session (claimed less than ``window`` ago)."""
+        return now - self.claimed_at < window
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,12 +102,31 @@ class Decision:
 
 
 def decide(
-    record: IdempotencyRecord | None, client_id: str, key: str, fingerprint: str, now: float
+    record: IdempotencyRecord | None,
+    client_id: str,
+    key: str,
+    fingerprint: str,
+    now: float,
+    window: float = WINDOW_SECONDS,
 ) -> Decision:
-    if record is not None and record.fresh(now):
+    if record is not None and record.fresh(now, window):
         kind: Literal["duplicate", "conflict"] = (
             "duplicate" if record.fingerprint == fingerprint else "conflict"
         )
         return Decision(kind, record.session_id, record.generation)
-    generation = record.generation + 1 if record is not None else 0
+    generation = next_generation(record, now, window)
     return Decision("new", session_for(client_id, key, generation), generation)
+
+
+def next_generation(record: IdempotencyRecord | None, now: float, window: float) -> int:
+    """The generation a new claim of a key opens: the number of the window ``now`` is in (so
+    that a key whose record was deleted never opens an id it opened before), and at least one
+    more than the record's (records written before windows were numbered count from 0)."""
+    number = int(now // window) if window > 0 else 0
+    return max(number, record.generation + 1) if record is not None else number
+
+
+def expires_at(record: IdempotencyRecord, window: float) -> float:
+    """When ``record`` may be deleted: once it is stale, and once the window number has passed
+    its generation (a claim after the deletion then opens a higher one, :func:`next_generation`)."""
+    return max(record.claimed_at + window, (record.generation + 1) * window)

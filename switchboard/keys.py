@@ -7,7 +7,7 @@ exactly one function here, never by an f-string at the call site.
 Tables (their agents are the only writers):
 
 * ``sessions``: :func:`session_row` (a session), :func:`chunk_row` (its audience chunks),
-  :func:`idempotency_row` (a client's key);
+  :func:`idempotency_row` (a client's key), :func:`purged_row` (a deleted session's marker);
 * ``sends``: :func:`send_row` (one attempt of one delivery), :func:`batch_row` and
   :func:`batch_part_row` (a job batch), :func:`fence_row` (a cancel fence);
 * ``deliveries``: :func:`delivery_key` (one delivery), the session id (its progress).
@@ -28,10 +28,15 @@ __all__ = [
     "expire_timer",
     "fanout_timer",
     "fence_row",
+    "forget_key_timer",
+    "gone_timer",
     "idempotency_row",
     "job_timer",
+    "purge_timer",
+    "purged_row",
     "release_timer",
     "send_row",
+    "send_row_prefixes",
     "session_row",
     "webhook_timer",
     "window_timer",
@@ -82,6 +87,20 @@ def fence_row(session_id: str) -> bytes:
     return f"cancelled:{session_id}".encode()
 
 
+def purged_row(session_id: str) -> bytes:
+    """The sessions table's marker of a session deleted after its retention (what ``410 Gone``
+    answers from), on the session's own partition."""
+    return f"purged:{session_id}".encode()
+
+
+def send_row_prefixes(session_id: str) -> tuple[bytes, ...]:
+    """What every ``sends`` row of a session starts with: :func:`send_row` (``<session>/``),
+    :func:`batch_row` and :func:`batch_part_row` (``jobs:<session>/``), and :func:`fence_row`
+    (the whole key). A session id is a UUID (fixed length, no ``/``), so no other session's
+    rows share these prefixes."""
+    return (f"{session_id}/".encode(), f"jobs:{session_id}/".encode(), fence_row(session_id))
+
+
 # -- timer ids -------------------------------------------------------------------------------
 
 
@@ -113,6 +132,21 @@ def cancel_check_timer(session_id: str) -> str:
 def expire_timer(session_id: str) -> str:
     """A session's next expiry sweep."""
     return f"expire:{session_id}"
+
+
+def purge_timer(session_id: str) -> str:
+    """A completed session's deletion, once its retention has passed."""
+    return f"purge:{session_id}"
+
+
+def gone_timer(session_id: str) -> str:
+    """The end of a deleted session's ``410 Gone`` (its :func:`purged_row` is deleted)."""
+    return f"gone:{session_id}"
+
+
+def forget_key_timer(anchor: str) -> str:
+    """The deletion of an idempotency key's record, once its window has passed."""
+    return f"forget-key:{anchor}"
 
 
 def webhook_timer(event_id: str, attempt: int) -> str:

@@ -262,6 +262,33 @@ class Claim:
     candidate: str = ""
 
 
+@dataclass(frozen=True, slots=True)
+class Purge:
+    """Delete a completed session's rows, its retention having passed (``streams/retention.py``).
+    Fired by the session's purge timer; a session not (or no longer) due is left alone."""
+
+    KIND: ClassVar[str] = "purge"
+    session_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class Gone:
+    """Forget a deleted session's marker: its id answers 404 from now on, not 410."""
+
+    KIND: ClassVar[str] = "gone"
+    session_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class ForgetKey:
+    """Delete an idempotency key's record (by its anchor, ``session_id`` here) if it is still
+    the one claimed at ``claimed_at`` and its window has passed."""
+
+    KIND: ClassVar[str] = "forget_key"
+    session_id: str  # the anchor
+    claimed_at: float
+
+
 SessionCommand = (
     OpenSession
     | AudienceChunk
@@ -275,6 +302,9 @@ SessionCommand = (
     | Release
     | Retry
     | Claim
+    | Purge
+    | Gone
+    | ForgetKey
 )
 _COMMANDS: dict[str, type[SessionCommand]] = {
     cls.KIND: cls
@@ -291,6 +321,9 @@ _COMMANDS: dict[str, type[SessionCommand]] = {
         Release,
         Retry,
         Claim,
+        Purge,
+        Gone,
+        ForgetKey,
     )
 }
 
@@ -408,6 +441,9 @@ class SessionState:
     fences: dict[str, int] = field(default_factory=dict)
     #: Every dispatcher has passed the fences: nothing more of the session can be sent.
     fenced: bool = False
+    #: When its failed deliveries were last sent again (``Trigger(include_failed)``): a purge
+    #: is due only for a completion after it (``switchboard/retention.py``).
+    resent_at: float | None = None
 
     @property
     def priority(self) -> str:
@@ -490,3 +526,37 @@ class ReportBatch:
     @classmethod
     def decode(cls, body: Mapping[str, Any]) -> ReportBatch:
         return cls([decode(Report, item) for item in body["items"]])
+
+
+@dataclass(frozen=True, slots=True)
+class Purged:
+    """The marker a deleted session leaves on its partition (``keys.purged_row``): enough to
+    answer ``410 Gone`` to its own client, and 404 to any other."""
+
+    client_id: str
+    completed_at: float
+    purged_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class PurgeDeliveries:
+    """Delete the ``deliveries`` rows of audience chunk ``chunk`` of a purged session (one
+    event per chunk on its reports topic), then, after the last chunk, its progress row. It
+    carries the session's shape, whose row is already gone."""
+
+    KIND: ClassVar[str] = "purge_deliveries"
+    session_id: str
+    chunk: int
+    recipients: int
+    channels: list[str]
+
+
+@dataclass(frozen=True, slots=True)
+class PurgeSends:
+    """Delete a purged session's ``sends`` rows in one partition: one record in every
+    partition of its dispatch topics, like a cancel's fence. ``channels``: the channels whose
+    rows this topic's dispatcher wrote (None: every channel, the high-priority lane)."""
+
+    KIND: ClassVar[str] = "purge_sends"
+    session_id: str
+    channels: list[str] | None = None

@@ -164,6 +164,27 @@ class Settings:
             "Seconds a message reported `sent` may wait for its final report (a provider's delivery callback) before it is marked `expired`.",
         ),
     )
+    retention: float = field(
+        default=2_592_000.0,
+        metadata=_s(
+            "SWITCHBOARD_RETENTION",
+            "Seconds a completed session is kept (30 days): then its rows (the session, its audience, every delivery and send, its progress) are deleted with tombstones on every changelog, and its id answers 410 Gone. Counted from the session's completion; a session that never completes (a manual one never triggered) is kept. 0 keeps every session forever.",
+        ),
+    )
+    gone_for: float = field(
+        default=2_592_000.0,
+        metadata=_s(
+            "SWITCHBOARD_GONE_FOR",
+            "Seconds a deleted session's id answers 410 Gone (from a small marker row), after which it answers 404 like an id never seen. 0: 404 at once.",
+        ),
+    )
+    idempotency_window: float = field(
+        default=86_400.0,
+        metadata=_s(
+            "SWITCHBOARD_IDEMPOTENCY_WINDOW",
+            "Seconds an idempotency key names its session (24 hours); then its record is deleted and the key opens a new session.",
+        ),
+    )
     send_deadline: float = field(
         default=600.0,
         metadata=_s(
@@ -373,6 +394,10 @@ class Settings:
             problems.append("SWITCHBOARD_REPLICATION_FACTOR must be at least 1")
         if self.max_in_flight < 1:
             problems.append("SWITCHBOARD_MAX_IN_FLIGHT must be at least 1")
+        if self.retention < 0 or self.gone_for < 0:
+            problems.append("SWITCHBOARD_RETENTION and SWITCHBOARD_GONE_FOR must be 0 or more")
+        if not self.idempotency_window > 0:
+            problems.append("SWITCHBOARD_IDEMPOTENCY_WINDOW must be above 0")
         if not self.session_start_timeout > 0:
             problems.append("SWITCHBOARD_SESSION_START_TIMEOUT must be above 0")
         if not 0 < self.heartbeat_interval * 3 <= self.session_timeout:

@@ -25,6 +25,7 @@ from streams.app import Switchboard
 from streams.sessions import load_idempotency
 from streams.submit import Unconfirmed, checked_envelope, submit
 from streams.web import protocol, routing, sessions, twilio
+from streams.web.claims import WINDOW as CLAIM_WINDOW
 from streams.web.claims import Claims, KeyOutcome
 from streams.web.common import (
     HTTPProblem,
@@ -52,7 +53,9 @@ def register(sb: Switchboard) -> None:
     app = sb.app
     policy = ValidationPolicy(allow_http_webhooks=sb.settings.allow_http_webhooks)
     quotas = Quotas()
-    claims = Claims()
+    # A claimed key's outcome is remembered while its record is written, and never past the
+    # key's own window (the record is deleted then, and the key opens a new session).
+    claims = Claims(window=min(CLAIM_WINDOW, sb.settings.idempotency_window))
     app.web.web_app.middlewares.append(errors_middleware(sb))  # type: ignore[attr-defined]
     protocol.install(sb)
 
@@ -173,7 +176,8 @@ async def _accept(
         return _repeat(sb, answer, claim, digest)
     try:
         record = await _idempotency_record(sb, where, request)
-        decision = decide(record, client.client_id, key, digest, time.time())
+        decision = decide(record, client.client_id, key, digest, time.time(),
+                          sb.settings.idempotency_window)  # fmt: skip
         if decision.kind != "new":
             assert record is not None
             claim.settle(KeyOutcome(record.session_id, record.fingerprint), time.time(), keep=False)
@@ -188,6 +192,12 @@ async def _accept(
     return {"session_id": decision.session_id, **answer}
 
 
+def _window(sb: Switchboard) -> str:
+    """The idempotency window, as the 422 says it (``24 hours`` by default)."""
+    seconds = sb.settings.idempotency_window
+    return f"{seconds / 3600:g} hours" if seconds % 3600 == 0 else f"{seconds:g} seconds"
+
+
 def _repeat(
     sb: Switchboard, answer: dict[str, Any], named: KeyOutcome, digest: str
 ) -> dict[str, Any]:
@@ -197,7 +207,7 @@ def _repeat(
         raise HTTPProblem(
             422,
             "idempotency_key",
-            f"already used within 24 hours for a different instruction (session {named.session_id})",
+            f"already used within {_window(sb)} for a different instruction (session {named.session_id})",
         )
     sb.metrics.idempotent_repeats.labels("api", "duplicate").inc()
     return {"session_id": named.session_id, **answer, "repeat": True}

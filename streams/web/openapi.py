@@ -34,6 +34,13 @@ def _errors_response(description: str) -> dict[str, Any]:
     }
 
 
+#: A session of this client removed after the retention period (``streams/retention.py``).
+_GONE: dict[str, Any] = {
+    "description": "The session completed and was removed after the retention period; the body says when.",
+    "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Gone"}}},
+}
+
+
 def _text_response(description: str) -> dict[str, Any]:
     return {"description": description, "content": {"text/plain": {"schema": {"type": "string"}}}}
 
@@ -288,9 +295,24 @@ def openapi_document() -> dict[str, Any]:
                         "session_id": {
                             "type": "string",
                             "format": "uuid",
-                            "description": "On a 503 from POST /v1/messages only: the session that may still open.",
+                            "description": "On a 503 from POST /v1/messages: the session that may still open. On a 410: the session that was removed.",
                         },
                     },
+                },
+                "Gone": {
+                    "description": "A session removed after the retention period (SWITCHBOARD_RETENTION after it completed): its recipients and deliveries are no longer kept. Answered while the removal is remembered (SWITCHBOARD_GONE_FOR), then 404.",
+                    "allOf": [
+                        {"$ref": "#/components/schemas/Errors"},
+                        {
+                            "type": "object",
+                            "required": ["session_id", "status", "completed_at", "removed_at"],
+                            "properties": {
+                                "status": {"const": "removed"},
+                                "completed_at": {"type": "string", "format": "date-time"},
+                                "removed_at": {"type": "string", "format": "date-time"},
+                            },
+                        },
+                    ],
                 },
                 "StatusEvent": status_event,
                 "WebhookPayload": {
@@ -463,6 +485,7 @@ def openapi_document() -> dict[str, Any]:
                         ),
                         "401": _errors_response("Missing or unknown API key."),
                         "404": _errors_response("No such session for this client."),
+                        "410": _GONE,
                         "503": _MOVING,
                     },
                 }
@@ -488,6 +511,7 @@ def openapi_document() -> dict[str, Any]:
                         "202": {"description": "Triggered."},
                         "401": _errors_response("Missing or unknown API key."),
                         "404": _errors_response("No such session for this client."),
+                        "410": _GONE,
                         "409": _errors_response(
                             "Nothing to trigger: not waiting, cancelled, or no failed deliveries."
                         ),
@@ -514,6 +538,7 @@ def openapi_document() -> dict[str, Any]:
                         "202": {"description": "Cancelled."},
                         "401": _errors_response("Missing or unknown API key."),
                         "404": _errors_response("No such session for this client."),
+                        "410": _GONE,
                         "503": _errors_response(
                             "The cancel is stored but not yet applied everywhere (30 s): retry."
                         ),

@@ -3,7 +3,9 @@
 All three are answered by the worker that owns the session's partition, from its tables: a
 request reaching another worker is forwarded there, and a request arriving while partitions move
 waits for them to settle, or answers 503 with ``Retry-After`` (``streams/web/routing.py``). Another client's session answers 404, exactly like a session that
-does not exist. Trigger and cancel produce a command for the session agent; cancel answers 202
+does not exist. A session deleted after its retention (``streams/retention.py``) answers 410 Gone
+to its client, saying when it completed and when it was removed, while its marker is kept
+(``SWITCHBOARD_GONE_FOR``), then 404. Trigger and cancel produce a command for the session agent; cancel answers 202
 only once the session is fenced: every dispatcher, on every worker, has passed its cancel fence,
 so no send of it is in flight and none can start (``streams/fences.py``). An acknowledged
 cancel is never followed by a send.
@@ -20,6 +22,7 @@ from faust.web import Request, Response, View
 
 from streams.app import Switchboard
 from streams.reports import load_delivery, load_progress
+from streams.retention import purged
 from streams.sessions import RESENDABLE, load_idempotency, load_session
 from streams.web.common import (
     HTTPProblem,
@@ -157,6 +160,8 @@ async def own_session(sb: Switchboard, client: ClientConfig, request: Request) -
     worker): an unknown id is given up to :data:`FRESH_WAIT` seconds before it answers 404."""
     session_id = session_uuid(request.match_info["session_id"])
     state = load_session(sb, session_id)
+    if state is None:
+        _check_gone(sb, client, session_id)
     deadline = time.monotonic() + FRESH_WAIT
     while state is None and time.monotonic() < deadline:
         await asyncio.sleep(0.05)
@@ -164,6 +169,25 @@ async def own_session(sb: Switchboard, client: ClientConfig, request: Request) -
     if state is None or state.client_id != client.client_id:
         raise HTTPProblem(404, "session_id", "no such session")
     return state
+
+
+def _check_gone(sb: Switchboard, client: ClientConfig, session_id: str) -> None:
+    """410 for a session of this client deleted after its retention (while its marker is kept,
+    ``SWITCHBOARD_GONE_FOR``); another client's is as unknown as an id never seen."""
+    marker = purged(sb, session_id)
+    if marker is None or marker.client_id != client.client_id:
+        return
+    retention = sb.settings.retention
+    raise HTTPProblem(
+        410,
+        "session_id",
+        f"session {session_id} completed at {iso(marker.completed_at)} and was removed at "
+        f"{iso(marker.purged_at)}, after the retention period "
+        f"(SWITCHBOARD_RETENTION, {retention:g} seconds): its recipients and deliveries are no "
+        "longer kept",
+        more={"session_id": session_id, "status": "removed",
+              "completed_at": iso(marker.completed_at), "removed_at": iso(marker.purged_at)},
+    )  # fmt: skip
 
 
 def _check_triggerable(sb: Switchboard, state: SessionState, include_failed: bool) -> None:

@@ -42,7 +42,7 @@ def world(deliveries: int = 2) -> Any:
     tables = SimpleNamespace(sessions={SESSION.encode(): records.encode(session)}, deliveries={})
     return SimpleNamespace(
         tables=tables, published=published, publish_status=publish_status,
-        schedule_at=schedule_at, cancel_timer=schedule_at,
+        schedule_at=schedule_at, cancel_timer=schedule_at, sessions_topic=lambda lane: lane,
         clients=SimpleNamespace(get=lambda _: None), settings=Settings(report_timeout=60.0),
         metrics=SimpleNamespace(missing_state=SimpleNamespace(labels=lambda *_: None)),
         open_sessions=OpenSessions(),
