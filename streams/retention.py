@@ -56,16 +56,20 @@ from streams.tablestore import keys_with_prefix
 from switchboard import records
 from switchboard.idempotency import expires_at
 from switchboard.keys import (
+    chunk_rows_prefix,
     expire_timer,
     forget_key_timer,
     gone_timer,
     idempotency_row,
+    orphan_timer,
     purge_timer,
     purged_row,
     send_row_prefixes,
+    session_row,
 )
 from switchboard.records import (
     ForgetKey,
+    ForgetOrphan,
     Gone,
     Progress,
     Purge,
@@ -92,11 +96,13 @@ if TYPE_CHECKING:
 __all__ = [
     "forget_key",
     "forget_marker",
+    "forget_orphan",
     "purge_deliveries",
     "purge_sends",
     "purge_session",
     "purged",
     "schedule_forget_key",
+    "schedule_orphan_check",
     "schedule_purge",
 ]
 
@@ -125,6 +131,18 @@ async def schedule_forget_key(
     due = expires_at(record, sb.settings.idempotency_window)
     await sb.schedule_at(forget_key_timer(anchor), due, sb.sessions_topic(lane), anchor.encode(),
                          records.encode(ForgetKey(anchor, record.claimed_at)))  # fmt: skip
+
+
+async def schedule_orphan_check(sb: Switchboard, session_id: str, lane: TopicT) -> None:
+    """Set the deletion of the audience chunks written for ``session_id``, in case it never
+    opens. Set by the Send API when a submission failed after writing chunks that a ``Discard``
+    cannot take back: with an idempotency key (a retry under the same id reuses them), or once
+    the opening was sent (it may be stored). Due two idempotency windows later, when no retry
+    can use the id any more; the session agent of ``lane`` (the chunks' partition) deletes
+    them then, unless the session opened."""
+    due = time.time() + 2 * sb.settings.idempotency_window
+    await sb.schedule_at(orphan_timer(session_id), due, lane, session_id.encode(),
+                         records.encode(ForgetOrphan(session_id)))  # fmt: skip
 
 
 # -- the session agent -----------------------------------------------------------------------
@@ -215,6 +233,29 @@ def forget_key(sb: Switchboard, cmd: ForgetKey, record: IdempotencyRecord | None
         return  # the window was made longer since the timer was set: its next claim resets it
     put(sb.tables.sessions, idempotency_row(cmd.session_id), None)
     sb.metrics.purged_rows.labels("sessions").inc()
+
+
+def forget_orphan(sb: Switchboard, partition: int, cmd: ForgetOrphan) -> int:
+    """Delete the audience chunks of a session that never opened (nothing, once it did: its
+    retention deletes them with it); returns how many. In the event's context, on the
+    partition the chunks were written to."""
+    if _opened(sb, cmd.session_id):
+        return 0
+    table = sb.tables.sessions
+    deleted = 0
+    for key in keys_with_prefix(table, partition, chunk_rows_prefix(cmd.session_id)):
+        put(table, key, None)
+        deleted += 1
+    sb.metrics.purged_rows.labels("sessions").inc(deleted)
+    if deleted:
+        log.info("audience chunks of a session that never opened deleted",
+                 extra={"session_id": cmd.session_id, "chunks": deleted})  # fmt: skip
+    return deleted
+
+
+def _opened(sb: Switchboard, session_id: str) -> bool:
+    opened = get(sb.tables.sessions, session_row(session_id)) is not None
+    return opened or purged(sb, session_id) is not None
 
 
 # -- the report agent ------------------------------------------------------------------------

@@ -47,6 +47,7 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
+from faust import current_event
 from faust.types import EventT, StreamT
 
 from streams import retention
@@ -78,6 +79,7 @@ from switchboard.records import (
     DispatchJob,
     FanOut,
     ForgetKey,
+    ForgetOrphan,
     Gone,
     OpenSession,
     Purge,
@@ -204,6 +206,10 @@ async def _without_session(sb: Switchboard, command: records.SessionCommand) -> 
         await _claim(sb, command)
     elif isinstance(command, AudienceChunk | Discard):
         _audience(sb, command)
+    elif isinstance(command, ForgetOrphan):
+        event = current_event()
+        assert event is not None  # a command is always handled in its event
+        retention.forget_orphan(sb, event.message.partition, command)
     elif isinstance(command, ForgetKey):
         retention.forget_key(sb, command, load_idempotency(sb, command.session_id))
     elif isinstance(command, Gone):
@@ -428,7 +434,6 @@ async def _lost_chunk(sb: Switchboard, state: SessionState, chunk: int, doing: s
     """An audience chunk the session needs is not in the table: said on the rejected topic, and
     each of its deliveries not final yet is reported ``failed`` (code ``state-lost``), so that
     the session completes and its counts say what happened."""
-    from faust import current_event
 
     sb.metrics.missing_state.labels("audience-chunk").inc()
     error = MissingState(f"{doing}: audience chunk {chunk} of session {state.session_id} is not "

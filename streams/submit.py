@@ -34,6 +34,7 @@ from typing import Any, Literal
 from faust import current_event
 
 from streams.app import Switchboard
+from streams.retention import schedule_orphan_check
 from switchboard.clients import ClientConfig
 from switchboard.errors import ValidationFailed
 from switchboard.fanout import CHUNK_SIZE
@@ -234,16 +235,31 @@ _cleanups: set[asyncio.Task[None]] = set()
 def _forget(
     sb: Switchboard, envelope: Envelope, session_id: str, written: int, opening_sent: bool
 ) -> None:
-    """After a failed submission, forget the chunks written under ``session_id``, unless the
-    session may open (its opening was sent) or the id is an idempotency key's (a retry with the
-    key writes the same chunks under the same id, possibly from another worker, and a late
-    ``Discard`` would erase them). In the background: Kafka may be the reason for the failure.
-    """
-    if not written or opening_sent or envelope.idempotency_key is not None:
+    """After a failed submission, forget the chunks written under ``session_id``: at once with
+    a ``Discard``, unless the session may open (its opening was sent) or the id is an
+    idempotency key's (a retry with the key writes the same chunks under the same id, possibly
+    from another worker, and a late ``Discard`` would erase them); those are deleted later,
+    if the session never opened (``streams/retention.py``, an orphan check). In the background:
+    Kafka may be the reason for the failure."""
+    if not written:
         return
-    task = asyncio.ensure_future(_discard(sb, session_id, written, envelope.options.priority))
+    lane = envelope.options.priority
+    later = opening_sent or envelope.idempotency_key is not None
+    cleanup = (
+        _orphan_check(sb, session_id, lane) if later else _discard(sb, session_id, written, lane)
+    )
+    task = asyncio.ensure_future(cleanup)
     _cleanups.add(task)
     task.add_done_callback(_cleanups.discard)
+
+
+async def _orphan_check(sb: Switchboard, session_id: str, lane: str) -> None:
+    """Set the orphan check of a failed submission's chunks; best effort, as ``_discard``."""
+    try:
+        await schedule_orphan_check(sb, session_id, sb.sessions_topic(lane))
+    except Exception as exc:  # noqa: BLE001 - best effort: logged
+        log.warning("no orphan check set for unused audience chunks",
+                    extra={"session_id": session_id, "error": type(exc).__name__})  # fmt: skip
 
 
 async def _send(sb: Switchboard, command: SessionCommand, lane: str) -> Awaitable[Any]:

@@ -24,6 +24,7 @@ __all__ = [
     "call_silence_timer",
     "cancel_check_timer",
     "chunk_row",
+    "chunk_rows_prefix",
     "delivery_key",
     "expire_timer",
     "fanout_timer",
@@ -32,6 +33,7 @@ __all__ = [
     "gone_timer",
     "idempotency_row",
     "job_timer",
+    "orphan_timer",
     "purge_timer",
     "purged_row",
     "release_timer",
@@ -142,6 +144,16 @@ def purge_timer(session_id: str) -> str:
 def gone_timer(session_id: str) -> str:
     """The end of a deleted session's ``410 Gone`` (its :func:`purged_row` is deleted)."""
     return f"gone:{session_id}"
+
+
+def orphan_timer(session_id: str) -> str:
+    """The deletion of audience chunks written for a session that never opened."""
+    return f"orphan:{session_id}"
+
+
+def chunk_rows_prefix(session_id: str) -> bytes:
+    """What every :func:`chunk_row` of the session starts with (and no other row does)."""
+    return f"{session_id}:".encode()
 
 
 def forget_key_timer(anchor: str) -> str:

@@ -289,6 +289,15 @@ class ForgetKey:
     claimed_at: float
 
 
+@dataclass(frozen=True, slots=True)
+class ForgetOrphan:
+    """Delete the audience chunks written for ``session_id`` if it never opened (its
+    submission failed, and was never retried under the same id)."""
+
+    KIND: ClassVar[str] = "forget_orphan"
+    session_id: str
+
+
 SessionCommand = (
     OpenSession
     | AudienceChunk
@@ -305,6 +314,7 @@ SessionCommand = (
     | Purge
     | Gone
     | ForgetKey
+    | ForgetOrphan
 )
 _COMMANDS: dict[str, type[SessionCommand]] = {
     cls.KIND: cls
@@ -324,6 +334,7 @@ _COMMANDS: dict[str, type[SessionCommand]] = {
         Purge,
         Gone,
         ForgetKey,
+        ForgetOrphan,
     )
 }
 

@@ -139,3 +139,35 @@ def test_a_503_opens_nothing_and_a_retry_opens_one_session(
 
 def _opens(command: OpenSession | Claim, session_id: str) -> bool:
     return (command.candidate if isinstance(command, Claim) else command.session_id) == session_id
+
+
+def test_chunks_of_a_keyed_503_never_retried_are_deleted(
+    make_worker: WorkerFactory, document: dict[str, Any], keys: Keys, kafka: Any
+) -> None:
+    """A keyed submission answered 503 keeps its chunks for a retry under the same id, so no
+    ``Discard`` follows it; never retried, they are deleted two idempotency windows later
+    (bounded state: before, they were kept forever)."""
+    slow = make_worker({"SWITCHBOARD_PAUSED_CHANNELS": "sms", "SWITCHBOARD_PRODUCE_TIMEOUT": UNMEETABLE,
+                        "SWITCHBOARD_IDEMPOTENCY_WINDOW": "2"}, document=document).start()  # fmt: skip
+    try:
+        recipients = audience(3 * LARGE)[:1_200]  # three chunks
+        refused = post(slow, keys.acme, recipients, **{"Idempotency-Key": f"orphan-{uuid.uuid4()}"})
+        assert refused.status == 503, refused.body
+
+        def first_chunk(c: Any) -> bool:
+            return isinstance(c, AudienceChunk) and c.chunk == 0 and c.recipients[0]["given"] == recipients[0]  # fmt: skip
+
+        session_id = next(c.session_id for c in written(kafka, slow, first_chunk) if first_chunk(c))
+        rows = {f"{session_id}:{n}".encode() for n in range(3)}
+
+        def latest() -> dict[bytes, bytes | None]:
+            changelog = f"sb-{slow.prefix}-sessions-changelog"
+            return {r["key"]: r["value"] for r in read_topic(kafka.bootstrap_servers, changelog)
+                    if r["key"] in rows}  # fmt: skip
+
+        # Stored (the writes were only confirmed too late), then tombstoned by the orphan check.
+        wait_for(lambda: set(latest()) == rows and all(v is None for v in latest().values()),
+                 90, 0.5, "the chunks' tombstones")  # fmt: skip
+        assert not [c for c in commands(kafka, slow) if isinstance(c, OpenSession | Claim) and _opens(c, session_id)]  # fmt: skip
+    finally:
+        slow.stop()
