@@ -101,8 +101,7 @@ from switchboard.twiml import (
     after_dial_twiml,
     connect_twiml,
     goodbye_twiml,
-    menu_choice_twiml,
-    menu_twiml,
+    menu_step_twiml,
     parse_attempt,
     start_twiml,
 )
@@ -296,12 +295,7 @@ class _CallViews:
             xml = start_twiml(call_id, public, script) if campaign else goodbye_twiml(script)
         elif step == "menu":
             attempt = parse_attempt(request.query.get("attempt"))
-            digits = params.get("Digits")
-            xml = (
-                menu_twiml(call_id, public, script, attempt)
-                if digits is None
-                else menu_choice_twiml(digits, call_id, public, script, attempt)
-            )
+            xml = menu_step_twiml(params.get("Digits"), call_id, public, script, attempt)
         elif step == "connect":
             await self.record(Step(call_id, "connect", now, sid), required=False)
             target = DialTarget(record.call.target_number, record.target_extension, record.target_caller_id)  # fmt: skip

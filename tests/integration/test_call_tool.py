@@ -293,6 +293,23 @@ def test_member_who_never_presses_a_key_hears_three_menus_then_goodbye(
     assert not any(change == "connected" for _, change in changes(events))
 
 
+def test_a_silent_member_hears_three_menus_when_twilio_posts_empty_results(
+    worker: Worker, keys: Keys, twilio: BackgroundServer[FakeTwilioServer]
+) -> None:
+    """Issue 14, part 5: a gather that times out may post an empty ``Digits`` to its action
+    (``actionOnEmptyResult``, or ``#`` alone). The clip's gather did so as if a menu had been
+    heard, and the member heard the menu twice, not three times."""
+    member = member_number()
+    twilio.call(twilio.fake.plan_call, CallPlan(keys=(), empty_result=True), to=member)
+    placed(worker, keys.acme, member)
+
+    drive = drive_of(twilio, member)
+    assert drive.steps == ["start", "menu?attempt=0 Digits=", "menu?attempt=1 Digits=",
+                           "menu?attempt=2 Digits=", "menu?attempt=3 Digits="]  # fmt: skip
+    assert drive.played == [SOUND, MENU, MENU, MENU]
+    assert drive.said == ["Goodbye."] and drive.hung_up and drive.dials == []
+
+
 def test_target_who_does_not_answer(
     worker: Worker, keys: Keys, twilio: BackgroundServer[FakeTwilioServer], statuses: TopicReader
 ) -> None:
@@ -342,7 +359,7 @@ def test_spoken_menu_and_the_channels_caller_id(
 
     assert create_request(twilio, member).get("From") == SENDER
     drive = drive_of(twilio, member)
-    assert drive.steps == ["start", "menu?attempt=1 Digits=1", "connect", "dial-status"], "1 during the clip connects"  # fmt: skip
+    assert drive.steps == ["start", "menu?attempt=0 Digits=1", "connect", "dial-status"], "1 during the clip connects"  # fmt: skip
     assert drive.dials[0]["number"] == TARGET and drive.dials[0]["sendDigits"] is None
 
 
