@@ -90,6 +90,7 @@ from switchboard.campaigns import (
     InvalidCampaigns,
     parse_campaigns,
     resolve_call_request,
+    secret_from,
 )
 from switchboard.clients import ClientConfig
 from switchboard.errors import ValidationFailed
@@ -178,7 +179,7 @@ class _CallViews:
         client = authenticate(self.sb, cast(Request, request))
         body, data = await read_json_object(request, MAX_BODY)
         try:
-            call = resolve_call_request(data, self.campaigns(client), _secret)
+            call = resolve_call_request(data, self.campaigns(client), secret_from(os.environ))
         except ValidationFailed as exc:
             return view.json({"errors": exc.as_dicts()}, status=422)
         voice = self.voice(client)
@@ -440,11 +441,6 @@ def _auth_token(sb: Switchboard, client: ClientConfig) -> str | None:
     if voice is None:
         return None
     return os.environ.get(voice.options.auth_token_env) or None
-
-
-def _secret(name: str) -> bytes | None:
-    value = os.environ.get(name)
-    return value.encode() if value else None
 
 
 def _known(parse: Callable[[str], object], status: str) -> bool:

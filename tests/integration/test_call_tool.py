@@ -13,6 +13,8 @@ Every test uses member numbers of its own, so it finds its requests among the fa
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import secrets
 import time
 import urllib.parse
@@ -456,6 +458,23 @@ def test_manual_target_with_a_valid_checksum_is_dialled(
     drive = drive_of(twilio, member)
     assert [d["number"] for d in drive.dials] == [MANUAL_TARGET]
     assert drive.dials[0]["sendDigits"] is None and drive.dials[0]["callerId"] is None
+    document = state_when(worker, keys.acme, call_id, lambda d: d["member"]["final"], "done")
+    assert document["target_id"] is None and document["target_number"] == MANUAL_TARGET
+
+
+def test_manual_target_with_the_readme_s_recipe_is_dialled(
+    worker: Worker, keys: Keys, twilio: BackgroundServer[FakeTwilioServer]
+) -> None:
+    """Issue 14, part 5: the checksum computed from the README's words alone (HMAC-SHA256 keyed
+    with the secret's UTF-8 bytes, over the context, a zero byte and the E.164 number; the first
+    32 hex digits) is accepted."""
+    member = member_number()
+    twilio.call(twilio.fake.plan_call, CallPlan(keys=CONNECTS), to=member)
+    message = b"switchboard/call-target/v1\x00" + MANUAL_TARGET.encode()
+    checksum = hmac.new(SECRET.encode(), message, hashlib.sha256).hexdigest()[:32]
+    call_id = placed(worker, keys.acme, member, target_id=None,
+                     target_phone_number=MANUAL_TARGET, target_checksum=checksum)  # fmt: skip
+    assert [d["number"] for d in drive_of(twilio, member).dials] == [MANUAL_TARGET]
     document = state_when(worker, keys.acme, call_id, lambda d: d["member"]["final"], "done")
     assert document["target_id"] is None and document["target_number"] == MANUAL_TARGET
 
