@@ -28,16 +28,13 @@ from switchboard.campaigns import (
 from switchboard.cli import main
 from switchboard.errors import ConfigError, ValidationFailed
 from switchboard.settings import Settings
+from tests.unit.test_campaigns import SPOKEN
 
 ROOT = Path(__file__).resolve().parents[2]
 SECRET = "a-campaign-secret-of-32-bytes-ok"
 NUMBER = "+14155550198"
-CAMPAIGN: dict[str, Any] = {
-    "message_text": "Call your representative.",
-    "menu_text": "Press 1 to be connected.",
-    "checksum_secret_env": "PARK_SECRET",
-    "targets": [{"id": "mayor", "name": "The Mayor", "phone_number": "+14155550199"}],
-}
+#: A spoken campaign whose manual targets are signed with the secret in PARK_SECRET.
+CAMPAIGN: dict[str, Any] = {**SPOKEN, "checksum_secret_env": "PARK_SECRET"}
 
 
 def recipe(number: str, secret: str) -> str:
