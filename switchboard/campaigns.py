@@ -56,6 +56,7 @@ from switchboard.twiml import CallScript, DialTarget
 __all__ = [
     "DEFAULT_LANGUAGE",
     "DEFAULT_SILENCE_LIMIT",
+    "MANUAL_TARGETS_MISCONFIGURED",
     "CallRequest",
     "Campaign",
     "InvalidCampaigns",
@@ -320,6 +321,11 @@ def _number(
 
 # -- checksum secrets ------------------------------------------------------------------------
 
+#: The 422 of a manual target whose campaign names a checksum secret this worker cannot use.
+MANUAL_TARGETS_MISCONFIGURED: Final = (
+    "this campaign's manual targets are misconfigured on the server; the operator's log says why"
+)
+
 SecretLookup = Callable[[str], bytes | None]
 """The bytes of a checksum secret, by the name of its environment variable; None when unset."""
 
@@ -391,8 +397,10 @@ def resolve_call_request(
 
     Raises:
         ValidationFailed: every problem at once, each with the body field it concerns. A manual
-            target is refused unless the campaign names a checksum secret that is set and at
-            least 16 bytes long, and the checksum matches (compared in constant time).
+            target is refused unless the campaign names a checksum secret ("does not accept
+            manual targets") that is set and at least 16 bytes long
+            (:data:`MANUAL_TARGETS_MISCONFIGURED`), and the checksum matches (compared in
+            constant time).
     """
     errors: list[FieldError] = []
     campaign = _pick_campaign(data.get("campaign_id"), campaigns, errors)
@@ -452,15 +460,18 @@ def _pick_target(
     if not isinstance(checksum, str) or not checksum.strip():
         errors.append(FieldError("target_checksum", "required with target_phone_number"))
         return None
-    key = secret(campaign.checksum_secret_env) if campaign.checksum_secret_env else None
-    if key is None:
+    if campaign.checksum_secret_env is None:
         errors.append(FieldError("target_phone_number", "this campaign does not accept manual targets"))  # fmt: skip
         return None
     try:
-        valid = verify_target_checksum(number, checksum, key)
-    except ValueError:  # a secret too short to be safe: treated as not configured
-        errors.append(FieldError("target_phone_number", "this campaign does not accept manual targets"))  # fmt: skip
+        key = checksum_secret(campaign, secret)
+    except ConfigError:
+        # Refused at `clients apply` and at the worker's start, so only a worker whose
+        # environment differs gets here. The caller is told where the fault is (not the
+        # configuration itself); the view logs the reason for the operator.
+        errors.append(FieldError("target_phone_number", MANUAL_TARGETS_MISCONFIGURED))
         return None
+    valid = verify_target_checksum(number, checksum, key)
     if not valid:
         errors.append(FieldError("target_checksum", "does not match target_phone_number"))
         return None

@@ -25,6 +25,8 @@ it must not take the delivery over. The rule, for callbacks only (``Report.from_
   (a callback without any id is refused too: it cannot show it is about this message).
 - A callback of a newer attempt than the delivery's may carry a new id (a retry is a new
   message); one of an older attempt is late news that :func:`apply_report` ignores anyway.
+- A send repeated after a crash (``in_doubt``) is the same attempt with a second message: the
+  callbacks of the copy whose id was recorded first apply; the other copy's are refused.
 
 A refused callback changes nothing (:func:`apply_report` answers the same state and no events);
 the report agent puts it on the rejected topic with the reason. The dispatchers' own reports are

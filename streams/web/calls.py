@@ -85,9 +85,11 @@ from switchboard.calls import (
     parse_target_status,
 )
 from switchboard.campaigns import (
+    MANUAL_TARGETS_MISCONFIGURED,
     CallRequest,
     Campaign,
     InvalidCampaigns,
+    checksum_secret_problems,
     parse_campaigns,
     resolve_call_request,
     secret_from,
@@ -178,9 +180,14 @@ class _CallViews:
     async def create(self, view: View, request: web.Request) -> Response:
         client = authenticate(self.sb, cast(Request, request))
         body, data = await read_json_object(request, MAX_BODY)
+        campaigns, secret = self.campaigns(client), secret_from(os.environ)
         try:
-            call = resolve_call_request(data, self.campaigns(client), secret_from(os.environ))
+            call = resolve_call_request(data, campaigns, secret)
         except ValidationFailed as exc:
+            if any(e.error == MANUAL_TARGETS_MISCONFIGURED for e in exc.errors):
+                campaign = campaigns[data["campaign_id"]]
+                for why in checksum_secret_problems(client.client_id, {campaign.campaign_id: campaign}, secret):  # fmt: skip
+                    log.error("manual target refused: %s", why, extra={"client_id": client.client_id})  # fmt: skip
             return view.json({"errors": exc.as_dicts()}, status=422)
         voice = self.voice(client)
         public = self.public_url()

@@ -19,6 +19,7 @@ import yaml
 from streams.worker import apply_clients_file
 from switchboard.calls import MIN_SECRET_BYTES, verify_target_checksum
 from switchboard.campaigns import (
+    MANUAL_TARGETS_MISCONFIGURED,
     checksum_secret,
     checksum_secret_problems,
     parse_campaigns,
@@ -136,13 +137,16 @@ def test_a_secret_too_short_or_unset_is_named_with_client_campaign_and_reason() 
         checksum_secret(campaigns["plain"], long_enough)
 
 
-def test_a_short_secret_still_refuses_manual_targets_at_request_time() -> None:
-    """What apply now prevents: the refusal a client saw, with no reason."""
+@pytest.mark.parametrize("environ", [{}, {"PARK_SECRET": "short"}])
+def test_a_secret_that_cannot_sign_says_so_at_request_time(environ: dict[str, str]) -> None:
+    """What apply now prevents, should a worker's environment differ: the caller is told the
+    fault is the server's, not that the campaign takes no manual targets."""
     campaigns = parse_campaigns({"park": CAMPAIGN})
     body = {"campaign_id": "park", "member_phone_number": "+14155552671",
             "target_phone_number": NUMBER, "target_checksum": recipe(NUMBER, "short")}  # fmt: skip
-    with pytest.raises(ValidationFailed, match="does not accept manual targets"):
-        resolve_call_request(body, campaigns, secret_from({"PARK_SECRET": "short"}))
+    with pytest.raises(ValidationFailed) as refused:
+        resolve_call_request(body, campaigns, secret_from(environ))
+    assert [e.error for e in refused.value.errors] == [MANUAL_TARGETS_MISCONFIGURED]
 
 
 @pytest.mark.parametrize("value", [None, "short-secret"])
