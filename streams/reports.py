@@ -10,6 +10,9 @@ per-delivery status events, so a recipient's events are in order on the status t
 * A report that does not move its delivery forward (a duplicate, a ``sent`` after
   ``delivered``, anything after a final failure) changes nothing and emits nothing
   (:func:`switchboard.status.supersedes`).
+* A provider's callback about another message than the delivery's (another ``MessageSid``:
+  :func:`switchboard.deliveries.provider_id_conflict`) changes nothing and goes to the rejected
+  topic with the reason.
 * When a delivery becomes final, the session's progress counts it; when every delivery of the
   session is final, one ``completed`` event with the counts per status is emitted.
 * Expiry: a delivery ``sent`` that gets no final report within ``SWITCHBOARD_REPORT_TIMEOUT``
@@ -52,8 +55,8 @@ from streams.checkpoint import get, put, run_checkpointed
 from streams.managers import merge_detail
 from streams.sessions import load_session
 from switchboard import records
-from switchboard.deliveries import apply_report
-from switchboard.errors import MissingState
+from switchboard.deliveries import apply_report, provider_id_conflict
+from switchboard.errors import FieldError, MissingState
 from switchboard.fanout import CHUNK_SIZE
 from switchboard.keys import expire_timer, job_timer
 from switchboard.records import (
@@ -158,7 +161,7 @@ async def _apply(sb: Switchboard, reports: list[Report], offset: int) -> None:
         if report.retry_if_allowed and report.retry_at is None:
             report = _with_retry(report, session.options)
         old = states.get(report.key) or load_delivery(sb, report.key)
-        state, events = apply_report(report, None if report.reopen else old)
+        state, events = await _apply_one(sb, report, old, offset)
         if state is None or state is old:
             continue
         updated = _progress_after(report, old, state, progress)
@@ -206,6 +209,35 @@ def _session_of(sb: Switchboard, session_id: str, what: str) -> SessionState | N
     sb.metrics.missing_state.labels("session").inc()
     raise MissingState(f"{what} for unknown session {session_id} (not in this worker's "
                        "sessions table, which holds its partition)")  # fmt: skip
+
+
+async def _apply_one(
+    sb: Switchboard, report: Report, old: DeliveryState | None, offset: int
+) -> tuple[DeliveryState | None, list[StatusEvent]]:
+    """:func:`apply_report`, except that a callback about another message than the delivery's
+    is put on the rejected topic and answers ``old`` unchanged."""
+    base = None if report.reopen else old
+    conflict = provider_id_conflict(report, base)
+    if conflict is not None:
+        await _reject_report(sb, report, conflict, offset)
+        return old, []
+    return apply_report(report, base)
+
+
+async def _reject_report(sb: Switchboard, report: Report, why: str, offset: int) -> None:
+    """Put a report that must change nothing on the rejected topic, keyed by its delivery. Its
+    id derives from the event's offset, so the same report processed again after a crash is the
+    same rejection. Produced through ``sb.produce``: the checkpoint waits for it like any output."""
+    event = current_event()
+    topic, partition = (
+        (event.message.topic, event.message.partition) if event is not None else ("reports", -1)
+    )
+    sb.metrics.rejections.labels("provider-id").inc()
+    await sb.reject(
+        errors=[FieldError("provider_message_id", why)], topic=topic, partition=partition,
+        offset=offset if event is not None else -1, key=report.key.encode(),
+        value=records.encode(report), headers=[], client_id=report.client_id,
+    )  # fmt: skip
 
 
 async def _publish(sb: Switchboard, report: Report, events: list[StatusEvent]) -> None:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import logging.config
+import os
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -31,6 +32,7 @@ from streams.clients import publish_clients
 from streams.compose import build, table_dir
 from streams.schema_registry import SchemaIds, SchemaRegistry
 from streams.topics import ensure_topics
+from switchboard.campaigns import checksum_secret_problems, parse_campaigns, secret_from
 from switchboard.clients import parse_clients_document
 from switchboard.errors import ConfigError
 from switchboard.kafka.security import check_kafka
@@ -46,7 +48,11 @@ CLEAN_STOP = "clean-stop"
 
 
 def apply_clients_file(settings: Settings, path: Path) -> list[str]:
-    """Validate ``path`` and write every client in it to the clients topic. Returns the ids."""
+    """Validate ``path`` and write every client in it to the clients topic. Returns the ids.
+
+    Beyond the file itself, what it names in the environment is checked: every channel's
+    transport is built (its secrets' variables are set), and every campaign's checksum secret
+    is set and long enough. Raises :class:`ConfigError` listing every problem, writing nothing."""
     try:
         document = yaml.safe_load(path.read_text())
     except (OSError, yaml.YAMLError) as exc:
@@ -69,6 +75,12 @@ def apply_clients_file(settings: Settings, path: Path) -> list[str]:
                 build_transport(channel, config)
             except ConfigError as exc:
                 problems.append(f"clients.{client.client_id}.channels.{channel}: {exc}")
+        # A checksum secret that is unset or too short would refuse every manual target with
+        # only "this campaign does not accept manual targets": refuse it here, with the reason.
+        campaigns = parse_campaigns(client.campaigns)  # parse_client checked them already
+        problems.extend(
+            checksum_secret_problems(client.client_id, campaigns, secret_from(os.environ))
+        )
     if problems:
         raise ConfigError("invalid client configuration:\n  " + "\n  ".join(problems))
     publish_clients(settings, clients.values())

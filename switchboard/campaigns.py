@@ -19,6 +19,13 @@ A client's ``campaigns`` (``clients.<id>.campaigns`` in ``clients.yaml``) maps a
 ``campaigns.save-the-bees.targets[0].phone_number``. Nothing here reads the environment:
 ``checksum_secret_env`` is only a name, resolved by the caller when a manual target arrives.
 
+:func:`checksum_secret` gives the bytes that sign a campaign's manual targets, or a
+:class:`~switchboard.errors.ConfigError` saying why there are none (the variable is unset, or
+its secret is shorter than :data:`~switchboard.calls.MIN_SECRET_BYTES`);
+:func:`checksum_secret_problems` lists those reasons for every campaign of a client, for
+``switchboard clients apply`` and the worker's start, which refuse them: a campaign that names
+a secret it cannot use would refuse every manual target.
+
 :func:`resolve_call_request` reads the body of ``POST /api/call`` against the parsed campaigns
 and returns a :class:`CallRequest` or raises :class:`~switchboard.errors.ValidationFailed` with
 every problem (the field's name and why), ready for a 422.
@@ -38,6 +45,7 @@ from urllib.parse import urlsplit
 import phonenumbers
 
 from switchboard.calls import (
+    MIN_SECRET_BYTES,
     InvalidMemberNumber,
     normalize_member_number,
     verify_target_checksum,
@@ -48,12 +56,17 @@ from switchboard.twiml import CallScript, DialTarget
 __all__ = [
     "DEFAULT_LANGUAGE",
     "DEFAULT_SILENCE_LIMIT",
+    "MANUAL_TARGETS_MISCONFIGURED",
     "CallRequest",
     "Campaign",
     "InvalidCampaigns",
+    "SecretLookup",
     "Target",
+    "checksum_secret",
+    "checksum_secret_problems",
     "parse_campaigns",
     "resolve_call_request",
+    "secret_from",
 ]
 
 DEFAULT_LANGUAGE: Final = "en-US"
@@ -306,10 +319,74 @@ def _number(
         return None
 
 
-# -- POST /api/call --------------------------------------------------------------------------
+# -- checksum secrets ------------------------------------------------------------------------
+
+#: The 422 of a manual target whose campaign names a checksum secret this worker cannot use.
+MANUAL_TARGETS_MISCONFIGURED: Final = (
+    "this campaign's manual targets are misconfigured on the server; the operator's log says why"
+)
 
 SecretLookup = Callable[[str], bytes | None]
 """The bytes of a checksum secret, by the name of its environment variable; None when unset."""
+
+
+def secret_from(environ: Mapping[str, str]) -> SecretLookup:
+    """A :data:`SecretLookup` over ``environ`` (``os.environ`` in the worker and the CLI): the
+    variable's value as UTF-8 bytes, the bytes the checksum's HMAC is keyed with; None when the
+    variable is unset or empty."""
+
+    def lookup(name: str) -> bytes | None:
+        value = environ.get(name)
+        return value.encode() if value else None
+
+    return lookup
+
+
+def checksum_secret(campaign: Campaign, secret: SecretLookup) -> bytes:
+    """The key of ``campaign``'s manual-target checksums.
+
+    Raises:
+        ConfigError: the campaign names no ``checksum_secret_env``, the variable is unset, or it
+            holds fewer than :data:`~switchboard.calls.MIN_SECRET_BYTES` bytes. The message
+            names the variable and says why; it never quotes the secret.
+    """
+    name = campaign.checksum_secret_env
+    if name is None:
+        raise ConfigError("the campaign has no checksum_secret_env: it takes no manual targets")
+    key = secret(name)
+    if key is None:
+        raise ConfigError(
+            f"checksum_secret_env names {name}, which is not set: every manual target would be "
+            "refused"
+        )
+    if len(key) < MIN_SECRET_BYTES:
+        raise ConfigError(
+            f"the secret in {name} is {len(key)} bytes long; a checksum secret needs at least "
+            f"{MIN_SECRET_BYTES} (e.g. `openssl rand -hex 32`), or every manual target is refused"
+        )
+    return key
+
+
+def checksum_secret_problems(
+    client_id: str, campaigns: Mapping[str, Campaign], secret: SecretLookup
+) -> list[str]:
+    """Why each campaign of ``client_id`` that names a ``checksum_secret_env`` cannot use it, as
+    ``clients.<client>.campaigns.<campaign>.checksum_secret_env: <reason>``; empty when all can."""
+    problems = []
+    for campaign_id, campaign in campaigns.items():
+        if campaign.checksum_secret_env is None:
+            continue
+        try:
+            checksum_secret(campaign, secret)
+        except ConfigError as exc:
+            problems.append(
+                f"clients.{client_id}.campaigns.{campaign_id}.checksum_secret_env "
+                f"(client {client_id}, campaign {campaign_id}): {exc}"
+            )
+    return problems
+
+
+# -- POST /api/call --------------------------------------------------------------------------
 
 
 def resolve_call_request(
@@ -320,8 +397,10 @@ def resolve_call_request(
 
     Raises:
         ValidationFailed: every problem at once, each with the body field it concerns. A manual
-            target is refused unless the campaign names a checksum secret that is set and at
-            least 16 bytes long, and the checksum matches (compared in constant time).
+            target is refused unless the campaign names a checksum secret ("does not accept
+            manual targets") that is set and at least 16 bytes long
+            (:data:`MANUAL_TARGETS_MISCONFIGURED`), and the checksum matches (compared in
+            constant time).
     """
     errors: list[FieldError] = []
     campaign = _pick_campaign(data.get("campaign_id"), campaigns, errors)
@@ -381,15 +460,18 @@ def _pick_target(
     if not isinstance(checksum, str) or not checksum.strip():
         errors.append(FieldError("target_checksum", "required with target_phone_number"))
         return None
-    key = secret(campaign.checksum_secret_env) if campaign.checksum_secret_env else None
-    if key is None:
+    if campaign.checksum_secret_env is None:
         errors.append(FieldError("target_phone_number", "this campaign does not accept manual targets"))  # fmt: skip
         return None
     try:
-        valid = verify_target_checksum(number, checksum, key)
-    except ValueError:  # a secret too short to be safe: treated as not configured
-        errors.append(FieldError("target_phone_number", "this campaign does not accept manual targets"))  # fmt: skip
+        key = checksum_secret(campaign, secret)
+    except ConfigError:
+        # Refused at `clients apply` and at the worker's start, so only a worker whose
+        # environment differs gets here. The caller is told where the fault is (not the
+        # configuration itself); the view logs the reason for the operator.
+        errors.append(FieldError("target_phone_number", MANUAL_TARGETS_MISCONFIGURED))
         return None
+    valid = verify_target_checksum(number, checksum, key)
     if not valid:
         errors.append(FieldError("target_checksum", "does not match target_phone_number"))
         return None

@@ -7,6 +7,8 @@
     switchboard kafka start|stop|status  a local single-node Kafka broker from Maven Central jars
     switchboard clients apply FILE       write clients.yaml to the clients topic
     switchboard clients add-key CLIENT   make an API key; print it once, store its digest
+    switchboard calls checksum --client C --campaign X NUMBER
+                                         the target_checksum of a manual call target
     switchboard send ...                 send a message through the Send API
     switchboard status SESSION           a session's state (--watch: a live progress bar)
     switchboard tail [--client ID]       follow the status topic, one line per event
@@ -86,6 +88,21 @@ def _parser() -> argparse.ArgumentParser:
     add_key.add_argument("client")
     add_key.add_argument("--file", type=Path, default=Path("config/clients.yaml"))
     add_key.set_defaults(run=_clients_add_key)
+
+    calls = sub.add_parser("calls", help="the call tool")
+    calls_sub = calls.add_subparsers(metavar="ACTION", required=True)
+    checksum = calls_sub.add_parser(
+        "checksum",
+        help="print the target_checksum of a manual target (POST /api/call) for a campaign",
+        description="Prints the target_checksum POST /api/call accepts with target_phone_number "
+        "NUMBER for the campaign, keyed with the secret in the variable its checksum_secret_env "
+        "names (which must be set here).",
+    )
+    checksum.add_argument("number", help="the target's number, international (+ and country code)")
+    checksum.add_argument("--client", required=True)
+    checksum.add_argument("--campaign", required=True)
+    checksum.add_argument("--file", type=Path, default=Path("config/clients.yaml"))
+    checksum.set_defaults(run=_calls_checksum)
 
     send = sub.add_parser("send", help="send a message through the Send API (or straight to Kafka)")
     whom = send.add_mutually_exclusive_group(required=True)
@@ -283,6 +300,38 @@ def _clients_add_key(args: argparse.Namespace) -> int:
     print(key)
     print(f"# its digest was added to {args.file}; run `switchboard clients apply {args.file}`. "
           "The key is shown only now.", file=sys.stderr)  # fmt: skip
+    return 0
+
+
+def _calls_checksum(args: argparse.Namespace) -> int:
+    """Print the checksum :func:`switchboard.calls.verify_target_checksum` accepts: the worker's
+    own function over the worker's own secret lookup, so the two cannot disagree."""
+    import yaml
+
+    from switchboard.calls import InvalidMemberNumber, target_checksum
+    from switchboard.campaigns import checksum_secret, parse_campaigns, secret_from
+
+    try:
+        document = yaml.safe_load(args.file.read_text())
+    except (OSError, yaml.YAMLError) as exc:
+        raise ConfigError(f"cannot read {args.file}: {exc}") from exc
+    clients = (document or {}).get("clients") if isinstance(document, dict) else None
+    client = clients.get(args.client) if isinstance(clients, dict) else None
+    if not isinstance(client, dict):
+        raise ConfigError(f"{args.file} has no client {args.client!r}")
+    where = f"clients.{args.client}.campaigns"
+    campaign = parse_campaigns(client.get("campaigns"), where).get(args.campaign)
+    if campaign is None:
+        raise ConfigError(f"client {args.client!r} has no campaign {args.campaign!r}")
+    try:
+        key = checksum_secret(campaign, secret_from(os.environ))
+    except ConfigError as exc:
+        raise ConfigError(f"client {args.client}, campaign {args.campaign}: {exc}") from None
+    try:
+        print(target_checksum(args.number, key))
+    except InvalidMemberNumber as exc:
+        print(f"switchboard: {args.number!r}: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 

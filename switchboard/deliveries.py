@@ -10,6 +10,27 @@ A failure with a retry ahead (``retry_at``) is told as ``failed`` but leaves the
 ``scheduled``, waiting for its next attempt, so that attempt's statuses move it on. Such a
 failure ends its attempt even when the attempt was already ``sent`` (a busy call), and a repeat
 of it changes nothing.
+
+A provider's callback names the message it is about (Twilio's ``MessageSid``, or ``CallSid`` for
+a voice broadcast); :func:`provider_id_conflict` decides whether that is this delivery's message.
+Its URL names the delivery and attempt and is signed, but a signed callback of *another* message
+of the same account can still be posted to it (a status callback URL reused, or replayed), and
+it must not take the delivery over. The rule, for callbacks only (``Report.from_callback``):
+
+- A delivery whose attempt has no provider id yet accepts the callback's id. This is a race,
+  not a rare case: Twilio may call back before the dispatcher's ``sent`` report (which carries
+  the id Twilio answered) is applied, and refusing would lose a real ``delivered``. The first id
+  recorded for an attempt is then the one every later callback of that attempt must carry.
+- A delivery that has an id for the callback's attempt accepts only callbacks with that same id
+  (a callback without any id is refused too: it cannot show it is about this message).
+- A callback of a newer attempt than the delivery's may carry a new id (a retry is a new
+  message); one of an older attempt is late news that :func:`apply_report` ignores anyway.
+- A send repeated after a crash (``in_doubt``) is the same attempt with a second message: the
+  callbacks of the copy whose id was recorded first apply; the other copy's are refused.
+
+A refused callback changes nothing (:func:`apply_report` answers the same state and no events);
+the report agent puts it on the rejected topic with the reason. The dispatchers' own reports are
+not checked: their id is the one the provider answered to our request.
 """
 
 from __future__ import annotations
@@ -19,14 +40,18 @@ from datetime import UTC, datetime
 from switchboard.records import DeliveryState, Report
 from switchboard.status import Status, StatusEvent, advances, event_id
 
-__all__ = ["apply_report", "delivery_event_id"]
+__all__ = ["apply_report", "delivery_event_id", "provider_id_conflict"]
 
 
 def apply_report(
     report: Report, state: DeliveryState | None
 ) -> tuple[DeliveryState | None, list[StatusEvent]]:
-    """The delivery's state after ``report``, and the events that tell it (see module docs)."""
+    """The delivery's state after ``report``, and the events that tell it (see module docs).
+
+    A callback that :func:`provider_id_conflict` refuses answers ``state`` itself and no events."""
     events: list[StatusEvent] = []
+    if provider_id_conflict(report, state) is not None:
+        return state, events
     for status in report.statuses:
         resting: Status = (
             "scheduled" if status == "failed" and report.retry_at is not None else status
@@ -58,6 +83,23 @@ def apply_report(
             event_id=delivery_event_id(report, status),
         ))  # fmt: skip
     return state, events
+
+
+def provider_id_conflict(report: Report, state: DeliveryState | None) -> str | None:
+    """Why ``report``, a provider's callback, is not about ``state``'s message; None when it may
+    be applied (always None for a report that is not a callback). See the module docs."""
+    if not report.from_callback or state is None or state.provider_message_id is None:
+        return None
+    if report.attempt != state.attempt:
+        return None  # a newer attempt is a new message; an older one moves nothing
+    if report.provider_message_id == state.provider_message_id:
+        return None
+    # The ids are provider identifiers, not secrets: naming both tells the operator what happened.
+    return (
+        f"a status callback for message {report.provider_message_id or '(none)'} on the callback "
+        f"URL of delivery {report.key} attempt {report.attempt}, whose message is "
+        f"{state.provider_message_id}: nothing changed"
+    )
 
 
 def delivery_event_id(report: Report, status: Status) -> str:

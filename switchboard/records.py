@@ -406,6 +406,9 @@ class Report:
     retry_if_allowed: bool = False
     #: The session's lane (``options.priority``): ``high`` reports have a topic of their own.
     priority: str = "normal"
+    #: Told by a provider's status callback, whose ``provider_message_id`` must then be the
+    #: delivery's own (``switchboard.deliveries.provider_id_conflict``).
+    from_callback: bool = False
 
     @property
     def key(self) -> str:

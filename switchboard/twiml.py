@@ -12,14 +12,24 @@ URLs
 
 Flow (every request is a POST, as Twilio signs the POST parameters)::
 
-    start ─► Gather(1 digit){Play clip} ─► Redirect menu?attempt=1
-    menu?attempt=n (no Digits) ─► Gather(1 digit, 5 s){Play menu clip | Say menu text}
-                                  ─► Redirect menu?attempt=n+1, or Say goodbye + Hangup when n = 3
-    menu?attempt=n with Digits ─► "1": Redirect connect
-                                  "2": Redirect start (hear the message again)
-                                  other: the menu again as attempt n+1 (goodbye after the third)
+    start ─► Gather(1 digit, action menu?attempt=0){Play clip} ─► Redirect menu?attempt=1
+    menu?attempt=n, no Digits   ─► menu n: Gather(1 digit, 5 s, action menu?attempt=n)
+                                   {Play menu clip | Say menu text}
+                                   ─► Redirect menu?attempt=n+1, or Say goodbye + Hangup when n = 3
+    menu?attempt=n with Digits  ─► "1": Redirect connect
+                                   "2": Redirect start (hear the message again)
+                                   other, or empty: menu n+1 (goodbye after the third)
     connect ─► Dial(action=dial-status, timeout){Number sendDigits=extension}
     dial-status with DialCallStatus ─► Hangup after a conversation, else Say sorry + Hangup
+
+``attempt`` counts the menus the member has heard: the clip's gather posts as attempt
+:data:`CLIP_ATTEMPT` (0), so whatever it posts leads to menu 1. A member who presses nothing
+hears exactly :data:`MAX_MENU_ATTEMPTS` menus, then goodbye (as the Champaign call tool does),
+whichever way Twilio ends a silent ``<Gather>``: by going on to the next verb (its default:
+the ``<Redirect>`` to the next menu), or by posting an empty ``Digits`` to the gather's action
+(``actionOnEmptyResult``, or the finish key ``#`` pressed alone). Before, the clip's gather
+posted as attempt 1, so an empty post there counted a menu nobody had heard, and the member
+heard two.
 
 The seed (Champaign) had 1 and 2 the other way round; the contract wins: 1 connects, 2 replays.
 
@@ -54,6 +64,7 @@ from twilio.twiml.voice_response import Dial, Gather, VoiceResponse
 __all__ = [
     "ATTEMPT_PARAM",
     "CALL_PATH_PREFIX",
+    "CLIP_ATTEMPT",
     "DEFAULT_DIAL_TIMEOUT",
     "EXTENSION_PAUSE",
     "MAX_MENU_ATTEMPTS",
@@ -69,6 +80,7 @@ __all__ = [
     "connect_twiml",
     "goodbye_twiml",
     "menu_choice_twiml",
+    "menu_step_twiml",
     "menu_twiml",
     "parse_attempt",
     "start_twiml",
@@ -79,7 +91,10 @@ STEPS: Final[tuple[Step, ...]] = get_args(Step)
 
 CALL_PATH_PREFIX: Final = "/twilio/calls"
 ATTEMPT_PARAM: Final = "attempt"
+#: Menus played without an answer before the call says goodbye and hangs up.
 MAX_MENU_ATTEMPTS: Final = 3
+#: The ``attempt`` the campaign clip's gather posts with: no menu has been heard yet.
+CLIP_ATTEMPT: Final = 0
 #: Seconds the menu waits for a key after it has been played.
 MENU_GATHER_TIMEOUT: Final = 5
 #: Seconds the clip's gather waits after the clip: the menu follows, so no need to linger.
@@ -176,11 +191,12 @@ class DialTarget:
 
 
 def parse_attempt(value: str | None) -> int:
-    """The menu attempt from its query parameter: 1 when missing or not a positive integer, and at
-    most ``MAX_MENU_ATTEMPTS + 1`` (which means "hang up"), so a tampered URL cannot loop or fail."""
+    """The menu attempt from its query parameter: 1 when missing or not a whole number, else
+    between :data:`CLIP_ATTEMPT` (0) and ``MAX_MENU_ATTEMPTS + 1`` (which means "hang up"), so a
+    tampered URL cannot loop or fail."""
     if value is None or not value.isascii() or not value.isdigit():
         return 1
-    return min(max(int(value), 1), MAX_MENU_ATTEMPTS + 1)
+    return min(int(value), MAX_MENU_ATTEMPTS + 1)
 
 
 def _xml(response: VoiceResponse) -> str:
@@ -198,13 +214,16 @@ def _end(response: VoiceResponse, script: CallScript, text: str | None = None) -
 
 
 def start_twiml(call_id: str, base_url: str, script: CallScript) -> str:
-    """The campaign's clip (or message) inside a one-digit gather that posts to the menu, then a
-    redirect to the first menu."""
+    """The campaign's clip (or message) inside a one-digit gather that posts to the menu as
+    attempt :data:`CLIP_ATTEMPT`, then a redirect to the first menu."""
     urls = CallUrls(base_url, call_id)
     response = VoiceResponse()
     if script.sound_clip_url or script.message_text:
         gather = Gather(
-            num_digits=1, action=urls.menu(1), method=_POST, timeout=START_GATHER_TIMEOUT
+            num_digits=1,
+            action=urls.menu(CLIP_ATTEMPT),
+            method=_POST,
+            timeout=START_GATHER_TIMEOUT,
         )
         if script.sound_clip_url:
             gather.play(script.sound_clip_url)
@@ -218,7 +237,8 @@ def start_twiml(call_id: str, base_url: str, script: CallScript) -> str:
 def menu_twiml(call_id: str, base_url: str, script: CallScript, attempt: int = 1) -> str:
     """Menu number ``attempt``: a one-digit gather posting to the menu URL (the choice is then
     handled by :func:`menu_choice_twiml`), then the next attempt, or goodbye after the last one.
-    An ``attempt`` above :data:`MAX_MENU_ATTEMPTS` is goodbye and hang up at once."""
+    An ``attempt`` above :data:`MAX_MENU_ATTEMPTS` is goodbye and hang up at once; one below 1 is
+    the first menu."""
     if attempt > MAX_MENU_ATTEMPTS:
         return goodbye_twiml(script)
     attempt = max(attempt, 1)
@@ -243,8 +263,9 @@ def menu_twiml(call_id: str, base_url: str, script: CallScript, attempt: int = 1
 def menu_choice_twiml(
     digits: str | None, call_id: str, base_url: str, script: CallScript, attempt: int = 1
 ) -> str:
-    """The answer to a key pressed at menu ``attempt``: "1" connects, "2" replays the campaign
-    message, anything else (including no digits) is the menu again, counted as attempt + 1."""
+    """The answer to a key pressed at menu ``attempt`` (:data:`CLIP_ATTEMPT` for the clip): "1"
+    connects, "2" replays the campaign message, anything else (an empty ``Digits`` included:
+    nothing pressed) is the next menu, ``attempt + 1``, or goodbye after the last."""
     urls = CallUrls(base_url, call_id)
     choice = (digits or "").strip()
     if choice == "1":
@@ -255,7 +276,18 @@ def menu_choice_twiml(
         response = VoiceResponse()
         response.redirect(urls.start, method=_POST)
         return _xml(response)
-    return menu_twiml(call_id, base_url, script, max(attempt, 1) + 1)
+    return menu_twiml(call_id, base_url, script, max(attempt, CLIP_ATTEMPT) + 1)
+
+
+def menu_step_twiml(
+    digits: str | None, call_id: str, base_url: str, script: CallScript, attempt: int
+) -> str:
+    """The answer to a request to ``menu?attempt=<attempt>``: without ``Digits`` (a
+    ``<Redirect>``) menu ``attempt`` is played; with ``Digits``, even empty (a gather's action),
+    it is the choice made at that menu (:func:`menu_choice_twiml`)."""
+    if digits is None:
+        return menu_twiml(call_id, base_url, script, attempt)
+    return menu_choice_twiml(digits, call_id, base_url, script, attempt)
 
 
 def connect_twiml(

@@ -85,11 +85,14 @@ from switchboard.calls import (
     parse_target_status,
 )
 from switchboard.campaigns import (
+    MANUAL_TARGETS_MISCONFIGURED,
     CallRequest,
     Campaign,
     InvalidCampaigns,
+    checksum_secret_problems,
     parse_campaigns,
     resolve_call_request,
+    secret_from,
 )
 from switchboard.clients import ClientConfig
 from switchboard.errors import ValidationFailed
@@ -101,8 +104,7 @@ from switchboard.twiml import (
     after_dial_twiml,
     connect_twiml,
     goodbye_twiml,
-    menu_choice_twiml,
-    menu_twiml,
+    menu_step_twiml,
     parse_attempt,
     start_twiml,
 )
@@ -178,9 +180,14 @@ class _CallViews:
     async def create(self, view: View, request: web.Request) -> Response:
         client = authenticate(self.sb, cast(Request, request))
         body, data = await read_json_object(request, MAX_BODY)
+        campaigns, secret = self.campaigns(client), secret_from(os.environ)
         try:
-            call = resolve_call_request(data, self.campaigns(client), _secret)
+            call = resolve_call_request(data, campaigns, secret)
         except ValidationFailed as exc:
+            if any(e.error == MANUAL_TARGETS_MISCONFIGURED for e in exc.errors):
+                campaign = campaigns[data["campaign_id"]]
+                for why in checksum_secret_problems(client.client_id, {campaign.campaign_id: campaign}, secret):  # fmt: skip
+                    log.error("manual target refused: %s", why, extra={"client_id": client.client_id})  # fmt: skip
             return view.json({"errors": exc.as_dicts()}, status=422)
         voice = self.voice(client)
         public = self.public_url()
@@ -296,12 +303,7 @@ class _CallViews:
             xml = start_twiml(call_id, public, script) if campaign else goodbye_twiml(script)
         elif step == "menu":
             attempt = parse_attempt(request.query.get("attempt"))
-            digits = params.get("Digits")
-            xml = (
-                menu_twiml(call_id, public, script, attempt)
-                if digits is None
-                else menu_choice_twiml(digits, call_id, public, script, attempt)
-            )
+            xml = menu_step_twiml(params.get("Digits"), call_id, public, script, attempt)
         elif step == "connect":
             await self.record(Step(call_id, "connect", now, sid), required=False)
             target = DialTarget(record.call.target_number, record.target_extension, record.target_caller_id)  # fmt: skip
@@ -446,11 +448,6 @@ def _auth_token(sb: Switchboard, client: ClientConfig) -> str | None:
     if voice is None:
         return None
     return os.environ.get(voice.options.auth_token_env) or None
-
-
-def _secret(name: str) -> bytes | None:
-    value = os.environ.get(name)
-    return value.encode() if value else None
 
 
 def _known(parse: Callable[[str], object], status: str) -> bool:

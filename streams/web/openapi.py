@@ -13,6 +13,7 @@ from __future__ import annotations
 from typing import Any, Final
 
 from streams.web.common import MAX_TWILIO_BODY
+from streams.web.openapi_twilio import call_schema, twilio_message_paths
 from switchboard.instruction import (
     CHANNELS,
     MAX_AUDIENCE,
@@ -139,7 +140,11 @@ def openapi_document() -> dict[str, Any]:
                     "extras": _optional(
                         {
                             "type": "object",
-                            "description": "template_vars, html, reply_to, headers, ...",
+                            "description": (
+                                "template_vars, html, reply_to, headers, ...; on sms through "
+                                "Twilio: send_as_mms (true: Twilio's SendAsMms, the text "
+                                "delivered as one MMS), media (true: file_url is sent as media)"
+                            ),
                         }
                     ),
                 },
@@ -165,13 +170,27 @@ def openapi_document() -> dict[str, Any]:
                         ),
                         "scheduledTimestamp": _optional({"type": "string", "format": "date-time"}),
                         "retries": _optional(
-                            {"type": "integer", "minimum": 0, "maximum": MAX_RETRIES, "default": 0}
+                            {
+                                "type": "integer",
+                                "minimum": 0,
+                                "maximum": MAX_RETRIES,
+                                "default": 0,
+                                "description": (
+                                    f"Attempts after the first, 0 to {MAX_RETRIES}, made only "
+                                    "after a retryable failure (a timeout, a 5xx, a busy or "
+                                    "unanswered call); a permanent failure is final at once."
+                                ),
+                            }
                         ),
                         "retryIntervalMinutes": _optional(
                             {
                                 "type": ["string", "number"],
                                 "default": "60",
-                                "description": "Minutes before each retry: a comma list, or one number (each above 0, at most 10080)",
+                                "description": (
+                                    "Minutes before each retry: a comma list, or one number; "
+                                    "each above 0 and at most 10080 (7 days). The n-th retry "
+                                    "waits the n-th interval, and the last one repeats."
+                                ),
                                 "examples": ["60,180,600"],
                             }
                         ),
@@ -280,6 +299,7 @@ def openapi_document() -> dict[str, Any]:
                 "Recipient": recipient,
                 "Delivery": delivery,
                 "Session": session,
+                "Call": call_schema(),
                 "Errors": {
                     "type": "object",
                     "required": ["errors"],
@@ -609,7 +629,11 @@ def openapi_document() -> dict[str, Any]:
                     "responses": {
                         "200": {
                             "description": "The call.",
-                            "content": {"application/json": {"schema": {"type": "object"}}},
+                            "content": {
+                                "application/json": {
+                                    "schema": {"$ref": "#/components/schemas/Call"}
+                                }
+                            },
                         },
                         "401": _errors_response("Missing or unknown API key."),
                         "404": _errors_response("No such call for this client."),
@@ -671,6 +695,7 @@ def openapi_document() -> dict[str, Any]:
                     },
                 }
             },
+            **twilio_message_paths(),
             "/healthz": {
                 "get": {
                     "summary": "Liveness: the worker runs and knows its clients",

@@ -7,7 +7,9 @@
     ``MessageStatus`` becomes a report on the reports topic, where the report agent that owns
     the delivery applies it, on whichever worker that is: callbacks arriving out of order, twice,
     or before the send itself is recorded change nothing they should not (a final state is never
-    downgraded). The callback is answered 200 only once the broker has its report: 503 (Twilio
+    downgraded), and a callback whose ``MessageSid`` is not the delivery's changes nothing and goes
+    to the rejected topic (``switchboard/deliveries.py``, ``provider_id_conflict``, says why the
+    first callback may still set the id). The callback is answered 200 only once the broker has its report: 503 (Twilio
     retries) when Kafka does not confirm it within ``SWITCHBOARD_PRODUCE_TIMEOUT``, and while the
     worker is starting and does not know its clients yet. A callback that names no delivery
     Switchboard knows is answered 200 once it is recorded on the rejected topic, never crashed on.
@@ -156,6 +158,7 @@ async def _status_callback(sb: Switchboard, view: View, request: web.Request) ->
             provider_message_id=params.get("MessageSid") or None, error_code=error_code,
             error=f"Twilio error {error_code}" if error_code else None, occurred_at=time.time(),
             detail=_callback_detail(params, twilio_status), priority=_lane(request),
+            from_callback=True,
         )))  # fmt: skip
         if refused is not None:
             return refused
@@ -197,7 +200,7 @@ async def _call_status(sb: Switchboard, view: View, request: web.Request, params
             provider_message_id=params.get("CallSid") or None, error_code=error_code,
             error=_CALL_ERRORS.get(call_status) or (f"Twilio error {error_code}" if error_code else None),
             occurred_at=time.time(), retryable=retryable, retry_if_allowed=retryable, detail=detail,
-            priority=_lane(request),
+            priority=_lane(request), from_callback=True,
         )))  # fmt: skip
         if refused is not None:
             return refused

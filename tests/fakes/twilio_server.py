@@ -214,13 +214,17 @@ class CallPlan:
     unanswered (``busy``, ``no-answer``, ``failed``, ``canceled``). ``keys``: the key pressed at
     each ``<Gather>`` in order, the campaign clip's included; ``None`` (or running out of keys)
     presses nothing. ``dial``: the ``DialCallStatus`` of every ``<Dial>``. ``delay``: seconds
-    between the create's answer and the first callback.
+    between the create's answer and the first callback. ``empty_result``: a ``<Gather>`` where
+    no key is pressed posts an empty ``Digits`` to its action, as Twilio does with
+    ``actionOnEmptyResult`` (and when ``#`` is pressed alone), instead of going on to the next
+    verb (Twilio's default).
     """
 
     member: MemberOutcome = "in-progress"
     keys: tuple[str | None, ...] = ()
     dial: str = "completed"
     delay: float = 0.05
+    empty_result: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -788,6 +792,8 @@ class FakeTwilioServer:
                 key = next(keys, None)
                 if key is not None:  # no key: Twilio goes on with the next verb
                     return urljoin(url, verb.get("action") or url), method, {"Digits": key}
+                if plan.empty_result:
+                    return urljoin(url, verb.get("action") or url), method, {"Digits": ""}
             elif verb.tag == "Redirect":
                 return urljoin(url, (verb.text or "").strip()), method, {}
             elif verb.tag == "Dial":

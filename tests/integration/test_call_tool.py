@@ -13,6 +13,8 @@ Every test uses member numbers of its own, so it finds its requests among the fa
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import secrets
 import time
 import urllib.parse
@@ -293,6 +295,23 @@ def test_member_who_never_presses_a_key_hears_three_menus_then_goodbye(
     assert not any(change == "connected" for _, change in changes(events))
 
 
+def test_a_silent_member_hears_three_menus_when_twilio_posts_empty_results(
+    worker: Worker, keys: Keys, twilio: BackgroundServer[FakeTwilioServer]
+) -> None:
+    """Issue 14, part 5: a gather that times out may post an empty ``Digits`` to its action
+    (``actionOnEmptyResult``, or ``#`` alone). The clip's gather did so as if a menu had been
+    heard, and the member heard the menu twice, not three times."""
+    member = member_number()
+    twilio.call(twilio.fake.plan_call, CallPlan(keys=(), empty_result=True), to=member)
+    placed(worker, keys.acme, member)
+
+    drive = drive_of(twilio, member)
+    assert drive.steps == ["start", "menu?attempt=0 Digits=", "menu?attempt=1 Digits=",
+                           "menu?attempt=2 Digits=", "menu?attempt=3 Digits="]  # fmt: skip
+    assert drive.played == [SOUND, MENU, MENU, MENU]
+    assert drive.said == ["Goodbye."] and drive.hung_up and drive.dials == []
+
+
 def test_target_who_does_not_answer(
     worker: Worker, keys: Keys, twilio: BackgroundServer[FakeTwilioServer], statuses: TopicReader
 ) -> None:
@@ -342,7 +361,7 @@ def test_spoken_menu_and_the_channels_caller_id(
 
     assert create_request(twilio, member).get("From") == SENDER
     drive = drive_of(twilio, member)
-    assert drive.steps == ["start", "menu?attempt=1 Digits=1", "connect", "dial-status"], "1 during the clip connects"  # fmt: skip
+    assert drive.steps == ["start", "menu?attempt=0 Digits=1", "connect", "dial-status"], "1 during the clip connects"  # fmt: skip
     assert drive.dials[0]["number"] == TARGET and drive.dials[0]["sendDigits"] is None
 
 
@@ -439,6 +458,23 @@ def test_manual_target_with_a_valid_checksum_is_dialled(
     drive = drive_of(twilio, member)
     assert [d["number"] for d in drive.dials] == [MANUAL_TARGET]
     assert drive.dials[0]["sendDigits"] is None and drive.dials[0]["callerId"] is None
+    document = state_when(worker, keys.acme, call_id, lambda d: d["member"]["final"], "done")
+    assert document["target_id"] is None and document["target_number"] == MANUAL_TARGET
+
+
+def test_manual_target_with_the_readme_s_recipe_is_dialled(
+    worker: Worker, keys: Keys, twilio: BackgroundServer[FakeTwilioServer]
+) -> None:
+    """Issue 14, part 5: the checksum computed from the README's words alone (HMAC-SHA256 keyed
+    with the secret's UTF-8 bytes, over the context, a zero byte and the E.164 number; the first
+    32 hex digits) is accepted."""
+    member = member_number()
+    twilio.call(twilio.fake.plan_call, CallPlan(keys=CONNECTS), to=member)
+    message = b"switchboard/call-target/v1\x00" + MANUAL_TARGET.encode()
+    checksum = hmac.new(SECRET.encode(), message, hashlib.sha256).hexdigest()[:32]
+    call_id = placed(worker, keys.acme, member, target_id=None,
+                     target_phone_number=MANUAL_TARGET, target_checksum=checksum)  # fmt: skip
+    assert [d["number"] for d in drive_of(twilio, member).dials] == [MANUAL_TARGET]
     document = state_when(worker, keys.acme, call_id, lambda d: d["member"]["final"], "done")
     assert document["target_id"] is None and document["target_number"] == MANUAL_TARGET
 

@@ -174,6 +174,42 @@ def test_a_forged_callback_is_refused_and_changes_nothing(
     assert worker.session(session_id, keys.acme).body["recipients"][0]["status"] == "sent"
 
 
+def test_a_signed_callback_for_another_message_changes_nothing_and_is_rejected(
+    worker: Worker, kafka: Any, keys: Keys, statuses: TopicReader,
+    twilio: BackgroundServer[FakeTwilioServer],
+) -> None:  # fmt: skip
+    """Issue 14, part 5: a correctly signed callback on a delivery's own URL, with another
+    ``MessageSid``, neither replaces the delivery's id nor moves its status."""
+    rejected = rejection_reader(kafka.bootstrap_servers, worker.topic("rejected"))
+    try:
+        address = number()
+        session_id = send(worker, keys.acme, [address])
+        [sid] = sid_of(twilio, address)
+        statuses.wait(lambda e: e["recipient"] == address and e["status"] == "sent")
+        url = twilio.records("requests", lambda r: r.get("To") == address)[0].get("StatusCallback")
+        other = "SM" + secrets.token_hex(16)
+        params = {"MessageSid": other, "MessageStatus": "undelivered", "ErrorCode": "30005",
+                  "To": address, "AccountSid": TEST_ACCOUNT_SID}  # fmt: skip
+        signed = {
+            "X-Twilio-Signature": twilio.fake.signature(url, params),
+            "Content-Type": "application/x-www-form-urlencoded",
+        }
+        assert http("POST", url, raw=urlencode(params).encode(), headers=signed).status == 200
+        [record] = rejected.wait(lambda r: other in r["errors"][0]["error"])
+        assert record["errors"][0]["field"] == "provider_message_id"
+        assert sid in record["errors"][0]["error"] and record["client_id"] == "acme"
+        [recipient] = worker.session(session_id, keys.acme).body["recipients"]
+        assert (recipient["status"], recipient["provider_message_id"]) == ("sent", sid)
+        # The delivery's own message still moves it on.
+        assert callback(twilio, sid, "delivered") == 200
+        completed(statuses, session_id)
+        assert statuses_of(statuses, address) == ["accepted", "sent", "delivered"]
+        [recipient] = worker.session(session_id, keys.acme).body["recipients"]
+        assert (recipient["status"], recipient["provider_message_id"]) == ("delivered", sid)
+    finally:
+        rejected.close()
+
+
 def test_a_callback_for_an_unknown_message_is_answered_and_recorded(
     worker: Worker, kafka: Any, twilio: BackgroundServer[FakeTwilioServer]
 ) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from switchboard.deliveries import apply_report
+from switchboard.deliveries import apply_report, provider_id_conflict
 from switchboard.records import DeliveryState, Report
 
 
@@ -84,3 +84,51 @@ def test_a_window_holding_a_delivery_again_is_a_new_change() -> None:
     state, first = apply_report(held, None)
     _, second = apply_report(again, state)
     assert first[0].event_id != second[0].event_id
+
+
+# -- a callback about another message (issue 14, part 5) ------------------------------------
+
+
+def callback(status: Any, sid: str | None, attempt: int = 1) -> Report:
+    return report(status, attempt, provider_message_id=sid, from_callback=True)
+
+
+def test_a_callback_with_another_message_id_changes_nothing() -> None:
+    state, _ = walk(report("accepted"), report("sent", provider_message_id="SM1"))
+    for other in (
+        callback("delivered", "SM2"),
+        callback("failed", "SM2"),
+        callback("delivered", None),
+    ):
+        assert provider_id_conflict(other, state) is not None
+        again, events = apply_report(other, state)
+        assert again is state and events == [], "neither the id nor the status is replaced"
+    assert state is not None and (state.status, state.provider_message_id) == ("sent", "SM1")
+    assert "SM2" in (provider_id_conflict(callback("delivered", "SM2"), state) or "")
+
+
+def test_a_callback_with_the_delivery_s_own_id_moves_it_on() -> None:
+    state, told = walk(report("accepted"), report("sent", provider_message_id="SM1"),
+                       callback("delivered", "SM1"))  # fmt: skip
+    assert told[-1] == ["delivered"]
+    assert state is not None and (state.status, state.provider_message_id) == ("delivered", "SM1")
+
+
+def test_a_callback_before_the_sent_report_gives_the_delivery_its_id() -> None:
+    """The race: Twilio's callback is applied before the dispatcher's ``sent``. Its id is taken,
+    and from then on it is the one every callback of the attempt must carry."""
+    state, told = walk(report("accepted"), callback("delivered", "SM1"))
+    assert told[-1] == ["delivered"]
+    assert state is not None and state.provider_message_id == "SM1"
+    assert provider_id_conflict(callback("delivered", "SM1"), state) is None
+    assert provider_id_conflict(callback("undelivered", "SM9"), state) is not None
+    late, events = apply_report(report("sent", provider_message_id="SM1"), state)
+    assert late is state and events == [], "the dispatcher's late sent changes nothing"
+
+
+def test_a_newer_attempt_may_carry_a_new_id_and_reports_of_ours_are_not_checked() -> None:
+    busy = report("failed", error_code="busy", retry_at=1_800_000_060.0, provider_message_id="CA1")
+    state, _ = walk(report("accepted"), report("sent", provider_message_id="CA1"), busy)
+    assert provider_id_conflict(callback("sent", "CA2", attempt=2), state) is None
+    assert provider_id_conflict(report("sent", 1, provider_message_id="SM9"), state) is None
+    assert provider_id_conflict(callback("sent", "SM9"), None) is None

@@ -118,3 +118,53 @@ def test_openapi_strings_are_as_strict_as_validation_about_empty_values() -> Non
     assert instruction["client_id"]["anyOf"][0]["minLength"] == 1
     [header] = document["paths"]["/v1/messages"]["post"]["parameters"]
     assert header["schema"]["minLength"] == 1 and header["schema"]["pattern"] == r"\S"
+
+
+def test_openapi_documents_every_public_route() -> None:
+    """Issue 14, part 5: Twilio's message endpoints were missing. Every route a view registers is
+    an operation of the document, except the workers' internal ones."""
+    source = "\n".join(p.read_text() for p in (ROOT / "streams" / "web").glob("*.py"))
+    routes = set(re.findall(r'@app\.page\("([^"]+)"', source))
+    internal = {r for r in routes if r.startswith("/internal/")}
+    assert {"/twilio/messages/status", "/twilio/messages/inbound"} <= routes
+    assert routes - internal == set(openapi_document()["paths"])
+
+
+def test_openapi_call_schema_is_the_shape_of_get_v1_calls() -> None:
+    from datetime import UTC, datetime, timedelta
+
+    import jsonschema
+
+    from switchboard import calls
+
+    at = datetime(2026, 12, 5, 12, 0, tzinfo=UTC)
+    call = calls.new_call("7b7d0c56-8f8e-4c55-9d54-1f2f8b0a4e11", "park", "+14155550123",
+                          "+14155550199", at, target_id="mayor")  # fmt: skip
+    fresh = calls.combined_state(call)
+    call = calls.record_call_sid(call, "CA" + "0" * 32)
+    call = calls.record_member_status(call, "initiated", at, provider_sequence=0)
+    call = calls.start(call, at + timedelta(seconds=5)).call
+    call = calls.connect(call, at + timedelta(seconds=20)).call
+    call = calls.record_target_status(call, "completed", at + timedelta(minutes=2), dial_call_sid="CA1")  # fmt: skip
+    call = calls.record_member_status(call, "completed", at + timedelta(minutes=3), provider_sequence=3)  # fmt: skip
+    failed = calls.creation_failed(calls.new_call("c", "park", "+1", "+1", at), at, "21211").call
+    document = openapi_document()
+    schema = {**document["components"]["schemas"]["Call"], "components": document["components"]}
+    for state in (fresh, calls.combined_state(call), calls.combined_state(failed)):
+        jsonschema.validate(state, schema)
+        assert set(state) == set(schema["properties"]) == set(schema["required"])
+
+
+def test_readme_documents_every_campaign_option_and_the_twilio_options() -> None:
+    """Issue 14, part 5: options that worked but were documented nowhere."""
+    from switchboard.campaigns import _CAMPAIGN_KEYS
+    from switchboard.validation import MAX_RETRIES
+
+    readme = (ROOT / "README.md").read_text()
+    section = readme[readme.index("## The call tool") : readme.index("## Scaling out")]
+    table = re.findall(r"^\| `([a-z_]+)`(?: or `([a-z_]+)`)? \|", section, re.M)
+    assert {name for row in table for name in row if name} == set(_CAMPAIGN_KEYS)
+    for needle in ("`api_base`", "SendAsMms", "lookups.twilio.com/v2/PhoneNumbers",
+                   "/twilio/messages/inbound", "IncomingPhoneNumbers", "`To` number",
+                   f"from 0 (the default) to {MAX_RETRIES}", "at most 10,080 (7 days)"):  # fmt: skip
+        assert needle in readme, needle

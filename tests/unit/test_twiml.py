@@ -8,6 +8,7 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 
 from switchboard.twiml import (
+    CLIP_ATTEMPT,
     MAX_MENU_ATTEMPTS,
     MENU_GATHER_TIMEOUT,
     STEPS,
@@ -19,6 +20,7 @@ from switchboard.twiml import (
     connect_twiml,
     goodbye_twiml,
     menu_choice_twiml,
+    menu_step_twiml,
     menu_twiml,
     parse_attempt,
     start_twiml,
@@ -87,7 +89,7 @@ def test_bad_urls_are_refused(base: str, call_id: str) -> None:
 
 @pytest.mark.parametrize(
     ("value", "attempt"),
-    [(None, 1), ("", 1), ("1", 1), ("2", 2), ("3", 3), ("4", 4), ("99", 4), ("0", 1),
+    [(None, 1), ("", 1), ("1", 1), ("2", 2), ("3", 3), ("4", 4), ("99", 4), ("0", 0),
      ("-2", 1), ("x", 1), ("²", 1), ("٣", 1)],
 )  # fmt: skip
 def test_parse_attempt_never_fails(value: str | None, attempt: int) -> None:
@@ -102,7 +104,7 @@ def test_start_plays_the_clip_inside_a_gather_then_redirects_to_the_menu() -> No
     assert tags(root) == ["Gather", "Redirect"]
     gather, redirect = root
     assert gather.attrib == {
-        "action": menu_url(1),
+        "action": menu_url(CLIP_ATTEMPT),
         "method": "POST",
         "numDigits": "1",
         "timeout": "1",
@@ -185,6 +187,68 @@ def test_three_silent_menus_in_a_row_end_the_call() -> None:
             break
         url = urlsplit(redirect.text or "")
     assert seen == [1, 2, 3]
+
+
+def drive_silent_call(script: CallScript, *, empty_result: bool) -> tuple[list[str], list[str]]:
+    """Follow the TwiML of a member who never presses a key, as Twilio does: a ``<Gather>`` that
+    times out goes on to the next verb, or (``empty_result``: ``actionOnEmptyResult``, or ``#``
+    pressed alone) posts an empty ``Digits`` to its action. Each menu request is answered as the
+    ``/menu`` view did before :func:`menu_step_twiml` existed. Returns what was played or said,
+    and the steps requested."""
+    heard: list[str] = []
+    steps: list[str] = []
+    root = parse(start_twiml(CALL, BASE, script))
+    for _ in range(20):
+        follow: tuple[str, str | None] | None = None
+        for verb in root:
+            if verb.tag in ("Play", "Say"):
+                heard.append(verb.text or "")
+            elif verb.tag == "Gather":
+                heard.extend(child.text or "" for child in verb)
+                if empty_result:
+                    follow = (verb.attrib["action"], "")
+                    break
+            elif verb.tag == "Redirect":
+                follow = (verb.text or "", None)
+                break
+            elif verb.tag == "Hangup":
+                return heard, steps
+        assert follow is not None, "a document that ends without hanging up"
+        url, digits = follow
+        steps.append(url.removeprefix(PREFIX + "/") + ("" if digits is None else " Digits="))
+        attempt = parse_attempt(parse_qs(urlsplit(url).query)["attempt"][0])
+        root = parse(
+            menu_twiml(CALL, BASE, script, attempt)
+            if digits is None
+            else menu_choice_twiml(digits, CALL, BASE, script, attempt)
+        )
+    raise AssertionError("a loop")
+
+
+@pytest.mark.parametrize("empty_result", [False, True])
+@pytest.mark.parametrize("script", [SCRIPT, SPOKEN, CallScript(message_text="Hi."), CallScript()])
+def test_a_member_who_presses_nothing_hears_three_menus_then_goodbye(
+    script: CallScript, empty_result: bool
+) -> None:
+    """Issue 14, part 5: with Twilio posting empty results, the clip's silent gather counted as
+    a menu, and the member heard two."""
+    heard, steps = drive_silent_call(script, empty_result=empty_result)
+    menu = script.menu_clip_url or script.menu_text
+    assert heard.count(menu) == MAX_MENU_ATTEMPTS == 3, steps
+    assert heard[-1] == script.goodbye_text
+
+
+def test_a_menu_request_without_digits_plays_the_menu_and_with_digits_is_a_choice() -> None:
+    assert menu_step_twiml(None, CALL, BASE, SCRIPT, 2) == menu_twiml(CALL, BASE, SCRIPT, 2)
+    for digits in ("", "1", "2", "9"):
+        assert menu_step_twiml(digits, CALL, BASE, SCRIPT, 2) == menu_choice_twiml(
+            digits, CALL, BASE, SCRIPT, 2
+        )
+
+
+def test_a_wrong_key_during_the_clip_leads_to_the_first_menu() -> None:
+    root = parse(menu_choice_twiml("9", CALL, BASE, SCRIPT, CLIP_ATTEMPT))
+    assert root[0].attrib["action"] == menu_url(1)
 
 
 # -- menu choices ----------------------------------------------------------------------------
