@@ -51,13 +51,13 @@ from streams.checkpoint import put
 from streams.guard import hand_off, quarantine
 from streams.inflight import run_overlapped
 from streams.retention import purge_sends
-from switchboard import optout, records
+from switchboard import optout, records, unsubscribe
 from switchboard.errors import ConfigError
 from switchboard.fanout import dispatch_key
 from switchboard.keys import batch_part_row, batch_row, fence_row, job_timer, send_row
 from switchboard.records import DispatchJob, Fence, JobBatch, PurgeSends, Report
 from switchboard.retry import next_attempt_of_session
-from switchboard.windows import delivery_release
+from switchboard.windows import NoCommonOpening, delivery_release
 from transports.base import OutboundMessage, SendResult
 from transports.errors import RetryableError, TransportError, Withdrawn
 
@@ -67,6 +67,8 @@ log = logging.getLogger(__name__)
 
 
 def register(sb: Switchboard) -> None:
+    if sb.settings.public_url is not None and sb.settings.unsubscribe_links is None:
+        log.warning("bulk email goes without List-Unsubscribe: SWITCHBOARD_UNSUBSCRIBE_SECRET is not set")  # fmt: skip
     for channel, topic in sb.topics.dispatch.items():
         if channel in sb.settings.paused:
             log.warning(
@@ -234,10 +236,13 @@ async def _window_allows(sb: Switchboard, job: DispatchJob) -> bool:
     if client is None or job.channel not in client.time_windows:
         return True
     now = time.time()
-    if delivery_release(client, job.channel, datetime.fromtimestamp(now, UTC), recipient_tz=job.timezone,
-                        address=job.address) is None:  # fmt: skip
-        return True
-    await dispatch_or_defer(sb, job, now)  # defers it: the window is closed
+    try:
+        if delivery_release(client, job.channel, datetime.fromtimestamp(now, UTC), recipient_tz=job.timezone,
+                            address=job.address) is None:  # fmt: skip
+            return True
+    except NoCommonOpening:
+        pass  # dispatch_or_defer reports it rejected
+    await dispatch_or_defer(sb, job, now)  # defers it (the window is closed), or rejects it
     return False
 
 
@@ -267,10 +272,12 @@ async def _outcome(
                          detail=extra)  # fmt: skip
         return report, None
     status = "suppressed" if failure.suppressed else "failed"
-    if failure.suppressed and job.channel == "sms":
-        # The provider knows the recipient opted out (Twilio 21610): remember it here too.
+    if failure.suppressed and job.channel in optout.PHONE_CHANNELS:
+        # The provider knows the recipient opted out (Twilio 21610): remember it here too, for
+        # every channel that reaches the number (the client's ``optout_channels``).
         await sb.optouts.put(
-            optout.key(job.client_id, job.address), optout_record("provider", failure.code)
+            optout.key(job.client_id, job.address),
+            optout_record("provider", failure.code, job.channel),
         )
         client = sb.clients.get(job.client_id)
         if client is not None:
@@ -450,6 +457,7 @@ async def _send(
         status_callback=_status_callback(sb, job),
         last_check=partial(_last_check, sb, job),
         urgent=job.priority == "high",
+        unsubscribe_url=_unsubscribe_url(sb, job),
     )
     try:
         message, detail = await sb.managers.before_send(job, client, message)
@@ -492,12 +500,31 @@ def _cancelled(sb: Switchboard, session_id: str) -> bool:
 
 
 def _withdrawn(sb: Switchboard, job: DispatchJob) -> Withdrawn | None:
-    """Why ``job`` must not be sent any more, if it must not."""
+    """Why ``job`` must not be sent any more, if it must not.
+
+    An opt-out of the job's address withholds it on every channel :func:`optout.applies` to:
+    a number's on sms, voice and whatsapp unless the client's ``optout_channels`` narrows it, an
+    email address's unsubscribe on its bulk (not transactional) email."""
     if _cancelled(sb, job.session_id):
         return Withdrawn("the session was cancelled", status="cancelled", code="cancelled")
-    if job.channel == "sms" and sb.optouts.get(optout.key(job.client_id, job.address)) is not None:
-        return Withdrawn("the recipient opted out", status="suppressed", code="opted-out")
+    client = sb.clients.get(job.client_id)
+    scope = client.optout_channels if client is not None else optout.DEFAULT_CHANNELS
+    if (
+        optout.applies(job.channel, scope, transactional=job.transactional)
+        and sb.optouts.get(optout.key(job.client_id, job.address)) is not None
+    ):
+        what = "unsubscribed from bulk email" if job.channel == "email" else "opted out"
+        return Withdrawn(f"the recipient {what}", status="suppressed", code="opted-out")
     return None
+
+
+def _unsubscribe_url(sb: Switchboard, job: DispatchJob) -> str | None:
+    """The one-click unsubscribe URL a bulk email carries (``switchboard/unsubscribe.py``)."""
+    links = sb.settings.unsubscribe_links
+    if job.channel != "email" or job.transactional or links is None:
+        return None
+    public_url, secret = links
+    return unsubscribe.link(public_url, secret, job.client_id, optout.normalize(job.address))
 
 
 async def _last_check(sb: Switchboard, job: DispatchJob) -> None:
@@ -518,8 +545,13 @@ def _status_callback(sb: Switchboard, job: DispatchJob) -> str | None:
     return f"{sb.settings.public_url.rstrip('/')}/twilio/messages/status?{query}"
 
 
-def optout_record(source: str, detail: str | None) -> bytes:
-    return json.dumps({"at": time.time(), "source": source, "detail": detail}).encode()
+def optout_record(source: str, detail: str | None, channel: str | None = None) -> bytes:
+    """An opt-out row: when, how (``keyword``, ``provider``, ``unsubscribe``) and on which
+    channel it came; its scope is decided at each send (``_withdrawn``), not here."""
+    body = {"at": time.time(), "source": source, "detail": detail}
+    if channel is not None:
+        body["channel"] = channel
+    return json.dumps(body).encode()
 
 
 def _retryable(message: str, code: str) -> TransportError:

@@ -59,7 +59,7 @@ class Metrics:
             ["provider", "status"], registry=r)  # fmt: skip
         self.optouts = Counter(
             "switchboard_optouts_total",
-            "Opt-outs and opt-ins by SMS keyword.",
+            "Opt-outs and opt-ins by SMS keyword (opt-out, opt-in), and email unsubscribes (unsubscribe).",
             ["kind"],
             registry=r,
         )

@@ -91,7 +91,7 @@ from switchboard.records import (
     Trigger,
 )
 from switchboard.status import FINAL, Status, StatusEvent, event_id
-from switchboard.windows import delivery_release
+from switchboard.windows import NoCommonOpening, delivery_release
 
 __all__ = [
     "dispatch_or_defer",
@@ -380,9 +380,9 @@ async def _fan_out(sb: Switchboard, state: SessionState, cmd: FanOut) -> None:
 async def _route(
     sb: Switchboard, plan: SessionStartPlan, items: list[DispatchJob | Report], now: float
 ) -> tuple[dict[tuple[str, float], list[int]], dict[tuple[str, bytes], list[DispatchJob]]]:
-    """Each delivery of a chunk told ``accepted`` and routed: reported (refused, scrubbed),
-    batched for dispatch by channel and dispatch key, or held by its window (by channel and
-    window opening)."""
+    """Each delivery of a chunk told ``accepted`` and routed: reported (refused, scrubbed, or
+    ``rejected`` when its window is never open in all its zones at once), batched for dispatch by
+    channel and dispatch key, or held by its window (by channel and window opening)."""
     accepted_at = datetime.fromtimestamp(now, UTC)
     held: dict[tuple[str, float], list[int]] = {}  # (channel, window opening) -> indexes
     batches: dict[tuple[str, bytes], list[DispatchJob]] = {}  # (channel, dispatch key) -> jobs
@@ -401,6 +401,11 @@ async def _route(
                 detail={"service_manager": scrub.manager}, priority=item.priority,
             ))  # fmt: skip
         else:
+            try:
+                release = _window_release(sb, item, now)
+            except NoCommonOpening as exc:
+                await _report_no_window(sb, item, exc, now)
+                continue
             # Straight to the status topic: enqueued on this worker's producer before the job,
             # so it precedes every later event of the delivery on the (same) status partition.
             await sb.publish_status(StatusEvent(
@@ -409,7 +414,6 @@ async def _route(
                 detail=plan.detail.get(item.channel) or {},
                 event_id=event_id(item.key, item.attempt, "accepted"),
             ))  # fmt: skip
-            release = _window_release(sb, item, now)
             if release is None:
                 key = (item.channel, dispatch_key(item.session_id, item.index))
                 batches.setdefault(key, []).append(item)
@@ -491,7 +495,8 @@ async def _backlogged(sb: Switchboard, state: SessionState) -> bool:
 
 
 def _window_release(sb: Switchboard, job: DispatchJob, now: float) -> datetime | None:
-    """When ``job``'s channel window opens, if it is closed now (None: send now)."""
+    """When ``job``'s channel window opens in every zone of its recipient, if it is closed now
+    (None: send now). Raises :class:`NoCommonOpening` when it never is open in all at once."""
     client = sb.clients.get(job.client_id)
     if client is None:
         return None
@@ -509,12 +514,29 @@ async def _report_deferred(
     ))  # fmt: skip
 
 
+async def _report_no_window(
+    sb: Switchboard, job: DispatchJob, exc: NoCommonOpening, now: float
+) -> None:
+    """The delivery can never be sent inside its window in every zone its number may be in:
+    ``rejected`` (code ``no-common-window``), rather than sent outside it or held forever."""
+    await sb.report(Report(
+        session_id=job.session_id, client_id=job.client_id, channel=job.channel, index=job.index,
+        address=job.address, status="rejected", attempt=job.attempt, occurred_at=now,
+        error=str(exc), error_code="no-common-window", priority=job.priority,
+    ))  # fmt: skip
+
+
 async def dispatch_or_defer(sb: Switchboard, job: DispatchJob, now: float) -> bool:
     """Dispatch ``job`` now, or, outside its channel's time window, report it ``deferred`` and
     set a timer that dispatches it when the window opens. Returns whether it was dispatched.
     For one delivery (a retry, a resend, a job the dispatcher found outside its window); a
-    fan-out holds a whole chunk with one timer (:class:`~switchboard.records.Release`)."""
-    release = _window_release(sb, job, now)
+    fan-out holds a whole chunk with one timer (:class:`~switchboard.records.Release`). A job
+    whose window is never open in all its recipient's zones at once is reported ``rejected``."""
+    try:
+        release = _window_release(sb, job, now)
+    except NoCommonOpening as exc:
+        await _report_no_window(sb, job, exc, now)
+        return False
     if release is None:
         await sb.dispatch(job)
         return True

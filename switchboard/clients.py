@@ -23,6 +23,7 @@ from typing import Any, Final, cast
 from switchboard.campaigns import InvalidCampaigns, parse_campaigns
 from switchboard.errors import ConfigError, FieldError
 from switchboard.instruction import CHANNELS, Channel
+from switchboard.optout import DEFAULT_CHANNELS, PHONE_CHANNELS
 from switchboard.quota import DEFAULT_LIMIT, RateLimit
 from switchboard.zones import is_zone_name
 
@@ -104,6 +105,9 @@ class ClientConfig:
     campaigns: Mapping[str, Any] = field(default_factory=dict)
     #: Send API requests per second and burst, per worker (``rate_limit: {per_second, burst}``).
     rate_limit: RateLimit = DEFAULT_LIMIT
+    #: The phone channels on which a number's opt-out (STOP, a provider's "unsubscribed") holds:
+    #: every channel that reaches the number unless narrowed (``optout_channels``; sms always).
+    optout_channels: frozenset[str] = DEFAULT_CHANNELS
 
     def accepts_key(self, key: str) -> bool:
         """Whether ``key`` is one of this client's API keys (constant-time per digest)."""
@@ -132,6 +136,8 @@ class ClientConfig:
             out["help_text"] = self.help_text
         if self.campaigns:
             out["campaigns"] = dict(self.campaigns)
+        if self.optout_channels != DEFAULT_CHANNELS:
+            out["optout_channels"] = sorted(self.optout_channels)
         if self.rate_limit != DEFAULT_LIMIT:
             out["rate_limit"] = {
                 "per_second": self.rate_limit.per_second,
@@ -142,7 +148,8 @@ class ClientConfig:
 
 _KNOWN_KEYS: Final = frozenset(
     {"api_keys", "webhook_secret", "default_channels", "channels", "time_windows", "timezone",
-     "service_managers", "help_text", "campaigns", "rate_limit", "previous_webhook_secret"}
+     "service_managers", "help_text", "campaigns", "rate_limit", "previous_webhook_secret",
+     "optout_channels"}
 )  # fmt: skip
 
 
@@ -190,6 +197,7 @@ def parse_client(client_id: str, data: Any) -> ClientConfig:
     if help_text is not None and not isinstance(help_text, str):
         errors.append(FieldError(f"{p}.help_text", "must be a string"))
     rate_limit = _rate_limit(data.get("rate_limit"), f"{p}.rate_limit", errors)
+    optout_channels = _optout_channels(data.get("optout_channels"), f"{p}.optout_channels", errors)
     campaigns = data.get("campaigns", {})
     if not isinstance(campaigns, Mapping):
         errors.append(FieldError(f"{p}.campaigns", "must be a mapping of campaign id to campaign"))
@@ -216,6 +224,7 @@ def parse_client(client_id: str, data: Any) -> ClientConfig:
         help_text=help_text,
         campaigns=dict(campaigns),
         rate_limit=rate_limit,
+        optout_channels=optout_channels,
     )
 
 
@@ -309,6 +318,23 @@ def _rate_limit(raw: Any, where: str, errors: list[FieldError]) -> RateLimit:
         errors.append(FieldError(f"{where}.burst", problem))
         return DEFAULT_LIMIT
     return RateLimit(float(per_second), burst)
+
+
+def _optout_channels(raw: Any, where: str, errors: list[FieldError]) -> frozenset[str]:
+    """``optout_channels``: a list of phone channels that includes sms (an SMS STOP must stop at
+    least SMS: carriers require it, and would block the sends anyway)."""
+    if raw is None:
+        return DEFAULT_CHANNELS
+    names = _string_list(raw, where, errors)
+    unknown = [name for name in names if name not in PHONE_CHANNELS]
+    if unknown:
+        errors.append(FieldError(where, f"unknown phone channel(s) {', '.join(map(repr, unknown))}; "
+                                        f"use {', '.join(PHONE_CHANNELS)}"))  # fmt: skip
+        return DEFAULT_CHANNELS
+    if isinstance(raw, list) and "sms" not in names:
+        errors.append(FieldError(where, "must include sms: a number's STOP always stops its SMS"))
+        return DEFAULT_CHANNELS
+    return frozenset(names)
 
 
 def _secret(data: Mapping[str, Any], key: str, where: str, errors: list[FieldError]) -> str | None:

@@ -79,6 +79,7 @@ def plan_chunk(
         k: session.options[k] for k in RETRY_OPTIONS if k in session.options
     }
     extras = {k: v for k, v in (transport.get("extras") or {}).items() if k != "template_vars"}
+    transactional = session.options.get("transactional") is True
     for offset, recipient in enumerate(recipients):
         index = chunk * size + offset
         variables = template_variables(transport, recipient)
@@ -116,6 +117,7 @@ def plan_chunk(
                 timezone=recipient.get("timezone"),
                 priority=priority,
                 retry_options=retry_options,
+                transactional=transactional,
             )
 
 

@@ -120,6 +120,9 @@ class Options:
     retry_intervals_minutes: tuple[float, ...] = (60.0,)
     webhook_url: str | None = None
     priority: Priority = "normal"
+    #: A message the recipient asked for (a receipt, a password reset): an email goes without
+    #: ``List-Unsubscribe``, and an email unsubscribe does not withhold it.
+    transactional: bool = False
 
     def to_contract(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -133,6 +136,8 @@ class Options:
             out["webhookUrl"] = self.webhook_url
         if self.priority != "normal":  # absent means normal, as in every record before the lanes
             out["priority"] = self.priority
+        if self.transactional:  # absent means bulk, as in every record before it
+            out["transactional"] = True
         return out
 
 

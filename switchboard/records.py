@@ -370,6 +370,9 @@ class DispatchJob:
     #: The session's retry options (``retries``, ``retryIntervalMinutes``): a job is sent by
     #: whichever worker owns its chunk's partition, which need not hold the session.
     retry_options: dict[str, Any] = field(default_factory=dict)
+    #: ``options.transactional``: an email without a ``List-Unsubscribe``, which an email
+    #: unsubscribe does not withhold (absent, as in every job before it: bulk).
+    transactional: bool = False
 
     @property
     def key(self) -> str:

@@ -114,7 +114,15 @@ class Settings:
         default=None,
         metadata=_s(
             "SWITCHBOARD_PUBLIC_URL",
-            "The public base URL providers call back (Twilio status callbacks and call steps); Twilio's signatures are checked against it, so it must be the same on every worker.",
+            "The public base URL providers call back (Twilio status callbacks and call steps); Twilio's signatures are checked against it, so it must be the same on every worker. Also the base of bulk email's one-click unsubscribe links (with SWITCHBOARD_UNSUBSCRIBE_SECRET).",
+        ),
+    )
+    unsubscribe_secret: Secret | None = field(
+        default=None,
+        repr=False,
+        metadata=_s(
+            "SWITCHBOARD_UNSUBSCRIBE_SECRET",
+            "The key (at least 16 characters, random; the same on every worker) that signs bulk email's `List-Unsubscribe` links. With SWITCHBOARD_PUBLIC_URL set, every email not sent with `options.transactional` carries a one-click unsubscribe (RFC 8058); without either, none does. Changing it revokes the links already sent. Never printed or logged.",
         ),
     )
     schema_registry_url: str | None = field(
@@ -426,8 +434,8 @@ class Settings:
             raise ConfigError("invalid settings:\n  " + "\n  ".join(problems))
 
     def _security_problems(self) -> list[str]:
-        """What is inconsistent in the Kafka and Schema Registry security settings. Never shows
-        a credential: only variable names, protocols and file paths."""
+        """What is inconsistent in the Kafka, Schema Registry and unsubscribe-link security
+        settings. Never shows a credential: only variable names, protocols and file paths."""
         problems = []
         protocol = self.kafka_security_protocol
         if protocol in SASL_PROTOCOLS and not self.kafka_sasl_username:
@@ -453,6 +461,13 @@ class Settings:
             problems.append(
                 "SWITCHBOARD_KAFKA_SSL_CERT_FILE and SWITCHBOARD_KAFKA_SSL_KEY_FILE go together (mutual TLS)"
             )
+        if self.unsubscribe_secret is not None:
+            from switchboard.unsubscribe import MIN_SECRET_BYTES
+
+            if len(self.unsubscribe_secret.reveal().encode()) < MIN_SECRET_BYTES:
+                problems.append(  # the value is not shown
+                    f"SWITCHBOARD_UNSUBSCRIBE_SECRET must be at least {MIN_SECRET_BYTES} characters"
+                )
         if self.schema_registry_ca_file is not None and not self.schema_registry_ca_file.is_file():
             problems.append(f"SCHEMA_REGISTRY_CA_FILE: no such file {self.schema_registry_ca_file}")
         user_info = self.schema_registry_user_info
@@ -477,6 +492,13 @@ class Settings:
         if not isinstance(parsed, dict) or not all(isinstance(v, dict) for v in parsed.values()):
             raise ValueError('must be a JSON object of objects: {"<manager>": {<options>}}')
         return parsed
+
+    @property
+    def unsubscribe_links(self) -> tuple[str, str] | None:
+        """``(public base URL, secret)`` when bulk email carries one-click unsubscribe links."""
+        if self.public_url is None or self.unsubscribe_secret is None:
+            return None
+        return self.public_url, self.unsubscribe_secret.reveal()
 
     @property
     def paused(self) -> frozenset[str]:

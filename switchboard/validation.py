@@ -62,7 +62,15 @@ __all__ = [
 _TOP: Final = frozenset({"client_id", "idempotency_key", "transport", "audience", "options"})
 _TRANSPORT: Final = frozenset({"type", "subject", "message", "fileUrl", "extras"})
 _OPTIONS: Final = frozenset(
-    {"trigger", "scheduledTimestamp", "retries", "retryIntervalMinutes", "webhookUrl", "priority"}
+    {
+        "trigger",
+        "scheduledTimestamp",
+        "retries",
+        "retryIntervalMinutes",
+        "webhookUrl",
+        "priority",
+        "transactional",
+    }
 )
 _PROFILE: Final = frozenset({*NORMALIZERS, "name", "timezone", "locale", "vars"})
 MAX_RETRIES: Final = 20
@@ -601,6 +609,15 @@ class _Validator:
             return "normal"
         return cast(Priority, value)
 
+    def flag(self, value: Any, path: str) -> bool:
+        """An optional boolean (``null`` or absent: false)."""
+        if value is None:
+            return False
+        if not isinstance(value, bool):
+            self.err(path, "must be true or false")
+            return False
+        return value
+
     def options(self, data: Any) -> Options | None:
         if data is None:
             return Options()
@@ -643,9 +660,10 @@ class _Validator:
             except AddressError as exc:
                 self.err("options.webhookUrl", str(exc))
         priority = self.priority(data.get("priority"))
+        transactional = self.flag(data.get("transactional"), "options.transactional")
         if len(self.errors) > before:
             return None
-        return Options(trigger, scheduled_at, retries, intervals, webhook, priority)
+        return Options(trigger, scheduled_at, retries, intervals, webhook, priority, transactional)
 
     def timestamp(self, value: Any) -> datetime | None:
         if value is None:

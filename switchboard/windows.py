@@ -60,14 +60,27 @@ Guarantees and failure modes
   tz data cannot produce (it would take a window inside a DST gap three weeks in a row).
 - ``OverflowError``: ``at`` within two weeks of :data:`datetime.min` / :data:`datetime.max`.
 
-:func:`recipient_zone` picks the zone a ``recipient`` window is read in (documented there).
+:func:`recipient_zones` picks the zones a ``recipient`` window is read in (documented there).
+
+Several zones
+=============
+
+A number may be in several zones (a Russian mobile: eleven offsets from Kaliningrad to
+Kamchatka; an Australian one: Perth to Lord Howe). A delivery is sent only at an instant when
+the window is open in **every** zone the number may be in (:func:`common_opening`), so it never
+lands outside the window wherever the recipient is. The release of a held delivery is the first
+such instant. When the window is never open in all of them at once (a window of three hours for
+a number spanning ten), there is no such instant: :func:`delivery_release` raises
+:class:`NoCommonOpening` and the delivery is ``rejected`` (code ``no-common-window``) rather than
+sent outside the window somewhere or held forever. A recipient profile's ``timezone`` names one
+zone and avoids the question.
 """
 
 from __future__ import annotations
 
 import functools
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Final
 from zoneinfo import ZoneInfo
@@ -78,7 +91,15 @@ from phonenumbers.timezone import time_zones_for_number
 from switchboard.clients import ClientConfig, TimeWindow
 from switchboard.zones import is_zone_name
 
-__all__ = ["delivery_release", "is_open", "next_opening", "recipient_zone", "release_time"]
+__all__ = [
+    "NoCommonOpening",
+    "common_opening",
+    "delivery_release",
+    "is_open",
+    "next_opening",
+    "recipient_zones",
+    "release_time",
+]
 
 _DAYS: Final = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")  # index == date.weekday()
 _MINUTES_PER_DAY: Final = 24 * 60
@@ -142,33 +163,71 @@ def release_time(window: TimeWindow | None, at: datetime, zone: ZoneInfo) -> dat
     return None if opening == _utc(at) else opening
 
 
-def recipient_zone(
+class NoCommonOpening(ValueError):
+    """The window is never open in all of a delivery's candidate zones at once (within the
+    search horizon of two weeks, which covers every weekly window); the message says which."""
+
+
+def recipient_zones(
     window_zone: str, recipient_tz: str | None, phone: str | None, client_tz: str
-) -> ZoneInfo:
-    """The zone a window is read in.
+) -> tuple[ZoneInfo, ...]:
+    """The zones a window is read in: the delivery may be sent only when it is open in all.
 
     A fixed ``window_zone`` (an IANA name) is that zone. ``"recipient"`` is, in order:
 
     1. the recipient profile's ``timezone``, when it is a zone this machine knows;
-    2. the zone implied by ``phone`` (E.164), from ``phonenumbers``' prefix data. Its
-       ``Etc/Unknown`` answer and names this machine's tz database lacks are ignored. When the
-       number maps to several zones (a UK mobile: Guernsey, Isle of Man, Jersey, London; a
-       Russian mobile: sixteen zones), the client's own zone wins if it is one of them (a
-       client's recipients mostly live where it does), else the first in sorted order, so the
-       answer never depends on the library's list order;
+    2. every zone ``phone`` (E.164) may be in, from ``phonenumbers``' prefix data, in sorted
+       order. Its ``Etc/Unknown`` answer and names this machine's tz database lacks are ignored.
+       A UK mobile is Guernsey, Isle of Man, Jersey and London (one offset); a Russian mobile
+       is sixteen zones, and the window must be open in each (the module docs);
     3. the client's ``timezone``.
 
     Raises :class:`zoneinfo.ZoneInfoNotFoundError` (a ``KeyError``) or ``ValueError`` when the
     fixed ``window_zone`` or ``client_tz`` (validated configuration) is not a zone.
     """
     if window_zone != "recipient":
-        return ZoneInfo(window_zone)
+        return (ZoneInfo(window_zone),)
     if recipient_tz is not None and is_zone_name(recipient_tz):
-        return ZoneInfo(recipient_tz)
+        return (ZoneInfo(recipient_tz),)
     candidates = _phone_zones(phone)
     if candidates:
-        return ZoneInfo(client_tz if client_tz in candidates else min(candidates))
-    return ZoneInfo(client_tz)
+        return tuple(ZoneInfo(name) for name in sorted(candidates))
+    return (ZoneInfo(client_tz),)
+
+
+def common_opening(window: TimeWindow, at: datetime, zones: Sequence[ZoneInfo]) -> datetime | None:
+    """The earliest instant at or after ``at`` when ``window`` is open in every one of ``zones``
+    (``at`` itself, in UTC, when it is open in all now); ``None`` when no instant within two
+    weeks is (the windows of the zones never overlap). Always an aware UTC datetime.
+
+    Each step moves to the latest of the zones' next openings: before it, the zone that opens
+    last is closed throughout, so no instant is skipped; the step is exact when every zone is
+    open there. The instants stepped to are openings of some zone, so the loop ends within the
+    horizon. Raises as :func:`next_opening` does (``ValueError`` for a naive ``at``).
+    """
+    if not zones:
+        raise ValueError("a window read in no zone at all")
+    start = _utc(at)
+    # Chunks of 500 recipients are planned with one `now`: their zone sets repeat, and a set
+    # whose windows never overlap costs hundreds of steps, so the answer is cached.
+    keys = tuple(zone.key for zone in zones)
+    return _common_opening(tuple(window.days), window.start, window.end, keys, start)
+
+
+@functools.lru_cache(maxsize=4096)
+def _common_opening(
+    days: tuple[str, ...], start: str, end: str, zones: tuple[str, ...], at: datetime
+) -> datetime | None:
+    window = TimeWindow(days, start, end, "UTC")
+    infos = [ZoneInfo(name) for name in zones]
+    horizon = at + timedelta(days=_LOOK_AHEAD_DAYS)
+    instant = at
+    while instant <= horizon:
+        latest = max(next_opening(window, instant, zone) for zone in infos)
+        if latest == instant:
+            return instant
+        instant = latest
+    return None
 
 
 def delivery_release(
@@ -180,18 +239,31 @@ def delivery_release(
     address: str | None,
 ) -> datetime | None:
     """When a delivery on ``client``'s ``channel`` to ``address`` may be sent: ``None`` when it
-    may be sent at ``at`` (no window, or the window is open), else the window's next opening.
+    may be sent at ``at`` (no window, or the window is open in every zone), else the first
+    instant the window is open in every zone.
 
-    The zone is the window's, or for ``timezone: recipient`` the recipient's, else the one the
-    phone number implies (``address`` when the channel's addresses are phone numbers), else the
-    client's.
+    The zones are :func:`recipient_zones`: the window's, or for ``timezone: recipient`` the
+    recipient's, else every zone the phone number may be in (``address`` when the channel's
+    addresses are phone numbers), else the client's.
+
+    Raises:
+        NoCommonOpening: the number's zones are never all inside the window at once.
     """
     window = client.time_windows.get(channel)  # type: ignore[call-overload]
     if window is None:
         return None
     phone = address if channel in ("sms", "voice", "whatsapp") else None
-    zone = recipient_zone(window.timezone, recipient_tz, phone, client.timezone)
-    return release_time(window, at, zone)
+    zones = recipient_zones(window.timezone, recipient_tz, phone, client.timezone)
+    if len(zones) == 1:
+        return release_time(window, at, zones[0])
+    opening = common_opening(window, at, zones)
+    if opening is None:
+        raise NoCommonOpening(
+            f"the {channel} window {window.start}-{window.end} ({','.join(window.days)}) is never "
+            f"open in all of the number's {len(zones)} time zones at once "
+            f"({', '.join(zone.key for zone in zones)}); give the recipient's timezone in its profile"
+        )
+    return None if opening == _utc(at) else opening
 
 
 def _phone_zones(phone: str | None) -> frozenset[str]:

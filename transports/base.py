@@ -49,6 +49,10 @@ class OutboundMessage:
     #: A high-priority message (``options.priority: high``): it goes ahead of the others in its
     #: sender's rate-limit queue.
     urgent: bool = False
+    #: Bulk email's one-click unsubscribe URL (``switchboard/unsubscribe.py``): the email
+    #: transport sends it as ``List-Unsubscribe`` with ``List-Unsubscribe-Post``. ``None`` for a
+    #: transactional message, any other channel, or a deployment without the settings.
+    unsubscribe_url: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

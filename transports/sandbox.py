@@ -69,6 +69,8 @@ class SandboxTransport:
             "attempt": message.attempt,
             "at": time.time(),
         }
+        if message.unsubscribe_url:  # bulk email: what its List-Unsubscribe header would be
+            record["unsubscribe_url"] = message.unsubscribe_url
         self.sent.append(record)
         if self.outbox is not None:
             line = json.dumps(record, ensure_ascii=False) + "\n"

@@ -14,7 +14,12 @@ Channel options (``channels.email`` of a client)::
 
 A message has a plain-text part (``transport.message``), an HTML alternative when
 ``extras.html`` is given, ``Reply-To`` from ``extras.reply_to``, extra headers from
-``extras.headers``, and ``fileUrl`` as a link after the text.
+``extras.headers``, and ``fileUrl`` as a link after the text. Bulk email (not
+``options.transactional``) carries ``List-Unsubscribe`` and ``List-Unsubscribe-Post:
+List-Unsubscribe=One-Click`` (RFC 8058) when the dispatcher gives it an unsubscribe URL,
+unless the client set its own ``List-Unsubscribe`` in ``extras.headers``: the client's then wins
+and Switchboard adds neither header (a message with two would leave the mail client to pick one;
+a client with its own unsubscribe system keeps it working).
 
 Errors: 4xx replies, timeouts and dropped connections are retryable; 5xx replies are permanent.
 The relay's 250 for the message is reported as ``delivered`` (SMTP tells no more), with the
@@ -29,11 +34,13 @@ import os
 import re
 from collections.abc import Mapping
 from email.message import EmailMessage
+from email.policy import Policy
 from email.utils import formatdate, make_msgid, parseaddr
 from typing import Any, Final, TypeVar
 
 import aiosmtplib
 
+from switchboard import unsubscribe
 from switchboard.errors import ConfigError
 from transports.base import OutboundMessage, SendResult, final_check
 from transports.errors import PermanentError, RetryableError, TransportError
@@ -63,11 +70,18 @@ def build_email(message: OutboundMessage, sender: str) -> EmailMessage:
     if isinstance(reply_to, str) and reply_to:
         email["Reply-To"] = reply_to
     headers = message.extras.get("headers")
+    own = isinstance(headers, Mapping) and any(
+        isinstance(name, str) and name.lower() == "list-unsubscribe" for name in headers
+    )
+    ours = (
+        unsubscribe.headers(message.unsubscribe_url) if message.unsubscribe_url and not own else {}
+    )
+    reserved = _RESERVED_HEADERS | {name.lower() for name in ours}
     if isinstance(headers, Mapping):
         for name, value in headers.items():
             if (
                 not (isinstance(name, str) and _HEADER_NAME.fullmatch(name))
-                or name.lower() in _RESERVED_HEADERS
+                or name.lower() in reserved
             ):
                 raise PermanentError(f"extras.headers: {name!r} cannot be set", code="bad-header")
             if not isinstance(value, str) or "\r" in value or "\n" in value:
@@ -75,6 +89,8 @@ def build_email(message: OutboundMessage, sender: str) -> EmailMessage:
                     f"extras.headers.{name}: must be one line of text", code="bad-header"
                 )
             email[name] = value
+    for name, value in ours.items():
+        email[name] = _OneLine(name, value)
     text = message.body or ""
     if message.file_url:
         text = f"{text}\n\n{message.file_url}\n" if text else message.file_url
@@ -83,6 +99,26 @@ def build_email(message: OutboundMessage, sender: str) -> EmailMessage:
     if isinstance(html, str) and html:
         email.add_alternative(html, subtype="html")
     return email
+
+
+class _OneLine(str):
+    """A header sent on one line as given, never folded.
+
+    The email package folds a header longer than 78 characters at its spaces, and a value with
+    none (a URL) it turns into RFC 2047 encoded words, which no mail client reads as a
+    ``List-Unsubscribe`` URL. The policy hands a header value that has a ``name`` to its own
+    ``fold``; this one writes the line whole. RFC 5322 allows 998 characters a line, and an
+    unsubscribe line is well within it (a token is a few hundred characters)."""
+
+    name: str
+
+    def __new__(cls, name: str, value: str) -> _OneLine:
+        line = super().__new__(cls, value)
+        line.name = name
+        return line
+
+    def fold(self, *, policy: Policy) -> str:
+        return f"{self.name}: {self}{policy.linesep}"
 
 
 class SmtpTransport:

@@ -206,6 +206,18 @@ def openapi_document() -> dict[str, Any]:
                                 "their sender's rate limit, so they never wait behind a campaign."
                             ),
                         },
+                        "transactional": {
+                            "type": ["boolean", "null"],
+                            "default": False,
+                            "description": (
+                                "true for a message the recipient asked for (a receipt, a password "
+                                "reset): its email carries no List-Unsubscribe header, and an email "
+                                "unsubscribe does not withhold it. false (default): bulk, with a "
+                                "one-click unsubscribe (RFC 8058) when the deployment has "
+                                "SWITCHBOARD_PUBLIC_URL and SWITCHBOARD_UNSUBSCRIBE_SECRET. A "
+                                "number's opt-out (STOP) applies either way."
+                            ),
+                        },
                     },
                 }
             ),
@@ -696,6 +708,88 @@ def openapi_document() -> dict[str, Any]:
                 }
             },
             **twilio_message_paths(),
+            "/v1/unsubscribe": {
+                "parameters": [
+                    {
+                        "name": "t",
+                        "in": "query",
+                        "required": True,
+                        "description": "The signed token of a bulk email's List-Unsubscribe link.",
+                        "schema": {
+                            "type": "string",
+                            "maxLength": 2048,
+                            "pattern": "^[A-Za-z0-9_-]+[.][A-Za-z0-9_-]+$",
+                        },
+                    }
+                ],
+                "get": {
+                    "summary": "The confirmation page of an email unsubscribe link (changes nothing: mail scanners fetch links)",
+                    "responses": {
+                        "200": {
+                            "description": "A page whose button POSTs the one-click form.",
+                            "content": {"text/html": {"schema": {"type": "string"}}},
+                        },
+                        "400": _errors_response(
+                            "The request line cannot be read (over 8 kB, or not HTTP)."
+                        ),
+                        "403": _text_response("Not a link this deployment signed."),
+                        "404": _text_response(
+                            "Unsubscribe links are not enabled (SWITCHBOARD_PUBLIC_URL or SWITCHBOARD_UNSUBSCRIBE_SECRET unset)."
+                        ),
+                    },
+                },
+                "post": {
+                    "summary": "One-click unsubscribe (RFC 8058): the address stops getting the client's bulk email",
+                    "description": (
+                        "Recorded on the opt-out topic before the 200: a later non-transactional "
+                        "email to the address is `suppressed` with code `opted-out`."
+                    ),
+                    "requestBody": {
+                        "required": True,
+                        "content": {
+                            media: {
+                                "schema": {
+                                    "type": "object",
+                                    "required": ["List-Unsubscribe"],
+                                    "properties": {
+                                        "List-Unsubscribe": {
+                                            "type": "string",
+                                            "enum": ["One-Click"],
+                                        }
+                                    },
+                                }
+                            }
+                            for media in (
+                                "application/x-www-form-urlencoded",
+                                "multipart/form-data",
+                            )
+                        },
+                    },
+                    "responses": {
+                        "200": {
+                            "description": "Unsubscribed (durably recorded).",
+                            "content": {"text/html": {"schema": {"type": "string"}}},
+                        },
+                        "400": {
+                            "description": (
+                                "The form is unreadable or has no List-Unsubscribe=One-Click "
+                                "(text), or the request line cannot be read (JSON errors)."
+                            ),
+                            "content": {
+                                "text/plain": {"schema": {"type": "string"}},
+                                "application/json": {"schema": {"type": "object"}},
+                            },
+                        },
+                        "403": _text_response(
+                            "Not a link this deployment signed; nothing is recorded."
+                        ),
+                        "404": _text_response("Unsubscribe links are not enabled."),
+                        "413": _text_response("The body is larger than 4 kB."),
+                        "415": _text_response("The body is not a form."),
+                        "503": _text_response("Kafka did not confirm the record: retry."),
+                    },
+                },
+            },
             "/healthz": {
                 "get": {
                     "summary": "Liveness: the worker runs and knows its clients",

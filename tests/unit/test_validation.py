@@ -933,3 +933,14 @@ def test_the_recipients_after_an_invalid_one_are_checked_in_steps() -> None:
         seen.extend(chunks)
     assert seen == [[]] * 10, "nothing to store after an invalid recipient, but pauses"
     assert [e.field for e in info.value.errors] == ["audience[0]", "audience[1000].phone"]
+
+
+def test_transactional_is_a_boolean_left_out_of_the_contract_when_false() -> None:
+    assert ok(body()).options.transactional is False
+    assert "transactional" not in ok(body()).options.to_contract()
+    assert ok(body(options={"transactional": None})).options.transactional is False
+    options = ok(body(options={"transactional": True})).options
+    assert options.transactional is True and options.to_contract()["transactional"] is True
+    assert errors(body(options={"transactional": "yes"})) == [
+        ("options.transactional", "must be true or false")
+    ]

@@ -20,8 +20,16 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from switchboard.clients import TimeWindow
-from switchboard.windows import is_open, next_opening, recipient_zone, release_time
+from switchboard.clients import ClientConfig, TimeWindow, parse_client
+from switchboard.windows import (
+    NoCommonOpening,
+    common_opening,
+    delivery_release,
+    is_open,
+    next_opening,
+    recipient_zones,
+    release_time,
+)
 
 DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 ALL_DAYS = DAYS
@@ -444,53 +452,183 @@ def test_a_window_without_days_never_opens() -> None:
         release_time(window, utc(2025, 6, 9, 12), ZoneInfo("UTC"))
 
 
-# --- recipient_zone -------------------------------------------------------------------------------
+# --- recipient_zones -------------------------------------------------------------------------------
+
+
+def zone_of(window_zone: str, recipient_tz: str | None, phone: str | None, client_tz: str) -> str:
+    """The one zone ``recipient_zones`` answers (the test fails when there are several)."""
+    [zone] = recipient_zones(window_zone, recipient_tz, phone, client_tz)
+    return zone.key
 
 
 def test_a_fixed_zone_is_used_as_is() -> None:
-    zone = recipient_zone("Asia/Tokyo", "Europe/Paris", "+14155550100", "UTC")
-    assert zone.key == "Asia/Tokyo"
+    assert zone_of("Asia/Tokyo", "Europe/Paris", "+14155550100", "UTC") == "Asia/Tokyo"
 
 
 def test_recipient_zone_prefers_the_profile_then_the_phone_then_the_client() -> None:
-    assert recipient_zone("recipient", "Europe/Paris", "+14155550100", "UTC").key == "Europe/Paris"
-    assert recipient_zone("recipient", None, "+14155550100", "UTC").key == "America/Los_Angeles"
-    assert recipient_zone("recipient", None, "+9779812345678", "UTC").key in {
+    assert zone_of("recipient", "Europe/Paris", "+14155550100", "UTC") == "Europe/Paris"
+    assert zone_of("recipient", None, "+14155550100", "UTC") == "America/Los_Angeles"
+    assert zone_of("recipient", None, "+9779812345678", "UTC") in {
         "Asia/Kathmandu",
         "Asia/Katmandu",  # phonenumbers still answers the old name; tzdata keeps it as a link
     }
-    assert recipient_zone("recipient", None, None, "Europe/Berlin").key == "Europe/Berlin"
+    assert zone_of("recipient", None, None, "Europe/Berlin") == "Europe/Berlin"
     # An unknown profile zone is skipped rather than failing the delivery.
-    assert recipient_zone("recipient", "Mars/Olympus", "+14155550100", "UTC").key == (
-        "America/Los_Angeles"
-    )
+    assert zone_of("recipient", "Mars/Olympus", "+14155550100", "UTC") == ("America/Los_Angeles")
 
 
 def test_a_phone_without_a_zone_falls_back_to_the_client() -> None:
     # 555-01xx numbers are fictional: phonenumbers answers Etc/Unknown for them.
-    assert recipient_zone("recipient", None, "+15555550100", "Asia/Tokyo").key == "Asia/Tokyo"
-    assert recipient_zone("recipient", None, "not a number", "Asia/Tokyo").key == "Asia/Tokyo"
-    assert recipient_zone("recipient", None, "+80012345678", "Asia/Tokyo").key == "Asia/Tokyo"
+    assert zone_of("recipient", None, "+15555550100", "Asia/Tokyo") == "Asia/Tokyo"
+    assert zone_of("recipient", None, "not a number", "Asia/Tokyo") == "Asia/Tokyo"
+    assert zone_of("recipient", None, "+80012345678", "Asia/Tokyo") == "Asia/Tokyo"
 
 
-def test_a_phone_with_several_zones_picks_deterministically() -> None:
-    # A UK mobile maps to Guernsey, Isle of Man, Jersey and London.
-    assert recipient_zone("recipient", None, "+447911123456", "UTC").key == "Europe/Guernsey"
-    assert recipient_zone("recipient", None, "+447911123456", "Europe/London").key == (
-        "Europe/London"
-    )
-    # A Moscow mobile maps to sixteen zones: the client's when it is one of them.
-    assert recipient_zone("recipient", None, "+79161234567", "Europe/Moscow").key == (
-        "Europe/Moscow"
-    )
-    assert recipient_zone("recipient", None, "+79161234567", "UTC").key == "Asia/Almaty"
+def test_a_phone_with_several_zones_gives_every_zone_in_sorted_order() -> None:
+    # A UK mobile maps to Guernsey, Isle of Man, Jersey and London, whatever the client's zone.
+    uk = ["Europe/Guernsey", "Europe/Isle_of_Man", "Europe/Jersey", "Europe/London"]
+    for client_zone in ("UTC", "Europe/London"):
+        assert [
+            z.key for z in recipient_zones("recipient", None, "+447911123456", client_zone)
+        ] == uk
+    # A Moscow mobile maps to sixteen zones, from Kaliningrad's offset to Kamchatka's: all of
+    # them count (a message must not land before 08:00 in Anadyr because the client is in Moscow).
+    russia = [z.key for z in recipient_zones("recipient", None, "+79161234567", "Europe/Moscow")]
+    assert len(russia) == 16 and russia == sorted(russia)
+    assert {"Europe/Moscow", "Asia/Kamchatka", "Asia/Anadyr"} <= set(russia)
+    # The profile's zone, when given, is the only one.
+    assert zone_of("recipient", "Asia/Vladivostok", "+79161234567", "UTC") == "Asia/Vladivostok"
 
 
 def test_an_invalid_configured_zone_raises() -> None:
     with pytest.raises((KeyError, ValueError)):
-        recipient_zone("Mars/Olympus", None, None, "UTC")
+        recipient_zones("Mars/Olympus", None, None, "UTC")
     with pytest.raises((KeyError, ValueError)):
-        recipient_zone("recipient", None, None, "Mars/Olympus")
+        recipient_zones("recipient", None, None, "Mars/Olympus")
+
+
+# --- several zones --------------------------------------------------------------------------
+
+
+def sms_window(start: str, end: str) -> ClientConfig:
+    """A client whose sms window is ``start``-``end`` in the recipient's zones, every day."""
+    windows = {"sms": {"start": start, "end": end}}
+    return parse_client(
+        "acme", {"channels": {"sms": {"provider": "sandbox"}}, "time_windows": windows}
+    )
+
+
+#: Numbers phonenumbers places in several zones: Russia (16, UTC+2 to +12), Australia (8),
+#: the UK (4, one offset), Idaho (Boise and Los Angeles, an hour apart).
+SPANNING_NUMBERS = ("+79161234567", "+61412345678", "+447911123456", "+12085551234")
+
+
+@st.composite
+def multi_zone_cases(draw: st.DrawFn) -> tuple[TimeWindow, datetime, tuple[ZoneInfo, ...]]:
+    """A window, an instant, and 2 to 5 zones (often far apart, with DST of their own)."""
+    keys = draw(st.lists(zone_keys, min_size=2, max_size=5, unique=True))
+    span = int((AT_TO - AT_FROM).total_seconds())
+    at = AT_FROM + timedelta(seconds=draw(st.integers(0, span)))
+    start = draw(st.one_of(st.integers(0, 1440), round_minutes))
+    end = draw(st.one_of(st.integers(0, 1440), round_minutes))
+    window = TimeWindow(draw(day_sets), hhmm(start), hhmm(end), "recipient")
+    return window, at, tuple(ZoneInfo(k) for k in keys)
+
+
+@PROPERTY
+@given(multi_zone_cases(), st.lists(st.floats(0, 1), max_size=40))
+def test_common_opening_is_the_first_instant_open_in_every_zone(
+    case: tuple[TimeWindow, datetime, tuple[ZoneInfo, ...]], fractions: list[float]
+) -> None:
+    window, at, zones = case
+    opening = common_opening(window, at, zones)
+    if opening is None:
+        # The zones' windows never overlap: no instant of the next two weeks is open in all.
+        probes = [at + timedelta(days=14) * f for f in fractions]
+        for t in probes:
+            assert not all(oracle_open(window, t, zone) for zone in zones), t
+        return
+    assert opening.tzinfo is UTC and opening >= at
+    for zone in zones:  # the oracle reads the local wall clock, not the module's conversion
+        assert oracle_open(window, opening, zone), (zone.key, opening)
+    if all(is_open(window, at, zone) for zone in zones):
+        assert opening == at
+    # Nothing earlier is open in every zone: random instants, the second before, and each
+    # zone's own next opening before it (where the intersection could have begun).
+    between = [t for t in (at + (opening - at) * f for f in fractions) if t < opening]
+    between += [t for t in (opening - SECOND,) if t >= at]
+    between += [o for o in (next_opening(window, at, zone) for zone in zones) if o < opening]
+    for t in between:
+        assert not all(oracle_open(window, t, zone) for zone in zones), t
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.sampled_from(SPANNING_NUMBERS),
+    st.integers(0, int((AT_TO - AT_FROM).total_seconds())),
+    st.sampled_from([(480, 1260), (540, 1200), (420, 1380), (600, 780), (1320, 480)]),
+)
+def test_a_number_in_several_zones_is_sent_only_inside_the_window_everywhere(
+    number: str, offset: int, edges: tuple[int, int]
+) -> None:
+    """Quiet hours (issue 14): whenever the rule lets a delivery go, the local time in every
+    zone the number may be in is inside the window; a held one is released at such an instant."""
+    start, end = edges
+    client = sms_window(hhmm(start), hhmm(end))
+    window = client.time_windows["sms"]
+    zones = recipient_zones("recipient", None, number, client.timezone)
+    at = AT_FROM + timedelta(seconds=offset)
+
+    def inside_everywhere(t: datetime) -> bool:
+        for zone in zones:
+            clock = t.astimezone(zone)
+            minute = clock.hour * 60 + clock.minute
+            inside = start <= minute < end if start < end else (minute >= start or minute < end)
+            if not (inside and oracle_open(window, t, zone)):
+                return False
+        return True
+
+    try:
+        release = delivery_release(client, "sms", at, recipient_tz=None, address=number)
+    except NoCommonOpening:
+        # Never open in all at once: no instant of the coming two weeks is inside everywhere.
+        for hour in range(0, 14 * 24, 1):
+            assert not inside_everywhere(at + timedelta(hours=hour, minutes=7))
+        return
+    assert inside_everywhere(release if release is not None else at)
+
+
+def test_a_moscow_mobile_waits_for_8_am_in_its_easternmost_zone() -> None:
+    """The issue's example: 08:00-21:00 for a Russian mobile is open only while it is 08:00 or
+    later in Anadyr (UTC+12) and before 21:00 in Kaliningrad's offset (Bucharest, UTC+2)."""
+    client = sms_window("08:00", "21:00")
+    # 04:00 UTC is 07:00 in Moscow and 16:00 in Anadyr: Moscow is not open yet.
+    release = delivery_release(client, "sms", utc(2026, 12, 5, 4), recipient_tz=None,
+                               address="+79161234567")  # fmt: skip
+    assert release == utc(2026, 12, 5, 6)  # 08:00 in Bucharest's offset, 18:00 in Anadyr
+    assert delivery_release(client, "sms", utc(2026, 12, 5, 7), recipient_tz=None,
+                            address="+79161234567") is None  # fmt: skip
+    # 09:30 UTC is 21:30 in Anadyr: closed there, so it waits for the next day's 06:00 UTC.
+    assert delivery_release(client, "sms", utc(2026, 12, 5, 9, 30), recipient_tz=None,
+                            address="+79161234567") == utc(2026, 12, 6, 6)  # fmt: skip
+    # The profile's zone, when given, is the only one read (14:00 in Vladivostok).
+    assert delivery_release(client, "sms", utc(2026, 12, 5, 4), recipient_tz="Asia/Vladivostok",
+                            address="+79161234567") is None  # fmt: skip
+    # A window of three hours never fits a number spanning ten: refused, never sent outside it.
+    narrow = sms_window("09:00", "12:00")
+    with pytest.raises(NoCommonOpening, match="never open in all"):
+        delivery_release(narrow, "sms", utc(2026, 12, 5, 4), recipient_tz=None,
+                         address="+79161234567")  # fmt: skip
+
+
+def test_an_australian_mobile_is_held_until_perth_is_awake() -> None:
+    client = sms_window("08:00", "21:00")
+    # 22:00 UTC on 2026-12-06 is 09:00 in Sydney (AEDT) but 06:00 in Perth (AWST, UTC+8).
+    release = delivery_release(client, "sms", utc(2026, 12, 6, 22), recipient_tz=None,
+                               address="+61412345678")  # fmt: skip
+    assert release is not None
+    for zone in recipient_zones("recipient", None, "+61412345678", "UTC"):
+        assert 8 <= release.astimezone(zone).hour < 21, zone.key
 
 
 def test_oracle_sanity() -> None:
