@@ -13,6 +13,7 @@ from urllib.parse import SplitResult, urlsplit
 
 import phonenumbers
 from email_validator import SPECIAL_USE_DOMAIN_NAMES, EmailNotValidError, validate_email
+from email_validator.rfc_constants import CASE_INSENSITIVE_MAILBOX_NAMES
 
 __all__ = [
     "NORMALIZERS",
@@ -73,6 +74,7 @@ _PLAIN_EMAIL: Final = re.compile(
     r"@(?P<domain>(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z]{2,63})"
 )
 _RESERVED_DOMAINS: Final = tuple(SPECIAL_USE_DOMAIN_NAMES)
+_ROLE_MAILBOXES: Final = frozenset(CASE_INSENSITIVE_MAILBOX_NAMES)
 
 
 def normalize_email(value: str) -> str:
@@ -82,7 +84,11 @@ def normalize_email(value: str) -> str:
         domain = plain["domain"].lower()
         reserved = any(domain == name or domain.endswith("." + name) for name in _RESERVED_DOMAINS)
         if "--" not in domain and not reserved:
-            return f"{plain['local']}@{domain}"
+            local = plain["local"]
+            # email-validator lower-cases the role mailboxes of RFC 2142 (postmaster, ftp, ...).
+            if local.lower() in _ROLE_MAILBOXES:
+                local = local.lower()
+            return f"{local}@{domain}"
     try:
         result = validate_email(value.strip(), check_deliverability=False)
     except EmailNotValidError as exc:
