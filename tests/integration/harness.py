@@ -208,6 +208,15 @@ class Worker:
     def post(self, body: Any, key: str, **kwargs: Any) -> Answer:
         return http("POST", f"{self.url}/v1/messages", body, key=key, **kwargs)
 
+    def send_sms(self, key: str, audience: list[str], **options: Any) -> str:
+        """Open an SMS session ("Hi") for ``audience`` with ``options``; its id (asserts 202)."""
+        body: dict[str, Any] = {"transport": {"type": "sms", "message": "Hi"}, "audience": audience}
+        if options:
+            body["options"] = options
+        answer = self.post(body, key)
+        assert answer.status == 202, answer.body
+        return str(answer.body["session_id"])
+
     def session(self, session_id: str, key: str) -> Answer:
         return http("GET", f"{self.url}/v1/sessions/{session_id}", key=key)
 

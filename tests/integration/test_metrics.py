@@ -61,14 +61,8 @@ def lag(samples: Samples, topic: str) -> dict[int, float]:
             if name == "switchboard_consumer_lag" and dict(labels)["topic"] == topic}  # fmt: skip
 
 
-def send(worker: Worker, key: str, count: int, **options: Any) -> str:
-    audience = [f"+1415555{n:04d}" for n in range(count)]
-    body: dict[str, Any] = {"transport": {"type": "sms", "message": "Hi"}, "audience": audience}
-    if options:
-        body["options"] = options
-    answer = worker.post(body, key)
-    assert answer.status == 202, answer.body
-    return str(answer.body["session_id"])
+def numbers(count: int) -> list[str]:
+    return [f"+1415555{n:04d}" for n in range(count)]
 
 
 def test_gauges_follow_sessions_deferrals_and_lag(worker: Worker, keys: Keys) -> None:
@@ -77,12 +71,12 @@ def test_gauges_follow_sessions_deferrals_and_lag(worker: Worker, keys: Keys) ->
     assert gauge(worker, "switchboard_deferred_deliveries") == 0
 
     # A manual session is open until triggered: up.
-    manual = send(worker, keys.other, 3, trigger="manual")
+    manual = worker.send_sms(keys.other, numbers(3), trigger="manual")
     wait_for(lambda: gauge(worker, "switchboard_sessions_open") == 1, 30, 0.5, "sessions open = 1")
 
     # A session held by its window: its 250 deliveries are deferred (one timer for the chunk),
     # and the session is open too.
-    held = send(worker, keys.acme, 250)
+    held = worker.send_sms(keys.acme, numbers(250))
     wait_for(
         lambda: gauge(worker, "switchboard_deferred_deliveries") == 250, 30, 0.5, "250 deferred"
     )

@@ -13,7 +13,6 @@ import shutil
 import signal
 import uuid
 from collections.abc import Iterable
-from typing import Any
 
 from rocksdict import AccessType, Options, Rdict
 
@@ -29,15 +28,6 @@ _numbers = itertools.count(random.randrange(1_000_000))
 
 def numbers(count: int) -> list[str]:
     return [f"+14156{next(_numbers) % 1_000_000:06d}" for _ in range(count)]
-
-
-def post(worker: Worker, key: str, audience: list[str], **options: Any) -> str:
-    body: dict[str, Any] = {"transport": {"type": "sms", "message": "Hi"}, "audience": audience}
-    if options:
-        body["options"] = options
-    answer = worker.post(body, key)
-    assert answer.status == 202, answer.body
-    return str(answer.body["session_id"])
 
 
 def changelog(worker: Worker, table: str) -> str:
@@ -109,8 +99,8 @@ def test_a_session_past_its_retention_is_tombstoned_everywhere_and_gone_after_a_
         # (its fences are rows in every dispatch partition, and it is on the cancels topic),
         # one sent with an idempotency key, and a manual session never triggered (never
         # completed: kept).
-        campaign = post(worker, keys.acme, numbers(250))
-        cancelled = post(worker, keys.acme, numbers(3), trigger="manual")
+        campaign = worker.send_sms(keys.acme, numbers(250))
+        cancelled = worker.send_sms(keys.acme, numbers(3), trigger="manual")
         cancel = http("POST", f"{worker.url}/v1/sessions/{cancelled}/cancel", key=keys.acme)
         assert cancel.status == 202, cancel.body
         idem_key = f"retention-{uuid.uuid4()}"
@@ -118,7 +108,7 @@ def test_a_session_past_its_retention_is_tombstoned_everywhere_and_gone_after_a_
                             keys.acme, headers={"Idempotency-Key": idem_key})  # fmt: skip
         assert keyed.status == 202, keyed.body
         first_keyed = keyed.body["session_id"]
-        waiting = post(worker, keys.acme, numbers(2), trigger="manual")
+        waiting = worker.send_sms(keys.acme, numbers(2), trigger="manual")
         purged = [campaign, cancelled, first_keyed]
         for session_id in purged:
             wait_for(lambda s=session_id: completed_or_gone(worker, s, keys.acme), 90, 0.2,
@@ -186,7 +176,7 @@ def test_a_purge_interrupted_by_a_crash_is_finished_by_the_restarted_worker(
     bootstrap = kafka.bootstrap_servers
     worker = make_worker({"SWITCHBOARD_RETENTION": RETENTION}).start()
     try:
-        session_id = post(worker, keys.acme, numbers(3_000))
+        session_id = worker.send_sms(keys.acme, numbers(3_000))
         wait_for(lambda: completed_or_gone(worker, session_id, keys.acme), 180, 0.5,
                  "the session to complete")  # fmt: skip
         marker = f"purged:{session_id}".encode()
