@@ -26,6 +26,7 @@ from faust.types import TableT, TopicT
 
 from streams import checkpoint
 from streams.bulk import BulkProducer
+from streams.changelog import BulkRows
 from streams.clients import ClientRegistry
 from streams.managers import ManagerDesk
 from streams.metrics import Metrics
@@ -127,6 +128,8 @@ class Switchboard:
     timer_tally: TimerTally = field(default_factory=TimerTally)
     #: Sessions of this worker's partitions not completed (the session and report agents).
     open_sessions: OpenSessions = field(default_factory=OpenSessions)
+    #: The tables whose rows go through librdkafka (``streams/changelog.py``).
+    bulk_rows: BulkRows | None = None
     _admin: Any = None
     _status_producer: BulkProducer | None = None
     _crash: asyncio.Future[None] | None = None

@@ -29,7 +29,10 @@ from typing import Any, Final
 
 from confluent_kafka import KafkaError, Producer
 
-__all__ = ["BulkProducer"]
+__all__ = ["BulkProducer", "Offsets"]
+
+#: The highest offset acknowledged per (topic, partition).
+Offsets = dict[tuple[str, int], int]
 
 log = logging.getLogger(__name__)
 
@@ -41,15 +44,18 @@ LINGER_MS: Final = 5
 class _Batch:
     """The records produced in one turn of the event loop, and their shared future."""
 
-    __slots__ = ("error", "future", "lock", "loop", "pending", "sealed")
+    __slots__ = ("error", "future", "lock", "loop", "offsets", "pending", "sealed")
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
-        self.future: asyncio.Future[None] = loop.create_future()
+        self.future: asyncio.Future[Offsets] = loop.create_future()
         self.lock = threading.Lock()
         self.pending = 0
         self.sealed = False
         self.error: KafkaError | None = None
+        #: The highest offset acknowledged per (topic, partition), of the records that asked
+        #: for it (:meth:`BulkProducer.produce_row`).
+        self.offsets: Offsets = {}
 
     def delivered(self, error: KafkaError | None, _message: Any) -> None:
         """librdkafka's delivery callback (on the polling thread)."""
@@ -60,6 +66,16 @@ class _Batch:
             done = self.sealed and self.pending == 0
         if done:
             self.loop.call_soon_threadsafe(self._resolve)
+
+    def delivered_row(self, error: KafkaError | None, message: Any) -> None:
+        """:meth:`delivered`, remembering the record's offset (on the polling thread)."""
+        if error is None:
+            where = (message.topic(), message.partition())
+            offset = message.offset()
+            with self.lock:
+                if offset > self.offsets.get(where, -1):
+                    self.offsets[where] = offset
+        self.delivered(error, message)
 
     def seal(self) -> None:
         """No more records join this batch (on the loop)."""
@@ -73,7 +89,7 @@ class _Batch:
         if self.future.done():
             return
         if self.error is None:
-            self.future.set_result(None)
+            self.future.set_result(self.offsets)
         else:
             self.future.set_exception(RuntimeError(f"the broker refused a record: {self.error}"))
 
@@ -96,16 +112,40 @@ class BulkProducer:
 
     async def produce(
         self, topic: str, key: bytes | None, value: bytes, headers: Sequence[tuple[str, bytes]]
-    ) -> asyncio.Future[None]:
+    ) -> asyncio.Future[Offsets]:
         """Enqueue one record; the returned future resolves when the broker has it (and every
         record produced in the same turn of the loop)."""
+        return await self._enqueue(topic, value, key, None, list(headers), row=False)
+
+    async def produce_row(
+        self, topic: str, partition: int, key: bytes, value: bytes | None
+    ) -> asyncio.Future[Offsets]:
+        """Enqueue one changelog record (``None``: a tombstone) to ``partition``; the future's
+        result has the highest offset acknowledged per partition among such records of its
+        batch (``streams/changelog.py``)."""
+        return await self._enqueue(topic, value, key, partition, None, row=True)
+
+    async def _enqueue(
+        self,
+        topic: str,
+        value: bytes | None,
+        key: bytes | None,
+        partition: int | None,
+        headers: list[tuple[str, bytes]] | None,
+        *,
+        row: bool,
+    ) -> asyncio.Future[Offsets]:
         while True:
             batch = self._current()
             with batch.lock:
                 batch.pending += 1
             try:
-                self._producer.produce(topic, value, key, headers=list(headers),
-                                       on_delivery=batch.delivered)  # fmt: skip
+                self._producer.produce(
+                    topic, value, key,
+                    partition=-1 if partition is None else partition,  # -1: the partitioner's
+                    headers=headers,
+                    on_delivery=batch.delivered_row if row else batch.delivered,
+                )  # fmt: skip
             except BufferError:  # librdkafka's queue is full: wait for the broker
                 with batch.lock:
                     batch.pending -= 1
@@ -122,7 +162,7 @@ class BulkProducer:
             loop.call_soon(batch.seal)
         return batch
 
-    def _check(self, future: asyncio.Future[None]) -> None:
+    def _check(self, future: asyncio.Future[Offsets]) -> None:
         if future.cancelled():  # nothing was refused: an awaiting gather gave up on it
             return
         error = future.exception()

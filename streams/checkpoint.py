@@ -62,6 +62,7 @@ if TYPE_CHECKING:
     from faust.types import EventT, StreamT, TableT
 
     from streams.app import Switchboard
+    from streams.changelog import BulkRows
 
 __all__ = ["MAX_BATCH", "Checkpoint", "get", "output", "put", "run_checkpointed"]
 
@@ -96,6 +97,9 @@ class Checkpoint:
     writes: list[_Write] = field(default_factory=list)
     outputs: list[Awaitable[Any]] = field(default_factory=list)
     events: list[EventT[Any]] = field(default_factory=list)
+    #: The worker's bulk tables (``streams/changelog.py``), whose rows are written through
+    #: librdkafka; None: every row through Faust.
+    bulk: BulkRows | None = None
     _rows: dict[tuple[int, bytes], bytes | None] = field(default_factory=dict)
 
     def lookup(self, table: TableT[bytes, bytes], key: bytes) -> Any:
@@ -139,6 +143,12 @@ class Checkpoint:
         """Steps 2 to 4 of the module docs: outputs acknowledged, rows written, events acked."""
         if self.outputs:
             await asyncio.gather(*self.outputs)
+        bulk = self.bulk
+        if bulk is not None and any(bulk.owns(write.table) for write in self.writes):
+            # The bulk tables' rows first, in the broker before the events are acknowledged
+            # (streams/changelog.py); then the others' and the acknowledgements, at once.
+            await bulk.write([write for write in self.writes if bulk.owns(write.table)])
+            self.writes = [write for write in self.writes if not bulk.owns(write.table)]
         self.apply()
 
     def apply(self) -> None:
@@ -221,7 +231,7 @@ async def run_checkpointed(
 
     Events are acknowledged only here, after their checkpoint: an agent cancelled half way (a
     stop, a crash) never acknowledges an event whose effects are not all durable."""
-    checkpoint = Checkpoint()
+    checkpoint = Checkpoint(bulk=sb.bulk_rows)
     turn = asyncio.Lock()  # a handler and a commit, or the idle commit: never both at once
     left_open = asyncio.Event()  # set while a checkpoint holds events after its handler
     idle = asyncio.ensure_future(_commit_when_idle(sb, checkpoint, stage, turn, left_open))

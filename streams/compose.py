@@ -10,6 +10,7 @@ from typing import Any
 from faust.types import TableT, TopicT
 
 from streams.app import BIG_MESSAGE, Switchboard, Tables, Topics
+from streams.changelog import BulkRows
 from streams.clients import ClientRegistry
 from streams.commits import SwitchboardApp
 from streams.flow import DispatchBacklog
@@ -153,6 +154,9 @@ def build(
                                        settings.data_dir / "replicas" / "manager-state", topics.manager_state)  # fmt: skip
     sb.managers = ManagerDesk.over(managers, sb.manager_state)
     sb.flow = DispatchBacklog(sb)
+    # The deliveries table takes a row per delivery (twice, as it is sent and reported): its
+    # rows go through librdkafka in bulk (streams/changelog.py).
+    sb.bulk_rows = BulkRows(sb.status_producer, [sb.tables.deliveries])
     sb.cancels = KeyValueReplica(settings, settings.topic("cancels"), settings.data_dir / "replicas" / "cancels",
                                  topics.cancels)  # fmt: skip
 

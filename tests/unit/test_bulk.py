@@ -29,7 +29,7 @@ async def test_a_batch_resolves_once_sealed_and_every_record_acknowledged() -> N
 async def test_a_sealed_batch_with_nothing_pending_resolves_at_once() -> None:
     batch = _Batch(asyncio.get_running_loop())
     batch.seal()
-    assert batch.future.done() and batch.future.result() is None
+    assert batch.future.done() and batch.future.result() == {}
 
 
 async def test_one_refused_record_fails_the_batch() -> None:

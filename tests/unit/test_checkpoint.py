@@ -208,7 +208,7 @@ def fake_sb() -> Any:
         raise AssertionError(f"crashed: {exc!r}")
 
     return SimpleNamespace(metrics=Metrics(), settings=Settings(drain_timeout=5.0), reject=reject,
-                           rejected=rejected, app=SimpleNamespace(crash=crash))  # fmt: skip
+                           rejected=rejected, app=SimpleNamespace(crash=crash), bulk_rows=None)  # fmt: skip
 
 
 async def test_the_runner_batches_what_is_waiting_and_acks_only_after_the_rows() -> None:

@@ -1,0 +1,96 @@
+"""Bulk rows: a checkpoint's writes to a hot table, through librdkafka instead of Faust.
+
+Faust writes a table row as a Python record handed to aiokafka one at a time (a future, a
+buffer, a task turn and a produce request's share each): at one row per delivery that was the
+largest single cost of the hot path. A table declared *bulk* here is written by
+:meth:`BulkRows.write` instead: each row goes into its partition's RocksDB database and its
+changelog record into the worker's librdkafka producer (``streams/bulk.py``), which batches in
+C; the checkpoint waits for the broker to have them all, records the highest changelog offset
+per partition as the database's persisted offset (what recovery starts from), and only then
+acknowledges its events.
+
+Guarantees and failure modes:
+    * The changelog records are the ones Faust would write (raw key and value, ``None`` for a
+      delete, to the partition of the event that wrote the row), so recovery, standbys and a
+      worker of an older version read them alike.
+    * One producer writes a bulk table's changelog: every write of such a table goes through a
+      checkpoint (:func:`streams.checkpoint.put` refuses one outside), so the records of a
+      partition are in the order written, retries included (librdkafka's idempotence).
+    * An event is acknowledged only once its rows are in the changelog (stronger than Faust's
+      path, where the commit's flush makes them durable): a worker that dies before leaves the
+      event to be processed again, as for any crash during a checkpoint's writes.
+    * A record the broker refuses fails the checkpoint, which stops the worker unacknowledged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Protocol
+
+from faust.types import TP
+
+from streams.bulk import BulkProducer, Offsets
+
+if TYPE_CHECKING:
+    from faust.types import TableT
+
+__all__ = ["BulkRows", "RowWrite"]
+
+
+class RowWrite(Protocol):
+    """One staged row (:class:`streams.checkpoint._Write`)."""
+
+    @property
+    def table(self) -> TableT[bytes, bytes]: ...
+    @property
+    def key(self) -> bytes: ...
+    @property
+    def value(self) -> bytes | None: ...
+    @property
+    def event(self) -> Any: ...
+
+
+class BulkRows:
+    """The bulk tables of a worker, and how their rows are written (module docs)."""
+
+    def __init__(
+        self, producer: Callable[[], BulkProducer], tables: Iterable[TableT[bytes, bytes]]
+    ) -> None:
+        self._producer = producer
+        self._tables = {id(table): table for table in tables}
+
+    def owns(self, table: TableT[bytes, bytes]) -> bool:
+        return id(table) in self._tables
+
+    async def write(self, writes: Sequence[RowWrite]) -> None:
+        """Write ``writes`` (in order) to their databases and changelogs; return once the broker
+        has every changelog record and the persisted offsets are recorded.
+
+        Raises:
+            RuntimeError: the broker refused a record (nothing may be acknowledged).
+        """
+        if not writes:
+            return
+        producer = self._producer()
+        futures: list[asyncio.Future[Offsets]] = []
+        for write in writes:
+            table = write.table
+            partition = write.event.message.partition
+            db = table.data._db_for_partition(partition)  # type: ignore[attr-defined]  # Faust's
+            if write.value is None:
+                db.delete(write.key)
+            else:
+                db.put(write.key, write.value)
+            future = await producer.produce_row(
+                table.changelog_topic.get_topic_name(), partition, write.key, write.value
+            )
+            if not futures or futures[-1] is not future:
+                futures.append(future)
+        stores = {table.changelog_topic.get_topic_name(): table.data
+                  for table in (write.table for write in writes)}  # fmt: skip
+        for offsets in await asyncio.gather(*futures):
+            for (topic, partition), offset in offsets.items():
+                store = stores.get(topic)
+                if store is not None:
+                    store.set_persisted_offset(TP(topic, partition), offset)  # type: ignore[attr-defined]
