@@ -115,7 +115,8 @@ class BulkProducer:
     ) -> asyncio.Future[Offsets]:
         """Enqueue one record; the returned future resolves when the broker has it (and every
         record produced in the same turn of the loop)."""
-        return await self._enqueue(topic, value, key, None, list(headers), row=False)
+        listed: list[tuple[str, str | bytes | None]] = list(headers)
+        return await self._enqueue(topic, value, key, None, listed, row=False)
 
     async def produce_row(
         self, topic: str, partition: int, key: bytes, value: bytes | None
@@ -131,7 +132,7 @@ class BulkProducer:
         value: bytes | None,
         key: bytes | None,
         partition: int | None,
-        headers: list[tuple[str, bytes]] | None,
+        headers: list[tuple[str, str | bytes | None]] | None,
         *,
         row: bool,
     ) -> asyncio.Future[Offsets]:
