@@ -33,11 +33,12 @@ finish and records them first.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import json
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from datetime import UTC, datetime
 from functools import partial
 from typing import Any, Final, cast
@@ -247,17 +248,18 @@ async def _window_allows(sb: Switchboard, job: DispatchJob) -> bool:
 
 
 async def _outcome(
-    sb: Switchboard, job: DispatchJob, in_doubt: bool
+    sb: Switchboard, job: DispatchJob, in_doubt: bool, watch: _Deadlines | None = None
 ) -> tuple[Report, float | None]:
     """Send ``job`` (unless it must not be any more); returns its report and when its retry is
-    due. Produces nothing: the caller produces the outcome, alone or with its batch's."""
+    due. Produces nothing: the caller produces the outcome, alone or with its batch's.
+    ``watch``: the batch's deadlines, which bound the send (else a timeout of its own)."""
     withdrawn = _withdrawn(sb, job)
     if withdrawn is not None:
         return _report(
             job, withdrawn.status, error=withdrawn.message, error_code=withdrawn.code
         ), None
     extra: dict[str, Any] = {"in_doubt": True} if in_doubt else {}  # + the service managers'
-    result, failure, provider = await _send(sb, job, extra)
+    result, failure, provider = await _send(sb, job, extra, watch)
     if failure is None:
         assert result is not None
         sb.metrics.child(sb.metrics.sends, job.channel, provider, "ok").inc()
@@ -354,10 +356,12 @@ async def _claimed_batch(sb: Switchboard, batch: JobBatch, row_key: bytes) -> No
     # (``run_overlapped``), and sends that many at a time.
     gate = asyncio.Semaphore(max(1, min(len(pending), sb.settings.max_in_flight)))
 
+    watch = _Deadlines(sb.settings.send_deadline)
+
     async def one(job: DispatchJob) -> None:
         async with gate:
             if await _window_allows(sb, job):
-                outcomes.add(job, *await _outcome(sb, job, in_doubt))
+                outcomes.add(job, *await _outcome(sb, job, in_doubt, watch))
 
     running = {asyncio.ensure_future(one(job)) for job in pending}
     try:
@@ -366,6 +370,7 @@ async def _claimed_batch(sb: Switchboard, batch: JobBatch, row_key: bytes) -> No
             await outcomes.flush()
             for task in finished:
                 task.result()  # a send never raises (``_send``); anything else is a bug to see
+            watch.cancel_overdue()
     finally:
         for task in running:
             task.cancel()
@@ -419,6 +424,49 @@ class _Outcomes:
         await self._sb.report_batch(reports, items)
 
 
+class _Deadlines:
+    """The send deadline of a batch's sends, kept by the batch's flush loop instead of a timer
+    per send (a timer handle in the loop's heap, made and cancelled, for every delivery).
+
+    A send running longer than ``seconds`` is cancelled at the loop's next turn (within
+    :data:`FLUSH_EVERY`), and :meth:`expired` tells it apart from a cancellation of the batch."""
+
+    def __init__(self, seconds: float) -> None:
+        self._seconds = seconds
+        self._running: dict[asyncio.Task[Any], float] = {}  # a send's task -> when it started
+        self._expired: set[asyncio.Task[Any]] = set()
+
+    @contextlib.contextmanager
+    def running(self) -> Iterator[None]:
+        """Watch the current task's send while in the block."""
+        task = asyncio.current_task()
+        assert task is not None
+        self._running[task] = time.monotonic()
+        try:
+            yield
+        finally:
+            self._running.pop(task, None)
+
+    def expired(self) -> bool:
+        """Whether the current task was cancelled for its deadline (the cancellation is then
+        taken back: the task goes on to report the send failed)."""
+        task = asyncio.current_task()
+        if task is None or task not in self._expired:
+            return False
+        self._expired.discard(task)
+        task.uncancel()
+        return True
+
+    def cancel_overdue(self) -> None:
+        if not self._running:
+            return
+        late = time.monotonic() - self._seconds
+        for task, started in list(self._running.items()):
+            if started < late and task not in self._expired:
+                self._expired.add(task)
+                task.cancel()
+
+
 def _retry_at(job: DispatchJob, failure: TransportError) -> float | None:
     """When attempt n+1 is due, for a retryable failure with attempts left (else None)."""
     if not failure.retryable:
@@ -429,10 +477,11 @@ def _retry_at(job: DispatchJob, failure: TransportError) -> float | None:
 
 
 async def _send(
-    sb: Switchboard, job: DispatchJob, extra: dict[str, Any]
+    sb: Switchboard, job: DispatchJob, extra: dict[str, Any], watch: _Deadlines | None = None
 ) -> tuple[SendResult | None, TransportError | None, str]:
     """Run the service managers' ``on_message_send`` (their detail goes into ``extra``), then
-    call the provider. Every failure comes back classified; nothing here raises."""
+    call the provider, within ``SWITCHBOARD_SEND_DEADLINE`` (kept by ``watch`` for a batch's
+    sends). Every failure comes back classified; nothing here raises but a cancellation."""
     client = sb.clients.get(job.client_id)
     if client is None:
         return (
@@ -467,20 +516,23 @@ async def _send(
     gauge = sb.metrics.child(sb.metrics.in_flight, job.channel)
     gauge.inc()
     started = time.perf_counter()
+    # Each transport bounds its own requests; the deadline only catches a send that is stuck,
+    # and includes the wait for the sender's rate-limit slot (which is not an error).
     try:
-        # Each transport bounds its own requests; this deadline only catches a send that is
-        # stuck, and includes the wait for the sender's rate-limit slot (which is not an error).
-        async with asyncio.timeout(sb.settings.send_deadline):  # no task per send (wait_for's)
-            result = await transport.send(message)
+        if watch is None:
+            async with asyncio.timeout(sb.settings.send_deadline):  # no task (wait_for's)
+                result = await transport.send(message)
+        else:
+            with watch.running():
+                result = await transport.send(message)
     except TransportError as exc:
         return None, exc, transport.name
     except TimeoutError:
-        deadline = sb.settings.send_deadline
-        return (
-            None,
-            _retryable(f"the send did not finish within {deadline:g}s", "deadline"),
-            transport.name,
-        )
+        return None, _past_deadline(sb), transport.name
+    except asyncio.CancelledError:
+        if watch is None or not watch.expired():
+            raise
+        return None, _past_deadline(sb), transport.name
     except Exception as exc:
         log.exception("transport raised an unclassified error", extra={"provider": transport.name})
         return None, _retryable(f"{type(exc).__name__}: {exc}", "unclassified"), transport.name
@@ -552,6 +604,10 @@ def optout_record(source: str, detail: str | None, channel: str | None = None) -
     if channel is not None:
         body["channel"] = channel
     return json.dumps(body).encode()
+
+
+def _past_deadline(sb: Switchboard) -> TransportError:
+    return _retryable(f"the send did not finish within {sb.settings.send_deadline:g}s", "deadline")
 
 
 def _retryable(message: str, code: str) -> TransportError:

@@ -88,8 +88,13 @@ def worker(
 ) -> Worker:
     """The module's one worker (it replaces conftest's, so ``statuses`` reads this one)."""
     return make_worker(
-        extra_env={TOKEN_ENV: TOKEN}, document=document(keys, mail, gateway.url)
+        # A send stuck longer than the deadline fails retryably (its request's own timeout is 10 s).
+        extra_env={TOKEN_ENV: TOKEN, "SWITCHBOARD_SEND_DEADLINE": str(SEND_DEADLINE)},
+        document=document(keys, mail, gateway.url),
     ).start()
+
+
+SEND_DEADLINE = 2
 
 
 @pytest.fixture(autouse=True)
@@ -190,6 +195,22 @@ def test_a_500_is_retried_and_the_retry_delivers(
     assert failed["error_code"] == "http-500" and "try later" in failed["error"]
     assert failed["detail"]["retry_at"], "retryable: a next attempt is due"
     assert [r.status for r in requests_to(gateway, address, 2)] == [500, 200]
+
+
+def test_a_send_stuck_past_the_deadline_fails_retryably_in_a_batch_and_alone(
+    worker: Worker, keys: Keys, statuses: TopicReader, gateway: BackgroundServer[FakeSmsGateway]
+) -> None:
+    """The first attempt goes in the fan-out's batch (the batch keeps the deadline), the retry
+    alone (a timeout of its own): both stuck sends fail with ``deadline``; the third delivers."""
+    [number] = us_numbers(1)
+    address = "tel:" + number[1:]
+    gateway.script(address, GatewayReply(delay=3 * SEND_DEADLINE, times=2))
+    session_id = post(worker, keys.acme, [number], "Hello", retries=2, retryIntervalMinutes="0.02")
+    events = events_of(statuses, session_id, 6)
+    seen = [(e["status"], e["attempt"], e["error_code"]) for e in events]
+    assert seen == [("accepted", 0, None), ("failed", 1, "deadline"), ("failed", 2, "deadline"),
+                    ("sent", 3, None), ("delivered", 3, None), ("completed", 0, None)]  # fmt: skip
+    assert f"within {SEND_DEADLINE}s" in events[1]["error"]
 
 
 def test_a_400_is_a_permanent_failure(

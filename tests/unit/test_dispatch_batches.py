@@ -54,7 +54,7 @@ def sent(monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, bool]]:
     """The provider: every send is delivered; (index, in doubt) of each is recorded."""
     calls: list[tuple[int, bool]] = []
 
-    async def outcome(sb: Any, job: DispatchJob, in_doubt: bool) -> tuple[Report, None]:
+    async def outcome(sb: Any, job: DispatchJob, in_doubt: bool, watch: Any) -> tuple[Report, None]:
         calls.append((job.index, in_doubt))
         return dispatch._report(job, "delivered", passed=["sent"]), None
 
@@ -117,7 +117,7 @@ async def test_a_batch_sends_at_most_max_in_flight_at_a_time(
 
     running = peak = 0
 
-    async def outcome(sb: Any, job: DispatchJob, in_doubt: bool) -> tuple[Report, None]:
+    async def outcome(sb: Any, job: DispatchJob, in_doubt: bool, watch: Any) -> tuple[Report, None]:
         nonlocal running, peak
         running += 1
         peak = max(peak, running)
@@ -134,3 +134,53 @@ async def test_a_batch_sends_at_most_max_in_flight_at_a_time(
     await dispatch._dispatch_batch(sb, JobBatch([job(i) for i in range(7)]))
     assert peak == 2
     assert sorted(r.index for reports in sb.produced for r in reports) == list(range(7))
+
+
+# -- the batch's send deadline ---------------------------------------------------------------------
+
+
+async def test_a_send_past_its_deadline_is_cancelled_and_told_apart() -> None:
+    import asyncio
+
+    watch = dispatch._Deadlines(-1.0)  # every running send is overdue at once
+    outcome: list[bool] = []
+
+    async def send() -> None:
+        try:
+            with watch.running():
+                await asyncio.sleep(3600)
+        except asyncio.CancelledError:
+            outcome.append(watch.expired())
+            if not outcome[-1]:
+                raise
+
+    task = asyncio.ensure_future(send())
+    await asyncio.sleep(0)
+    watch.cancel_overdue()
+    await asyncio.wait_for(task, 1)
+    assert outcome == [True] and not task.cancelled(), "taken back: the send reports it failed"
+    assert task.cancelling() == 0
+
+
+async def test_a_batch_cancelled_is_not_mistaken_for_a_deadline() -> None:
+    import asyncio
+
+    watch = dispatch._Deadlines(3600.0)
+    told: list[bool] = []
+
+    async def send() -> None:
+        try:
+            with watch.running():
+                await asyncio.sleep(3600)
+        except asyncio.CancelledError:
+            told.append(watch.expired())
+            raise
+
+    task = asyncio.ensure_future(send())
+    await asyncio.sleep(0)
+    watch.cancel_overdue()  # nothing is overdue
+    assert not task.done()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert told == [False]

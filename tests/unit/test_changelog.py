@@ -1,0 +1,132 @@
+"""Bulk rows (streams/changelog.py): a checkpoint's writes of a bulk table go to the partition's
+database and, in order, to the changelog partition of the event that wrote them; the offsets the
+broker acknowledged become the databases' persisted offsets. The broker is replaced here by a
+producer that records; the real path is exercised by every integration test (the deliveries
+table is bulk) and the crash tests."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+from faust.types import TP
+
+from streams.changelog import BulkRows
+from streams.checkpoint import Checkpoint
+
+TOPIC = "sb-deliveries-changelog"
+
+
+class Db(dict[bytes, bytes]):
+    def put(self, key: bytes, value: bytes) -> None:
+        self[key] = value
+
+    def delete(self, key: bytes) -> None:
+        self.pop(key, None)
+
+
+class Store:
+    def __init__(self) -> None:
+        self.dbs: dict[int, Db] = {}
+        self.persisted: dict[TP, int] = {}
+
+    def _db_for_partition(self, partition: int) -> Db:
+        return self.dbs.setdefault(partition, Db())
+
+    def set_persisted_offset(self, tp: TP, offset: int) -> None:
+        self.persisted[tp] = offset
+
+
+class Table(dict[bytes, bytes]):
+    """A Faust table as far as the checkpoint and the bulk writer use it."""
+
+    def __init__(self, topic: str) -> None:
+        super().__init__()
+        self.data = Store()
+        self.changelog_topic = SimpleNamespace(get_topic_name=lambda: topic)
+
+
+class Producer:
+    """librdkafka as far as the bulk writer uses it: records kept in order, offsets per partition."""
+
+    def __init__(self, refuse: bool = False) -> None:
+        self.records: list[tuple[str, int, bytes, bytes | None]] = []
+        self.refuse = refuse
+
+    async def produce_row(
+        self, topic: str, partition: int, key: bytes, value: bytes | None
+    ) -> asyncio.Future[dict[tuple[str, int], int]]:
+        self.records.append((topic, partition, key, value))
+        future: asyncio.Future[dict[tuple[str, int], int]] = (
+            asyncio.get_running_loop().create_future()
+        )
+        if self.refuse:
+            future.set_exception(RuntimeError("the broker refused a record"))
+        else:
+            offsets: dict[tuple[str, int], int] = {}
+            for n, (t, p, _, _) in enumerate(self.records):
+                offsets[(t, p)] = n
+            future.set_result(offsets)
+        return future
+
+
+@dataclass
+class Event:
+    partition: int
+
+    @property
+    def message(self) -> Any:
+        return SimpleNamespace(partition=self.partition, topic="sb-reports", offset=0)
+
+    def ack(self) -> None:
+        self.acked = True
+
+
+def staged(
+    checkpoint: Checkpoint, table: Table, event: Event, key: bytes, value: bytes | None
+) -> None:
+    from streams.checkpoint import _Write
+
+    checkpoint.writes.append(_Write(table, key, value, event))  # type: ignore[arg-type]
+    checkpoint.events.append(event)  # type: ignore[arg-type]
+
+
+async def test_rows_go_to_their_partition_and_changelog_in_order_and_offsets_persist() -> None:
+    bulk_table, other = Table(TOPIC), Table("sb-sessions-changelog")
+    producer = Producer()
+    checkpoint = Checkpoint(bulk=BulkRows(lambda: producer, [bulk_table]))  # type: ignore[arg-type, list-item]
+    first, second = Event(partition=3), Event(partition=5)
+    staged(checkpoint, bulk_table, first, b"d1", b"accepted")
+    staged(checkpoint, other, first, b"s1", b"open")
+    staged(checkpoint, bulk_table, first, b"d1", b"delivered")
+    staged(checkpoint, bulk_table, second, b"d2", b"sent")
+    staged(checkpoint, bulk_table, second, b"gone", None)
+    bulk_table.data._db_for_partition(5).put(b"gone", b"old")
+
+    await checkpoint.commit()
+
+    assert producer.records == [
+        (TOPIC, 3, b"d1", b"accepted"),
+        (TOPIC, 3, b"d1", b"delivered"),
+        (TOPIC, 5, b"d2", b"sent"),
+        (TOPIC, 5, b"gone", None),  # a tombstone
+    ]
+    assert bulk_table.data.dbs[3] == {b"d1": b"delivered"}
+    assert bulk_table.data.dbs[5] == {b"d2": b"sent"}
+    assert bulk_table.data.persisted == {TP(TOPIC, 3): 1, TP(TOPIC, 5): 3}
+    assert dict(other) == {b"s1": b"open"}, "a table not bulk is written through Faust"
+    assert all(getattr(e, "acked", False) for e in (first, second))
+
+
+async def test_a_refused_row_acknowledges_nothing() -> None:
+    bulk_table = Table(TOPIC)
+    checkpoint = Checkpoint(bulk=BulkRows(lambda: Producer(refuse=True), [bulk_table]))  # type: ignore[arg-type, list-item]
+    event = Event(partition=0)
+    staged(checkpoint, bulk_table, event, b"d1", b"delivered")
+    with pytest.raises(RuntimeError, match="refused"):
+        await checkpoint.commit()
+    assert not getattr(event, "acked", False)
+    assert bulk_table.data.persisted == {}
