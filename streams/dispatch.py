@@ -33,12 +33,11 @@ finish and records them first.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import json
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from functools import partial
 from typing import Any, Final, cast
@@ -52,7 +51,7 @@ from streams.checkpoint import put
 from streams.guard import hand_off, quarantine
 from streams.inflight import run_overlapped
 from streams.retention import purge_sends
-from switchboard import optout, records, unsubscribe
+from switchboard import jsonbytes, optout, records, unsubscribe
 from switchboard.errors import ConfigError
 from switchboard.fanout import dispatch_key
 from switchboard.keys import batch_part_row, batch_row, fence_row, job_timer, send_row
@@ -91,7 +90,7 @@ Item = tuple[EventT[bytes], JobBatch | dict[str, Any]]
 
 def _prepare(event: EventT[bytes]) -> tuple[Item, int]:
     """Decode ``event`` once, and weigh it by its jobs (``run_overlapped`` bounds sends)."""
-    body = json.loads(event.value)
+    body = jsonbytes.loads(event.value)
     if isinstance(body, dict) and body.get("kind") == JobBatch.KIND:
         batch = JobBatch.decode(body)
         return (event, batch), len(batch.jobs)
@@ -217,17 +216,17 @@ async def _claimed(sb: Switchboard, job: DispatchJob, send_key: bytes) -> None:
     report, retry_at = await _outcome(sb, job, in_doubt)
     await _produce_outcome(sb, job, report, retry_at)
     put(sb.tables.sends, send_key, _json({
-        "at": time.time(), "outcome": {"report": json.loads(records.encode(report)), "retry_at": retry_at},
+        "at": time.time(), "outcome": {"report": records.as_items([report])[0], "retry_at": retry_at},
     }))  # fmt: skip
 
 
 def _load_send(sb: Switchboard, send_key: bytes) -> dict[str, Any] | None:
     raw = sb.tables.sends.get(send_key)
-    return json.loads(raw) if raw is not None else None
+    return jsonbytes.loads(raw) if raw is not None else None
 
 
 def _json(body: dict[str, Any]) -> bytes:
-    return json.dumps(body, separators=(",", ":")).encode()
+    return jsonbytes.dumps(body)
 
 
 async def _window_allows(sb: Switchboard, job: DispatchJob) -> bool:
@@ -356,14 +355,17 @@ async def _claimed_batch(sb: Switchboard, batch: JobBatch, row_key: bytes) -> No
     # (``run_overlapped``), and sends that many at a time.
     gate = asyncio.Semaphore(max(1, min(len(pending), sb.settings.max_in_flight)))
 
-    watch = _Deadlines(sb.settings.send_deadline)
+    tasks: dict[int, asyncio.Future[None]] = {}
+    watch = _Deadlines(sb.settings.send_deadline, tasks)
 
     async def one(job: DispatchJob) -> None:
         async with gate:
             if await _window_allows(sb, job):
                 outcomes.add(job, *await _outcome(sb, job, in_doubt, watch))
 
-    running = {asyncio.ensure_future(one(job)) for job in pending}
+    for job in pending:
+        tasks[job.index] = asyncio.ensure_future(one(job))
+    running = set(tasks.values())
     try:
         while running:
             finished, running = await asyncio.wait(running, timeout=FLUSH_EVERY)
@@ -429,42 +431,40 @@ class _Deadlines:
     per send (a timer handle in the loop's heap, made and cancelled, for every delivery).
 
     A send running longer than ``seconds`` is cancelled at the loop's next turn (within
-    :data:`FLUSH_EVERY`), and :meth:`expired` tells it apart from a cancellation of the batch."""
+    :data:`FLUSH_EVERY`), and :meth:`expired` tells it apart from a cancellation of the batch.
+    Sends are known by their job's index, and ``tasks`` maps each to the task sending it."""
 
-    def __init__(self, seconds: float) -> None:
+    def __init__(self, seconds: float, tasks: dict[int, asyncio.Future[None]]) -> None:
         self._seconds = seconds
-        self._running: dict[asyncio.Task[Any], float] = {}  # a send's task -> when it started
-        self._expired: set[asyncio.Task[Any]] = set()
+        self._tasks = tasks
+        self._started: dict[int, float] = {}  # the sends running now -> when they started
+        self._expired: set[int] = set()
 
-    @contextlib.contextmanager
-    def running(self) -> Iterator[None]:
-        """Watch the current task's send while in the block."""
-        task = asyncio.current_task()
-        assert task is not None
-        self._running[task] = time.monotonic()
-        try:
-            yield
-        finally:
-            self._running.pop(task, None)
+    def start(self, index: int) -> None:
+        self._started[index] = time.monotonic()
 
-    def expired(self) -> bool:
-        """Whether the current task was cancelled for its deadline (the cancellation is then
-        taken back: the task goes on to report the send failed)."""
-        task = asyncio.current_task()
-        if task is None or task not in self._expired:
+    def stop(self, index: int) -> None:
+        del self._started[index]
+
+    def expired(self, index: int) -> bool:
+        """Whether the send of ``index`` was cancelled for its deadline (the cancellation is
+        then taken back: its task goes on to report the send failed)."""
+        if index not in self._expired:
             return False
-        self._expired.discard(task)
-        task.uncancel()
+        self._expired.discard(index)
+        task = self._tasks[index]
+        if isinstance(task, asyncio.Task):
+            task.uncancel()
         return True
 
     def cancel_overdue(self) -> None:
-        if not self._running:
+        if not self._started:
             return
         late = time.monotonic() - self._seconds
-        for task, started in list(self._running.items()):
-            if started < late and task not in self._expired:
-                self._expired.add(task)
-                task.cancel()
+        for index, started in list(self._started.items()):
+            if started < late and index not in self._expired:
+                self._expired.add(index)
+                self._tasks[index].cancel()
 
 
 def _retry_at(job: DispatchJob, failure: TransportError) -> float | None:
@@ -523,14 +523,17 @@ async def _send(
             async with asyncio.timeout(sb.settings.send_deadline):  # no task (wait_for's)
                 result = await transport.send(message)
         else:
-            with watch.running():
+            watch.start(job.index)
+            try:
                 result = await transport.send(message)
+            finally:
+                watch.stop(job.index)
     except TransportError as exc:
         return None, exc, transport.name
     except TimeoutError:
         return None, _past_deadline(sb), transport.name
     except asyncio.CancelledError:
-        if watch is None or not watch.expired():
+        if watch is None or not watch.expired(job.index):
             raise
         return None, _past_deadline(sb), transport.name
     except Exception as exc:

@@ -39,7 +39,6 @@ completes once.
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import time
 from collections.abc import Mapping
@@ -54,7 +53,7 @@ from streams.app import Switchboard
 from streams.checkpoint import get, put, run_checkpointed
 from streams.managers import merge_detail
 from streams.sessions import load_session
-from switchboard import records
+from switchboard import jsonbytes, records
 from switchboard.deliveries import apply_report, provider_id_conflict
 from switchboard.errors import FieldError, MissingState
 from switchboard.fanout import CHUNK_SIZE
@@ -125,7 +124,7 @@ def _save_progress(sb: Switchboard, session_id: str, progress: Progress, offset:
 
 
 async def _handle(sb: Switchboard, event: EventT[bytes]) -> None:
-    body = json.loads(event.value)
+    body = jsonbytes.loads(event.value)
     offset = event.message.offset
     kind = body.get("kind") if isinstance(body, dict) else None
     if kind == ExpireSweep.KIND:

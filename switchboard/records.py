@@ -30,11 +30,11 @@ their fields; a changed copy is made with :func:`dataclasses.replace`.
 from __future__ import annotations
 
 import dataclasses
-import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal, TypeVar
 
+from switchboard import jsonbytes
 from switchboard.keys import delivery_key
 from switchboard.status import Status
 
@@ -79,7 +79,7 @@ def encode(record: Any) -> bytes:
     kind = getattr(cls, "KIND", None)
     if kind is not None:
         body["kind"] = kind
-    return json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
+    return jsonbytes.dumps(body)
 
 
 def encode_batch(batch: JobBatch | ReportBatch, items: bytes | None = None) -> bytes:
@@ -92,7 +92,7 @@ def encode_batch(batch: JobBatch | ReportBatch, items: bytes | None = None) -> b
 
 def encode_items(items: Sequence[Any]) -> bytes:
     """A JSON array of flat records (all of one class), as :func:`as_items` reads them."""
-    return json.dumps(as_items(items), separators=(",", ":"), ensure_ascii=False).encode()
+    return jsonbytes.dumps(as_items(items))
 
 
 def as_items(items: Sequence[Any]) -> list[dict[str, Any]]:
@@ -104,7 +104,7 @@ def as_items(items: Sequence[Any]) -> list[dict[str, Any]]:
 
 def decode(cls: type[T], data: bytes | Mapping[str, Any]) -> T:
     """Build ``cls`` from JSON bytes or a mapping, ignoring unknown fields."""
-    body = json.loads(data) if isinstance(data, bytes | bytearray) else data
+    body = jsonbytes.loads(data) if isinstance(data, bytes | bytearray) else data
     names = _field_names(cls)
     return cls(**{k: v for k, v in body.items() if k in names})
 
@@ -341,7 +341,7 @@ _COMMANDS: dict[str, type[SessionCommand]] = {
 
 def decode_command(data: bytes) -> SessionCommand:
     """Decode a session command; ``ValueError`` for anything that is not one."""
-    body = json.loads(data)
+    body = jsonbytes.loads(data)
     kind = body.get("kind") if isinstance(body, dict) else None
     if not isinstance(kind, str) or kind not in _COMMANDS:
         raise ValueError(f"unknown session command kind: {kind!r}")

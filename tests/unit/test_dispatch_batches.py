@@ -142,41 +142,47 @@ async def test_a_batch_sends_at_most_max_in_flight_at_a_time(
 async def test_a_send_past_its_deadline_is_cancelled_and_told_apart() -> None:
     import asyncio
 
-    watch = dispatch._Deadlines(-1.0)  # every running send is overdue at once
-    outcome: list[bool] = []
+    tasks: dict[int, asyncio.Future[None]] = {}
+    watch = dispatch._Deadlines(-1.0, tasks)  # every running send is overdue at once
+    told: list[bool] = []
 
     async def send() -> None:
+        watch.start(7)
         try:
-            with watch.running():
-                await asyncio.sleep(3600)
+            await asyncio.sleep(3600)
         except asyncio.CancelledError:
-            outcome.append(watch.expired())
-            if not outcome[-1]:
+            told.append(watch.expired(7))
+            if not told[-1]:
                 raise
+        finally:
+            watch.stop(7)
 
-    task = asyncio.ensure_future(send())
+    task = tasks[7] = asyncio.ensure_future(send())
     await asyncio.sleep(0)
     watch.cancel_overdue()
     await asyncio.wait_for(task, 1)
-    assert outcome == [True] and not task.cancelled(), "taken back: the send reports it failed"
-    assert task.cancelling() == 0
+    assert told == [True] and not task.cancelled(), "taken back: the send reports it failed"
+    assert isinstance(task, asyncio.Task) and task.cancelling() == 0
 
 
 async def test_a_batch_cancelled_is_not_mistaken_for_a_deadline() -> None:
     import asyncio
 
-    watch = dispatch._Deadlines(3600.0)
+    tasks: dict[int, asyncio.Future[None]] = {}
+    watch = dispatch._Deadlines(3600.0, tasks)
     told: list[bool] = []
 
     async def send() -> None:
+        watch.start(7)
         try:
-            with watch.running():
-                await asyncio.sleep(3600)
+            await asyncio.sleep(3600)
         except asyncio.CancelledError:
-            told.append(watch.expired())
+            told.append(watch.expired(7))
             raise
+        finally:
+            watch.stop(7)
 
-    task = asyncio.ensure_future(send())
+    task = tasks[7] = asyncio.ensure_future(send())
     await asyncio.sleep(0)
     watch.cancel_overdue()  # nothing is overdue
     assert not task.done()
