@@ -50,8 +50,8 @@ from confluent_kafka.cimpl import NewTopic
 import schemas
 from bench.retention import RetentionResult, run_retention
 from bench.retention import print_result as print_retention
+from cli.kafka.local import KafkaDistribution, LocalBroker
 from switchboard.clients import api_key_digest
-from switchboard.kafka.local import KafkaDistribution, LocalBroker
 from switchboard.wire import read_record
 from tests.integration.harness import Worker
 

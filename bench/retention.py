@@ -30,7 +30,7 @@ from pathlib import Path
 from confluent_kafka import Producer
 
 import schemas
-from switchboard.kafka.local import LocalBroker
+from cli.kafka.local import LocalBroker
 from switchboard.wire import read_record
 from tests.integration.harness import Worker, read_topic
 

@@ -56,7 +56,7 @@ class TopicReplica:
         """Read the topic from the beginning and follow it until cancelled."""
         from aiokafka import AIOKafkaConsumer, TopicPartition
 
-        from switchboard.kafka.security import aiokafka_connection
+        from streams.kafka_security import aiokafka_connection
 
         consumer = AIOKafkaConsumer(
             **aiokafka_connection(self.settings),

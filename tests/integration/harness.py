@@ -1,6 +1,6 @@
 """Test harness for end-to-end tests: real worker processes, readers of the public topics.
 
-A :class:`Worker` is ``python -m switchboard.cli worker`` in a subprocess, configured only
+A :class:`Worker` is ``python -m cli.main worker`` in a subprocess, configured only
 through its environment, exactly as an operator runs it: tests talk to it over HTTP and Kafka
 and can stop, kill and restart it. Each test module uses its own topic prefix and app id, so
 modules never see each other's messages or tables.
@@ -151,7 +151,7 @@ class Worker:
         self.workdir.mkdir(parents=True, exist_ok=True)
         log = self.log_path.open("wb")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "switchboard.cli", "worker"],
+            [sys.executable, "-m", "cli.main", "worker"],
             cwd=ROOT, env=self.env(), stdout=log, stderr=subprocess.STDOUT,
         )  # fmt: skip
         log.close()

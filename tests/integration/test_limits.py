@@ -230,7 +230,7 @@ def test_switchboard_send_reads_an_audience_file(
     command = [
         sys.executable,
         "-m",
-        "switchboard.cli",
+        "cli.main",
         "send",
         "--audience",
         str(csv_file),
@@ -249,7 +249,7 @@ def test_switchboard_send_reads_an_audience_file(
     lines = tmp_path / "audience.txt"
     more = [number() for _ in range(2)]
     lines.write_text("\n".join(["# two more", *more]) + "\n")
-    result = subprocess.run([sys.executable, "-m", "switchboard.cli", "send", "--audience", str(lines), "--via-kafka",
+    result = subprocess.run([sys.executable, "-m", "cli.main", "send", "--audience", str(lines), "--via-kafka",
                              "--client", "acme", "--channel", "sms", "-m", "Via Kafka"],
                             env=env, capture_output=True, text=True, timeout=60, check=False)  # fmt: skip
     assert result.returncode == 0, result.stderr
@@ -273,7 +273,7 @@ def test_switchboard_tail_follows_a_clients_status_events(
     completed(statuses, session_id)
 
     def tail(*options: str) -> list[str]:
-        command = [sys.executable, "-m", "switchboard.cli", "tail", "--from-beginning", *options]
+        command = [sys.executable, "-m", "cli.main", "tail", "--from-beginning", *options]
         result = subprocess.run(command, env=worker.env(), capture_output=True, text=True,
                                 timeout=60, check=False)  # fmt: skip
         assert result.returncode == 0, result.stderr

@@ -87,7 +87,7 @@ def test_gauges_follow_sessions_deferrals_and_lag(worker: Worker, keys: Keys) ->
 
     # `status --watch`, not on a terminal: plain lines, until the triggered session completes.
     watcher = subprocess.Popen(
-        [sys.executable, "-m", "switchboard.cli", "status", manual, "--watch", "--interval", "0.2",
+        [sys.executable, "-m", "cli.main", "status", manual, "--watch", "--interval", "0.2",
          "--url", worker.url, "--api-key", keys.other],
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from switchboard.kafka.local import KafkaDistribution, _cluster_id, java_command
+from cli.kafka.local import KafkaDistribution, _cluster_id, java_command
 
 ROOT = Path(__file__).resolve().parents[2]
 
