@@ -51,9 +51,9 @@ import schemas
 from bench.retention import RetentionResult, run_retention
 from bench.retention import print_result as print_retention
 from cli.kafka.local import KafkaDistribution, LocalBroker
+from cli.worker_process import WorkerProcess
 from switchboard.clients import api_key_digest
 from switchboard.wire import read_record
-from tests.integration.harness import Worker
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -205,7 +205,9 @@ def run_switchboard(
                                          "channels": {channel: channel_config}}}}  # fmt: skip
         clients_file = workdir / "clients.yaml"
         clients_file.write_text(yaml.safe_dump(clients))
-        worker = Worker(broker.bootstrap_servers, prefix, workdir / prefix, clients_file, extra_env)
+        worker = WorkerProcess(
+            broker.bootstrap_servers, prefix, workdir / prefix, clients_file, extra_env
+        )
         worker.start()
         final = "sent" if provider == "twilio-fake" else "delivered"
         watcher = status_watcher(broker.bootstrap_servers, worker.topic("status"), final)
@@ -304,14 +306,14 @@ def fake_provider(provider: str, latency_ms: int) -> Iterator[dict[str, Any]]:
 
 def sandbox_worker(
     broker: LocalBroker, workdir: Path, prefix: str, env: dict[str, str], *, name: str | None = None
-) -> Worker:
+) -> WorkerProcess:
     """A worker (not started) of client ``bench``, whose SMS go to the sandbox, 4 partitions."""
     clients = {"clients": {"bench": {"api_keys": [api_key_digest("bench-key")], "default_channels": ["sms"],
                                      "channels": {"sms": {"provider": "sandbox"}}}}}  # fmt: skip
     clients_file = workdir / f"{prefix}-clients.yaml"
     clients_file.write_text(yaml.safe_dump(clients))
     settings = {"SWITCHBOARD_LOG_LEVEL": "warning", "SWITCHBOARD_PARTITIONS": "4", **env}
-    return Worker(
+    return WorkerProcess(
         broker.bootstrap_servers, prefix, workdir / (name or prefix), clients_file, settings
     )
 
@@ -406,7 +408,7 @@ class ShareResult:
                 f"{shares} | {cpu} |")  # fmt: skip
 
 
-def _sends(worker: Worker) -> int:
+def _sends(worker: WorkerProcess) -> int:
     """The worker's provider sends so far, from its Prometheus metrics."""
     import urllib.request
 
@@ -450,7 +452,7 @@ def run_share(broker: LocalBroker, workdir: Path, recipients: int) -> ShareResul
     return ShareResult(recipients, seconds, sent, cpu)
 
 
-def _settled(worker: Worker) -> bool:
+def _settled(worker: WorkerProcess) -> bool:
     import urllib.request
 
     try:
@@ -476,7 +478,9 @@ class FanoutResult:
                 f"{rate:,.0f} | {self.peak_rss_mb:,.0f} |")  # fmt: skip
 
 
-def _produce_one(broker: LocalBroker, worker: Worker, recipients: int) -> tuple[float, bytes]:
+def _produce_one(
+    broker: LocalBroker, worker: WorkerProcess, recipients: int
+) -> tuple[float, bytes]:
     """Produce one Avro instruction of ``recipients`` SMS recipients to ``worker``'s
     instructions topic, as any outside producer would; returns when it started, and its bytes."""
     body, _ = instruction(0, recipients, "sms")

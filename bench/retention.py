@@ -31,8 +31,9 @@ from confluent_kafka import Producer
 
 import schemas
 from cli.kafka.local import LocalBroker
+from cli.topic_snapshot import read_topic
+from cli.worker_process import WorkerProcess
 from switchboard.wire import read_record
-from tests.integration.harness import Worker, read_topic
 
 __all__ = ["RECIPIENTS", "RetentionResult", "run_retention"]
 
@@ -123,13 +124,13 @@ def _wait(predicate: Callable[[], bool], what: str, timeout: float = 900.0) -> N
         time.sleep(1.0)
 
 
-def _completed(bootstrap: str, worker: Worker) -> int:
+def _completed(bootstrap: str, worker: WorkerProcess) -> int:
     events = read_topic(bootstrap, worker.topic("status"),
                         lambda msg: read_record("status_event", msg.value())["status"])  # fmt: skip
     return Counter(events)["completed"]
 
 
-def _live(bootstrap: str, worker: Worker, table: str) -> tuple[int, int]:
+def _live(bootstrap: str, worker: WorkerProcess, table: str) -> tuple[int, int]:
     """(live rows, records) of ``table``'s changelog."""
     latest: dict[tuple[int, bytes], bool] = {}
     records = 0
