@@ -94,6 +94,11 @@ class TopicReplica:
         finally:
             await consumer.stop()
 
+    def positions(self) -> dict[int, int]:
+        """Per partition, the offset of the next record to apply: every record before it is
+        applied here (``switchboard_replica_position``)."""
+        return dict(self._positions)
+
     async def applied(self, partition: int, offset: int, seconds: float) -> bool:
         """Wait until the record at ``partition``/``offset`` has been applied here."""
 

@@ -21,6 +21,7 @@ from email.message import Message
 from typing import Any
 
 from confluent_kafka import Consumer, Producer
+from prometheus_client.parser import text_string_to_metric_families
 
 # ROOT, free_port, raw_record and read_topic are the tests' too (hence "as": re-exported).
 from cli.topic_snapshot import raw_record as raw_record
@@ -89,6 +90,26 @@ def concurrently(call: Callable[[int], Any], count: int) -> list[Any]:
     for thread in threads:
         thread.join()
     return results
+
+
+# -- metrics ---------------------------------------------------------------------------------
+
+#: A worker's /metrics: (sample name, sorted labels) -> value.
+Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
+
+
+def scrape(worker: WorkerProcess) -> Samples:
+    answer = http("GET", f"{worker.url}/metrics")
+    assert answer.status == 200
+    samples: Samples = {}
+    for family in text_string_to_metric_families(str(answer.body)):
+        for sample in family.samples:
+            samples[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+    return samples
+
+
+def gauge(worker: WorkerProcess, name: str, **labels: str) -> float | None:
+    return scrape(worker).get((name, tuple(sorted(labels.items()))))
 
 
 # -- the worker ------------------------------------------------------------------------------
