@@ -30,6 +30,7 @@ from pathlib import Path
 from confluent_kafka import Producer
 
 import schemas
+from bench.workload import avro, instruction, sandbox_worker
 from cli.kafka.local import LocalBroker
 from cli.topic_snapshot import read_topic
 from cli.worker_process import WorkerProcess
@@ -78,8 +79,6 @@ def run_retention(broker: LocalBroker, workdir: Path, sessions: int) -> Retentio
 def _measure(
     broker: LocalBroker, workdir: Path, sessions: int, label: str, retention: int
 ) -> TableSizes:
-    from bench.pipeline import _avro, instruction, sandbox_worker
-
     prefix = f"ret{uuid.uuid4().hex[:6]}"
     worker = sandbox_worker(broker, workdir, prefix, {"SWITCHBOARD_RETENTION": str(retention)})
     worker.start()
@@ -90,7 +89,7 @@ def _measure(
         for i in range(sessions):
             body, _ = instruction(i, RECIPIENTS, "sms")
             producer.produce(
-                worker.topic("instructions"), _avro(body), key=b"bench", headers=headers
+                worker.topic("instructions"), avro(body), key=b"bench", headers=headers
             )
         producer.flush(60)
         _wait(lambda: _completed(bootstrap, worker) >= sessions, f"{sessions} completed")
