@@ -1,5 +1,5 @@
 """The Kafka and Schema Registry security settings, and the client configurations built from
-them (``switchboard/kafka/security.py``, ``streams/schema_registry.py``): what each protocol
+them (``streams/kafka_security.py``, ``streams/schema_registry.py``): what each protocol
 gives each client library, the settings refused together, and that no credential reaches a
 message, a ``repr`` or ``switchboard config``."""
 

@@ -1,4 +1,4 @@
-"""The local broker's jar cache (switchboard/kafka/local.py), without starting a broker."""
+"""The local broker's jar cache (cli/kafka/local.py), without starting a broker."""
 
 from __future__ import annotations
 
