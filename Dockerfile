@@ -3,6 +3,7 @@ FROM python:3.11-slim
 WORKDIR /app
 COPY pyproject.toml constraints.txt README.md ./
 COPY switchboard ./switchboard
+COPY cli ./cli
 COPY streams ./streams
 COPY transports ./transports
 COPY schemas ./schemas

@@ -24,7 +24,6 @@ sandbox: with 100 requests in flight, provider latency should be hidden by concu
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import os
 import shutil
@@ -41,7 +40,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import fastavro
 import yaml
 from confluent_kafka import Consumer, Producer
 from confluent_kafka.admin import AdminClient
@@ -50,10 +48,11 @@ from confluent_kafka.cimpl import NewTopic
 import schemas
 from bench.retention import RetentionResult, run_retention
 from bench.retention import print_result as print_retention
+from bench.workload import avro, instruction, sandbox_worker
+from cli.kafka.local import KafkaDistribution, LocalBroker
+from cli.worker_process import WorkerProcess
 from switchboard.clients import api_key_digest
-from switchboard.kafka.local import KafkaDistribution, LocalBroker
 from switchboard.wire import read_record
-from tests.integration.harness import Worker
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -128,23 +127,6 @@ def peak_rss_mb(pid: int) -> float:
 # -- Switchboard ------------------------------------------------------------------------------
 
 
-def instruction(i: int, recipients: int, channel: str) -> tuple[dict[str, Any], list[str]]:
-    if channel == "sms":
-        # Distinct, valid NANP numbers: exchanges 200-999 of area code 415.
-        audience = [
-            f"+1415{200 + (k // 10_000) % 800:03d}{k % 10_000:04d}"
-            for k in range(i * recipients, (i + 1) * recipients)
-        ]
-    else:
-        audience = [f"b{i}-{j}@example.com" for j in range(recipients)]
-    body = {
-        "client_id": "bench", "idempotency_key": None, "options": None, "audience": audience,
-        "transport": {"type": channel, "subject": "Benchmark", "message": "Hello {{name}}, your code is 1234.",
-                      "fileUrl": None, "extras": {"template_vars": {"name": "there"}}},
-    }  # fmt: skip
-    return body, audience
-
-
 class Watcher:
     """Consumes a topic in a background thread and records when each address's final record was
     consumed (``extract`` names the address of a final record, or None)."""
@@ -205,7 +187,9 @@ def run_switchboard(
                                          "channels": {channel: channel_config}}}}  # fmt: skip
         clients_file = workdir / "clients.yaml"
         clients_file.write_text(yaml.safe_dump(clients))
-        worker = Worker(broker.bootstrap_servers, prefix, workdir / prefix, clients_file, extra_env)
+        worker = WorkerProcess(
+            broker.bootstrap_servers, prefix, workdir / prefix, clients_file, extra_env
+        )
         worker.start()
         final = "sent" if provider == "twilio-fake" else "delivered"
         watcher = status_watcher(broker.bootstrap_servers, worker.topic("status"), final)
@@ -227,7 +211,7 @@ def run_switchboard(
                 now = time.perf_counter()
                 for address in audience:
                     produced_at[address] = now
-                producer.produce(topic, _avro(body), key=b"bench", headers=headers)
+                producer.produce(topic, avro(body), key=b"bench", headers=headers)
                 producer.poll(0)
             producer.flush(60)
             total = n * m
@@ -242,7 +226,7 @@ def run_switchboard(
                 body, audience = instruction(
                     n * m + 1 + i, 1, channel
                 )  # addresses the burst did not use
-                producer.produce(topic, _avro(body), key=b"bench", headers=headers)
+                producer.produce(topic, avro(body), key=b"bench", headers=headers)
                 producer.poll(0)
                 producer.flush(5)
                 return audience
@@ -268,16 +252,10 @@ def _warm_up(
     if watcher.count() > 0:
         return True
     body, _ = instruction(10**6, 1, channel)
-    producer.produce(topic, _avro(body), key=b"bench", headers=headers)
+    producer.produce(topic, avro(body), key=b"bench", headers=headers)
     producer.flush(10)
     time.sleep(1)
     return watcher.count() > 0
-
-
-def _avro(body: dict[str, Any]) -> bytes:
-    buf = io.BytesIO()
-    fastavro.schemaless_writer(buf, schemas.parsed("instruction"), body)
-    return buf.getvalue()
 
 
 @contextmanager
@@ -300,20 +278,6 @@ def fake_provider(provider: str, latency_ms: int) -> Iterator[dict[str, Any]]:
     finally:
         responder.terminate()
         responder.wait(10)
-
-
-def sandbox_worker(
-    broker: LocalBroker, workdir: Path, prefix: str, env: dict[str, str], *, name: str | None = None
-) -> Worker:
-    """A worker (not started) of client ``bench``, whose SMS go to the sandbox, 4 partitions."""
-    clients = {"clients": {"bench": {"api_keys": [api_key_digest("bench-key")], "default_channels": ["sms"],
-                                     "channels": {"sms": {"provider": "sandbox"}}}}}  # fmt: skip
-    clients_file = workdir / f"{prefix}-clients.yaml"
-    clients_file.write_text(yaml.safe_dump(clients))
-    settings = {"SWITCHBOARD_LOG_LEVEL": "warning", "SWITCHBOARD_PARTITIONS": "4", **env}
-    return Worker(
-        broker.bootstrap_servers, prefix, workdir / (name or prefix), clients_file, settings
-    )
 
 
 # -- lanes: one-time passwords during a campaign ------------------------------------------------
@@ -354,7 +318,7 @@ def run_lanes(broker: LocalBroker, workdir: Path, campaign: int) -> LanesResult:
         headers = [("content-type", schemas.content_type("instruction").encode())]
         _wait_until(lambda: _warm_up(producer, topic, headers, "sms", watcher), 120, "warm-up")
         body, audience = instruction(0, campaign, "sms")
-        producer.produce(topic, _avro(body), key=b"bench", headers=headers)
+        producer.produce(topic, avro(body), key=b"bench", headers=headers)
         producer.flush(60)
         first = audience[0]
         _wait_until(
@@ -373,7 +337,7 @@ def run_lanes(broker: LocalBroker, workdir: Path, campaign: int) -> LanesResult:
                                                 "retryIntervalMinutes": None, "webhookUrl": None}  # fmt: skip
                 one["options"] = {**base_options, "priority": priority}
                 produced_at[addresses[0]] = time.perf_counter()
-                producer.produce(topic, _avro(one), key=b"bench", headers=headers)
+                producer.produce(topic, avro(one), key=b"bench", headers=headers)
                 producer.poll(0)
             producer.flush(10)
             base += LANE_COUNT
@@ -406,7 +370,7 @@ class ShareResult:
                 f"{shares} | {cpu} |")  # fmt: skip
 
 
-def _sends(worker: Worker) -> int:
+def _sends(worker: WorkerProcess) -> int:
     """The worker's provider sends so far, from its Prometheus metrics."""
     import urllib.request
 
@@ -436,7 +400,7 @@ def run_share(broker: LocalBroker, workdir: Path, recipients: int) -> ShareResul
         cpu0 = [cpu_seconds(pid) for pid in pids]
         body, audience = instruction(1, recipients, "sms")
         start = time.perf_counter()
-        producer.produce(topic, _avro(body), key=b"bench", headers=headers)
+        producer.produce(topic, avro(body), key=b"bench", headers=headers)
         producer.flush(60)
         _wait_until(lambda: all(a in watcher.seen for a in audience[-10:]) and
                     sum(1 for a in audience if a in watcher.seen) == recipients, 1800, "the campaign")  # fmt: skip
@@ -450,7 +414,7 @@ def run_share(broker: LocalBroker, workdir: Path, recipients: int) -> ShareResul
     return ShareResult(recipients, seconds, sent, cpu)
 
 
-def _settled(worker: Worker) -> bool:
+def _settled(worker: WorkerProcess) -> bool:
     import urllib.request
 
     try:
@@ -476,11 +440,13 @@ class FanoutResult:
                 f"{rate:,.0f} | {self.peak_rss_mb:,.0f} |")  # fmt: skip
 
 
-def _produce_one(broker: LocalBroker, worker: Worker, recipients: int) -> tuple[float, bytes]:
+def _produce_one(
+    broker: LocalBroker, worker: WorkerProcess, recipients: int
+) -> tuple[float, bytes]:
     """Produce one Avro instruction of ``recipients`` SMS recipients to ``worker``'s
     instructions topic, as any outside producer would; returns when it started, and its bytes."""
     body, _ = instruction(0, recipients, "sms")
-    value = _avro(body)
+    value = avro(body)
     producer = Producer(
         {"bootstrap.servers": broker.bootstrap_servers, "message.max.bytes": 64 * 1024 * 1024}
     )

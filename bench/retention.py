@@ -30,9 +30,11 @@ from pathlib import Path
 from confluent_kafka import Producer
 
 import schemas
-from switchboard.kafka.local import LocalBroker
+from bench.workload import avro, instruction, sandbox_worker
+from cli.kafka.local import LocalBroker
+from cli.topic_snapshot import read_topic
+from cli.worker_process import WorkerProcess
 from switchboard.wire import read_record
-from tests.integration.harness import Worker, read_topic
 
 __all__ = ["RECIPIENTS", "RetentionResult", "run_retention"]
 
@@ -77,8 +79,6 @@ def run_retention(broker: LocalBroker, workdir: Path, sessions: int) -> Retentio
 def _measure(
     broker: LocalBroker, workdir: Path, sessions: int, label: str, retention: int
 ) -> TableSizes:
-    from bench.pipeline import _avro, instruction, sandbox_worker
-
     prefix = f"ret{uuid.uuid4().hex[:6]}"
     worker = sandbox_worker(broker, workdir, prefix, {"SWITCHBOARD_RETENTION": str(retention)})
     worker.start()
@@ -89,7 +89,7 @@ def _measure(
         for i in range(sessions):
             body, _ = instruction(i, RECIPIENTS, "sms")
             producer.produce(
-                worker.topic("instructions"), _avro(body), key=b"bench", headers=headers
+                worker.topic("instructions"), avro(body), key=b"bench", headers=headers
             )
         producer.flush(60)
         _wait(lambda: _completed(bootstrap, worker) >= sessions, f"{sessions} completed")
@@ -123,13 +123,13 @@ def _wait(predicate: Callable[[], bool], what: str, timeout: float = 900.0) -> N
         time.sleep(1.0)
 
 
-def _completed(bootstrap: str, worker: Worker) -> int:
+def _completed(bootstrap: str, worker: WorkerProcess) -> int:
     events = read_topic(bootstrap, worker.topic("status"),
                         lambda msg: read_record("status_event", msg.value())["status"])  # fmt: skip
     return Counter(events)["completed"]
 
 
-def _live(bootstrap: str, worker: Worker, table: str) -> tuple[int, int]:
+def _live(bootstrap: str, worker: WorkerProcess, table: str) -> tuple[int, int]:
     """(live rows, records) of ``table``'s changelog."""
     latest: dict[tuple[int, bytes], bool] = {}
     records = 0

@@ -28,6 +28,7 @@ from streams import checkpoint
 from streams.bulk import BulkProducer
 from streams.changelog import BulkRows
 from streams.clients import ClientRegistry
+from streams.kafka_security import librdkafka_config
 from streams.managers import ManagerDesk
 from streams.metrics import Metrics
 from streams.replica import KeyValueReplica
@@ -37,7 +38,6 @@ from switchboard import records
 from switchboard.backlog import OpenSessions, TimerTally
 from switchboard.errors import FieldError
 from switchboard.fanout import dispatch_key
-from switchboard.kafka.security import librdkafka_config
 from switchboard.settings import Settings
 from switchboard.status import StatusEvent
 from switchboard.status_avro import encode_status_event

@@ -116,7 +116,7 @@ def publish_clients(
     """
     from confluent_kafka import KafkaError, Message, Producer
 
-    from switchboard.kafka.security import librdkafka_config
+    from streams.kafka_security import librdkafka_config
 
     producer = Producer({**librdkafka_config(settings), "enable.idempotence": True})
     failures: list[str] = []

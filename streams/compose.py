@@ -14,13 +14,13 @@ from streams.changelog import BulkRows
 from streams.clients import ClientRegistry
 from streams.commits import SwitchboardApp
 from streams.flow import DispatchBacklog
+from streams.kafka_security import faust_credentials
 from streams.managers import ManagerDesk, build_managers
 from streams.metrics import Metrics
 from streams.replica import KeyValueReplica
 from streams.schema_registry import SchemaIds, SchemaRegistry
 from streams.tablestore import STORE_URL, TableMemory, declare_table
 from switchboard.instruction import CHANNELS
-from switchboard.kafka.security import faust_credentials
 from switchboard.settings import Settings
 from transports.ratelimit import Slots
 from transports.registry import TransportRegistry

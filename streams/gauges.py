@@ -17,6 +17,10 @@ worker and ``sum`` them for the deployment.
 * ``switchboard_webhook_backlog{state}``: ``queued``, webhook jobs not yet committed on this
   worker's partitions of the webhooks topic (the consumer lag of that topic); ``retrying``,
   failed webhooks waiting for their next attempt in this worker's timers.
+* ``switchboard_replica_position{topic, partition}``: for each partition of the replicated
+  topics this worker reads whole (opt-outs, the service managers' state, cancels), the offset
+  of the next record it applies (:meth:`~streams.replica.TopicReplica.positions`): a write at
+  offset ``n`` is honoured here once the gauge is above ``n``.
 * ``switchboard_sessions_open``: sessions of this worker's partitions opened (scheduled and
   manual ones included) and not completed. Kept by the agents in memory
   (:class:`~switchboard.backlog.OpenSessions`) and counted again from the tables whenever the
@@ -77,6 +81,10 @@ def register(sb: Switchboard) -> None:
     # Metrics.child, whose cache would keep a removed child alive.
 
     async def refresh() -> None:
+        # The replicas are read without the consumer group: a rebalance does not move them.
+        for replica in (sb.optouts, sb.manager_state, sb.cancels):
+            for partition, position in replica.positions().items():
+                m.replica_position.labels(replica.topic, str(partition)).set(position)
         if app.rebalancing or cast(Any, app.tables).recovery.in_recovery:
             return
         actives = [

@@ -115,6 +115,11 @@ class Metrics:
         self.sessions_open = Gauge(
             "switchboard_sessions_open",
             "Sessions of this worker's partitions opened and not completed.", registry=r)  # fmt: skip
+        self.replica_position = Gauge(
+            "switchboard_replica_position",
+            "Per partition of a replicated topic, the offset of the next record this worker "
+            "applies: every record before it is applied here.",
+            ["topic", "partition"], registry=r)  # fmt: skip
 
     def child(self, metric: _M, *labels: str) -> _M:
         """``metric.labels(*labels)``, made once per worker."""

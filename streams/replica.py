@@ -56,7 +56,7 @@ class TopicReplica:
         """Read the topic from the beginning and follow it until cancelled."""
         from aiokafka import AIOKafkaConsumer, TopicPartition
 
-        from switchboard.kafka.security import aiokafka_connection
+        from streams.kafka_security import aiokafka_connection
 
         consumer = AIOKafkaConsumer(
             **aiokafka_connection(self.settings),
@@ -93,6 +93,11 @@ class TopicReplica:
                         self._set_ready()
         finally:
             await consumer.stop()
+
+    def positions(self) -> dict[int, int]:
+        """Per partition, the offset of the next record to apply: every record before it is
+        applied here (``switchboard_replica_position``)."""
+        return dict(self._positions)
 
     async def applied(self, partition: int, offset: int, seconds: float) -> bool:
         """Wait until the record at ``partition``/``offset`` has been applied here."""

@@ -33,9 +33,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from streams.kafka_security import librdkafka_config
 from switchboard.errors import ConfigError
 from switchboard.instruction import CHANNELS
-from switchboard.kafka.security import librdkafka_config
 from switchboard.settings import Settings
 
 __all__ = ["TopicSpec", "ensure_topics", "topic_specs"]

@@ -30,12 +30,12 @@ import yaml
 from streams.app import Switchboard
 from streams.clients import publish_clients
 from streams.compose import build, table_dir
+from streams.kafka_security import check_kafka
 from streams.schema_registry import SchemaIds, SchemaRegistry
 from streams.topics import ensure_topics
 from switchboard.campaigns import checksum_secret_problems, parse_campaigns, secret_from
 from switchboard.clients import parse_clients_document
 from switchboard.errors import ConfigError
-from switchboard.kafka.security import check_kafka
 from switchboard.logs import logging_config
 from switchboard.settings import Settings
 

@@ -1,8 +1,9 @@
 """The instruction: what a client asks Switchboard to send (README: "The Send API").
 
-These are plain immutable values. :func:`switchboard.validation.validate_instruction` is the only
-way to build one from untrusted input; :meth:`Instruction.to_contract` gives back the contract's
-JSON shape, which is also what travels inside Switchboard's internal topics.
+These are plain immutable values. :mod:`switchboard.validation` is the only way to build them
+from untrusted input (an :class:`Envelope`, then the audience's recipients a chunk at a time);
+``to_contract`` gives back the contract's JSON shape, which is also what travels inside
+Switchboard's internal topics.
 """
 
 from __future__ import annotations
@@ -143,8 +144,10 @@ class Options:
 
 @dataclass(frozen=True, slots=True)
 class Instruction:
-    """A validated instruction. ``channels`` is resolved: the transport's type, or the client's
-    default channels when the instruction named none."""
+    """A validated instruction, audience and all. ``channels`` is resolved: the transport's type,
+    or the client's default channels when the instruction named none. Switchboard itself never
+    holds one (it reads an :class:`Envelope`, then the audience a chunk at a time); it is the
+    whole value, for library use and the tests."""
 
     client_id: str
     transport: Transport

@@ -1,7 +1,10 @@
-"""Instruction validation: untrusted mapping in, :class:`Instruction` out. Pure.
+"""Instruction validation: untrusted mapping in, an :class:`Envelope` and the audience's
+recipients (as internal records, a chunk at a time) out. Pure.
 
-The same function serves the Send API (before answering 202) and the intake agent (for
-instructions produced to Kafka), so both paths accept and refuse exactly the same inputs.
+:func:`validate_envelope` (or :func:`envelope_steps`), then :func:`audience_chunks`: the same
+functions serve the Send API (before answering 202) and the intake agent (for instructions
+produced to Kafka), through ``streams/submit.py``, so both paths accept and refuse exactly the
+same inputs.
 
 Guarantees:
     * Every problem is reported, each with the path of its field (``audience[3].phone``), in one
@@ -10,8 +13,8 @@ Guarantees:
     * Text that is not valid Unicode (a lone surrogate such as a JSON ``"\\ud800"`` escape, which
       no UTF-8 encoder accepts) is an error naming its field, wherever it is: such an
       instruction could never be stored or sent.
-    * :func:`validate_envelope` (the production path) reports the recipients' errors too when
-      the rest of the instruction is wrong, exactly as :func:`validate_instruction` does.
+    * :func:`validate_envelope` reports the recipients' errors too when the rest of the
+      instruction is wrong, so a missing subject does not hide a bad address.
     * Addresses come out normalised (E.164, lower-cased email domains), so later stages and
       idempotency compare like with like.
 """
@@ -19,7 +22,6 @@ Guarantees:
 from __future__ import annotations
 
 import math
-import sys
 from collections.abc import Generator, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -38,7 +40,6 @@ from switchboard.instruction import (
     TRIGGERS,
     Channel,
     Envelope,
-    Instruction,
     Options,
     Priority,
     Recipient,
@@ -56,7 +57,6 @@ __all__ = [
     "envelope_steps",
     "is_text",
     "validate_envelope",
-    "validate_instruction",
 ]
 
 _TOP: Final = frozenset({"client_id", "idempotency_key", "transport", "audience", "options"})
@@ -93,9 +93,17 @@ def validate_envelope(
     authenticated_client: str | None = None,
     policy: ValidationPolicy | None = None,
 ) -> Envelope:
-    """Validate everything but the recipients (see :func:`validate_instruction` for the
-    arguments); then read the audience with :func:`audience_chunks`. All at once: a caller that
+    """Validate everything but the recipients of ``data`` (decoded JSON or Avro) for
+    ``client``; then read the audience with :func:`audience_chunks`. All at once: a caller that
     must not hold its thread for long (an event loop) drives :func:`envelope_steps` instead.
+
+    Args:
+        data: the instruction as a mapping.
+        client: the configuration of the client named by ``data["client_id"]`` (or by the API
+            key), or ``None`` when no such client exists.
+        authenticated_client: over HTTP, the client the API key belongs to; ``client_id`` in the
+            body is then optional and must match.
+        policy: operator settings.
 
     Raises:
         ValidationFailed: with every problem found.
@@ -175,34 +183,6 @@ def audience_chunks(
         raise ValidationFailed(v.errors)
     if chunk:
         yield chunk
-
-
-def validate_instruction(
-    data: Any,
-    *,
-    client: ClientConfig | None,
-    authenticated_client: str | None = None,
-    policy: ValidationPolicy | None = None,
-) -> Instruction:
-    """Validate ``data`` (decoded JSON or Avro) for ``client``.
-
-    Args:
-        data: the instruction as a mapping.
-        client: the configuration of the client named by ``data["client_id"]`` (or by the API
-            key), or ``None`` when no such client exists.
-        authenticated_client: over HTTP, the client the API key belongs to; ``client_id`` in the
-            body is then optional and must match.
-        policy: operator settings.
-
-    Raises:
-        ValidationFailed: with every problem found.
-    """
-    policy = policy or ValidationPolicy()
-    v = _Validator(policy)
-    instruction = v.instruction(data, client, authenticated_client)
-    if v.errors or instruction is None:
-        raise ValidationFailed(v.errors or [FieldError("", "invalid instruction")])
-    return instruction
 
 
 NOT_TEXT: Final = (
@@ -295,36 +275,12 @@ class _Validator:
 
     # -- the instruction -------------------------------------------------------------------
 
-    def instruction(
-        self, data: Any, client: ClientConfig | None, authenticated: str | None
-    ) -> Instruction | None:
-        envelope = self.envelope(data, client, authenticated)
-        recipients = self.recipients(data)
-        # Report in the document's order, whatever order the checks ran in.
-        self.errors.sort(key=_document_rank)
-        if self.errors or envelope is None:
-            return None
-        return Instruction(
-            client_id=envelope.client_id,
-            transport=envelope.transport,
-            audience=tuple(recipients),
-            channels=envelope.channels,
-            options=envelope.options,
-            idempotency_key=envelope.idempotency_key,
-        )
-
-    def recipients(self, data: Any) -> list[Recipient]:
-        """Every entry of an audience whose shape :meth:`envelope` accepted (none otherwise),
-        checked against the channels found; stops after :data:`MAX_ERRORS` errors in all."""
-        recipients: list[Recipient] = []
-        for _ in self.recipient_steps(data, recipients, sys.maxsize):  # in one go
-            pass
-        return recipients
-
     def recipient_steps(
         self, data: Any, out: list[Recipient], size: int
     ) -> Generator[None, None, None]:
-        """:meth:`recipients` into ``out``, yielding after every ``size`` entries checked."""
+        """Every entry of an audience whose shape :meth:`envelope` accepted (none otherwise),
+        checked against the channels found, into ``out``; yields after every ``size`` entries
+        checked, and stops after :data:`MAX_ERRORS` errors in all."""
         if self.audience_count is None:
             return
         for i, entry in enumerate(data["audience"]):

@@ -1,6 +1,6 @@
 """Shared fixtures: one real Kafka broker per test session, started only if a test needs it.
 
-The broker is the project's own :class:`switchboard.kafka.local.LocalBroker` (Maven Central jars,
+The broker is the project's own :class:`cli.kafka.local.LocalBroker` (Maven Central jars,
 KRaft, loopback, free ports); its jar cache is the repository's ``.cache/kafka``, so only the
 first run on a machine downloads anything. A second broker with a SASL_SSL listener
 (``secure_kafka``) is started only for the tests of secured connections.
@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from switchboard.kafka.local import KafkaDistribution, LocalBroker, SecureListener
+from cli.kafka.local import KafkaDistribution, LocalBroker, SecureListener
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -1,10 +1,14 @@
 """Service managers: Spoke-style extensions that hook into sending (README: "Service managers"). Pure.
 
-* :mod:`switchboard.managers.base`: the mechanism. Hook contexts and results, the
-  :class:`ManagerState` protocol (with :class:`MemoryState` and :class:`KeyValueState`), the
-  :class:`Registry` of built-ins and entry points (group ``switchboard.service_managers``), and
-  :class:`ServiceManagers`, which picks a client's managers and runs their hooks in order,
-  merging what they return and containing their failures.
+* :mod:`switchboard.managers.hooks`: what a manager is (:class:`ServiceManager`,
+  :class:`ServiceManagerBase`) and what its hooks receive and answer (the contexts).
+* :mod:`switchboard.managers.state`: the :class:`ManagerState` protocol, with
+  :class:`MemoryState` and :class:`KeyValueState`.
+* :mod:`switchboard.managers.registry`: the :class:`Registry` of built-ins and entry points
+  (group ``switchboard.service_managers``), and the checks of manager lists.
+* :mod:`switchboard.managers.runner`: :class:`ServiceManagers`, which picks a client's
+  managers and runs their hooks in order, merging what they return and containing their
+  failures.
 * :mod:`switchboard.managers.builtin`: ``numpicker-basic``, ``sticky-sender``,
   ``mms-when-cheaper``, ``scrub-bad-mobilenums``, ``carrier-lookup`` and
   ``per-client-messageservices``.
@@ -17,43 +21,26 @@ Nothing here imports Kafka, Faust or an HTTP client: the stream processor suppli
 
 from __future__ import annotations
 
-from switchboard.managers.base import (
-    DETAIL_KEY,
-    ENTRY_POINT_GROUP,
+from switchboard.managers.builtin import BUILTINS
+from switchboard.managers.hooks import (
     HOOKS,
-    Block,
-    BytesTable,
     CarrierInfo,
     HookName,
-    HookOutcome,
-    KeyValueState,
-    ManagerError,
     ManagerFactory,
-    ManagerState,
-    MemoryState,
     OptOutContext,
-    Registry,
     ReportContext,
     Scrub,
-    Scrubbed,
     SendContext,
     SendMessage,
-    SendOutcome,
     ServiceManager,
     ServiceManagerBase,
-    ServiceManagers,
     SessionCompleteContext,
     SessionStartContext,
-    SessionStartOutcome,
     SessionStartResult,
-    UnknownServiceManager,
     carrier_from_detail,
     channel_options,
-    check_names,
     hooks_of,
-    parse_manager_list,
 )
-from switchboard.managers.builtin import BUILTINS
 from switchboard.managers.lookup import (
     HttpRequest,
     HttpResponse,
@@ -62,6 +49,24 @@ from switchboard.managers.lookup import (
     LookupFailed,
     TwilioLineTypeLookup,
 )
+from switchboard.managers.registry import (
+    ENTRY_POINT_GROUP,
+    Registry,
+    UnknownServiceManager,
+    check_names,
+    parse_manager_list,
+)
+from switchboard.managers.runner import (
+    DETAIL_KEY,
+    Block,
+    HookOutcome,
+    ManagerError,
+    Scrubbed,
+    SendOutcome,
+    ServiceManagers,
+    SessionStartOutcome,
+)
+from switchboard.managers.state import BytesTable, KeyValueState, ManagerState, MemoryState
 
 __all__ = [
     "BUILTINS",

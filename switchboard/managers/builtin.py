@@ -1,7 +1,7 @@
 """The six built-in service managers (README: "Service managers"). Pure.
 
-Each is a :class:`~switchboard.managers.base.ServiceManagerBase` built from its options (given
-per name to :class:`~switchboard.managers.base.ServiceManagers`; an unknown option is a
+Each is a :class:`~switchboard.managers.hooks.ServiceManagerBase` built from its options (given
+per name to :class:`~switchboard.managers.runner.ServiceManagers`; an unknown option is a
 ``ConfigError``). State keys start with the client id, so clients never share memory.
 
 ``numpicker-basic`` (on_message_send; option ``channels``, default sms, whatsapp, voice)
@@ -44,7 +44,7 @@ per name to :class:`~switchboard.managers.base.ServiceManagers`; an unknown opti
 
 ``carrier-lookup`` (on_delivery_report; option ``channels``)
     Records the recipient's carrier (namespace ``carrier``, per client and number) when a
-    report's detail carries it (:func:`~switchboard.managers.base.carrier_from_detail`):
+    report's detail carries it (:func:`~switchboard.managers.hooks.carrier_from_detail`):
     newly reported fields replace older ones, and nothing is written when nothing changed, so
     a steady carrier costs no write per message.
 
@@ -69,9 +69,8 @@ from urllib.parse import urlsplit
 from switchboard.clients import ClientConfig
 from switchboard.errors import ConfigError
 from switchboard.instruction import CHANNELS
-from switchboard.managers.base import (
+from switchboard.managers.hooks import (
     ManagerFactory,
-    ManagerState,
     OptOutContext,
     ReportContext,
     Scrub,
@@ -83,6 +82,7 @@ from switchboard.managers.base import (
     channel_options,
 )
 from switchboard.managers.lookup import LINE_TYPES, LineType, LineTypeLookup, LookupFailed
+from switchboard.managers.state import ManagerState
 from switchboard.segments import MMS_COST_RATIO, should_send_as_mms
 
 __all__ = [
@@ -506,7 +506,7 @@ class PerClientMessageServices(ServiceManagerBase):
         return {"messaging_service_sid": sid, "sender": None}
 
 
-#: The built-in managers by name; :class:`~switchboard.managers.base.Registry` starts from it.
+#: The built-in managers by name; :class:`~switchboard.managers.registry.Registry` starts from it.
 BUILTINS: Final[Mapping[str, ManagerFactory]] = {
     cls.name: cls
     for cls in (

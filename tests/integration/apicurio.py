@@ -15,7 +15,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-from switchboard.kafka.local import java_command
+from cli.kafka.local import java_command
 from tests.integration.harness import ROOT, free_port
 
 VERSION = "3.3.3"

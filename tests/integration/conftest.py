@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 import yaml
 
+from cli.kafka.local import LocalBroker
 from switchboard.clients import api_key_digest
-from switchboard.kafka.local import LocalBroker
 from tests.integration.harness import MailSink, TopicReader, Worker, rejection_reader, status_reader
 
 _prefixes = itertools.count(1)

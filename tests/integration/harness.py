@@ -1,43 +1,35 @@
 """Test harness for end-to-end tests: real worker processes, readers of the public topics.
 
-A :class:`Worker` is ``python -m switchboard.cli worker`` in a subprocess, configured only
-through its environment, exactly as an operator runs it: tests talk to it over HTTP and Kafka
-and can stop, kill and restart it. Each test module uses its own topic prefix and app id, so
-modules never see each other's messages or tables.
+A :class:`Worker` is ``python -m cli.main worker`` in a subprocess, configured only
+through its environment, exactly as an operator runs it (:mod:`cli.worker_process`, which the
+benchmarks use too): tests talk to it over HTTP and Kafka and can stop, kill and restart
+it. Each test module uses its own topic prefix and app id, so modules never see each other's
+messages or tables.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import signal
-import socket
-import subprocess
-import sys
 import threading
-import time
 import urllib.error
 import urllib.request
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from email import message_from_bytes
 from email.message import Message
-from pathlib import Path
 from typing import Any
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
+from confluent_kafka import Consumer, Producer
+from prometheus_client.parser import text_string_to_metric_families
 
+# ROOT, free_port, raw_record and read_topic are the tests' too (hence "as": re-exported).
+from cli.topic_snapshot import raw_record as raw_record
+from cli.topic_snapshot import read_topic as read_topic
+from cli.worker_process import ROOT as ROOT
+from cli.worker_process import WorkerDidNotStart, WorkerProcess, wait_until
+from cli.worker_process import free_port as free_port
 from switchboard.wire import read_record
-
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
 
 # -- HTTP ------------------------------------------------------------------------------------
 
@@ -75,14 +67,11 @@ def wait_for(
     interval: float = 0.1,
     what: str = "condition",
 ) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(interval)
+    """:func:`cli.worker_process.wait_until`, failing the test (``AssertionError``) on timeout."""
+    try:
+        return wait_until(predicate, timeout, interval, what)
+    except TimeoutError as exc:
+        raise AssertionError(str(exc)) from None
 
 
 def concurrently(call: Callable[[int], Any], count: int) -> list[Any]:
@@ -103,105 +92,39 @@ def concurrently(call: Callable[[int], Any], count: int) -> list[Any]:
     return results
 
 
+# -- metrics ---------------------------------------------------------------------------------
+
+#: A worker's /metrics: (sample name, sorted labels) -> value.
+Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
+
+
+def scrape(worker: WorkerProcess) -> Samples:
+    answer = http("GET", f"{worker.url}/metrics")
+    assert answer.status == 200
+    samples: Samples = {}
+    for family in text_string_to_metric_families(str(answer.body)):
+        for sample in family.samples:
+            samples[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+    return samples
+
+
+def gauge(worker: WorkerProcess, name: str, **labels: str) -> float | None:
+    return scrape(worker).get((name, tuple(sorted(labels.items()))))
+
+
 # -- the worker ------------------------------------------------------------------------------
 
 
-@dataclass
-class Worker:
-    """One ``switchboard worker`` process. ``env`` holds its SWITCHBOARD_* settings."""
-
-    bootstrap: str
-    prefix: str
-    workdir: Path
-    clients_file: Path
-    extra_env: dict[str, str] = field(default_factory=dict)
-    port: int = field(default_factory=free_port)
-    process: subprocess.Popen[bytes] | None = None
-    starts: int = 0
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    @property
-    def log_path(self) -> Path:
-        return self.workdir / f"worker-{self.starts}.log"
-
-    def topic(self, name: str) -> str:
-        return f"{self.prefix}.{name}"
-
-    def env(self) -> dict[str, str]:
-        return {
-            **os.environ,
-            "SWITCHBOARD_BOOTSTRAP_SERVERS": self.bootstrap,
-            "SWITCHBOARD_TOPIC_PREFIX": self.prefix,
-            "SWITCHBOARD_APP_ID": f"sb-{self.prefix}",
-            "SWITCHBOARD_PARTITIONS": "4",
-            "SWITCHBOARD_DATA_DIR": str(self.workdir / "data"),
-            "SWITCHBOARD_WEB_PORT": str(self.port),
-            "SWITCHBOARD_WEB_HOST": "127.0.0.1",
-            "SWITCHBOARD_CLIENTS_FILE": str(self.clients_file),
-            "SWITCHBOARD_LOG_FORMAT": "json",
-            "SWITCHBOARD_ALLOW_HTTP_WEBHOOKS": "true",
-            **self.extra_env,
-        }
+class Worker(WorkerProcess):
+    """One ``switchboard worker`` process (:class:`cli.worker_process.WorkerProcess`), with
+    the Send API calls the tests make. A start that fails fails the test."""
 
     def start(self, timeout: float = 90.0) -> Worker:
-        self.starts += 1
-        self.workdir.mkdir(parents=True, exist_ok=True)
-        log = self.log_path.open("wb")
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "switchboard.cli", "worker"],
-            cwd=ROOT, env=self.env(), stdout=log, stderr=subprocess.STDOUT,
-        )  # fmt: skip
-        log.close()
         try:
-            wait_for(self._ready, timeout, 0.2, f"worker {self.prefix} to be ready")
-        except AssertionError:
-            self.stop()
-            raise AssertionError(f"worker did not start; log:\n{self.log_tail()}") from None
+            super().start(timeout)
+        except WorkerDidNotStart as exc:
+            raise AssertionError(str(exc)) from None
         return self
-
-    def _ready(self) -> bool:
-        assert self.process is not None
-        if self.process.poll() is not None:
-            raise AssertionError(
-                f"worker exited with {self.process.returncode}; log:\n{self.log_tail()}"
-            )
-        try:
-            answer = http("GET", f"{self.url}/readyz", timeout=2)
-        except OSError:
-            return False
-        # Ready, and its partitions settled: tests start from a quiet group.
-        return answer.status == 200 and bool(answer.body.get("settled"))
-
-    def stop(self, sig: int = signal.SIGTERM, timeout: float = 60.0) -> int | None:
-        """Stop the worker (SIGTERM: a clean shutdown; SIGKILL: a crash). Returns its exit code."""
-        if self.process is None or self.process.poll() is not None:
-            return self.process.returncode if self.process else None
-        self.process.send_signal(sig)
-        try:
-            return self.process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            return self.process.wait(10)
-
-    def log_tail(self, lines: int = 60) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        except FileNotFoundError:
-            return "(no log)"
-
-    def log_records(self) -> list[dict[str, Any]]:
-        out = []
-        for path in sorted(self.workdir.glob("worker-*.log")):
-            for line in path.read_text(errors="replace").splitlines():
-                if line.startswith("{"):
-                    try:
-                        out.append(json.loads(line))
-                    except ValueError:
-                        continue
-        return out
 
     # -- the Send API --
 
@@ -328,54 +251,6 @@ def rejection_reader(bootstrap: str, topic: str, writer_schema: Any = None) -> T
         return record
 
     return TopicReader(bootstrap, topic, decode)
-
-
-def read_topic(bootstrap: str, topic: str, decode: Callable[[Any], Any] | None = None,
-               timeout: float = 60.0) -> list[Any]:  # fmt: skip
-    """Every record of ``topic`` from the beginning up to its end *as it is now* (its high
-    watermarks when called), decoded by ``decode`` (default :func:`raw_record`): a snapshot, for
-    assertions that must not depend on how long a background reader was given."""
-    decode = decode or raw_record
-    consumer = Consumer({
-        "bootstrap.servers": bootstrap, "group.id": f"test-{uuid.uuid4()}",
-        "auto.offset.reset": "earliest", "enable.auto.commit": False,
-    })  # fmt: skip
-    try:
-        metadata = consumer.list_topics(topic, timeout=10).topics.get(topic)
-        if metadata is None or metadata.error is not None:
-            return []
-        ends: dict[int, int] = {}
-        for partition in metadata.partitions:
-            low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=10)
-            if high > low:
-                ends[partition] = high
-        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in ends])
-        out: list[Any] = []
-        deadline = time.monotonic() + timeout
-        while ends:
-            if time.monotonic() > deadline:
-                raise AssertionError(
-                    f"{topic}: not read to its end within {timeout}s ({ends} left)"
-                )
-            msg = consumer.poll(0.5)
-            if msg is None or msg.error():
-                continue
-            partition, offset = msg.partition(), msg.offset()
-            end = ends.get(partition) if partition is not None else None
-            if partition is None or end is None or offset is None or offset >= end:
-                continue
-            out.append(decode(msg))
-            if offset >= end - 1:
-                del ends[partition]
-        return out
-    finally:
-        consumer.close()
-
-
-def raw_record(msg: Any) -> dict[str, Any]:
-    """A consumed record as it is: key, value and headers (bytes), partition, offset."""
-    return {"key": msg.key(), "value": msg.value(), "headers": list(msg.headers() or []),
-            "partition": msg.partition(), "offset": msg.offset()}  # fmt: skip
 
 
 def status_record(msg: Any) -> dict[str, Any]:

@@ -596,10 +596,11 @@ def test_with_two_workers_requests_reach_the_partitions_owner(
                          document=calls_document(keys, mail, twilio.url))  # fmt: skip
     second.start()
     try:
+        # Settled: the rebalance over and the moved partitions' tables recovered from their
+        # changelogs.
         for each in (worker, second):
-            wait_for(lambda w=each: http("GET", f"{w.url}/healthz").body.get("rebalancing") is False,
-                     90, 0.5, "the rebalance to end")  # fmt: skip
-        time.sleep(2)  # the moved partitions' tables are recovered from their changelogs
+            wait_for(lambda w=each: http("GET", f"{w.url}/healthz").body.get("settled") is True,
+                     90, 0.5, "the rebalance to end and the tables to be recovered")  # fmt: skip
 
         def placer(call_id: str) -> str | None:
             for each in (worker, second):

@@ -45,9 +45,9 @@ from confluent_kafka import ConsumerGroupTopicPartitions, Producer, TopicPartiti
 from confluent_kafka.admin import AdminClient
 from twilio.request_validator import RequestValidator
 
+from cli.kafka.local import LocalBroker
 from switchboard.clients import api_key_digest
 from switchboard.fanout import dispatch_key
-from switchboard.kafka.local import LocalBroker
 from tests.fakes.background import BackgroundServer
 from tests.fakes.twilio_callbacks import DeliveringTwilioServer
 from tests.fakes.twilio_server import (

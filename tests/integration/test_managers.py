@@ -24,7 +24,7 @@ from tests.fakes.background import BackgroundServer
 from tests.fakes.managers import install
 from tests.fakes.twilio_server import TEST_ACCOUNT_SID, TEST_AUTH_TOKEN, FakeTwilioServer
 from tests.integration.conftest import WorkerFactory
-from tests.integration.harness import TopicReader, Worker, status_reader, wait_for
+from tests.integration.harness import TopicReader, Worker, gauge, status_reader, wait_for
 
 pytestmark = pytest.mark.kafka
 
@@ -106,19 +106,30 @@ def statuses(kafka: Any, worker: Worker) -> Iterator[TopicReader]:
 def memory(kafka: Any, worker: Worker) -> Iterator[TopicReader]:
     """The managers' state topic, as (key, value) records."""
 
-    def decode(msg: Any) -> tuple[str, Any]:
+    def decode(msg: Any) -> tuple[str, Any, int, int]:
         value = msg.value()
-        return msg.key().decode(), json.loads(value) if value is not None else None
+        return (msg.key().decode(), json.loads(value) if value is not None else None,
+                msg.partition(), msg.offset())  # fmt: skip
 
     reader = TopicReader(kafka.bootstrap_servers, worker.topic("manager-state"), decode)
     yield reader
     reader.close()
 
 
-def remembered(memory: TopicReader, *keys: str) -> None:
-    """Wait until the managers wrote ``keys``, and a moment more for workers to apply them."""
-    memory.wait(lambda r: r[0] in keys, len(keys))
-    time.sleep(1)
+def remembered(worker: Worker, memory: TopicReader, *keys: str) -> None:
+    """Wait until the managers wrote ``keys``, and ``worker`` applied those writes (its
+    ``switchboard_replica_position`` gauge, refreshed every few seconds, passed them)."""
+    written = memory.wait(lambda r: r[0] in keys, len(keys))
+    topic = worker.topic("manager-state")
+
+    def applied() -> bool:
+        return all(
+            (gauge(worker, "switchboard_replica_position", topic=topic, partition=str(p)) or 0)
+            > offset
+            for _, _, p, offset in written
+        )
+
+    wait_for(applied, 30, 0.5, f"the worker to apply {', '.join(keys)}")
 
 
 def send(worker: Worker, client: str, audience: list[str], message: str = "Hi") -> str:
@@ -168,7 +179,10 @@ def test_sticky_sender_listed_first_wins_and_listed_after_the_picker_never_appli
         completed(statuses, send(worker, client, [recipient]))
     assert [r["from"] for r in outbox(worker, recipient)] == [X, X]
     remembered(
-        memory, f"sticky-sender/sticky/sms/{recipient}", f"sticky-sender/picker/sms/{recipient}"
+        worker,
+        memory,
+        f"sticky-sender/sticky/sms/{recipient}",
+        f"sticky-sender/picker/sms/{recipient}",
     )
 
     # 2. The pool grows, through the clients topic, while the worker runs.
@@ -304,7 +318,7 @@ def test_scrubbing_looks_each_number_up_once_and_removes_landlines_and_invalid_n
     assert [counts[a] for a in (mobile, landline, invalid)] == [1, 1, 1]
 
     # A second session: the three answers come from the cache; only the newcomer is looked up.
-    remembered(memory, *(f"line-type/scrubbed/{a}" for a in (mobile, landline, invalid)))
+    remembered(worker, memory, *(f"line-type/scrubbed/{a}" for a in (mobile, landline, invalid)))
     newcomer = number()
     second = send(worker, "scrubbed", [mobile, landline, invalid, newcomer])
     assert outcome(second, newcomer)["status"] == "sent"

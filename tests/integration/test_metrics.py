@@ -12,15 +12,12 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from switchboard.clients import api_key_digest
 from tests.integration.conftest import Keys, WorkerFactory
-from tests.integration.harness import ROOT, Worker, http, wait_for
+from tests.integration.harness import ROOT, Samples, Worker, gauge, http, scrape, wait_for
 
 pytestmark = pytest.mark.kafka
-
-Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
 
 def closed_window() -> dict[str, Any]:
@@ -40,20 +37,6 @@ def worker(make_worker: WorkerFactory, keys: Keys) -> Worker:
                   "channels": {"sms": {"provider": "sandbox"}}},
     }}  # fmt: skip
     return make_worker(document=document).start()
-
-
-def scrape(worker: Worker) -> Samples:
-    answer = http("GET", f"{worker.url}/metrics")
-    assert answer.status == 200
-    samples: Samples = {}
-    for family in text_string_to_metric_families(str(answer.body)):
-        for sample in family.samples:
-            samples[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
-    return samples
-
-
-def gauge(worker: Worker, name: str, **labels: str) -> float | None:
-    return scrape(worker).get((name, tuple(sorted(labels.items()))))
 
 
 def lag(samples: Samples, topic: str) -> dict[int, float]:
@@ -87,7 +70,7 @@ def test_gauges_follow_sessions_deferrals_and_lag(worker: Worker, keys: Keys) ->
 
     # `status --watch`, not on a terminal: plain lines, until the triggered session completes.
     watcher = subprocess.Popen(
-        [sys.executable, "-m", "switchboard.cli", "status", manual, "--watch", "--interval", "0.2",
+        [sys.executable, "-m", "cli.main", "status", manual, "--watch", "--interval", "0.2",
          "--url", worker.url, "--api-key", keys.other],
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip

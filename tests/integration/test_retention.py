@@ -16,8 +16,8 @@ from collections.abc import Iterable
 
 from rocksdict import AccessType, Options, Rdict
 
+from cli.kafka.local import LocalBroker
 from switchboard.idempotency import anchor
-from switchboard.kafka.local import LocalBroker
 from tests.integration.conftest import Keys, WorkerFactory
 from tests.integration.harness import Worker, http, read_topic, wait_for
 

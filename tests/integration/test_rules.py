@@ -332,7 +332,7 @@ def test_outside_its_window_a_message_is_deferred_then_released(
         return events_of(statuses, session_id, 2)[1]["status"] == "deferred"
 
     # The worker picks the change up within a moment; until then a send goes straight out.
-    wait_for(lambda: deferred() or (time.sleep(0.5), False)[1], 20, 0, "the new window to apply")
+    wait_for(deferred, 20, 0.5, "the new window to apply")
     addresses = [number() for _ in range(3)]
     session_id = send(worker, keys.other, addresses)
     events = events_of(statuses, session_id, 6)

@@ -29,9 +29,9 @@ from typing import Any
 import pytest
 import yaml
 
+from cli.kafka.local import LocalBroker
+from streams.kafka_security import aiokafka_connection, check_kafka
 from switchboard.errors import ConfigError
-from switchboard.kafka.local import LocalBroker
-from switchboard.kafka.security import aiokafka_connection, check_kafka
 from switchboard.settings import Settings
 from tests.conftest import SCRAM_PASSWORD, SCRAM_USER, KafkaPki
 from tests.integration.conftest import Keys, clients_document
@@ -88,7 +88,7 @@ def assert_no_password_logged(worker: Worker, password: str) -> None:
 
 def cli(worker: Worker, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "switchboard.cli", *args],
+        [sys.executable, "-m", "cli.main", *args],
         cwd=ROOT, env=worker.env(), capture_output=True, text=True, timeout=120, check=False,
     )  # fmt: skip
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from switchboard.audience_file import AudienceFileError, read_audience
+from cli.audience_file import AudienceFileError, read_audience
 
 
 def test_one_address_per_line_skipping_blanks_and_comments(tmp_path: Path) -> None:

@@ -43,8 +43,14 @@ def world(assigned: list[tuple[str, int]]) -> tuple[Any, Callable[[], Awaitable[
         {"sms": _topic("dispatch.sms")},
     )
     progress = records.encode(records.Progress(final=1, completed_at=5.0))
+
+    def replica(name: str, positions: dict[int, int]) -> Any:
+        return SimpleNamespace(topic=f"t.{name}", positions=lambda: dict(positions))
+
     sb = SimpleNamespace(
         app=app, metrics=Metrics(), topics=topics,
+        optouts=replica("optouts", {}), manager_state=replica("manager-state", {0: 3, 1: 0}),
+        cancels=replica("cancels", {0: 1}),
         timer_tally=TimerTally(frozenset({"t.dispatch.sms"})), open_sessions=OpenSessions(),
         tables=SimpleNamespace(sessions={b"s-open": b"{}", b"s-done": b"{}", b"s-open:0": b"[]"},
                                deliveries={b"s-done": progress}),
@@ -93,6 +99,8 @@ async def test_refresh_sets_every_gauge_and_drops_partitions_moved_away(
     assert value(sb, "switchboard_deferred_deliveries") == 3
     assert (value(sb, "switchboard_deferred_oldest_age_seconds") or 0) > 1e9  # set at t=100 s
     assert value(sb, "switchboard_sessions_open") == 1  # s-open; s-done completed, s-open:0 a chunk
+    assert value(sb, "switchboard_replica_position", topic="t.manager-state", partition="0") == 3
+    assert value(sb, "switchboard_replica_position", topic="t.cancels", partition="0") == 1
 
     # Partition 0 of the dispatch topic moved to another worker: its series goes.
     assigned[:] = [("dispatch.sms", 1), ("webhooks", 1), ("sessions", 1)]

@@ -1,5 +1,5 @@
 """The Kafka and Schema Registry security settings, and the client configurations built from
-them (``switchboard/kafka/security.py``, ``streams/schema_registry.py``): what each protocol
+them (``streams/kafka_security.py``, ``streams/schema_registry.py``): what each protocol
 gives each client library, the settings refused together, and that no credential reaches a
 message, a ``repr`` or ``switchboard config``."""
 
@@ -11,11 +11,9 @@ from typing import Any
 
 import pytest
 
-from streams.schema_registry import SchemaRegistry, redacted, registry_config
-from switchboard.cli import main
-from switchboard.errors import ConfigError
-from switchboard.kafka.local import free_port
-from switchboard.kafka.security import (
+from cli.kafka.local import free_port
+from cli.main import main
+from streams.kafka_security import (
     aiokafka_connection,
     check_kafka,
     explain_kafka_error,
@@ -23,6 +21,8 @@ from switchboard.kafka.security import (
     librdkafka_config,
     ssl_context,
 )
+from streams.schema_registry import SchemaRegistry, redacted, registry_config
+from switchboard.errors import ConfigError
 from switchboard.settings import Secret, Settings
 
 PASSWORD = "pa55-w0rd-never-shown"  # a test value

@@ -1,4 +1,4 @@
-"""The local broker's jar cache (switchboard/kafka/local.py), without starting a broker."""
+"""The local broker's jar cache (cli/kafka/local.py), without starting a broker."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from switchboard.kafka.local import KafkaDistribution, _cluster_id, java_command
+from cli.kafka.local import KafkaDistribution, _cluster_id, java_command
 
 ROOT = Path(__file__).resolve().parents[2]
 

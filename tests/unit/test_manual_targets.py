@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 import yaml
 
+from cli.main import main
 from streams.worker import apply_clients_file
 from switchboard.calls import MIN_SECRET_BYTES, verify_target_checksum
 from switchboard.campaigns import (
@@ -26,7 +27,6 @@ from switchboard.campaigns import (
     resolve_call_request,
     secret_from,
 )
-from switchboard.cli import main
 from switchboard.errors import ConfigError, ValidationFailed
 from switchboard.settings import Settings
 from tests.unit.test_campaigns import SPOKEN

@@ -10,9 +10,9 @@ import fastavro
 import pytest
 
 import schemas
+from cli.tail import Filter, decode_status, render
 from switchboard.errors import DecodeFailed
 from switchboard.status import StatusEvent
-from switchboard.tail import Filter, decode_status, render
 from switchboard.wire import encode_record
 
 AT = datetime(2026, 11, 21, 13, 45, 6, 789000, tzinfo=UTC)

@@ -1,4 +1,5 @@
-"""switchboard.validation.validate_instruction: what is accepted, and every error with its path.
+"""switchboard.validation, on the path production takes (validate_envelope, then
+audience_chunks): what is accepted, and every error with its path.
 
 The guarantees under test (module docstring, README: "The Send API"): every problem is reported
 at once with its field path, unknown fields are errors, an unusable ``transport.type`` produces
@@ -14,8 +15,8 @@ import pytest
 
 from switchboard.clients import ClientConfig, parse_client
 from switchboard.errors import FieldError, ValidationFailed
-from switchboard.instruction import CHANNELS, Instruction
-from switchboard.validation import ValidationPolicy, validate_instruction
+from switchboard.instruction import CHANNELS, Instruction, recipient_from_record
+from switchboard.validation import ValidationPolicy, audience_chunks, validate_envelope
 
 PHONE = "+14155550100"
 PHONE2 = "+9779812345678"
@@ -52,13 +53,33 @@ def body(**overrides: Any) -> dict[str, Any]:
     return {k: v for k, v in data.items() if v is not None}
 
 
+#: Small chunks, so that audiences of a few recipients span several.
+CHUNK = 2
+
+
+def validate(data: Any, client: ClientConfig | None = ACME, **kwargs: Any) -> Instruction:
+    """What ``streams/submit.py`` does: the envelope, then the audience a chunk at a time; the
+    chunks' records read back as recipients, and all of it as one :class:`Instruction`."""
+    envelope = validate_envelope(data, client=client, **kwargs)
+    chunks = audience_chunks(envelope, data["audience"], size=CHUNK, policy=kwargs.get("policy"))
+    audience = tuple(recipient_from_record(r) for chunk in chunks for r in chunk)
+    return Instruction(
+        client_id=envelope.client_id,
+        transport=envelope.transport,
+        audience=audience,
+        channels=envelope.channels,
+        options=envelope.options,
+        idempotency_key=envelope.idempotency_key,
+    )
+
+
 def ok(data: Any, client: ClientConfig | None = ACME, **kwargs: Any) -> Instruction:
-    return validate_instruction(data, client=client, **kwargs)
+    return validate(data, client, **kwargs)
 
 
 def errors(data: Any, client: ClientConfig | None = ACME, **kwargs: Any) -> list[tuple[str, str]]:
     with pytest.raises(ValidationFailed) as info:
-        validate_instruction(data, client=client, **kwargs)
+        validate(data, client, **kwargs)
     assert info.value.errors, "ValidationFailed must carry errors"
     assert all(isinstance(e, FieldError) for e in info.value.errors)
     return [(e.field, e.error) for e in info.value.errors]
@@ -738,10 +759,10 @@ def test_webhook_refused(value: Any, error: str) -> None:
 )
 def test_malformed_urls_are_validation_errors_not_crashes(overrides: dict[str, Any]) -> None:
     # Pins a fixed bug. Before the fix: normalize_url/normalize_slack let urllib's ValueError("Invalid IPv6 URL") escape, so
-    # validate_instruction raises ValueError: the Send API answers 500 instead of 422, and the
-    # intake agent quarantines the message as an "internal error".
+    # validation raised ValueError: the Send API answered 500 instead of 422, and the intake
+    # agent quarantined the message as an "internal error".
     with pytest.raises(ValidationFailed):
-        validate_instruction(body(**overrides), client=ACME)
+        validate(body(**overrides))
 
 
 # -- everything at once ------------------------------------------------------------------------
@@ -780,7 +801,7 @@ def test_all_errors_are_reported_at_once() -> None:
 
 def test_validation_failed_message_summarises_errors() -> None:
     with pytest.raises(ValidationFailed) as info:
-        validate_instruction(body(audience=["x"] * 7), client=ACME)
+        validate(body(audience=["x"] * 7))
     assert "audience[0]" in str(info.value)
     assert "(and 2 more)" in str(info.value)
     assert info.value.as_dicts()[0]["field"] == "audience[0]"

@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
-from switchboard import cli
-from switchboard.watch import LINE_EVERY, render, watch
+from cli import main as cli
+from cli.watch import LINE_EVERY, render, watch
 
 
 def _doc(final: int, status: str = "dispatching", **counts: int) -> dict[str, Any]:

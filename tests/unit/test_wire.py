@@ -21,7 +21,7 @@ import schemas
 from switchboard.clients import parse_client
 from switchboard.errors import DecodeFailed
 from switchboard.status import StatusEvent
-from switchboard.validation import validate_instruction
+from switchboard.validation import audience_chunks, validate_envelope
 from switchboard.wire import (
     CONTENT_TYPE,
     JSON_CONTENT_TYPE,
@@ -230,9 +230,10 @@ def test_avro_decoded_instruction_validates() -> None:
         {"channels": {"sms": {"provider": "sandbox"}}, "default_channels": ["sms"]},
     )
     decoded = decode_instruction(avro_body(MINIMAL), Framing("avro"))
-    instruction = validate_instruction(decoded, client=client)
-    assert instruction.channels == ("sms",)
-    assert len(instruction.audience) == 2
+    envelope = validate_envelope(decoded, client=client)
+    assert envelope.channels == ("sms",)
+    chunks = list(audience_chunks(envelope, decoded["audience"], size=500))
+    assert [len(chunk) for chunk in chunks] == [2]
 
 
 def test_avro_written_with_another_schema_is_refused() -> None:

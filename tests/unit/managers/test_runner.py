@@ -1,5 +1,5 @@
 """The mechanism: which managers a client gets, in which order, how answers merge, and how a
-failing manager is contained (switchboard.managers.base)."""
+failing manager is contained (switchboard.managers.runner)."""
 
 from __future__ import annotations
 

@@ -145,7 +145,7 @@ class KafkaDistribution:
         mvn = shutil.which("mvn")
         if mvn is None:
             raise BrokerError("Maven (`mvn`) is needed to fetch Kafka's jars from Maven Central.")
-        pom_template = resources.files("switchboard.kafka").joinpath("broker-pom.xml").read_text()
+        pom_template = resources.files("cli.kafka").joinpath("broker-pom.xml").read_text()
         with tempfile.TemporaryDirectory(dir=self.libs.parent) as tmp:
             pom = Path(tmp) / "pom.xml"
             pom.write_text(pom_template.replace("@KAFKA_VERSION@", self.version))
@@ -365,7 +365,7 @@ class LocalBroker:
         }
         text = "".join(f"{k}={v}\n" for k, v in props.items())
         (self.run_dir / "server.properties").write_text(text)
-        log_config = resources.files("switchboard.kafka").joinpath("log4j2.properties").read_text()
+        log_config = resources.files("cli.kafka").joinpath("log4j2.properties").read_text()
         (self.run_dir / "log4j2.properties").write_text(log_config)
 
     def _secure_properties(self) -> dict[str, str]:

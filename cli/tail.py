@@ -1,7 +1,7 @@
 """``switchboard tail``: what it shows of a status event, and which events it shows. Pure.
 
 The Kafka side (a consumer with no group, assigned every partition of the status topic) is in
-``switchboard.cli``; here are the parts worth testing on their own: reading a value in any of
+``cli.main``; here are the parts worth testing on their own: reading a value in any of
 the status topic's framings, the filter, and the one-line rendering.
 
 A value the tool cannot read is shown as such (``?`` and the reason), never skipped in silence

@@ -171,7 +171,7 @@ def _parser() -> argparse.ArgumentParser:
 def _kafka_settings() -> Settings:
     """The settings of a command that talks to Kafka, after the connection check: a refused
     password or an untrusted certificate is reported as such, not as a timed-out write."""
-    from switchboard.kafka.security import check_kafka
+    from streams.kafka_security import check_kafka
 
     settings = Settings.from_env()
     check_kafka(settings)
@@ -200,8 +200,8 @@ def _worker(args: argparse.Namespace) -> int:
 
 def _dev(args: argparse.Namespace) -> int:
     """The embedded default of ``make run``: needs nothing but Java, Maven and this package."""
+    from cli.kafka.local import LocalBroker
     from streams.worker import run_worker
-    from switchboard.kafka.local import LocalBroker
 
     overrides: dict[str, Any] = {
         "sandbox": True,
@@ -252,7 +252,7 @@ Then: .venv/bin/switchboard status <session_id>    (sandbox sends: {settings.san
 
 
 def _kafka(args: argparse.Namespace) -> int:
-    from switchboard.kafka.local import DEFAULT_KAFKA_VERSION, KafkaDistribution, LocalBroker
+    from cli.kafka.local import DEFAULT_KAFKA_VERSION, KafkaDistribution, LocalBroker
 
     dist = KafkaDistribution(version=args.kafka_version or DEFAULT_KAFKA_VERSION)
     if args.action == "fetch":
@@ -339,7 +339,7 @@ def _calls_checksum(args: argparse.Namespace) -> int:
 
 
 def _send(args: argparse.Namespace) -> int:
-    from switchboard.audience_file import AudienceFileError, read_audience
+    from cli.audience_file import AudienceFileError, read_audience
 
     transport: dict[str, Any] = {"message": args.message}
     if args.channel:
@@ -370,7 +370,7 @@ def _send_via_kafka(args: argparse.Namespace, body: dict[str, Any]) -> int:
     outside the service does. The answer comes on the status topic (or the rejected one)."""
     from confluent_kafka import Producer
 
-    from switchboard.kafka.security import librdkafka_config
+    from streams.kafka_security import librdkafka_config
     from switchboard.wire import encode_record
 
     if not args.client:
@@ -407,7 +407,7 @@ def _avro_profile(profile: dict[str, Any]) -> dict[str, Any]:
 
 def _status(args: argparse.Namespace) -> int:
     if args.watch:
-        from switchboard.watch import watch
+        from cli.watch import watch
 
         def fetch() -> tuple[int, Any]:
             try:  # the counts only: one recipient of the page
@@ -435,9 +435,9 @@ def _tail(args: argparse.Namespace) -> int:
         TopicPartition,
     )
 
+    from cli.tail import Filter, decode_status, render
+    from streams.kafka_security import explain_kafka_error, librdkafka_config
     from switchboard.errors import DecodeFailed
-    from switchboard.kafka.security import explain_kafka_error, librdkafka_config
-    from switchboard.tail import Filter, decode_status, render
 
     settings = _kafka_settings()
     topic = settings.topic("status")
@@ -524,7 +524,7 @@ def _http(
     upload: bytes | None = None,
 ) -> tuple[int, Any]:
     """Call the Send API. ``upload`` (a large body) is sent with a progress bar."""
-    from switchboard.progress import Progress
+    from cli.progress import Progress
 
     data: Any = json.dumps(body).encode() if body is not None else None
     headers = {"Authorization": f"Bearer {args.api_key}", "Content-Type": "application/json"}
