@@ -479,6 +479,8 @@ class DeliveryState:
     provider_message_id: str | None = None
     error_code: str | None = None
     error: str | None = None
+    #: A ``deferred`` delivery's release time (ISO 8601 UTC), as its report told it.
+    release_at: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
