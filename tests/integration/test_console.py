@@ -10,11 +10,11 @@ campaign appear, opens a manual session, presses "Trigger now", and sees the ses
 
 from __future__ import annotations
 
-from http.client import HTTPConnection
 import json
 import shutil
 import socket
 import threading
+from http.client import HTTPConnection
 from pathlib import Path
 from typing import Any
 
@@ -81,7 +81,9 @@ def test_page_and_files_are_served_with_a_strict_policy(worker: Worker) -> None:
     assert page.status == 200 and "console.js" in page.body
     assert "script-src 'self'" in page.headers["Content-Security-Policy"]
     script = http("GET", f"{worker.url}/console/static/console.js")
-    assert script.status == 200 and script.headers["Content-Type"].startswith("application/javascript")
+    assert script.status == 200 and script.headers["Content-Type"].startswith(
+        "application/javascript"
+    )
     assert http("GET", f"{worker.url}/console/static/../api.py").status == 404
     assert http("GET", f"{worker.url}/console/static/secret.txt").status == 404
 
