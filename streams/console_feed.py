@@ -117,7 +117,10 @@ class StatusFeed:
             self.stop()
 
     def stop(self) -> None:
-        """Stop the consumer (the last stream closed, or the worker stops)."""
+        """Stop the consumer (the last stream closed, or the worker stops: the streams still
+        open are woken, to see that the worker stops and end)."""
+        for sub in self._subscriptions:
+            sub.woken.set()
         if self._task is not None:
             self._task.cancel()
             self._task = None

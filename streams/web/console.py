@@ -48,6 +48,7 @@ from streams.web.common import HTTPProblem, authenticate, session_uuid
 from streams.web.routing import FORWARDED_HEADER
 from streams.web.sessions import session_document
 from switchboard.console import recent
+from switchboard.records import SessionState
 
 __all__ = ["FLUSH", "KEEPALIVE", "register"]
 
@@ -101,10 +102,10 @@ def register(sb: Switchboard) -> StatusFeed:
         try:
             client = authenticate(sb, request)  # type: ignore[arg-type]
             limit = _limit(request)
-            local = await _local_sessions(sb, client.client_id)
+            local = await _local_sessions(sb, client.client_id, limit)
             partial = False
             if not request.headers.get(FORWARDED_HEADER):
-                others, partial = await _other_workers_sessions(sb, request)
+                others, partial = await _other_workers_sessions(sb, request, limit)
                 local.extend(others)
         except HTTPProblem as exc:
             return web.json_response(exc.body, status=exc.status, headers=exc.headers)
@@ -199,11 +200,11 @@ def _created(doc: dict[str, Any]) -> float:
         return 0.0
 
 
-async def _local_sessions(sb: Switchboard, client_id: str) -> list[dict[str, Any]]:
-    """This worker's sessions of ``client_id`` (its active partitions), described without their
-    recipients. A scan of the table's keys: audience chunks, idempotency records and purge
-    markers have a ``:`` in theirs, session ids never do."""
-    found: list[dict[str, Any]] = []
+async def _local_sessions(sb: Switchboard, client_id: str, limit: int) -> list[dict[str, Any]]:
+    """This worker's ``limit`` newest sessions of ``client_id`` (its active partitions),
+    described without their recipients. A scan of the table's keys: audience chunks,
+    idempotency records and purge markers have a ``:`` in theirs, session ids never do."""
+    found: dict[str, SessionState] = {}
     for n, raw in enumerate(sb.tables.sessions, 1):
         if n % SCAN_SLICE == 0:
             await asyncio.sleep(0)
@@ -211,16 +212,18 @@ async def _local_sessions(sb: Switchboard, client_id: str) -> list[dict[str, Any
         if ":" in key:
             continue
         state = load_session(sb, key)
-        if state is None or state.client_id != client_id:
-            continue
-        doc = session_document(sb, state, 0, 0)
+        if state is not None and state.client_id == client_id:
+            found[key] = state
+    docs = []
+    for session_id in recent(((s.created_at, k) for k, s in found.items()), limit):
+        doc = session_document(sb, found[session_id], 0, 0)
         del doc["recipients"], doc["next_offset"]
-        found.append(doc)
-    return found
+        docs.append(doc)
+    return docs
 
 
 async def _other_workers_sessions(
-    sb: Switchboard, request: web.Request
+    sb: Switchboard, request: web.Request, limit: int
 ) -> tuple[list[dict[str, Any]], bool]:
     """The other workers' parts of the list, and whether one of them did not answer."""
     here = URL(str(sb.app.conf.canonical_url))
@@ -234,7 +237,7 @@ async def _other_workers_sessions(
     async def ask(base: str) -> list[dict[str, Any]] | None:
         try:
             async with asyncio.timeout(10):
-                async with sb.app.http_client.get(f"{base}/console/api/sessions?limit={MAX_LIST}",
+                async with sb.app.http_client.get(f"{base}/console/api/sessions?limit={limit}",
                                                   headers=headers) as answer:  # fmt: skip
                     if answer.status != 200:
                         return None

@@ -515,13 +515,14 @@ def openapi_document() -> dict[str, Any]:
                         {
                             "name": "status",
                             "in": "query",
-                            "description": "Only the deliveries in these statuses (a comma list): "
+                            "description": "Only the deliveries in these statuses (a comma list; "
+                            "empty: every status): "
                             "recipients from `offset` are examined until `limit` entries are found "
                             "or 10,000 recipients were examined; `next_offset` is the first "
                             "recipient not examined.",
                             "schema": {
                                 "type": "string",
-                                "pattern": f"^({_ANY_STATUS})(,({_ANY_STATUS}))*$",
+                                "pattern": f"^(({_ANY_STATUS})(,({_ANY_STATUS}))*)?$",
                                 "example": "failed,deferred",
                             },
                         },

@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from tests.integration.conftest import Keys
+from tests.integration.conftest import Keys, WorkerFactory
 from tests.integration.harness import Worker, http, wait_for
 
 pytestmark = pytest.mark.kafka
@@ -197,3 +197,32 @@ def test_the_console_in_a_real_browser(worker: Worker, keys: Keys, tmp_path: Pat
     finally:
         driver.quit()
     assert shot.stat().st_size > 0
+
+
+def test_the_list_gathers_every_workers_sessions(
+    worker: Worker, keys: Keys, make_worker: WorkerFactory
+) -> None:
+    """With two workers, each holds part of the sessions table: the one asked scans its own part
+    and asks the other for the rest. (Last in the module: the group is left with one worker.)"""
+    sessions = [worker.send_sms(keys.acme, sms(1, 300 + n)) for n in range(12)]
+    for session_id in sessions:
+        worker.wait_completed(session_id, keys.acme)
+    second = make_worker(prefix=worker.prefix).start()
+    try:
+        for each in (worker, second):
+            wait_for(lambda w=each: http("GET", f"{w.url}/readyz").body.get("settled") is True,
+                     90, 0.5, "the group to settle")  # fmt: skip
+        own = {"X-Switchboard-Forwarded": "1"}  # a worker's own part only, as another asks it
+        parts = [
+            {s["session_id"] for s in http("GET", f"{each.url}/console/api/sessions?limit=200",
+                                           key=keys.acme, headers=own).body["sessions"]}
+            for each in (worker, second)
+        ]  # fmt: skip
+        assert all(set(sessions) - part for part in parts)  # neither holds them all...
+        assert set(sessions) <= parts[0] | parts[1]  # ...together they do
+        for each in (worker, second):
+            answer = http("GET", f"{each.url}/console/api/sessions?limit=200", key=keys.acme)
+            assert answer.status == 200 and answer.body["partial"] is False
+            assert set(sessions) <= {s["session_id"] for s in answer.body["sessions"]}
+    finally:
+        second.stop()
