@@ -191,8 +191,19 @@ def test_the_console_in_a_real_browser(worker: Worker, keys: Keys, tmp_path: Pat
         delivered = driver.find_elements(By.CSS_SELECTOR, '#recipients tr[data-status="delivered"]')
         assert len(delivered) == 4
         assert driver.execute_script("return window.notReloaded") is True
-        driver.find_element(By.ID, "events")  # the latest events, from the stream
         driver.save_screenshot(str(shot))
+
+        # Another manual session, cancelled from its page (a link followed: no reload either).
+        held = worker.send_sms(keys.acme, sms(3, 400), trigger="manual")
+        driver.execute_script("location.hash = arguments[0]", f"#/session/{held}")
+        wait_for(
+            lambda: text("s-id") == held and text("s-status") == "waiting", 30, 0.1, "its page"
+        )
+        driver.find_element(By.ID, "cancel").click()
+        cancelled = '#recipients tr[data-status="cancelled"]'
+        wait_for(lambda: len(driver.find_elements(By.CSS_SELECTOR, cancelled)) == 3, 60, 0.2,
+                 "its recipients to show cancelled")  # fmt: skip
+        assert driver.execute_script("return window.notReloaded") is True
         print(f"console screenshot: {shot}")
     finally:
         driver.quit()
