@@ -271,7 +271,15 @@ def openapi_document() -> dict[str, Any]:
             "recipient_count": {"type": "integer"},
             "deliveries": {"type": "integer", "description": "recipients x channels"},
             "final": {"type": "integer", "description": "deliveries in a final state"},
-            "counts": {"type": "object", "additionalProperties": {"type": "integer"}},
+            "counts": {
+                "type": "object",
+                "additionalProperties": {"type": "integer"},
+                "description": "final deliveries by status",
+            },
+            "deferred": {
+                "type": "integer",
+                "description": "deliveries held by a time window now (not final)",
+            },
             "recipients": {"type": "array", "items": {"$ref": "#/components/schemas/Delivery"}},
             "next_offset": {"type": ["integer", "null"]},
         },

@@ -291,6 +291,7 @@ def session_document(
         "deliveries": state.deliveries,
         "final": progress.final,
         "counts": progress.counts,
+        "deferred": progress.deferred,
         "recipients": recipients,
         "next_offset": end if end < state.recipients else None,
     }

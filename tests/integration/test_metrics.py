@@ -73,6 +73,7 @@ def test_gauges_follow_sessions_deferrals_and_lag(worker: Worker, keys: Keys) ->
                     30, 0.5, "5 deferred recipients listed")  # fmt: skip
     assert all(r["status"] == "deferred" and r["release_at"].endswith("Z") for r in page), page
     assert http("GET", url, key=keys.acme).body["next_offset"] == 5
+    assert worker.session(held, keys.acme).body["deferred"] == 250  # the console's bar shows them
 
     # `status --watch`, not on a terminal: plain lines, until the triggered session completes.
     watcher = subprocess.Popen(

@@ -160,7 +160,7 @@ function route() {
 function bar(node, doc) {
   node.replaceChildren();
   const total = doc.deliveries || 0;
-  const counts = doc.counts || {};
+  const counts = held(doc);
   for (const status of ORDER.concat(Object.keys(counts).filter((s) => !ORDER.includes(s)))) {
     const n = counts[status] || 0;
     if (!n || !total) continue;
@@ -170,6 +170,11 @@ function bar(node, doc) {
     node.append(part);
   }
   node.title = (doc.final || 0) + " of " + total + " final";
+}
+
+// The final deliveries by status, and the deliveries held by a time window now.
+function held(doc) {
+  return Object.assign({}, doc.counts || {}, doc.deferred ? { deferred: doc.deferred } : {});
 }
 
 function statusOf(doc) { return doc.status; }
@@ -250,7 +255,7 @@ function renderSession(doc, append) {
     ["Recipients", doc.recipient_count], ["Deliveries", (doc.final || 0) + " final of " + doc.deliveries]];
   $("s-meta").replaceChildren(...meta.flatMap(([k, v]) => [el("dt", k), el("dd", v)]));
   bar($("s-bar"), doc);
-  const counts = doc.counts || {};
+  const counts = held(doc);
   $("s-counts").replaceChildren(...Object.keys(counts).sort().map((s) => {
     const li = el("li");
     li.append(el("i", null, "s-" + s), s + " " + counts[s]);
