@@ -184,6 +184,7 @@ def test_the_console_in_a_real_browser(worker: Worker, keys: Keys, tmp_path: Pat
         row = f'tr[data-session="{campaign}"]'
         wait_for(lambda: driver.find_elements(By.CSS_SELECTOR, f'{row}[data-status="completed"]'),
                  60, 0.2, "the campaign's row to show it completed")  # fmt: skip
+        driver.save_screenshot(str(tmp_path / "console-list.png"))
         driver.find_element(By.CSS_SELECTOR, f'tr[data-session="{manual}"]').click()
         wait_for(lambda: text("s-status") == "waiting", 30, 0.1, "the manual session's page")
         driver.find_element(By.ID, "trigger").click()
@@ -204,7 +205,7 @@ def test_the_console_in_a_real_browser(worker: Worker, keys: Keys, tmp_path: Pat
         wait_for(lambda: len(driver.find_elements(By.CSS_SELECTOR, cancelled)) == 3, 60, 0.2,
                  "its recipients to show cancelled")  # fmt: skip
         assert driver.execute_script("return window.notReloaded") is True
-        print(f"console screenshot: {shot}")
+        print(f"console screenshots: {shot} and {tmp_path / 'console-list.png'}")
     finally:
         driver.quit()
     assert shot.stat().st_size > 0
