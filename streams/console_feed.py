@@ -37,7 +37,7 @@ from streams.replica import _partitions
 from switchboard.console import Activity, visible
 from switchboard.errors import DecodeFailed
 from switchboard.settings import Settings
-from switchboard.tail import decode_status
+from switchboard.status_avro import decode_status
 
 __all__ = ["StatusFeed", "Subscription"]
 
@@ -140,7 +140,7 @@ class StatusFeed:
     async def _follow(self) -> None:
         from aiokafka import AIOKafkaConsumer, TopicPartition
 
-        from switchboard.kafka.security import aiokafka_connection
+        from streams.kafka_security import aiokafka_connection
 
         consumer = AIOKafkaConsumer(**aiokafka_connection(self.settings), group_id=None,
                                     enable_auto_commit=False, auto_offset_reset="latest")  # fmt: skip
