@@ -8,7 +8,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
 
-.PHONY: help install run test lint typecheck unit kafka bench soak clean distclean
+.PHONY: help install run test lint typecheck unit kafka browser bench soak clean distclean
 
 help:
 	@echo "make run    start Kafka and a worker with sandbox channels on http://127.0.0.1:6066"
@@ -16,6 +16,7 @@ help:
 	@echo "make bench  the pipeline benchmark (prints figures; not part of make test)"
 	@echo "make soak   two workers under load through SIGTERMs and kill -9s (minutes; not part of make test)"
 	@echo "make unit   only the tests that need no broker (fast)"
+	@echo "make browser  Debian's chromium and chromium-driver for the console's browser test"
 	@echo "make clean  remove local broker and worker state (.switchboard/)"
 
 $(STAMP): pyproject.toml constraints.txt
@@ -27,6 +28,16 @@ install: $(STAMP)
 
 kafka: install
 	$(BIN)/switchboard kafka fetch
+
+# Debian's chromium and chromium-driver, for the console's browser test (tests/integration/
+# test_console.py): installed with apt-get when missing (as root, or through sudo).
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+browser:
+	@if [ -x /usr/bin/chromium ] && [ -x /usr/bin/chromedriver ]; then :; else \
+	  echo "installing chromium and chromium-driver (Debian packages) for the browser test"; \
+	  $(SUDO) apt-get update -q && \
+	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium chromium-driver; \
+	fi
 
 run: install
 	$(BIN)/switchboard dev
@@ -42,7 +53,7 @@ typecheck: install
 unit: install
 	$(BIN)/pytest -m "not kafka and not registry" $(PYTEST_ARGS)
 
-test: lint typecheck kafka
+test: lint typecheck kafka browser
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 bench: install kafka

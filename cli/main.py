@@ -245,6 +245,7 @@ Send a first message:
   .venv/bin/switchboard send --channel sms --to +14155550100 -m 'Hello from Switchboard'
 
 Then: .venv/bin/switchboard status <session_id>    (sandbox sends: {settings.sandbox_outbox})
+      Console: {url}/console    (sign in with the API key demo-key)
       API document: {url}/openapi.json    metrics: {url}/metrics
 """,
         flush=True,

@@ -11,49 +11,15 @@ and never fatal: ``tail`` is a diagnostic tool, and an unreadable event is a fin
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from switchboard.errors import DecodeFailed, FieldError
-from switchboard.wire import header_map, read_record, sniff
+# Reading a status event in any framing is the status topic's codec, shared with the worker's
+# console (streams/console_feed.py): it lives in the core.
+from switchboard.status_avro import decode_status
 
 __all__ = ["Filter", "decode_status", "render"]
-
-#: Given a Confluent schema id, the writer schema (parsed), or None when unknown.
-WriterLookup = Callable[[int], Any]
-
-
-def decode_status(
-    value: bytes | None,
-    headers: Iterable[tuple[str, str | bytes | None]] | Mapping[str, str | bytes | None] | None,
-    writer_schema: WriterLookup | None = None,
-) -> dict[str, Any]:
-    """A status event as a mapping, from any framing the worker writes (the Confluent wire
-    format, schemaless Avro with the content-type header, or JSON).
-
-    Without ``writer_schema``, a Confluent-framed value is read with the bundled schema, which
-    is the one the worker registered. Raises :class:`DecodeFailed` naming the problem.
-    """
-    framing = sniff(value, header_map(headers), "status_event")
-    assert value is not None  # sniff refuses an empty value
-    if framing.kind == "json":
-        try:
-            data = json.loads(value)
-        except ValueError as exc:
-            raise DecodeFailed([FieldError("", f"not valid JSON: {exc}")]) from None
-        if not isinstance(data, dict):
-            raise DecodeFailed([FieldError("", "a status event must be a JSON object")])
-        return data
-    if framing.kind == "confluent":
-        assert framing.schema_id is not None
-        writer = writer_schema(framing.schema_id) if writer_schema is not None else None
-        if writer is None:
-            # Our own registration: the bytes were written with the bundled schema.
-            return read_record("status_event", value[5:])
-        return read_record("status_event", value, writer)
-    return read_record("status_event", value)
 
 
 @dataclass(frozen=True, slots=True)

@@ -352,12 +352,16 @@ def _progress_after(
     report: Report, old: DeliveryState | None, state: DeliveryState, progress: Progress
 ) -> Progress:
     """The session's progress once ``report`` moved its delivery from ``old`` to ``state``:
-    a delivery that becomes final is counted; a final one opened again (a re-send) is not."""
+    a delivery that becomes final is counted; a final one opened again (a re-send) is not.
+    ``deferred`` follows the deliveries moving into and out of ``deferred``."""
     was_final = old is not None and is_final(old.status)
     if report.reopen and old is not None and was_final:
         progress = _uncount(progress, old.status)
     if is_final(state.status) and (report.reopen or not was_final):
         progress = _count(progress, state.status)
+    held = (state.status == "deferred") - (old is not None and old.status == "deferred")
+    if held:
+        progress = dataclasses.replace(progress, deferred=max(0, progress.deferred + held))
     return progress
 
 

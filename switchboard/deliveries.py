@@ -67,6 +67,7 @@ def apply_report(
             or (state.provider_message_id if state else None),
             error_code=report.error_code,
             error=report.error,
+            release_at=_release_at(report) if resting == "deferred" else None,
         )
         events.append(StatusEvent(
             session_id=report.session_id,
@@ -83,6 +84,11 @@ def apply_report(
             event_id=delivery_event_id(report, status),
         ))  # fmt: skip
     return state, events
+
+
+def _release_at(report: Report) -> str | None:
+    at = report.detail.get("release_at")
+    return at if isinstance(at, str) else None
 
 
 def provider_id_conflict(report: Report, state: DeliveryState | None) -> str | None:

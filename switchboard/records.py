@@ -479,6 +479,8 @@ class DeliveryState:
     provider_message_id: str | None = None
     error_code: str | None = None
     error: str | None = None
+    #: A ``deferred`` delivery's release time (ISO 8601 UTC), as its report told it.
+    release_at: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -496,6 +498,8 @@ class Progress:
     #: The offset (on the session's reports partition) of the last report or sweep that wrote
     #: this row: a report at or before it is counted already (``streams/reports.py``).
     applied: int = -1
+    #: Deliveries ``deferred`` now (held by a time window; not final, so not in ``counts``).
+    deferred: int = 0
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,19 +9,24 @@ Guarantee: the bytes are exactly fastavro's for the same record (``tests/unit/te
 compares them over generated events). Anything the fast path does not cover (a naive
 ``occurred_at``, a list or a map inside ``detail``, an integer outside Avro's long) is handed
 to :func:`switchboard.wire.encode_record`, so the fast path can only be faster, never different.
+
+:func:`decode_status` reads a status event back from any framing the worker writes (for
+``switchboard tail`` and the web console's feed).
 """
 
 from __future__ import annotations
 
+import json
 import struct
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any, Final
 
 import schemas
-from switchboard.wire import CONTENT_TYPE, Headers, encode_record
+from switchboard.errors import DecodeFailed, FieldError
+from switchboard.wire import CONTENT_TYPE, Headers, encode_record, header_map, read_record, sniff
 
-__all__ = ["encode_status_event"]
+__all__ = ["WriterLookup", "decode_status", "encode_status_event"]
 
 _EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 _DOUBLE: Final = struct.Struct("<d")
@@ -143,3 +148,38 @@ def _scalar(out: bytearray, value: Any) -> None:
         _string(out, value)
     else:
         raise _Unsupported  # an array or a map: fastavro writes those
+
+
+#: Given a Confluent schema id, the writer schema (parsed), or None when unknown.
+WriterLookup = Callable[[int], Any]
+
+
+def decode_status(
+    value: bytes | None,
+    headers: Iterable[tuple[str, str | bytes | None]] | Mapping[str, str | bytes | None] | None,
+    writer_schema: WriterLookup | None = None,
+) -> dict[str, Any]:
+    """A status event as a mapping, from any framing the worker writes (the Confluent wire
+    format, schemaless Avro with the content-type header, or JSON).
+
+    Without ``writer_schema``, a Confluent-framed value is read with the bundled schema, which
+    is the one the worker registered. Raises :class:`DecodeFailed` naming the problem.
+    """
+    framing = sniff(value, header_map(headers), "status_event")
+    assert value is not None  # sniff refuses an empty value
+    if framing.kind == "json":
+        try:
+            data = json.loads(value)
+        except ValueError as exc:
+            raise DecodeFailed([FieldError("", f"not valid JSON: {exc}")]) from None
+        if not isinstance(data, dict):
+            raise DecodeFailed([FieldError("", "a status event must be a JSON object")])
+        return data
+    if framing.kind == "confluent":
+        assert framing.schema_id is not None
+        writer = writer_schema(framing.schema_id) if writer_schema is not None else None
+        if writer is None:
+            # Our own registration: the bytes were written with the bundled schema.
+            return read_record("status_event", value[5:])
+        return read_record("status_event", value, writer)
+    return read_record("status_event", value)

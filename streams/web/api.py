@@ -24,7 +24,7 @@ from faust.web import Request, Response, View
 from streams.app import Switchboard
 from streams.sessions import load_idempotency
 from streams.submit import Unconfirmed, checked_envelope, submit
-from streams.web import protocol, routing, sessions, twilio, unsubscribe
+from streams.web import console, protocol, routing, sessions, twilio, unsubscribe
 from streams.web.claims import WINDOW as CLAIM_WINDOW
 from streams.web.claims import Claims, KeyOutcome
 from streams.web.common import (
@@ -83,6 +83,7 @@ def register(sb: Switchboard) -> None:
     sessions.register(sb)
     twilio.register(sb)
     unsubscribe.register(sb)
+    console.register(sb)
 
     @app.page("/healthz", name="healthz")
     class Health(View):

@@ -13,6 +13,7 @@ from __future__ import annotations
 from typing import Any, Final
 
 from streams.web.common import MAX_TWILIO_BODY
+from streams.web.openapi_console import console_paths
 from streams.web.openapi_twilio import call_schema, twilio_message_paths
 from switchboard.instruction import (
     CHANNELS,
@@ -68,6 +69,10 @@ _JSON_BODY_ERRORS: dict[str, Any] = {
 }
 #: What every view answered by the worker holding its state can answer while partitions move.
 _MOVING: Final = _errors_response("Partitions are moving between workers; retry (Retry-After).")
+
+
+#: One delivery status, as the ``status`` filter of ``GET /v1/sessions/{id}`` takes it.
+_ANY_STATUS: Final = "|".join(s for s in STATUSES if s != "completed")
 
 
 def openapi_document() -> dict[str, Any]:
@@ -235,6 +240,11 @@ def openapi_document() -> dict[str, Any]:
             "error_code": nullable_string,
             "error": nullable_string,
             "updated_at": {"type": "string", "format": "date-time"},
+            "release_at": {
+                "type": "string",
+                "format": "date-time",
+                "description": "A deferred delivery's release time (present only then).",
+            },
         },
     }
     session = {
@@ -261,7 +271,15 @@ def openapi_document() -> dict[str, Any]:
             "recipient_count": {"type": "integer"},
             "deliveries": {"type": "integer", "description": "recipients x channels"},
             "final": {"type": "integer", "description": "deliveries in a final state"},
-            "counts": {"type": "object", "additionalProperties": {"type": "integer"}},
+            "counts": {
+                "type": "object",
+                "additionalProperties": {"type": "integer"},
+                "description": "final deliveries by status",
+            },
+            "deferred": {
+                "type": "integer",
+                "description": "deliveries held by a time window now (not final)",
+            },
             "recipients": {"type": "array", "items": {"$ref": "#/components/schemas/Delivery"}},
             "next_offset": {"type": ["integer", "null"]},
         },
@@ -502,6 +520,20 @@ def openapi_document() -> dict[str, Any]:
                                 "default": 100,
                             },
                         },
+                        {
+                            "name": "status",
+                            "in": "query",
+                            "description": "Only the deliveries in these statuses (a comma list; "
+                            "empty: every status): "
+                            "recipients from `offset` are examined until `limit` entries are found "
+                            "or 10,000 recipients were examined; `next_offset` is the first "
+                            "recipient not examined.",
+                            "schema": {
+                                "type": "string",
+                                "pattern": f"^(({_ANY_STATUS})(,({_ANY_STATUS}))*)?$",
+                                "example": "failed,deferred",
+                            },
+                        },
                     ],
                     "responses": {
                         "200": {
@@ -513,7 +545,8 @@ def openapi_document() -> dict[str, Any]:
                             },
                         },
                         "400": _errors_response(
-                            "offset or limit is not a whole number in its range."
+                            "offset or limit is not a whole number in its range, or status names "
+                            "something that is not a delivery status."
                         ),
                         "401": _errors_response("Missing or unknown API key."),
                         "404": _errors_response("No such session for this client."),
@@ -708,6 +741,7 @@ def openapi_document() -> dict[str, Any]:
                 }
             },
             **twilio_message_paths(),
+            **console_paths(),
             "/v1/unsubscribe": {
                 "parameters": [
                     {

@@ -36,11 +36,14 @@ from streams.web.common import (
 from streams.web.routing import on_owner
 from switchboard import records
 from switchboard.clients import ClientConfig
+from switchboard.console import parse_statuses
 from switchboard.records import Cancel, SessionState, Trigger, delivery_key
 
-__all__ = ["register"]
+__all__ = ["MAX_SCAN", "own_session", "register", "session_document"]
 
 MAX_PAGE = 500
+#: Recipients a filtered page (``status=``) examines at most (see :func:`session_document`).
+MAX_SCAN = 10_000
 CANCEL_WAIT = 30.0  # seconds a cancel waits to be fenced before it answers 503 (retry it)
 FRESH_WAIT = 1.5  # seconds an unknown session id is waited for before 404
 
@@ -55,10 +58,11 @@ def register(sb: Switchboard) -> None:
         try:
             client = authenticate(sb, request)
             offset, limit = _page(request)  # before the wait for a fresh session: it is cheap
+            statuses = _statuses(request)
             state = await own_session(sb, client, request)
         except HTTPProblem as exc:
             return problem(view, exc)
-        return view.json(_session_document(sb, state, offset, limit))
+        return view.json(session_document(sb, state, offset, limit, statuses))
 
     async def trigger_session(view: View, request: Request, *args: Any, **kwargs: Any) -> Response:
         try:
@@ -226,16 +230,36 @@ def _page(request: Request) -> tuple[int, int]:
     return offset, limit
 
 
-def _session_document(
-    sb: Switchboard, state: SessionState, offset: int, limit: int
+def _statuses(request: Request) -> frozenset[str]:
+    statuses, unknown = parse_statuses(request.query.get("status"))
+    if unknown:
+        raise HTTPProblem(
+            400, "status", f"not a delivery status: {', '.join(sorted(unknown))[:200]}"
+        )
+    return statuses
+
+
+def session_document(
+    sb: Switchboard,
+    state: SessionState,
+    offset: int,
+    limit: int,
+    statuses: frozenset[str] = frozenset(),
 ) -> dict[str, Any]:
+    """``GET /v1/sessions/{id}``: the session, its counts, and a page of its recipients.
+
+    With ``statuses``, only the deliveries in one of them are listed: recipients from ``offset``
+    are examined until ``limit`` entries are found or :data:`MAX_SCAN` recipients were examined,
+    and ``next_offset`` is the first recipient not examined (None at the end), so a filtered
+    page costs at most MAX_SCAN reads however rare the status is."""
     progress = load_progress(sb, state.session_id)
     status = "completed" if progress.completed_at is not None else state.status
     # A delivery without a report yet: held with its scheduled session, else accepted.
     pending = "scheduled" if state.status == "scheduled" else "accepted"
     recipients: list[dict[str, Any]] = []
-    end = min(state.recipients, offset + limit)
-    for index in range(offset, end):
+    end = min(state.recipients, offset + (MAX_SCAN if statuses else limit))
+    index = offset
+    while index < end and not (statuses and len(recipients) >= limit):
         for channel in state.channels:
             key = delivery_key(state.session_id, index, channel)
             delivery = load_delivery(sb, key)
@@ -248,7 +272,12 @@ def _session_document(
                     "provider_message_id": delivery.provider_message_id, "error_code": delivery.error_code,
                     "error": delivery.error, "updated_at": iso(delivery.updated_at),
                 })  # fmt: skip
-            recipients.append(entry)
+                if delivery.release_at is not None:
+                    entry["release_at"] = delivery.release_at
+            if not statuses or entry["status"] in statuses:
+                recipients.append(entry)
+        index += 1
+    end = index
     return {
         "session_id": state.session_id,
         "client_id": state.client_id,
@@ -262,6 +291,7 @@ def _session_document(
         "deliveries": state.deliveries,
         "final": progress.final,
         "counts": progress.counts,
+        "deferred": progress.deferred,
         "recipients": recipients,
         "next_offset": end if end < state.recipients else None,
     }

@@ -67,6 +67,13 @@ def test_gauges_follow_sessions_deferrals_and_lag(worker: Worker, keys: Keys) ->
              "the oldest deferral's age")  # fmt: skip
     wait_for(lambda: gauge(worker, "switchboard_sessions_open") == 2, 30, 0.5, "sessions open = 2")
     assert worker.session(held, keys.acme).body["status"] == "dispatching"
+    # The status filter (the console's) lists them, each with its release time.
+    url = f"{worker.url}/v1/sessions/{held}?status=deferred&limit=5"
+    page = wait_for(lambda: len(r := http("GET", url, key=keys.acme).body["recipients"]) == 5 and r,
+                    30, 0.5, "5 deferred recipients listed")  # fmt: skip
+    assert all(r["status"] == "deferred" and r["release_at"].endswith("Z") for r in page), page
+    assert http("GET", url, key=keys.acme).body["next_offset"] == 5
+    assert worker.session(held, keys.acme).body["deferred"] == 250  # the console's bar shows them
 
     # `status --watch`, not on a terminal: plain lines, until the triggered session completes.
     watcher = subprocess.Popen(

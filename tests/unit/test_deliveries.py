@@ -57,6 +57,14 @@ def test_a_window_may_hold_a_deferred_delivery_again() -> None:
     assert told == [["accepted"], ["deferred"], ["deferred"]]
 
 
+def test_a_deferred_delivery_keeps_its_release_time_until_it_moves_on() -> None:
+    held = report("deferred", detail={"release_at": "2027-01-15T08:00:00Z"})
+    state, _ = walk(report("accepted"), held)
+    assert state is not None and state.release_at == "2027-01-15T08:00:00Z"
+    sent, _ = apply_report(report("sent"), state)
+    assert sent is not None and sent.release_at is None
+
+
 def test_an_event_id_names_the_change_and_survives_a_replay() -> None:
     """Applying the same report to the same state again (a replay after a crash) tells the same
     events with the same ids; a receiver de-duplicates by them."""

@@ -125,9 +125,12 @@ def test_openapi_documents_every_public_route() -> None:
     an operation of the document, except the workers' internal ones."""
     source = "\n".join(p.read_text() for p in (ROOT / "streams" / "web").glob("*.py"))
     routes = set(re.findall(r'@app\.page\("([^"]+)"', source))
+    routes |= set(re.findall(r'router\.add_get\("([^"]+)"', source))  # the console's
     internal = {r for r in routes if r.startswith("/internal/")}
-    assert {"/twilio/messages/status", "/twilio/messages/inbound"} <= routes
-    assert routes - internal == set(openapi_document()["paths"])
+    # The console's page and files are for a browser; its JSON and SSE endpoints are API.
+    browser = {r for r in routes if r.startswith("/console") and not r.startswith("/console/api/")}
+    assert {"/twilio/messages/status", "/twilio/messages/inbound", "/console"} <= routes
+    assert routes - internal - browser == set(openapi_document()["paths"])
 
 
 def test_openapi_call_schema_is_the_shape_of_get_v1_calls() -> None:

@@ -163,3 +163,34 @@ async def test_a_batch_applied_whole_twice_changes_nothing_the_second_time() -> 
 
 def test_the_module_still_has_the_names_this_test_drives() -> None:
     assert asyncio.iscoroutinefunction(reports._apply)
+
+
+def test_progress_counts_the_deliveries_deferred_now() -> None:
+    """``Progress.deferred`` follows deliveries into and out of ``deferred`` (the console's bar):
+    held, held again (no change), then sent; a held one cancelled leaves it too."""
+    from switchboard.deliveries import apply_report
+
+    progress = records.Progress()
+    states: dict[int, records.DeliveryState | None] = {0: None, 1: None}
+
+    def apply(index: int, status: str, **fields: Any) -> None:
+        nonlocal progress
+        report = Report(session_id="s", client_id="c", channel="sms", index=index,
+                        address="+14155550100", status=status, attempt=1,  # type: ignore[arg-type]
+                        occurred_at=1_800_000_000.0, **fields)  # fmt: skip
+        old = states[index]
+        state, _ = apply_report(report, old)
+        assert state is not None
+        if state is not old:
+            progress = reports._progress_after(report, old, state, progress)
+        states[index] = state
+
+    for index in (0, 1):
+        apply(index, "accepted")
+        apply(index, "deferred", detail={"release_at": "2027-01-15T08:00:00Z"})
+    apply(0, "deferred", detail={"release_at": "2027-01-16T08:00:00Z"})
+    assert progress.deferred == 2
+    apply(0, "sent")
+    assert progress.deferred == 1
+    apply(1, "cancelled")
+    assert progress.deferred == 0 and progress.counts == {"cancelled": 1}
