@@ -59,6 +59,7 @@ from typing import TYPE_CHECKING, Any, Final, cast
 from faust.streams import _current_event
 
 from streams.guard import guarded
+from streams.tablestore import read_row
 
 if TYPE_CHECKING:
     from faust.types import EventT, StreamT, TableT
@@ -187,8 +188,7 @@ def get(table: TableT[bytes, bytes], key: bytes) -> bytes | None:
         staged = checkpoint.lookup(table, key)
         if staged is not _ABSENT:
             return cast(bytes | None, staged)
-    value = table.get(key)
-    return value if value is None or isinstance(value, bytes) else bytes(value)
+    return read_row(table, key)
 
 
 def put(table: TableT[bytes, bytes], key: bytes, value: bytes | None) -> None:

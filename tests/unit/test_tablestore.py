@@ -110,3 +110,28 @@ async def test_changelog_offsets_are_written_once_per_loop_turn(tmp_path: Path) 
         assert written == [5, 9]
     finally:
         RocksDBStore.set_persisted_offset = put  # type: ignore[method-assign]
+
+
+def test_read_row_answers_as_faust_s_get_in_the_event_s_partition(tmp_path: Path) -> None:
+    from streams.tablestore import read_row
+
+    app = faust.App("t", store=STORE_URL, datadir=str(tmp_path), autodiscover=False,
+                    key_serializer="raw", value_serializer="raw")  # fmt: skip
+    table = app.Table("deliveries", key_type=bytes, value_type=bytes, partitions=4)
+    events = [_Event(partition) for partition in range(4)]  # held: the context keeps a weakref
+    for partition, value in ((1, b"one"), (3, b"three")):
+        token = _current_event.set(weakref.ref(events[partition]))  # type: ignore[arg-type]
+        try:
+            table.data._set(b"row", value)  # type: ignore[attr-defined]
+        finally:
+            _current_event.reset(token)
+    seen = []
+    for event in events:
+        token = _current_event.set(weakref.ref(event))  # type: ignore[arg-type]
+        try:
+            assert read_row(table, b"row") == table.get(b"row")
+            assert read_row(table, b"missing") is None and table.get(b"missing") is None
+            seen.append(read_row(table, b"row"))
+        finally:
+            _current_event.reset(token)
+    assert seen == [None, b"one", None, b"three"], "only the event's partition"
