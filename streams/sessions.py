@@ -56,7 +56,7 @@ from streams.checkpoint import get, put, run_checkpointed
 from streams.fences import fences_passed, place_fences
 from streams.guard import quarantine
 from streams.managers import SessionStartPlan
-from switchboard import records
+from switchboard import reasons, records
 from switchboard.errors import MissingState
 from switchboard.fanout import CHUNK_SIZE, DISPATCH_SPREAD, chunk_count, dispatch_key, plan_chunk
 from switchboard.idempotency import IdempotencyRecord, decide, next_generation, shown
@@ -91,7 +91,7 @@ from switchboard.records import (
     Trigger,
 )
 from switchboard.status import FINAL, Status, StatusEvent, event_id
-from switchboard.windows import NoCommonOpening, delivery_release
+from switchboard.windows import NoCommonOpening, delivery_release, held_by
 
 __all__ = [
     "dispatch_or_defer",
@@ -258,10 +258,13 @@ async def _claim(sb: Switchboard, cmd: Claim) -> None:
         # A producer has no answer but the status topic: say which session its repeat
         # belongs to (or that it conflicts with it).
         status: Status = "accepted" if decision.kind == "duplicate" else "rejected"
+        code, error, detail = reasons.annotate(
+            status, None if decision.kind == "duplicate" else "idempotency-conflict",
+            None if decision.kind == "duplicate" else "idempotency key reused with a different instruction",
+            {"idempotency_key": shown(cmd.key), "repeat": decision.kind, "origin": cmd.origin},
+        )  # fmt: skip
         await sb.publish_status(StatusEvent(
-            decision.session_id, cmd.client_id, status,
-            error=None if decision.kind == "duplicate" else "idempotency key reused with a different instruction",
-            detail={"idempotency_key": shown(cmd.key), "repeat": decision.kind, "origin": cmd.origin},
+            decision.session_id, cmd.client_id, status, error_code=code, error=error, detail=detail,
             event_id=event_id(decision.session_id, status, "repeat", cmd.origin),
         ))  # fmt: skip
 
@@ -476,11 +479,12 @@ async def _block(sb: Switchboard, state: SessionState, plan: SessionStartPlan) -
     (those of earlier chunks may have gone) is reported ``cancelled`` with the reason."""
     log.warning("session blocked by a service manager",
                 extra={"session_id": state.session_id, "reason": plan.block})  # fmt: skip
-    detail: dict[str, Any] = {}
+    facts: dict[str, Any] = {}
     for channel_detail in plan.detail.values():
-        detail.update(channel_detail)
+        facts.update(channel_detail)
+    code, error, detail = reasons.annotate("cancelled", "blocked", plan.block, facts)
     await _withdraw(sb, state, StatusEvent(state.session_id, state.client_id, "cancelled",
-                                           error=plan.block, error_code="blocked", detail=detail,
+                                           error=error, error_code=code, detail=detail,
                                            event_id=event_id(state.session_id, "cancelled")),
                     plan.block)  # fmt: skip
 
@@ -507,10 +511,17 @@ def _window_release(sb: Switchboard, job: DispatchJob, now: float) -> datetime |
 async def _report_deferred(
     sb: Switchboard, job: DispatchJob, release: datetime, now: float
 ) -> None:
+    """``deferred``, saying which window and zone hold it, and until when (reasons.deferred)."""
+    client = sb.clients.get(job.client_id)
+    hold = None if client is None else held_by(
+        client, job.channel, datetime.fromtimestamp(now, UTC), recipient_tz=job.timezone,
+        address=job.address,
+    )  # fmt: skip
+    error, detail = reasons.deferred(job.channel, release, hold)
     await sb.report(Report(
         session_id=job.session_id, client_id=job.client_id, channel=job.channel, index=job.index,
         address=job.address, status="deferred", attempt=job.attempt, occurred_at=now,
-        detail={"release_at": release.isoformat().replace("+00:00", "Z")}, priority=job.priority,
+        error_code=reasons.WINDOW_CLOSED, error=error, detail=detail, priority=job.priority,
     ))  # fmt: skip
 
 
@@ -630,7 +641,9 @@ async def _retry(sb: Switchboard, state: SessionState, cmd: Retry) -> None:
 async def _cancel(sb: Switchboard, state: SessionState) -> None:
     if state.status == "cancelled":
         return
+    code, error, detail = reasons.annotate("cancelled", "cancelled", None, {})
     await _withdraw(sb, state, StatusEvent(state.session_id, state.client_id, "cancelled",
+                                           error_code=code, error=error, detail=detail,
                                            event_id=event_id(state.session_id, "cancelled")))  # fmt: skip
 
 

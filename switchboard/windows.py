@@ -81,6 +81,7 @@ from __future__ import annotations
 import functools
 import re
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Final
 from zoneinfo import ZoneInfo
@@ -92,9 +93,11 @@ from switchboard.clients import ClientConfig, TimeWindow
 from switchboard.zones import is_zone_name
 
 __all__ = [
+    "Hold",
     "NoCommonOpening",
     "common_opening",
     "delivery_release",
+    "held_by",
     "is_open",
     "next_opening",
     "recipient_zones",
@@ -252,8 +255,7 @@ def delivery_release(
     window = client.time_windows.get(channel)  # type: ignore[call-overload]
     if window is None:
         return None
-    phone = address if channel in ("sms", "voice", "whatsapp") else None
-    zones = recipient_zones(window.timezone, recipient_tz, phone, client.timezone)
+    zones = _delivery_zones(client, channel, window, recipient_tz, address)
     if len(zones) == 1:
         return release_time(window, at, zones[0])
     opening = common_opening(window, at, zones)
@@ -264,6 +266,57 @@ def delivery_release(
             f"({', '.join(zone.key for zone in zones)}); give the recipient's timezone in its profile"
         )
     return None if opening == _utc(at) else opening
+
+
+@dataclass(frozen=True, slots=True)
+class Hold:
+    """What holds a delivery outside its window: the ``window``, the ``zone`` whose opening comes
+    last (the one that keeps it held until the release), and every zone it is read in."""
+
+    window: TimeWindow
+    zone: str
+    zones: tuple[str, ...]
+
+
+def held_by(
+    client: ClientConfig,
+    channel: str,
+    at: datetime,
+    *,
+    recipient_tz: str | None,
+    address: str | None,
+) -> Hold | None:
+    """Which window and zone hold a delivery at ``at`` that :func:`delivery_release` deferred
+    (its status event says so); None when the channel has no window. Asked only of deliveries
+    held, and cached per window, zones and instant like :func:`common_opening`."""
+    window = client.time_windows.get(channel)  # type: ignore[call-overload]
+    if window is None:
+        return None
+    keys = tuple(z.key for z in _delivery_zones(client, channel, window, recipient_tz, address))
+    if len(keys) == 1:
+        return Hold(window, keys[0], keys)
+    zone = _last_to_open(tuple(window.days), window.start, window.end, keys, _utc(at))
+    return Hold(window, zone, keys)
+
+
+@functools.lru_cache(maxsize=4096)
+def _last_to_open(
+    days: tuple[str, ...], start: str, end: str, zones: tuple[str, ...], at: datetime
+) -> str:
+    window = TimeWindow(days, start, end, "UTC")
+    # max() keeps the first of equals: zones come sorted, so the answer is stable.
+    return max(zones, key=lambda name: next_opening(window, at, ZoneInfo(name)))
+
+
+def _delivery_zones(
+    client: ClientConfig,
+    channel: str,
+    window: TimeWindow,
+    recipient_tz: str | None,
+    address: str | None,
+) -> tuple[ZoneInfo, ...]:
+    phone = address if channel in ("sms", "voice", "whatsapp") else None
+    return recipient_zones(window.timezone, recipient_tz, phone, client.timezone)
 
 
 def _phone_zones(phone: str | None) -> frozenset[str]:
