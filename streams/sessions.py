@@ -91,7 +91,7 @@ from switchboard.records import (
     Trigger,
 )
 from switchboard.status import FINAL, Status, StatusEvent, event_id
-from switchboard.windows import NoCommonOpening, delivery_release, held_by
+from switchboard.windows import Hold, NoCommonOpening, delivery_hold
 
 __all__ = [
     "dispatch_or_defer",
@@ -405,7 +405,7 @@ async def _route(
             ))  # fmt: skip
         else:
             try:
-                release = _window_release(sb, item, now)
+                hold = _window_hold(sb, item, now)
             except NoCommonOpening as exc:
                 await _report_no_window(sb, item, exc, now)
                 continue
@@ -417,12 +417,12 @@ async def _route(
                 detail=plan.detail.get(item.channel) or {},
                 event_id=event_id(item.key, item.attempt, "accepted"),
             ))  # fmt: skip
-            if release is None:
+            if hold is None:
                 key = (item.channel, dispatch_key(item.session_id, item.index))
                 batches.setdefault(key, []).append(item)
             else:
-                await _report_deferred(sb, item, release, now)
-                held.setdefault((item.channel, release.timestamp()), []).append(item.index)
+                await _report_deferred(sb, item, hold, now)
+                held.setdefault((item.channel, hold.release.timestamp()), []).append(item.index)
     return held, batches
 
 
@@ -498,26 +498,20 @@ async def _backlogged(sb: Switchboard, state: SessionState) -> bool:
     return await sb.flow.over(topics, max(1, limit // DISPATCH_SPREAD))  # records of jobs
 
 
-def _window_release(sb: Switchboard, job: DispatchJob, now: float) -> datetime | None:
-    """When ``job``'s channel window opens in every zone of its recipient, if it is closed now
-    (None: send now). Raises :class:`NoCommonOpening` when it never is open in all at once."""
+def _window_hold(sb: Switchboard, job: DispatchJob, now: float) -> Hold | None:
+    """What holds ``job`` outside its channel's window, and until it opens in every zone of its
+    recipient (None: send now). Raises :class:`NoCommonOpening` when it never is open in all at
+    once."""
     client = sb.clients.get(job.client_id)
     if client is None:
         return None
-    return delivery_release(client, job.channel, datetime.fromtimestamp(now, UTC),
-                            recipient_tz=job.timezone, address=job.address)  # fmt: skip
+    return delivery_hold(client, job.channel, datetime.fromtimestamp(now, UTC),
+                         recipient_tz=job.timezone, address=job.address)  # fmt: skip
 
 
-async def _report_deferred(
-    sb: Switchboard, job: DispatchJob, release: datetime, now: float
-) -> None:
+async def _report_deferred(sb: Switchboard, job: DispatchJob, hold: Hold, now: float) -> None:
     """``deferred``, saying which window and zone hold it, and until when (reasons.deferred)."""
-    client = sb.clients.get(job.client_id)
-    hold = None if client is None else held_by(
-        client, job.channel, datetime.fromtimestamp(now, UTC), recipient_tz=job.timezone,
-        address=job.address,
-    )  # fmt: skip
-    error, detail = reasons.deferred(job.channel, release, hold)
+    error, detail = reasons.deferred(job.channel, hold)
     await sb.report(Report(
         session_id=job.session_id, client_id=job.client_id, channel=job.channel, index=job.index,
         address=job.address, status="deferred", attempt=job.attempt, occurred_at=now,
@@ -544,16 +538,16 @@ async def dispatch_or_defer(sb: Switchboard, job: DispatchJob, now: float) -> bo
     fan-out holds a whole chunk with one timer (:class:`~switchboard.records.Release`). A job
     whose window is never open in all its recipient's zones at once is reported ``rejected``."""
     try:
-        release = _window_release(sb, job, now)
+        hold = _window_hold(sb, job, now)
     except NoCommonOpening as exc:
         await _report_no_window(sb, job, exc, now)
         return False
-    if release is None:
+    if hold is None:
         await sb.dispatch(job)
         return True
-    await sb.schedule_at(job_timer(job.key, job.attempt), release.timestamp(), sb.dispatch_topic(job),
+    await sb.schedule_at(job_timer(job.key, job.attempt), hold.release.timestamp(), sb.dispatch_topic(job),
                          dispatch_key(job.session_id, job.index), records.encode(job))  # fmt: skip
-    await _report_deferred(sb, job, release, now)
+    await _report_deferred(sb, job, hold, now)
     return False
 
 

@@ -23,7 +23,7 @@ know becomes the status's catch-all (:data:`FALLBACK`), and the code itself stay
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import UTC, datetime
+from datetime import UTC
 from typing import Any, Final
 
 from switchboard.status import Status
@@ -133,23 +133,21 @@ def annotate(
     return error_code or reason, text, {**detail, "reason": reason}
 
 
-def deferred(channel: str, release: datetime, hold: Hold | None) -> tuple[str, dict[str, Any]]:
-    """``(error, detail)`` of a delivery held by ``channel``'s window until ``release``.
+def deferred(channel: str, hold: Hold) -> tuple[str, dict[str, Any]]:
+    """``(error, detail)`` of a delivery that ``hold`` keeps outside ``channel``'s window
+    (:func:`switchboard.windows.delivery_hold`).
 
-    ``detail`` holds ``reason`` (``window-closed``), ``release_at`` (ISO 8601, UTC), and, when
-    the hold is known (:func:`switchboard.windows.held_by`), ``window`` (``{days, start, end,
-    timezone}`` as configured, ``timezone`` being a zone name or ``recipient``), ``zone`` (the
-    zone whose window opens last: the one that held the delivery until ``release_at``) and, when
-    the window is read in several, ``zones`` (every one)."""
-    at = release.astimezone(UTC).isoformat().replace("+00:00", "Z")
-    detail: dict[str, Any] = {"reason": WINDOW_CLOSED, "release_at": at}
-    if hold is None:
-        return f"outside the {channel} time window; released at {at}", detail
+    ``detail`` holds ``reason`` (``window-closed``), ``release_at`` (ISO 8601, UTC), ``window``
+    (``{days, start, end, timezone}`` as configured, ``timezone`` being a zone name or
+    ``recipient``), ``zone`` (the zone whose window opens last: the one that holds the delivery
+    until ``release_at``) and, when the window is read in several, ``zones`` (every one)."""
+    at = hold.release.astimezone(UTC).isoformat().replace("+00:00", "Z")
     window = hold.window
     days = ",".join(window.days)
-    detail["window"] = {"days": days, "start": window.start, "end": window.end,
-                        "timezone": window.timezone}  # fmt: skip
-    detail["zone"] = hold.zone
+    detail: dict[str, Any] = {
+        "reason": WINDOW_CLOSED, "release_at": at, "zone": hold.zone,
+        "window": {"days": days, "start": window.start, "end": window.end, "timezone": window.timezone},
+    }  # fmt: skip
     where = f"in {hold.zone}"
     if len(hold.zones) > 1:
         detail["zones"] = list(hold.zones)
