@@ -29,7 +29,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from switchboard import send_options
+from cli import send_options
 from switchboard.errors import ConfigError, SwitchboardError
 from switchboard.settings import Settings
 
@@ -335,8 +335,8 @@ def _clients_document(path: Path) -> Any:
 
 
 def _clients_list(args: argparse.Namespace) -> int:
-    from switchboard.clients_view import client_rows
-    from switchboard.table import render_rows
+    from cli.clients_view import client_rows
+    from cli.table import render_rows
 
     rows = client_rows(_clients_document(args.file))
     if not rows:
@@ -349,7 +349,7 @@ def _clients_list(args: argparse.Namespace) -> int:
 def _clients_show(args: argparse.Namespace) -> int:
     import yaml
 
-    from switchboard.clients_view import masked_client
+    from cli.clients_view import masked_client
 
     client = masked_client(_clients_document(args.file), args.client)
     if client is None:
@@ -483,7 +483,8 @@ def _status(args: argparse.Namespace) -> int:
 
 def _status_recipients(args: argparse.Namespace) -> int:
     """``status --status ...``: every delivery of the session in those statuses, with why."""
-    from switchboard.recipients import collect, parse_statuses, render_table
+    from cli.recipients import collect, render_table
+    from switchboard.status_filter import parse_statuses
 
     try:
         statuses = parse_statuses(args.statuses)

@@ -11,9 +11,11 @@ from typing import Any
 
 import pytest
 
-from switchboard import cli, send_options
-from switchboard.clients_view import MASK, client_rows, mask, masked_client
-from switchboard.recipients import DELIVERY_STATUSES, collect, parse_statuses, render_table
+from cli import main as cli
+from cli import send_options
+from cli.clients_view import MASK, client_rows, mask, masked_client
+from cli.recipients import collect, render_table
+from switchboard.status_filter import DELIVERY_STATUSES, parse_statuses
 
 SESSION = "0f8fad5b-d9cb-469f-a165-70867728950e"
 
