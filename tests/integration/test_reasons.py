@@ -225,7 +225,7 @@ def test_a_sessions_lifecycle_replays_in_order_from_the_status_topic(
     worker.wait_completed(session_id, keys.other)
     published = events_of(statuses, session_id, 10)  # 3 x (accepted, sent, delivered), completed
     tail = subprocess.run(
-        [sys.executable, "-m", "switchboard.cli", "tail", "--from-beginning", "--session", session_id,
+        [sys.executable, "-m", "cli.main", "tail", "--from-beginning", "--session", session_id,
          "--json", "--count", str(len(published)), "--idle-timeout", "20"],
         cwd=ROOT, env=worker.env(), capture_output=True, text=True, timeout=120, check=True,
     )  # fmt: skip
