@@ -484,12 +484,12 @@ def _status(args: argparse.Namespace) -> int:
 def _status_recipients(args: argparse.Namespace) -> int:
     """``status --status ...``: every delivery of the session in those statuses, with why."""
     from cli.recipients import collect, render_table
-    from switchboard.status_filter import parse_statuses
+    from switchboard.console import parse_statuses
 
-    try:
-        statuses = parse_statuses(args.statuses)
-    except ValueError as exc:
-        print(f"switchboard status: {exc}", file=sys.stderr)
+    statuses, unknown = parse_statuses(",".join(args.statuses))
+    if unknown or not statuses:
+        print(f"switchboard status: not a delivery status: {', '.join(unknown) or '(none given)'}",
+              file=sys.stderr)  # fmt: skip
         return 2
     status, document, found = collect(
         lambda path: _http(args, "GET", path), args.session_id, statuses

@@ -1,5 +1,5 @@
 """``switchboard status ID --status ...``: a session's deliveries in some statuses, with why,
-read page by page through the API's filter (``switchboard/status_filter.py``)."""
+read page by page through the API's ``?status=`` filter (``switchboard/console.py``)."""
 
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ def collect(
 
     ``fetch(path)`` answers ``(HTTP status, body)``. Answers ``(200, the last page's document,
     the deliveries)``, or the first answer that is not 200 with its body and what was read."""
-    query = "&".join(f"status={name}" for name in sorted(statuses))
+    query = "status=" + ",".join(sorted(statuses))  # the API reads one comma list
     found: list[dict[str, Any]] = []
     offset: int | None = 0
     document: Any = None

@@ -24,7 +24,6 @@ from switchboard.instruction import (
 )
 from switchboard.reasons import REASONS
 from switchboard.status import STATUSES
-from switchboard.status_filter import DELIVERY_STATUSES
 from switchboard.twiml import STEPS
 from switchboard.validation import MAX_MESSAGE, MAX_RETRIES
 

@@ -39,7 +39,6 @@ from switchboard.clients import ClientConfig
 from switchboard.console import parse_statuses
 from switchboard.reasons import reason_for
 from switchboard.records import Cancel, SessionState, Trigger, delivery_key
-from switchboard.status_filter import parse_statuses
 
 __all__ = ["MAX_SCAN", "own_session", "register", "session_document"]
 
