@@ -7,10 +7,13 @@
     switchboard kafka start|stop|status  a local single-node Kafka broker from Maven Central jars
     switchboard clients apply FILE       write clients.yaml to the clients topic
     switchboard clients add-key CLIENT   make an API key; print it once, store its digest
+    switchboard clients list|show [CLIENT]
+                                         the clients of a clients.yaml, secrets masked
     switchboard calls checksum --client C --campaign X NUMBER
                                          the target_checksum of a manual call target
     switchboard send ...                 send a message through the Send API
-    switchboard status SESSION           a session's state (--watch: a live progress bar)
+    switchboard status SESSION           a session's state (--watch: a live progress bar;
+                                         --status deferred,failed: those deliveries and why)
     switchboard tail [--client ID]       follow the status topic, one line per event
     switchboard config                   the settings reference
 """
@@ -26,6 +29,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from cli import send_options
 from switchboard.errors import ConfigError, SwitchboardError
 from switchboard.settings import Settings
 
@@ -88,6 +92,13 @@ def _parser() -> argparse.ArgumentParser:
     add_key.add_argument("client")
     add_key.add_argument("--file", type=Path, default=Path("config/clients.yaml"))
     add_key.set_defaults(run=_clients_add_key)
+    listing = csub.add_parser("list", help="the clients of a clients.yaml, one line each")
+    listing.add_argument("--file", type=Path, default=Path("config/clients.yaml"))
+    listing.set_defaults(run=_clients_list)
+    show = csub.add_parser("show", help="a client's configuration, every secret masked")
+    show.add_argument("client")
+    show.add_argument("--file", type=Path, default=Path("config/clients.yaml"))
+    show.set_defaults(run=_clients_show)
 
     calls = sub.add_parser("calls", help="the call tool")
     calls_sub = calls.add_subparsers(metavar="ACTION", required=True)
@@ -125,6 +136,7 @@ def _parser() -> argparse.ArgumentParser:
     send.add_argument("--subject")
     send.add_argument("--file-url")
     send.add_argument("--idempotency-key")
+    send_options.add_arguments(send)
     _api_options(send)
     send.set_defaults(run=_send)
 
@@ -136,6 +148,15 @@ def _parser() -> argparse.ArgumentParser:
     status.add_argument(
         "--interval", type=float, default=1.0, help="seconds between two polls with --watch"
     )
+    status.add_argument(
+        "--status",
+        dest="statuses",
+        action="append",
+        default=[],
+        metavar="STATUS[,STATUS]",
+        help="only the deliveries in these statuses (repeatable, or a comma list), with why",
+    )
+    status.add_argument("--json", action="store_true", help="with --status: the deliveries as JSON")
     _api_options(status)
     status.set_defaults(run=_status)
 
@@ -304,6 +325,39 @@ def _clients_add_key(args: argparse.Namespace) -> int:
     return 0
 
 
+def _clients_document(path: Path) -> Any:
+    import yaml
+
+    try:
+        return yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as exc:
+        raise ConfigError(f"cannot read {path}: {exc}") from exc
+
+
+def _clients_list(args: argparse.Namespace) -> int:
+    from cli.clients_view import client_rows
+    from cli.table import render_rows
+
+    rows = client_rows(_clients_document(args.file))
+    if not rows:
+        print(f"{args.file} has no clients", file=sys.stderr)
+        return 1
+    print(render_rows(rows, list(rows[0])))
+    return 0
+
+
+def _clients_show(args: argparse.Namespace) -> int:
+    import yaml
+
+    from cli.clients_view import masked_client
+
+    client = masked_client(_clients_document(args.file), args.client)
+    if client is None:
+        raise ConfigError(f"{args.file} has no client {args.client!r}")
+    print(yaml.safe_dump({args.client: client}, sort_keys=False, allow_unicode=True), end="")
+    return 0
+
+
 def _calls_checksum(args: argparse.Namespace) -> int:
     """Print the checksum :func:`switchboard.calls.verify_target_checksum` accepts: the worker's
     own function over the worker's own secret lookup, so the two cannot disagree."""
@@ -356,6 +410,9 @@ def _send(args: argparse.Namespace) -> int:
     body: dict[str, Any] = {"transport": transport, "audience": audience}
     if args.idempotency_key:
         body["idempotency_key"] = args.idempotency_key
+    options = send_options.options_from(args)
+    if options:
+        body["options"] = options
     if args.via_kafka:
         return _send_via_kafka(args, body)
     data = json.dumps(body, separators=(",", ":")).encode()
@@ -384,7 +441,7 @@ def _send_via_kafka(args: argparse.Namespace, body: dict[str, Any]) -> int:
         "fileUrl": None,
         "extras": None,
     } | body["transport"]
-    record = {"client_id": args.client, "idempotency_key": body.get("idempotency_key"), "options": None,
+    record = {"client_id": args.client, "idempotency_key": body.get("idempotency_key"), "options": body.get("options"),
               "transport": transport, "audience": [a if isinstance(a, str) else _avro_profile(a) for a in body["audience"]]}  # fmt: skip
     value, headers = encode_record("instruction", record)
     producer = Producer({**librdkafka_config(settings), "message.max.bytes": 64 * 1024 * 1024})
@@ -417,9 +474,38 @@ def _status(args: argparse.Namespace) -> int:
                 return 0, None  # unreachable for a moment (a restart): polled again
 
         return watch(fetch, sys.stdout, interval=max(0.1, args.interval))
+    if args.statuses:
+        return _status_recipients(args)
     status, answer = _http(args, "GET", f"/v1/sessions/{args.session_id}")
     print(json.dumps(answer, indent=2))
     return 0 if status == 200 else 1
+
+
+def _status_recipients(args: argparse.Namespace) -> int:
+    """``status --status ...``: every delivery of the session in those statuses, with why."""
+    from cli.recipients import collect, render_table
+    from switchboard.console import parse_statuses
+
+    statuses, unknown = parse_statuses(",".join(args.statuses))
+    if unknown or not statuses:
+        print(f"switchboard status: not a delivery status: {', '.join(unknown) or '(none given)'}",
+              file=sys.stderr)  # fmt: skip
+        return 2
+    status, document, found = collect(
+        lambda path: _http(args, "GET", path), args.session_id, statuses
+    )
+    if status != 200:
+        print(json.dumps(document, indent=2))
+        return 1
+    if args.json:
+        print(json.dumps(found, indent=2))
+        return 0
+    counts = ", ".join(f"{k} {v}" for k, v in sorted((document.get("counts") or {}).items()))
+    print(f"session {document.get('session_id')}: {document.get('status')}"
+          f" ({counts or 'no final deliveries yet'}); {len(found)} {'/'.join(sorted(statuses))}")  # fmt: skip
+    if found:
+        print(render_table(found))
+    return 0
 
 
 def _tail(args: argparse.Namespace) -> int:

@@ -56,11 +56,13 @@ def render(event: dict[str, Any], *, as_json: bool = False) -> str:
     ]
     if event.get("attempt"):
         parts.append(f"attempt {event['attempt']}")
-    if event.get("error_code") or event.get("error"):
-        parts.append(
-            " ".join(str(e) for e in ("error", event.get("error_code"), event.get("error")) if e)
-        )
     detail = event.get("detail") or {}
+    if event.get("error_code") or event.get("error"):
+        # Held or not sent is not an error: its reason (switchboard/reasons.py) says why.
+        label = "why" if isinstance(detail, dict) and detail.get("reason") else "error"
+        parts.append(
+            " ".join(str(e) for e in (label, event.get("error_code"), event.get("error")) if e)
+        )
     if event.get("status") == "completed" and isinstance(detail.get("counts"), dict):
         counts = detail["counts"]
         parts.append(" ".join(f"{k}={v}" for k, v in sorted(counts.items())))

@@ -56,7 +56,7 @@ from streams.checkpoint import get, put, run_checkpointed
 from streams.fences import fences_passed, place_fences
 from streams.guard import quarantine
 from streams.managers import SessionStartPlan
-from switchboard import records
+from switchboard import reasons, records
 from switchboard.errors import MissingState
 from switchboard.fanout import CHUNK_SIZE, DISPATCH_SPREAD, chunk_count, dispatch_key, plan_chunk
 from switchboard.idempotency import IdempotencyRecord, decide, next_generation, shown
@@ -91,7 +91,7 @@ from switchboard.records import (
     Trigger,
 )
 from switchboard.status import FINAL, Status, StatusEvent, event_id
-from switchboard.windows import NoCommonOpening, delivery_release
+from switchboard.windows import Hold, NoCommonOpening, delivery_hold
 
 __all__ = [
     "dispatch_or_defer",
@@ -258,10 +258,13 @@ async def _claim(sb: Switchboard, cmd: Claim) -> None:
         # A producer has no answer but the status topic: say which session its repeat
         # belongs to (or that it conflicts with it).
         status: Status = "accepted" if decision.kind == "duplicate" else "rejected"
+        code, error, detail = reasons.annotate(
+            status, None if decision.kind == "duplicate" else "idempotency-conflict",
+            None if decision.kind == "duplicate" else "idempotency key reused with a different instruction",
+            {"idempotency_key": shown(cmd.key), "repeat": decision.kind, "origin": cmd.origin},
+        )  # fmt: skip
         await sb.publish_status(StatusEvent(
-            decision.session_id, cmd.client_id, status,
-            error=None if decision.kind == "duplicate" else "idempotency key reused with a different instruction",
-            detail={"idempotency_key": shown(cmd.key), "repeat": decision.kind, "origin": cmd.origin},
+            decision.session_id, cmd.client_id, status, error_code=code, error=error, detail=detail,
             event_id=event_id(decision.session_id, status, "repeat", cmd.origin),
         ))  # fmt: skip
 
@@ -402,7 +405,7 @@ async def _route(
             ))  # fmt: skip
         else:
             try:
-                release = _window_release(sb, item, now)
+                hold = _window_hold(sb, item, now)
             except NoCommonOpening as exc:
                 await _report_no_window(sb, item, exc, now)
                 continue
@@ -414,12 +417,12 @@ async def _route(
                 detail=plan.detail.get(item.channel) or {},
                 event_id=event_id(item.key, item.attempt, "accepted"),
             ))  # fmt: skip
-            if release is None:
+            if hold is None:
                 key = (item.channel, dispatch_key(item.session_id, item.index))
                 batches.setdefault(key, []).append(item)
             else:
-                await _report_deferred(sb, item, release, now)
-                held.setdefault((item.channel, release.timestamp()), []).append(item.index)
+                await _report_deferred(sb, item, hold, now)
+                held.setdefault((item.channel, hold.release.timestamp()), []).append(item.index)
     return held, batches
 
 
@@ -476,11 +479,12 @@ async def _block(sb: Switchboard, state: SessionState, plan: SessionStartPlan) -
     (those of earlier chunks may have gone) is reported ``cancelled`` with the reason."""
     log.warning("session blocked by a service manager",
                 extra={"session_id": state.session_id, "reason": plan.block})  # fmt: skip
-    detail: dict[str, Any] = {}
+    facts: dict[str, Any] = {}
     for channel_detail in plan.detail.values():
-        detail.update(channel_detail)
+        facts.update(channel_detail)
+    code, error, detail = reasons.annotate("cancelled", "blocked", plan.block, facts)
     await _withdraw(sb, state, StatusEvent(state.session_id, state.client_id, "cancelled",
-                                           error=plan.block, error_code="blocked", detail=detail,
+                                           error=error, error_code=code, detail=detail,
                                            event_id=event_id(state.session_id, "cancelled")),
                     plan.block)  # fmt: skip
 
@@ -494,23 +498,24 @@ async def _backlogged(sb: Switchboard, state: SessionState) -> bool:
     return await sb.flow.over(topics, max(1, limit // DISPATCH_SPREAD))  # records of jobs
 
 
-def _window_release(sb: Switchboard, job: DispatchJob, now: float) -> datetime | None:
-    """When ``job``'s channel window opens in every zone of its recipient, if it is closed now
-    (None: send now). Raises :class:`NoCommonOpening` when it never is open in all at once."""
+def _window_hold(sb: Switchboard, job: DispatchJob, now: float) -> Hold | None:
+    """What holds ``job`` outside its channel's window, and until it opens in every zone of its
+    recipient (None: send now). Raises :class:`NoCommonOpening` when it never is open in all at
+    once."""
     client = sb.clients.get(job.client_id)
     if client is None:
         return None
-    return delivery_release(client, job.channel, datetime.fromtimestamp(now, UTC),
-                            recipient_tz=job.timezone, address=job.address)  # fmt: skip
+    return delivery_hold(client, job.channel, datetime.fromtimestamp(now, UTC),
+                         recipient_tz=job.timezone, address=job.address)  # fmt: skip
 
 
-async def _report_deferred(
-    sb: Switchboard, job: DispatchJob, release: datetime, now: float
-) -> None:
+async def _report_deferred(sb: Switchboard, job: DispatchJob, hold: Hold, now: float) -> None:
+    """``deferred``, saying which window and zone hold it, and until when (reasons.deferred)."""
+    error, detail = reasons.deferred(job.channel, hold)
     await sb.report(Report(
         session_id=job.session_id, client_id=job.client_id, channel=job.channel, index=job.index,
         address=job.address, status="deferred", attempt=job.attempt, occurred_at=now,
-        detail={"release_at": release.isoformat().replace("+00:00", "Z")}, priority=job.priority,
+        error_code=reasons.WINDOW_CLOSED, error=error, detail=detail, priority=job.priority,
     ))  # fmt: skip
 
 
@@ -533,16 +538,16 @@ async def dispatch_or_defer(sb: Switchboard, job: DispatchJob, now: float) -> bo
     fan-out holds a whole chunk with one timer (:class:`~switchboard.records.Release`). A job
     whose window is never open in all its recipient's zones at once is reported ``rejected``."""
     try:
-        release = _window_release(sb, job, now)
+        hold = _window_hold(sb, job, now)
     except NoCommonOpening as exc:
         await _report_no_window(sb, job, exc, now)
         return False
-    if release is None:
+    if hold is None:
         await sb.dispatch(job)
         return True
-    await sb.schedule_at(job_timer(job.key, job.attempt), release.timestamp(), sb.dispatch_topic(job),
+    await sb.schedule_at(job_timer(job.key, job.attempt), hold.release.timestamp(), sb.dispatch_topic(job),
                          dispatch_key(job.session_id, job.index), records.encode(job))  # fmt: skip
-    await _report_deferred(sb, job, release, now)
+    await _report_deferred(sb, job, hold, now)
     return False
 
 
@@ -630,7 +635,9 @@ async def _retry(sb: Switchboard, state: SessionState, cmd: Retry) -> None:
 async def _cancel(sb: Switchboard, state: SessionState) -> None:
     if state.status == "cancelled":
         return
+    code, error, detail = reasons.annotate("cancelled", "cancelled", None, {})
     await _withdraw(sb, state, StatusEvent(state.session_id, state.client_id, "cancelled",
+                                           error_code=code, error=error, detail=detail,
                                            event_id=event_id(state.session_id, "cancelled")))  # fmt: skip
 
 

@@ -59,6 +59,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar, Final
 
 from switchboard import calls as machine
+from switchboard import reasons
 from switchboard.calls import (
     DEFAULT_ANSWERED_LIMIT,
     MEMBER_TERMINAL,
@@ -485,6 +486,21 @@ def status_event(record: CallRecord, change: str, at: float, error_code: str | N
     status = delivery_status(record)
     error = call.error if status == "failed" and call.status == "failed" else None
     code = error_code or (record.error_code if call.status == "failed" else None)
+    detail: Mapping[str, Any] = {
+        "kind": "call",
+        "change": change,
+        "call_status": call.status,
+        "member_status": call.member_status,
+        "target_status": call.target_status,
+        "campaign_id": call.campaign_id,
+        "target_id": call.target_id,
+    }
+    if status in reasons.REASONED:  # an unanswered call's expiry, a cancelled call: why
+        if status == "expired":
+            error = (
+                f"no news of the call from Twilio within silence_limit ({record.silence_limit:g} s)"
+            )
+        code, error, detail = reasons.annotate(status, code, error, detail, provider=True)
     return StatusEvent(
         session_id=call.call_id,
         client_id=record.client_id,
@@ -496,13 +512,5 @@ def status_event(record: CallRecord, change: str, at: float, error_code: str | N
         error=error,
         occurred_at=_at(at),
         event_id=event_id(call.call_id, change, status, at),
-        detail={
-            "kind": "call",
-            "change": change,
-            "call_status": call.status,
-            "member_status": call.member_status,
-            "target_status": call.target_status,
-            "campaign_id": call.campaign_id,
-            "target_id": call.target_id,
-        },
+        detail=detail,
     )

@@ -35,8 +35,11 @@ not checked: their id is the one the provider answered to our request.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import UTC, datetime
+from typing import Any
 
+from switchboard import reasons
 from switchboard.records import DeliveryState, Report
 from switchboard.status import Status, StatusEvent, advances, event_id
 
@@ -58,6 +61,13 @@ def apply_report(
         )
         if not _moves(report, status, resting, state):
             continue
+        code, error = report.error_code, report.error
+        detail: Mapping[str, Any] = report.detail if status == report.status else {}
+        if status in reasons.REASONED:
+            # Held or not sent: the event says why (switchboard/reasons.py), and the state
+            # keeps the code for the session's document.
+            code, error, detail = reasons.annotate(status, code, error, detail,
+                                                   provider=report.from_callback)  # fmt: skip
         state = DeliveryState(
             status=resting,
             attempt=max(report.attempt, state.attempt if state else 0),
@@ -65,8 +75,8 @@ def apply_report(
             updated_at=report.occurred_at,
             provider_message_id=report.provider_message_id
             or (state.provider_message_id if state else None),
-            error_code=report.error_code,
-            error=report.error,
+            error_code=code,
+            error=error,
             release_at=_release_at(report) if resting == "deferred" else None,
         )
         events.append(StatusEvent(
@@ -77,9 +87,9 @@ def apply_report(
             channel=report.channel,
             attempt=report.attempt,
             provider_message_id=report.provider_message_id,
-            error_code=report.error_code,
-            error=report.error,
-            detail=report.detail if status == report.status else {},
+            error_code=code,
+            error=error,
+            detail=detail,
             occurred_at=datetime.fromtimestamp(report.occurred_at, UTC),
             event_id=delivery_event_id(report, status),
         ))  # fmt: skip

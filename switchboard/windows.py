@@ -81,6 +81,7 @@ from __future__ import annotations
 import functools
 import re
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Final
 from zoneinfo import ZoneInfo
@@ -92,8 +93,10 @@ from switchboard.clients import ClientConfig, TimeWindow
 from switchboard.zones import is_zone_name
 
 __all__ = [
+    "Hold",
     "NoCommonOpening",
     "common_opening",
+    "delivery_hold",
     "delivery_release",
     "is_open",
     "next_opening",
@@ -240,11 +243,43 @@ def delivery_release(
 ) -> datetime | None:
     """When a delivery on ``client``'s ``channel`` to ``address`` may be sent: ``None`` when it
     may be sent at ``at`` (no window, or the window is open in every zone), else the first
-    instant the window is open in every zone.
+    instant the window is open in every zone (:func:`delivery_hold`'s ``release``).
+
+    Raises:
+        NoCommonOpening: the number's zones are never all inside the window at once.
+    """
+    hold = delivery_hold(client, channel, at, recipient_tz=recipient_tz, address=address)
+    return None if hold is None else hold.release
+
+
+@dataclass(frozen=True, slots=True)
+class Hold:
+    """What holds a delivery outside its window until ``release``: the ``window``, the ``zone``
+    whose opening comes last (the one that keeps it held until then), and every zone it is
+    read in (``zones``, sorted)."""
+
+    window: TimeWindow
+    zone: str
+    zones: tuple[str, ...]
+    release: datetime
+
+
+def delivery_hold(
+    client: ClientConfig,
+    channel: str,
+    at: datetime,
+    *,
+    recipient_tz: str | None,
+    address: str | None,
+) -> Hold | None:
+    """Whether a delivery on ``client``'s ``channel`` to ``address`` is held at ``at``: None
+    when it may be sent (no window, or the window is open in every zone), else what holds it and
+    until when (its status event says so, ``switchboard/reasons.py``).
 
     The zones are :func:`recipient_zones`: the window's, or for ``timezone: recipient`` the
     recipient's, else every zone the phone number may be in (``address`` when the channel's
-    addresses are phone numbers), else the client's.
+    addresses are phone numbers), else the client's. The zone named is found only for a held
+    delivery, and cached per window, zones and instant like :func:`common_opening`.
 
     Raises:
         NoCommonOpening: the number's zones are never all inside the window at once.
@@ -255,7 +290,8 @@ def delivery_release(
     phone = address if channel in ("sms", "voice", "whatsapp") else None
     zones = recipient_zones(window.timezone, recipient_tz, phone, client.timezone)
     if len(zones) == 1:
-        return release_time(window, at, zones[0])
+        release = release_time(window, at, zones[0])
+        return None if release is None else Hold(window, zones[0].key, (zones[0].key,), release)
     opening = common_opening(window, at, zones)
     if opening is None:
         raise NoCommonOpening(
@@ -263,7 +299,20 @@ def delivery_release(
             f"open in all of the number's {len(zones)} time zones at once "
             f"({', '.join(zone.key for zone in zones)}); give the recipient's timezone in its profile"
         )
-    return None if opening == _utc(at) else opening
+    if opening == _utc(at):
+        return None
+    keys = tuple(zone.key for zone in zones)
+    zone = _last_to_open(tuple(window.days), window.start, window.end, keys, _utc(at))
+    return Hold(window, zone, keys, opening)
+
+
+@functools.lru_cache(maxsize=4096)
+def _last_to_open(
+    days: tuple[str, ...], start: str, end: str, zones: tuple[str, ...], at: datetime
+) -> str:
+    window = TimeWindow(days, start, end, "UTC")
+    # max() keeps the first of equals: zones come sorted, so the answer is stable.
+    return max(zones, key=lambda name: next_opening(window, at, ZoneInfo(name)))
 
 
 def _phone_zones(phone: str | None) -> frozenset[str]:

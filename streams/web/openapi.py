@@ -22,6 +22,7 @@ from switchboard.instruction import (
     PRIORITIES,
     TRIGGERS,
 )
+from switchboard.reasons import REASONS
 from switchboard.status import STATUSES
 from switchboard.twiml import STEPS
 from switchboard.validation import MAX_MESSAGE, MAX_RETRIES
@@ -239,6 +240,15 @@ def openapi_document() -> dict[str, Any]:
             "provider_message_id": nullable_string,
             "error_code": nullable_string,
             "error": nullable_string,
+            "reason": {
+                "type": ["string", "null"],
+                "enum": [*sorted({code for codes in REASONS.values() for code in codes}), None],
+                "description": (
+                    "Why a deferred, suppressed, cancelled, expired or rejected delivery is so: a "
+                    "code of the closed set of its status (README: 'Why a delivery was held or "
+                    "not sent'); null for the other statuses. error says it in words."
+                ),
+            },
             "updated_at": {"type": "string", "format": "date-time"},
             "release_at": {
                 "type": "string",
@@ -297,10 +307,32 @@ def openapi_document() -> dict[str, Any]:
             "status": {"enum": list(STATUSES)},
             "attempt": {"type": "integer"},
             "provider_message_id": nullable_string,
-            "error_code": nullable_string,
-            "error": nullable_string,
+            "error_code": {
+                "type": ["string", "null"],
+                "description": (
+                    "The provider's code when a provider decided, else Switchboard's (for "
+                    "deferred, suppressed, cancelled, expired and rejected: detail.reason)."
+                ),
+            },
+            "error": {
+                "type": ["string", "null"],
+                "description": "Why, in words: set on every deferred, suppressed, cancelled, "
+                "expired and rejected event (which window and zone held a deferral).",
+            },
             "occurred_at": {"type": "string", "format": "date-time"},
-            "detail": {"type": "object"},
+            "detail": {
+                "type": "object",
+                "description": (
+                    "More facts. reason: on deferred, suppressed, cancelled, expired and rejected "
+                    "events, one code of the closed set of the status: "
+                    + "; ".join(
+                        f"{status}: {', '.join(codes)}" for status, codes in REASONS.items()
+                    )
+                    + ". A deferral also has window ({days, start, end, timezone}), zone (the "
+                    "zone the window is closed in; of several, the last to open), zones (when "
+                    "several) and release_at."
+                ),
+            },
         },
     }
     webhook_headers = [

@@ -37,6 +37,7 @@ from streams.web.routing import on_owner
 from switchboard import records
 from switchboard.clients import ClientConfig
 from switchboard.console import parse_statuses
+from switchboard.reasons import reason_for
 from switchboard.records import Cancel, SessionState, Trigger, delivery_key
 
 __all__ = ["MAX_SCAN", "own_session", "register", "session_document"]
@@ -271,6 +272,7 @@ def session_document(
                     "recipient": delivery.address or None, "status": delivery.status, "attempt": delivery.attempt,
                     "provider_message_id": delivery.provider_message_id, "error_code": delivery.error_code,
                     "error": delivery.error, "updated_at": iso(delivery.updated_at),
+                    "reason": reason_for(delivery.status, delivery.error_code),
                 })  # fmt: skip
                 if delivery.release_at is not None:
                     entry["release_at"] = delivery.release_at

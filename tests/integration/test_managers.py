@@ -271,7 +271,7 @@ def test_a_session_start_manager_scrubs_recipients_or_blocks_the_session(
     [suppressed] = [e for e in events(statuses, session_id, scrubbed)]
     assert (suppressed["status"], suppressed["error_code"], suppressed["error"]) == (
         "suppressed", "scrubbed", "test scrub")  # fmt: skip
-    assert suppressed["detail"] == {"service_manager": "gate"}
+    assert suppressed["detail"] == {"service_manager": "gate", "reason": "scrubbed"}
     accepted = next(e for e in events(statuses, session_id, kept) if e["status"] == "accepted")
     assert accepted["detail"] == {"gate": {"seen": 2}}
     assert outbox(worker, scrubbed) == [] and len(outbox(worker, kept)) == 1
@@ -282,11 +282,12 @@ def test_a_session_start_manager_scrubs_recipients_or_blocks_the_session(
     assert done["detail"]["counts"] == {"cancelled": 2}
     [session_event] = [e for e in events(statuses, blocked) if e["status"] == "cancelled"
                        and e["recipient"] is None]  # fmt: skip
-    assert session_event["error_code"] == "blocked"
+    assert (session_event["error_code"], session_event["detail"]["reason"]) == ("blocked",) * 2
     assert session_event["error"] == "gate: a number ending in 0000 is not allowed"
     for address in (innocent, forbidden):
         [cancelled] = events(statuses, blocked, address)
         assert cancelled["status"] == "cancelled" and cancelled["error_code"] == "blocked"
+        assert cancelled["detail"]["reason"] == "blocked"
         assert outbox(worker, address) == []
 
 

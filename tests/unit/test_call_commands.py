@@ -922,7 +922,9 @@ def test_the_event_of_an_expired_call() -> None:
     record = run(in_status("unstarted"), Expire("c1"), now=t(LIMIT))
     event = status_event(record, "expired", t(LIMIT), None)
     assert event.status == "expired" and event.detail["member_status"] == "unknown"
-    assert event.error is None and event.error_code is None
+    # It says why (switchboard/reasons.py): no news within the campaign's silence_limit.
+    assert (event.error_code, event.detail["reason"]) == ("no-report", "no-report")
+    assert event.error is not None and "silence_limit" in event.error
 
 
 def test_an_event_id_names_its_change_the_same_every_time() -> None:

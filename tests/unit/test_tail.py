@@ -87,6 +87,14 @@ def test_a_line_for_a_person() -> None:
     )
 
 
+def test_a_held_or_unsent_delivery_shows_why_not_an_error() -> None:
+    held = event(status="deferred", attempt=1, error_code="window-closed",
+                 error="outside the sms window 08:00-21:00 (mon) in UTC; released at 2026-12-07T08:00:00Z",
+                 detail={"reason": "window-closed"})  # fmt: skip
+    assert render(held.to_avro()).endswith("attempt 1  why window-closed outside the sms window "
+                                           "08:00-21:00 (mon) in UTC; released at 2026-12-07T08:00:00Z")  # fmt: skip
+
+
 def test_a_completed_session_shows_its_counts() -> None:
     done = event(status="completed", recipient=None, channel=None, attempt=0, error_code=None,
                  error=None, detail={"counts": {"delivered": 3, "failed": 1}})  # fmt: skip

@@ -1,0 +1,156 @@
+"""Why a delivery was held or not sent: a closed set of reason codes per status. Pure.
+
+Every status event whose status is ``deferred``, ``suppressed``, ``cancelled``, ``expired`` or
+``rejected`` (a delivery's or a session's) says why, in the fields the ``StatusEvent`` schema
+already has:
+
+- ``detail.reason``: one of the codes of :data:`REASONS` for its status, never anything else,
+  so a reader can switch on it (the README has a table per status);
+- ``error``: the human text, with the particulars (which window, which zone, which manager);
+- ``error_code``: unchanged in meaning, the provider's code when a provider decided (Twilio
+  ``21610``, APNs ``Unregistered``), else Switchboard's own, which is then the reason code;
+- for ``deferred``, ``detail`` also names the window that held the delivery, the zone it is
+  closed in, every zone it is read in and the release time (:func:`deferred`).
+
+:func:`annotate` is applied where the events are built (``switchboard/deliveries.py`` for
+deliveries, the session agent for a session's own events), so a reason cannot be forgotten by
+one of the many places that decide a delivery's fate: a code they give that the set does not
+know becomes the status's catch-all (:data:`FALLBACK`), and the code itself stays in
+``error_code``. Adding a code means adding it here and to the README's tables
+(``tests/unit/test_reasons.py`` checks both agree).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import UTC
+from typing import Any, Final
+
+from switchboard.status import Status
+from switchboard.windows import Hold
+
+__all__ = [
+    "FALLBACK",
+    "REASONED",
+    "REASONS",
+    "WINDOW_CLOSED",
+    "annotate",
+    "deferred",
+    "reason_for",
+]
+
+WINDOW_CLOSED: Final = "window-closed"
+
+#: Status -> reason code -> what it means (the README's tables say the same).
+REASONS: Final[Mapping[str, Mapping[str, str]]] = {
+    "deferred": {
+        WINDOW_CLOSED: "the channel's time window is closed in the recipient's time zone (or in "
+        "one of the zones its number may be in); the delivery is released when it opens",
+    },
+    "suppressed": {
+        "opted-out": "the number or address opted out for this client (STOP, an email "
+        "unsubscribe, or a provider's earlier report of an opt-out)",
+        "scrubbed": "a service manager removed the recipient at the session's start (a "
+        "landline or an invalid number)",
+        "provider-suppressed": "the provider refused the address for good (Twilio 21610 "
+        "unsubscribed recipient, a push token no longer valid); error_code is the provider's",
+    },
+    "cancelled": {
+        "cancelled": "the session was cancelled (POST /v1/sessions/{id}/cancel) before this "
+        "delivery was sent",
+        "blocked": "a service manager blocked the session at its start",
+        "provider-cancelled": "the provider reported the message or call cancelled",
+    },
+    "expired": {
+        "no-report": "sent, but no final report came from the provider in time "
+        "(SWITCHBOARD_REPORT_TIMEOUT; a call: its campaign's silence_limit)",
+        "deadline": "not handed to a provider before the send-by deadline "
+        "(options.expiresAt or options.ttlSeconds)",
+    },
+    "rejected": {
+        "no-address": "the recipient has no address for the channel",
+        "template": "the message could not be rendered for the recipient (a missing variable, "
+        "a template error)",
+        "too-long": "the rendered SMS is longer than can be sent",
+        "no-common-window": "the channel's window is never open in all the zones the number may "
+        "be in at once",
+        "idempotency-conflict": "the idempotency key names a session with another instruction "
+        "(a session's own event, for an instruction produced to Kafka)",
+        "invalid": "any other refusal of the delivery; error says why",
+    },
+}
+
+#: The statuses whose events carry a reason.
+REASONED: Final[frozenset[str]] = frozenset(REASONS)
+
+#: The reason of an event whose ``error_code`` is not a code of its status (a provider's code).
+FALLBACK: Final[Mapping[str, str]] = {
+    "deferred": WINDOW_CLOSED,
+    "suppressed": "provider-suppressed",
+    "cancelled": "cancelled",
+    "expired": "no-report",
+    "rejected": "invalid",
+}
+
+_TEXT: Final[Mapping[str, str]] = {
+    "cancelled": "the session was cancelled",
+    "provider-cancelled": "the provider cancelled the message",
+    "no-report": "no final report from the provider in time",
+    "deadline": "not sent before its send-by deadline",
+}
+
+
+def reason_for(status: str, error_code: str | None, *, provider: bool = False) -> str | None:
+    """The reason code of an event (or a stored delivery) with ``status`` and ``error_code``;
+    None for a status that carries no reason. ``provider``: the status was told by a provider's
+    callback (a ``cancelled`` from Twilio is the provider's, not the session's)."""
+    codes = REASONS.get(status)
+    if codes is None:
+        return None
+    if error_code is not None and error_code in codes:
+        return error_code
+    if provider and status == "cancelled":
+        return "provider-cancelled"
+    return FALLBACK[status]
+
+
+def annotate(
+    status: Status,
+    error_code: str | None,
+    error: str | None,
+    detail: Mapping[str, Any],
+    *,
+    provider: bool = False,
+) -> tuple[str | None, str | None, Mapping[str, Any]]:
+    """``(error_code, error, detail)`` of an event, with its reason: ``detail.reason`` set, and
+    a missing ``error_code`` or ``error`` filled with the reason's code and text. Anything else
+    is answered as given (the same objects), so a ``sent`` or ``delivered`` costs one lookup."""
+    if status not in REASONED:
+        return error_code, error, detail
+    reason = reason_for(status, error_code, provider=provider)
+    assert reason is not None
+    text = error or _TEXT.get(reason) or REASONS[status][reason]
+    return error_code or reason, text, {**detail, "reason": reason}
+
+
+def deferred(channel: str, hold: Hold) -> tuple[str, dict[str, Any]]:
+    """``(error, detail)`` of a delivery that ``hold`` keeps outside ``channel``'s window
+    (:func:`switchboard.windows.delivery_hold`).
+
+    ``detail`` holds ``reason`` (``window-closed``), ``release_at`` (ISO 8601, UTC), ``window``
+    (``{days, start, end, timezone}`` as configured, ``timezone`` being a zone name or
+    ``recipient``), ``zone`` (the zone whose window opens last: the one that holds the delivery
+    until ``release_at``) and, when the window is read in several, ``zones`` (every one)."""
+    at = hold.release.astimezone(UTC).isoformat().replace("+00:00", "Z")
+    window = hold.window
+    days = ",".join(window.days)
+    detail: dict[str, Any] = {
+        "reason": WINDOW_CLOSED, "release_at": at, "zone": hold.zone,
+        "window": {"days": days, "start": window.start, "end": window.end, "timezone": window.timezone},
+    }  # fmt: skip
+    where = f"in {hold.zone}"
+    if len(hold.zones) > 1:
+        detail["zones"] = list(hold.zones)
+        where += f", the last to open of the number's {len(hold.zones)} time zones"
+    error = f"outside the {channel} window {window.start}-{window.end} ({days}) {where}; released at {at}"
+    return error, detail
