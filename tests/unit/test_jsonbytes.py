@@ -51,3 +51,6 @@ def test_compact_utf8_and_the_odd_cases() -> None:
     assert jsonbytes.dumps(2**70) == b"1180591620717411303424", "a wide integer: the fallback"
     assert jsonbytes.dumps(math.nan) == b"null", "not JSON: null"
     assert math.isnan(jsonbytes.loads(b"NaN")), "what json wrote before still reads"
+    for wide in (2**63, -(2**63) - 1, 2**64, 10**30):
+        assert jsonbytes.loads(str(wide).encode()) == wide, "exact, as json reads it"
+        assert jsonbytes.loads(jsonbytes.dumps({"n": [wide]})) == {"n": [wide]}
