@@ -51,7 +51,7 @@ from streams.checkpoint import put
 from streams.guard import hand_off, quarantine
 from streams.inflight import run_overlapped
 from streams.retention import purge_sends
-from switchboard import jsonbytes, optout, records, unsubscribe
+from switchboard import deadline, jsonbytes, optout, records, unsubscribe
 from switchboard.errors import ConfigError
 from switchboard.fanout import dispatch_key
 from switchboard.keys import batch_part_row, batch_row, fence_row, job_timer, send_row
@@ -167,9 +167,8 @@ async def _dispatch(sb: Switchboard, job: DispatchJob) -> None:
     # is not sent), and again by the transport at the very last moment (``_last_check``).
     withdrawn = _withdrawn(sb, job)
     if withdrawn is not None:
-        await sb.report(
-            _report(job, withdrawn.status, error=withdrawn.message, error_code=withdrawn.code)
-        )
+        await sb.report(_report(job, withdrawn.status, error=withdrawn.message,
+                                error_code=withdrawn.code, detail=_withdrawn_detail(job, withdrawn)))  # fmt: skip
         return
     send_key = send_row(job.key, job.attempt)
     await _exclusively(sb, send_key, job.channel, 1, partial(_claimed, sb, job, send_key))
@@ -254,9 +253,8 @@ async def _outcome(
     ``watch``: the batch's deadlines, which bound the send (else a timeout of its own)."""
     withdrawn = _withdrawn(sb, job)
     if withdrawn is not None:
-        return _report(
-            job, withdrawn.status, error=withdrawn.message, error_code=withdrawn.code
-        ), None
+        return _report(job, withdrawn.status, error=withdrawn.message, error_code=withdrawn.code,
+                       detail=_withdrawn_detail(job, withdrawn)), None  # fmt: skip
     extra: dict[str, Any] = {"in_doubt": True} if in_doubt else {}  # + the service managers'
     result, failure, provider = await _send(sb, job, extra, watch)
     if failure is None:
@@ -270,7 +268,7 @@ async def _outcome(
         return report, None
     if isinstance(failure, Withdrawn):  # nothing was sent
         report = _report(job, failure.status, error=failure.message, error_code=failure.code,
-                         detail=extra)  # fmt: skip
+                         detail=_withdrawn_detail(job, failure, extra))  # fmt: skip
         return report, None
     status = "suppressed" if failure.suppressed else "failed"
     if failure.suppressed and job.channel in optout.PHONE_CHANNELS:
@@ -286,6 +284,8 @@ async def _outcome(
                                         session_id=job.session_id, at=time.time())  # fmt: skip
     sb.metrics.child(sb.metrics.sends, job.channel, provider, status).inc()
     retry_at = _retry_at(job, failure)
+    if retry_at is not None and deadline.passed_before(job.expires_at, retry_at):
+        return _too_late_to_retry(job, failure, retry_at, extra), None
     detail: dict[str, Any] = dict(extra)
     if failure.retry_after:
         detail["retry_after"] = failure.retry_after
@@ -562,6 +562,8 @@ def _withdrawn(sb: Switchboard, job: DispatchJob) -> Withdrawn | None:
     email address's unsubscribe on its bulk (not transactional) email."""
     if _cancelled(sb, job.session_id):
         return Withdrawn("the session was cancelled", status="cancelled", code="cancelled")
+    if job.expires_at is not None and deadline.passed_before(job.expires_at, time.time()):
+        return Withdrawn(deadline.reason(job.expires_at), status="expired", code="deadline-passed")
     client = sb.clients.get(job.client_id)
     scope = client.optout_channels if client is not None else optout.DEFAULT_CHANNELS
     if (
@@ -571,6 +573,27 @@ def _withdrawn(sb: Switchboard, job: DispatchJob) -> Withdrawn | None:
         what = "unsubscribed from bulk email" if job.channel == "email" else "opted out"
         return Withdrawn(f"the recipient {what}", status="suppressed", code="opted-out")
     return None
+
+
+def _withdrawn_detail(
+    job: DispatchJob, withdrawn: Withdrawn, extra: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """The status event's ``detail`` of a withdrawn job: an expired one says why and when."""
+    if withdrawn.status != "expired" or job.expires_at is None:
+        return extra or {}
+    return (extra or {}) | {"reason": withdrawn.message, "expires_at": deadline.iso(job.expires_at)}
+
+
+def _too_late_to_retry(
+    job: DispatchJob, failure: TransportError, retry_at: float, extra: dict[str, Any]
+) -> Report:
+    """A retryable failure whose next attempt would be due at or after the deadline: the
+    delivery ends ``expired`` now (with the failure that ended it) rather than at a retry."""
+    assert job.expires_at is not None
+    message = deadline.reason(job.expires_at, f"the retry due at {deadline.iso(retry_at)}")
+    detail = extra | {"reason": message, "expires_at": deadline.iso(job.expires_at),
+                      "last_error": failure.message, "last_error_code": failure.code}  # fmt: skip
+    return _report(job, "expired", error=message, error_code="deadline-passed", detail=detail)
 
 
 def _unsubscribe_url(sb: Switchboard, job: DispatchJob) -> str | None:
