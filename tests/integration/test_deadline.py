@@ -11,16 +11,14 @@ from __future__ import annotations
 
 import itertools
 import json
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from switchboard.clients import api_key_digest
-from tests.integration.conftest import Keys, WorkerFactory
-from tests.integration.harness import TopicReader, Worker, status_reader
+from tests.integration.conftest import Keys, WorkerFactory, sandbox_sms_clients
+from tests.integration.harness import TopicReader, Worker
 
 pytestmark = pytest.mark.kafka
 
@@ -38,24 +36,12 @@ def _closed_window() -> dict[str, Any]:
 def worker(
     make_worker: WorkerFactory, keys: Keys, tmp_path_factory: pytest.TempPathFactory
 ) -> Worker:
+    """acme sends at once; other's sms window is closed for the next two hours."""
     outbox = tmp_path_factory.mktemp("outbox") / "outbox.jsonl"
-    document = {"clients": {
-        "acme": {"api_keys": [api_key_digest(keys.acme)], "default_channels": ["sms"],
-                 "channels": {"sms": {"provider": "sandbox"}}},
-        # other's sms window is closed for the next two hours.
-        "other": {"api_keys": [api_key_digest(keys.other)], "default_channels": ["sms"],
-                  "channels": {"sms": {"provider": "sandbox"}}, "time_windows": {"sms": _closed_window()}},
-    }}  # fmt: skip
+    document = sandbox_sms_clients(keys, time_windows={"sms": _closed_window()})
     env = {"SWITCHBOARD_SANDBOX_OUTBOX": str(outbox), "SWITCHBOARD_PARTITIONS": "1",
            "SWITCHBOARD_MAX_IN_FLIGHT": "2"}  # fmt: skip
     return make_worker(env, document=document).start()
-
-
-@pytest.fixture(scope="module")
-def statuses(kafka: Any, worker: Worker) -> Iterator[TopicReader]:
-    reader = status_reader(kafka.bootstrap_servers, worker.topic("status"))
-    yield reader
-    reader.close()
 
 
 def number() -> str:

@@ -14,7 +14,9 @@ from switchboard import deadline
 from switchboard.deadline import MAX_TTL_SECONDS, deadline_of
 from switchboard.fanout import plan_chunk
 from switchboard.records import DispatchJob, SessionState, decode, encode
+from switchboard.wire import Framing, decode_instruction
 from tests.unit.test_validation import body, errors, ok
+from tests.unit.test_wire import MINIMAL, avro_body
 
 AT = "2026-12-06T10:00:00Z"
 AT_EPOCH = datetime(2026, 12, 6, 10, tzinfo=UTC).timestamp()
@@ -127,3 +129,11 @@ def test_fan_out_gives_each_job_the_sessions_deadline() -> None:
 def test_a_job_written_before_deadlines_has_none() -> None:
     old = b'{"session_id":"s","client_id":"c","channel":"sms","index":0,"address":"+1","attempt":1,"message":"m"}'
     assert decode(DispatchJob, old).expires_at is None
+
+
+def test_an_avro_instruction_carries_either_deadline() -> None:
+    """The bundled schema has both fields: an outside producer's deadline reaches validation."""
+    for options, expected in (({"ttlSeconds": 300}, 300.0), ({"expiresAt": AT}, AT_EPOCH)):
+        decoded = decode_instruction(avro_body({**MINIMAL, "options": options}), Framing("avro"))
+        assert decoded["options"] == options
+        assert deadline_of(ok(decoded).options.to_contract(), 0.0) == expected
