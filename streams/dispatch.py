@@ -58,7 +58,7 @@ from switchboard.keys import batch_part_row, batch_row, fence_row, job_timer, se
 from switchboard.records import DispatchJob, Fence, JobBatch, PurgeSends, Report
 from switchboard.retry import next_attempt_of_session
 from switchboard.windows import NoCommonOpening, delivery_release
-from transports.base import OutboundMessage, SendResult
+from transports.base import OutboundMessage, SendResult, Transport
 from transports.errors import RetryableError, TransportError, Withdrawn
 
 __all__ = ["register"]
@@ -489,8 +489,11 @@ async def _send(
             TransportError(f"client {job.client_id!r} is no longer configured", code="no-client"),
             "-",
         )
+    config = client.channels.get(job.channel)  # type: ignore[call-overload]
+    breaker = config is not None and config.failover is not None  # a ``providers`` list
+    count = len(config.providers) if breaker else 1
     try:
-        transport = sb.transports.get(client, job.channel)
+        transports = [sb.transports.get(client, job.channel, n) for n in range(count)]
     except ConfigError as exc:
         return None, TransportError(str(exc), code="config"), "-"
     message = OutboundMessage(
@@ -511,8 +514,43 @@ async def _send(
     try:
         message, detail = await sb.managers.before_send(job, client, message)
     except ConfigError as exc:  # the client's manager list cannot be run
-        return None, TransportError(str(exc), code="config"), transport.name
+        return None, TransportError(str(exc), code="config"), transports[0].name
     extra.update(detail)
+    if not breaker:
+        try:
+            return await _call(sb, job, transports[0], message, watch), None, transports[0].name
+        except TransportError as exc:
+            return None, exc, transports[0].name
+
+    async def call(position: int, transport: Transport) -> SendResult:
+        if position == 0:
+            return await _call(sb, job, transport, message, watch)
+        # Its own delivery callbacks name the provider, whose account signs them.
+        moved = dataclasses.replace(message, status_callback=_status_callback(sb, job, position))
+        return await _call(sb, job, transport, moved, watch)
+
+    try:
+        result, position, name = await sb.failover.send(
+            job.client_id, job.channel, count, transports.__getitem__, call,
+            partial(_withdrawn, sb, job),
+        )  # fmt: skip
+    except TransportError as exc:
+        return None, exc, transports[0].name
+    if position > 0:
+        extra["provider_position"] = position  # not the channel's first provider: failover
+    return result, None, name
+
+
+async def _call(
+    sb: Switchboard,
+    job: DispatchJob,
+    transport: Transport,
+    message: OutboundMessage,
+    watch: _Deadlines | None,
+) -> SendResult:
+    """One provider call within ``SWITCHBOARD_SEND_DEADLINE`` (kept by ``watch`` for a batch's
+    sends); a send past it and an unclassified exception raise retryable
+    :class:`TransportError`, as the provider's own errors do."""
     gauge = sb.metrics.child(sb.metrics.in_flight, job.channel)
     gauge.inc()
     started = time.perf_counter()
@@ -521,30 +559,28 @@ async def _send(
     try:
         if watch is None:
             async with asyncio.timeout(sb.settings.send_deadline):  # no task (wait_for's)
-                result = await transport.send(message)
-        else:
-            watch.start(job.index)
-            try:
-                result = await transport.send(message)
-            finally:
-                watch.stop(job.index)
-    except TransportError as exc:
-        return None, exc, transport.name
+                return await transport.send(message)
+        watch.start(job.index)
+        try:
+            return await transport.send(message)
+        finally:
+            watch.stop(job.index)
+    except TransportError:
+        raise
     except TimeoutError:
-        return None, _past_deadline(sb), transport.name
+        raise _past_deadline(sb) from None
     except asyncio.CancelledError:
         if watch is None or not watch.expired(job.index):
             raise
-        return None, _past_deadline(sb), transport.name
+        raise _past_deadline(sb) from None
     except Exception as exc:
         log.exception("transport raised an unclassified error", extra={"provider": transport.name})
-        return None, _retryable(f"{type(exc).__name__}: {exc}", "unclassified"), transport.name
+        raise _retryable(f"{type(exc).__name__}: {exc}", "unclassified") from exc
     finally:
         gauge.dec()
         sb.metrics.child(sb.metrics.send_seconds, job.channel, transport.name).observe(
             time.perf_counter() - started
         )
-    return result, None, transport.name
 
 
 def _cancelled(sb: Switchboard, session_id: str) -> bool:
@@ -611,7 +647,7 @@ async def _last_check(sb: Switchboard, job: DispatchJob) -> None:
         raise withdrawn
 
 
-def _status_callback(sb: Switchboard, job: DispatchJob) -> str | None:
+def _status_callback(sb: Switchboard, job: DispatchJob, position: int = 0) -> str | None:
     """Where the provider reports this message's later states: the delivery and attempt are in
     the URL, which Twilio signs, so a callback needs no lookup and cannot be pointed elsewhere."""
     if sb.settings.public_url is None:
@@ -619,6 +655,8 @@ def _status_callback(sb: Switchboard, job: DispatchJob) -> str | None:
     fields: dict[str, Any] = {"d": job.key, "a": job.attempt, "c": job.client_id}
     if job.priority == "high":  # its report travels in the high-priority lane too
         fields["p"] = "high"
+    if position > 0:  # a failover provider's account signs its callbacks (streams/failover.py)
+        fields["v"] = position
     query = urlencode(fields)
     return f"{sb.settings.public_url.rstrip('/')}/twilio/messages/status?{query}"
 
