@@ -82,6 +82,14 @@ def circuit(worker: Worker, client: str, position: int) -> float | None:
                  position=str(position))  # fmt: skip
 
 
+def send_during_outage(
+    worker: Worker, key: str, gateway: BackgroundServer[FakeSmsGateway], audience: list[str]
+) -> str:
+    """Put ``gateway`` in an outage, then send "Hi" to ``audience``; the session's id."""
+    outage(gateway, OUTAGE)
+    return worker.send_sms(key, audience)
+
+
 def numbers(first: int, count: int) -> list[str]:
     return [f"+1415557{first + i:04d}" for i in range(count)]
 
@@ -90,9 +98,8 @@ def test_while_the_first_provider_fails_sends_go_to_the_second_and_none_fails(
     worker: Worker, statuses: TopicReader, keys: Keys, gateways: Gateways
 ) -> None:
     a, b, _ = gateways
-    outage(a, OUTAGE)
     audience = numbers(0, 20)
-    session_id = worker.send_sms(keys.acme, audience)
+    session_id = send_during_outage(worker, keys.acme, a, audience)
     session = worker.wait_completed(session_id, keys.acme)
     assert session["counts"] == {"delivered": 20}, "an outage of the first provider failed sends"
     assert sorted(answered(b, 200)) == sorted(audience), "each went once, via the second"
@@ -142,10 +149,9 @@ def test_a_permanent_error_for_one_message_does_not_move_the_channel(
 def test_the_only_provider_down_holds_its_sends_and_spends_no_attempt(
     worker: Worker, statuses: TopicReader, keys: Keys, gateways: Gateways
 ) -> None:
-    _, _, c = gateways
-    outage(c, OUTAGE)
+    c = gateways[2]
     audience = numbers(300, 10)
-    session_id = worker.send_sms(keys.other, audience)
+    session_id = send_during_outage(worker, keys.other, c, audience)
     wait_for(lambda: circuit(worker, "other", 0) == 2, 60, 0.2, "the circuit to open")
     # Held: a trial fails each cool-down, and the session stays open meanwhile.
     failed_before = len(answered(c, 503))
