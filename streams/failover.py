@@ -15,7 +15,9 @@ again; no attempt is spent. While held it is checked again (``still_wanted``): a
 deadline that passes, a cancel or an opt-out ends it without a send. A held send counts against
 ``SWITCHBOARD_MAX_IN_FLIGHT``, so an outage holds at most that many jobs per lane in memory and
 the rest wait in their topic; a stopping worker hands them to the next owner as any send in
-flight. A send that fails every round while a circuit stays closed (a provider that refuses
+flight. Held sends take their lane's slots: other clients' sends of the same channel and lane
+on this worker may wait behind them (a per-job timer would free the slots, at the price of a
+hold generation in every send's key, which the hot path would pay). A send that fails every round while a circuit stays closed (a provider that refuses
 this message retryably but answers others) ends with its last error, and the session's retries
 apply as on any channel.
 
