@@ -17,12 +17,17 @@ deadline that passes, a cancel or an opt-out ends it without a send. A held send
 the rest wait in their topic; a stopping worker hands them to the next owner as any send in
 flight. Held sends take their lane's slots: other clients' sends of the same channel and lane
 on this worker may wait behind them (a per-job timer would free the slots, at the price of a
-hold generation in every send's key, which the hot path would pay). A send that fails every round while a circuit stays closed (a provider that refuses
-this message retryably but answers others) ends with its last error, and the session's retries
+hold generation in every send's key, which the hot path would pay). A worker that stops or dies
+while holding a send leaves its claim without an outcome, so the next owner sends it with
+``detail.in_doubt`` although nothing was sent.
+
+A send that fails every round while a circuit stays closed (a provider that refuses this
+message retryably but answers others) ends with its last error, and the session's retries
 apply as on any channel.
 
 Circuits live in this worker's memory only: each worker learns of an outage from its own sends
-(so each makes up to ``SWITCHBOARD_CIRCUIT_FAILURES`` failing sends), and a restart closes them.
+(so each makes its own run of failing requests: the threshold, plus the sends already in
+flight when the circuit opened), and a restart closes them.
 ``switchboard_provider_circuit`` shows each one (0 closed, 1 half-open, 2 open).
 """
 
