@@ -599,7 +599,7 @@ def _withdrawn(sb: Switchboard, job: DispatchJob) -> Withdrawn | None:
     if _cancelled(sb, job.session_id):
         return Withdrawn("the session was cancelled", status="cancelled", code="cancelled")
     if job.expires_at is not None and deadline.passed_before(job.expires_at, time.time()):
-        return Withdrawn(deadline.reason(job.expires_at), status="expired", code="deadline-passed")
+        return Withdrawn(deadline.reason(job.expires_at), status="expired", code="deadline")
     client = sb.clients.get(job.client_id)
     scope = client.optout_channels if client is not None else optout.DEFAULT_CHANNELS
     if (
@@ -617,7 +617,7 @@ def _withdrawn_detail(
     """The status event's ``detail`` of a withdrawn job: an expired one says why and when."""
     if withdrawn.status != "expired" or job.expires_at is None:
         return extra or {}
-    return (extra or {}) | {"reason": withdrawn.message, "expires_at": deadline.iso(job.expires_at)}
+    return (extra or {}) | {"expires_at": deadline.iso(job.expires_at)}
 
 
 def _too_late_to_retry(
@@ -627,9 +627,9 @@ def _too_late_to_retry(
     delivery ends ``expired`` now (with the failure that ended it) rather than at a retry."""
     assert job.expires_at is not None
     message = deadline.reason(job.expires_at, f"the retry due at {deadline.iso(retry_at)}")
-    detail = extra | {"reason": message, "expires_at": deadline.iso(job.expires_at),
+    detail = extra | {"expires_at": deadline.iso(job.expires_at),
                       "last_error": failure.message, "last_error_code": failure.code}  # fmt: skip
-    return _report(job, "expired", error=message, error_code="deadline-passed", detail=detail)
+    return _report(job, "expired", error=message, error_code="deadline", detail=detail)
 
 
 def _unsubscribe_url(sb: Switchboard, job: DispatchJob) -> str | None:

@@ -525,7 +525,7 @@ async def _report_window_too_late(
     sb: Switchboard, job: DispatchJob, release: datetime, now: float
 ) -> None:
     """The delivery's window opens only at or after its send-by deadline: ``expired`` now
-    (code ``deadline-passed``), rather than held for a send that could only be late."""
+    (code ``deadline``), rather than held for a send that could only be late."""
     assert job.expires_at is not None
     why = deadline.reason(
         job.expires_at, "its window opens at " + deadline.iso(release.timestamp())
@@ -533,7 +533,7 @@ async def _report_window_too_late(
     await sb.report(Report(
         session_id=job.session_id, client_id=job.client_id, channel=job.channel, index=job.index,
         address=job.address, status="expired", attempt=job.attempt, occurred_at=now, error=why,
-        error_code="deadline-passed", detail={"reason": why, "expires_at": deadline.iso(job.expires_at)},
+        error_code="deadline", detail={"expires_at": deadline.iso(job.expires_at)},
         priority=job.priority,
     ))  # fmt: skip
 

@@ -1,7 +1,8 @@
 """Send-by deadlines (``options.expiresAt`` / ``options.ttlSeconds``). Pure.
 
 A delivery with a deadline that has not been handed to a provider by then ends ``expired``
-(``error_code: deadline-passed``) instead of being sent late. Where it is checked:
+(``error_code`` and ``detail.reason``: ``deadline``, ``error`` saying which
+deadline passed before what, ``detail.expires_at``) instead of being sent late. Where it is checked:
 
 * the dispatcher, before it claims a job and again at the transport's last check, after the
   wait for the sender's rate-limit slot (``streams/dispatch.py``): so a job that waited in a

@@ -232,7 +232,7 @@ def openapi_document() -> dict[str, Any]:
                                 "description": (
                                     "Send-by deadline, RFC 3339 with an offset. A delivery not "
                                     "handed to a provider by then ends 'expired' (error_code "
-                                    "'deadline-passed', the reason in detail.reason), never sent "
+                                    "and detail.reason 'deadline', error saying why), never sent "
                                     "late through a window, a retry or a backlog. Not with "
                                     "ttlSeconds; after scheduledTimestamp when both are given. "
                                     "One already passed is accepted: every delivery expires."

@@ -111,6 +111,6 @@ async def test_the_only_provider_down_holds_the_send_until_a_trial_answers() -> 
 
 async def test_a_held_send_ends_when_it_is_no_longer_wanted() -> None:
     f, _ = failover(cooldown=0.01)
-    expired = Withdrawn("deadline passed", status="expired", code="deadline-passed")
+    expired = Withdrawn("deadline passed", status="expired", code="deadline")
     with pytest.raises(Withdrawn):
         await send(f, [Scripted("a", down)], wanted=expired)
