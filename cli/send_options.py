@@ -10,6 +10,8 @@ here second-guesses the rules beyond what a flag's form says:
   ``retryIntervalMinutes``.
 - ``--webhook-url URL``: ``webhookUrl``. ``--priority high|normal``: ``priority``.
 - ``--transactional``: ``transactional: true``.
+- ``--ttl SECONDS`` or ``--expires-at TIME`` (ISO 8601 with an offset): the send-by deadline,
+  ``ttlSeconds`` or ``expiresAt`` (``switchboard/deadline.py``).
 """
 
 from __future__ import annotations
@@ -22,7 +24,8 @@ __all__ = ["add_arguments", "options_from"]
 
 #: Flags (their argparse names) given to the instruction as they are: the option they set.
 _PLAIN = (("retries", "retries"), ("retry_interval", "retryIntervalMinutes"),
-          ("webhook_url", "webhookUrl"), ("priority", "priority"))  # fmt: skip
+          ("webhook_url", "webhookUrl"), ("priority", "priority"), ("ttl", "ttlSeconds"),
+          ("expires_at", "expiresAt"))  # fmt: skip
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -42,6 +45,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="high: the lane of small transactional sends (at most 100 recipients)")  # fmt: skip
     p.add_argument("--transactional", action="store_true",
                    help="a message the recipient asked for: email without List-Unsubscribe")  # fmt: skip
+    by = p.add_mutually_exclusive_group()
+    by.add_argument("--ttl", type=int, metavar="SECONDS",
+                    help="send-by deadline, seconds from acceptance (else expired, never late)")  # fmt: skip
+    by.add_argument("--expires-at", metavar="TIME", type=_timestamp,
+                    help="send-by deadline, ISO 8601 with an offset (else expired, never late)")  # fmt: skip
 
 
 def options_from(args: argparse.Namespace) -> dict[str, Any]:

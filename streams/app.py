@@ -47,6 +47,7 @@ from switchboard.wire import Headers, encode_record
 from transports.registry import TransportRegistry
 
 if TYPE_CHECKING:
+    from streams.failover import Failover
     from streams.flow import DispatchBacklog
 
 __all__ = ["BIG_MESSAGE", "Switchboard", "Tables", "Topics"]
@@ -122,6 +123,8 @@ class Switchboard:
     #: The service managers and their hooks (streams/managers.py).
     managers: ManagerDesk = field(init=False)
     _webhook_urls: dict[str, str | None] = field(default_factory=dict)
+    #: This worker's circuit breakers of providers-list channels (streams/failover.py).
+    failover: Failover = field(init=False)
     #: Jobs waiting in the dispatch topics (the fan-out's flow control, streams/flow.py).
     flow: DispatchBacklog = field(init=False)
     #: Deferred deliveries and webhook retries in this worker's timers (the scheduler keeps it).

@@ -13,6 +13,7 @@ from streams.app import BIG_MESSAGE, Switchboard, Tables, Topics
 from streams.changelog import BulkRows
 from streams.clients import ClientRegistry
 from streams.commits import SwitchboardApp
+from streams.failover import Failover
 from streams.flow import DispatchBacklog
 from streams.kafka_security import faust_credentials
 from streams.managers import ManagerDesk, build_managers
@@ -20,6 +21,7 @@ from streams.metrics import Metrics
 from streams.replica import KeyValueReplica
 from streams.schema_registry import SchemaIds, SchemaRegistry
 from streams.tablestore import STORE_URL, TableMemory, declare_table
+from switchboard.circuit import Breaker
 from switchboard.instruction import CHANNELS
 from switchboard.settings import Settings
 from transports.ratelimit import Slots
@@ -157,6 +159,8 @@ def build(
     # The deliveries table takes a row per delivery (twice, as it is sent and reported): its
     # rows go through librdkafka in bulk (streams/changelog.py).
     sb.bulk_rows = BulkRows(sb.status_producer, [sb.tables.deliveries])
+    sb.failover = Failover(Breaker(settings.circuit_failures, settings.circuit_cooldown),
+                           sb.metrics.circuit, sb.metrics.held_sends)  # fmt: skip
     sb.cancels = KeyValueReplica(settings, settings.topic("cancels"), settings.data_dir / "replicas" / "cancels",
                                  topics.cancels)  # fmt: skip
 

@@ -51,14 +51,14 @@ from streams.checkpoint import put
 from streams.guard import hand_off, quarantine
 from streams.inflight import run_overlapped
 from streams.retention import purge_sends
-from switchboard import jsonbytes, optout, records, unsubscribe
+from switchboard import deadline, jsonbytes, optout, records, unsubscribe
 from switchboard.errors import ConfigError
 from switchboard.fanout import dispatch_key
 from switchboard.keys import batch_part_row, batch_row, fence_row, job_timer, send_row
 from switchboard.records import DispatchJob, Fence, JobBatch, PurgeSends, Report
 from switchboard.retry import next_attempt_of_session
 from switchboard.windows import NoCommonOpening, delivery_release
-from transports.base import OutboundMessage, SendResult
+from transports.base import OutboundMessage, SendResult, Transport
 from transports.errors import RetryableError, TransportError, Withdrawn
 
 __all__ = ["register"]
@@ -167,9 +167,8 @@ async def _dispatch(sb: Switchboard, job: DispatchJob) -> None:
     # is not sent), and again by the transport at the very last moment (``_last_check``).
     withdrawn = _withdrawn(sb, job)
     if withdrawn is not None:
-        await sb.report(
-            _report(job, withdrawn.status, error=withdrawn.message, error_code=withdrawn.code)
-        )
+        await sb.report(_report(job, withdrawn.status, error=withdrawn.message,
+                                error_code=withdrawn.code, detail=_withdrawn_detail(job, withdrawn)))  # fmt: skip
         return
     send_key = send_row(job.key, job.attempt)
     await _exclusively(sb, send_key, job.channel, 1, partial(_claimed, sb, job, send_key))
@@ -254,9 +253,8 @@ async def _outcome(
     ``watch``: the batch's deadlines, which bound the send (else a timeout of its own)."""
     withdrawn = _withdrawn(sb, job)
     if withdrawn is not None:
-        return _report(
-            job, withdrawn.status, error=withdrawn.message, error_code=withdrawn.code
-        ), None
+        return _report(job, withdrawn.status, error=withdrawn.message, error_code=withdrawn.code,
+                       detail=_withdrawn_detail(job, withdrawn)), None  # fmt: skip
     extra: dict[str, Any] = {"in_doubt": True} if in_doubt else {}  # + the service managers'
     result, failure, provider = await _send(sb, job, extra, watch)
     if failure is None:
@@ -270,7 +268,7 @@ async def _outcome(
         return report, None
     if isinstance(failure, Withdrawn):  # nothing was sent
         report = _report(job, failure.status, error=failure.message, error_code=failure.code,
-                         detail=extra)  # fmt: skip
+                         detail=_withdrawn_detail(job, failure, extra))  # fmt: skip
         return report, None
     status = "suppressed" if failure.suppressed else "failed"
     if failure.suppressed and job.channel in optout.PHONE_CHANNELS:
@@ -286,6 +284,8 @@ async def _outcome(
                                         session_id=job.session_id, at=time.time())  # fmt: skip
     sb.metrics.child(sb.metrics.sends, job.channel, provider, status).inc()
     retry_at = _retry_at(job, failure)
+    if retry_at is not None and deadline.passed_before(job.expires_at, retry_at):
+        return _too_late_to_retry(job, failure, retry_at, extra), None
     detail: dict[str, Any] = dict(extra)
     if failure.retry_after:
         detail["retry_after"] = failure.retry_after
@@ -489,8 +489,11 @@ async def _send(
             TransportError(f"client {job.client_id!r} is no longer configured", code="no-client"),
             "-",
         )
+    config = client.channels.get(job.channel)  # type: ignore[call-overload]
+    breaker = config is not None and config.failover is not None  # a ``providers`` list
+    count = len(config.providers) if breaker else 1
     try:
-        transport = sb.transports.get(client, job.channel)
+        transports = [sb.transports.get(client, job.channel, n) for n in range(count)]
     except ConfigError as exc:
         return None, TransportError(str(exc), code="config"), "-"
     message = OutboundMessage(
@@ -511,8 +514,43 @@ async def _send(
     try:
         message, detail = await sb.managers.before_send(job, client, message)
     except ConfigError as exc:  # the client's manager list cannot be run
-        return None, TransportError(str(exc), code="config"), transport.name
+        return None, TransportError(str(exc), code="config"), transports[0].name
     extra.update(detail)
+    if not breaker:
+        try:
+            return await _call(sb, job, transports[0], message, watch), None, transports[0].name
+        except TransportError as exc:
+            return None, exc, transports[0].name
+
+    async def call(position: int, transport: Transport) -> SendResult:
+        if position == 0:
+            return await _call(sb, job, transport, message, watch)
+        # Its own delivery callbacks name the provider, whose account signs them.
+        moved = dataclasses.replace(message, status_callback=_status_callback(sb, job, position))
+        return await _call(sb, job, transport, moved, watch)
+
+    try:
+        result, position, name = await sb.failover.send(
+            job.client_id, job.channel, count, transports.__getitem__, call,
+            partial(_withdrawn, sb, job),
+        )  # fmt: skip
+    except TransportError as exc:
+        return None, exc, transports[0].name
+    if position > 0:
+        extra["provider_position"] = position  # not the channel's first provider: failover
+    return result, None, name
+
+
+async def _call(
+    sb: Switchboard,
+    job: DispatchJob,
+    transport: Transport,
+    message: OutboundMessage,
+    watch: _Deadlines | None,
+) -> SendResult:
+    """One provider call within ``SWITCHBOARD_SEND_DEADLINE`` (kept by ``watch`` for a batch's
+    sends); a send past it and an unclassified exception raise retryable
+    :class:`TransportError`, as the provider's own errors do."""
     gauge = sb.metrics.child(sb.metrics.in_flight, job.channel)
     gauge.inc()
     started = time.perf_counter()
@@ -521,30 +559,28 @@ async def _send(
     try:
         if watch is None:
             async with asyncio.timeout(sb.settings.send_deadline):  # no task (wait_for's)
-                result = await transport.send(message)
-        else:
-            watch.start(job.index)
-            try:
-                result = await transport.send(message)
-            finally:
-                watch.stop(job.index)
-    except TransportError as exc:
-        return None, exc, transport.name
+                return await transport.send(message)
+        watch.start(job.index)
+        try:
+            return await transport.send(message)
+        finally:
+            watch.stop(job.index)
+    except TransportError:
+        raise
     except TimeoutError:
-        return None, _past_deadline(sb), transport.name
+        raise _past_deadline(sb) from None
     except asyncio.CancelledError:
         if watch is None or not watch.expired(job.index):
             raise
-        return None, _past_deadline(sb), transport.name
+        raise _past_deadline(sb) from None
     except Exception as exc:
         log.exception("transport raised an unclassified error", extra={"provider": transport.name})
-        return None, _retryable(f"{type(exc).__name__}: {exc}", "unclassified"), transport.name
+        raise _retryable(f"{type(exc).__name__}: {exc}", "unclassified") from exc
     finally:
         gauge.dec()
         sb.metrics.child(sb.metrics.send_seconds, job.channel, transport.name).observe(
             time.perf_counter() - started
         )
-    return result, None, transport.name
 
 
 def _cancelled(sb: Switchboard, session_id: str) -> bool:
@@ -562,6 +598,8 @@ def _withdrawn(sb: Switchboard, job: DispatchJob) -> Withdrawn | None:
     email address's unsubscribe on its bulk (not transactional) email."""
     if _cancelled(sb, job.session_id):
         return Withdrawn("the session was cancelled", status="cancelled", code="cancelled")
+    if job.expires_at is not None and deadline.passed_before(job.expires_at, time.time()):
+        return Withdrawn(deadline.reason(job.expires_at), status="expired", code="deadline")
     client = sb.clients.get(job.client_id)
     scope = client.optout_channels if client is not None else optout.DEFAULT_CHANNELS
     if (
@@ -571,6 +609,27 @@ def _withdrawn(sb: Switchboard, job: DispatchJob) -> Withdrawn | None:
         what = "unsubscribed from bulk email" if job.channel == "email" else "opted out"
         return Withdrawn(f"the recipient {what}", status="suppressed", code="opted-out")
     return None
+
+
+def _withdrawn_detail(
+    job: DispatchJob, withdrawn: Withdrawn, extra: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """The status event's ``detail`` of a withdrawn job: an expired one says why and when."""
+    if withdrawn.status != "expired" or job.expires_at is None:
+        return extra or {}
+    return (extra or {}) | {"expires_at": deadline.iso(job.expires_at)}
+
+
+def _too_late_to_retry(
+    job: DispatchJob, failure: TransportError, retry_at: float, extra: dict[str, Any]
+) -> Report:
+    """A retryable failure whose next attempt would be due at or after the deadline: the
+    delivery ends ``expired`` now (with the failure that ended it) rather than at a retry."""
+    assert job.expires_at is not None
+    message = deadline.reason(job.expires_at, f"the retry due at {deadline.iso(retry_at)}")
+    detail = extra | {"expires_at": deadline.iso(job.expires_at),
+                      "last_error": failure.message, "last_error_code": failure.code}  # fmt: skip
+    return _report(job, "expired", error=message, error_code="deadline", detail=detail)
 
 
 def _unsubscribe_url(sb: Switchboard, job: DispatchJob) -> str | None:
@@ -588,7 +647,7 @@ async def _last_check(sb: Switchboard, job: DispatchJob) -> None:
         raise withdrawn
 
 
-def _status_callback(sb: Switchboard, job: DispatchJob) -> str | None:
+def _status_callback(sb: Switchboard, job: DispatchJob, position: int = 0) -> str | None:
     """Where the provider reports this message's later states: the delivery and attempt are in
     the URL, which Twilio signs, so a callback needs no lookup and cannot be pointed elsewhere."""
     if sb.settings.public_url is None:
@@ -596,6 +655,8 @@ def _status_callback(sb: Switchboard, job: DispatchJob) -> str | None:
     fields: dict[str, Any] = {"d": job.key, "a": job.attempt, "c": job.client_id}
     if job.priority == "high":  # its report travels in the high-priority lane too
         fields["p"] = "high"
+    if position > 0:  # a failover provider's account signs its callbacks (streams/failover.py)
+        fields["v"] = position
     query = urlencode(fields)
     return f"{sb.settings.public_url.rstrip('/')}/twilio/messages/status?{query}"
 

@@ -51,6 +51,15 @@ class Metrics:
             ["channel"],
             registry=r,
         )
+        self.circuit = Gauge(
+            "switchboard_provider_circuit",
+            "Circuit of each provider of a channel that lists providers, by client, channel and "
+            "position in the list (0 closed, 1 half-open, 2 open), on this worker.",
+            ["client", "channel", "position"], registry=r)  # fmt: skip
+        self.held_sends = Gauge(
+            "switchboard_provider_held_sends",
+            "Sends held because every provider of their channel has an open circuit, by channel.",
+            ["channel"], registry=r)  # fmt: skip
         self.timer_lateness = Histogram(
             "switchboard_timer_lateness_seconds", "How late scheduled records were produced.",
             buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 5, 30, 300), registry=r)  # fmt: skip

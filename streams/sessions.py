@@ -56,7 +56,7 @@ from streams.checkpoint import get, put, run_checkpointed
 from streams.fences import fences_passed, place_fences
 from streams.guard import quarantine
 from streams.managers import SessionStartPlan
-from switchboard import reasons, records
+from switchboard import deadline, reasons, records
 from switchboard.errors import MissingState
 from switchboard.fanout import CHUNK_SIZE, DISPATCH_SPREAD, chunk_count, dispatch_key, plan_chunk
 from switchboard.idempotency import IdempotencyRecord, decide, next_generation, shown
@@ -420,6 +420,8 @@ async def _route(
             if hold is None:
                 key = (item.channel, dispatch_key(item.session_id, item.index))
                 batches.setdefault(key, []).append(item)
+            elif deadline.passed_before(item.expires_at, hold.release.timestamp()):
+                await _report_window_too_late(sb, item, hold.release, now)
             else:
                 await _report_deferred(sb, item, hold, now)
                 held.setdefault((item.channel, hold.release.timestamp()), []).append(item.index)
@@ -519,6 +521,23 @@ async def _report_deferred(sb: Switchboard, job: DispatchJob, hold: Hold, now: f
     ))  # fmt: skip
 
 
+async def _report_window_too_late(
+    sb: Switchboard, job: DispatchJob, release: datetime, now: float
+) -> None:
+    """The delivery's window opens only at or after its send-by deadline: ``expired`` now
+    (code ``deadline``), rather than held for a send that could only be late."""
+    assert job.expires_at is not None
+    why = deadline.reason(
+        job.expires_at, "its window opens at " + deadline.iso(release.timestamp())
+    )
+    await sb.report(Report(
+        session_id=job.session_id, client_id=job.client_id, channel=job.channel, index=job.index,
+        address=job.address, status="expired", attempt=job.attempt, occurred_at=now, error=why,
+        error_code="deadline", detail={"expires_at": deadline.iso(job.expires_at)},
+        priority=job.priority,
+    ))  # fmt: skip
+
+
 async def _report_no_window(
     sb: Switchboard, job: DispatchJob, exc: NoCommonOpening, now: float
 ) -> None:
@@ -545,6 +564,9 @@ async def dispatch_or_defer(sb: Switchboard, job: DispatchJob, now: float) -> bo
     if hold is None:
         await sb.dispatch(job)
         return True
+    if deadline.passed_before(job.expires_at, hold.release.timestamp()):
+        await _report_window_too_late(sb, job, hold.release, now)
+        return False
     await sb.schedule_at(job_timer(job.key, job.attempt), hold.release.timestamp(), sb.dispatch_topic(job),
                          dispatch_key(job.session_id, job.index), records.encode(job))  # fmt: skip
     await _report_deferred(sb, job, hold, now)

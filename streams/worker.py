@@ -71,10 +71,14 @@ def apply_clients_file(settings: Settings, path: Path) -> list[str]:
             except ConfigError as exc:
                 problems.append(str(exc))
         for channel, config in client.channels.items():
-            try:
-                build_transport(channel, config)
-            except ConfigError as exc:
-                problems.append(f"clients.{client.client_id}.channels.{channel}: {exc}")
+            for position, provider in enumerate(config.providers):  # each provider of a list
+                where = f"clients.{client.client_id}.channels.{channel}"
+                if config.failover is not None:
+                    where += f".providers[{position}]"
+                try:
+                    build_transport(channel, provider)
+                except ConfigError as exc:
+                    problems.append(f"{where}: {exc}")
         # A checksum secret that is unset or too short would refuse every manual target with
         # only "this campaign does not accept manual targets": refuse it here, with the reason.
         campaigns = parse_campaigns(client.campaigns)  # parse_client checked them already

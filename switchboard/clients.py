@@ -28,6 +28,7 @@ from switchboard.quota import DEFAULT_LIMIT, RateLimit
 from switchboard.zones import is_zone_name
 
 __all__ = [
+    "MAX_PROVIDERS",
     "ChannelConfig",
     "ClientConfig",
     "TimeWindow",
@@ -63,8 +64,21 @@ class ChannelConfig:
 
     provider: str
     options: Mapping[str, Any] = field(default_factory=dict)
+    #: The providers after this one when the channel lists ``providers`` (failover behind a
+    #: circuit breaker, ``switchboard/circuit.py``); None for a channel of one ``provider``,
+    #: which has no breaker. ``()``: a list of one, whose outages hold its sends.
+    failover: tuple[ChannelConfig, ...] | None = None
+
+    @property
+    def providers(self) -> tuple[ChannelConfig, ...]:
+        """Every provider of the channel, in order (this one first, without its failover)."""
+        if self.failover is None:
+            return (self,)
+        return (ChannelConfig(self.provider, self.options), *self.failover)
 
     def to_json(self) -> dict[str, Any]:
+        if self.failover is not None:
+            return {"providers": [p.to_json() for p in self.providers]}
         return {"provider": self.provider, **self.options}
 
 
@@ -253,20 +267,58 @@ def _channels(raw: Any, where: str, errors: list[FieldError]) -> dict[Channel, C
                     f"{where}.{name}", f"unknown channel; expected one of {', '.join(CHANNELS)}"
                 )
             )
-        elif (
-            not isinstance(cfg, Mapping)
-            or not isinstance(cfg.get("provider"), str)
-            or not cfg["provider"]
-        ):
-            errors.append(
-                FieldError(
-                    f"{where}.{name}", "must be a mapping with a provider, e.g. {provider: sandbox}"
-                )
-            )
-        else:
-            options = {k: v for k, v in cfg.items() if k != "provider"}
-            channels[cast(Channel, name)] = ChannelConfig(cfg["provider"], options)
+        elif isinstance(cfg, Mapping) and "providers" in cfg:
+            config = _providers(cfg, f"{where}.{name}", errors)
+            if config is not None:
+                channels[cast(Channel, name)] = config
+        elif (provider := _provider(cfg, f"{where}.{name}", errors)) is not None:
+            channels[cast(Channel, name)] = provider
     return channels
+
+
+#: The most providers one channel may list.
+MAX_PROVIDERS: Final = 5
+
+
+def _provider(cfg: Any, where: str, errors: list[FieldError]) -> ChannelConfig | None:
+    if (
+        not isinstance(cfg, Mapping)
+        or not isinstance(cfg.get("provider"), str)
+        or not cfg["provider"]
+    ):
+        errors.append(
+            FieldError(where, "must be a mapping with a provider, e.g. {provider: sandbox}")
+        )
+        return None
+    return ChannelConfig(cfg["provider"], {k: v for k, v in cfg.items() if k != "provider"})
+
+
+def _providers(
+    cfg: Mapping[str, Any], where: str, errors: list[FieldError]
+) -> ChannelConfig | None:
+    """``{providers: [{provider: ...}, ...]}``: failover in this order, behind circuit breakers."""
+    listed = cfg["providers"]
+    if set(cfg) != {"providers"}:
+        errors.append(
+            FieldError(
+                where,
+                "a channel with providers has no other keys: give each provider's options in its entry",
+            )
+        )
+        return None
+    if not isinstance(listed, list) or not 1 <= len(listed) <= MAX_PROVIDERS:
+        errors.append(
+            FieldError(
+                f"{where}.providers",
+                f"must be a list of 1 to {MAX_PROVIDERS} providers, tried in order",
+            )
+        )
+        return None
+    parsed = [_provider(item, f"{where}.providers[{i}]", errors) for i, item in enumerate(listed)]
+    if any(p is None for p in parsed):
+        return None
+    first, *rest = cast(list[ChannelConfig], parsed)
+    return ChannelConfig(first.provider, first.options, tuple(rest))
 
 
 def _windows(

@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, Final
 
+from switchboard.deadline import deadline_of
 from switchboard.instruction import ADDRESS_FIELD, SMS_MAX_CHARS, Channel
 from switchboard.records import DispatchJob, Report, SessionState
 from switchboard.render import MissingVariable, TemplateSyntaxError, render
@@ -80,6 +81,7 @@ def plan_chunk(
     }
     extras = {k: v for k, v in (transport.get("extras") or {}).items() if k != "template_vars"}
     transactional = session.options.get("transactional") is True
+    expires_at = deadline_of(session.options, session.created_at)
     for offset, recipient in enumerate(recipients):
         index = chunk * size + offset
         variables = template_variables(transport, recipient)
@@ -118,6 +120,7 @@ def plan_chunk(
                 priority=priority,
                 retry_options=retry_options,
                 transactional=transactional,
+                expires_at=expires_at,
             )
 
 

@@ -124,6 +124,9 @@ class Options:
     #: A message the recipient asked for (a receipt, a password reset): an email goes without
     #: ``List-Unsubscribe``, and an email unsubscribe does not withhold it.
     transactional: bool = False
+    #: The send-by deadline (``switchboard/deadline.py``): at most one of the two is set.
+    expires_at: datetime | None = None
+    ttl_seconds: int | None = None
 
     def to_contract(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -139,6 +142,10 @@ class Options:
             out["priority"] = self.priority
         if self.transactional:  # absent means bulk, as in every record before it
             out["transactional"] = True
+        if self.expires_at is not None:
+            out["expiresAt"] = self.expires_at.isoformat()
+        if self.ttl_seconds is not None:
+            out["ttlSeconds"] = self.ttl_seconds
         return out
 
 

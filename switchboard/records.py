@@ -373,6 +373,9 @@ class DispatchJob:
     #: ``options.transactional``: an email without a ``List-Unsubscribe``, which an email
     #: unsubscribe does not withhold (absent, as in every job before it: bulk).
     transactional: bool = False
+    #: The send-by deadline (epoch s; ``switchboard/deadline.py``): not handed to a provider
+    #: by then, the delivery ends ``expired``. Absent, as in every job before it: none.
+    expires_at: float | None = None
 
     @property
     def key(self) -> str:

@@ -200,6 +200,20 @@ class Settings:
             "Seconds one send may take in all, waiting for its sender's rate-limit slot included, before it counts as stuck (a retryable failure). Each provider request has its own shorter timeout (the channel's `timeout` option). Keep it above max in flight / the slowest sender's rate.",
         ),
     )
+    circuit_failures: int = field(
+        default=5,
+        metadata=_s(
+            "SWITCHBOARD_CIRCUIT_FAILURES",
+            "Retryable errors in a row from one provider of a channel that lists `providers` that open its circuit: its sends go to the next provider, or are held (no attempt spent) when every provider's circuit is open. Per worker.",
+        ),
+    )
+    circuit_cooldown: float = field(
+        default=30.0,
+        metadata=_s(
+            "SWITCHBOARD_CIRCUIT_COOLDOWN",
+            "Seconds an open circuit waits before one trial request: an answer closes it (sends and held sends go to it again), a retryable error opens it for another cool-down.",
+        ),
+    )
     drain_timeout: float = field(
         default=20.0,
         metadata=_s(
@@ -402,6 +416,10 @@ class Settings:
             problems.append("SWITCHBOARD_REPLICATION_FACTOR must be at least 1")
         if self.max_in_flight < 1:
             problems.append("SWITCHBOARD_MAX_IN_FLIGHT must be at least 1")
+        if self.circuit_failures < 1 or not self.circuit_cooldown > 0:
+            problems.append(
+                "SWITCHBOARD_CIRCUIT_FAILURES must be at least 1 and SWITCHBOARD_CIRCUIT_COOLDOWN above 0"
+            )
         if self.retention < 0 or self.gone_for < 0:
             problems.append("SWITCHBOARD_RETENTION and SWITCHBOARD_GONE_FOR must be 0 or more")
         if not self.idempotency_window > 0:

@@ -21,6 +21,7 @@ Guarantees:
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Generator, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -29,6 +30,7 @@ from typing import Any, Final, cast
 
 from switchboard.addresses import NORMALIZERS, AddressError, normalize_url
 from switchboard.clients import ClientConfig
+from switchboard.deadline import MAX_TTL_SECONDS
 from switchboard.errors import FieldError, ValidationFailed
 from switchboard.instruction import (
     ADDRESS_FIELD,
@@ -70,6 +72,8 @@ _OPTIONS: Final = frozenset(
         "webhookUrl",
         "priority",
         "transactional",
+        "expiresAt",
+        "ttlSeconds",
     }
 )
 _PROFILE: Final = frozenset({*NORMALIZERS, "name", "timezone", "locale", "vars"})
@@ -617,9 +621,46 @@ class _Validator:
                 self.err("options.webhookUrl", str(exc))
         priority = self.priority(data.get("priority"))
         transactional = self.flag(data.get("transactional"), "options.transactional")
+        expires_at, ttl = self.deadline(data, scheduled_at)
         if len(self.errors) > before:
             return None
-        return Options(trigger, scheduled_at, retries, intervals, webhook, priority, transactional)
+        return Options(trigger, scheduled_at, retries, intervals, webhook, priority, transactional,
+                       expires_at, ttl)  # fmt: skip
+
+    def deadline(
+        self, data: Mapping[str, Any], scheduled_at: datetime | None
+    ) -> tuple[datetime | None, int | None]:
+        """``expiresAt`` (RFC 3339 with an offset) or ``ttlSeconds`` (1 to 30 days), not both
+        (``switchboard/deadline.py``). A deadline already passed is accepted: its deliveries
+        end ``expired``, as an instruction that waited in the intake topic would."""
+        raw_at, raw_ttl = data.get("expiresAt"), data.get("ttlSeconds")
+        if raw_at is not None and raw_ttl is not None:
+            self.err("options.ttlSeconds", "give expiresAt or ttlSeconds, not both")
+            return None, None
+        if raw_ttl is not None:
+            if (
+                isinstance(raw_ttl, bool)
+                or not isinstance(raw_ttl, int)
+                or not 1 <= raw_ttl <= MAX_TTL_SECONDS
+            ):
+                self.err("options.ttlSeconds",
+                         f"must be a whole number of seconds from 1 to {MAX_TTL_SECONDS} (30 days)")  # fmt: skip
+                return None, None
+            return None, raw_ttl
+        if raw_at is None:
+            return None, None
+        parsed = None
+        if isinstance(raw_at, str):
+            with contextlib.suppress(ValueError):  # reported below, with the expected form
+                parsed = datetime.fromisoformat(raw_at)
+        if parsed is None or parsed.tzinfo is None:
+            self.err("options.expiresAt",
+                     "must be an RFC 3339 timestamp with an offset, e.g. 2026-12-06T10:00:00Z")  # fmt: skip
+            return None, None
+        if scheduled_at is not None and parsed <= scheduled_at:
+            self.err("options.expiresAt", "must be after scheduledTimestamp")
+            return None, None
+        return parsed, None
 
     def timestamp(self, value: Any) -> datetime | None:
         if value is None:

@@ -57,7 +57,7 @@ class TransportRegistry:
         #: The pacing slots this worker may use, shared by every paced transport it builds.
         self.slots = slots
         self._sandboxes: dict[str, SandboxTransport] = {}
-        self._built: dict[tuple[str, str], _Entry] = {}
+        self._built: dict[tuple[str, str, int], _Entry] = {}
         self._retired: list[Transport] = []
         self._closers: set[asyncio.Task[None]] = set()
         #: Seconds a replaced transport stays open for the sends already in flight on it.
@@ -68,20 +68,22 @@ class TransportRegistry:
             self._sandboxes[channel] = SandboxTransport(channel, self.outbox)
         return self._sandboxes[channel]
 
-    def get(self, client: ClientConfig, channel: str) -> Transport:
-        """The transport for ``client``'s ``channel``.
+    def get(self, client: ClientConfig, channel: str, position: int = 0) -> Transport:
+        """The transport for ``client``'s ``channel`` (its ``position``-th provider when the
+        channel lists ``providers``).
 
         Raises:
             ConfigError: the channel is not configured, or its provider is unknown or misconfigured.
         """
-        config = client.channels.get(channel)  # type: ignore[call-overload]
-        if config is None:
+        channel_config = client.channels.get(channel)  # type: ignore[call-overload]
+        if channel_config is None:
             raise ConfigError(
                 f"channel {channel!r} is not configured for client {client.client_id!r}"
             )
+        config = channel_config if position == 0 else channel_config.providers[position]
         if self.sandbox_all or config.provider == "sandbox":
             return self.sandbox(channel)
-        key = (client.client_id, channel)
+        key = (client.client_id, channel, position)
         entry = self._built.get(key)
         if entry is not None and entry.config == config:
             return entry.transport
@@ -120,7 +122,8 @@ class TransportRegistry:
 
 
 def build(channel: str, config: ChannelConfig, slots: Slots | None = None) -> Transport:
-    """Build a transport from a channel's configuration (no connection is made)."""
+    """Build a transport from a channel's configuration, its first provider's when it lists
+    ``providers`` (no connection is made)."""
     if config.provider == "sandbox":
         return SandboxTransport(channel)
     try:

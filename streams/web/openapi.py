@@ -15,6 +15,7 @@ from typing import Any, Final
 from streams.web.common import MAX_TWILIO_BODY
 from streams.web.openapi_console import console_paths
 from streams.web.openapi_twilio import call_schema, twilio_message_paths
+from switchboard.deadline import MAX_TTL_SECONDS
 from switchboard.instruction import (
     CHANNELS,
     MAX_AUDIENCE,
@@ -224,6 +225,33 @@ def openapi_document() -> dict[str, Any]:
                                 "number's opt-out (STOP) applies either way."
                             ),
                         },
+                        "expiresAt": _optional(
+                            {
+                                "type": "string",
+                                "format": "date-time",
+                                "description": (
+                                    "Send-by deadline, RFC 3339 with an offset. A delivery not "
+                                    "handed to a provider by then ends 'expired' (error_code "
+                                    "and detail.reason 'deadline', error saying why), never sent "
+                                    "late through a window, a retry or a backlog. Not with "
+                                    "ttlSeconds; after scheduledTimestamp when both are given. "
+                                    "One already passed is accepted: every delivery expires."
+                                ),
+                                "examples": ["2026-12-06T10:00:00Z"],
+                            }
+                        ),
+                        "ttlSeconds": _optional(
+                            {
+                                "type": "integer",
+                                "minimum": 1,
+                                "maximum": MAX_TTL_SECONDS,
+                                "description": (
+                                    "Send-by deadline in seconds from the acceptance (the 202), "
+                                    "or from scheduledTimestamp for a scheduled instruction; "
+                                    "otherwise as expiresAt. Giving both is a 422."
+                                ),
+                            }
+                        ),
                     },
                 }
             ),
@@ -473,7 +501,10 @@ def openapi_document() -> dict[str, Any]:
                                 "schema": {"$ref": "#/components/schemas/Instruction"},
                                 "examples": {
                                     "one-time-password": {
-                                        "summary": "A one-time password, in the high-priority lane",
+                                        "summary": (
+                                            "A one-time password, in the high-priority lane, "
+                                            "sent within 5 minutes or not at all (then expired)"
+                                        ),
                                         "value": {
                                             "client_id": "acme",
                                             "transport": {
@@ -481,7 +512,7 @@ def openapi_document() -> dict[str, Any]:
                                                 "message": "Your code is 492 817",
                                             },
                                             "audience": ["+14155550100"],
-                                            "options": {"priority": "high"},
+                                            "options": {"priority": "high", "ttlSeconds": 300},
                                         },
                                     },
                                     "campaign": {

@@ -43,7 +43,7 @@ from streams.web.common import HTTPProblem, problem_text, twilio_form
 from streams.web.twilio_signature import verified_params
 from switchboard import optout
 from switchboard.addresses import AddressError, normalize_phone
-from switchboard.clients import ClientConfig
+from switchboard.clients import MAX_PROVIDERS, ClientConfig
 from switchboard.errors import FieldError
 from switchboard.records import Report
 from switchboard.status import Status
@@ -120,6 +120,10 @@ async def _durably(sb: Switchboard, view: View, send: Awaitable[Awaitable[Any]])
     return None
 
 
+#: The positions a ``v`` query field may name (``switchboard.clients.MAX_PROVIDERS``).
+_POSITIONS: Final = tuple(str(n) for n in range(MAX_PROVIDERS))
+
+
 async def _status_callback(sb: Switchboard, view: View, request: web.Request) -> Response:
     if not sb.clients.ready.is_set():
         return _starting(view)
@@ -129,6 +133,12 @@ async def _status_callback(sb: Switchboard, view: View, request: web.Request) ->
     index, _, channel = rest.partition("/")
     client = sb.clients.get(client_id)
     channel_config = client.channels.get(channel) if client is not None else None  # type: ignore[call-overload]
+    if channel_config is not None:  # ``v``: a failover provider sent it, its account signs
+        position = query.get("v", "0")
+        providers = channel_config.providers
+        channel_config = (
+            providers[int(position)] if position in _POSITIONS[: len(providers)] else None
+        )
     token = auth_token(channel_config.options) if channel_config is not None else None
     params = await verified_params(request, sb.settings.public_url or "", token) if token else None
     if params is None:

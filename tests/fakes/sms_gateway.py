@@ -11,7 +11,8 @@ By default it answers ``200`` with a JSON body that names each address::
      "messages": [{"to": "<address>", "id": "gw-7-0", "status": "queued"}, ...]}}
 
 and an address in :attr:`FakeSmsGateway.refused` gets ``"status": "rejected"`` in that list
-(a gateway that accepts a bulk request but refuses one of its numbers). Scripted answers, per
+(a gateway that accepts a bulk request but refuses one of its numbers). While
+:attr:`FakeSmsGateway.outage` is set, every request gets that answer. Scripted answers, per
 address (matched against any address of the request), come first, in order::
 
     gateway.script("9812345678", GatewayReply(status=500))          # once, then the default
@@ -69,6 +70,8 @@ class FakeSmsGateway:
     requests: list[GatewayRequest] = field(default_factory=list)
     refused: set[str] = field(default_factory=set)
     url: str = ""
+    #: While set, every request gets this answer (an outage), before any scripted one.
+    outage: GatewayReply | None = None
     _scripts: dict[str, list[GatewayReply]] = field(default_factory=dict)
     _runner: web.AppRunner | None = None
     _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
@@ -98,7 +101,7 @@ class FakeSmsGateway:
         body = await request.read()
         fields = _fields(request, body)
         addresses = _addresses(fields)
-        reply = next(
+        reply = self.outage or next(
             (r for a in addresses if (r := take_scripted(self._scripts, a)) is not None), None
         )
         status = reply.status if reply is not None else 200

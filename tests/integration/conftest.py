@@ -58,6 +58,17 @@ def clients_document(keys: Keys, smtp_port: int, **acme_overrides: Any) -> dict[
     return {"clients": {"acme": acme, "other": other}}
 
 
+def sandbox_sms_clients(keys: Keys, **other_overrides: Any) -> dict[str, Any]:
+    """Two clients, acme and other, each sending sms (their default channel) to the sandbox."""
+    clients = {
+        name: {"api_keys": [api_key_digest(key)], "default_channels": ["sms"],
+               "channels": {"sms": {"provider": "sandbox"}}}
+        for name, key in (("acme", keys.acme), ("other", keys.other))
+    }  # fmt: skip
+    clients["other"].update(other_overrides)
+    return {"clients": clients}
+
+
 WorkerFactory = Callable[..., Worker]
 
 

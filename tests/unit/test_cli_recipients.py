@@ -233,6 +233,10 @@ def test_send_options_map_onto_the_contracts_fields() -> None:
     }  # fmt: skip
     assert send_options.options_from(_send_args()) == {}
     assert send_options.options_from(_send_args("--manual")) == {"trigger": "manual"}
+    assert send_options.options_from(_send_args("--ttl", "300")) == {"ttlSeconds": 300}
+    assert send_options.options_from(_send_args("--expires-at", "2026-12-06T10:00:00Z")) == {
+        "expiresAt": "2026-12-06T10:00:00Z"
+    }
 
 
 @pytest.mark.parametrize(
@@ -243,6 +247,9 @@ def test_send_options_map_onto_the_contracts_fields() -> None:
         ["--schedule", "2026-12-31T09:00:00Z", "--manual"],
         ["--retries", "three"],
         ["--priority", "urgent"],
+        ["--ttl", "five"],
+        ["--expires-at", "2026-12-06T10:00:00"],  # no offset
+        ["--ttl", "60", "--expires-at", "2026-12-06T10:00:00Z"],
     ],
 )
 def test_send_refuses_malformed_flags(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
