@@ -60,6 +60,7 @@ from transports.twilio_lookup import TwilioLookups
 
 __all__ = [
     "CLIENT",
+    "MemoryBacklog",
     "MemoryEvent",
     "MemorySwitchboard",
     "MemoryTopic",

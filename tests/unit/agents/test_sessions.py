@@ -12,9 +12,11 @@ import pytest
 
 from streams import offsets, sessions
 from switchboard import records
+from switchboard.fanout import CHUNK_SIZE
 from switchboard.timers import unb64
 from tests.unit.agents.harness import (
     CLIENT,
+    MemoryBacklog,
     MemorySwitchboard,
     build,
     command_event,
@@ -75,7 +77,9 @@ async def test_a_command_for_an_unknown_session_is_rejected(tmp_path: Path) -> N
     sb = build(tmp_path)
     await run_sessions(sb, [command_event(sb, records.FanOut("no-such-session", 0))])
     [rejection] = sb.take("rejected")
-    assert "internal error in sessions: MissingState" in (rejection.value or b"").decode(errors="replace")
+    assert "internal error in sessions: MissingState" in (rejection.value or b"").decode(
+        errors="replace"
+    )
 
 
 async def test_deliveries_outside_their_window_are_deferred_and_held_by_one_timer(
@@ -139,3 +143,19 @@ async def test_a_repeated_idempotency_key_opens_one_session(tmp_path: Path) -> N
         "rejected",
         "idempotency-conflict",
     ), "a producer is told its key was reused with another instruction"
+
+
+async def test_a_later_chunk_waits_while_the_dispatch_backlog_is_over_its_limit(
+    tmp_path: Path,
+) -> None:
+    sb = build(tmp_path, dispatch_backlog=200)
+    assert isinstance(sb.flow, MemoryBacklog)
+    sb.flow.waiting = 10  # records of jobs: over 200 // DISPATCH_SPREAD
+    audience = [f"+1415555{n:04d}" for n in range(CHUNK_SIZE + 1)]  # two chunks
+    session_id = await opened(sb, {**SEND, "audience": audience})
+    assert kinds(await settle_sessions(sb))[-2:] == ["fanout", "fanout"]
+    assert len(jobs_of(sb.take("dispatch.sms"))) == CHUNK_SIZE, "the first chunk never waits"
+    [timer] = [json.loads(r.value or b"{}") for r in sb.take("schedule")]
+    assert unb64(timer["value"]) == records.encode(records.FanOut(session_id, 1))
+    state = sessions.load_session(sb, session_id)
+    assert state is not None and state.fanned_out_chunks == 1
