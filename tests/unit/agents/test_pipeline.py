@@ -69,3 +69,43 @@ async def test_a_delivery_held_by_its_window_is_released_by_its_timer(tmp_path: 
         assert sorted(j.index for j in jobs_of(sb.take("dispatch.sms"))) == [0, 1]
     finally:
         index.close()
+
+
+async def test_a_retryable_failure_is_sent_again_by_its_timer_and_then_delivered(
+    tmp_path: Path,
+) -> None:
+    sb = build(tmp_path)
+    index = TimerIndex(tmp_path / "scheduler" / "index")
+    flaky = {"type": "sms", "message": "Hi",
+             "extras": {"sandbox": {"fail": "retryable", "fail_attempts": 1}}}  # fmt: skip
+    try:
+        body = {
+            **SEND,
+            "audience": SEND["audience"][:1],
+            "transport": flaky,
+            "options": {"retries": 1},
+        }
+        session_id = await fan_out(sb, body)
+        for record in sb.take("dispatch.sms"):
+            await dispatch_event(sb, record.event())
+        await run_reports(sb, [record.event() for record in sb.take("reports")])
+        assert [e.status for e in sb.statuses if e.recipient][-1] == "failed"
+        assert reports.load_progress(sb, session_id).completed_at is None, "a retry is due"
+        # The retry's timer (set by the dispatcher, for the job's next attempt): made due, fired.
+        await run_scheduler(sb, index, [r.event() for r in sb.take("schedule")])
+        [timer_id] = list(sb.table("timers"))
+        row = json.loads(sb.table("timers")[timer_id])
+        sb.table("timers")[timer_id] = json.dumps({**row, "due": time.time()}).encode()
+        fire = MemoryEvent(
+            sb.topic("schedule").name, 0, 60, timer_id, fire_command(timer_id.decode())
+        )
+        await run_scheduler(sb, index, [fire])
+        jobs = sb.take("dispatch.sms")
+        assert [j.attempt for j in jobs_of(jobs)] == [2]
+        for record in jobs:
+            await dispatch_event(sb, record.event())
+        await run_reports(sb, [record.event() for record in sb.take("reports")])
+        assert [e.status for e in sb.statuses if e.recipient][-1] == "delivered"
+        assert reports.load_progress(sb, session_id).completed_at is not None
+    finally:
+        index.close()
