@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 import weakref
 import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
@@ -60,6 +61,7 @@ from transports.twilio_lookup import TwilioLookups
 
 __all__ = [
     "CLIENT",
+    "WEEKDAYS",
     "MemoryBacklog",
     "MemoryEvent",
     "MemorySwitchboard",
@@ -90,6 +92,10 @@ CLIENT: dict[str, Any] = {
         "email": {"provider": "sandbox", "from": "Acme <noreply@acme.example>"},
     },
 }
+
+
+#: A window's day names, Monday first (``datetime.weekday()``), whatever the locale.
+WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 
 
 # -- records and events ------------------------------------------------------------------------
@@ -129,15 +135,16 @@ class _Message:
     key: bytes | None
     value: bytes | None
     headers: list[tuple[str, bytes]]
-    timestamp: float = 1_800_000_000.0
+    timestamp: float
 
 
 class MemoryEvent:
     """What a Faust event offers the handlers: ``key``, ``value``, ``message``, ``ack()``."""
 
     def __init__(self, topic: str, partition: int, offset: int, key: bytes | None,
-                 value: bytes | None, headers: list[tuple[str, bytes]] | None = None) -> None:  # fmt: skip
-        self.message = _Message(topic, partition, offset, key, value, headers or [])
+                 value: bytes | None, headers: list[tuple[str, bytes]] | None = None,
+                 timestamp: float = 1_800_000_000.0) -> None:  # fmt: skip
+        self.message = _Message(topic, partition, offset, key, value, headers or [], timestamp)
         self.key = key
         self.value = value
         self.headers = self.message.headers
@@ -289,6 +296,10 @@ class MemorySwitchboard(Switchboard):
 
     produced: dict[str, MemoryTopic] = field(default_factory=dict)
     statuses: list[StatusEvent] = field(default_factory=list)
+    #: When this worker was built: the timestamp of its instructions, so that each test's
+    #: session ids differ (intake derives them from the message's coordinates and timestamp)
+    #: and module-level hints keyed by session id never carry over from another test.
+    born: float = field(default_factory=time.time)
 
     def topic(self, name: str) -> MemoryTopic:
         """The topic ``name`` of ``settings.topic`` (e.g. ``"sessions"``, ``"dispatch.sms"``)."""
@@ -412,7 +423,7 @@ def instruction(sb: MemorySwitchboard, body: Any, offset: int = 0) -> MemoryEven
     """An instruction on the instructions topic (JSON; ``body`` as bytes is sent as is)."""
     value = body if isinstance(body, bytes) else json.dumps(body).encode()
     return MemoryEvent(sb.topic("instructions").name, 0, offset, b"k", value,
-                       [("content-type", b"application/json")])  # fmt: skip
+                       [("content-type", b"application/json")], timestamp=sb.born)  # fmt: skip
 
 
 async def run_intake(sb: Switchboard, events: Iterable[MemoryEvent]) -> None:

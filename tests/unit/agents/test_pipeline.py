@@ -14,6 +14,7 @@ from streams.scheduler import TimerIndex
 from switchboard.timers import fire_command
 from tests.unit.agents.harness import (
     CLIENT,
+    WEEKDAYS,
     MemoryEvent,
     build,
     dispatch_event,
@@ -47,7 +48,7 @@ async def test_an_instruction_is_sent_reported_and_its_session_completed(tmp_pat
 
 async def test_a_delivery_held_by_its_window_is_released_by_its_timer(tmp_path: Path) -> None:
     # Open only on the day after tomorrow: closed whenever the test runs.
-    day = (datetime.now(UTC) + timedelta(days=2)).strftime("%a").lower()
+    day = WEEKDAYS[(datetime.now(UTC) + timedelta(days=2)).weekday()]
     window = {"days": [day], "start": "09:00", "end": "10:00", "timezone": "UTC"}
     sb = build(tmp_path, clients={"acme": {**CLIENT, "time_windows": {"sms": window}}})
     index = TimerIndex(tmp_path / "scheduler" / "index")

@@ -16,6 +16,7 @@ from switchboard.fanout import CHUNK_SIZE
 from switchboard.timers import unb64
 from tests.unit.agents.harness import (
     CLIENT,
+    WEEKDAYS,
     MemoryBacklog,
     MemorySwitchboard,
     build,
@@ -86,7 +87,7 @@ async def test_deliveries_outside_their_window_are_deferred_and_held_by_one_time
     tmp_path: Path,
 ) -> None:
     # A window open only on a day two days from now: closed whenever the test runs.
-    day = (datetime.now(UTC) + timedelta(days=2)).strftime("%a").lower()
+    day = WEEKDAYS[(datetime.now(UTC) + timedelta(days=2)).weekday()]
     window = {"days": [day], "start": "09:00", "end": "10:00", "timezone": "UTC"}
     sb = build(tmp_path, clients={"acme": {**CLIENT, "time_windows": {"sms": window}}})
     session_id = await opened(sb)
