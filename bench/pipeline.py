@@ -74,8 +74,10 @@ class Result:
     def row(self) -> str:
         cpu = self.cpu_seconds / self.deliveries * 1000
         burst, paced = _percentiles(self.latencies), _percentiles(self.paced)
-        return (f"| {self.name} | {self.deliveries:,} | {self.rate:,.0f} | {burst} | {paced} | "
-                f"{cpu:.2f} | {self.peak_rss_mb:.0f} |")  # fmt: skip
+        return (
+            f"| {self.name} | {self.deliveries:,} | {self.rate:,.0f} | {burst} | {paced} | "
+            f"{cpu:.2f} | {self.peak_rss_mb:.0f} |"
+        )
 
 
 def _percentiles(latencies: list[float]) -> str:
@@ -136,8 +138,14 @@ class Watcher:
         self.seen: dict[str, float] = {}
         self.lock = threading.Lock()
         self._stop = threading.Event()
-        self._consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"bench-{uuid.uuid4()}",
-                                   "auto.offset.reset": "earliest", "enable.auto.commit": False})  # fmt: skip
+        self._consumer = Consumer(
+            {
+                "bootstrap.servers": bootstrap,
+                "group.id": f"bench-{uuid.uuid4()}",
+                "auto.offset.reset": "earliest",
+                "enable.auto.commit": False,
+            }
+        )
         self._consumer.subscribe([topic])
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
@@ -183,8 +191,15 @@ def run_switchboard(
     with fake_provider(provider, latency_ms) as channel_config:
         if provider == "twilio-fake":
             extra_env["BENCH_TWILIO_TOKEN"] = channel_config.pop("_token")
-        clients = {"clients": {"bench": {"api_keys": [api_key_digest("bench-key")], "default_channels": [channel],
-                                         "channels": {channel: channel_config}}}}  # fmt: skip
+        clients = {
+            "clients": {
+                "bench": {
+                    "api_keys": [api_key_digest("bench-key")],
+                    "default_channels": [channel],
+                    "channels": {channel: channel_config},
+                }
+            }
+        }
         clients_file = workdir / "clients.yaml"
         clients_file.write_text(yaml.safe_dump(clients))
         worker = WorkerProcess(
@@ -267,14 +282,23 @@ def fake_provider(provider: str, latency_ms: int) -> Iterator[dict[str, Any]]:
     # CPU is not on the worker's machine either.
     responder = subprocess.Popen(
         [sys.executable, "-m", "bench.twilio_responder", "--latency-ms", str(latency_ms)],
-        cwd=ROOT, stdout=subprocess.PIPE, text=True,
-    )  # fmt: skip
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert responder.stdout is not None
         port = int(responder.stdout.readline())
-        yield {"provider": "twilio", "account_sid": "AC" + "0" * 32, "auth_token_env": "BENCH_TWILIO_TOKEN",
-               "from": ["+14155550100"], "api_base": f"http://127.0.0.1:{port}", "rate_per_second": 1_000_000,
-               "max_in_flight": 100, "_token": "bench-token"}  # fmt: skip
+        yield {
+            "provider": "twilio",
+            "account_sid": "AC" + "0" * 32,
+            "auth_token_env": "BENCH_TWILIO_TOKEN",
+            "from": ["+14155550100"],
+            "api_base": f"http://127.0.0.1:{port}",
+            "rate_per_second": 1_000_000,
+            "max_in_flight": 100,
+            "_token": "bench-token",
+        }
     finally:
         responder.terminate()
         responder.wait(10)
@@ -296,8 +320,10 @@ class LanesResult:
     ]  # priority -> campaign deliveries not yet made when its sends ended
 
     def rows(self) -> list[str]:
-        return [f"| {priority} | {len(lat)} at {LANE_RATE}/s | {_percentiles(lat)} | {self.campaign_left[priority]:,} |"
-                for priority, lat in self.latencies.items()]  # fmt: skip
+        return [
+            f"| {priority} | {len(lat)} at {LANE_RATE}/s | {_percentiles(lat)} | {self.campaign_left[priority]:,} |"
+            for priority, lat in self.latencies.items()
+        ]
 
 
 def run_lanes(broker: LocalBroker, workdir: Path, campaign: int) -> LanesResult:
@@ -333,16 +359,24 @@ def run_lanes(broker: LocalBroker, workdir: Path, campaign: int) -> LanesResult:
             for i in range(LANE_COUNT):
                 time.sleep(max(0.0, start + i / LANE_RATE - time.perf_counter()))
                 one, addresses = instruction(base + i, 1, "sms")
-                base_options: dict[str, Any] = {"trigger": None, "scheduledTimestamp": None, "retries": None,
-                                                "retryIntervalMinutes": None, "webhookUrl": None}  # fmt: skip
+                base_options: dict[str, Any] = {
+                    "trigger": None,
+                    "scheduledTimestamp": None,
+                    "retries": None,
+                    "retryIntervalMinutes": None,
+                    "webhookUrl": None,
+                }
                 one["options"] = {**base_options, "priority": priority}
                 produced_at[addresses[0]] = time.perf_counter()
                 producer.produce(topic, avro(one), key=b"bench", headers=headers)
                 producer.poll(0)
             producer.flush(10)
             base += LANE_COUNT
-            _wait_until(lambda sent=produced_at: all(a in watcher.snapshot() for a in sent), 600,
-                        f"{priority} sends")  # fmt: skip
+            _wait_until(
+                lambda sent=produced_at: all(a in watcher.snapshot() for a in sent),
+                600,
+                f"{priority} sends",
+            )
             seen = watcher.snapshot()
             latencies[priority] = [seen[a] - produced_at[a] for a in produced_at]
             left[priority] = sum(1 for a in audience if a not in seen)
@@ -366,8 +400,10 @@ class ShareResult:
         total = sum(self.sent)
         shares = " / ".join(f"{n / total:.0%}" for n in self.sent)
         cpu = " / ".join(f"{c:,.0f}" for c in self.cpu_seconds)
-        return (f"| {self.recipients:,} | 2 | {self.seconds:,.1f} s | {self.recipients / self.seconds:,.0f} | "
-                f"{shares} | {cpu} |")  # fmt: skip
+        return (
+            f"| {self.recipients:,} | 2 | {self.seconds:,.1f} s | {self.recipients / self.seconds:,.0f} | "
+            f"{shares} | {cpu} |"
+        )
 
 
 def _sends(worker: WorkerProcess) -> int:
@@ -376,8 +412,13 @@ def _sends(worker: WorkerProcess) -> int:
 
     with urllib.request.urlopen(f"{worker.url}/metrics", timeout=10) as answer:
         text = answer.read().decode()
-    return int(sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
-                   if line.startswith("switchboard_provider_sends_total{") and 'outcome="ok"' in line))  # fmt: skip
+    return int(
+        sum(
+            float(line.rsplit(" ", 1)[1])
+            for line in text.splitlines()
+            if line.startswith("switchboard_provider_sends_total{") and 'outcome="ok"' in line
+        )
+    )
 
 
 def run_share(broker: LocalBroker, workdir: Path, recipients: int) -> ShareResult:
@@ -390,8 +431,13 @@ def run_share(broker: LocalBroker, workdir: Path, recipients: int) -> ShareResul
     watcher = status_watcher(broker.bootstrap_servers, workers[0].topic("status"), "delivered")
     try:
         _wait_until(lambda: all(_settled(w) for w in workers), 120, "the group to settle")
-        producer = Producer({"bootstrap.servers": broker.bootstrap_servers, "linger.ms": 5,
-                             "message.max.bytes": 64 * 1024 * 1024})  # fmt: skip
+        producer = Producer(
+            {
+                "bootstrap.servers": broker.bootstrap_servers,
+                "linger.ms": 5,
+                "message.max.bytes": 64 * 1024 * 1024,
+            }
+        )
         topic = workers[0].topic("instructions")
         headers = [("content-type", schemas.content_type("instruction").encode())]
         _wait_until(lambda: _warm_up(producer, topic, headers, "sms", watcher), 120, "warm-up")
@@ -402,8 +448,14 @@ def run_share(broker: LocalBroker, workdir: Path, recipients: int) -> ShareResul
         start = time.perf_counter()
         producer.produce(topic, avro(body), key=b"bench", headers=headers)
         producer.flush(60)
-        _wait_until(lambda: all(a in watcher.seen for a in audience[-10:]) and
-                    sum(1 for a in audience if a in watcher.seen) == recipients, 1800, "the campaign")  # fmt: skip
+        _wait_until(
+            lambda: (
+                all(a in watcher.seen for a in audience[-10:])
+                and sum(1 for a in audience if a in watcher.seen) == recipients
+            ),
+            1800,
+            "the campaign",
+        )
         seconds = max(watcher.snapshot()[a] for a in audience) - start
         sent = [_sends(w) - b for w, b in zip(workers, before, strict=True)]
         cpu = [cpu_seconds(pid) - c for pid, c in zip(pids, cpu0, strict=True)]
@@ -436,8 +488,10 @@ class FanoutResult:
 
     def row(self) -> str:
         rate = self.recipients / self.accepted_seconds
-        return (f"| {self.recipients:,} | {self.produced_bytes / 1e6:,.1f} MB | {self.accepted_seconds:,.1f} s | "
-                f"{rate:,.0f} | {self.peak_rss_mb:,.0f} |")  # fmt: skip
+        return (
+            f"| {self.recipients:,} | {self.produced_bytes / 1e6:,.1f} MB | {self.accepted_seconds:,.1f} s | "
+            f"{rate:,.0f} | {self.peak_rss_mb:,.0f} |"
+        )
 
 
 def _produce_one(
@@ -463,8 +517,12 @@ def run_fanout(broker: LocalBroker, workdir: Path, recipients: int) -> FanoutRes
     fanned out into dispatch jobs), and the worker's peak RSS meanwhile."""
     prefix = f"fan{uuid.uuid4().hex[:6]}"
     # Dispatch paused: the jobs wait in Kafka, and what is measured is the fan-out alone.
-    worker = sandbox_worker(broker, workdir, prefix, {"SWITCHBOARD_PAUSED_CHANNELS": "sms",
-                                                       "SWITCHBOARD_DISPATCH_BACKLOG": "0"})  # fmt: skip
+    worker = sandbox_worker(
+        broker,
+        workdir,
+        prefix,
+        {"SWITCHBOARD_PAUSED_CHANNELS": "sms", "SWITCHBOARD_DISPATCH_BACKLOG": "0"},
+    )
     worker.start()
     watcher = status_watcher(broker.bootstrap_servers, worker.topic("status"), "accepted")
     try:
@@ -493,9 +551,11 @@ class HttpResult:
     peak_rss_mb: float
 
     def row(self) -> str:
-        return (f"| {self.recipients:,} | {self.body_bytes / 1e6:,.1f} MB | {self.status} | {self.seconds:,.1f} s | "
-                f"{self.recipients / self.seconds:,.0f} | {self.slowest_health * 1000:,.0f} ms | "
-                f"{self.idle_rss_mb:,.0f} | {self.peak_rss_mb:,.0f} |")  # fmt: skip
+        return (
+            f"| {self.recipients:,} | {self.body_bytes / 1e6:,.1f} MB | {self.status} | {self.seconds:,.1f} s | "
+            f"{self.recipients / self.seconds:,.0f} | {self.slowest_health * 1000:,.0f} ms | "
+            f"{self.idle_rss_mb:,.0f} | {self.peak_rss_mb:,.0f} |"
+        )
 
 
 def run_http(broker: LocalBroker, workdir: Path, recipients: int) -> HttpResult:
@@ -514,8 +574,12 @@ def run_http(broker: LocalBroker, workdir: Path, recipients: int) -> HttpResult:
     pid = worker.process.pid
     body, _ = instruction(0, recipients, "sms")
     data = json.dumps(body).encode()
-    request = urllib.request.Request(f"{worker.url}/v1/messages", data=data, method="POST",
-                                     headers={"Content-Type": "application/json", "Authorization": "Bearer bench-key"})  # fmt: skip
+    request = urllib.request.Request(
+        f"{worker.url}/v1/messages",
+        data=data,
+        method="POST",
+        headers={"Content-Type": "application/json", "Authorization": "Bearer bench-key"},
+    )
     health: list[float] = []
     done = threading.Event()
 
@@ -529,7 +593,9 @@ def run_http(broker: LocalBroker, workdir: Path, recipients: int) -> HttpResult:
     poller = threading.Thread(target=poll_health, daemon=True)
     try:
         idle = Path(f"/proc/{pid}/status").read_text()
-        idle_rss = next(int(line.split()[1]) / 1024 for line in idle.splitlines() if line.startswith("VmRSS:"))  # fmt: skip
+        idle_rss = next(
+            int(line.split()[1]) / 1024 for line in idle.splitlines() if line.startswith("VmRSS:")
+        )
         poller.start()
         start = time.perf_counter()
         try:
@@ -562,8 +628,10 @@ class CampaignResult:
 
     def row(self) -> str:
         counts = ", ".join(f"{k} {v:,}" for k, v in sorted(self.counts.items()))
-        return (f"| {self.recipients:,} | {self.seconds / 60:,.1f} min | {self.recipients / self.seconds:,.0f} | "
-                f"{self.cpu_seconds / self.recipients * 1e3:,.2f} | {self.peak_rss_mb:,.0f} | {counts} |")  # fmt: skip
+        return (
+            f"| {self.recipients:,} | {self.seconds / 60:,.1f} min | {self.recipients / self.seconds:,.0f} | "
+            f"{self.cpu_seconds / self.recipients * 1e3:,.2f} | {self.peak_rss_mb:,.0f} | {counts} |"
+        )
 
 
 def run_campaign(broker: LocalBroker, workdir: Path, recipients: int) -> CampaignResult:
@@ -683,8 +751,15 @@ def run_baseline(broker: LocalBroker, workdir: Path, n: int, m: int) -> Result:
             return [f"p{i}"]
 
         paced_latencies = paced(produce_one, watcher.snapshot, "baseline")
-        return Result(f"baseline: confluent-kafka, {HOPS} hops", n * m, seconds, latencies,
-                      cpu, peak_rss_mb(process.pid), paced_latencies)  # fmt: skip
+        return Result(
+            f"baseline: confluent-kafka, {HOPS} hops",
+            n * m,
+            seconds,
+            latencies,
+            cpu,
+            peak_rss_mb(process.pid),
+            paced_latencies,
+        )
     finally:
         watcher.stop()
         process.kill()
@@ -709,12 +784,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--provider-latency-ms", type=int, default=20)
     p.add_argument("--no-baseline", action="store_true")
     for size, only, default, what in (
-        ("--fanout", "--only-fanout", 1_000_000, "the one large instruction whose fan-out is measured"),
-        ("--lanes-campaign", "--only-lanes", 50_000, "the campaign during which one-time passwords are timed"),
-        ("--share-campaign", "--only-share", 100_000, "the campaign sent by two workers, whose shares are measured"),
-        ("--campaign", "--only-campaign", 1_000_000, "the campaign sent end to end by one worker"),
-        ("--http-million", "--only-http", 1_000_000, "the one large POST /v1/messages whose time to 202 is measured"),
-        ("--retention-sessions", "--only-retention", 200, "the sessions after which table sizes are measured, kept and with a retention"),
+        ("--fanout",             "--only-fanout",    1_000_000, "the one large instruction whose fan-out is measured"),
+        ("--lanes-campaign",     "--only-lanes",        50_000, "the campaign during which one-time passwords are timed"),
+        ("--share-campaign",     "--only-share",       100_000, "the campaign sent by two workers, whose shares are measured"),
+        ("--campaign",           "--only-campaign",  1_000_000, "the campaign sent end to end by one worker"),
+        ("--http-million",       "--only-http",      1_000_000, "the one large POST /v1/messages whose time to 202 is measured"),
+        ("--retention-sessions", "--only-retention",       200, "the sessions after which table sizes are measured, kept and with a retention"),
     ):  # fmt: skip
         unit = "sessions" if size == "--retention-sessions" else "recipients"
         p.add_argument(
@@ -737,8 +812,14 @@ def main(argv: list[str] | None = None) -> int:
     share: ShareResult | None = None
     campaign: CampaignResult | None = None
     http: HttpResult | None = None
-    only = (args.only_fanout or args.only_lanes or args.only_share or args.only_campaign
-            or args.only_http or args.only_retention)  # fmt: skip
+    only = (
+        args.only_fanout
+        or args.only_lanes
+        or args.only_share
+        or args.only_campaign
+        or args.only_http
+        or args.only_retention
+    )
     retention: RetentionResult | None = None
     try:
         providers = ["sandbox", "twilio-fake"] if args.provider == "both" else [args.provider]
@@ -776,7 +857,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"One POST /v1/messages of {args.http_million:,} recipients...", flush=True)
             http = run_http(broker, workdir, args.http_million)
         if args.retention_sessions and (args.only_retention or not only):
-            print(f"Table sizes after {args.retention_sessions:,} sessions, kept and with a retention...", flush=True)  # fmt: skip
+            print(
+                f"Table sizes after {args.retention_sessions:,} sessions, kept and with a retention...",
+                flush=True,
+            )
             retention = run_retention(broker, workdir, args.retention_sessions)
     finally:
         broker.stop()
@@ -799,8 +883,10 @@ def _print(
 ) -> None:
     """The figures of the run, as the README's tables."""
     if results:
-        print(f"\nburst: {args.instructions} instructions x {args.recipients} recipients = {args.instructions * args.recipients:,} deliveries "
-              f"produced at once; paced: {PACED_COUNT} one-recipient instructions at {PACED_RATE}/s; {os.cpu_count()} CPUs\n")  # fmt: skip
+        print(
+            f"\nburst: {args.instructions} instructions x {args.recipients} recipients = {args.instructions * args.recipients:,} deliveries "
+            f"produced at once; paced: {PACED_COUNT} one-recipient instructions at {PACED_RATE}/s; {os.cpu_count()} CPUs\n"
+        )
         print(
             "| run | deliveries | deliveries/s | burst latency p50 / p99 ms | paced latency p50 / p99 ms | CPU s / 1k deliveries | peak RSS MB |"
         )
@@ -810,8 +896,10 @@ def _print(
         sandbox = next((r for r in results if "sandbox" in r.name), None)
         fake = next((r for r in results if "Twilio" in r.name), None)
         if sandbox and fake:
-            print(f"\nfake provider ({args.provider_latency_ms} ms per request, 100 in flight) / sandbox: "
-                  f"{fake.rate / sandbox.rate:.0%} of the sandbox's deliveries/s")  # fmt: skip
+            print(
+                f"\nfake provider ({args.provider_latency_ms} ms per request, 100 in flight) / sandbox: "
+                f"{fake.rate / sandbox.rate:.0%} of the sandbox's deliveries/s"
+            )
     if share:
         print("\none campaign (SMS, sandbox) on two workers of one deployment, 4 partitions:\n")
         print(
@@ -820,8 +908,10 @@ def _print(
         print("|---:|---:|---:|---:|---:|---:|")
         print(share.row())
     if lanes:
-        print(f"\none-time passwords (1 SMS recipient each, same client and channel) during a campaign of "
-              f"{lanes.campaign:,} SMS recipients, sandbox, one worker, {lanes.partitions} partitions:\n")  # fmt: skip
+        print(
+            f"\none-time passwords (1 SMS recipient each, same client and channel) during a campaign of "
+            f"{lanes.campaign:,} SMS recipients, sandbox, one worker, {lanes.partitions} partitions:\n"
+        )
         print(
             "| options.priority | sends | produced -> delivered p50 / p99 ms | campaign deliveries still queued after them |"
         )
@@ -845,8 +935,12 @@ def _print(
         print("|---:|---:|---:|---:|---:|---|")
         print(campaign.row())
     if http:
-        print("\none instruction over HTTP (POST /v1/messages, JSON, SMS paused; answered once every write is confirmed):\n")  # fmt: skip
-        print("| recipients | body | status | to the answer | recipients/s | slowest /healthz meanwhile | worker RSS before MB | worker peak RSS MB |")  # fmt: skip
+        print(
+            "\none instruction over HTTP (POST /v1/messages, JSON, SMS paused; answered once every write is confirmed):\n"
+        )
+        print(
+            "| recipients | body | status | to the answer | recipients/s | slowest /healthz meanwhile | worker RSS before MB | worker peak RSS MB |"
+        )
         print("|---:|---:|---:|---:|---:|---:|---:|---:|")
         print(http.row())
 

@@ -55,9 +55,11 @@ class TableSizes:
 
     def rows(self) -> list[str]:
         out = [f"| {self.label} | {t} | {self.live[t]:,} | {self.records[t]:,} |" for t in TABLES]
-        out.append(f"| {self.label} | all (RocksDB of a rebuilt worker: {self.disk_bytes / 1e6:,.2f} MB, "
-                   f"rebuilt in {self.rebuild_seconds:.1f} s) | {sum(self.live.values()):,} | "
-                   f"{sum(self.records.values()):,} |")  # fmt: skip
+        out.append(
+            f"| {self.label} | all (RocksDB of a rebuilt worker: {self.disk_bytes / 1e6:,.2f} MB, "
+            f"rebuilt in {self.rebuild_seconds:.1f} s) | {sum(self.live.values()):,} | "
+            f"{sum(self.records.values()):,} |"
+        )
         return out
 
 
@@ -124,8 +126,11 @@ def _wait(predicate: Callable[[], bool], what: str, timeout: float = 900.0) -> N
 
 
 def _completed(bootstrap: str, worker: WorkerProcess) -> int:
-    events = read_topic(bootstrap, worker.topic("status"),
-                        lambda msg: read_record("status_event", msg.value())["status"])  # fmt: skip
+    events = read_topic(
+        bootstrap,
+        worker.topic("status"),
+        lambda msg: read_record("status_event", msg.value())["status"],
+    )
     return Counter(events)["completed"]
 
 
@@ -140,8 +145,10 @@ def _live(bootstrap: str, worker: WorkerProcess, table: str) -> tuple[int, int]:
 
 
 def print_result(result: RetentionResult) -> None:
-    print(f"\ntable sizes after {result.sessions:,} sessions of {result.recipients} SMS recipients "
-          "(sandbox, one worker, 4 partitions), kept forever and with a retention:\n")  # fmt: skip
+    print(
+        f"\ntable sizes after {result.sessions:,} sessions of {result.recipients} SMS recipients "
+        "(sandbox, one worker, 4 partitions), kept forever and with a retention:\n"
+    )
     print("| run | table | live rows | changelog records (before compaction) |")
     print("|---|---|---:|---:|")
     for sizes in result.sizes:

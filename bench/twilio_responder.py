@@ -25,11 +25,21 @@ _counter = itertools.count()
 
 def _answer() -> bytes:
     sid = f"SM{next(_counter):032x}"
-    body = json.dumps({
-        "sid": sid, "status": "queued", "num_segments": "1", "num_media": "0", "from": "+14155550100",
-        "to": "+14155550199", "body": "", "direction": "outbound-api", "api_version": "2010-04-01",
-        "account_sid": "AC" + "0" * 32, "uri": f"/2010-04-01/Accounts/AC/Messages/{sid}.json",
-    }).encode()  # fmt: skip
+    body = json.dumps(
+        {
+            "sid": sid,
+            "status": "queued",
+            "num_segments": "1",
+            "num_media": "0",
+            "from": "+14155550100",
+            "to": "+14155550199",
+            "body": "",
+            "direction": "outbound-api",
+            "api_version": "2010-04-01",
+            "account_sid": "AC" + "0" * 32,
+            "uri": f"/2010-04-01/Accounts/AC/Messages/{sid}.json",
+        }
+    ).encode()
     head = (
         b"HTTP/1.1 201 Created\r\nContent-Type: application/json\r\n"
         b"Content-Length: " + str(len(body)).encode() + b"\r\nConnection: keep-alive\r\n\r\n"

@@ -29,10 +29,18 @@ def instruction(i: int, recipients: int, channel: str) -> tuple[dict[str, Any], 
     else:
         audience = [f"b{i}-{j}@example.com" for j in range(recipients)]
     body = {
-        "client_id": "bench", "idempotency_key": None, "options": None, "audience": audience,
-        "transport": {"type": channel, "subject": "Benchmark", "message": "Hello {{name}}, your code is 1234.",
-                      "fileUrl": None, "extras": {"template_vars": {"name": "there"}}},
-    }  # fmt: skip
+        "client_id": "bench",
+        "idempotency_key": None,
+        "options": None,
+        "audience": audience,
+        "transport": {
+            "type": channel,
+            "subject": "Benchmark",
+            "message": "Hello {{name}}, your code is 1234.",
+            "fileUrl": None,
+            "extras": {"template_vars": {"name": "there"}},
+        },
+    }
     return body, audience
 
 
@@ -46,8 +54,15 @@ def sandbox_worker(
     broker: LocalBroker, workdir: Path, prefix: str, env: dict[str, str], *, name: str | None = None
 ) -> WorkerProcess:
     """A worker (not started) of client ``bench``, whose SMS go to the sandbox, 4 partitions."""
-    clients = {"clients": {"bench": {"api_keys": [api_key_digest("bench-key")], "default_channels": ["sms"],
-                                     "channels": {"sms": {"provider": "sandbox"}}}}}  # fmt: skip
+    clients = {
+        "clients": {
+            "bench": {
+                "api_keys": [api_key_digest("bench-key")],
+                "default_channels": ["sms"],
+                "channels": {"sms": {"provider": "sandbox"}},
+            }
+        }
+    }
     clients_file = workdir / f"{prefix}-clients.yaml"
     clients_file.write_text(yaml.safe_dump(clients))
     settings = {"SWITCHBOARD_LOG_LEVEL": "warning", "SWITCHBOARD_PARTITIONS": "4", **env}

@@ -59,18 +59,21 @@ def client_rows(document: Any) -> list[dict[str, Any]]:
         client = client if isinstance(client, Mapping) else {}
         raw = client.get("channels")
         channels: Mapping[str, Any] = raw if isinstance(raw, Mapping) else {}
-        rows.append({
-            "client": client_id,
-            "channels": ",".join(
-                f"{name}:{(spec or {}).get('provider', '?') if isinstance(spec, Mapping) else '?'}"
-                for name, spec in channels.items()
-            ) or "-",
-            "default_channels": ",".join(map(str, client.get("default_channels") or [])) or "-",
-            "api_keys": len(client.get("api_keys") or []),
-            "webhook_secret": "set" if client.get("webhook_secret") else "-",
-            "time_windows": ",".join(map(str, client.get("time_windows") or {})) or "-",
-            "campaigns": len(client.get("campaigns") or {}),
-        })  # fmt: skip
+        providers = ",".join(
+            f"{name}:{(spec or {}).get('provider', '?') if isinstance(spec, Mapping) else '?'}"
+            for name, spec in channels.items()
+        )
+        rows.append(
+            {
+                "client": client_id,
+                "channels": providers or "-",
+                "default_channels": ",".join(map(str, client.get("default_channels") or [])) or "-",
+                "api_keys": len(client.get("api_keys") or []),
+                "webhook_secret": "set" if client.get("webhook_secret") else "-",
+                "time_windows": ",".join(map(str, client.get("time_windows") or {})) or "-",
+                "campaigns": len(client.get("campaigns") or {}),
+            }
+        )
     return rows
 
 

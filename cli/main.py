@@ -236,8 +236,11 @@ def _dev(args: argparse.Namespace) -> int:
     broker = LocalBroker(
         EMBEDDED_RUN_DIR / "kafka", port=int(settings.bootstrap_servers.rsplit(":", 1)[1])
     )
-    print(f"Starting Kafka {broker.distribution.version} on {broker.bootstrap_servers} "
-          f"(first run fetches its jars from Maven Central)...", flush=True)  # fmt: skip
+    print(
+        f"Starting Kafka {broker.distribution.version} on {broker.bootstrap_servers} "
+        f"(first run fetches its jars from Maven Central)...",
+        flush=True,
+    )
     started_here = broker.running_pid() is None
     if started_here:
         broker.start()
@@ -254,8 +257,12 @@ def _dev(args: argparse.Namespace) -> int:
 
 def _announce(settings: Settings) -> None:
     url = settings.web_url
-    body = json.dumps({"transport": {"type": "email", "subject": "Hello", "message": "Hello {{name}}!"},
-                       "audience": [{"email": "ana@example.com", "name": "Ana"}]})  # fmt: skip
+    body = json.dumps(
+        {
+            "transport": {"type": "email", "subject": "Hello", "message": "Hello {{name}}!"},
+            "audience": [{"email": "ana@example.com", "name": "Ana"}],
+        }
+    )
     print(
         f"""
 Switchboard is running on {url} (sandbox: nothing leaves this machine). Ctrl-C stops everything.
@@ -320,8 +327,11 @@ def _clients_add_key(args: argparse.Namespace) -> int:
     client.setdefault("api_keys", []).append(api_key_digest(key))
     args.file.write_text(yaml.safe_dump(document, sort_keys=False))
     print(key)
-    print(f"# its digest was added to {args.file}; run `switchboard clients apply {args.file}`. "
-          "The key is shown only now.", file=sys.stderr)  # fmt: skip
+    print(
+        f"# its digest was added to {args.file}; run `switchboard clients apply {args.file}`. "
+        "The key is shown only now.",
+        file=sys.stderr,
+    )
     return 0
 
 
@@ -441,20 +451,32 @@ def _send_via_kafka(args: argparse.Namespace, body: dict[str, Any]) -> int:
         "fileUrl": None,
         "extras": None,
     } | body["transport"]
-    record = {"client_id": args.client, "idempotency_key": body.get("idempotency_key"), "options": body.get("options"),
-              "transport": transport, "audience": [a if isinstance(a, str) else _avro_profile(a) for a in body["audience"]]}  # fmt: skip
+    record = {
+        "client_id": args.client,
+        "idempotency_key": body.get("idempotency_key"),
+        "options": body.get("options"),
+        "transport": transport,
+        "audience": [a if isinstance(a, str) else _avro_profile(a) for a in body["audience"]],
+    }
     value, headers = encode_record("instruction", record)
     producer = Producer({**librdkafka_config(settings), "message.max.bytes": 64 * 1024 * 1024})
     failures: list[str] = []
     kafka_headers: list[tuple[str, str | bytes | None]] = [(k, v) for k, v in headers]
-    producer.produce(settings.topic("instructions"), value, key=args.client.encode(), headers=kafka_headers,
-                     on_delivery=lambda err, msg: failures.append(str(err)) if err else None)  # fmt: skip
+    producer.produce(
+        settings.topic("instructions"),
+        value,
+        key=args.client.encode(),
+        headers=kafka_headers,
+        on_delivery=lambda err, msg: failures.append(str(err)) if err else None,
+    )
     if producer.flush(60) or failures:
         raise SwitchboardError(
             f"the instruction was not confirmed by Kafka: {failures or 'timed out'}"
         )
-    print(f"produced {len(body['audience']):,} recipients ({len(value):,} bytes) to {settings.topic('instructions')}; "
-          f"follow {settings.topic('status')} for the session")  # fmt: skip
+    print(
+        f"produced {len(body['audience']):,} recipients ({len(value):,} bytes) to {settings.topic('instructions')}; "
+        f"follow {settings.topic('status')} for the session"
+    )
     return 0
 
 
@@ -488,8 +510,10 @@ def _status_recipients(args: argparse.Namespace) -> int:
 
     statuses, unknown = parse_statuses(",".join(args.statuses))
     if unknown or not statuses:
-        print(f"switchboard status: not a delivery status: {', '.join(unknown) or '(none given)'}",
-              file=sys.stderr)  # fmt: skip
+        print(
+            f"switchboard status: not a delivery status: {', '.join(unknown) or '(none given)'}",
+            file=sys.stderr,
+        )
         return 2
     status, document, found = collect(
         lambda path: _http(args, "GET", path), args.session_id, statuses
@@ -501,8 +525,10 @@ def _status_recipients(args: argparse.Namespace) -> int:
         print(json.dumps(found, indent=2))
         return 0
     counts = ", ".join(f"{k} {v}" for k, v in sorted((document.get("counts") or {}).items()))
-    print(f"session {document.get('session_id')}: {document.get('status')}"
-          f" ({counts or 'no final deliveries yet'}); {len(found)} {'/'.join(sorted(statuses))}")  # fmt: skip
+    print(
+        f"session {document.get('session_id')}: {document.get('status')}"
+        f" ({counts or 'no final deliveries yet'}); {len(found)} {'/'.join(sorted(statuses))}"
+    )
     if found:
         print(render_table(found))
     return 0
@@ -529,8 +555,14 @@ def _tail(args: argparse.Namespace) -> int:
     settings = _kafka_settings()
     topic = settings.topic("status")
     wanted = Filter(args.client, args.session, frozenset(args.status))
-    consumer = Consumer({**librdkafka_config(settings), "group.id": "switchboard-tail",
-                         "enable.auto.commit": False, "enable.partition.eof": False})  # fmt: skip
+    consumer = Consumer(
+        {
+            **librdkafka_config(settings),
+            "group.id": "switchboard-tail",
+            "enable.auto.commit": False,
+            "enable.partition.eof": False,
+        }
+    )
     try:
         try:
             metadata = consumer.list_topics(topic, timeout=15)

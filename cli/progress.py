@@ -34,8 +34,10 @@ class Progress:
                 self._last_draw = now
                 filled = int(fraction * 30)
                 rate = self.done / max(1e-9, now - self._started)
-                self.stream.write(f"\r{self.label} [{'#' * filled}{'.' * (30 - filled)}] {fraction:6.1%} "
-                                  f"{self.done:,}/{self.total:,}{self.unit} ({rate:,.0f}{self.unit}/s)")  # fmt: skip
+                self.stream.write(
+                    f"\r{self.label} [{'#' * filled}{'.' * (30 - filled)}] {fraction:6.1%} "
+                    f"{self.done:,}/{self.total:,}{self.unit} ({rate:,.0f}{self.unit}/s)"
+                )
                 self.stream.flush()
         elif int(fraction * 10) > self._last_tenth:
             self._last_tenth = int(fraction * 10)

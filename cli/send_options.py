@@ -23,33 +23,64 @@ from typing import Any
 __all__ = ["add_arguments", "options_from"]
 
 #: Flags (their argparse names) given to the instruction as they are: the option they set.
-_PLAIN = (("retries", "retries"), ("retry_interval", "retryIntervalMinutes"),
-          ("webhook_url", "webhookUrl"), ("priority", "priority"), ("ttl", "ttlSeconds"),
-          ("expires_at", "expiresAt"))  # fmt: skip
+_PLAIN = (
+    ("retries", "retries"),
+    ("retry_interval", "retryIntervalMinutes"),
+    ("webhook_url", "webhookUrl"),
+    ("priority", "priority"),
+    ("ttl", "ttlSeconds"),
+    ("expires_at", "expiresAt"),
+)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """The options flags of ``switchboard send``."""
     when = p.add_mutually_exclusive_group()
-    when.add_argument("--schedule", metavar="TIME", type=_timestamp,
-                      help="send at this time (ISO 8601 with an offset, e.g. 2026-12-31T09:00:00Z)")  # fmt: skip
-    when.add_argument("--manual", action="store_true",
-                      help="wait for POST /v1/sessions/{id}/trigger")  # fmt: skip
-    p.add_argument("--retries", type=int, metavar="N",
-                   help="attempts after a retryable failure (0 to 20)")  # fmt: skip
-    p.add_argument("--retry-interval", metavar="MINUTES",
-                   help="minutes between attempts: one number or a comma list (60,180,600)")  # fmt: skip
-    p.add_argument("--webhook-url", metavar="URL",
-                   help="POST the session's status events here (Standard Webhooks)")  # fmt: skip
-    p.add_argument("--priority", choices=["normal", "high"],
-                   help="high: the lane of small transactional sends (at most 100 recipients)")  # fmt: skip
-    p.add_argument("--transactional", action="store_true",
-                   help="a message the recipient asked for: email without List-Unsubscribe")  # fmt: skip
+    when.add_argument(
+        "--schedule",
+        metavar="TIME",
+        type=_timestamp,
+        help="send at this time (ISO 8601 with an offset, e.g. 2026-12-31T09:00:00Z)",
+    )
+    when.add_argument(
+        "--manual", action="store_true", help="wait for POST /v1/sessions/{id}/trigger"
+    )
+    p.add_argument(
+        "--retries", type=int, metavar="N", help="attempts after a retryable failure (0 to 20)"
+    )
+    p.add_argument(
+        "--retry-interval",
+        metavar="MINUTES",
+        help="minutes between attempts: one number or a comma list (60,180,600)",
+    )
+    p.add_argument(
+        "--webhook-url",
+        metavar="URL",
+        help="POST the session's status events here (Standard Webhooks)",
+    )
+    p.add_argument(
+        "--priority",
+        choices=["normal", "high"],
+        help="high: the lane of small transactional sends (at most 100 recipients)",
+    )
+    p.add_argument(
+        "--transactional",
+        action="store_true",
+        help="a message the recipient asked for: email without List-Unsubscribe",
+    )
     by = p.add_mutually_exclusive_group()
-    by.add_argument("--ttl", type=int, metavar="SECONDS",
-                    help="send-by deadline, seconds from acceptance (else expired, never late)")  # fmt: skip
-    by.add_argument("--expires-at", metavar="TIME", type=_timestamp,
-                    help="send-by deadline, ISO 8601 with an offset (else expired, never late)")  # fmt: skip
+    by.add_argument(
+        "--ttl",
+        type=int,
+        metavar="SECONDS",
+        help="send-by deadline, seconds from acceptance (else expired, never late)",
+    )
+    by.add_argument(
+        "--expires-at",
+        metavar="TIME",
+        type=_timestamp,
+        help="send-by deadline, ISO 8601 with an offset (else expired, never late)",
+    )
 
 
 def options_from(args: argparse.Namespace) -> dict[str, Any]:

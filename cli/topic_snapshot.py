@@ -18,16 +18,21 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 __all__ = ["raw_record", "read_topic"]
 
 
-def read_topic(bootstrap: str, topic: str, decode: Callable[[Any], Any] | None = None,
-               timeout: float = 60.0) -> list[Any]:  # fmt: skip
+def read_topic(
+    bootstrap: str, topic: str, decode: Callable[[Any], Any] | None = None, timeout: float = 60.0
+) -> list[Any]:
     """Every record of ``topic`` from the beginning up to its end *as it is now* (its high
     watermarks when called), decoded by ``decode`` (default :func:`raw_record`): a snapshot, for
     assertions that must not depend on how long a background reader was given."""
     decode = decode or raw_record
-    consumer = Consumer({
-        "bootstrap.servers": bootstrap, "group.id": f"test-{uuid.uuid4()}",
-        "auto.offset.reset": "earliest", "enable.auto.commit": False,
-    })  # fmt: skip
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": f"test-{uuid.uuid4()}",
+            "auto.offset.reset": "earliest",
+            "enable.auto.commit": False,
+        }
+    )
     try:
         metadata = consumer.list_topics(topic, timeout=10).topics.get(topic)
         if metadata is None or metadata.error is not None:
@@ -62,5 +67,10 @@ def read_topic(bootstrap: str, topic: str, decode: Callable[[Any], Any] | None =
 
 def raw_record(msg: Any) -> dict[str, Any]:
     """A consumed record as it is: key, value and headers (bytes), partition, offset."""
-    return {"key": msg.key(), "value": msg.value(), "headers": list(msg.headers() or []),
-            "partition": msg.partition(), "offset": msg.offset()}  # fmt: skip
+    return {
+        "key": msg.key(),
+        "value": msg.value(),
+        "headers": list(msg.headers() or []),
+        "partition": msg.partition(),
+        "offset": msg.offset(),
+    }

@@ -25,8 +25,17 @@ __all__ = ["LINE_EVERY", "Rate", "render", "watch"]
 LINE_EVERY: Final = 10.0
 BAR: Final = 24
 #: Statuses shown first, in this order; any other after them, by name.
-ORDER: Final = ("delivered", "read", "sent", "failed", "undelivered", "expired", "suppressed",
-                "rejected", "cancelled")  # fmt: skip
+ORDER: Final = (
+    "delivered",
+    "read",
+    "sent",
+    "failed",
+    "undelivered",
+    "expired",
+    "suppressed",
+    "rejected",
+    "cancelled",
+)
 
 Fetch = Callable[[], tuple[int, Any]]
 

@@ -112,8 +112,11 @@ class WorkerProcess:
         with self.log_path.open("wb") as log:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "cli.main", "worker"],
-                cwd=ROOT, env=self.env(), stdout=log, stderr=subprocess.STDOUT,
-            )  # fmt: skip
+                cwd=ROOT,
+                env=self.env(),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
         try:
             wait_until(self._ready, timeout, 0.2, f"worker {self.prefix} to be ready")
         except (TimeoutError, WorkerDidNotStart) as exc:

@@ -178,8 +178,14 @@ class Switchboard:
         ).inc()
         url = self._webhook_url(event.session_id)
         if url is not None:
-            job = records.WebhookJob(event.session_id, event.client_id, url, event.event_id,
-                                     webhook_body(event).decode(), first_at=time.time())  # fmt: skip
+            job = records.WebhookJob(
+                event.session_id,
+                event.client_id,
+                url,
+                event.event_id,
+                webhook_body(event).decode(),
+                first_at=time.time(),
+            )
             await self.produce(
                 self.topics.webhooks, key=event.session_id.encode(), value=records.encode(job)
             )
@@ -324,9 +330,15 @@ class Switchboard:
             self.topics.rejected, key=key, value=encoded, headers=out_headers
         )
         self.metrics.rejections.labels("kafka").inc()
-        log.warning("instruction rejected", extra={
-            "topic": topic, "partition": partition, "offset": offset,
-            "errors": [e.as_dict() for e in errors[:10]]})  # fmt: skip
+        log.warning(
+            "instruction rejected",
+            extra={
+                "topic": topic,
+                "partition": partition,
+                "offset": offset,
+                "errors": [e.as_dict() for e in errors[:10]],
+            },
+        )
         return future
 
 

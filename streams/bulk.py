@@ -98,12 +98,14 @@ class BulkProducer:
     """Produce records through librdkafka; one awaitable per turn of the loop (module docs)."""
 
     def __init__(self, config: dict[str, Any], on_failure: Callable[[BaseException], None]) -> None:
-        self._producer = Producer({
-            **config,
-            "enable.idempotence": True,
-            "linger.ms": LINGER_MS,
-            "message.max.bytes": 64 * 1024 * 1024,
-        })  # fmt: skip
+        self._producer = Producer(
+            {
+                **config,
+                "enable.idempotence": True,
+                "linger.ms": LINGER_MS,
+                "message.max.bytes": 64 * 1024 * 1024,
+            }
+        )
         self._on_failure = on_failure
         self._batch: _Batch | None = None
         self._stopping = threading.Event()
@@ -142,11 +144,13 @@ class BulkProducer:
                 batch.pending += 1
             try:
                 self._producer.produce(
-                    topic, value, key,
+                    topic,
+                    value,
+                    key,
                     partition=-1 if partition is None else partition,  # -1: the partitioner's
                     headers=headers,
                     on_delivery=batch.delivered_row if row else batch.delivered,
-                )  # fmt: skip
+                )
             except BufferError:  # librdkafka's queue is full: wait for the broker
                 with batch.lock:
                     batch.pending -= 1

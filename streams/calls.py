@@ -57,6 +57,7 @@ import dataclasses
 import logging
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import partial
 from typing import TYPE_CHECKING, Final
 
 from streams import checkpoint
@@ -142,13 +143,14 @@ def register(sb: Switchboard) -> CallDesk:
     """Declare the ``calls`` and ``call_lines`` tables and the calls agent; return the desk the
     web views use. ``sb.topics.calls`` must be declared (``streams.app.Topics``)."""
     app, partitions, memory = sb.app, sb.settings.partitions, sb.table_memory
+    table = partial(declare_table, app, partitions=partitions, memory=memory)
     desk = CallDesk(
         topic=sb.topics.calls,
-        calls=declare_table(app, "calls", partitions=partitions, memory=memory,
-                            help_text="call id -> call record (call tool)"),
-        lines=declare_table(app, "call_lines", partitions=partitions, memory=memory,
-                            help_text="client/campaign/member -> calls counted against the limit"),
-    )  # fmt: skip
+        calls=table("calls", help_text="call id -> call record (call tool)"),
+        lines=table(
+            "call_lines", help_text="client/campaign/member -> calls counted against the limit"
+        ),
+    )
 
     @app.agent(sb.topics.calls, name="switchboard.calls")
     async def calls(stream: StreamT[bytes]) -> None:
@@ -183,19 +185,31 @@ async def _on_line(desk: CallDesk, line: str, command: LineCommand) -> None:
         put(desk.lines, line.encode(), LineState(calls, kept).to_json())
         if call_id in state.calls:  # granted after all: its slot is freed, and the call fails
             at = datetime.now(UTC).timestamp()
-            await desk.send(call_id, CreationFailed(call_id, NOT_PLACED, "the request timed out before the call was placed", at))  # fmt: skip
+            await desk.send(
+                call_id,
+                CreationFailed(
+                    call_id, NOT_PLACED, "the request timed out before the call was placed", at
+                ),
+            )
         return
     granted = call_id in state.calls  # a replayed reservation is granted again
     if not granted and call_id not in state.abandoned:
         granted = len(state.calls) < MAX_CALLS_PER_MEMBER_AND_CAMPAIGN
         if granted:
-            put(desk.lines, line.encode(), dataclasses.replace(state, calls=(*state.calls, call_id)).to_json())  # fmt: skip
+            put(
+                desk.lines,
+                line.encode(),
+                dataclasses.replace(state, calls=(*state.calls, call_id)).to_json(),
+            )
     if granted:
         fields = {f.name: getattr(command, f.name) for f in dataclasses.fields(Reserve)}
         # Acknowledged before the API hears of it: whatever the API then sends about the call
         # lands after its Open on the call's partition.
         await desk.send(call_id, Open(**fields), wait=True)
-    log.info("call reservation", extra={"call_id": call_id, "granted": granted, "counted": len(state.calls)})  # fmt: skip
+    log.info(
+        "call reservation",
+        extra={"call_id": call_id, "granted": granted, "counted": len(state.calls)},
+    )
     desk.resolve(call_id, granted)
 
 
@@ -206,7 +220,10 @@ async def _on_call(sb: Switchboard, desk: CallDesk, command: CallCommand) -> Non
     now = datetime.now(UTC).timestamp()
     outcome = apply(record, command, now)
     if outcome.record is None:
-        log.warning("command for an unknown call dropped", extra={"call_id": command.call_id, "kind": command.KIND})  # fmt: skip
+        log.warning(
+            "command for an unknown call dropped",
+            extra={"call_id": command.call_id, "kind": command.KIND},
+        )
         return
     if outcome.change is None:
         return
@@ -217,7 +234,9 @@ async def _on_call(sb: Switchboard, desk: CallDesk, command: CallCommand) -> Non
         await sb.publish_status(status_event(updated, outcome.change, at, outcome.error_code))
     if outcome.release:
         call = updated.call
-        await desk.send(line_key(updated.client_id, call.campaign_id, call.member_number), Release(call.call_id))  # fmt: skip
+        await desk.send(
+            line_key(updated.client_id, call.campaign_id, call.member_number), Release(call.call_id)
+        )
 
 
 async def _keep_timer(sb: Switchboard, desk: CallDesk, record: CallRecord) -> CallRecord:

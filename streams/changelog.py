@@ -87,8 +87,10 @@ class BulkRows:
             )
             if not futures or futures[-1] is not future:
                 futures.append(future)
-        stores = {table.changelog_topic.get_topic_name(): table.data
-                  for table in (write.table for write in writes)}  # fmt: skip
+        stores = {
+            table.changelog_topic.get_topic_name(): table.data
+            for table in (write.table for write in writes)
+        }
         for offsets in await asyncio.gather(*futures):
             for (topic, partition), offset in offsets.items():
                 store = stores.get(topic)

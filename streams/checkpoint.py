@@ -320,7 +320,10 @@ async def _commit(sb: Switchboard, checkpoint: Checkpoint, stage: str) -> None:
     except asyncio.CancelledError:
         raise
     except BaseException as exc:
-        log.critical("%s: Kafka refused an output; stopping the worker without acknowledging", stage,
-                     exc_info=exc)  # fmt: skip
+        log.critical(
+            "%s: Kafka refused an output; stopping the worker without acknowledging",
+            stage,
+            exc_info=exc,
+        )
         await sb.app.crash(exc)
         raise

@@ -141,8 +141,9 @@ class DurableProducer(Producer):
         if error is None or self.failure is not None:
             return
         self.failure = error
-        log.critical("the broker refused a record; stopping the worker without committing",
-                     exc_info=error)  # fmt: skip
+        log.critical(
+            "the broker refused a record; stopping the worker without committing", exc_info=error
+        )
         self._crashing = asyncio.ensure_future(self.app.crash(error))
 
     async def flush(self) -> None:
@@ -224,8 +225,13 @@ class SafeConsumer(Consumer):
         since the seek, and processing resumes at the log's start."""
         if self._sought.get(tp) != due:
             self._sought[tp] = due
-            self.log.warning("records out of order on %s (%d while %d is due): reading again from %d",
-                             tp, offset, due, due)  # fmt: skip
+            self.log.warning(
+                "records out of order on %s (%d while %d is due): reading again from %d",
+                tp,
+                offset,
+                due,
+                due,
+            )
             await self.seek(tp, due)
             return False
         if self._checked.get(tp) == due:
@@ -234,8 +240,12 @@ class SafeConsumer(Consumer):
         earliest = (await self.earliest_offsets(tp)).get(tp) or 0
         if earliest <= due:
             return False  # still the jumped records' way back: wait for them
-        self.log.warning("records %d..%d of %s were removed by retention before processing",
-                         due, earliest - 1, tp)  # fmt: skip
+        self.log.warning(
+            "records %d..%d of %s were removed by retention before processing",
+            due,
+            earliest - 1,
+            tp,
+        )
         self._next[tp] = max(self._next.get(tp, 0), earliest)
         self._due[tp] = earliest
         return offset == earliest
@@ -265,8 +275,10 @@ class SafeConsumer(Consumer):
         if recovery is None:
             return {}
         restarts: dict[TP, int] = {}
-        for tps, offsets in ((recovery.active_tps, recovery.active_offsets),
-                             (recovery.standby_tps, recovery.standby_offsets)):  # fmt: skip
+        for tps, offsets in (
+            (recovery.active_tps, recovery.active_offsets),
+            (recovery.standby_tps, recovery.standby_offsets),
+        ):
             for tp in tps:
                 seen = offsets.get(tp)
                 if seen is not None:

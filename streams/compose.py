@@ -150,19 +150,34 @@ def build(
         registry=registry,
     )
 
-    sb.optouts = KeyValueReplica(settings, settings.topic("optouts"), settings.data_dir / "replicas" / "optouts",
-                                 topics.optouts)  # fmt: skip
-    sb.manager_state = KeyValueReplica(settings, settings.topic("manager-state"),
-                                       settings.data_dir / "replicas" / "manager-state", topics.manager_state)  # fmt: skip
+    sb.optouts = KeyValueReplica(
+        settings,
+        settings.topic("optouts"),
+        settings.data_dir / "replicas" / "optouts",
+        topics.optouts,
+    )
+    sb.manager_state = KeyValueReplica(
+        settings,
+        settings.topic("manager-state"),
+        settings.data_dir / "replicas" / "manager-state",
+        topics.manager_state,
+    )
     sb.managers = ManagerDesk.over(managers, sb.manager_state)
     sb.flow = DispatchBacklog(sb)
     # The deliveries table takes a row per delivery (twice, as it is sent and reported): its
     # rows go through librdkafka in bulk (streams/changelog.py).
     sb.bulk_rows = BulkRows(sb.status_producer, [sb.tables.deliveries])
-    sb.failover = Failover(Breaker(settings.circuit_failures, settings.circuit_cooldown),
-                           sb.metrics.circuit, sb.metrics.held_sends)  # fmt: skip
-    sb.cancels = KeyValueReplica(settings, settings.topic("cancels"), settings.data_dir / "replicas" / "cancels",
-                                 topics.cancels)  # fmt: skip
+    sb.failover = Failover(
+        Breaker(settings.circuit_failures, settings.circuit_cooldown),
+        sb.metrics.circuit,
+        sb.metrics.held_sends,
+    )
+    sb.cancels = KeyValueReplica(
+        settings,
+        settings.topic("cancels"),
+        settings.data_dir / "replicas" / "cancels",
+        topics.cancels,
+    )
 
     from streams import calls, dispatch, gauges, intake, reports, scheduler, sessions, webhooks
     from streams.web import api

@@ -133,8 +133,10 @@ class StatusFeed:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # noqa: BLE001 - the broker away: retry while pages are open
-                log.warning("console feed: status topic unreadable; retrying",
-                            extra={"error": type(exc).__name__})  # fmt: skip
+                log.warning(
+                    "console feed: status topic unreadable; retrying",
+                    extra={"error": type(exc).__name__},
+                )
                 await asyncio.sleep(1.0)
 
     async def _follow(self) -> None:
@@ -142,8 +144,12 @@ class StatusFeed:
 
         from streams.kafka_security import aiokafka_connection
 
-        consumer = AIOKafkaConsumer(**aiokafka_connection(self.settings), group_id=None,
-                                    enable_auto_commit=False, auto_offset_reset="latest")  # fmt: skip
+        consumer = AIOKafkaConsumer(
+            **aiokafka_connection(self.settings),
+            group_id=None,
+            enable_auto_commit=False,
+            auto_offset_reset="latest",
+        )
         await consumer.start()
         try:
             partitions = await _partitions(consumer, self.topic)
@@ -153,7 +159,10 @@ class StatusFeed:
             for tp, end in (await consumer.end_offsets(tps)).items():
                 consumer.seek(tp, end)
             self.ready.set()
-            log.info("console feed started", extra={"topic": self.topic, "streams": len(self._subscriptions)})  # fmt: skip
+            log.info(
+                "console feed started",
+                extra={"topic": self.topic, "streams": len(self._subscriptions)},
+            )
             while True:
                 batches = await consumer.getmany(timeout_ms=1000, max_records=BATCH)
                 for batch in batches.values():

@@ -68,7 +68,9 @@ log = logging.getLogger(__name__)
 
 def register(sb: Switchboard) -> None:
     if sb.settings.public_url is not None and sb.settings.unsubscribe_links is None:
-        log.warning("bulk email goes without List-Unsubscribe: SWITCHBOARD_UNSUBSCRIBE_SECRET is not set")  # fmt: skip
+        log.warning(
+            "bulk email goes without List-Unsubscribe: SWITCHBOARD_UNSUBSCRIBE_SECRET is not set"
+        )
     for channel, topic in sb.topics.dispatch.items():
         if channel in sb.settings.paused:
             log.warning(
@@ -167,8 +169,15 @@ async def _dispatch(sb: Switchboard, job: DispatchJob) -> None:
     # is not sent), and again by the transport at the very last moment (``_last_check``).
     withdrawn = _withdrawn(sb, job)
     if withdrawn is not None:
-        await sb.report(_report(job, withdrawn.status, error=withdrawn.message,
-                                error_code=withdrawn.code, detail=_withdrawn_detail(job, withdrawn)))  # fmt: skip
+        await sb.report(
+            _report(
+                job,
+                withdrawn.status,
+                error=withdrawn.message,
+                error_code=withdrawn.code,
+                detail=_withdrawn_detail(job, withdrawn),
+            )
+        )
         return
     send_key = send_row(job.key, job.attempt)
     await _exclusively(sb, send_key, job.channel, 1, partial(_claimed, sb, job, send_key))
@@ -208,15 +217,16 @@ async def _claimed(sb: Switchboard, job: DispatchJob, send_key: bytes) -> None:
     in_doubt = row is not None
     if row is not None:
         sb.metrics.sends_in_doubt.labels(job.channel).inc()
-        log.warning("send claimed before but never recorded; sending again",
-                    extra={"delivery": job.key, "attempt": job.attempt, "claimed_at": row["claimed_at"]})  # fmt: skip
+        log.warning(
+            "send claimed before but never recorded; sending again",
+            extra={"delivery": job.key, "attempt": job.attempt, "claimed_at": row["claimed_at"]},
+        )
     # Written in this task, whose context carries the job's event: the row goes to its partition.
     put(sb.tables.sends, send_key, _json({"claimed_at": time.time(), "by": sb.settings.web_url}))
     report, retry_at = await _outcome(sb, job, in_doubt)
     await _produce_outcome(sb, job, report, retry_at)
-    put(sb.tables.sends, send_key, _json({
-        "at": time.time(), "outcome": {"report": records.as_items([report])[0], "retry_at": retry_at},
-    }))  # fmt: skip
+    outcome = {"report": records.as_items([report])[0], "retry_at": retry_at}
+    put(sb.tables.sends, send_key, _json({"at": time.time(), "outcome": outcome}))
 
 
 def _load_send(sb: Switchboard, send_key: bytes) -> dict[str, Any] | None:
@@ -236,8 +246,11 @@ async def _window_allows(sb: Switchboard, job: DispatchJob) -> bool:
         return True
     now = time.time()
     try:
-        if delivery_release(client, job.channel, datetime.fromtimestamp(now, UTC), recipient_tz=job.timezone,
-                            address=job.address) is None:  # fmt: skip
+        at = datetime.fromtimestamp(now, UTC)
+        release = delivery_release(
+            client, job.channel, at, recipient_tz=job.timezone, address=job.address
+        )
+        if release is None:
             return True
     except NoCommonOpening:
         pass  # dispatch_or_defer reports it rejected
@@ -253,8 +266,13 @@ async def _outcome(
     ``watch``: the batch's deadlines, which bound the send (else a timeout of its own)."""
     withdrawn = _withdrawn(sb, job)
     if withdrawn is not None:
-        return _report(job, withdrawn.status, error=withdrawn.message, error_code=withdrawn.code,
-                       detail=_withdrawn_detail(job, withdrawn)), None  # fmt: skip
+        return _report(
+            job,
+            withdrawn.status,
+            error=withdrawn.message,
+            error_code=withdrawn.code,
+            detail=_withdrawn_detail(job, withdrawn),
+        ), None
     extra: dict[str, Any] = {"in_doubt": True} if in_doubt else {}  # + the service managers'
     result, failure, provider = await _send(sb, job, extra, watch)
     if failure is None:
@@ -263,12 +281,22 @@ async def _outcome(
         # A `sent` awaits a final report (a delivery callback); the report agent expires it
         # when none comes in time (streams/reports.py).
         passed = ["sent"] if result.status == "delivered" else []
-        report = _report(job, result.status, provider_message_id=result.provider_message_id,
-                         detail=dict(result.detail) | extra, passed=passed)  # fmt: skip
+        report = _report(
+            job,
+            result.status,
+            provider_message_id=result.provider_message_id,
+            detail=dict(result.detail) | extra,
+            passed=passed,
+        )
         return report, None
     if isinstance(failure, Withdrawn):  # nothing was sent
-        report = _report(job, failure.status, error=failure.message, error_code=failure.code,
-                         detail=_withdrawn_detail(job, failure, extra))  # fmt: skip
+        report = _report(
+            job,
+            failure.status,
+            error=failure.message,
+            error_code=failure.code,
+            detail=_withdrawn_detail(job, failure, extra),
+        )
         return report, None
     status = "suppressed" if failure.suppressed else "failed"
     if failure.suppressed and job.channel in optout.PHONE_CHANNELS:
@@ -280,8 +308,14 @@ async def _outcome(
         )
         client = sb.clients.get(job.client_id)
         if client is not None:
-            await sb.managers.opted_out(client, job.channel, job.address, reason="provider",
-                                        session_id=job.session_id, at=time.time())  # fmt: skip
+            await sb.managers.opted_out(
+                client,
+                job.channel,
+                job.address,
+                reason="provider",
+                session_id=job.session_id,
+                at=time.time(),
+            )
     sb.metrics.child(sb.metrics.sends, job.channel, provider, status).inc()
     retry_at = _retry_at(job, failure)
     if retry_at is not None and deadline.passed_before(job.expires_at, retry_at):
@@ -293,8 +327,15 @@ async def _outcome(
         detail["retry_at"] = (
             datetime.fromtimestamp(retry_at, UTC).isoformat().replace("+00:00", "Z")
         )
-    report = _report(job, status, error=failure.message, error_code=failure.code,
-                     retryable=failure.retryable, retry_at=retry_at, detail=detail)  # fmt: skip
+    report = _report(
+        job,
+        status,
+        error=failure.message,
+        error_code=failure.code,
+        retryable=failure.retryable,
+        retry_at=retry_at,
+        detail=detail,
+    )
     return report, retry_at
 
 
@@ -309,8 +350,13 @@ async def _produce_outcome(
 async def _schedule_retry(sb: Switchboard, job: DispatchJob, retry_at: float | None) -> None:
     if retry_at is not None:
         retry = dataclasses.replace(job, attempt=job.attempt + 1)
-        await sb.schedule_at(job_timer(retry.key, retry.attempt), retry_at, sb.dispatch_topic(job),
-                             dispatch_key(job.session_id, job.index), records.encode(retry))  # fmt: skip
+        await sb.schedule_at(
+            job_timer(retry.key, retry.attempt),
+            retry_at,
+            sb.dispatch_topic(job),
+            dispatch_key(job.session_id, job.index),
+            records.encode(retry),
+        )
 
 
 # -- batches -------------------------------------------------------------------------------
@@ -329,8 +375,9 @@ async def _dispatch_batch(sb: Switchboard, batch: JobBatch) -> None:
         sb.metrics.withdrawn.labels(first.channel, "cancelled").inc(len(batch.jobs))
         return
     row_key = batch_row(batch.key)
-    await _exclusively(sb, row_key, first.channel, len(batch.jobs),
-                       partial(_claimed_batch, sb, batch, row_key))  # fmt: skip
+    await _exclusively(
+        sb, row_key, first.channel, len(batch.jobs), partial(_claimed_batch, sb, batch, row_key)
+    )
 
 
 async def _claimed_batch(sb: Switchboard, batch: JobBatch, row_key: bytes) -> None:
@@ -347,8 +394,10 @@ async def _claimed_batch(sb: Switchboard, batch: JobBatch, row_key: bytes) -> No
     in_doubt = row is not None
     if row is not None and pending:
         sb.metrics.sends_in_doubt.labels(batch.jobs[0].channel).inc(len(pending))
-        log.warning("batch claimed before but not finished; sending the rest again",
-                    extra={"batch": batch.key, "jobs": len(pending), "claimed_at": row.get("claimed_at")})  # fmt: skip
+        log.warning(
+            "batch claimed before but not finished; sending the rest again",
+            extra={"batch": batch.key, "jobs": len(pending), "claimed_at": row.get("claimed_at")},
+        )
     put(sb.tables.sends, row_key, _json({"claimed_at": time.time(), "by": sb.settings.web_url}))
 
     # A batch heavier than SWITCHBOARD_MAX_IN_FLIGHT holds every unit of the lane
@@ -531,9 +580,13 @@ async def _send(
 
     try:
         result, position, name = await sb.failover.send(
-            job.client_id, job.channel, count, transports.__getitem__, call,
+            job.client_id,
+            job.channel,
+            count,
+            transports.__getitem__,
+            call,
             partial(_withdrawn, sb, job),
-        )  # fmt: skip
+        )
     except TransportError as exc:
         return None, exc, transports[0].name
     if position > 0:
@@ -627,8 +680,11 @@ def _too_late_to_retry(
     delivery ends ``expired`` now (with the failure that ended it) rather than at a retry."""
     assert job.expires_at is not None
     message = deadline.reason(job.expires_at, f"the retry due at {deadline.iso(retry_at)}")
-    detail = extra | {"expires_at": deadline.iso(job.expires_at),
-                      "last_error": failure.message, "last_error_code": failure.code}  # fmt: skip
+    detail = extra | {
+        "expires_at": deadline.iso(job.expires_at),
+        "last_error": failure.message,
+        "last_error_code": failure.code,
+    }
     return _report(job, "expired", error=message, error_code="deadline", detail=detail)
 
 

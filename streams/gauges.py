@@ -62,8 +62,18 @@ def agent_topics(sb: Switchboard) -> frozenset[str]:
     """The topics the worker's agents consume through the consumer group (not the replicated
     ones, read by every worker without a group, nor the output topics)."""
     t = sb.topics
-    consumed = [t.instructions, t.sessions, t.reports, t.schedule, t.calls, t.webhooks,
-                *t.dispatch.values(), t.priority_sessions, t.priority_dispatch, t.priority_reports]  # fmt: skip
+    consumed = [
+        t.instructions,
+        t.sessions,
+        t.reports,
+        t.schedule,
+        t.calls,
+        t.webhooks,
+        *t.dispatch.values(),
+        t.priority_sessions,
+        t.priority_dispatch,
+        t.priority_reports,
+    ]
     return frozenset(topic.get_topic_name() for topic in consumed)
 
 
@@ -141,5 +151,7 @@ async def _recount_open_sessions(sb: Switchboard) -> None:
                 open_ids.append(key)
     finally:
         sb.open_sessions.finish_recount(open_ids)
-    log.info("open sessions counted", extra={"open": len(sb.open_sessions),
-                                             "seconds": round(time.monotonic() - started, 3)})  # fmt: skip
+    log.info(
+        "open sessions counted",
+        extra={"open": len(sb.open_sessions), "seconds": round(time.monotonic() - started, 3)},
+    )

@@ -44,15 +44,23 @@ async def guarded(
 async def quarantine(sb: Switchboard, event: EventT[Any], stage: str, exc: BaseException) -> None:
     """Put ``event`` on the rejected topic because ``stage`` failed on it with ``exc``."""
     msg = event.message
-    log.exception("%s failed on an event; it goes to the rejected topic", stage, exc_info=exc,
-                  extra={"topic": msg.topic, "partition": msg.partition, "offset": msg.offset})  # fmt: skip
+    log.exception(
+        "%s failed on an event; it goes to the rejected topic",
+        stage,
+        exc_info=exc,
+        extra={"topic": msg.topic, "partition": msg.partition, "offset": msg.offset},
+    )
     sb.metrics.rejections.labels(f"internal:{stage}").inc()
     try:
         await sb.reject(
             errors=[FieldError("", f"internal error in {stage}: {type(exc).__name__}: {exc}")],
-            topic=msg.topic, partition=msg.partition, offset=msg.offset, key=msg.key,
-            value=msg.value, headers=header_list(msg.headers),
-        )  # fmt: skip
+            topic=msg.topic,
+            partition=msg.partition,
+            offset=msg.offset,
+            key=msg.key,
+            value=msg.value,
+            headers=header_list(msg.headers),
+        )
     except BaseException as fatal:
         log.critical("cannot write to the rejected topic; stopping the worker", exc_info=fatal)
         await sb.app.crash(fatal)
@@ -64,8 +72,15 @@ async def hand_off(sb: Switchboard, topic: Any, event: EventT[Any]) -> None:
     processes it), and wait until the broker has it: the original may then be acknowledged
     unfinished (``streams/inflight.py``)."""
     msg = event.message
-    log.warning("unfinished at a rebalance; handed off to the partition's next owner",
-                extra={"topic": msg.topic, "partition": msg.partition, "offset": msg.offset})  # fmt: skip
-    future = await sb.produce(topic, key=msg.key, value=msg.value,
-                              headers=header_list(msg.headers), partition=msg.partition)  # fmt: skip
+    log.warning(
+        "unfinished at a rebalance; handed off to the partition's next owner",
+        extra={"topic": msg.topic, "partition": msg.partition, "offset": msg.offset},
+    )
+    future = await sb.produce(
+        topic,
+        key=msg.key,
+        value=msg.value,
+        headers=header_list(msg.headers),
+        partition=msg.partition,
+    )
     await future

@@ -168,10 +168,12 @@ async def run_overlapped(
         acker.finish(slot)
 
     watchdog = (
-        asyncio.create_task(_hand_off_when_stuck(acker, rebalancing, hand_off, drain_timeout, on_fatal))
+        asyncio.create_task(
+            _hand_off_when_stuck(acker, rebalancing, hand_off, drain_timeout, on_fatal)
+        )
         if rebalancing is not None and hand_off is not None
         else None
-    )  # fmt: skip
+    )
     try:
         async for event in events:
             payload: Any

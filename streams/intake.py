@@ -67,17 +67,33 @@ async def _handle(sb: Switchboard, event: EventT[bytes], policy: ValidationPolic
         envelope = await checked_envelope(
             data, client=sb.clients.get(data.get("client_id")), policy=policy
         )
-        await submit(sb, envelope, data["audience"], session_id=session_id, source="kafka",
-                     origin=f"{msg.topic}/{msg.partition}/{msg.offset}", policy=policy, deadline=None,
-                     fingerprint=fingerprint(data) if envelope.idempotency_key is not None else None)  # fmt: skip
+        await submit(
+            sb,
+            envelope,
+            data["audience"],
+            session_id=session_id,
+            source="kafka",
+            origin=f"{msg.topic}/{msg.partition}/{msg.offset}",
+            policy=policy,
+            deadline=None,
+            fingerprint=fingerprint(data) if envelope.idempotency_key is not None else None,
+        )
     except InvalidInput as exc:
         client_id = (
             data.get("client_id")
             if isinstance(data, dict) and isinstance(data.get("client_id"), str)
             else None
         )
-        await sb.reject(errors=list(exc.errors), topic=msg.topic, partition=msg.partition, offset=msg.offset,
-                        key=msg.key, value=value, headers=raw_headers, client_id=client_id)  # fmt: skip
+        await sb.reject(
+            errors=list(exc.errors),
+            topic=msg.topic,
+            partition=msg.partition,
+            offset=msg.offset,
+            key=msg.key,
+            value=value,
+            headers=raw_headers,
+            client_id=client_id,
+        )
         sb.metrics.instructions.labels("kafka", "rejected").inc()
         return
     sb.metrics.instructions.labels("kafka", "accepted").inc()

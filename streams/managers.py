@@ -136,8 +136,16 @@ class ManagerDesk:
         managers = self.managers.for_client(client)
         if not self.managers.has_hook(managers, "on_opt_out"):
             return {}
-        ctx = OptOutContext(client=client, channel=channel, state=self.state, address=address,
-                            sender=sender, session_id=session_id, reason=reason, occurred_at=at)  # fmt: skip
+        ctx = OptOutContext(
+            client=client,
+            channel=channel,
+            state=self.state,
+            address=address,
+            sender=sender,
+            session_id=session_id,
+            reason=reason,
+            occurred_at=at,
+        )
         outcome = await self.managers.run_opt_out(managers, ctx)
         return outcome.detail
 
@@ -153,8 +161,13 @@ class ManagerDesk:
         scrubbed: dict[tuple[str, str], Scrubbed] = {}
         detail: dict[str, Mapping[str, Any]] = {}
         for channel, addresses in _by_channel(jobs).items():
-            ctx = SessionStartContext(client=client, channel=channel, state=self.state,
-                                      session_id=session_id, addresses=addresses)  # fmt: skip
+            ctx = SessionStartContext(
+                client=client,
+                channel=channel,
+                state=self.state,
+                session_id=session_id,
+                addresses=addresses,
+            )
             outcome = await self.managers.run_session_start(managers, ctx)
             detail[channel] = outcome.detail
             for scrub in outcome.scrubbed:
@@ -175,8 +188,14 @@ class ManagerDesk:
         managers = self.managers.for_client(client)
         if not self.managers.has_hook(managers, "on_session_complete"):
             return {}
-        ctx = SessionCompleteContext(client=client, state=self.state, session_id=session_id,
-                                     channels=tuple(channels), counts=dict(counts), deliveries=deliveries)  # fmt: skip
+        ctx = SessionCompleteContext(
+            client=client,
+            state=self.state,
+            session_id=session_id,
+            channels=tuple(channels),
+            counts=dict(counts),
+            deliveries=deliveries,
+        )
         return (await self.managers.run_session_complete(managers, ctx)).detail
 
 

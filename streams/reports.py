@@ -119,8 +119,11 @@ def _save_progress(sb: Switchboard, session_id: str, progress: Progress, offset:
     # The gauge of open sessions (streams/gauges.py): a set operation per progress written. A
     # progress found written already (a replay after a crash) is counted by the gauges' rebuild.
     sb.open_sessions.progressed(session_id, completed=progress.completed_at is not None)
-    put(sb.tables.deliveries, session_id.encode(),
-        records.encode(dataclasses.replace(progress, applied=max(progress.applied, offset))))  # fmt: skip
+    put(
+        sb.tables.deliveries,
+        session_id.encode(),
+        records.encode(dataclasses.replace(progress, applied=max(progress.applied, offset))),
+    )
 
 
 async def _handle(sb: Switchboard, event: EventT[bytes]) -> None:
@@ -167,8 +170,9 @@ async def _apply(sb: Switchboard, reports: list[Report], offset: int) -> None:
         completes = updated.completed_at is None and updated.final >= session.deliveries
         completes = completes and updated is not progress
         if completes:
-            updated = dataclasses.replace(updated, completed_at=report.occurred_at,
-                                          completions=updated.completions + 1)  # fmt: skip
+            updated = dataclasses.replace(
+                updated, completed_at=report.occurred_at, completions=updated.completions + 1
+            )
         progress = updated
         await _publish(sb, report, events)
         if state.status == "sent":
@@ -177,8 +181,13 @@ async def _apply(sb: Switchboard, reports: list[Report], offset: int) -> None:
         if report.retry_if_allowed and report.retry_at is not None:
             # Only for a report that moved its delivery on: a repeated callback schedules nothing.
             retry = Retry(report.session_id, report.index, report.channel, report.attempt + 1)
-            await sb.schedule_at(job_timer(report.key, retry.attempt), report.retry_at, sb.sessions_topic(report.priority),
-                                 report.session_id.encode(), records.encode(retry))  # fmt: skip
+            await sb.schedule_at(
+                job_timer(report.key, retry.attempt),
+                report.retry_at,
+                sb.sessions_topic(report.priority),
+                report.session_id.encode(),
+                records.encode(retry),
+            )
         if completes and not counted:
             await _completed(sb, session, report.client_id, progress)
         states[report.key] = state
@@ -206,8 +215,10 @@ def _session_of(sb: Switchboard, session_id: str, what: str) -> SessionState | N
         log.info("report for a purged session ignored", extra={"session_id": session_id})
         return None
     sb.metrics.missing_state.labels("session").inc()
-    raise MissingState(f"{what} for unknown session {session_id} (not in this worker's "
-                       "sessions table, which holds its partition)")  # fmt: skip
+    raise MissingState(
+        f"{what} for unknown session {session_id} (not in this worker's "
+        "sessions table, which holds its partition)"
+    )
 
 
 async def _apply_one(
@@ -233,10 +244,15 @@ async def _reject_report(sb: Switchboard, report: Report, why: str, offset: int)
     )
     sb.metrics.rejections.labels("provider-id").inc()
     await sb.reject(
-        errors=[FieldError("provider_message_id", why)], topic=topic, partition=partition,
-        offset=offset if event is not None else -1, key=report.key.encode(),
-        value=records.encode(report), headers=[], client_id=report.client_id,
-    )  # fmt: skip
+        errors=[FieldError("provider_message_id", why)],
+        topic=topic,
+        partition=partition,
+        offset=offset if event is not None else -1,
+        key=report.key.encode(),
+        value=records.encode(report),
+        headers=[],
+        client_id=report.client_id,
+    )
 
 
 async def _publish(sb: Switchboard, report: Report, events: list[StatusEvent]) -> None:
@@ -283,8 +299,9 @@ async def _set_expiry(
     if due is None:
         await sb.cancel_timer(expire_timer(session_id), key)
     else:
-        await sb.schedule_at(expire_timer(session_id), due, _lane(sb), key,
-                             records.encode(ExpireSweep(session_id)))  # fmt: skip
+        await sb.schedule_at(
+            expire_timer(session_id), due, _lane(sb), key, records.encode(ExpireSweep(session_id))
+        )
     return dataclasses.replace(progress, expiry_due=due)
 
 
@@ -310,12 +327,22 @@ async def _sweep(sb: Switchboard, cmd: ExpireSweep, offset: int) -> None:
                 continue
             # Applied as it comes back on the reports topic, like any report: a final report
             # that overtakes it wins.
-            await sb.report(Report(
-                session_id=cmd.session_id, client_id=session.client_id, channel=channel, index=index,
-                address=state.address, status="expired", attempt=state.attempt, occurred_at=now,
-                provider_message_id=state.provider_message_id, error_code="no-report",
-                error=f"no final report within {timeout:g}s", priority=session.priority,
-            ))  # fmt: skip
+            await sb.report(
+                Report(
+                    session_id=cmd.session_id,
+                    client_id=session.client_id,
+                    channel=channel,
+                    index=index,
+                    address=state.address,
+                    status="expired",
+                    attempt=state.attempt,
+                    occurred_at=now,
+                    provider_message_id=state.provider_message_id,
+                    error_code="no-report",
+                    error=f"no final report within {timeout:g}s",
+                    priority=session.priority,
+                )
+            )
     if cmd.chunk + 1 < session.chunks:
         more = ExpireSweep(cmd.session_id, cmd.chunk + 1, started, next_due)
         await sb.produce(_lane(sb), key=cmd.session_id.encode(), value=records.encode(more))
@@ -389,18 +416,20 @@ async def _completed(
     opens the session again) with the counts."""
     session_id = session.session_id
     client = sb.clients.get(client_id)
-    errors = (
-        await sb.managers.session_complete(client, session_id, session.channels, progress.counts,
-                                           session.deliveries)
-        if client is not None else {}
-    )  # fmt: skip
-    await sb.publish_status(StatusEvent(
-        session_id=session_id,
-        client_id=client_id,
-        status="completed",
-        detail={"deliveries": session.deliveries, "counts": progress.counts, **errors},
-        event_id=event_id(session_id, "completed", progress.completions),
-    ))  # fmt: skip
+    errors: dict[str, Any] = {}
+    if client is not None:
+        errors = await sb.managers.session_complete(
+            client, session_id, session.channels, progress.counts, session.deliveries
+        )
+    await sb.publish_status(
+        StatusEvent(
+            session_id=session_id,
+            client_id=client_id,
+            status="completed",
+            detail={"deliveries": session.deliveries, "counts": progress.counts, **errors},
+            event_id=event_id(session_id, "completed", progress.completions),
+        )
+    )
     log.info("session completed", extra={"session_id": session_id, "counts": progress.counts})
     assert progress.completed_at is not None
     await retention.schedule_purge(sb, session, progress.completed_at)

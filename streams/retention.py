@@ -119,8 +119,13 @@ async def schedule_purge(sb: Switchboard, session: SessionState, completed_at: f
     if due is None:
         return
     sid = session.session_id
-    await sb.schedule_at(purge_timer(sid), due, sb.sessions_topic(session.priority), sid.encode(),
-                         records.encode(Purge(sid)))  # fmt: skip
+    await sb.schedule_at(
+        purge_timer(sid),
+        due,
+        sb.sessions_topic(session.priority),
+        sid.encode(),
+        records.encode(Purge(sid)),
+    )
 
 
 async def schedule_forget_key(
@@ -129,8 +134,13 @@ async def schedule_forget_key(
     """Set the deletion of an idempotency key's record at the end of its window. Called by the
     session agent of ``lane`` when it writes the record: the same agent deletes it."""
     due = expires_at(record, sb.settings.idempotency_window)
-    await sb.schedule_at(forget_key_timer(anchor), due, sb.sessions_topic(lane), anchor.encode(),
-                         records.encode(ForgetKey(anchor, record.claimed_at)))  # fmt: skip
+    await sb.schedule_at(
+        forget_key_timer(anchor),
+        due,
+        sb.sessions_topic(lane),
+        anchor.encode(),
+        records.encode(ForgetKey(anchor, record.claimed_at)),
+    )
 
 
 async def schedule_orphan_check(sb: Switchboard, session_id: str, lane: TopicT) -> None:
@@ -141,8 +151,13 @@ async def schedule_orphan_check(sb: Switchboard, session_id: str, lane: TopicT) 
     can use the id any more; the session agent of ``lane`` (the chunks' partition) deletes
     them then, unless the session opened."""
     due = time.time() + 2 * sb.settings.idempotency_window
-    await sb.schedule_at(orphan_timer(session_id), due, lane, session_id.encode(),
-                         records.encode(ForgetOrphan(session_id)))  # fmt: skip
+    await sb.schedule_at(
+        orphan_timer(session_id),
+        due,
+        lane,
+        session_id.encode(),
+        records.encode(ForgetOrphan(session_id)),
+    )
 
 
 # -- the session agent -----------------------------------------------------------------------
@@ -162,8 +177,10 @@ async def purge_session(sb: Switchboard, state: SessionState) -> None:
     progress = records.decode(Progress, raw) if raw is not None else Progress()
     now = time.time()
     if not purge_due(progress.completed_at, sb.settings.retention, now, state.resent_at):
-        log.info("purge skipped: the session is not completed past its retention",
-                 extra={"session_id": sid, "completed_at": progress.completed_at})  # fmt: skip
+        log.info(
+            "purge skipped: the session is not completed past its retention",
+            extra={"session_id": sid, "completed_at": progress.completed_at},
+        )
         return
     assert progress.completed_at is not None
     # The outputs first: the checkpoint writes the rows only once the broker has them all.
@@ -178,16 +195,23 @@ async def purge_session(sb: Switchboard, state: SessionState) -> None:
     if state.status == "cancelled" and _fenced_everywhere(sb, state):
         await sb.produce(sb.topics.cancels, key=key, value=None)
     if sb.settings.gone_for > 0:
-        await sb.schedule_at(gone_timer(sid), now + sb.settings.gone_for, sb.sessions_topic(state.priority),
-                             key, records.encode(Gone(sid)))  # fmt: skip
+        await sb.schedule_at(
+            gone_timer(sid),
+            now + sb.settings.gone_for,
+            sb.sessions_topic(state.priority),
+            key,
+            records.encode(Gone(sid)),
+        )
         marker = Purged(state.client_id, progress.completed_at, now)
         put(sb.tables.sessions, purged_row(sid), records.encode(marker))
     rows = session_rows(sid, state.chunks)  # the session row last: see the module docs
     for row in rows:
         put(sb.tables.sessions, row, None)
     sb.metrics.purged_rows.labels("sessions").inc(len(rows))
-    log.info("session purged after its retention", extra={
-        "session_id": sid, "completed_at": progress.completed_at, "chunks": state.chunks})  # fmt: skip
+    log.info(
+        "session purged after its retention",
+        extra={"session_id": sid, "completed_at": progress.completed_at, "chunks": state.chunks},
+    )
 
 
 def _send_topics(sb: Switchboard, state: SessionState) -> list[tuple[TopicT, list[str] | None]]:
@@ -207,9 +231,11 @@ def _fenced_everywhere(sb: Switchboard, state: SessionState) -> bool:
     dispatcher needs its entry on the ``cancels`` topic any more. A channel paused when it was
     cancelled got no fence (``streams/fences.py``): its jobs still wait in that topic, and only
     the entry withdraws them when the channel is resumed, so the entry is kept."""
-    topics = [sb.topics.priority_dispatch] if state.priority == "high" else [
-        sb.topics.dispatch[channel] for channel in state.channels
-    ]  # fmt: skip
+    topics = (
+        [sb.topics.priority_dispatch]
+        if state.priority == "high"
+        else [sb.topics.dispatch[channel] for channel in state.channels]
+    )
     return all(
         f"{topic.get_topic_name()}/{partition}" in state.fences
         for topic in topics
@@ -248,8 +274,10 @@ def forget_orphan(sb: Switchboard, partition: int, cmd: ForgetOrphan) -> int:
         deleted += 1
     sb.metrics.purged_rows.labels("sessions").inc(deleted)
     if deleted:
-        log.info("audience chunks of a session that never opened deleted",
-                 extra={"session_id": cmd.session_id, "chunks": deleted})  # fmt: skip
+        log.info(
+            "audience chunks of a session that never opened deleted",
+            extra={"session_id": cmd.session_id, "chunks": deleted},
+        )
     return deleted
 
 

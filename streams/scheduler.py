@@ -131,8 +131,12 @@ def register(sb: Switchboard) -> None:
             if now - fired.get(timer_id, 0.0) < REFIRE_AFTER:
                 continue
             fired[timer_id] = now
-            await sb.produce(sb.topics.schedule, key=timer_id.encode(),
-                             value=fire_command(timer_id), partition=partition)  # fmt: skip
+            await sb.produce(
+                sb.topics.schedule,
+                key=timer_id.encode(),
+                value=fire_command(timer_id),
+                partition=partition,
+            )
         if len(fired) > 10_000:  # forget fires long done
             state["fired"] = {k: v for k, v in fired.items() if now - v < REFIRE_AFTER}
 
@@ -174,8 +178,11 @@ async def _handle(sb: Switchboard, index: TimerIndex, event: EventT[bytes]) -> N
         at = command.get("at")
         if existing is not None and existing.get("set_at") is not None:
             at = existing["set_at"] if at is None else min(at, existing["set_at"])
-        row = {**{k: command[k] for k in ("due", "topic", "key", "value")}, "partition": partition,
-               "set_at": at}  # fmt: skip
+        row = {
+            **{k: command[k] for k in ("due", "topic", "key", "value")},
+            "partition": partition,
+            "set_at": at,
+        }
         put(table, key, _json(row))
         index.add(command["due"], partition, timer_id)
         sb.timer_tally.set(timer_id, row)

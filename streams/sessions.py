@@ -167,15 +167,19 @@ async def _handle(sb: Switchboard, event: EventT[bytes]) -> None:
         # Deleted after its retention (streams/retention.py): a late command, or a purge
         # processed again, has nothing left to act on.
         sb.metrics.after_purge.labels("sessions").inc()
-        log.info("command for a purged session ignored",
-                 extra={"session_id": command.session_id, "kind": command.KIND})  # fmt: skip
+        log.info(
+            "command for a purged session ignored",
+            extra={"session_id": command.session_id, "kind": command.KIND},
+        )
         return
     if state is None:
         # Every command of a session follows its opening on this partition: the session's row
         # is missing, which is an error to surface (the rejected topic), not "nothing to do".
         sb.metrics.missing_state.labels("session").inc()
-        raise MissingState(f"{command.KIND} for session {command.session_id}, which this worker's "
-                           "sessions table does not have")  # fmt: skip
+        raise MissingState(
+            f"{command.KIND} for session {command.session_id}, which this worker's "
+            "sessions table does not have"
+        )
     if isinstance(command, Purge):
         await retention.purge_session(sb, state)
     elif isinstance(command, FanOut):
@@ -229,8 +233,9 @@ async def _claim(sb: Switchboard, cmd: Claim) -> None:
     """Open the instruction's session unless its key's fresh record names one already."""
     now = time.time()
     window = sb.settings.idempotency_window
-    decision = decide(load_idempotency(sb, cmd.session_id), cmd.client_id, cmd.key,
-                      cmd.fingerprint, now, window)  # fmt: skip
+    decision = decide(
+        load_idempotency(sb, cmd.session_id), cmd.client_id, cmd.key, cmd.fingerprint, now, window
+    )
     if decision.kind == "new":
         session_id = cmd.candidate or decision.session_id
         # The candidate's generation was decided by the Send API, before ``received_at`` on
@@ -248,25 +253,42 @@ async def _claim(sb: Switchboard, cmd: Claim) -> None:
         return
     if cmd.candidate and decision.session_id == cmd.candidate:
         return  # this very claim, processed again: its session's opening is in Kafka already
-    log.info("idempotency key repeated; no new session", extra={
-        "client_id": cmd.client_id, "session_id": decision.session_id, "outcome": decision.kind})  # fmt: skip
+    log.info(
+        "idempotency key repeated; no new session",
+        extra={
+            "client_id": cmd.client_id,
+            "session_id": decision.session_id,
+            "outcome": decision.kind,
+        },
+    )
     sb.metrics.idempotent_repeats.labels(cmd.source, decision.kind).inc()
     if cmd.candidate and cmd.candidate != decision.session_id and cmd.instruction.get("chunks"):
-        await sb.command(Discard(cmd.candidate, int(cmd.instruction["chunks"])),
-                         priority=records.priority_of(cmd.instruction.get("options")))  # fmt: skip
+        await sb.command(
+            Discard(cmd.candidate, int(cmd.instruction["chunks"])),
+            priority=records.priority_of(cmd.instruction.get("options")),
+        )
     if cmd.source == "kafka":
         # A producer has no answer but the status topic: say which session its repeat
         # belongs to (or that it conflicts with it).
-        status: Status = "accepted" if decision.kind == "duplicate" else "rejected"
+        duplicate = decision.kind == "duplicate"
+        status: Status = "accepted" if duplicate else "rejected"
         code, error, detail = reasons.annotate(
-            status, None if decision.kind == "duplicate" else "idempotency-conflict",
-            None if decision.kind == "duplicate" else "idempotency key reused with a different instruction",
+            status,
+            None if duplicate else "idempotency-conflict",
+            None if duplicate else "idempotency key reused with a different instruction",
             {"idempotency_key": shown(cmd.key), "repeat": decision.kind, "origin": cmd.origin},
-        )  # fmt: skip
-        await sb.publish_status(StatusEvent(
-            decision.session_id, cmd.client_id, status, error_code=code, error=error, detail=detail,
-            event_id=event_id(decision.session_id, status, "repeat", cmd.origin),
-        ))  # fmt: skip
+        )
+        await sb.publish_status(
+            StatusEvent(
+                decision.session_id,
+                cmd.client_id,
+                status,
+                error_code=code,
+                error=error,
+                detail=detail,
+                event_id=event_id(decision.session_id, status, "repeat", cmd.origin),
+            )
+        )
 
 
 def _audience(sb: Switchboard, cmd: AudienceChunk | Discard) -> None:
@@ -326,25 +348,46 @@ async def _open(sb: Switchboard, cmd: OpenSession) -> None:
     _save(sb, state)
     sb.metrics.sessions.inc()
     sb.open_sessions.opened(state.session_id)
-    log.info("session opened", extra={"session_id": state.session_id, "client_id": state.client_id,
-                                      "deliveries": state.deliveries, "trigger": trigger})  # fmt: skip
+    log.info(
+        "session opened",
+        extra={
+            "session_id": state.session_id,
+            "client_id": state.client_id,
+            "deliveries": state.deliveries,
+            "trigger": trigger,
+        },
+    )
     key = state.session_id.encode()
     if due_now:
         await sb.command(FanOut(state.session_id, 0), priority=state.priority)
     elif state.status == "scheduled":
         assert due is not None
-        await sb.schedule_at(release_timer(state.session_id), due, sb.sessions_topic(state.priority), key,
-                             records.encode(FanOut(state.session_id, 0)))  # fmt: skip
-        await sb.publish_status(StatusEvent(
-            state.session_id, state.client_id, "scheduled", detail={"scheduled_for": scheduled},
-            event_id=event_id(state.session_id, "scheduled"),
-        ))  # fmt: skip
+        await sb.schedule_at(
+            release_timer(state.session_id),
+            due,
+            sb.sessions_topic(state.priority),
+            key,
+            records.encode(FanOut(state.session_id, 0)),
+        )
+        await sb.publish_status(
+            StatusEvent(
+                state.session_id,
+                state.client_id,
+                "scheduled",
+                detail={"scheduled_for": scheduled},
+                event_id=event_id(state.session_id, "scheduled"),
+            )
+        )
     else:
-        await sb.publish_status(StatusEvent(
-            state.session_id, state.client_id, "accepted",
-            detail={"trigger": "manual", "waiting_for": "POST /v1/sessions/{id}/trigger"},
-            event_id=event_id(state.session_id, "accepted", "manual"),
-        ))  # fmt: skip
+        await sb.publish_status(
+            StatusEvent(
+                state.session_id,
+                state.client_id,
+                "accepted",
+                detail={"trigger": "manual", "waiting_for": "POST /v1/sessions/{id}/trigger"},
+                event_id=event_id(state.session_id, "accepted", "manual"),
+            )
+        )
 
 
 async def _fan_out(sb: Switchboard, state: SessionState, cmd: FanOut) -> None:
@@ -354,9 +397,13 @@ async def _fan_out(sb: Switchboard, state: SessionState, cmd: FanOut) -> None:
         state = dataclasses.replace(state, status="dispatching")
     if cmd.chunk > 0 and await _backlogged(sb, state):
         # Later: the dispatch topics hold enough of everyone's jobs (streams/flow.py).
-        await sb.schedule_at(fanout_timer(state.session_id, cmd.chunk), time.time() + FLOW_RECHECK,
-                             sb.sessions_topic(state.priority), state.session_id.encode(),
-                             records.encode(cmd))  # fmt: skip
+        await sb.schedule_at(
+            fanout_timer(state.session_id, cmd.chunk),
+            time.time() + FLOW_RECHECK,
+            sb.sessions_topic(state.priority),
+            state.session_id.encode(),
+            records.encode(cmd),
+        )
         return
     recipients = load_chunk(sb, state.session_id, cmd.chunk)
     if recipients is None:
@@ -376,8 +423,15 @@ async def _fan_out(sb: Switchboard, state: SessionState, cmd: FanOut) -> None:
     if cmd.chunk + 1 < state.chunks:
         await sb.command(FanOut(state.session_id, cmd.chunk + 1), priority=state.priority)
     if state.chunks > 1:
-        log.info("fan-out progress", extra={"session_id": state.session_id, "chunk": cmd.chunk + 1,
-                                            "chunks": state.chunks, "seconds": round(time.time() - now, 3)})  # fmt: skip
+        log.info(
+            "fan-out progress",
+            extra={
+                "session_id": state.session_id,
+                "chunk": cmd.chunk + 1,
+                "chunks": state.chunks,
+                "seconds": round(time.time() - now, 3),
+            },
+        )
 
 
 async def _route(
@@ -397,12 +451,22 @@ async def _route(
         if not isinstance(item, DispatchJob):
             await sb.report(item)
         elif (scrub := plan.scrubbed.get((item.channel, item.address))) is not None:
-            await sb.report(Report(
-                session_id=item.session_id, client_id=item.client_id, channel=item.channel,
-                index=item.index, address=item.address, status="suppressed", attempt=0,
-                occurred_at=now, error=scrub.reason, error_code="scrubbed",
-                detail={"service_manager": scrub.manager}, priority=item.priority,
-            ))  # fmt: skip
+            await sb.report(
+                Report(
+                    session_id=item.session_id,
+                    client_id=item.client_id,
+                    channel=item.channel,
+                    index=item.index,
+                    address=item.address,
+                    status="suppressed",
+                    attempt=0,
+                    occurred_at=now,
+                    error=scrub.reason,
+                    error_code="scrubbed",
+                    detail={"service_manager": scrub.manager},
+                    priority=item.priority,
+                )
+            )
         else:
             try:
                 hold = _window_hold(sb, item, now)
@@ -411,12 +475,18 @@ async def _route(
                 continue
             # Straight to the status topic: enqueued on this worker's producer before the job,
             # so it precedes every later event of the delivery on the (same) status partition.
-            await sb.publish_status(StatusEvent(
-                session_id=item.session_id, client_id=item.client_id, status="accepted",
-                recipient=item.address, channel=item.channel, occurred_at=accepted_at,
-                detail=plan.detail.get(item.channel) or {},
-                event_id=event_id(item.key, item.attempt, "accepted"),
-            ))  # fmt: skip
+            await sb.publish_status(
+                StatusEvent(
+                    session_id=item.session_id,
+                    client_id=item.client_id,
+                    status="accepted",
+                    recipient=item.address,
+                    channel=item.channel,
+                    occurred_at=accepted_at,
+                    detail=plan.detail.get(item.channel) or {},
+                    event_id=event_id(item.key, item.attempt, "accepted"),
+                )
+            )
             if hold is None:
                 key = (item.channel, dispatch_key(item.session_id, item.index))
                 batches.setdefault(key, []).append(item)
@@ -434,9 +504,13 @@ async def _hold(
     """The chunk's deliveries held by their window: one timer per channel and window opening,
     whatever the number of recipients."""
     for (channel, due), indexes in held.items():
-        await sb.schedule_at(window_timer(state.session_id, chunk, channel, due), due,
-                             sb.sessions_topic(state.priority), state.session_id.encode(),
-                             records.encode(Release(state.session_id, chunk, channel, due, indexes)))  # fmt: skip
+        await sb.schedule_at(
+            window_timer(state.session_id, chunk, channel, due),
+            due,
+            sb.sessions_topic(state.priority),
+            state.session_id.encode(),
+            records.encode(Release(state.session_id, chunk, channel, due, indexes)),
+        )
 
 
 async def _lost_chunk(sb: Switchboard, state: SessionState, chunk: int, doing: str) -> None:
@@ -445,8 +519,10 @@ async def _lost_chunk(sb: Switchboard, state: SessionState, chunk: int, doing: s
     the session completes and its counts say what happened."""
 
     sb.metrics.missing_state.labels("audience-chunk").inc()
-    error = MissingState(f"{doing}: audience chunk {chunk} of session {state.session_id} is not "
-                         "in the sessions table")  # fmt: skip
+    error = MissingState(
+        f"{doing}: audience chunk {chunk} of session {state.session_id} is not "
+        "in the sessions table"
+    )
     event = current_event()
     if event is not None:
         await quarantine(sb, event, "sessions", error)
@@ -457,12 +533,21 @@ async def _lost_chunk(sb: Switchboard, state: SessionState, chunk: int, doing: s
             delivery = _delivery(sb, records.delivery_key(state.session_id, index, channel))
             if delivery is not None and delivery["status"] in FINAL:
                 continue
-            await sb.report(Report(
-                session_id=state.session_id, client_id=state.client_id, channel=channel,
-                index=index, address="", status="failed", attempt=delivery["attempt"] if delivery else 0,
-                occurred_at=now, error=f"the recipient's record was lost ({doing})", error_code="state-lost",
-                priority=state.priority,
-            ))  # fmt: skip
+            await sb.report(
+                Report(
+                    session_id=state.session_id,
+                    client_id=state.client_id,
+                    channel=channel,
+                    index=index,
+                    address="",
+                    status="failed",
+                    attempt=delivery["attempt"] if delivery else 0,
+                    occurred_at=now,
+                    error=f"the recipient's record was lost ({doing})",
+                    error_code="state-lost",
+                    priority=state.priority,
+                )
+            )
 
 
 async def _session_start(
@@ -479,16 +564,24 @@ async def _session_start(
 async def _block(sb: Switchboard, state: SessionState, plan: SessionStartPlan) -> None:
     """A service manager blocked the session: it is cancelled, and every delivery not yet sent
     (those of earlier chunks may have gone) is reported ``cancelled`` with the reason."""
-    log.warning("session blocked by a service manager",
-                extra={"session_id": state.session_id, "reason": plan.block})  # fmt: skip
+    log.warning(
+        "session blocked by a service manager",
+        extra={"session_id": state.session_id, "reason": plan.block},
+    )
     facts: dict[str, Any] = {}
     for channel_detail in plan.detail.values():
         facts.update(channel_detail)
     code, error, detail = reasons.annotate("cancelled", "blocked", plan.block, facts)
-    await _withdraw(sb, state, StatusEvent(state.session_id, state.client_id, "cancelled",
-                                           error=error, error_code=code, detail=detail,
-                                           event_id=event_id(state.session_id, "cancelled")),
-                    plan.block)  # fmt: skip
+    cancelled = StatusEvent(
+        state.session_id,
+        state.client_id,
+        "cancelled",
+        error=error,
+        error_code=code,
+        detail=detail,
+        event_id=event_id(state.session_id, "cancelled"),
+    )
+    await _withdraw(sb, state, cancelled, plan.block)
 
 
 async def _backlogged(sb: Switchboard, state: SessionState) -> bool:
@@ -507,18 +600,34 @@ def _window_hold(sb: Switchboard, job: DispatchJob, now: float) -> Hold | None:
     client = sb.clients.get(job.client_id)
     if client is None:
         return None
-    return delivery_hold(client, job.channel, datetime.fromtimestamp(now, UTC),
-                         recipient_tz=job.timezone, address=job.address)  # fmt: skip
+    return delivery_hold(
+        client,
+        job.channel,
+        datetime.fromtimestamp(now, UTC),
+        recipient_tz=job.timezone,
+        address=job.address,
+    )
 
 
 async def _report_deferred(sb: Switchboard, job: DispatchJob, hold: Hold, now: float) -> None:
     """``deferred``, saying which window and zone hold it, and until when (reasons.deferred)."""
     error, detail = reasons.deferred(job.channel, hold)
-    await sb.report(Report(
-        session_id=job.session_id, client_id=job.client_id, channel=job.channel, index=job.index,
-        address=job.address, status="deferred", attempt=job.attempt, occurred_at=now,
-        error_code=reasons.WINDOW_CLOSED, error=error, detail=detail, priority=job.priority,
-    ))  # fmt: skip
+    await sb.report(
+        Report(
+            session_id=job.session_id,
+            client_id=job.client_id,
+            channel=job.channel,
+            index=job.index,
+            address=job.address,
+            status="deferred",
+            attempt=job.attempt,
+            occurred_at=now,
+            error_code=reasons.WINDOW_CLOSED,
+            error=error,
+            detail=detail,
+            priority=job.priority,
+        )
+    )
 
 
 async def _report_window_too_late(
@@ -530,12 +639,22 @@ async def _report_window_too_late(
     why = deadline.reason(
         job.expires_at, "its window opens at " + deadline.iso(release.timestamp())
     )
-    await sb.report(Report(
-        session_id=job.session_id, client_id=job.client_id, channel=job.channel, index=job.index,
-        address=job.address, status="expired", attempt=job.attempt, occurred_at=now, error=why,
-        error_code="deadline", detail={"expires_at": deadline.iso(job.expires_at)},
-        priority=job.priority,
-    ))  # fmt: skip
+    await sb.report(
+        Report(
+            session_id=job.session_id,
+            client_id=job.client_id,
+            channel=job.channel,
+            index=job.index,
+            address=job.address,
+            status="expired",
+            attempt=job.attempt,
+            occurred_at=now,
+            error=why,
+            error_code="deadline",
+            detail={"expires_at": deadline.iso(job.expires_at)},
+            priority=job.priority,
+        )
+    )
 
 
 async def _report_no_window(
@@ -543,11 +662,21 @@ async def _report_no_window(
 ) -> None:
     """The delivery can never be sent inside its window in every zone its number may be in:
     ``rejected`` (code ``no-common-window``), rather than sent outside it or held forever."""
-    await sb.report(Report(
-        session_id=job.session_id, client_id=job.client_id, channel=job.channel, index=job.index,
-        address=job.address, status="rejected", attempt=job.attempt, occurred_at=now,
-        error=str(exc), error_code="no-common-window", priority=job.priority,
-    ))  # fmt: skip
+    await sb.report(
+        Report(
+            session_id=job.session_id,
+            client_id=job.client_id,
+            channel=job.channel,
+            index=job.index,
+            address=job.address,
+            status="rejected",
+            attempt=job.attempt,
+            occurred_at=now,
+            error=str(exc),
+            error_code="no-common-window",
+            priority=job.priority,
+        )
+    )
 
 
 async def dispatch_or_defer(sb: Switchboard, job: DispatchJob, now: float) -> bool:
@@ -567,8 +696,13 @@ async def dispatch_or_defer(sb: Switchboard, job: DispatchJob, now: float) -> bo
     if deadline.passed_before(job.expires_at, hold.release.timestamp()):
         await _report_window_too_late(sb, job, hold.release, now)
         return False
-    await sb.schedule_at(job_timer(job.key, job.attempt), hold.release.timestamp(), sb.dispatch_topic(job),
-                         dispatch_key(job.session_id, job.index), records.encode(job))  # fmt: skip
+    await sb.schedule_at(
+        job_timer(job.key, job.attempt),
+        hold.release.timestamp(),
+        sb.dispatch_topic(job),
+        dispatch_key(job.session_id, job.index),
+        records.encode(job),
+    )
     await _report_deferred(sb, job, hold, now)
     return False
 
@@ -620,11 +754,21 @@ async def _resend(sb: Switchboard, state: SessionState, chunk: int) -> None:
         if previous is None or previous["status"] not in RESENDABLE:
             continue
         job = dataclasses.replace(job, attempt=int(previous["attempt"]) + 1)
-        await sb.report(Report(
-            session_id=job.session_id, client_id=job.client_id, channel=job.channel, index=job.index,
-            address=job.address, status="accepted", attempt=job.attempt, occurred_at=now, reopen=True,
-            detail={"resend_of_attempt": previous["attempt"]}, priority=job.priority,
-        ))  # fmt: skip
+        await sb.report(
+            Report(
+                session_id=job.session_id,
+                client_id=job.client_id,
+                channel=job.channel,
+                index=job.index,
+                address=job.address,
+                status="accepted",
+                attempt=job.attempt,
+                occurred_at=now,
+                reopen=True,
+                detail={"resend_of_attempt": previous["attempt"]},
+                priority=job.priority,
+            )
+        )
         await dispatch_or_defer(sb, job, now)
     if chunk + 1 < state.chunks:
         await sb.command(Resend(state.session_id, chunk + 1), priority=state.priority)
@@ -650,17 +794,26 @@ async def _retry(sb: Switchboard, state: SessionState, cmd: Retry) -> None:
             await dispatch_or_defer(sb, dataclasses.replace(item, attempt=cmd.attempt), now)
             return
     sb.metrics.missing_state.labels("delivery").inc()
-    raise MissingState(f"retry of delivery {cmd.index}/{cmd.channel}, which session "
-                       f"{state.session_id} does not have")  # fmt: skip
+    raise MissingState(
+        f"retry of delivery {cmd.index}/{cmd.channel}, which session "
+        f"{state.session_id} does not have"
+    )
 
 
 async def _cancel(sb: Switchboard, state: SessionState) -> None:
     if state.status == "cancelled":
         return
     code, error, detail = reasons.annotate("cancelled", "cancelled", None, {})
-    await _withdraw(sb, state, StatusEvent(state.session_id, state.client_id, "cancelled",
-                                           error_code=code, error=error, detail=detail,
-                                           event_id=event_id(state.session_id, "cancelled")))  # fmt: skip
+    cancelled = StatusEvent(
+        state.session_id,
+        state.client_id,
+        "cancelled",
+        error_code=code,
+        error=error,
+        detail=detail,
+        event_id=event_id(state.session_id, "cancelled"),
+    )
+    await _withdraw(sb, state, cancelled)
 
 
 async def _withdraw(
@@ -687,9 +840,13 @@ async def _cancel_check(sb: Switchboard, state: SessionState, cmd: CancelCheck) 
     if state.status != "cancelled" or state.fenced:
         return
     if not await fences_passed(sb, state.fences):
-        await sb.schedule_at(cancel_check_timer(state.session_id), time.time() + CANCEL_CHECK_EVERY,
-                             sb.sessions_topic(state.priority), state.session_id.encode(),
-                             records.encode(cmd))  # fmt: skip
+        await sb.schedule_at(
+            cancel_check_timer(state.session_id),
+            time.time() + CANCEL_CHECK_EVERY,
+            sb.sessions_topic(state.priority),
+            state.session_id.encode(),
+            records.encode(cmd),
+        )
         return
     _save(sb, dataclasses.replace(state, fenced=True))
     await sb.command(CancelChunk(state.session_id, 0, cmd.blocked), priority=state.priority)
@@ -704,18 +861,27 @@ async def _cancel_chunk(
     if recipients is None:
         await _lost_chunk(sb, state, chunk, "cancel")
         recipients = []
+    why = f"the session was blocked: {blocked}" if blocked else "the session was cancelled"
     now = time.time()
     for item in plan_chunk(state, chunk, recipients, now=now):
         delivery = _delivery(sb, item.key)
         if delivery is not None and delivery["status"] in FINAL:
             continue
-        await sb.report(Report(
-            session_id=state.session_id, client_id=state.client_id, channel=item.channel,
-            index=item.index, address=item.address, status="cancelled",
-            attempt=delivery["attempt"] if delivery else 0, occurred_at=now,
-            error=f"the session was blocked: {blocked}" if blocked else "the session was cancelled",
-            error_code="blocked" if blocked else None, priority=state.priority,
-        ))  # fmt: skip
+        await sb.report(
+            Report(
+                session_id=state.session_id,
+                client_id=state.client_id,
+                channel=item.channel,
+                index=item.index,
+                address=item.address,
+                status="cancelled",
+                attempt=delivery["attempt"] if delivery else 0,
+                occurred_at=now,
+                error=why,
+                error_code="blocked" if blocked else None,
+                priority=state.priority,
+            )
+        )
     if chunk + 1 < state.chunks:
         await sb.command(CancelChunk(state.session_id, chunk + 1, blocked), priority=state.priority)
 

@@ -78,8 +78,13 @@ async def checked_envelope(
     Raises:
         ValidationFailed: with every problem found.
     """
-    steps = envelope_steps(data, client=client, authenticated_client=authenticated_client,
-                           policy=policy, size=CHUNK_SIZE)  # fmt: skip
+    steps = envelope_steps(
+        data,
+        client=client,
+        authenticated_client=authenticated_client,
+        policy=policy,
+        size=CHUNK_SIZE,
+    )
     while True:
         try:
             next(steps)
@@ -177,8 +182,17 @@ def _opening(
     if key is None or fingerprint is None:
         return OpenSession(session_id, record, received_at=now, source=source, origin=origin)
     lane = envelope.options.priority
-    return Claim(anchor(envelope.client_id, scoped(key, lane)), envelope.client_id, scoped(key, lane), fingerprint, record, now,
-                 source, origin, candidate=session_id)  # fmt: skip
+    return Claim(
+        anchor(envelope.client_id, scoped(key, lane)),
+        envelope.client_id,
+        scoped(key, lane),
+        fingerprint,
+        record,
+        now,
+        source,
+        origin,
+        candidate=session_id,
+    )
 
 
 async def _confirmed(futures: list[Awaitable[Any]], deadline: float, *, opening_sent: bool) -> None:
@@ -217,14 +231,18 @@ async def _discard(sb: Switchboard, session_id: str, chunks: int, lane: str) -> 
 
     def said(future: asyncio.Future[Any]) -> None:
         if not future.cancelled() and future.exception() is not None:
-            log.warning("unused audience chunks not discarded",
-                        extra={"session_id": session_id, "error": type(future.exception()).__name__})  # fmt: skip
+            log.warning(
+                "unused audience chunks not discarded",
+                extra={"session_id": session_id, "error": type(future.exception()).__name__},
+            )
 
     try:
         sent = await _send(sb, Discard(session_id, chunks), lane)
     except Exception as exc:  # noqa: BLE001 - best effort (above)
-        log.warning("unused audience chunks not discarded",
-                    extra={"session_id": session_id, "error": type(exc).__name__})  # fmt: skip
+        log.warning(
+            "unused audience chunks not discarded",
+            extra={"session_id": session_id, "error": type(exc).__name__},
+        )
         return
     asyncio.ensure_future(sent).add_done_callback(said)
 
@@ -258,8 +276,10 @@ async def _orphan_check(sb: Switchboard, session_id: str, lane: str) -> None:
     try:
         await schedule_orphan_check(sb, session_id, sb.sessions_topic(lane))
     except Exception as exc:  # noqa: BLE001 - best effort: logged
-        log.warning("no orphan check set for unused audience chunks",
-                    extra={"session_id": session_id, "error": type(exc).__name__})  # fmt: skip
+        log.warning(
+            "no orphan check set for unused audience chunks",
+            extra={"session_id": session_id, "error": type(exc).__name__},
+        )
 
 
 async def _send(sb: Switchboard, command: SessionCommand, lane: str) -> Awaitable[Any]:

@@ -132,16 +132,24 @@ class Store(RocksDBStore):
     def revoke_partitions(self, table: CollectionT, tps: set[TP]) -> None:
         kept = sorted(tp.partition for tp in tps if tp.topic in table.changelog_topic.topics)
         if kept:
-            log.debug("revoked partitions keep their table open", extra={"table": table.name,
-                                                                         "partitions": kept})  # fmt: skip
+            log.debug(
+                "revoked partitions keep their table open",
+                extra={"table": table.name, "partitions": kept},
+            )
 
 
 def declare_table(
     app: AppT, name: str, *, partitions: int, memory: TableMemory, help_text: str
 ) -> TableT[bytes, bytes]:
     """A changelogged table of raw bytes in this store, within the worker's memory budget."""
-    return app.Table(name, key_type=bytes, value_type=bytes, partitions=partitions,
-                     help=help_text, options={"memory": memory})  # fmt: skip
+    return app.Table(
+        name,
+        key_type=bytes,
+        value_type=bytes,
+        partitions=partitions,
+        help=help_text,
+        options={"memory": memory},
+    )
 
 
 def read_row(table: TableT[bytes, bytes], key: bytes) -> bytes | None:

@@ -99,17 +99,31 @@ async def _deliver(sb: Switchboard, sender: WebhookSender, event: EventT[bytes])
     sb.metrics.webhooks.labels(result.outcome).inc()
     if not result.retryable:
         if result.outcome != "delivered":
-            log.warning("webhook stopped", extra={"session_id": job.session_id, "outcome": result.outcome,
-                                                  "status": result.status, "error": result.error})  # fmt: skip
+            log.warning(
+                "webhook stopped",
+                extra={
+                    "session_id": job.session_id,
+                    "outcome": result.outcome,
+                    "status": result.status,
+                    "error": result.error,
+                },
+            )
         return
     # Seeded by the event and attempt: a replayed job computes the same delay.
     rng = random.Random(f"{job.event_id}#{job.attempt}")  # noqa: S311 - jitter, not secrecy
     delay = next_delay(job.attempt, rng, result.retry_after, elapsed=now - job.first_at)
     if delay is None:
-        log.warning("webhook given up after a day of retries", extra={"session_id": job.session_id,
-                                                                     "attempts": job.attempt})  # fmt: skip
+        log.warning(
+            "webhook given up after a day of retries",
+            extra={"session_id": job.session_id, "attempts": job.attempt},
+        )
         sb.metrics.webhooks.labels("given-up").inc()
         return
     retry = dataclasses.replace(job, attempt=job.attempt + 1)
-    await sb.schedule_at(webhook_timer(job.event_id, retry.attempt), now + delay * sb.settings.webhook_backoff_scale,
-                         sb.topics.webhooks, job.session_id.encode(), records.encode(retry))  # fmt: skip
+    await sb.schedule_at(
+        webhook_timer(job.event_id, retry.attempt),
+        now + delay * sb.settings.webhook_backoff_scale,
+        sb.topics.webhooks,
+        job.session_id.encode(),
+        records.encode(retry),
+    )

@@ -134,14 +134,19 @@ def _mark_clean_stop(settings: Settings, sb: Switchboard) -> None:
     # nothing about the tables, so they do not decide the marker.
     left = sb.close_status_producer(settings.drain_timeout)
     if left:
-        log.warning("stopped with status events not confirmed; they are produced again by the "
-                    "partitions' next owner", extra={"unsent": left})  # fmt: skip
+        log.warning(
+            "stopped with status events not confirmed; they are produced again by the "
+            "partitions' next owner",
+            extra={"unsent": left},
+        )
     producer = sb.app.producer
     failure = getattr(producer, "failure", None)
     unsent = producer.buffer.size + getattr(producer.buffer, "handing_over", 0)
     if failure is not None or unsent:
-        log.warning("stopped with table writes not confirmed: local tables will be rebuilt",
-                    extra={"unsent": unsent, "failure": repr(failure)})  # fmt: skip
+        log.warning(
+            "stopped with table writes not confirmed: local tables will be rebuilt",
+            extra={"unsent": unsent, "failure": repr(failure)},
+        )
         return
     (settings.data_dir / CLEAN_STOP).write_text("all table rows were in their changelogs\n")
 
@@ -154,8 +159,10 @@ def trust_local_tables(settings: Settings) -> bool:
     clean = marker.exists()
     marker.unlink(missing_ok=True)
     if not clean and tables.exists():
-        log.warning("the last stop was not clean: local tables are rebuilt from their changelogs",
-                    extra={"tables": str(tables)})  # fmt: skip
+        log.warning(
+            "the last stop was not clean: local tables are rebuilt from their changelogs",
+            extra={"tables": str(tables)},
+        )
         shutil.rmtree(tables)
     return clean
 
@@ -168,11 +175,23 @@ def run_worker(settings: Settings, on_ready: Callable[[], None] | None = None) -
     trust_local_tables(settings)
     schema_ids, registry = prepare(settings)
     sb: Switchboard = build(settings, schema_ids=schema_ids, registry=registry)
-    worker = _Worker(sb.app, loglevel=settings.log_level, logging_config=config, quiet=True,
-                     redirect_stdouts=False)  # fmt: skip
+    worker = _Worker(
+        sb.app,
+        loglevel=settings.log_level,
+        logging_config=config,
+        quiet=True,
+        redirect_stdouts=False,
+    )
     worker.on_ready = on_ready
     worker.clean_stop = lambda: _mark_clean_stop(settings, sb)
-    log.info("worker starting", extra={"app_id": settings.app_id, "bootstrap": settings.bootstrap_servers,
-                                       "security_protocol": settings.kafka_security_protocol,
-                                       "web": settings.web_url, "sandbox": settings.sandbox})  # fmt: skip
+    log.info(
+        "worker starting",
+        extra={
+            "app_id": settings.app_id,
+            "bootstrap": settings.bootstrap_servers,
+            "security_protocol": settings.kafka_security_protocol,
+            "web": settings.web_url,
+            "sandbox": settings.sandbox,
+        },
+    )
     worker.execute_from_commandline()

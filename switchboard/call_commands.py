@@ -232,9 +232,19 @@ Command = LineCommand | CallCommand
 
 _KINDS: Final[Mapping[str, type[Any]]] = {
     cls.KIND: cls
-    for cls in (Reserve, Release, Abandon, Open, Created, CreationFailed, Step, MemberStatus,
-                TargetStatus, Expire)
-}  # fmt: skip
+    for cls in (
+        Reserve,
+        Release,
+        Abandon,
+        Open,
+        Created,
+        CreationFailed,
+        Step,
+        MemberStatus,
+        TargetStatus,
+        Expire,
+    )
+}
 
 
 def encode_command(command: Command) -> bytes:
@@ -293,12 +303,18 @@ class CallRecord:
     timer_due: float | None = None
 
     def to_json(self) -> bytes:
-        return json.dumps({
-            "call": _call_json(self.call), "client_id": self.client_id,
-            "target_extension": self.target_extension, "target_caller_id": self.target_caller_id,
-            "silence_limit": self.silence_limit, "error_code": self.error_code,
-            "timer_due": self.timer_due,
-        }, separators=(",", ":")).encode()  # fmt: skip
+        return json.dumps(
+            {
+                "call": _call_json(self.call),
+                "client_id": self.client_id,
+                "target_extension": self.target_extension,
+                "target_caller_id": self.target_caller_id,
+                "silence_limit": self.silence_limit,
+                "error_code": self.error_code,
+                "timer_due": self.timer_due,
+            },
+            separators=(",", ":"),
+        ).encode()
 
     @classmethod
     def from_json(cls, raw: bytes) -> CallRecord:
@@ -376,11 +392,24 @@ def apply(record: CallRecord | None, command: CallCommand, now: float) -> Outcom
     if isinstance(command, Open):
         if record is not None:
             return Outcome(record)  # a replayed reservation re-sends its Open
-        call = machine.new_call(command.call_id, command.campaign_id, command.member_number,
-                                command.target_number, _at(command.requested_at),
-                                target_id=command.target_id)  # fmt: skip
-        return Outcome(CallRecord(call, command.client_id, command.target_extension,
-                                  command.target_caller_id, command.silence_limit), "created")  # fmt: skip
+        call = machine.new_call(
+            command.call_id,
+            command.campaign_id,
+            command.member_number,
+            command.target_number,
+            _at(command.requested_at),
+            target_id=command.target_id,
+        )
+        return Outcome(
+            CallRecord(
+                call,
+                command.client_id,
+                command.target_extension,
+                command.target_caller_id,
+                command.silence_limit,
+            ),
+            "created",
+        )
     if record is None:
         return Outcome(None)
     call = record.call
@@ -396,20 +425,27 @@ def apply(record: CallRecord | None, command: CallCommand, now: float) -> Outcom
         with_sid = _with_sid(call, command.call_sid)
         step = machine.start if command.step == "start" else machine.connect
         transition = step(with_sid, _at(command.at))
-        change = ("started" if command.step == "start" else "connected") if transition.applied else "placed"  # fmt: skip
+        change = (
+            ("started" if command.step == "start" else "connected")
+            if transition.applied
+            else "placed"
+        )
         return _changed(record, transition.call, change)
     if isinstance(command, MemberStatus):
         status = machine.parse_member_status(command.status)
         updated_call = machine.record_member_status(
-            _with_sid(call, command.call_sid), status, _at(command.at),
+            _with_sid(call, command.call_sid),
+            status,
+            _at(command.at),
             provider_sequence=command.sequence,
-        )  # fmt: skip
+        )
         outcome = _changed(record, updated_call, "member_status")
         return dataclasses.replace(outcome, error_code=command.error_code)
     if isinstance(command, TargetStatus):
         target = machine.parse_target_status(command.status)
-        updated_call = machine.record_target_status(call, target, _at(command.at),
-                                                    dial_call_sid=command.dial_call_sid)  # fmt: skip
+        updated_call = machine.record_target_status(
+            call, target, _at(command.at), dial_call_sid=command.dial_call_sid
+        )
         return _changed(record, updated_call, "target_status")
     return _expire(record, now)
 
@@ -468,9 +504,12 @@ def delivery_status(record: CallRecord) -> Status:
     if call.status == "failed" or member == "failed":
         return "failed"
     by_member: dict[str | None, Status] = {
-        "unknown": "expired", "busy": "undelivered", "no-answer": "undelivered",
-        "canceled": "cancelled", "completed": "completed",
-    }  # fmt: skip
+        "unknown": "expired",
+        "busy": "undelivered",
+        "no-answer": "undelivered",
+        "canceled": "cancelled",
+        "completed": "completed",
+    }
     if member in by_member:
         return by_member[member]
     if call.status in ("started", "connected") or member in _ANSWERED:

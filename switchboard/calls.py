@@ -99,17 +99,30 @@ CallStatus = Literal["failed", "unstarted", "started", "connected"]
 CALL_STATUSES: Final[tuple[CallStatus, ...]] = get_args(CallStatus)
 
 MemberStatus = Literal[
-    "queued", "initiated", "ringing", "in-progress", "answered",
-    "completed", "busy", "no-answer", "failed", "canceled", "unknown",
-]  # fmt: skip
+    "queued",
+    "initiated",
+    "ringing",
+    "in-progress",
+    "answered",
+    "completed",
+    "busy",
+    "no-answer",
+    "failed",
+    "canceled",
+    "unknown",
+]
 MEMBER_STATUSES: Final[tuple[MemberStatus, ...]] = get_args(MemberStatus)
 MEMBER_TERMINAL: Final[frozenset[MemberStatus]] = frozenset(
     {"completed", "busy", "no-answer", "failed", "canceled"}
 )
 _MEMBER_RANK: Final[Mapping[MemberStatus, int]] = {
-    "queued": 0, "initiated": 1, "ringing": 2, "in-progress": 3, "answered": 3,
+    "queued": 0,
+    "initiated": 1,
+    "ringing": 2,
+    "in-progress": 3,
+    "answered": 3,
     **dict.fromkeys(MEMBER_TERMINAL, 4),
-}  # fmt: skip
+}
 _MEMBER_ANSWERED: Final[frozenset[MemberStatus]] = frozenset({"in-progress", "answered"})
 
 TargetStatus = Literal["completed", "answered", "busy", "no-answer", "failed", "canceled"]
@@ -395,9 +408,13 @@ def combined_state(call: Call) -> dict[str, Any]:
     """The JSON-ready view of a call for ``GET /v1/calls/{id}``: the three machines and their
     times (ISO 8601, UTC, ``Z``); ``updated_at`` is the latest time anywhere in the call."""
     times = [
-        call.created_at, call.failed_at, call.started_at, call.connected_at,
-        *(e.at for e in call.member_events), *(e.at for e in call.target_events),
-    ]  # fmt: skip
+        call.created_at,
+        call.failed_at,
+        call.started_at,
+        call.connected_at,
+        *(e.at for e in call.member_events),
+        *(e.at for e in call.target_events),
+    ]
     return {
         "call_id": call.call_id,
         "campaign_id": call.campaign_id,

@@ -84,9 +84,19 @@ _ENV_NAME: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
 _MAX_TEXT: Final = 4000  # Twilio's limit for a whole TwiML document is 4,000 characters
 
 _CAMPAIGN_KEYS: Final = frozenset(
-    {"targets", "sound_clip_url", "message_text", "menu_clip_url", "menu_text", "language",
-     "caller_id", "default_region", "checksum_secret_env", "silence_limit"}
-)  # fmt: skip
+    {
+        "targets",
+        "sound_clip_url",
+        "message_text",
+        "menu_clip_url",
+        "menu_text",
+        "language",
+        "caller_id",
+        "default_region",
+        "checksum_secret_env",
+        "silence_limit",
+    }
+)
 _TARGET_KEYS: Final = frozenset({"id", "name", "phone_number", "extension", "caller_id"})
 
 
@@ -203,17 +213,25 @@ def _campaign(campaign_id: str, raw: Any, path: str, errors: list[FieldError]) -
     if region is not None and (
         not isinstance(region, str) or region.upper() not in phonenumbers.SUPPORTED_REGIONS
     ):
-        errors.append(FieldError(f"{path}.default_region", "must be a country code such as GB or US"))  # fmt: skip
+        errors.append(
+            FieldError(f"{path}.default_region", "must be a country code such as GB or US")
+        )
     secret_env = raw.get("checksum_secret_env")
-    if secret_env is not None and (not isinstance(secret_env, str) or not _ENV_NAME.fullmatch(secret_env)):  # fmt: skip
-        errors.append(FieldError(f"{path}.checksum_secret_env", "must name an environment variable"))  # fmt: skip
+    if secret_env is not None and (
+        not isinstance(secret_env, str) or not _ENV_NAME.fullmatch(secret_env)
+    ):
+        errors.append(
+            FieldError(f"{path}.checksum_secret_env", "must name an environment variable")
+        )
     limit = raw.get("silence_limit", DEFAULT_SILENCE_LIMIT)
     if (
         isinstance(limit, bool)
         or not isinstance(limit, int | float)
         or not 0 < limit <= _MAX_SILENCE_LIMIT
     ):
-        errors.append(FieldError(f"{path}.silence_limit", "must be seconds, more than 0 and at most 86400"))  # fmt: skip
+        errors.append(
+            FieldError(f"{path}.silence_limit", "must be seconds, more than 0 and at most 86400")
+        )
     if len(errors) > before:
         return None
     return Campaign(
@@ -233,7 +251,9 @@ def _campaign(campaign_id: str, raw: Any, path: str, errors: list[FieldError]) -
 
 def _targets(raw: Any, path: str, errors: list[FieldError]) -> dict[str, Target]:
     if not isinstance(raw, list) or not raw:
-        errors.append(FieldError(path, "must be a non-empty list of targets (id, name, phone_number)"))  # fmt: skip
+        errors.append(
+            FieldError(path, "must be a non-empty list of targets (id, name, phone_number)")
+        )
         return {}
     targets: dict[str, Target] = {}
     seen: set[str] = set()  # every id, valid target or not: a duplicate is reported either way
@@ -243,10 +263,12 @@ def _targets(raw: Any, path: str, errors: list[FieldError]) -> dict[str, Target]
             errors.append(FieldError(where, "must be a mapping with id, name and phone_number"))
             continue
         before = len(errors)
-        errors.extend(FieldError(f"{where}.{k}", "unknown setting") for k in item if k not in _TARGET_KEYS)  # fmt: skip
+        errors.extend(
+            FieldError(f"{where}.{k}", "unknown setting") for k in item if k not in _TARGET_KEYS
+        )
         target_id = item.get("id")
         if not isinstance(target_id, str) or not _ID.fullmatch(target_id):
-            errors.append(FieldError(f"{where}.id", "required: 1-64 characters of A-Z a-z 0-9 _ -"))  # fmt: skip
+            errors.append(FieldError(f"{where}.id", "required: 1-64 characters of A-Z a-z 0-9 _ -"))
         elif target_id in seen:
             errors.append(FieldError(f"{where}.id", f"{target_id!r} is used by another target"))
         else:
@@ -258,8 +280,14 @@ def _targets(raw: Any, path: str, errors: list[FieldError]) -> dict[str, Target]
         extension = item.get("extension")
         if isinstance(extension, int) and not isinstance(extension, bool) and extension >= 0:
             extension = str(extension)  # YAML reads `extension: 123` as a number
-        if extension is not None and (not isinstance(extension, str) or not _EXTENSION.fullmatch(extension)):  # fmt: skip
-            errors.append(FieldError(f"{where}.extension", "may hold only digits, *, # and w (a half-second wait)"))  # fmt: skip
+        if extension is not None and (
+            not isinstance(extension, str) or not _EXTENSION.fullmatch(extension)
+        ):
+            errors.append(
+                FieldError(
+                    f"{where}.extension", "may hold only digits, *, # and w (a half-second wait)"
+                )
+            )
         caller_id = _number(item, "caller_id", where, errors)
         if len(errors) == before:
             assert isinstance(target_id, str)
@@ -286,7 +314,9 @@ def _url(raw: Mapping[str, Any], key: str, path: str, errors: list[FieldError]) 
         return None
     parts = urlsplit(value) if isinstance(value, str) else None
     if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
-        errors.append(FieldError(f"{path}.{key}", "must be an absolute http(s) URL Twilio can fetch"))  # fmt: skip
+        errors.append(
+            FieldError(f"{path}.{key}", "must be an absolute http(s) URL Twilio can fetch")
+        )
         return None
     return str(value)
 
@@ -296,7 +326,7 @@ def _text(raw: Mapping[str, Any], key: str, path: str, errors: list[FieldError])
     if value is None:
         return None
     if not isinstance(value, str) or not value.strip() or len(value) > _MAX_TEXT:
-        errors.append(FieldError(f"{path}.{key}", f"must be a text of 1 to {_MAX_TEXT} characters"))  # fmt: skip
+        errors.append(FieldError(f"{path}.{key}", f"must be a text of 1 to {_MAX_TEXT} characters"))
         return None
     return value.strip()
 
@@ -307,7 +337,9 @@ def _number(
     value = raw.get(key)
     if value is None:
         if required:
-            errors.append(FieldError(f"{path}.{key}", "required: an E.164 number such as +14155550100"))  # fmt: skip
+            errors.append(
+                FieldError(f"{path}.{key}", "required: an E.164 number such as +14155550100")
+            )
         return None
     if not isinstance(value, str) or not _E164.fullmatch(value.strip()):
         errors.append(FieldError(f"{path}.{key}", "must be an E.164 number such as +14155550100"))
@@ -452,7 +484,9 @@ def _pick_target(
             errors.append(FieldError("target_id", "no such target in this campaign"))
         return target
     if number is None and checksum is None:
-        errors.append(FieldError("target_id", "required (or target_phone_number with target_checksum)"))  # fmt: skip
+        errors.append(
+            FieldError("target_id", "required (or target_phone_number with target_checksum)")
+        )
         return None
     if not isinstance(number, str) or not number.strip():
         errors.append(FieldError("target_phone_number", "required with target_checksum"))
@@ -461,7 +495,9 @@ def _pick_target(
         errors.append(FieldError("target_checksum", "required with target_phone_number"))
         return None
     if campaign.checksum_secret_env is None:
-        errors.append(FieldError("target_phone_number", "this campaign does not accept manual targets"))  # fmt: skip
+        errors.append(
+            FieldError("target_phone_number", "this campaign does not accept manual targets")
+        )
         return None
     try:
         key = checksum_secret(campaign, secret)

@@ -161,10 +161,21 @@ class ClientConfig:
 
 
 _KNOWN_KEYS: Final = frozenset(
-    {"api_keys", "webhook_secret", "default_channels", "channels", "time_windows", "timezone",
-     "service_managers", "help_text", "campaigns", "rate_limit", "previous_webhook_secret",
-     "optout_channels"}
-)  # fmt: skip
+    {
+        "api_keys",
+        "webhook_secret",
+        "default_channels",
+        "channels",
+        "time_windows",
+        "timezone",
+        "service_managers",
+        "help_text",
+        "campaigns",
+        "rate_limit",
+        "previous_webhook_secret",
+        "optout_channels",
+    }
+)
 
 
 def parse_client(client_id: str, data: Any) -> ClientConfig:
@@ -380,8 +391,13 @@ def _optout_channels(raw: Any, where: str, errors: list[FieldError]) -> frozense
     names = _string_list(raw, where, errors)
     unknown = [name for name in names if name not in PHONE_CHANNELS]
     if unknown:
-        errors.append(FieldError(where, f"unknown phone channel(s) {', '.join(map(repr, unknown))}; "
-                                        f"use {', '.join(PHONE_CHANNELS)}"))  # fmt: skip
+        errors.append(
+            FieldError(
+                where,
+                f"unknown phone channel(s) {', '.join(map(repr, unknown))}; "
+                f"use {', '.join(PHONE_CHANNELS)}",
+            )
+        )
         return DEFAULT_CHANNELS
     if isinstance(raw, list) and "sms" not in names:
         errors.append(FieldError(where, "must include sms: a number's STOP always stops its SMS"))

@@ -66,8 +66,9 @@ def apply_report(
         if status in reasons.REASONED:
             # Held or not sent: the event says why (switchboard/reasons.py), and the state
             # keeps the code for the session's document.
-            code, error, detail = reasons.annotate(status, code, error, detail,
-                                                   provider=report.from_callback)  # fmt: skip
+            code, error, detail = reasons.annotate(
+                status, code, error, detail, provider=report.from_callback
+            )
         state = DeliveryState(
             status=resting,
             attempt=max(report.attempt, state.attempt if state else 0),
@@ -79,20 +80,22 @@ def apply_report(
             error=error,
             release_at=_release_at(report) if resting == "deferred" else None,
         )
-        events.append(StatusEvent(
-            session_id=report.session_id,
-            client_id=report.client_id,
-            status=status,
-            recipient=state.address or None,
-            channel=report.channel,
-            attempt=report.attempt,
-            provider_message_id=report.provider_message_id,
-            error_code=code,
-            error=error,
-            detail=detail,
-            occurred_at=datetime.fromtimestamp(report.occurred_at, UTC),
-            event_id=delivery_event_id(report, status),
-        ))  # fmt: skip
+        events.append(
+            StatusEvent(
+                session_id=report.session_id,
+                client_id=report.client_id,
+                status=status,
+                recipient=state.address or None,
+                channel=report.channel,
+                attempt=report.attempt,
+                provider_message_id=report.provider_message_id,
+                error_code=code,
+                error=error,
+                detail=detail,
+                occurred_at=datetime.fromtimestamp(report.occurred_at, UTC),
+                event_id=delivery_event_id(report, status),
+            )
+        )
     return state, events
 
 

@@ -88,8 +88,15 @@ def plan_chunk(
         for channel in session.channels:
             address = (recipient.get("addresses") or {}).get(ADDRESS_FIELD[_channel(channel)])
             if not address:
-                yield _rejected(session, channel, index, "", now, "no-address",
-                                f"the recipient has no {ADDRESS_FIELD[_channel(channel)]} for {channel}")  # fmt: skip
+                yield _rejected(
+                    session,
+                    channel,
+                    index,
+                    "",
+                    now,
+                    "no-address",
+                    f"the recipient has no {ADDRESS_FIELD[_channel(channel)]} for {channel}",
+                )
                 continue
             try:
                 message = _render(transport.get("message"), variables)
@@ -101,8 +108,15 @@ def plan_chunk(
                 yield _rejected(session, channel, index, address, now, "template", str(exc))
                 continue
             if channel == "sms" and message is not None and len(message) > SMS_MAX_CHARS:
-                yield _rejected(session, channel, index, address, now, "too-long",
-                                f"the rendered SMS is {len(message)} characters; at most {SMS_MAX_CHARS} can be sent")  # fmt: skip
+                yield _rejected(
+                    session,
+                    channel,
+                    index,
+                    address,
+                    now,
+                    "too-long",
+                    f"the rendered SMS is {len(message)} characters; at most {SMS_MAX_CHARS} can be sent",
+                )
                 continue
             yield DispatchJob(
                 session_id=session.session_id,

@@ -145,9 +145,16 @@ def deferred(channel: str, hold: Hold) -> tuple[str, dict[str, Any]]:
     window = hold.window
     days = ",".join(window.days)
     detail: dict[str, Any] = {
-        "reason": WINDOW_CLOSED, "release_at": at, "zone": hold.zone,
-        "window": {"days": days, "start": window.start, "end": window.end, "timezone": window.timezone},
-    }  # fmt: skip
+        "reason": WINDOW_CLOSED,
+        "release_at": at,
+        "zone": hold.zone,
+        "window": {
+            "days": days,
+            "start": window.start,
+            "end": window.end,
+            "timezone": window.timezone,
+        },
+    }
     where = f"in {hold.zone}"
     if len(hold.zones) > 1:
         detail["zones"] = list(hold.zones)

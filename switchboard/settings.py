@@ -493,7 +493,7 @@ class Settings:
             problems.append(
                 "SCHEMA_REGISTRY_BASIC_AUTH_USER_INFO must be user:password"
             )  # value not shown
-        return problems  # fmt: skip
+        return problems
 
     @property
     def manager_options(self) -> dict[str, dict[str, Any]]:

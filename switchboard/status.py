@@ -22,9 +22,20 @@ from datetime import UTC, datetime
 from typing import Any, Final, Literal, get_args
 
 Status = Literal[
-    "accepted", "scheduled", "deferred", "sent", "delivered", "read", "failed", "undelivered",
-    "suppressed", "cancelled", "expired", "rejected", "completed",
-]  # fmt: skip
+    "accepted",
+    "scheduled",
+    "deferred",
+    "sent",
+    "delivered",
+    "read",
+    "failed",
+    "undelivered",
+    "suppressed",
+    "cancelled",
+    "expired",
+    "rejected",
+    "completed",
+]
 STATUSES: Final[tuple[Status, ...]] = get_args(Status)
 
 #: Statuses after which a delivery needs nothing more. ``delivered`` is final although ``read``
@@ -34,8 +45,13 @@ FINAL: Final[frozenset[Status]] = frozenset(
 )
 
 _RANK: Final[Mapping[Status, int]] = {
-    "accepted": 0, "scheduled": 1, "deferred": 1, "sent": 2, "delivered": 3, "read": 4,
-}  # fmt: skip
+    "accepted": 0,
+    "scheduled": 1,
+    "deferred": 1,
+    "sent": 2,
+    "delivered": 3,
+    "read": 4,
+}
 
 __all__ = [
     "FINAL",
@@ -138,8 +154,14 @@ class StatusEvent:
 
     def __post_init__(self) -> None:
         if not self.event_id:
-            derived = event_id(self.session_id, self.channel, self.recipient, self.attempt,
-                               self.status, self.occurred_at.isoformat())  # fmt: skip
+            derived = event_id(
+                self.session_id,
+                self.channel,
+                self.recipient,
+                self.attempt,
+                self.status,
+                self.occurred_at.isoformat(),
+            )
             object.__setattr__(self, "event_id", derived)
 
     def to_avro(self) -> dict[str, Any]:

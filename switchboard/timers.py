@@ -19,8 +19,17 @@ def set_command(
 ) -> bytes:
     """Produce ``(key, value)`` to ``topic`` at ``due`` (epoch seconds), once. ``at``: when the
     timer was asked for (kept with it: the age of what it holds, ``switchboard/backlog.py``)."""
-    return _json({"kind": "set", "id": timer_id, "due": due, "topic": topic,
-                  "key": b64(key), "value": b64(value), "at": at})  # fmt: skip
+    return _json(
+        {
+            "kind": "set",
+            "id": timer_id,
+            "due": due,
+            "topic": topic,
+            "key": b64(key),
+            "value": b64(value),
+            "at": at,
+        }
+    )
 
 
 def cancel_command(timer_id: str) -> bytes:

@@ -112,8 +112,9 @@ def validate_envelope(
     Raises:
         ValidationFailed: with every problem found.
     """
-    steps = envelope_steps(data, client=client, authenticated_client=authenticated_client,
-                           policy=policy)  # fmt: skip
+    steps = envelope_steps(
+        data, client=client, authenticated_client=authenticated_client, policy=policy
+    )
     while True:
         try:
             next(steps)
@@ -316,8 +317,11 @@ class _Validator:
         raw_options = data.get("options")
         high = isinstance(raw_options, Mapping) and raw_options.get("priority") == "high"
         if high and count is not None and count > MAX_PRIORITY_RECIPIENTS:
-            self.err("options.priority", f"'high' is for at most {MAX_PRIORITY_RECIPIENTS} "
-                     f"recipients (this audience has {count}); send a campaign as 'normal'")  # fmt: skip
+            self.err(
+                "options.priority",
+                f"'high' is for at most {MAX_PRIORITY_RECIPIENTS} "
+                f"recipients (this audience has {count}); send a campaign as 'normal'",
+            )
         if (
             self.errors
             or client_id is None
@@ -624,8 +628,17 @@ class _Validator:
         expires_at, ttl = self.deadline(data, scheduled_at)
         if len(self.errors) > before:
             return None
-        return Options(trigger, scheduled_at, retries, intervals, webhook, priority, transactional,
-                       expires_at, ttl)  # fmt: skip
+        return Options(
+            trigger,
+            scheduled_at,
+            retries,
+            intervals,
+            webhook,
+            priority,
+            transactional,
+            expires_at,
+            ttl,
+        )
 
     def deadline(
         self, data: Mapping[str, Any], scheduled_at: datetime | None
@@ -643,8 +656,10 @@ class _Validator:
                 or not isinstance(raw_ttl, int)
                 or not 1 <= raw_ttl <= MAX_TTL_SECONDS
             ):
-                self.err("options.ttlSeconds",
-                         f"must be a whole number of seconds from 1 to {MAX_TTL_SECONDS} (30 days)")  # fmt: skip
+                self.err(
+                    "options.ttlSeconds",
+                    f"must be a whole number of seconds from 1 to {MAX_TTL_SECONDS} (30 days)",
+                )
                 return None, None
             return None, raw_ttl
         if raw_at is None:
@@ -654,8 +669,10 @@ class _Validator:
             with contextlib.suppress(ValueError):  # reported below, with the expected form
                 parsed = datetime.fromisoformat(raw_at)
         if parsed is None or parsed.tzinfo is None:
-            self.err("options.expiresAt",
-                     "must be an RFC 3339 timestamp with an offset, e.g. 2026-12-06T10:00:00Z")  # fmt: skip
+            self.err(
+                "options.expiresAt",
+                "must be an RFC 3339 timestamp with an offset, e.g. 2026-12-06T10:00:00Z",
+            )
             return None, None
         if scheduled_at is not None and parsed <= scheduled_at:
             self.err("options.expiresAt", "must be after scheduledTimestamp")

@@ -259,8 +259,9 @@ def json_object(value: bytes | str) -> dict[str, Any]:
     if not value.strip():
         raise DecodeFailed([FieldError("", "empty: send the instruction as a JSON object")])
     try:
-        data = json.loads(value, parse_int=_json_int, parse_float=_json_float,
-                          parse_constant=_json_constant)  # fmt: skip
+        data = json.loads(
+            value, parse_int=_json_int, parse_float=_json_float, parse_constant=_json_constant
+        )
     except _NotUsable as exc:
         raise DecodeFailed([FieldError("", f"not usable JSON: {exc}")]) from None
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:

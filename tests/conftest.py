@@ -68,8 +68,13 @@ def kafka_pki(tmp_path_factory: pytest.TempPathFactory) -> KafkaPki:
     keystore = where / "broker-keystore.pem"
     keystore.write_bytes(pkcs8 + b"".join(blob.bytes() for blob in server.cert_chain_pems))
     client = ca.issue_cert("switchboard-client")
-    pki = KafkaPki(where / "ca.pem", where / "untrusted-ca.pem", keystore,
-                   where / "client.pem", where / "client-key.pem")  # fmt: skip
+    pki = KafkaPki(
+        where / "ca.pem",
+        where / "untrusted-ca.pem",
+        keystore,
+        where / "client.pem",
+        where / "client-key.pem",
+    )
     ca.cert_pem.write_to_path(str(pki.ca_file))
     other.cert_pem.write_to_path(str(pki.untrusted_ca_file))
     client.cert_chain_pems[0].write_to_path(str(pki.client_cert))

@@ -83,9 +83,16 @@ _CONNECTION_ATTEMPTS: Final = 2
 _DEVICE_TOKEN: Final = re.compile(r"[0-9a-fA-F]{64,200}")
 _SUPPRESSED: Final = frozenset({"Unregistered", "ExpiredToken"})
 _RETRYABLE: Final = frozenset(
-    {"TooManyRequests", "TooManyProviderTokenUpdates", "InternalServerError",
-     "ServiceUnavailable", "Shutdown", "ExpiredProviderToken", "IdleTimeout"}
-)  # fmt: skip
+    {
+        "TooManyRequests",
+        "TooManyProviderTokenUpdates",
+        "InternalServerError",
+        "ServiceUnavailable",
+        "Shutdown",
+        "ExpiredProviderToken",
+        "IdleTimeout",
+    }
+)
 _PRIORITIES: Final = {10: 10, 5: 5, 1: 1, "10": 10, "5": 5, "1": 1, "high": 10, "normal": 5}
 
 

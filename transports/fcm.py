@@ -70,8 +70,14 @@ REFRESH_MARGIN: Final = 240.0
 _ASSERTION_LIFETIME: Final = 3600
 _RETRYABLE: Final = frozenset({"QUOTA_EXCEEDED", "UNAVAILABLE", "INTERNAL"})
 _PASSTHROUGH: Final = ("android", "apns", "webpush", "fcm_options")
-_ANDROID_PRIORITY: Final = {10: "HIGH", "10": "HIGH", "high": "HIGH",
-                            5: "NORMAL", "5": "NORMAL", "normal": "NORMAL"}  # fmt: skip
+_ANDROID_PRIORITY: Final = {
+    10: "HIGH",
+    "10": "HIGH",
+    "high": "HIGH",
+    5: "NORMAL",
+    "5": "NORMAL",
+    "normal": "NORMAL",
+}
 
 
 def build_request(message: OutboundMessage) -> dict[str, Any]:

@@ -185,9 +185,12 @@ class HttpGatewayTransport:
         session = self._ensure_session()
         try:
             async with session.request(
-                request.method, request.url, headers=request.headers, data=request.content,
+                request.method,
+                request.url,
+                headers=request.headers,
+                data=request.content,
                 allow_redirects=False,
-            ) as response:  # fmt: skip
+            ) as response:
                 body = await _read(response)
                 status = response.status
                 retry_after = retry_after_seconds(response.headers.get("Retry-After"))

@@ -69,9 +69,15 @@ WEBHOOK_HOST: Final = "hooks.slack.com"
 _SDK_LOG: Final = logging.getLogger("transports.slack.sdk")
 _SDK_LOG.setLevel(logging.INFO)
 _TRANSIENT: Final = frozenset(
-    {"ratelimited", "rate_limited", "internal_error", "fatal_error", "service_unavailable",
-     "request_timeout"}
-)  # fmt: skip
+    {
+        "ratelimited",
+        "rate_limited",
+        "internal_error",
+        "fatal_error",
+        "service_unavailable",
+        "request_timeout",
+    }
+)
 
 
 def is_webhook(address: str) -> bool:

@@ -48,9 +48,21 @@ from transports.errors import PermanentError, RetryableError, TransportError
 __all__ = ["SmtpTransport", "build_email"]
 
 _RESERVED_HEADERS: Final = frozenset(
-    {"from", "to", "cc", "bcc", "subject", "date", "message-id", "content-type",
-     "content-transfer-encoding", "mime-version", "reply-to", "x-switchboard-reference"}
-)  # fmt: skip
+    {
+        "from",
+        "to",
+        "cc",
+        "bcc",
+        "subject",
+        "date",
+        "message-id",
+        "content-type",
+        "content-transfer-encoding",
+        "mime-version",
+        "reply-to",
+        "x-switchboard-reference",
+    }
+)
 _HEADER_NAME: Final = re.compile(r"[!-9;-~]+")  # RFC 5322 ftext
 _N = TypeVar("_N", int, float)
 

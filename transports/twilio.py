@@ -109,9 +109,18 @@ _IMAGE_EXTENSIONS: Final = (".jpg", ".jpeg", ".png", ".gif")
 _WHATSAPP: Final = "whatsapp:"
 _TWIML_MAX: Final = 4000  # Twilio's limit for the Twiml parameter
 _KNOWN_OPTIONS: Final = frozenset(
-    {"account_sid", "auth_token_env", "from", "messaging_service_sid", "api_base",
-     "rate_per_second", "max_in_flight", "timeout", "machine_detection"}
-)  # fmt: skip
+    {
+        "account_sid",
+        "auth_token_env",
+        "from",
+        "messaging_service_sid",
+        "api_base",
+        "rate_per_second",
+        "max_in_flight",
+        "timeout",
+        "machine_detection",
+    }
+)
 
 #: Twilio error codes that mean "later" whatever the HTTP status: too many requests, and the
 #: sender's queue is full (more than four hours of messages waiting).

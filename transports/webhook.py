@@ -249,8 +249,11 @@ class GuardedResolver(AbstractResolver):
         if reasons:
             _LOG.info(
                 "webhook host %s: dropped %d of %d resolved addresses (%s)",
-                host, len(reasons), len(answers), ", ".join(sorted(set(reasons))),
-            )  # fmt: skip
+                host,
+                len(reasons),
+                len(answers),
+                ", ".join(sorted(set(reasons))),
+            )
         if not kept:
             raise BlockedAddressError(host, reasons or ["no address"])
         return kept
@@ -490,9 +493,11 @@ def _classify(response: aiohttp.ClientResponse, duration: float) -> WebhookResul
         return WebhookResult("delivered", status=status, duration=duration)
     if status == 410:
         return WebhookResult(
-            "gone", status=status, error="HTTP 410 Gone: the receiver wants no more webhooks",
+            "gone",
+            status=status,
+            error="HTTP 410 Gone: the receiver wants no more webhooks",
             duration=duration,
-        )  # fmt: skip
+        )
     retry_after = retry_after_seconds(response.headers.get("Retry-After"))
     location = None
     error = f"HTTP {status}"
@@ -527,9 +532,10 @@ def _connect_failure(exc: aiohttp.ClientConnectorError, duration: float) -> Webh
             else "is a forbidden address"
         )
         return WebhookResult(
-            "refused", error=f"{exc.host} {what} ({reasons})",
+            "refused",
+            error=f"{exc.host} {what} ({reasons})",
             duration=duration,
-        )  # fmt: skip
+        )
     if isinstance(exc, aiohttp.ClientConnectorDNSError):
         return WebhookResult("retryable", error=f"cannot resolve {exc.host}", duration=duration)
     if isinstance(exc, aiohttp.ClientSSLError):

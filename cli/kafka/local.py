@@ -150,10 +150,8 @@ class KafkaDistribution:
             pom = Path(tmp) / "pom.xml"
             pom.write_text(pom_template.replace("@KAFKA_VERSION@", self.version))
             staging = Path(tmp) / "libs"
-            cmd = [
-                mvn, "-B", "-q", "-f", str(pom), "dependency:copy-dependencies",
-                "-DincludeScope=runtime", f"-DoutputDirectory={staging}",
-            ]  # fmt: skip
+            cmd = [mvn, "-B", "-q", "-f", str(pom), "dependency:copy-dependencies"]
+            cmd += ["-DincludeScope=runtime", f"-DoutputDirectory={staging}"]
             result = subprocess.run(cmd, capture_output=True, text=True, check=False)  # noqa: S603
             if result.returncode != 0:
                 raise BrokerError(
@@ -266,13 +264,11 @@ class LocalBroker:
         self._format(java)
         (self.run_dir / "logs").mkdir(parents=True, exist_ok=True)
         console = open(self.run_dir / "logs" / "console.log", "ab")  # noqa: SIM115 - owned by child
-        cmd = [
-            java, f"-Xms{self.heap}", f"-Xmx{self.heap}", "-XX:+UseG1GC",
-            "-XX:MaxGCPauseMillis=20", "-Djava.awt.headless=true",
-            f"-Dkafka.logs.dir={self.run_dir / 'logs'}",
-            f"-Dlog4j2.configurationFile={self.run_dir / 'log4j2.properties'}",
-            "-cp", self.distribution.classpath, "kafka.Kafka", str(self.run_dir / "server.properties"),
-        ]  # fmt: skip
+        jvm = [f"-Xms{self.heap}", f"-Xmx{self.heap}", "-XX:+UseG1GC", "-XX:MaxGCPauseMillis=20"]
+        cmd = [java, *jvm, "-Djava.awt.headless=true", f"-Dkafka.logs.dir={self.run_dir / 'logs'}"]
+        cmd += [f"-Dlog4j2.configurationFile={self.run_dir / 'log4j2.properties'}"]
+        cmd += ["-cp", self.distribution.classpath, "kafka.Kafka"]
+        cmd += [str(self.run_dir / "server.properties")]
         # A new session so Ctrl-C in a terminal reaches the worker first; the caller stops us.
         self._process = subprocess.Popen(  # noqa: S603
             cmd, stdout=console, stderr=subprocess.STDOUT, start_new_session=True
@@ -404,10 +400,8 @@ class LocalBroker:
         if (logs / "meta.properties").exists():
             return
         cluster_id = _cluster_id()
-        cmd = [
-            java, "-cp", self.distribution.classpath, "kafka.tools.StorageTool", "format",
-            "-t", cluster_id, "-c", str(self.run_dir / "server.properties"),
-        ]  # fmt: skip
+        cmd = [java, "-cp", self.distribution.classpath, "kafka.tools.StorageTool", "format"]
+        cmd += ["-t", cluster_id, "-c", str(self.run_dir / "server.properties")]
         if self.secure is not None:
             for name, password in self.secure.users.items():
                 cmd += ["--add-scram", f"{self.secure.mechanism}=[name={name},password={password}]"]

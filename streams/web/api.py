@@ -67,8 +67,13 @@ def register(sb: Switchboard) -> None:
                 wait = quotas.take(client.client_id, client.rate_limit, time.monotonic())
                 if wait > 0:
                     sb.metrics.rejections.labels("api-rate-limit").inc()
-                    raise HTTPProblem(429, "", f"rate limited: at most {client.rate_limit.per_second:g} requests per second "
-                                      f"(burst {client.rate_limit.burst}) for this client", {"Retry-After": str(math.ceil(wait))})  # fmt: skip
+                    raise HTTPProblem(
+                        429,
+                        "",
+                        f"rate limited: at most {client.rate_limit.per_second:g} requests per second "
+                        f"(burst {client.rate_limit.burst}) for this client",
+                        {"Retry-After": str(math.ceil(wait))},
+                    )
                 _, data = await read_json_object(request, sb.settings.max_body_bytes)
                 _merge_idempotency_header(request, data)
                 answer = await _accept(sb, client, data, request, policy, claims)
@@ -178,8 +183,9 @@ async def _accept(
         return _repeat(sb, answer, claim, digest)
     try:
         record = await _idempotency_record(sb, where, request)
-        decision = decide(record, client.client_id, key, digest, time.time(),
-                          sb.settings.idempotency_window)  # fmt: skip
+        decision = decide(
+            record, client.client_id, key, digest, time.time(), sb.settings.idempotency_window
+        )
         if decision.kind != "new":
             assert record is not None
             claim.settle(KeyOutcome(record.session_id, record.fingerprint), time.time(), keep=False)
@@ -242,30 +248,61 @@ async def _submit(
     started = time.monotonic()
     timeout = sb.settings.produce_timeout
     try:
-        await submit(sb, envelope, audience, session_id=session_id, source="api", origin="api",
-                     fingerprint=digest, deadline=timeout, policy=policy)  # fmt: skip
+        await submit(
+            sb,
+            envelope,
+            audience,
+            session_id=session_id,
+            source="api",
+            origin="api",
+            fingerprint=digest,
+            deadline=timeout,
+            policy=policy,
+        )
     except Unconfirmed as exc:
         # Only the exception's type: its text or repr may quote the record (recipients
         # included), which must never reach a log line.
         cause = type(exc.cause).__name__ if exc.cause is not None else None
-        log.error("instruction not confirmed", extra={"client_id": envelope.client_id, "session_id": session_id,
-                                                      "opening_sent": exc.opening_sent, "error": cause,
-                                                      "waited": round(time.monotonic() - started, 3)})  # fmt: skip
+        log.error(
+            "instruction not confirmed",
+            extra={
+                "client_id": envelope.client_id,
+                "session_id": session_id,
+                "opening_sent": exc.opening_sent,
+                "error": cause,
+                "waited": round(time.monotonic() - started, 3),
+            },
+        )
         if isinstance(exc.cause, MessageSizeTooLargeError) and not exc.opening_sent:
-            raise HTTPProblem(413, "", "the instruction is larger than the sessions topic accepts (max.message.bytes)") from None  # fmt: skip
+            raise HTTPProblem(
+                413,
+                "",
+                "the instruction is larger than the sessions topic accepts (max.message.bytes)",
+            ) from None
         what = (
             f"refused the write ({cause})"
             if cause
             else f"did not confirm the write within {timeout:g}s"
         )
         if not exc.opening_sent:
-            raise HTTPProblem(503, "", f"Kafka {what}; no session was opened and none will be: "
-                              "retrying is safe", {"Retry-After": "5"}) from None  # fmt: skip
-        again = ("retry with the same Idempotency-Key: it answers this session if it was stored"
-                 if envelope.idempotency_key is not None else
-                 f"GET /v1/sessions/{session_id} before sending it again (200: it opened; the producer may still be retrying the write)")  # fmt: skip
-        raise HTTPProblem(503, "", f"Kafka {what}: the session's opening was written, and session {session_id} may still open: {again}",
-                          {"Retry-After": "5"}, {"session_id": session_id}) from None  # fmt: skip
+            raise HTTPProblem(
+                503,
+                "",
+                f"Kafka {what}; no session was opened and none will be: retrying is safe",
+                {"Retry-After": "5"},
+            ) from None
+        again = (
+            "retry with the same Idempotency-Key: it answers this session if it was stored"
+            if envelope.idempotency_key is not None
+            else f"GET /v1/sessions/{session_id} before sending it again (200: it opened; the producer may still be retrying the write)"
+        )
+        raise HTTPProblem(
+            503,
+            "",
+            f"Kafka {what}: the session's opening was written, and session {session_id} may still open: {again}",
+            {"Retry-After": "5"},
+            {"session_id": session_id},
+        ) from None
 
 
 async def _idempotency_record(

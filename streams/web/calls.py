@@ -128,7 +128,9 @@ RECORD_WAIT: Final = 5.0
 FRESH_WAIT: Final = 1.5
 _XML: Final = "text/xml"
 #: Twilio error codes about the number called (the member's), and about the caller id.
-_MEMBER_CODES: Final = frozenset({"13223", "13224", "21211", "21214", "21215", "21216", "21217", "21610"})  # fmt: skip
+_MEMBER_CODES: Final = frozenset(
+    {"13223", "13224", "21211", "21214", "21215", "21216", "21217", "21610"}
+)
 _CALLER_ID_CODES: Final = frozenset({"21210", "21212", "21213"})
 
 
@@ -186,8 +188,12 @@ class _CallViews:
         except ValidationFailed as exc:
             if any(e.error == MANUAL_TARGETS_MISCONFIGURED for e in exc.errors):
                 campaign = campaigns[data["campaign_id"]]
-                for why in checksum_secret_problems(client.client_id, {campaign.campaign_id: campaign}, secret):  # fmt: skip
-                    log.error("manual target refused: %s", why, extra={"client_id": client.client_id})  # fmt: skip
+                for why in checksum_secret_problems(
+                    client.client_id, {campaign.campaign_id: campaign}, secret
+                ):
+                    log.error(
+                        "manual target refused: %s", why, extra={"client_id": client.client_id}
+                    )
             return view.json({"errors": exc.as_dicts()}, status=422)
         voice = self.voice(client)
         public = self.public_url()
@@ -197,7 +203,11 @@ class _CallViews:
             return forwarded
         call_id = str(uuid.uuid4())
         if not await self.reserve(line, _reservation(call_id, client, call)):
-            raise HTTPProblem(403, "member_phone_number", "this member has been called the most times allowed for this campaign")  # fmt: skip
+            raise HTTPProblem(
+                403,
+                "member_phone_number",
+                "this member has been called the most times allowed for this campaign",
+            )
         caller_id = call.campaign.caller_id or voice.options.senders[0]
         try:
             sid = await _place_call(voice, CallUrls(public, call_id), call.member_number, caller_id)
@@ -206,7 +216,10 @@ class _CallViews:
         # The call is placed whatever happens now: a lost `Created` is made good by the SID
         # every Twilio callback carries.
         await self.record(Created(call_id, sid, time.time()), required=False)
-        log.info("call placed", extra={"call_id": call_id, "client_id": client.client_id, "call_sid": sid})  # fmt: skip
+        log.info(
+            "call placed",
+            extra={"call_id": call_id, "client_id": client.client_id, "call_sid": sid},
+        )
         return view.json({"call_id": call_id}, status=201)
 
     async def reserve(self, line: str, reservation: Reserve) -> bool:
@@ -222,12 +235,19 @@ class _CallViews:
             self.desk.forget(call_id)
             log.error("call reservation undecided", extra={"call_id": call_id, "error": repr(exc)})
             await _quietly(self.desk.send(line, Abandon(call_id)))
-            raise HTTPProblem(503, "", "the call could not be registered in time; nothing was placed, retry", {"Retry-After": "2"}) from None  # fmt: skip
+            raise HTTPProblem(
+                503,
+                "",
+                "the call could not be registered in time; nothing was placed, retry",
+                {"Retry-After": "2"},
+            ) from None
 
     async def creation_failed(self, view: View, call_id: str, exc: TransportError) -> Response:
         code = exc.code or "twilio"
         await self.record(CreationFailed(call_id, code, exc.message, time.time()), required=True)
-        log.warning("call creation failed", extra={"call_id": call_id, "code": code, "error": exc.message})  # fmt: skip
+        log.warning(
+            "call creation failed", extra={"call_id": call_id, "code": code, "error": exc.message}
+        )
         field = (
             "member_phone_number"
             if code in _MEMBER_CODES
@@ -236,12 +256,22 @@ class _CallViews:
             else ""
         )
         if exc.retryable:
-            error = f"Twilio could not take the call now ({exc.message}); nothing was placed, try again"  # fmt: skip
-            body = {"errors": [{"field": field, "error": error}], "call_id": call_id, "twilio_error_code": code}  # fmt: skip
+            error = (
+                f"Twilio could not take the call now ({exc.message}); nothing was placed, try again"
+            )
+            body = {
+                "errors": [{"field": field, "error": error}],
+                "call_id": call_id,
+                "twilio_error_code": code,
+            }
             retry = str(round(exc.retry_after)) if exc.retry_after else "5"
             return view.json(body, status=503, headers={"Retry-After": retry})
         error = f"Twilio refused the call (error {code}): {exc.message}"
-        body = {"errors": [{"field": field, "error": error}], "call_id": call_id, "twilio_error_code": code}  # fmt: skip
+        body = {
+            "errors": [{"field": field, "error": error}],
+            "call_id": call_id,
+            "twilio_error_code": code,
+        }
         return view.json(body, status=422)
 
     # -- GET /v1/calls/{id} ----------------------------------------------------------------
@@ -276,11 +306,17 @@ class _CallViews:
             return view.text("no such call", status=404)
         token, public = _auth_token(self.sb, client), self.sb.settings.public_url
         if token is None or public is None:
-            log.error("Twilio request for a call that cannot be verified: no Twilio voice channel or public URL", extra={"call_id": call_id})  # fmt: skip
+            log.error(
+                "Twilio request for a call that cannot be verified: no Twilio voice channel or public URL",
+                extra={"call_id": call_id},
+            )
             return view.text("not configured", status=503)
         params = await verified_params(request, public, token)
         if params is None:
-            log.warning("Twilio request with a bad signature refused", extra={"call_id": call_id, "step": step})  # fmt: skip
+            log.warning(
+                "Twilio request with a bad signature refused",
+                extra={"call_id": call_id, "step": step},
+            )
             return view.text("invalid X-Twilio-Signature", status=403)
         campaign = self.campaign_of(client, record.call.campaign_id)
         return await self.answer(view, request, record, campaign, step, params)
@@ -306,7 +342,9 @@ class _CallViews:
             xml = menu_step_twiml(params.get("Digits"), call_id, public, script, attempt)
         elif step == "connect":
             await self.record(Step(call_id, "connect", now, sid), required=False)
-            target = DialTarget(record.call.target_number, record.target_extension, record.target_caller_id)  # fmt: skip
+            target = DialTarget(
+                record.call.target_number, record.target_extension, record.target_caller_id
+            )
             xml = connect_twiml(call_id, public, target)
         elif step == "dial-status":
             status = params.get("DialCallStatus")
@@ -318,7 +356,10 @@ class _CallViews:
             status = params.get("CallStatus")
             if status is not None and _known(parse_member_status, status):
                 sequence = params.get("SequenceNumber")
-                member = MemberStatus(call_id, status, now, sid, int(sequence) if sequence and sequence.isdigit() else None, params.get("ErrorCode"))  # fmt: skip
+                sequence_number = int(sequence) if sequence and sequence.isdigit() else None
+                member = MemberStatus(
+                    call_id, status, now, sid, sequence_number, params.get("ErrorCode")
+                )
                 if not await self.record(member, required=True):
                     return view.text("state not recorded; Kafka unavailable", status=503)
             xml = str(VoiceResponse().to_xml())
@@ -331,7 +372,11 @@ class _CallViews:
                 await self.desk.send(command.call_id, command, wait=True)
         except Exception as exc:  # noqa: BLE001 - the member's call must go on: log, answer
             level = logging.ERROR if required else logging.WARNING
-            log.log(level, "call state change not confirmed by Kafka", extra={"call_id": command.call_id, "kind": command.KIND, "error": repr(exc)})  # fmt: skip
+            log.log(
+                level,
+                "call state change not confirmed by Kafka",
+                extra={"call_id": command.call_id, "kind": command.KIND, "error": repr(exc)},
+            )
             return False
         return True
 
@@ -352,11 +397,18 @@ class _CallViews:
             try:
                 parsed: dict[str, Campaign] | InvalidCampaigns = parse_campaigns(client.campaigns)
             except InvalidCampaigns as exc:
-                log.error("invalid campaigns configuration", extra={"client_id": client.client_id, "error": str(exc)})  # fmt: skip
+                log.error(
+                    "invalid campaigns configuration",
+                    extra={"client_id": client.client_id, "error": str(exc)},
+                )
                 parsed = exc
             cached = self._campaigns[client.client_id] = (client, parsed)
         if isinstance(cached[1], InvalidCampaigns):
-            raise HTTPProblem(422, "campaign_id", "the campaigns of this client are misconfigured; the operator's log says why")  # fmt: skip
+            raise HTTPProblem(
+                422,
+                "campaign_id",
+                "the campaigns of this client are misconfigured; the operator's log says why",
+            )
         return cached[1]
 
     def campaign_of(self, client: ClientConfig, campaign_id: str) -> Campaign | None:
@@ -368,14 +420,20 @@ class _CallViews:
     def voice(self, client: ClientConfig) -> TwilioVoiceTransport:
         transport = _twilio_voice(self.sb, client)
         if transport is None:
-            raise HTTPProblem(422, "campaign_id", "the call tool needs this client's voice channel on Twilio (provider: twilio)")  # fmt: skip
+            raise HTTPProblem(
+                422,
+                "campaign_id",
+                "the call tool needs this client's voice channel on Twilio (provider: twilio)",
+            )
         return transport
 
     def public_url(self) -> str:
         public = self.sb.settings.public_url
         if not public:
             log.error("the call tool needs SWITCHBOARD_PUBLIC_URL: the address Twilio calls back")
-            raise HTTPProblem(503, "", "the call tool is not configured on this server (public URL)")  # fmt: skip
+            raise HTTPProblem(
+                503, "", "the call tool is not configured on this server (public URL)"
+            )
         return public
 
     # -- routing to the partition's owner --------------------------------------------------

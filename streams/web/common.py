@@ -84,8 +84,12 @@ def authenticate(sb: Switchboard, request: Request) -> ClientConfig:
     """The client of the request's API key (``Authorization: Bearer <key>``)."""
     scheme, _, key = (header_text(request, "Authorization") or "").partition(" ")
     if scheme.lower() != "bearer" or not key.strip():
-        raise HTTPProblem(401, "Authorization", "missing API key: send `Authorization: Bearer <key>`",
-                          {"WWW-Authenticate": 'Bearer realm="switchboard"'})  # fmt: skip
+        raise HTTPProblem(
+            401,
+            "Authorization",
+            "missing API key: send `Authorization: Bearer <key>`",
+            {"WWW-Authenticate": 'Bearer realm="switchboard"'},
+        )
     if not sb.clients.ready.is_set():
         raise HTTPProblem(
             503, "", "starting: client configuration not loaded yet", {"Retry-After": "2"}
@@ -168,7 +172,11 @@ async def read_json_object(
         seen = (
             "no Content-Type" if content_type is None else "Content-Type " + repr(content_type[:80])
         )
-        raise HTTPProblem(415, "Content-Type", f"the body must be JSON: send Content-Type: application/json ({seen} was sent)")  # fmt: skip
+        raise HTTPProblem(
+            415,
+            "Content-Type",
+            f"the body must be JSON: send Content-Type: application/json ({seen} was sent)",
+        )
     body = await read_body(request, limit)
     try:
         return body, json_object(body)
@@ -201,7 +209,7 @@ async def twilio_form(request: web.Request) -> None:
     try:
         body = await request.read()  # bounded by the server's client_max_size besides
         if len(body) > MAX_TWILIO_BODY:
-            raise HTTPProblem(413, "", f"the request body is larger than {MAX_TWILIO_BODY:,} bytes")  # fmt: skip
+            raise HTTPProblem(413, "", f"the request body is larger than {MAX_TWILIO_BODY:,} bytes")
         await request.post()
     except (ValueError, LookupError):  # UnicodeDecodeError, an unknown charset
         raise HTTPProblem(400, "", "the form is not text in its charset") from None

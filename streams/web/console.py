@@ -95,8 +95,9 @@ def register(sb: Switchboard) -> StatusFeed:
         name = request.match_info["name"]
         if name not in assets:
             raise web.HTTPNotFound()
-        return web.Response(body=assets[name], content_type=_ASSETS[name], charset="utf-8",
-                            headers=_HEADERS)  # fmt: skip
+        return web.Response(
+            body=assets[name], content_type=_ASSETS[name], charset="utf-8", headers=_HEADERS
+        )
 
     async def sessions(request: web.Request) -> web.StreamResponse:
         try:
@@ -139,14 +140,18 @@ async def _events(sb: Switchboard, feed: StatusFeed, request: web.Request) -> we
         return web.json_response(exc.body, status=exc.status, headers=exc.headers)
     sub = feed.subscribe(client.client_id, session_id)
     try:
-        response = web.StreamResponse(headers={
-            "Content-Type": "text/event-stream", "Cache-Control": "no-store",
-            "X-Accel-Buffering": "no", "X-Content-Type-Options": "nosniff",
-        })  # fmt: skip
+        response = web.StreamResponse(
+            headers={
+                "Content-Type": "text/event-stream",
+                "Cache-Control": "no-store",
+                "X-Accel-Buffering": "no",
+                "X-Content-Type-Options": "nosniff",
+            }
+        )
         await response.prepare(request)
         await response.write(b"retry: 2000\n\n")
         await _until_ready(feed, sb)
-        await response.write(_sse("hello", {"client_id": client.client_id, "session": session_id}))  # fmt: skip
+        await response.write(_sse("hello", {"client_id": client.client_id, "session": session_id}))
         quiet = 0.0
         while not sb.app.should_stop and not _gone(request):
             update = await sub.next_update(KEEPALIVE / 3)
@@ -237,8 +242,9 @@ async def _other_workers_sessions(
     async def ask(base: str) -> list[dict[str, Any]] | None:
         try:
             async with asyncio.timeout(10):
-                async with sb.app.http_client.get(f"{base}/console/api/sessions?limit={limit}",
-                                                  headers=headers) as answer:  # fmt: skip
+                async with sb.app.http_client.get(
+                    f"{base}/console/api/sessions?limit={limit}", headers=headers
+                ) as answer:
                     if answer.status != 200:
                         return None
                     body = await answer.json()

@@ -368,9 +368,12 @@ def openapi_document() -> dict[str, Any]:
         for name, about in (
             ("webhook-id", "The event id: the same on every retry."),
             ("webhook-timestamp", "Unix seconds of this attempt."),
-            ("webhook-signature", "Space-separated v1,<base64 HMAC-SHA256>; two during a secret rotation."),
+            (
+                "webhook-signature",
+                "Space-separated v1,<base64 HMAC-SHA256>; two during a secret rotation.",
+            ),
         )
-    ]  # fmt: skip
+    ]
     bearer: list[dict[str, list[str]]] = [{"apiKey": []}]
     return {
         "openapi": "3.1.0",

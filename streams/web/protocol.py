@@ -47,7 +47,9 @@ class _RequestHandler(RequestHandler):
         )
         if request.writer.output_size > 0:  # as aiohttp: the connection is broken anyway
             raise ConnectionError("response already started; cannot answer the error")
-        error = f"malformed HTTP request ({kind}): the request line or a header is not valid HTTP/1.1"  # fmt: skip
+        error = (
+            f"malformed HTTP request ({kind}): the request line or a header is not valid HTTP/1.1"
+        )
         response = web.json_response({"errors": [{"field": "", "error": error}]}, status=status)
         response.force_close()
         return response

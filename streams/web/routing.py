@@ -98,8 +98,9 @@ async def settled_placement(
 
 
 def _moving() -> HTTPProblem:
-    return HTTPProblem(503, "", "partitions are moving between workers; retry",
-                       {"Retry-After": "1"})  # fmt: skip
+    return HTTPProblem(
+        503, "", "partitions are moving between workers; retry", {"Retry-After": "1"}
+    )
 
 
 async def on_owner(
@@ -130,14 +131,23 @@ async def on_owner(
     data = body if body is not None else (await request.read() if request.can_read_body else None)
     try:
         async with asyncio.timeout(sb.settings.produce_timeout + 20):
-            async with sb.app.http_client.request(request.method, url, headers=headers, data=data) as answer:  # fmt: skip
+            async with sb.app.http_client.request(
+                request.method, url, headers=headers, data=data
+            ) as answer:
                 payload = await answer.read()
     except (aiohttp.ClientError, OSError, TimeoutError, RuntimeError) as exc:
         # RuntimeError: the HTTP client is closed (this worker is stopping).
-        log.warning("forwarding to the partition's owner failed",
-                    extra={"owner": str(where), "error": repr(exc)})  # fmt: skip
-        raise HTTPProblem(503, "", "the worker holding this request's state is unreachable; retry",
-                          {"Retry-After": "1"}) from None  # fmt: skip
+        log.warning(
+            "forwarding to the partition's owner failed",
+            extra={"owner": str(where), "error": repr(exc)},
+        )
+        raise HTTPProblem(
+            503,
+            "",
+            "the worker holding this request's state is unreachable; retry",
+            {"Retry-After": "1"},
+        ) from None
     relayed = {h: answer.headers[h] for h in _RELAYED_HEADERS if h in answer.headers}
-    return view.bytes(payload, content_type=answer.content_type, status=answer.status,
-                      headers=relayed)  # fmt: skip
+    return view.bytes(
+        payload, content_type=answer.content_type, status=answer.status, headers=relayed
+    )

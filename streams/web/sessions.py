@@ -190,9 +190,13 @@ def _check_gone(sb: Switchboard, client: ClientConfig, session_id: str) -> None:
         f"{iso(marker.purged_at)}, after the retention period "
         f"(SWITCHBOARD_RETENTION, {retention:g} seconds): its recipients and deliveries are no "
         "longer kept",
-        more={"session_id": session_id, "status": "removed",
-              "completed_at": iso(marker.completed_at), "removed_at": iso(marker.purged_at)},
-    )  # fmt: skip
+        more={
+            "session_id": session_id,
+            "status": "removed",
+            "completed_at": iso(marker.completed_at),
+            "removed_at": iso(marker.purged_at),
+        },
+    )
 
 
 def _check_triggerable(sb: Switchboard, state: SessionState, include_failed: bool) -> None:
@@ -268,12 +272,18 @@ def session_document(
             if delivery is None:
                 entry["status"] = pending
             else:
-                entry.update({
-                    "recipient": delivery.address or None, "status": delivery.status, "attempt": delivery.attempt,
-                    "provider_message_id": delivery.provider_message_id, "error_code": delivery.error_code,
-                    "error": delivery.error, "updated_at": iso(delivery.updated_at),
-                    "reason": reason_for(delivery.status, delivery.error_code),
-                })  # fmt: skip
+                entry.update(
+                    {
+                        "recipient": delivery.address or None,
+                        "status": delivery.status,
+                        "attempt": delivery.attempt,
+                        "provider_message_id": delivery.provider_message_id,
+                        "error_code": delivery.error_code,
+                        "error": delivery.error,
+                        "updated_at": iso(delivery.updated_at),
+                        "reason": reason_for(delivery.status, delivery.error_code),
+                    }
+                )
                 if delivery.release_at is not None:
                     entry["release_at"] = delivery.release_at
             if not statuses or entry["status"] in statuses:

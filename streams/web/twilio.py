@@ -55,18 +55,31 @@ log = logging.getLogger(__name__)
 
 #: Twilio's MessageStatus -> the delivery status it means (None: no news beyond ``sent``).
 STATUS_MAP: Final[dict[str, Status | None]] = {
-    "queued": None, "accepted": None, "scheduled": None, "sending": None,
-    "sent": "sent", "delivered": "delivered", "read": "read",
-    "undelivered": "undelivered", "failed": "failed", "canceled": "cancelled",
+    "queued": None,
+    "accepted": None,
+    "scheduled": None,
+    "sending": None,
+    "sent": "sent",
+    "delivered": "delivered",
+    "read": "read",
+    "undelivered": "undelivered",
+    "failed": "failed",
+    "canceled": "cancelled",
     "partially_delivered": "undelivered",
-}  # fmt: skip
+}
 #: Twilio's CallStatus (a voice broadcast's final callback) -> the delivery status it means.
 #: An answered call is the delivery; busy and no-answer are failures worth another attempt.
 CALL_STATUS_MAP: Final[dict[str, Status | None]] = {
-    "queued": None, "initiated": None, "ringing": None, "in-progress": None,
-    "completed": "delivered", "busy": "failed", "no-answer": "failed", "failed": "failed",
+    "queued": None,
+    "initiated": None,
+    "ringing": None,
+    "in-progress": None,
+    "completed": "delivered",
+    "busy": "failed",
+    "no-answer": "failed",
+    "failed": "failed",
     "canceled": "cancelled",
-}  # fmt: skip
+}
 _CALL_RETRYABLE: Final = frozenset({"busy", "no-answer"})
 _TWIML: Final = "application/xml"
 
@@ -155,29 +168,46 @@ async def _status_callback(sb: Switchboard, view: View, request: web.Request) ->
     twilio_status = params.get("MessageStatus") or params.get("SmsStatus") or ""
     if not index.isdigit() or not attempt.isdigit() or twilio_status not in STATUS_MAP:
         return await _record_unknown(
-            sb, view, request,
+            sb,
+            view,
+            request,
             f"a status callback Switchboard cannot use ({twilio_status or 'no status'})",
-        )  # fmt: skip
+        )
     status = STATUS_MAP[twilio_status]
     if status is not None:
         assert client is not None
         error_code = params.get("ErrorCode") or None
-        refused = await _durably(sb, view, sb.report(Report(
-            session_id=session_id, client_id=client.client_id, channel=channel, index=int(index),
-            address=params.get("To", "").removeprefix("whatsapp:"), status=status, attempt=int(attempt),
-            provider_message_id=params.get("MessageSid") or None, error_code=error_code,
-            error=f"Twilio error {error_code}" if error_code else None, occurred_at=time.time(),
-            detail=_callback_detail(params, twilio_status), priority=_lane(request),
+        report = Report(
+            session_id=session_id,
+            client_id=client.client_id,
+            channel=channel,
+            index=int(index),
+            address=params.get("To", "").removeprefix("whatsapp:"),
+            status=status,
+            attempt=int(attempt),
+            provider_message_id=params.get("MessageSid") or None,
+            error_code=error_code,
+            error=f"Twilio error {error_code}" if error_code else None,
+            occurred_at=time.time(),
+            detail=_callback_detail(params, twilio_status),
+            priority=_lane(request),
             from_callback=True,
-        )))  # fmt: skip
+        )
+        refused = await _durably(sb, view, sb.report(report))
         if refused is not None:
             return refused
     sb.metrics.provider_callbacks.labels("twilio", twilio_status).inc()
     return view.text("", status=200)
 
 
-async def _call_status(sb: Switchboard, view: View, request: web.Request, params: Mapping[str, str],
-                       delivery: str, attempt: int) -> Response:  # fmt: skip
+async def _call_status(
+    sb: Switchboard,
+    view: View,
+    request: web.Request,
+    params: Mapping[str, str],
+    delivery: str,
+    attempt: int,
+) -> Response:
     """A voice broadcast's status callback (``CallStatus``). Busy and no-answer ask the report
     agent for another attempt, which it schedules when the session's ``retries`` allow one."""
     session_id, _, rest = delivery.partition("/")
@@ -196,6 +226,9 @@ async def _call_status(sb: Switchboard, view: View, request: web.Request, params
     if status is not None:
         retryable = call_status in _CALL_RETRYABLE
         error_code = params.get("ErrorCode") or (call_status if status == "failed" else None)
+        error = _CALL_ERRORS.get(call_status) or (
+            f"Twilio error {error_code}" if error_code else None
+        )
         detail = {"twilio_status": call_status}
         detail.update(
             {
@@ -204,14 +237,25 @@ async def _call_status(sb: Switchboard, view: View, request: web.Request, params
                 if params.get(v)
             }
         )
-        refused = await _durably(sb, view, sb.report(Report(
-            session_id=session_id, client_id=request.query.get("c", ""), channel="voice", index=int(index),
-            address=params.get("To", ""), status=status, attempt=attempt,
-            provider_message_id=params.get("CallSid") or None, error_code=error_code,
-            error=_CALL_ERRORS.get(call_status) or (f"Twilio error {error_code}" if error_code else None),
-            occurred_at=time.time(), retryable=retryable, retry_if_allowed=retryable, detail=detail,
-            priority=_lane(request), from_callback=True,
-        )))  # fmt: skip
+        report = Report(
+            session_id=session_id,
+            client_id=request.query.get("c", ""),
+            channel="voice",
+            index=int(index),
+            address=params.get("To", ""),
+            status=status,
+            attempt=attempt,
+            provider_message_id=params.get("CallSid") or None,
+            error_code=error_code,
+            error=error,
+            occurred_at=time.time(),
+            retryable=retryable,
+            retry_if_allowed=retryable,
+            detail=detail,
+            priority=_lane(request),
+            from_callback=True,
+        )
+        refused = await _durably(sb, view, sb.report(report))
         if refused is not None:
             return refused
     sb.metrics.provider_callbacks.labels("twilio", f"call-{call_status}").inc()
@@ -268,8 +312,9 @@ async def _inbound(sb: Switchboard, view: View, request: web.Request) -> Respons
         )
         sb.metrics.optouts.labels(kind).inc()
         if kind == "opt-out":
-            await sb.managers.opted_out(client, "sms", sender, sender=to or None, reason="keyword",
-                                        at=time.time())  # fmt: skip
+            await sb.managers.opted_out(
+                client, "sms", sender, sender=to or None, reason="keyword", at=time.time()
+            )
     return view.text(optout.reply(kind, client.help_text), content_type=_TWIML)
 
 
@@ -317,10 +362,19 @@ async def _record_unknown(sb: Switchboard, view: View, request: web.Request, why
     log.warning("unusable Twilio request recorded", extra={"path": request.path[:200], "why": why})
     sb.metrics.rejections.labels("twilio-unknown").inc()
     query = urllib.parse.urlencode(dict(request.query)).encode()[:RECORDED_BYTES]
-    headers = [("query", query), ("body-bytes", str(len(body)).encode()),
-               ("body-sha256", hashlib.sha256(body).hexdigest().encode())]  # fmt: skip
-    refused = await _durably(sb, view, sb.reject(
-        errors=[FieldError("", why)], topic=f"http:{request.path[:200]}", partition=-1, offset=-1,
-        key=request.path[:200].encode(), value=body[:RECORDED_BYTES], headers=headers,
-    ))  # fmt: skip
+    headers = [
+        ("query", query),
+        ("body-bytes", str(len(body)).encode()),
+        ("body-sha256", hashlib.sha256(body).hexdigest().encode()),
+    ]
+    rejection = sb.reject(
+        errors=[FieldError("", why)],
+        topic=f"http:{request.path[:200]}",
+        partition=-1,
+        offset=-1,
+        key=request.path[:200].encode(),
+        value=body[:RECORDED_BYTES],
+        headers=headers,
+    )
+    refused = await _durably(sb, view, rejection)
     return refused if refused is not None else view.text("", status=200)

@@ -61,12 +61,15 @@ def register(sb: Switchboard) -> None:
             if not isinstance(found, tuple):  # faust's Response is not the class views answer
                 return found
             _, address = found
-            return self.html(_page(
-                "Unsubscribe",
-                f"Stop bulk email to <b>{html.escape(address)}</b>?",
-                '<form method="post"><input type="hidden" name="List-Unsubscribe" value="One-Click">'
-                '<button type="submit">Unsubscribe</button></form>',
-            ), headers=dict(_NO_STORE))  # fmt: skip
+            return self.html(
+                _page(
+                    "Unsubscribe",
+                    f"Stop bulk email to <b>{html.escape(address)}</b>?",
+                    '<form method="post"><input type="hidden" name="List-Unsubscribe" value="One-Click">'
+                    '<button type="submit">Unsubscribe</button></form>',
+                ),
+                headers=dict(_NO_STORE),
+            )
 
         async def post(self, request: Request) -> Response:
             return await _one_click(sb, self, cast(web.Request, request))
@@ -91,7 +94,9 @@ async def _one_click(sb: Switchboard, view: View, request: web.Request) -> Respo
     client_id, address = found
     mime = (request.headers.get("Content-Type") or "").partition(";")[0].strip().lower()
     if mime not in _FORMS:
-        return view.text(f"send the form {unsubscribe.ONE_CLICK} (urlencoded or multipart)", status=415)  # fmt: skip
+        return view.text(
+            f"send the form {unsubscribe.ONE_CLICK} (urlencoded or multipart)", status=415
+        )
     if (request.content_length or 0) > MAX_BODY:
         return view.text(f"the body is larger than {MAX_BODY:,} bytes", status=413)
     try:
@@ -112,8 +117,10 @@ async def _one_click(sb: Switchboard, view: View, request: web.Request) -> Respo
         async with asyncio.timeout(2 * timeout):
             await sb.optouts.put(optout.key(client_id, address), record, wait_applied=timeout)
     except Exception as exc:  # noqa: BLE001 - not durable: the mail client must retry
-        log.error("unsubscribe not recorded: Kafka did not confirm it",
-                  extra={"client_id": client_id, "error": type(exc).__name__})  # fmt: skip
+        log.error(
+            "unsubscribe not recorded: Kafka did not confirm it",
+            extra={"client_id": client_id, "error": type(exc).__name__},
+        )
         return view.text("not recorded; retry", status=503, headers={"Retry-After": "5"})
     sb.metrics.optouts.labels("unsubscribe").inc()
     log.info("email unsubscribe recorded", extra={"client_id": client_id})

@@ -29,9 +29,21 @@ __all__ = ["CHANNELS", "AddressRule", "BulkMode", "GatewayConfig", "GatewayReque
 #: The channels a generic gateway sends: text to a phone number (``whatsapp:`` by prefix).
 CHANNELS: Final = frozenset({"sms", "whatsapp"})
 _KNOWN: Final = frozenset(
-    {"url", "method", "format", "headers", "secrets", "from", "body", "address", "timeout",
-     "max_in_flight", "bulk", "response"}
-)  # fmt: skip
+    {
+        "url",
+        "method",
+        "format",
+        "headers",
+        "secrets",
+        "from",
+        "body",
+        "address",
+        "timeout",
+        "max_in_flight",
+        "bulk",
+        "response",
+    }
+)
 _METHODS: Final = ("POST", "PUT", "PATCH", "GET")
 _FORMATS: Final = ("json", "form", "query")
 _NAME: Final = re.compile(r"[A-Za-z0-9_\-]+")

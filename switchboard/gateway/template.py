@@ -35,9 +35,17 @@ __all__ = ["FIELDS", "Template", "is_empty", "text_of"]
 
 #: The message fields a template can name (besides ``extras.<key>`` and ``secrets.<name>``).
 FIELDS: Final = (
-    "to", "body", "subject", "from", "file_url", "reference", "session_id", "attempt",
-    "channel", "locale",
-)  # fmt: skip
+    "to",
+    "body",
+    "subject",
+    "from",
+    "file_url",
+    "reference",
+    "session_id",
+    "attempt",
+    "channel",
+    "locale",
+)
 _PLACEHOLDER: Final = re.compile(r"\{\{\s*([^{}\s]*)\s*\}\}")
 _KEY: Final = re.compile(r"[A-Za-z0-9_\-]+")
 

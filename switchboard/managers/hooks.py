@@ -58,9 +58,12 @@ __all__ = [
 ]
 
 HookName = Literal[
-    "on_message_send", "on_delivery_report", "on_opt_out", "on_session_start",
+    "on_message_send",
+    "on_delivery_report",
+    "on_opt_out",
+    "on_session_start",
     "on_session_complete",
-]  # fmt: skip
+]
 HOOKS: Final[tuple[HookName, ...]] = get_args(HookName)
 
 

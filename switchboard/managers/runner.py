@@ -303,7 +303,9 @@ class ServiceManagers:
         names = self.names if client.service_managers is None else client.service_managers
         managers = self._lists.get(names)
         if managers is None:
-            check_names(names, self.registry.names(), where=f"clients.{client.client_id}.service_managers")  # fmt: skip
+            check_names(
+                names, self.registry.names(), where=f"clients.{client.client_id}.service_managers"
+            )
             managers = self._lists[names] = self._build(names)
         return list(managers)
 

@@ -44,16 +44,37 @@ __all__ = ["STATUS_FOR_REASON", "ApnsReply", "ApnsRequest", "FakeApnsServer"]
 
 #: Apple's documented status for each ``reason``.
 STATUS_FOR_REASON: dict[str, int] = {
-    "BadCollapseId": 400, "BadDeviceToken": 400, "BadExpirationDate": 400, "BadMessageId": 400,
-    "BadPriority": 400, "BadTopic": 400, "DeviceTokenNotForTopic": 400, "DuplicateHeaders": 400,
-    "IdleTimeout": 400, "InvalidPushType": 400, "MissingDeviceToken": 400, "MissingTopic": 400,
-    "PayloadEmpty": 400, "TopicDisallowed": 400,
-    "BadCertificate": 403, "BadCertificateEnvironment": 403, "ExpiredProviderToken": 403,
-    "Forbidden": 403, "InvalidProviderToken": 403, "MissingProviderToken": 403,
-    "BadPath": 404, "MethodNotAllowed": 405, "ExpiredToken": 410, "Unregistered": 410,
-    "PayloadTooLarge": 413, "TooManyProviderTokenUpdates": 429, "TooManyRequests": 429,
-    "InternalServerError": 500, "ServiceUnavailable": 503, "Shutdown": 503,
-}  # fmt: skip
+    "BadCollapseId": 400,
+    "BadDeviceToken": 400,
+    "BadExpirationDate": 400,
+    "BadMessageId": 400,
+    "BadPriority": 400,
+    "BadTopic": 400,
+    "DeviceTokenNotForTopic": 400,
+    "DuplicateHeaders": 400,
+    "IdleTimeout": 400,
+    "InvalidPushType": 400,
+    "MissingDeviceToken": 400,
+    "MissingTopic": 400,
+    "PayloadEmpty": 400,
+    "TopicDisallowed": 400,
+    "BadCertificate": 403,
+    "BadCertificateEnvironment": 403,
+    "ExpiredProviderToken": 403,
+    "Forbidden": 403,
+    "InvalidProviderToken": 403,
+    "MissingProviderToken": 403,
+    "BadPath": 404,
+    "MethodNotAllowed": 405,
+    "ExpiredToken": 410,
+    "Unregistered": 410,
+    "PayloadTooLarge": 413,
+    "TooManyProviderTokenUpdates": 429,
+    "TooManyRequests": 429,
+    "InternalServerError": 500,
+    "ServiceUnavailable": 503,
+    "Shutdown": 503,
+}
 
 _TOKEN = re.compile(r"[0-9a-fA-F]{64,200}")
 _MAX_PAYLOAD = 4096
@@ -258,17 +279,26 @@ class _ApnsConnection(asyncio.Protocol):
             self.respond(stream_id, apns_id, reply.reason, status, reply.headers)
 
     async def respond_later(
-        self, delay: float, stream_id: int, apns_id: str, reason: str | None, status: int,
+        self,
+        delay: float,
+        stream_id: int,
+        apns_id: str,
+        reason: str | None,
+        status: int,
         headers: dict[str, str],
-    ) -> None:  # fmt: skip
+    ) -> None:
         await asyncio.sleep(delay)
         self.respond(stream_id, apns_id, reason, status, headers)
         self.flush()
 
     def respond(
-        self, stream_id: int, apns_id: str, reason: str | None, status: int | None,
+        self,
+        stream_id: int,
+        apns_id: str,
+        reason: str | None,
+        status: int | None,
         extra: dict[str, str],
-    ) -> None:  # fmt: skip
+    ) -> None:
         if status is None:
             status = STATUS_FOR_REASON.get(reason or "", 200) if reason else 200
         headers = [(":status", str(status)), ("apns-id", apns_id), *extra.items()]

@@ -158,8 +158,9 @@ class BackgroundServer(Generic[T]):
 
     # -- crossing into the loop --------------------------------------------------------------
 
-    def call(self, fn: Callable[..., Any], *args: Any, timeout: float | None = None,
-             **kwargs: Any) -> Any:  # fmt: skip
+    def call(
+        self, fn: Callable[..., Any], *args: Any, timeout: float | None = None, **kwargs: Any
+    ) -> Any:
         """Run ``fn(*args, **kwargs)`` in the server's loop thread and return its result.
 
         A coroutine function (or a function returning an awaitable) is awaited there, so

@@ -32,11 +32,20 @@ __all__ = ["WEBHOOK_STATUS", "FakeSlackServer", "SlackReply"]
 
 #: Incoming-webhook error string -> HTTP status, as Slack answers them.
 WEBHOOK_STATUS: dict[str, int] = {
-    "invalid_payload": 400, "no_text": 400, "too_many_attachments": 400, "user_not_found": 400,
-    "action_prohibited": 403, "posting_to_general_channel_denied": 403, "invalid_token": 403,
-    "channel_not_found": 404, "no_service": 404, "no_service_id": 404,
-    "channel_is_archived": 410, "rate_limited": 429, "rollup_error": 500,
-}  # fmt: skip
+    "invalid_payload": 400,
+    "no_text": 400,
+    "too_many_attachments": 400,
+    "user_not_found": 400,
+    "action_prohibited": 403,
+    "posting_to_general_channel_denied": 403,
+    "invalid_token": 403,
+    "channel_not_found": 404,
+    "no_service": 404,
+    "no_service_id": 404,
+    "channel_is_archived": 410,
+    "rate_limited": 429,
+    "rollup_error": 500,
+}
 
 
 @dataclass
@@ -173,6 +182,8 @@ def _webhook_error(
 ) -> web.Response:
     headers = {"Retry-After": retry_after} if retry_after else None
     return web.Response(
-        status=status or WEBHOOK_STATUS.get(error, 400), text=error, headers=headers,
+        status=status or WEBHOOK_STATUS.get(error, 400),
+        text=error,
+        headers=headers,
         content_type="text/html",
-    )  # fmt: skip
+    )

@@ -118,8 +118,17 @@ class Callback:
     done: bool = False
 
     def copy(self) -> Callback:
-        return Callback(self.sid, self.delivery, self.attempt, self.url, self.status,
-                        list(self.tries), self.final, self.gave_up, self.done)  # fmt: skip
+        return Callback(
+            self.sid,
+            self.delivery,
+            self.attempt,
+            self.url,
+            self.status,
+            list(self.tries),
+            self.final,
+            self.gave_up,
+            self.done,
+        )
 
 
 class DeliveringTwilioServer:
@@ -234,9 +243,11 @@ class DeliveringTwilioServer:
 
     def summary(self) -> str:
         dupes = self.duplicates()
-        return (f"{len(self.creates())} creates, {sum(n - 1 for n in dupes.values())} duplicate sends "
-                f"({len(dupes)} messages), callbacks ended {dict(self.final_answers())}, "
-                f"tries {dict(self.tries())}")  # fmt: skip
+        return (
+            f"{len(self.creates())} creates, {sum(n - 1 for n in dupes.values())} duplicate sends "
+            f"({len(dupes)} messages), callbacks ended {dict(self.final_answers())}, "
+            f"tries {dict(self.tries())}"
+        )
 
     # -- the API -----------------------------------------------------------------------------
 
@@ -249,20 +260,33 @@ class DeliveringTwilioServer:
         authorized = self._authorized(request.headers.get("Authorization"))
         sid = "SM" + secrets.token_hex(16)
         create = Create(
-            sid=sid, to=to, body=text.get("Body", ""), sender=sender, status_callback=callback,
-            delivery=query.get("d", [None])[0], attempt=query.get("a", [None])[0],
-            client=query.get("c", [None])[0], authorized=authorized, at=time.monotonic(),
-        )  # fmt: skip
+            sid=sid,
+            to=to,
+            body=text.get("Body", ""),
+            sender=sender,
+            status_callback=callback,
+            delivery=query.get("d", [None])[0],
+            attempt=query.get("a", [None])[0],
+            client=query.get("c", [None])[0],
+            authorized=authorized,
+            at=time.monotonic(),
+        )
         with self._lock:
             self._creates.append(create)
         if not authorized:
             return web.json_response(
-                {"code": 20003, "message": "Authenticate", "status": 401,
-                 "more_info": "https://www.twilio.com/docs/errors/20003"}, status=401,
-            )  # fmt: skip
+                {
+                    "code": 20003,
+                    "message": "Authenticate",
+                    "status": 401,
+                    "more_info": "https://www.twilio.com/docs/errors/20003",
+                },
+                status=401,
+            )
         if request.match_info["account_sid"] != self.account_sid or not to:
-            return web.json_response({"code": 20404, "message": "Not found", "status": 404},
-                                     status=404)  # fmt: skip
+            return web.json_response(
+                {"code": 20404, "message": "Not found", "status": 404}, status=404
+            )
         if callback:
             # Accepted: the callback comes even if the client hangs up before the answer.
             task = asyncio.get_running_loop().create_task(self._call_back(create, callback))
@@ -271,15 +295,33 @@ class DeliveringTwilioServer:
         if self.latency > 0:
             await asyncio.sleep(self.latency)
         now = formatdate(usegmt=True)
-        return web.json_response({
-            "sid": sid, "account_sid": self.account_sid, "api_version": API_VERSION,
-            "body": create.body, "date_created": now, "date_updated": now, "date_sent": None,
-            "direction": "outbound-api", "error_code": None, "error_message": None,
-            "from": sender, "messaging_service_sid": None, "num_media": "0", "num_segments": "1",
-            "price": None, "price_unit": "USD", "status": "queued", "to": to,
-            "uri": f"/{API_VERSION}/Accounts/{self.account_sid}/Messages/{sid}.json",
-            "subresource_uris": {"media": f"/{API_VERSION}/Accounts/{self.account_sid}/Messages/{sid}/Media.json"},
-        }, status=201)  # fmt: skip
+        return web.json_response(
+            {
+                "sid": sid,
+                "account_sid": self.account_sid,
+                "api_version": API_VERSION,
+                "body": create.body,
+                "date_created": now,
+                "date_updated": now,
+                "date_sent": None,
+                "direction": "outbound-api",
+                "error_code": None,
+                "error_message": None,
+                "from": sender,
+                "messaging_service_sid": None,
+                "num_media": "0",
+                "num_segments": "1",
+                "price": None,
+                "price_unit": "USD",
+                "status": "queued",
+                "to": to,
+                "uri": f"/{API_VERSION}/Accounts/{self.account_sid}/Messages/{sid}.json",
+                "subresource_uris": {
+                    "media": f"/{API_VERSION}/Accounts/{self.account_sid}/Messages/{sid}/Media.json"
+                },
+            },
+            status=201,
+        )
 
     def _authorized(self, header: str | None) -> bool:
         try:
@@ -299,10 +341,15 @@ class DeliveringTwilioServer:
         with self._lock:
             self._callbacks.append(record)
         params = {
-            "AccountSid": self.account_sid, "From": create.sender, "To": create.to,
-            "ApiVersion": API_VERSION, "MessageSid": create.sid, "SmsSid": create.sid,
-            "MessageStatus": self.status, "SmsStatus": self.status,
-        }  # fmt: skip
+            "AccountSid": self.account_sid,
+            "From": create.sender,
+            "To": create.to,
+            "ApiVersion": API_VERSION,
+            "MessageSid": create.sid,
+            "SmsSid": create.sid,
+            "MessageStatus": self.status,
+            "SmsStatus": self.status,
+        }
         headers = {
             "X-Twilio-Signature": self._validator.compute_signature(url, params),
             "User-Agent": "TwilioProxy/1.1",
@@ -345,8 +392,9 @@ class DeliveringTwilioServer:
         assert self._session is not None
         try:
             # encoded=True: the path and query exactly as signed, as Twilio calls them.
-            async with self._session.post(URL(url, encoded=True), data=params,
-                                          headers=headers) as response:  # fmt: skip
+            async with self._session.post(
+                URL(url, encoded=True), data=params, headers=headers
+            ) as response:
                 await response.read()
                 return response.status
         except Exception as exc:  # refused, reset, timed out...: an outcome, never a dead task

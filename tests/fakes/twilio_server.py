@@ -125,9 +125,17 @@ _CARRIERS: Mapping[str, tuple[str, str | None, str | None]] = {
     "nonFixedVoip": ("Fake VoIP - SVR", "313", "981"),
 }
 #: The keys of a Lookup v2 answer for the data packages the fake does not implement (null).
-_OTHER_PACKAGES = ("caller_name", "sim_swap", "call_forwarding", "line_status", "identity_match",
-                   "reassigned_number", "sms_pumping_risk", "phone_number_quality_score",
-                   "pre_fill")  # fmt: skip
+_OTHER_PACKAGES = (
+    "caller_name",
+    "sim_swap",
+    "call_forwarding",
+    "line_status",
+    "identity_match",
+    "reassigned_number",
+    "sms_pumping_risk",
+    "phone_number_quality_score",
+    "pre_fill",
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -564,15 +572,17 @@ class FakeTwilioServer:
             "phone_number": number,
             "national_format": phonenumbers.format_number(
                 parsed, phonenumbers.PhoneNumberFormat.NATIONAL
-            ) if parsed is not None and valid else None,
+            )
+            if parsed is not None and valid
+            else None,
             "valid": valid,
-            "validation_errors": [] if valid else [
-                "INVALID_BUT_POSSIBLE" if parsed is not None else "NOT_A_NUMBER"
-            ],
+            "validation_errors": []
+            if valid
+            else ["INVALID_BUT_POSSIBLE" if parsed is not None else "NOT_A_NUMBER"],
             **dict.fromkeys(_OTHER_PACKAGES),
             "line_type_intelligence": None,
             "url": f"{self.base_url}/v2/PhoneNumbers/{number}",
-        }  # fmt: skip
+        }
         if valid and line_type_wanted:
             error = self.line_type_errors.get(number)
             carrier, mcc, mnc = _CARRIERS.get(kind, (None, None, None))
@@ -756,14 +766,23 @@ class FakeTwilioServer:
             drive.finished = True
 
     async def _run_twiml(
-        self, session: aiohttp.ClientSession, drive: CallDrive, created: RecordedRequest,
+        self,
+        session: aiohttp.ClientSession,
+        drive: CallDrive,
+        created: RecordedRequest,
         plan: CallPlan,
-    ) -> None:  # fmt: skip
+    ) -> None:
         """Fetch the call's Url and follow the TwiML as Twilio does, until it hangs up."""
         keys = iter(plan.keys)
-        base = {"AccountSid": self.account_sid, "CallSid": drive.sid, "From": created.get("From") or "",
-                "To": drive.to, "CallStatus": "in-progress", "Direction": "outbound-api",
-                "ApiVersion": API_VERSION}  # fmt: skip
+        base = {
+            "AccountSid": self.account_sid,
+            "CallSid": drive.sid,
+            "From": created.get("From") or "",
+            "To": drive.to,
+            "CallStatus": "in-progress",
+            "Direction": "outbound-api",
+            "ApiVersion": API_VERSION,
+        }
         url, method = created.get("Url"), (created.get("Method") or "POST").upper()
         extra: dict[str, str] = {}
         for _ in range(MAX_TWIML_FETCHES):
@@ -799,14 +818,22 @@ class FakeTwilioServer:
             elif verb.tag == "Dial":
                 number = verb.find("Number")
                 action = verb.get("action")
-                drive.dials.append({
-                    "number": (number.text or "").strip() if number is not None else (verb.text or "").strip(),
-                    "sendDigits": number.get("sendDigits") if number is not None else None,
-                    "callerId": verb.get("callerId"), "action": action,
-                })  # fmt: skip
+                drive.dials.append(
+                    {
+                        "number": (number.text or "").strip()
+                        if number is not None
+                        else (verb.text or "").strip(),
+                        "sendDigits": number.get("sendDigits") if number is not None else None,
+                        "callerId": verb.get("callerId"),
+                        "action": action,
+                    }
+                )
                 if action:
-                    outcome = {"DialCallStatus": plan.dial, "DialCallSid": _sid("CA"),
-                               "DialCallDuration": "30" if plan.dial == "completed" else "0"}  # fmt: skip
+                    outcome = {
+                        "DialCallStatus": plan.dial,
+                        "DialCallSid": _sid("CA"),
+                        "DialCallDuration": "30" if plan.dial == "completed" else "0",
+                    }
                     return urljoin(url, action), method, outcome
             elif verb.tag == "Hangup":
                 drive.hung_up = True
@@ -822,9 +849,13 @@ class FakeTwilioServer:
             drive.played.append((verb.text or "").strip())
 
     async def _fetch(
-        self, session: aiohttp.ClientSession, drive: CallDrive, url: str, method: str,
+        self,
+        session: aiohttp.ClientSession,
+        drive: CallDrive,
+        url: str,
+        method: str,
         params: dict[str, str],
-    ) -> ET.Element | None:  # fmt: skip
+    ) -> ET.Element | None:
         validator = RequestValidator(self.auth_token)
         headers = {"User-Agent": "TwilioProxy/1.1"}
         if method == "GET":

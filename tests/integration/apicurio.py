@@ -31,10 +31,18 @@ def ensure(cache: Path = ROOT / ".cache" / "apicurio") -> Path:
     mvn = shutil.which("mvn")
     assert mvn, "Maven is needed to fetch Apicurio Registry"
     subprocess.run(
-        [mvn, "-B", "-q", "org.apache.maven.plugins:maven-dependency-plugin:3.8.1:copy",
-         f"-Dartifact={ARTIFACT}", f"-DoutputDirectory={cache}"],
-        check=True, capture_output=True, text=True,
-    )  # fmt: skip
+        [
+            mvn,
+            "-B",
+            "-q",
+            "org.apache.maven.plugins:maven-dependency-plugin:3.8.1:copy",
+            f"-Dartifact={ARTIFACT}",
+            f"-DoutputDirectory={cache}",
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
     archive = cache / f"apicurio-registry-app-{VERSION}-all.tar.gz"
     staging = cache / f"{VERSION}.partial"
     shutil.rmtree(staging, ignore_errors=True)
@@ -59,13 +67,18 @@ class Apicurio:
 
     def start(self, timeout: float = 120) -> Apicurio:
         log = (self.workdir / "apicurio.log").open("wb")
+        command = [java_command(21), "-Xmx384m"]
+        command += [f"-Dquarkus.http.port={self.port}", "-Dquarkus.http.host=127.0.0.1"]
+        # Quarkus also opens a management interface (default 0.0.0.0:9000): keep it private.
+        management = f"-Dquarkus.management.port={free_port()}"
+        command += [management, "-Dquarkus.management.host=127.0.0.1"]
+        command += ["-jar", str(self.home / "quarkus-run.jar")]
         self.process = subprocess.Popen(
-            [java_command(21), "-Xmx384m", f"-Dquarkus.http.port={self.port}", "-Dquarkus.http.host=127.0.0.1",
-             # Quarkus also opens a management interface (default 0.0.0.0:9000): keep it private.
-             f"-Dquarkus.management.port={free_port()}", "-Dquarkus.management.host=127.0.0.1",
-             "-jar", str(self.home / "quarkus-run.jar")],
-            cwd=self.workdir, stdout=log, stderr=subprocess.STDOUT,
-        )  # fmt: skip
+            command,
+            cwd=self.workdir,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
         log.close()
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

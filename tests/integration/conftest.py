@@ -45,26 +45,38 @@ def clients_document(keys: Keys, smtp_port: int, **acme_overrides: Any) -> dict[
         "webhook_secret": "whsec_dGVzdC13ZWJob29rLXNlY3JldC0wMDAx",
         "default_channels": ["email"],
         "channels": {
-            "email": {"provider": "smtp", "from": "Acme <noreply@acme.example>", "host": "127.0.0.1",
-                      "port": smtp_port, "security": "none", "max_connections": 4},
+            "email": {
+                "provider": "smtp",
+                "from": "Acme <noreply@acme.example>",
+                "host": "127.0.0.1",
+                "port": smtp_port,
+                "security": "none",
+                "max_connections": 4,
+            },
             "sms": {"provider": "sandbox", "from": ["+14155550100"]},
             "push": {"provider": "sandbox"},
             "slack": {"provider": "sandbox"},
         },
-    }  # fmt: skip
+    }
     acme.update(acme_overrides)
-    other = {"api_keys": [api_key_digest(keys.other)], "default_channels": ["sms"],
-             "channels": {"sms": {"provider": "sandbox"}}}  # fmt: skip
+    other = {
+        "api_keys": [api_key_digest(keys.other)],
+        "default_channels": ["sms"],
+        "channels": {"sms": {"provider": "sandbox"}},
+    }
     return {"clients": {"acme": acme, "other": other}}
 
 
 def sandbox_sms_clients(keys: Keys, **other_overrides: Any) -> dict[str, Any]:
     """Two clients, acme and other, each sending sms (their default channel) to the sandbox."""
     clients = {
-        name: {"api_keys": [api_key_digest(key)], "default_channels": ["sms"],
-               "channels": {"sms": {"provider": "sandbox"}}}
+        name: {
+            "api_keys": [api_key_digest(key)],
+            "default_channels": ["sms"],
+            "channels": {"sms": {"provider": "sandbox"}},
+        }
         for name, key in (("acme", keys.acme), ("other", keys.other))
-    }  # fmt: skip
+    }
     clients["other"].update(other_overrides)
     return {"clients": clients}
 
@@ -79,8 +91,11 @@ def make_worker(
     """Build (not start) workers with a topic prefix of their own."""
     made: list[Worker] = []
 
-    def factory(extra_env: dict[str, str] | None = None, prefix: str | None = None,
-                document: dict[str, Any] | None = None) -> Worker:  # fmt: skip
+    def factory(
+        extra_env: dict[str, str] | None = None,
+        prefix: str | None = None,
+        document: dict[str, Any] | None = None,
+    ) -> Worker:
         prefix = prefix or f"t{next(_prefixes)}"
         workdir: Path = tmp_path_factory.mktemp(prefix)
         clients_file = workdir / "clients.yaml"

@@ -41,8 +41,16 @@ class Answer:
     headers: dict[str, str]
 
 
-def http(method: str, url: str, body: Any = None, *, key: str | None = None,
-         raw: bytes | None = None, headers: dict[str, str] | None = None, timeout: float = 30) -> Answer:  # fmt: skip
+def http(
+    method: str,
+    url: str,
+    body: Any = None,
+    *,
+    key: str | None = None,
+    raw: bytes | None = None,
+    headers: dict[str, str] | None = None,
+    timeout: float = 30,
+) -> Answer:
     data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
     all_headers = {"Content-Type": "application/json", **(headers or {})}
     if key is not None:
@@ -159,12 +167,23 @@ class Worker(WorkerProcess):
 # -- Kafka -----------------------------------------------------------------------------------
 
 
-def produce(bootstrap: str, topic: str, value: bytes | None, *, key: bytes | None = None,
-            headers: list[tuple[str, bytes]] | None = None) -> None:  # fmt: skip
+def produce(
+    bootstrap: str,
+    topic: str,
+    value: bytes | None,
+    *,
+    key: bytes | None = None,
+    headers: list[tuple[str, bytes]] | None = None,
+) -> None:
     producer = Producer({"bootstrap.servers": bootstrap})
     errors: list[Any] = []
-    producer.produce(topic, value=value, key=key, headers=headers or [],
-                     on_delivery=lambda err, msg: errors.append(err) if err else None)  # fmt: skip
+    producer.produce(
+        topic,
+        value=value,
+        key=key,
+        headers=headers or [],
+        on_delivery=lambda err, msg: errors.append(err) if err else None,
+    )
     assert producer.flush(30) == 0, "produce not confirmed"
     assert not errors, errors
 
@@ -173,12 +192,21 @@ class TopicReader:
     """Reads a topic from the beginning in a background thread (a consumer with its own group)
     and keeps every record; tests wait for the records they expect."""
 
-    def __init__(self, bootstrap: str, topic: str, decode: Callable[[Any], Any],
-                 on_close: Callable[[], None] | None = None) -> None:  # fmt: skip
-        self._consumer = Consumer({
-            "bootstrap.servers": bootstrap, "group.id": f"test-{uuid.uuid4()}",
-            "auto.offset.reset": "earliest", "enable.auto.commit": False,
-        })  # fmt: skip
+    def __init__(
+        self,
+        bootstrap: str,
+        topic: str,
+        decode: Callable[[Any], Any],
+        on_close: Callable[[], None] | None = None,
+    ) -> None:
+        self._consumer = Consumer(
+            {
+                "bootstrap.servers": bootstrap,
+                "group.id": f"test-{uuid.uuid4()}",
+                "auto.offset.reset": "earliest",
+                "enable.auto.commit": False,
+            }
+        )
         self._consumer.subscribe([topic])
         self._decode = decode
         self._on_close = on_close
@@ -211,13 +239,21 @@ class TopicReader:
         self, predicate: Callable[[Any], bool], count: int = 1, timeout: float = 60.0
     ) -> list[Any]:
         try:
-            return list(wait_for(lambda: (m := self.matching(predicate)) and len(m) >= count and m, timeout, 0.1,
-                                 f"{count} matching record(s)"))  # fmt: skip
+            return list(
+                wait_for(
+                    lambda: (m := self.matching(predicate)) and len(m) >= count and m,
+                    timeout,
+                    0.1,
+                    f"{count} matching record(s)",
+                )
+            )
         except AssertionError:
             with self._lock:
                 seen = [_brief(r) for r in self.records[-8:]]
-            raise AssertionError(f"{len(self.matching(predicate))} of {count} records after {timeout}s; "
-                                 f"decode errors: {self.errors[:5]}; last records: {seen}") from None  # fmt: skip
+            raise AssertionError(
+                f"{len(self.matching(predicate))} of {count} records after {timeout}s; "
+                f"decode errors: {self.errors[:5]}; last records: {seen}"
+            ) from None
 
     def close(self) -> None:
         self._stop.set()

@@ -68,9 +68,14 @@ def calls_document(keys: Keys, mail: MailSink, twilio_url: str) -> dict[str, Any
     document = clients_document(keys, mail.port)
     acme = document["clients"]["acme"]
     acme["channels"]["voice"] = {
-        "provider": "twilio", "account_sid": TEST_ACCOUNT_SID, "auth_token_env": TOKEN_ENV,
-        "from": [SENDER], "api_base": twilio_url, "rate_per_second": 1000, "timeout": 20,
-    }  # fmt: skip
+        "provider": "twilio",
+        "account_sid": TEST_ACCOUNT_SID,
+        "auth_token_env": TOKEN_ENV,
+        "from": [SENDER],
+        "api_base": twilio_url,
+        "rate_per_second": 1000,
+        "timeout": 20,
+    }
     acme["campaigns"] = {
         "bees": {
             "sound_clip_url": SOUND,
@@ -101,9 +106,11 @@ def calls_document(keys: Keys, mail: MailSink, twilio_url: str) -> dict[str, Any
 
 @pytest.fixture(scope="module")
 def worker(
-    twilio: BackgroundServer[FakeTwilioServer], make_worker: WorkerFactory, keys: Keys,
+    twilio: BackgroundServer[FakeTwilioServer],
+    make_worker: WorkerFactory,
+    keys: Keys,
     mail: MailSink,
-) -> Worker:  # fmt: skip
+) -> Worker:
     """The module's one worker; its public URL is its own address, for the fake to call."""
     env = {TOKEN_ENV: TEST_AUTH_TOKEN, SECRET_ENV: SECRET}
     made = make_worker(extra_env=env, document=calls_document(keys, mail, twilio.url))
@@ -217,17 +224,34 @@ def test_member_presses_1_and_talks_to_the_target(
     assert list(create.getall("StatusCallbackEvent")) == STATUS_EVENTS
 
     drive = drive_of(twilio, member)
-    assert drive.steps == ["start", "menu?attempt=1", "menu?attempt=1 Digits=1", "connect", "dial-status"]  # fmt: skip
+    assert drive.steps == [
+        "start",
+        "menu?attempt=1",
+        "menu?attempt=1 Digits=1",
+        "connect",
+        "dial-status",
+    ]
     assert all(f.status == 200 for f in drive.fetches)
     assert drive.played == [SOUND, MENU]
-    assert drive.dials == [{"number": TARGET, "sendDigits": "ww123", "callerId": TARGET_CALLER_ID,
-                            "action": step_url(worker, call_id, "dial-status")}]  # fmt: skip
+    assert drive.dials == [
+        {
+            "number": TARGET,
+            "sendDigits": "ww123",
+            "callerId": TARGET_CALLER_ID,
+            "action": step_url(worker, call_id, "dial-status"),
+        }
+    ]
     assert drive.callbacks == [
-        ("initiated", 200), ("ringing", 200), ("in-progress", 200), ("completed", 200),
-    ]  # fmt: skip
+        ("initiated", 200),
+        ("ringing", 200),
+        ("in-progress", 200),
+        ("completed", 200),
+    ]
     assert drive.hung_up
 
-    document = state_when(worker, keys.acme, call_id, lambda d: d["member"]["final"], "member final")  # fmt: skip
+    document = state_when(
+        worker, keys.acme, call_id, lambda d: d["member"]["final"], "member final"
+    )
     assert document["call_id"] == call_id and document["campaign_id"] == "bees"
     assert document["target_id"] == "mp-smith" and document["target_number"] == TARGET
     assert document["member_number"] == member
@@ -236,17 +260,25 @@ def test_member_presses_1_and_talks_to_the_target(
     assert document["started_at"] and document["connected_at"] and document["error"] is None
     assert document["member"]["status"] == "completed"
     assert [e["status"] for e in document["member"]["events"]] == [
-        "initiated", "ringing", "in-progress", "completed",
-    ]  # fmt: skip
+        "initiated",
+        "ringing",
+        "in-progress",
+        "completed",
+    ]
     assert document["target"]["status"] == "completed"
 
     events = call_events(statuses, call_id, "completed")
     assert changes(events) == [
-        ("accepted", "created"), ("sent", "placed"),
-        ("sent", "member_status"), ("sent", "member_status"), ("delivered", "member_status"),
-        ("delivered", "started"), ("delivered", "connected"), ("delivered", "target_status"),
+        ("accepted", "created"),
+        ("sent", "placed"),
+        ("sent", "member_status"),
+        ("sent", "member_status"),
+        ("delivered", "member_status"),
+        ("delivered", "started"),
+        ("delivered", "connected"),
+        ("delivered", "target_status"),
         ("completed", "member_status"),
-    ]  # fmt: skip
+    ]
     assert all(e["recipient"] == member for e in events)
     assert all(e["provider_message_id"] == drive.sid for e in events[1:])
     final = events[-1]["detail"]
@@ -306,8 +338,13 @@ def test_a_silent_member_hears_three_menus_when_twilio_posts_empty_results(
     placed(worker, keys.acme, member)
 
     drive = drive_of(twilio, member)
-    assert drive.steps == ["start", "menu?attempt=0 Digits=", "menu?attempt=1 Digits=",
-                           "menu?attempt=2 Digits=", "menu?attempt=3 Digits="]  # fmt: skip
+    assert drive.steps == [
+        "start",
+        "menu?attempt=0 Digits=",
+        "menu?attempt=1 Digits=",
+        "menu?attempt=2 Digits=",
+        "menu?attempt=3 Digits=",
+    ]
     assert drive.played == [SOUND, MENU, MENU, MENU]
     assert drive.said == ["Goodbye."] and drive.hung_up and drive.dials == []
 
@@ -320,7 +357,13 @@ def test_target_who_does_not_answer(
     call_id = placed(worker, keys.acme, member)
 
     drive = drive_of(twilio, member)
-    assert drive.steps == ["start", "menu?attempt=1", "menu?attempt=1 Digits=1", "connect", "dial-status"]  # fmt: skip
+    assert drive.steps == [
+        "start",
+        "menu?attempt=1",
+        "menu?attempt=1 Digits=1",
+        "connect",
+        "dial-status",
+    ]
     assert drive.fetches[-1].params["DialCallStatus"] == "no-answer"
     assert drive.said == ["Sorry, we could not connect your call. Goodbye."] and drive.hung_up
 
@@ -344,9 +387,15 @@ def test_pressing_2_replays_the_message(
 
     drive = drive_of(twilio, member)
     assert drive.steps == [
-        "start", "menu?attempt=1", "menu?attempt=1 Digits=2",
-        "start", "menu?attempt=1", "menu?attempt=1 Digits=1", "connect", "dial-status",
-    ]  # fmt: skip
+        "start",
+        "menu?attempt=1",
+        "menu?attempt=1 Digits=2",
+        "start",
+        "menu?attempt=1",
+        "menu?attempt=1 Digits=1",
+        "connect",
+        "dial-status",
+    ]
     assert drive.played == [SOUND, MENU, SOUND, MENU]
     document = state_when(worker, keys.acme, call_id, lambda d: d["member"]["final"], "done")
     assert document["status"] == "connected", "the second start changes nothing"
@@ -361,7 +410,9 @@ def test_spoken_menu_and_the_channels_caller_id(
 
     assert create_request(twilio, member).get("From") == SENDER
     drive = drive_of(twilio, member)
-    assert drive.steps == ["start", "menu?attempt=0 Digits=1", "connect", "dial-status"], "1 during the clip connects"  # fmt: skip
+    assert drive.steps == ["start", "menu?attempt=0 Digits=1", "connect", "dial-status"], (
+        "1 during the clip connects"
+    )
     assert drive.dials[0]["number"] == TARGET and drive.dials[0]["sendDigits"] is None
 
 
@@ -373,10 +424,19 @@ def test_a_bad_signature_is_refused_and_changes_nothing(
 ) -> None:
     member = member_number()
     call_id = placed(worker, keys.acme, member)  # no plan: nobody drives this call
-    sid = state_when(worker, keys.acme, call_id, lambda d: d["twilio_call_sid"], "the SID")["twilio_call_sid"]  # fmt: skip
+    sid = state_when(worker, keys.acme, call_id, lambda d: d["twilio_call_sid"], "the SID")[
+        "twilio_call_sid"
+    ]
     fake = twilio.fake
-    params = {"AccountSid": TEST_ACCOUNT_SID, "CallSid": sid, "From": CALLER_ID, "To": member,
-              "CallStatus": "completed", "SequenceNumber": "0", "ApiVersion": "2010-04-01"}  # fmt: skip
+    params = {
+        "AccountSid": TEST_ACCOUNT_SID,
+        "CallSid": sid,
+        "From": CALLER_ID,
+        "To": member,
+        "CallStatus": "completed",
+        "SequenceNumber": "0",
+        "ApiVersion": "2010-04-01",
+    }
     status_url = step_url(worker, call_id, "status")
     start_url = step_url(worker, call_id, "start")
     forged = {
@@ -397,8 +457,9 @@ def test_a_bad_signature_is_refused_and_changes_nothing(
     document = state(worker, keys.acme, call_id).body
     assert document["status"] == "unstarted" and document["member"]["events"] == []
     assert [c for _, c in changes(statuses.matching(lambda r: r["session_id"] == call_id))] == [
-        "created", "placed",
-    ]  # fmt: skip
+        "created",
+        "placed",
+    ]
 
     # The same callback, correctly signed, is taken: the check refuses forgeries only.
     assert post_form(status_url, params, fake.signature(status_url, params)).status == 200
@@ -438,7 +499,9 @@ def test_a_call_that_failed_at_creation_does_not_count(
     worker: Worker, keys: Keys, twilio: BackgroundServer[FakeTwilioServer]
 ) -> None:
     member = member_number()
-    twilio.script(Behaviour.error(400, 21215, "Geo permissions do not allow this call"), to=member, times=2)  # fmt: skip
+    twilio.script(
+        Behaviour.error(400, 21215, "Geo permissions do not allow this call"), to=member, times=2
+    )
     assert [place(worker, keys.acme, member).status for _ in range(2)] == [422, 422]
     assert [place(worker, keys.acme, member).status for _ in range(6)] == [201] * 5 + [403]
 
@@ -452,8 +515,14 @@ def test_manual_target_with_a_valid_checksum_is_dialled(
     member = member_number()
     twilio.call(twilio.fake.plan_call, CallPlan(keys=CONNECTS), to=member)
     checksum = target_checksum(MANUAL_TARGET, SECRET.encode())
-    call_id = placed(worker, keys.acme, member, target_id=None,
-                     target_phone_number="+1 415-555-0198", target_checksum=checksum.upper())  # fmt: skip
+    call_id = placed(
+        worker,
+        keys.acme,
+        member,
+        target_id=None,
+        target_phone_number="+1 415-555-0198",
+        target_checksum=checksum.upper(),
+    )
 
     drive = drive_of(twilio, member)
     assert [d["number"] for d in drive.dials] == [MANUAL_TARGET]
@@ -472,8 +541,14 @@ def test_manual_target_with_the_readme_s_recipe_is_dialled(
     twilio.call(twilio.fake.plan_call, CallPlan(keys=CONNECTS), to=member)
     message = b"switchboard/call-target/v1\x00" + MANUAL_TARGET.encode()
     checksum = hmac.new(SECRET.encode(), message, hashlib.sha256).hexdigest()[:32]
-    call_id = placed(worker, keys.acme, member, target_id=None,
-                     target_phone_number=MANUAL_TARGET, target_checksum=checksum)  # fmt: skip
+    call_id = placed(
+        worker,
+        keys.acme,
+        member,
+        target_id=None,
+        target_phone_number=MANUAL_TARGET,
+        target_checksum=checksum,
+    )
     assert [d["number"] for d in drive_of(twilio, member).dials] == [MANUAL_TARGET]
     document = state_when(worker, keys.acme, call_id, lambda d: d["member"]["final"], "done")
     assert document["target_id"] is None and document["target_number"] == MANUAL_TARGET
@@ -488,17 +563,27 @@ def test_manual_target_with_the_readme_s_recipe_is_dialled(
     ],
 )
 def test_manual_target_with_a_bad_checksum_is_refused(
-    worker: Worker, keys: Keys, twilio: BackgroundServer[FakeTwilioServer],
-    number: str, checksum: str | None, field: str,
-) -> None:  # fmt: skip
+    worker: Worker,
+    keys: Keys,
+    twilio: BackgroundServer[FakeTwilioServer],
+    number: str,
+    checksum: str | None,
+    field: str,
+) -> None:
     member = member_number()
     if checksum == "tampered":
         good = target_checksum(number, SECRET.encode())
         checksum = ("0" if good[0] != "0" else "1") + good[1:]
     elif checksum is not None:
         checksum = target_checksum(MANUAL_TARGET, SECRET.encode())
-    answer = place(worker, keys.acme, member, target_id=None, target_phone_number=number,
-                   target_checksum=checksum)  # fmt: skip
+    answer = place(
+        worker,
+        keys.acme,
+        member,
+        target_id=None,
+        target_phone_number=number,
+        target_checksum=checksum,
+    )
     assert answer.status == 422, answer.body
     assert [e["field"] for e in answer.body["errors"]] == [field]
     assert not twilio.records(predicate=lambda r: r.to == member)
@@ -511,7 +596,9 @@ def test_a_twilio_error_at_creation_fails_the_call(
     worker: Worker, keys: Keys, twilio: BackgroundServer[FakeTwilioServer], statuses: TopicReader
 ) -> None:
     member = member_number()
-    twilio.script(Behaviour.error(400, 21211, "The 'To' number is not a valid phone number."), to=member)  # fmt: skip
+    twilio.script(
+        Behaviour.error(400, 21211, "The 'To' number is not a valid phone number."), to=member
+    )
     answer = place(worker, keys.acme, member)
     assert answer.status == 422, answer.body
     assert answer.body["twilio_error_code"] == "21211"
@@ -527,11 +614,17 @@ def test_a_twilio_error_at_creation_fails_the_call(
 
 
 def test_validation_errors_name_every_field(worker: Worker, keys: Keys) -> None:
-    answer = http("POST", f"{worker.url}/api/call", {"campaign_id": "bees", "target_id": "nobody",
-                                                     "member_phone_number": "12ab"}, key=keys.acme)  # fmt: skip
+    answer = http(
+        "POST",
+        f"{worker.url}/api/call",
+        {"campaign_id": "bees", "target_id": "nobody", "member_phone_number": "12ab"},
+        key=keys.acme,
+    )
     assert answer.status == 422
     assert sorted(e["field"] for e in answer.body["errors"]) == ["member_phone_number", "target_id"]
-    answer = http("POST", f"{worker.url}/api/call", {"member_phone_number": member_number()}, key=keys.acme)  # fmt: skip
+    answer = http(
+        "POST", f"{worker.url}/api/call", {"member_phone_number": member_number()}, key=keys.acme
+    )
     assert answer.status == 422 and answer.body["errors"][0]["field"] == "campaign_id"
     assert http("POST", f"{worker.url}/api/call", {"campaign_id": "bees"}).status == 401
     assert http("POST", f"{worker.url}/api/call", {}, key="not-a-key").status == 401
@@ -559,8 +652,9 @@ def test_no_callback_within_the_silence_limit_is_unknown(
 ) -> None:
     member = member_number()  # no plan: Twilio "never calls back"
     call_id = placed(worker, keys.acme, member, campaign_id="quiet", target_id="desk")
-    document = state_when(worker, keys.acme, call_id,
-                          lambda d: d["member"]["status"] == "unknown", "unknown")  # fmt: skip
+    document = state_when(
+        worker, keys.acme, call_id, lambda d: d["member"]["status"] == "unknown", "unknown"
+    )
     assert document["status"] == "unstarted" and document["twilio_call_sid"]
     events = call_events(statuses, call_id, "expired")
     assert changes(events)[-1] == ("expired", "expired")
@@ -583,28 +677,39 @@ def placed_after_rebalance(worker: Worker, key: str, member: str, attempts: int 
 
 
 def test_with_two_workers_requests_reach_the_partitions_owner(
-    worker: Worker, make_worker: WorkerFactory, keys: Keys, mail: MailSink,
+    worker: Worker,
+    make_worker: WorkerFactory,
+    keys: Keys,
+    mail: MailSink,
     twilio: BackgroundServer[FakeTwilioServer],
-) -> None:  # fmt: skip
+) -> None:
     """A second worker joins the group. Both have the same public URL, the first worker's (it
     plays the load balancer Twilio calls). ``POST /api/call``, sent to the new worker, is decided
     and placed by the worker owning the member's line; Twilio's requests, made to the first
     worker, are answered by the worker owning the call: both reached by forwarding with the body
     and the headers, so the API key and the signature are checked by the owner."""
     env = {TOKEN_ENV: TEST_AUTH_TOKEN, SECRET_ENV: SECRET, "SWITCHBOARD_PUBLIC_URL": worker.url}
-    second = make_worker(extra_env=env, prefix=worker.prefix,
-                         document=calls_document(keys, mail, twilio.url))  # fmt: skip
+    second = make_worker(
+        extra_env=env, prefix=worker.prefix, document=calls_document(keys, mail, twilio.url)
+    )
     second.start()
     try:
         # Settled: the rebalance over and the moved partitions' tables recovered from their
         # changelogs.
         for each in (worker, second):
-            wait_for(lambda w=each: http("GET", f"{w.url}/healthz").body.get("settled") is True,
-                     90, 0.5, "the rebalance to end and the tables to be recovered")  # fmt: skip
+            wait_for(
+                lambda w=each: http("GET", f"{w.url}/healthz").body.get("settled") is True,
+                90,
+                0.5,
+                "the rebalance to end and the tables to be recovered",
+            )
 
         def placer(call_id: str) -> str | None:
             for each in (worker, second):
-                if any(r.get("msg") == "call placed" and r.get("call_id") == call_id for r in each.log_records()):  # fmt: skip
+                if any(
+                    r.get("msg") == "call placed" and r.get("call_id") == call_id
+                    for r in each.log_records()
+                ):
                     return each.url
             return None
 
@@ -622,7 +727,9 @@ def test_with_two_workers_requests_reach_the_partitions_owner(
             drive = drive_of(twilio, member)
             assert drive.steps[-2:] == ["connect", "dial-status"], (call_id, drive.steps)
             for each in (worker, second):  # GET is routed to the owner by either
-                document = state_when(each, keys.acme, call_id, lambda d: d["member"]["final"], "final")  # fmt: skip
+                document = state_when(
+                    each, keys.acme, call_id, lambda d: d["member"]["final"], "final"
+                )
                 assert document["status"] == "connected"
                 assert state(each, keys.other, call_id).status == 404
 

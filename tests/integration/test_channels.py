@@ -283,9 +283,14 @@ def test_sms_to_three_numbers_is_sent_and_awaits_delivery(
         {"phone": numbers[1], "name": "Bo"},
         numbers[2],
     ]
-    session_id = post(worker, keys.acme, "sms", audience,
-                      message="Hello {{name}}, your code is {{code}}.",
-                      extras={"template_vars": {"name": "friend", "code": "4321"}})  # fmt: skip
+    session_id = post(
+        worker,
+        keys.acme,
+        "sms",
+        audience,
+        message="Hello {{name}}, your code is {{code}}.",
+        extras={"template_vars": {"name": "friend", "code": "4321"}},
+    )
 
     requests = twilio_requests_to(fakes, numbers)
     assert len(requests) == 3, "one Messages API request per number, no more"
@@ -312,9 +317,12 @@ def test_sms_to_three_numbers_is_sent_and_awaits_delivery(
 
     # Twilio answered `queued`: the delivery comes later, by callback, so nothing is final yet.
     session = session_document(
-        worker, keys.acme, session_id,
-        lambda d: all(r["status"] == "sent" for r in d["recipients"]), "every recipient sent",
-    )  # fmt: skip
+        worker,
+        keys.acme,
+        session_id,
+        lambda d: all(r["status"] == "sent" for r in d["recipients"]),
+        "every recipient sent",
+    )
     assert session["status"] != "completed" and session["completed_at"] is None
     assert session["final"] == 0 and session["counts"] == {}
     assert {r["recipient"]: r["provider_message_id"] for r in session["recipients"]} == {
@@ -329,7 +337,9 @@ def test_sms_failure_classes_are_final_and_complete_the_session(
     worker: Worker, keys: Keys, statuses: TopicReader, fakes: Fakes
 ) -> None:
     opted_out, invalid = phone_numbers(2)
-    fakes.twilio.script(Behaviour.error(400, 21610, "Attempt to send to unsubscribed recipient"), to=opted_out)  # fmt: skip
+    fakes.twilio.script(
+        Behaviour.error(400, 21610, "Attempt to send to unsubscribed recipient"), to=opted_out
+    )
     fakes.twilio.script(Behaviour.error(400, 21211, "The 'To' number is not valid."), to=invalid)
     session_id = post(worker, keys.acme, "sms", [opted_out, invalid], message="Sale today")
 
@@ -379,11 +389,15 @@ def test_apns_push_and_an_unregistered_token(
 ) -> None:
     good, gone = apns_token(), apns_token()
     fakes.apns.call(fakes.apns.fake.script, gone, ApnsReply(reason="Unregistered"))
-    session_id = post(worker, keys.acme, "push",
-                      [{"push_token": good, "name": "Ana"}, {"push_token": gone, "name": "Bo"}],
-                      subject="Order {{order}}", message="Hi {{name}}, it shipped.",
-                      extras={"template_vars": {"order": "1234"}, "data": {"order": "1234"},
-                              "badge": 1})  # fmt: skip
+    session_id = post(
+        worker,
+        keys.acme,
+        "push",
+        [{"push_token": good, "name": "Ana"}, {"push_token": gone, "name": "Bo"}],
+        subject="Order {{order}}",
+        message="Hi {{name}}, it shipped.",
+        extras={"template_vars": {"order": "1234"}, "data": {"order": "1234"}, "badge": 1},
+    )
 
     requests = fakes.apns.wait_records(lambda r: r.token in (good, gone), 2, timeout=90)
     assert len(requests) == 2
@@ -395,10 +409,13 @@ def test_apns_push_and_an_unregistered_token(
     assert request.claims is not None, "a valid ES256 provider token"
     assert request.claims["iss"] == fakes.apns_key.team_id
     assert request.payload == {
-        "aps": {"alert": {"title": "Order 1234", "body": "Hi Ana, it shipped."},
-                "sound": "default", "badge": 1},
+        "aps": {
+            "alert": {"title": "Order 1234", "body": "Hi Ana, it shipped."},
+            "sound": "default",
+            "badge": 1,
+        },
         "order": "1234",
-    }  # fmt: skip
+    }
 
     events = session_events(statuses, session_id, 5)
     # The provider's acceptance is final for push: it reports no device receipts.
@@ -416,9 +433,15 @@ def test_fcm_push_and_an_unregistered_token(
 ) -> None:
     good, gone = fcm_token(), fcm_token()
     fakes.fcm.call(fakes.fcm.fake.fail, gone, "UNREGISTERED")
-    session_id = post(worker, beta.key, "push", [{"push_token": good, "name": "Ana"}, gone],
-                      subject="Order 1234", message="Hi {{name}}, it shipped.",
-                      extras={"template_vars": {"name": "there"}, "data": {"order": 1234}})  # fmt: skip
+    session_id = post(
+        worker,
+        beta.key,
+        "push",
+        [{"push_token": good, "name": "Ana"}, gone],
+        subject="Order 1234",
+        message="Hi {{name}}, it shipped.",
+        extras={"template_vars": {"name": "there"}, "data": {"order": 1234}},
+    )
 
     def to(token: str) -> Any:
         return lambda m: isinstance(m["body"], dict) and m["body"]["message"]["token"] == token
@@ -428,9 +451,12 @@ def test_fcm_push_and_an_unregistered_token(
     assert message["project"] == fakes.fcm.fake.project_id
     assert message["authorization"].startswith("Bearer ya29.fake-"), "an OAuth access token"
     assert message["body"] == {
-        "message": {"token": good, "data": {"order": "1234"},
-                    "notification": {"title": "Order 1234", "body": "Hi Ana, it shipped."}}
-    }  # fmt: skip
+        "message": {
+            "token": good,
+            "data": {"order": "1234"},
+            "notification": {"title": "Order 1234", "body": "Hi Ana, it shipped."},
+        }
+    }
     claims = fakes.fcm.records("token_requests")
     assert claims and claims[0]["iss"] == fakes.service_account.info["client_email"]
 
@@ -477,9 +503,15 @@ def test_slack_bot_and_incoming_webhook_are_delivered(
     channel_name = f"#ops-{secrets.token_hex(3)}"
     hook_path = f"/services/T0000/B{secrets.token_hex(4).upper()}/{secrets.token_urlsafe(18)}"
     webhook = f"https://hooks.slack.com{hook_path}"
-    session_id = post(worker, keys.acme, "slack", [channel_id, channel_name, webhook],
-                      subject="Deploy", message="Release {{version}} is out",
-                      extras={"template_vars": {"version": "2.4.0"}})  # fmt: skip
+    session_id = post(
+        worker,
+        keys.acme,
+        "slack",
+        [channel_id, channel_name, webhook],
+        subject="Deploy",
+        message="Release {{version}} is out",
+        extras={"template_vars": {"version": "2.4.0"}},
+    )
 
     text = "*Deploy*\nRelease 2.4.0 is out"
     posts = fakes.slack.wait_records(
@@ -533,8 +565,10 @@ def test_slow_provider_is_called_concurrently(
     arrivals = sorted(r.received_at for r in requests)
     spread = arrivals[-1] - arrivals[0]
     serial = count * delay
-    print(f"\n{count} sends, {delay * 1000:g} ms each: all sent after {elapsed:.2f}s "
-          f"end to end; requests arrived within {spread:.2f}s (serial: {serial:g}s)")  # fmt: skip
+    print(
+        f"\n{count} sends, {delay * 1000:g} ms each: all sent after {elapsed:.2f}s "
+        f"end to end; requests arrived within {spread:.2f}s (serial: {serial:g}s)"
+    )
     assert {e["recipient"] for e in events} == set(numbers)
     assert elapsed < OVERLAP_BOUND * serial, (
         f"{elapsed:.2f}s: the provider's latency was paid serially"
@@ -569,8 +603,9 @@ def test_no_provider_secret_in_logs_or_status_events(
         "fcm private key": _pem_body(fakes.service_account.info["private_key"]),
     }
     log_text = "\n".join(
-        path.read_text(errors="replace") for path in sorted(Path(worker.workdir).glob("worker-*.log"))
-    )  # fmt: skip
+        path.read_text(errors="replace")
+        for path in sorted(Path(worker.workdir).glob("worker-*.log"))
+    )
     assert log_text, "the worker wrote a log"
     status_text = "\n".join(repr(r) for r in statuses.matching(lambda r: True))
     for name, value in secret_values.items():

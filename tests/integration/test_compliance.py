@@ -62,22 +62,53 @@ def worker(
     twilio: BackgroundServer[FakeTwilioServer],
 ) -> Worker:
     def twilio_channel(sender: str) -> dict[str, Any]:
-        return {"provider": "twilio", "account_sid": TEST_ACCOUNT_SID, "auth_token_env": "ACME_TWILIO_TOKEN",
-                "from": [sender], "api_base": twilio.url, "rate_per_second": 50}  # fmt: skip
+        return {
+            "provider": "twilio",
+            "account_sid": TEST_ACCOUNT_SID,
+            "auth_token_env": "ACME_TWILIO_TOKEN",
+            "from": [sender],
+            "api_base": twilio.url,
+            "rate_per_second": 50,
+        }
 
-    email = {"provider": "smtp", "from": "Acme <news@acme.example>", "host": "127.0.0.1",
-             "port": mail.port, "security": "none"}  # fmt: skip
-    document = {"clients": {
-        "acme": {"api_keys": [api_key_digest(keys.acme)], "default_channels": ["sms"],
-                 "channels": {"sms": twilio_channel(SENDER), "voice": twilio_channel(SENDER),
-                              "whatsapp": twilio_channel(SENDER), "email": email}},
-        "narrow": {"api_keys": [api_key_digest(NARROW_KEY)], "default_channels": ["sms"],
-                   "optout_channels": ["sms"],
-                   "channels": {"sms": twilio_channel(NARROW_SENDER), "voice": {"provider": "sandbox"}}},
-        "quiet": {"api_keys": [api_key_digest(QUIET_KEY)], "default_channels": ["sms"],
-                  "channels": {"sms": {"provider": "sandbox"}},
-                  "time_windows": {"sms": {"start": "09:00", "end": "12:00", "timezone": "recipient"}}},
-    }}  # fmt: skip
+    email = {
+        "provider": "smtp",
+        "from": "Acme <news@acme.example>",
+        "host": "127.0.0.1",
+        "port": mail.port,
+        "security": "none",
+    }
+    document = {
+        "clients": {
+            "acme": {
+                "api_keys": [api_key_digest(keys.acme)],
+                "default_channels": ["sms"],
+                "channels": {
+                    "sms": twilio_channel(SENDER),
+                    "voice": twilio_channel(SENDER),
+                    "whatsapp": twilio_channel(SENDER),
+                    "email": email,
+                },
+            },
+            "narrow": {
+                "api_keys": [api_key_digest(NARROW_KEY)],
+                "default_channels": ["sms"],
+                "optout_channels": ["sms"],
+                "channels": {
+                    "sms": twilio_channel(NARROW_SENDER),
+                    "voice": {"provider": "sandbox"},
+                },
+            },
+            "quiet": {
+                "api_keys": [api_key_digest(QUIET_KEY)],
+                "default_channels": ["sms"],
+                "channels": {"sms": {"provider": "sandbox"}},
+                "time_windows": {
+                    "sms": {"start": "09:00", "end": "12:00", "timezone": "recipient"}
+                },
+            },
+        }
+    }
     worker = make_worker(
         {"ACME_TWILIO_TOKEN": TEST_AUTH_TOKEN, "SWITCHBOARD_UNSUBSCRIBE_SECRET": SECRET},
         document=document,
@@ -95,8 +126,10 @@ def statuses(kafka: Any, worker: Worker) -> Iterator[TopicReader]:
 
 
 def send(worker: Worker, key: str, channel: str, audience: list[str], **options: Any) -> str:
-    body: dict[str, Any] = {"transport": {"type": channel, "message": "Hello from Acme"},
-                            "audience": audience}  # fmt: skip
+    body: dict[str, Any] = {
+        "transport": {"type": channel, "message": "Hello from Acme"},
+        "audience": audience,
+    }
     if channel == "email":
         body["transport"]["subject"] = "News"
     if options:
@@ -127,10 +160,17 @@ def final(statuses: TopicReader, session_id: str, address: str) -> dict[str, Any
 def stop(worker: Worker, twilio: BackgroundServer[FakeTwilioServer], sender: str, to: str) -> None:
     """A signed inbound ``STOP`` from ``sender`` to the client number ``to``, as Twilio sends it."""
     inbound = f"{worker.url}/twilio/messages/inbound"
-    params = {"From": sender, "To": to, "Body": "STOP", "AccountSid": TEST_ACCOUNT_SID,
-              "MessageSid": "SM" + "2" * 32}  # fmt: skip
-    signed = {"X-Twilio-Signature": twilio.fake.signature(inbound, params),
-              "Content-Type": "application/x-www-form-urlencoded"}  # fmt: skip
+    params = {
+        "From": sender,
+        "To": to,
+        "Body": "STOP",
+        "AccountSid": TEST_ACCOUNT_SID,
+        "MessageSid": "SM" + "2" * 32,
+    }
+    signed = {
+        "X-Twilio-Signature": twilio.fake.signature(inbound, params),
+        "Content-Type": "application/x-www-form-urlencoded",
+    }
     answer = http("POST", inbound, raw=urlencode(params).encode(), headers=signed)
     assert answer.status == 200 and "unsubscribed" in answer.body
 
@@ -193,7 +233,10 @@ def test_bulk_email_has_a_one_click_unsubscribe_that_suppresses_later_sends(
     # prefetch) shows a page and records nothing either.
     forged = link[:-3] + ("AAA" if not link.endswith("AAA") else "BBB")
     assert http("POST", forged, raw=body, headers=one_click).status == 403
-    assert http("POST", f"{worker.url}/v1/unsubscribe?t=x.y", raw=body, headers=one_click).status == 403  # fmt: skip
+    assert (
+        http("POST", f"{worker.url}/v1/unsubscribe?t=x.y", raw=body, headers=one_click).status
+        == 403
+    )
     page = http("GET", bob_link, headers={"Accept": "text/html"})
     assert page.status == 200 and "Unsubscribe" in page.body and 'method="post"' in page.body
     assert http("POST", link, raw=b"List-Unsubscribe=Later", headers=one_click).status == 400
@@ -221,9 +264,13 @@ def test_a_window_never_open_in_all_of_a_numbers_zones_rejects_the_delivery(
     worker: Worker, statuses: TopicReader
 ) -> None:
     russian, with_profile = "+79161234567", "+79161234568"
-    answer = worker.post({"transport": {"type": "sms", "message": "Hello"},
-                          "audience": [russian, {"phone": with_profile, "timezone": "Europe/Moscow"}]},
-                         QUIET_KEY)  # fmt: skip
+    answer = worker.post(
+        {
+            "transport": {"type": "sms", "message": "Hello"},
+            "audience": [russian, {"phone": with_profile, "timezone": "Europe/Moscow"}],
+        },
+        QUIET_KEY,
+    )
     assert answer.status == 202, answer.body
     session_id = answer.body["session_id"]
     event = final(statuses, session_id, russian)

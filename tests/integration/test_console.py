@@ -39,8 +39,9 @@ class EventStream:
     def __init__(self, worker: Worker, key: str, query: str = "") -> None:
         self.events: list[tuple[str, Any]] = []
         self._conn = HTTPConnection("127.0.0.1", worker.port, timeout=60)
-        self._conn.request("GET", "/console/api/events" + query,
-                           headers={"Authorization": f"Bearer {key}"})  # fmt: skip
+        self._conn.request(
+            "GET", "/console/api/events" + query, headers={"Authorization": f"Bearer {key}"}
+        )
         self.response = self._conn.getresponse()
         self._thread = threading.Thread(target=self._read, daemon=True)
         self._thread.start()
@@ -139,9 +140,16 @@ def test_the_stream_carries_only_the_clients_events_and_stops_when_closed(
         update = next(u for u in stream.named("activity") if u["sessions"])
         assert all(e["client_id"] == "acme" for e in update["events"])
         wait_for(
-            lambda: any(s["completed"] for u in stream.named("activity") for s in u["sessions"]
-                        if s["session_id"] == ours), 30, 0.1, "completed",
-        )  # fmt: skip
+            lambda: any(
+                s["completed"]
+                for u in stream.named("activity")
+                for s in u["sessions"]
+                if s["session_id"] == ours
+            ),
+            30,
+            0.1,
+            "completed",
+        )
         assert theirs not in stream.sessions()
     finally:
         stream.close()
@@ -164,10 +172,19 @@ def test_the_console_in_a_real_browser(worker: Worker, keys: Keys, tmp_path: Pat
 
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
-    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                 "--disable-quic", "--no-first-run", "--window-size=1280,900",
-                 f"--user-data-dir={tmp_path / 'profile'}"):  # fmt: skip
+    for flag in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--disable-quic",
+        "--no-first-run",
+        "--window-size=1280,900",
+        f"--user-data-dir={tmp_path / 'profile'}",
+    ):
         options.add_argument(flag)
     driver = webdriver.Chrome(options=options, service=Service(executable_path=CHROMEDRIVER))
     shot = tmp_path / "console.png"
@@ -182,8 +199,12 @@ def test_the_console_in_a_real_browser(worker: Worker, keys: Keys, tmp_path: Pat
         manual = worker.send_sms(keys.acme, sms(4, 100), trigger="manual")
         campaign = worker.send_sms(keys.acme, sms(5, 200))
         row = f'tr[data-session="{campaign}"]'
-        wait_for(lambda: driver.find_elements(By.CSS_SELECTOR, f'{row}[data-status="completed"]'),
-                 60, 0.2, "the campaign's row to show it completed")  # fmt: skip
+        wait_for(
+            lambda: driver.find_elements(By.CSS_SELECTOR, f'{row}[data-status="completed"]'),
+            60,
+            0.2,
+            "the campaign's row to show it completed",
+        )
         driver.save_screenshot(str(tmp_path / "console-list.png"))
         driver.find_element(By.CSS_SELECTOR, f'tr[data-session="{manual}"]').click()
         wait_for(lambda: text("s-status") == "waiting", 30, 0.1, "the manual session's page")
@@ -202,8 +223,12 @@ def test_the_console_in_a_real_browser(worker: Worker, keys: Keys, tmp_path: Pat
         )
         driver.find_element(By.ID, "cancel").click()
         cancelled = '#recipients tr[data-status="cancelled"]'
-        wait_for(lambda: len(driver.find_elements(By.CSS_SELECTOR, cancelled)) == 3, 60, 0.2,
-                 "its recipients to show cancelled")  # fmt: skip
+        wait_for(
+            lambda: len(driver.find_elements(By.CSS_SELECTOR, cancelled)) == 3,
+            60,
+            0.2,
+            "its recipients to show cancelled",
+        )
         assert driver.execute_script("return window.notReloaded") is True
         print(f"console screenshots: {shot} and {tmp_path / 'console-list.png'}")
     finally:
@@ -222,14 +247,22 @@ def test_the_list_gathers_every_workers_sessions(
     second = make_worker(prefix=worker.prefix).start()
     try:
         for each in (worker, second):
-            wait_for(lambda w=each: http("GET", f"{w.url}/readyz").body.get("settled") is True,
-                     90, 0.5, "the group to settle")  # fmt: skip
+            wait_for(
+                lambda w=each: http("GET", f"{w.url}/readyz").body.get("settled") is True,
+                90,
+                0.5,
+                "the group to settle",
+            )
         own = {"X-Switchboard-Forwarded": "1"}  # a worker's own part only, as another asks it
         parts = [
-            {s["session_id"] for s in http("GET", f"{each.url}/console/api/sessions?limit=200",
-                                           key=keys.acme, headers=own).body["sessions"]}
+            {
+                s["session_id"]
+                for s in http(
+                    "GET", f"{each.url}/console/api/sessions?limit=200", key=keys.acme, headers=own
+                ).body["sessions"]
+            }
             for each in (worker, second)
-        ]  # fmt: skip
+        ]
         assert all(set(sessions) - part for part in parts)  # neither holds them all...
         assert set(sessions) <= parts[0] | parts[1]  # ...together they do
         for each in (worker, second):

@@ -106,10 +106,19 @@ numbers = Numbers()
 
 def twilio_document(keys: Keys, api_base: str) -> dict[str, Any]:
     """Client ``acme`` sending SMS through Twilio at ``api_base``."""
-    sms = {"provider": "twilio", "account_sid": TEST_ACCOUNT_SID, "auth_token_env": "ACME_TWILIO_TOKEN",
-           "from": [SENDER], "api_base": api_base, "rate_per_second": 1000}  # fmt: skip
-    acme = {"api_keys": [api_key_digest(keys.acme)], "default_channels": ["sms"],
-            "channels": {"sms": sms}}  # fmt: skip
+    sms = {
+        "provider": "twilio",
+        "account_sid": TEST_ACCOUNT_SID,
+        "auth_token_env": "ACME_TWILIO_TOKEN",
+        "from": [SENDER],
+        "api_base": api_base,
+        "rate_per_second": 1000,
+    }
+    acme = {
+        "api_keys": [api_key_digest(keys.acme)],
+        "default_channels": ["sms"],
+        "channels": {"sms": sms},
+    }
     return {"clients": {"acme": acme}}
 
 
@@ -118,8 +127,11 @@ def two_workers(
 ) -> tuple[Worker, Worker]:
     """Two workers of one deployment (same topic prefix and app id), each with its own port
     and data directory, behind one public URL."""
-    env = {"ACME_TWILIO_TOKEN": TEST_AUTH_TOKEN, "SWITCHBOARD_PUBLIC_URL": PUBLIC_URL,
-           **(extra_env or {})}  # fmt: skip
+    env = {
+        "ACME_TWILIO_TOKEN": TEST_AUTH_TOKEN,
+        "SWITCHBOARD_PUBLIC_URL": PUBLIC_URL,
+        **(extra_env or {}),
+    }
     document = twilio_document(keys, api_base)
     first = make_worker(env, document=document)
     second = make_worker(env, prefix=first.prefix, document=document)
@@ -151,8 +163,15 @@ class Load:
     session and its recipients; any other answer but 503 is kept as unexpected (the test fails
     on it)."""
 
-    def __init__(self, workers: Sequence[Worker], key: str, rate: float = LOAD_RATE,
-                 seed: int = 11, zero: float | None = None, threads: int = 1) -> None:  # fmt: skip
+    def __init__(
+        self,
+        workers: Sequence[Worker],
+        key: str,
+        rate: float = LOAD_RATE,
+        seed: int = 11,
+        zero: float | None = None,
+        threads: int = 1,
+    ) -> None:
         self._urls = [w.url for w in workers]  # a worker keeps its port across restarts
         self._key = key
         self._interval = threads / rate  # each thread posts its share of the rate
@@ -164,8 +183,10 @@ class Load:
         self._unexpected: list[str] = []
         self._given_up = 0
         self._stop = threading.Event()
-        self._threads = [threading.Thread(target=self._run, name=f"load-{i}", daemon=True)
-                         for i in range(threads)]  # fmt: skip
+        self._threads = [
+            threading.Thread(target=self._run, name=f"load-{i}", daemon=True)
+            for i in range(threads)
+        ]
         self._zero = zero  # the clock's zero for Accepted.at (default: the start)
 
     def __enter__(self) -> Self:
@@ -175,8 +196,12 @@ class Load:
             thread.start()
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:  # fmt: skip
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
         self.stop()
 
     def stop(self) -> None:
@@ -199,9 +224,11 @@ class Load:
 
     def summary(self) -> str:
         with self._lock:
-            return (f"{len(self._accepted)} sessions accepted "
-                    f"({sum(len(a.recipients) for a in self._accepted.values())} recipients), "
-                    f"answers {dict(self._answers)}, {self._given_up} instructions given up")  # fmt: skip
+            return (
+                f"{len(self._accepted)} sessions accepted "
+                f"({sum(len(a.recipients) for a in self._accepted.values())} recipients), "
+                f"answers {dict(self._answers)}, {self._given_up} instructions given up"
+            )
 
     def _run(self) -> None:
         due = time.monotonic()
@@ -219,8 +246,13 @@ class Load:
         with self._lock:
             count = self._rng.randint(1, 5)
         recipients = numbers.take(count)
-        body = {"transport": {"type": "sms", "message": f"Load {serial}: your code is {serial % 1_000_000:06d}"},
-                "audience": recipients}  # fmt: skip
+        body = {
+            "transport": {
+                "type": "sms",
+                "message": f"Load {serial}: your code is {serial % 1_000_000:06d}",
+            },
+            "audience": recipients,
+        }
         for _ in range(30):
             url = self._urls[next(self._turn) % len(self._urls)]
             try:
@@ -277,8 +309,12 @@ def session_document(urls: Sequence[str], key: str, session_id: str) -> tuple[in
                 continue
             document = answer.body
             while document.get("next_offset") is not None:
-                page = http("GET", f"{url}/v1/sessions/{session_id}?limit=500&offset={document['next_offset']}",
-                            key=key, timeout=15)  # fmt: skip
+                page = http(
+                    "GET",
+                    f"{url}/v1/sessions/{session_id}?limit=500&offset={document['next_offset']}",
+                    key=key,
+                    timeout=15,
+                )
                 if page.status != 200:
                     raise OSError(f"page at {document['next_offset']}: {page.status}")
                 document["recipients"] += page.body["recipients"]
@@ -289,8 +325,9 @@ def session_document(urls: Sequence[str], key: str, session_id: str) -> tuple[in
     return last
 
 
-def await_completed(urls: Sequence[str], key: str, sessions: Sequence[str],
-                    timeout: float) -> tuple[dict[str, Any], dict[str, str], set[str]]:  # fmt: skip
+def await_completed(
+    urls: Sequence[str], key: str, sessions: Sequence[str], timeout: float
+) -> tuple[dict[str, Any], dict[str, str], set[str]]:
     """Poll the API until every session is ``completed`` (a session may answer 404 or fail for a
     moment while partitions move). Returns the completed documents, for each session that did
     not complete in ``timeout`` what the API last said about it, and the keys of their
@@ -303,19 +340,28 @@ def await_completed(urls: Sequence[str], key: str, sessions: Sequence[str],
     with ThreadPoolExecutor(4) as pool:
         while pending:
             ordered = sorted(pending)
-            for session_id, (status, document) in zip(ordered, pool.map(
-                    lambda s: session_document(urls, key, s), ordered), strict=True):  # fmt: skip
+            for session_id, (status, document) in zip(
+                ordered, pool.map(lambda s: session_document(urls, key, s), ordered), strict=True
+            ):
                 if status == 200 and document["status"] == "completed":
                     done[session_id] = document
                     pending.discard(session_id)
                 elif status == 200:
                     seen = Counter(r["status"] for r in document["recipients"])
-                    open_ = [f"#{r['index']} {r['status']}" for r in document["recipients"]
-                             if r["status"] != "delivered"]  # fmt: skip
-                    undelivered[session_id] = [f"{session_id}/{r['index']}/{r['channel']}" for r in document["recipients"]
-                                               if r["status"] != "delivered"]  # fmt: skip
-                    last[session_id] = (f"{document['status']}, recipients {dict(seen)} "
-                                        f"(not delivered: {', '.join(open_)}), counts {document['counts']}")  # fmt: skip
+                    open_ = [
+                        f"#{r['index']} {r['status']}"
+                        for r in document["recipients"]
+                        if r["status"] != "delivered"
+                    ]
+                    undelivered[session_id] = [
+                        f"{session_id}/{r['index']}/{r['channel']}"
+                        for r in document["recipients"]
+                        if r["status"] != "delivered"
+                    ]
+                    last[session_id] = (
+                        f"{document['status']}, recipients {dict(seen)} "
+                        f"(not delivered: {', '.join(open_)}), counts {document['counts']}"
+                    )
                 else:
                     last[session_id] = f"{status}: {str(document)[:160]}"
             if not pending or time.monotonic() > deadline:
@@ -325,8 +371,9 @@ def await_completed(urls: Sequence[str], key: str, sessions: Sequence[str],
     return done, missing, {key for s in pending for key in undelivered.get(s, [])}
 
 
-def status_events(bootstrap: str, topic: str, sessions: set[str],
-                  timeout: float = 60.0) -> list[dict[str, Any]]:  # fmt: skip
+def status_events(
+    bootstrap: str, topic: str, sessions: set[str], timeout: float = 60.0
+) -> list[dict[str, Any]]:
     """The status topic as it is once it holds a ``completed`` event of each of ``sessions``
     (or after ``timeout``): a session's events share its key, so all that precede it are in."""
     deadline = time.monotonic() + timeout
@@ -338,8 +385,9 @@ def status_events(bootstrap: str, topic: str, sessions: set[str],
         time.sleep(1.0)
 
 
-def distinct_ids(events: Sequence[dict[str, Any]],
-                 key: Callable[[dict[str, Any]], Any]) -> dict[Any, tuple[int, set[str]]]:  # fmt: skip
+def distinct_ids(
+    events: Sequence[dict[str, Any]], key: Callable[[dict[str, Any]], Any]
+) -> dict[Any, tuple[int, set[str]]]:
     """Per ``key(event)``: how many times such an event was published, and its distinct ids."""
     out: dict[Any, tuple[int, set[str]]] = {}
     for event in events:
@@ -350,8 +398,9 @@ def distinct_ids(events: Sequence[dict[str, Any]],
     return out
 
 
-def committed_offsets(bootstrap: str, group: str, topic: str,
-                      partitions: Sequence[int]) -> dict[int, int]:  # fmt: skip
+def committed_offsets(
+    bootstrap: str, group: str, topic: str, partitions: Sequence[int]
+) -> dict[int, int]:
     """The consumer group's committed offset of each partition (negative: none)."""
     admin = AdminClient({"bootstrap.servers": bootstrap})
     request = ConsumerGroupTopicPartitions(group, [TopicPartition(topic, p) for p in partitions])
@@ -359,12 +408,17 @@ def committed_offsets(bootstrap: str, group: str, topic: str,
     return {tp.partition: tp.offset for tp in result.topic_partitions}
 
 
-def wait_consumed(bootstrap: str, group: str, topic: str, partition: int, offset: int,
-                  timeout: float = 60.0) -> None:  # fmt: skip
+def wait_consumed(
+    bootstrap: str, group: str, topic: str, partition: int, offset: int, timeout: float = 60.0
+) -> None:
     """Wait until ``group`` committed past ``offset`` of ``topic``/``partition``: the record was
     processed (and whatever it produced was written)."""
-    wait_for(lambda: committed_offsets(bootstrap, group, topic, [partition])[partition] > offset,
-             timeout, 0.5, f"{group} to commit past {topic}[{partition}]@{offset}")  # fmt: skip
+    wait_for(
+        lambda: committed_offsets(bootstrap, group, topic, [partition])[partition] > offset,
+        timeout,
+        0.5,
+        f"{group} to commit past {topic}[{partition}]@{offset}",
+    )
 
 
 def errors_logged(worker: Worker) -> Counter[str]:
@@ -439,10 +493,17 @@ class Outcome:
 
 
 def run_load_scenario(
-    kafka: LocalBroker, keys: Keys, twilio: BackgroundServer[DeliveringTwilioServer],
-    workers: tuple[Worker, Worker], faults: Callable[[Findings], None], findings: Findings,
-    *, rate: float = LOAD_RATE, threads: int = 1, completion_timeout: float = COMPLETION_TIMEOUT,
-) -> Outcome:  # fmt: skip
+    kafka: LocalBroker,
+    keys: Keys,
+    twilio: BackgroundServer[DeliveringTwilioServer],
+    workers: tuple[Worker, Worker],
+    faults: Callable[[Findings], None],
+    findings: Findings,
+    *,
+    rate: float = LOAD_RATE,
+    threads: int = 1,
+    completion_timeout: float = COMPLETION_TIMEOUT,
+) -> Outcome:
     """Start both workers, run the load while ``faults`` happen, stop it, and read the outcome."""
     first, second = workers
     twilio.fake.set_targets([first.url, second.url])
@@ -460,8 +521,11 @@ def run_load_scenario(
     findings.figures["load_stopped_at"] = round(time.monotonic() - findings.started, 1)
     accepted = load.accepted()
     unexpected = load.unexpected()
-    findings.check(not unexpected, f"the Send API answered {len(unexpected)} times neither 202 nor 503 "
-                                   f"(e.g. {_examples(unexpected, 3)}); answers: {dict(load.answers())}")  # fmt: skip
+    findings.check(
+        not unexpected,
+        f"the Send API answered {len(unexpected)} times neither 202 nor 503 "
+        f"(e.g. {_examples(unexpected, 3)}); answers: {dict(load.answers())}",
+    )
     findings.check(
         load.answers()["500"] == 0, f"the Send API answered 500 {load.answers()['500']} times"
     )
@@ -486,8 +550,17 @@ def run_load_scenario(
                 f"worker {name} logged {sum(logged.values())} errors: {_examples(dict(logged.most_common(6)), 6)}"
             )
     names = {first.url: "A", second.url: "B"}
-    return Outcome(accepted, completed, missing, undelivered, events, rejected, twilio.fake,
-                   names, findings.started)  # fmt: skip
+    return Outcome(
+        accepted,
+        completed,
+        missing,
+        undelivered,
+        events,
+        rejected,
+        twilio.fake,
+        names,
+        findings.started,
+    )
 
 
 def check_sessions(outcome: Outcome, findings: Findings) -> None:
@@ -521,8 +594,13 @@ def check_sessions(outcome: Outcome, findings: Findings) -> None:
     for session_id, document in outcome.completed.items():
         expected = outcome.accepted[session_id].recipients
         entries = document["recipients"]
-        wrong = [f"#{e['index']} {e.get('recipient')} {e['status']}" for e in entries
-                 if e["status"] != "delivered" or e["index"] >= len(expected) or e.get("recipient") != expected[e["index"]]]  # fmt: skip
+        wrong = [
+            f"#{e['index']} {e.get('recipient')} {e['status']}"
+            for e in entries
+            if e["status"] != "delivered"
+            or e["index"] >= len(expected)
+            or e.get("recipient") != expected[e["index"]]
+        ]
         if len(entries) != len(expected) or wrong:
             bad[session_id] = (
                 f"{len(entries)} of {len(expected)} recipients; not delivered: {wrong[:3]}"
@@ -549,13 +627,21 @@ def check_callbacks(outcome: Outcome, findings: Findings) -> None:
     duplicated = set(outcome.twilio.duplicates())
     other_copy = [r for r in reports if _other_copy_of(r, duplicated)]
     if other_copy:
-        findings.note(f"callbacks of the second copy of a send in doubt, rejected as documented: "
-                      f"{len(other_copy)}")  # fmt: skip
+        findings.note(
+            f"callbacks of the second copy of a send in doubt, rejected as documented: "
+            f"{len(other_copy)}"
+        )
     reports = [r for r in reports if r not in other_copy]
-    findings.check(not twilio, f"{len(twilio)} status callbacks were recorded as rejected: "
-                               f"{_examples([r['errors'][0]['error'] for r in twilio], 3)}")  # fmt: skip
-    findings.check(not reports, f"{len(reports)} reports were quarantined on the rejected topic: "
-                                f"{_examples([r['errors'][0]['error'] for r in reports], 3)}")  # fmt: skip
+    findings.check(
+        not twilio,
+        f"{len(twilio)} status callbacks were recorded as rejected: "
+        f"{_examples([r['errors'][0]['error'] for r in twilio], 3)}",
+    )
+    findings.check(
+        not reports,
+        f"{len(reports)} reports were quarantined on the rejected topic: "
+        f"{_examples([r['errors'][0]['error'] for r in reports], 3)}",
+    )
     others = [r for r in outcome.rejected if r not in twilio and r not in reports]
     if others:
         findings.note(
@@ -577,23 +663,33 @@ def _other_copy_of(rejection: dict[str, Any], duplicated: set[tuple[str, str]]) 
 def duplicate_sends(outcome: Outcome, findings: Findings) -> int:
     dupes = outcome.twilio.duplicates()
     extra = sum(n - 1 for n in dupes.values())
-    findings.note(f"duplicate provider sends: {extra} extra creates of {len(dupes)} messages"
-                  + (f", e.g. {_examples(dupes)}" if dupes else ""))  # fmt: skip
+    findings.note(
+        f"duplicate provider sends: {extra} extra creates of {len(dupes)} messages"
+        + (f", e.g. {_examples(dupes)}" if dupes else "")
+    )
     return extra
 
 
 def delivered_ids(outcome: Outcome) -> dict[Any, tuple[int, set[str]]]:
     return distinct_ids(
-        [e for e in outcome.events if e["status"] == "delivered" and e["session_id"] in outcome.accepted],
+        [
+            e
+            for e in outcome.events
+            if e["status"] == "delivered" and e["session_id"] in outcome.accepted
+        ],
         lambda e: (e["session_id"], e["recipient"]),
-    )  # fmt: skip
+    )
 
 
 def completed_ids(outcome: Outcome) -> dict[Any, tuple[int, set[str]]]:
     return distinct_ids(
-        [e for e in outcome.events if e["status"] == "completed" and e["session_id"] in outcome.accepted],
+        [
+            e
+            for e in outcome.events
+            if e["status"] == "completed" and e["session_id"] in outcome.accepted
+        ],
         lambda e: e["session_id"],
-    )  # fmt: skip
+    )
 
 
 def note_replays(outcome: Outcome, findings: Findings) -> None:
@@ -605,8 +701,10 @@ def note_replays(outcome: Outcome, findings: Findings) -> None:
     again = {k: ids for k, (n, ids) in published.items() if n > 1}
     same = sum(1 for ids in again.values() if len(ids) == 1)
     differ = {k: f"{len(ids)} ids" for k, ids in again.items() if len(ids) > 1}
-    findings.note(f"status events published more than once: {len(again)} ({same} of them with one id)"
-                  + (f"; with new ids: {_examples(differ, 3)}" if differ else ""))  # fmt: skip
+    findings.note(
+        f"status events published more than once: {len(again)} ({same} of them with one id)"
+        + (f"; with new ids: {_examples(differ, 3)}" if differ else "")
+    )
 
 
 # -- the scenarios ---------------------------------------------------------------------------
@@ -642,8 +740,11 @@ def test_rolling_sigterm_restarts_lose_nothing_and_send_nothing_twice(
     check_sessions(outcome, findings)
     check_callbacks(outcome, findings)
     extra = duplicate_sends(outcome, findings)
-    findings.check(extra == 0, f"{extra} messages were sent to the provider twice across clean restarts "
-                               f"(the same delivery and attempt created again): {_examples(outcome.twilio.duplicates())}")  # fmt: skip
+    findings.check(
+        extra == 0,
+        f"{extra} messages were sent to the provider twice across clean restarts "
+        f"(the same delivery and attempt created again): {_examples(outcome.twilio.duplicates())}",
+    )
     note_replays(outcome, findings)
     completed = completed_ids(outcome)
     twice = {s: f"{n} events, {len(ids)} ids" for s, (n, ids) in completed.items() if len(ids) != 1}
@@ -701,12 +802,17 @@ def test_kill_9_mid_flight_loses_nothing_and_duplicates_stay_bounded(
     check_callbacks(outcome, findings)
     extra = duplicate_sends(outcome, findings)
     bound = DUPLICATE_BOUND_PER_KILL * kills
-    findings.check(extra <= bound, f"{extra} duplicate provider sends after {kills} kills; at most "
-                                   f"{DUPLICATE_BOUND_PER_KILL} per kill may be sent twice")  # fmt: skip
+    findings.check(
+        extra <= bound,
+        f"{extra} duplicate provider sends after {kills} kills; at most "
+        f"{DUPLICATE_BOUND_PER_KILL} per kill may be sent twice",
+    )
     note_replays(outcome, findings)
     completed = completed_ids(outcome)
-    findings.note("sessions with more than one `completed` event id (not asserted here): "
-                  f"{sum(1 for _, ids in completed.values() if len(ids) > 1)}")  # fmt: skip
+    findings.note(
+        "sessions with more than one `completed` event id (not asserted here): "
+        f"{sum(1 for _, ids in completed.values() if len(ids) > 1)}"
+    )
     delivered = delivered_ids(outcome)
     dup = {k: f"{n} events, {len(ids)} ids" for k, (n, ids) in delivered.items() if len(ids) > 1}
     findings.check(
@@ -750,10 +856,12 @@ def answered_sids(twilio: BackgroundServer[FakeTwilioServer], to: str) -> list[s
 def twilio_rejections(kafka: LocalBroker, worker: Worker, session_id: str) -> list[dict[str, Any]]:
     """Rejections of a Twilio request, or of a report of ``session_id``."""
     return [
-        r for r in read_topic(kafka.bootstrap_servers, worker.topic("rejected"), rejection_record)
-        if str(r.get("topic", "")).startswith(TWILIO_PREFIX) or session_id in str(r.get("value", b""))
+        r
+        for r in read_topic(kafka.bootstrap_servers, worker.topic("rejected"), rejection_record)
+        if str(r.get("topic", "")).startswith(TWILIO_PREFIX)
+        or session_id in str(r.get("value", b""))
         or session_id in str(r.get("errors"))
-    ]  # fmt: skip
+    ]
 
 
 def reports_in(value: bytes) -> list[dict[str, Any]]:
@@ -763,9 +871,11 @@ def reports_in(value: bytes) -> list[dict[str, Any]]:
 
 
 def test_a_callback_that_arrives_before_its_send_is_recorded_is_applied(
-    make_worker: WorkerFactory, kafka: LocalBroker, keys: Keys,
+    make_worker: WorkerFactory,
+    kafka: LocalBroker,
+    keys: Keys,
     twilio: BackgroundServer[FakeTwilioServer],
-) -> None:  # fmt: skip
+) -> None:
     worker = single_worker(make_worker, keys, twilio.url)
     try:
         number = numbers.take(1)[0]
@@ -779,12 +889,27 @@ def test_a_callback_that_arrives_before_its_send_is_recorded_is_applied(
 
         # Twilio delivers at once and calls back before its own answer to the create arrives.
         sid = "SM" + "0f" * 16
-        params = {"AccountSid": TEST_ACCOUNT_SID, "From": SENDER, "To": number, "ApiVersion": "2010-04-01",
-                  "MessageSid": sid, "SmsSid": sid, "MessageStatus": "delivered", "SmsStatus": "delivered"}  # fmt: skip
+        params = {
+            "AccountSid": TEST_ACCOUNT_SID,
+            "From": SENDER,
+            "To": number,
+            "ApiVersion": "2010-04-01",
+            "MessageSid": sid,
+            "SmsSid": sid,
+            "MessageStatus": "delivered",
+            "SmsStatus": "delivered",
+        }
         signature = RequestValidator(TEST_AUTH_TOKEN).compute_signature(url, params)
         assert answered_sids(twilio, number) == [], "precondition: the send must still be in flight"
-        answer = http("POST", url, raw=urlencode(params).encode(), headers={
-            "X-Twilio-Signature": signature, "Content-Type": "application/x-www-form-urlencoded"})  # fmt: skip
+        answer = http(
+            "POST",
+            url,
+            raw=urlencode(params).encode(),
+            headers={
+                "X-Twilio-Signature": signature,
+                "Content-Type": "application/x-www-form-urlencoded",
+            },
+        )
         assert 200 <= answer.status < 300, (
             f"the callback was answered {answer.status}: {answer.body}"
         )
@@ -795,13 +920,21 @@ def test_a_callback_that_arrives_before_its_send_is_recorded_is_applied(
         # The provider's late answer (the dispatcher's `sent`) is applied too, and changes nothing.
         def sent_reports() -> list[dict[str, Any]]:
             # A dispatcher's reports travel in batches (``ReportBatch``): the record holding it.
-            return [r for r in read_topic(kafka.bootstrap_servers, worker.topic("reports"))
-                    if r["key"] == session_id.encode()
-                    and any(item.get("status") == "sent" for item in reports_in(r["value"]))]  # fmt: skip
+            return [
+                r
+                for r in read_topic(kafka.bootstrap_servers, worker.topic("reports"))
+                if r["key"] == session_id.encode()
+                and any(item.get("status") == "sent" for item in reports_in(r["value"]))
+            ]
 
         [sent] = wait_for(sent_reports, 30, 0.5, "the dispatcher's `sent` report")
-        wait_consumed(kafka.bootstrap_servers, group_of(worker), worker.topic("reports"),
-                      sent["partition"], sent["offset"])  # fmt: skip
+        wait_consumed(
+            kafka.bootstrap_servers,
+            group_of(worker),
+            worker.topic("reports"),
+            sent["partition"],
+            sent["offset"],
+        )
         again = worker.session(session_id, keys.acme).body
         assert again["status"] == "completed", again
         assert [r["status"] for r in again["recipients"]] == ["delivered"], again
@@ -812,9 +945,11 @@ def test_a_callback_that_arrives_before_its_send_is_recorded_is_applied(
 
 
 def test_two_copies_of_one_job_in_flight_reach_the_provider_once(
-    make_worker: WorkerFactory, kafka: LocalBroker, keys: Keys,
+    make_worker: WorkerFactory,
+    kafka: LocalBroker,
+    keys: Keys,
     twilio: BackgroundServer[FakeTwilioServer],
-) -> None:  # fmt: skip
+) -> None:
     worker = single_worker(make_worker, keys, twilio.url)
     try:
         number = numbers.take(1)[0]
@@ -836,8 +971,14 @@ def test_two_copies_of_one_job_in_flight_reach_the_provider_once(
             offsets.append(-1 if err is not None else int(msg.offset()))
 
         for _ in range(2):
-            producer.produce(topic, value=job["value"], key=job["key"], headers=job["headers"],
-                             partition=job["partition"], on_delivery=delivered)  # fmt: skip
+            producer.produce(
+                topic,
+                value=job["value"],
+                key=job["key"],
+                headers=job["headers"],
+                partition=job["partition"],
+                on_delivery=delivered,
+            )
         assert producer.flush(30) == 0 and len(offsets) == 2 and min(offsets) >= 0, offsets
         assert answered_sids(twilio, number) == [], (
             "precondition: the first copy must still be in flight"
@@ -854,9 +995,12 @@ def test_two_copies_of_one_job_in_flight_reach_the_provider_once(
         )
         creates = twilio.records("requests", lambda r: r.resource == "Messages" and r.to == number)
         keys_sent = Counter(
-            (parse_query(r.get("StatusCallback")).get("d"), parse_query(r.get("StatusCallback")).get("a"))
+            (
+                parse_query(r.get("StatusCallback")).get("d"),
+                parse_query(r.get("StatusCallback")).get("a"),
+            )
             for r in creates
-        )  # fmt: skip
+        )
         assert len(creates) == 1, (
             f"one message, {len(creates)} creates at the provider: {dict(keys_sent)} "
             f"(the job was in flight when its copies arrived)"
@@ -885,8 +1029,11 @@ def test_a_replayed_status_event_carries_the_same_id(
         recipients = numbers.take(3)
         session_id = post_sms(worker, keys.acme, recipients, "Replay me")
         worker.wait_completed(session_id, keys.acme, timeout=60)
-        ours = [e for e in status_events(bootstrap, worker.topic("status"), {session_id})
-                if e["session_id"] == session_id]  # fmt: skip
+        ours = [
+            e
+            for e in status_events(bootstrap, worker.topic("status"), {session_id})
+            if e["session_id"] == session_id
+        ]
         assert [e["status"] for e in ours].count("completed") == 1, [e["status"] for e in ours]
         assert worker.stop(signal.SIGTERM) == 0, worker.log_tail()
 
@@ -894,8 +1041,11 @@ def test_a_replayed_status_event_carries_the_same_id(
         removed = Counter[str]()
         for table in ("deliveries",):
             changelog = f"{group_of(worker)}-{table}-changelog"
-            rows = [r for r in read_topic(bootstrap, changelog)
-                    if r["key"] is not None and r["key"].decode(errors="replace").startswith(session_id)]  # fmt: skip
+            rows = [
+                r
+                for r in read_topic(bootstrap, changelog)
+                if r["key"] is not None and r["key"].decode(errors="replace").startswith(session_id)
+            ]
             for key, partition in {(r["key"], r["partition"]) for r in rows}:
                 producer.produce(changelog, value=None, key=key, partition=partition)
                 removed[table] += 1
@@ -910,8 +1060,11 @@ def test_a_replayed_status_event_carries_the_same_id(
         worker.start()
         deadline = time.monotonic() + 90
         while True:
-            ours = [e for e in read_topic(bootstrap, worker.topic("status"), status_record)
-                    if e["session_id"] == session_id]  # fmt: skip
+            ours = [
+                e
+                for e in read_topic(bootstrap, worker.topic("status"), status_record)
+                if e["session_id"] == session_id
+            ]
             if [e["status"] for e in ours].count("completed") >= 2 or time.monotonic() > deadline:
                 break
             time.sleep(1.0)
@@ -934,8 +1087,9 @@ def test_a_replayed_status_event_carries_the_same_id(
         worker.stop()
 
 
-def reset_offsets(bootstrap: str, group: str, topic: str, partitions: int,
-                  timeout: float = 60.0) -> None:  # fmt: skip
+def reset_offsets(
+    bootstrap: str, group: str, topic: str, partitions: int, timeout: float = 60.0
+) -> None:
     """Set ``group``'s committed offsets of every partition of ``topic`` to 0 (the group must
     have no live member: tried again until the stopped worker has left it)."""
     admin = AdminClient({"bootstrap.servers": bootstrap})
@@ -969,18 +1123,22 @@ def _soak_report(name: str, outcome: Outcome, findings: Findings, faults: int, e
     recipients = sum(len(a.recipients) for a in outcome.accepted.values())
     figures = {
         "scenario": name,
-        "seconds_of_load": round(findings.figures["load_stopped_at"] - findings.figures["load_started_at"], 1),
+        "seconds_of_load": round(
+            findings.figures["load_stopped_at"] - findings.figures["load_started_at"], 1
+        ),
         "sessions_accepted": len(outcome.accepted),
         "recipients": recipients,
         "sessions_lost": len(outcome.missing),
         "faults": faults,
         "duplicate_sends": extra,
         "duplicate_sends_per_fault": round(extra / faults, 2) if faults else 0,
-        "callbacks_rejected": sum(1 for r in outcome.rejected if str(r.get("topic", "")).startswith(TWILIO_PREFIX)),
+        "callbacks_rejected": sum(
+            1 for r in outcome.rejected if str(r.get("topic", "")).startswith(TWILIO_PREFIX)
+        ),
         "callback_answers": {str(k): v for k, v in outcome.twilio.tries().items()},
         "longest_api_gap_s": round(longest_gap(outcome.accepted), 1),
         **findings.figures,
-    }  # fmt: skip
+    }
     print(json.dumps(figures, indent=2), flush=True)
     path = os.environ.get("SOAK_REPORT")
     if path:
@@ -1017,8 +1175,17 @@ def test_soak_sigterm_every_20_seconds(
             findings.figures["last_fault_at"] = round(time.monotonic() - findings.started, 1)
 
         try:
-            outcome = run_load_scenario(kafka, keys, twilio, (first, second), faults, findings,
-                                        rate=SOAK_RATE, threads=8, completion_timeout=900)  # fmt: skip
+            outcome = run_load_scenario(
+                kafka,
+                keys,
+                twilio,
+                (first, second),
+                faults,
+                findings,
+                rate=SOAK_RATE,
+                threads=8,
+                completion_timeout=900,
+            )
         finally:
             first.stop()
             second.stop()
@@ -1068,15 +1235,25 @@ def test_soak_kill_9_every_10_seconds(
                 thread.join(300)
 
         try:
-            outcome = run_load_scenario(kafka, keys, twilio, (first, second), faults, findings,
-                                        rate=SOAK_RATE, threads=8, completion_timeout=900)  # fmt: skip
+            outcome = run_load_scenario(
+                kafka,
+                keys,
+                twilio,
+                (first, second),
+                faults,
+                findings,
+                rate=SOAK_RATE,
+                threads=8,
+                completion_timeout=900,
+            )
         finally:
             first.stop()
             second.stop()
     check_sessions(outcome, findings)
     check_callbacks(outcome, findings)
     extra = duplicate_sends(outcome, findings)
-    findings.check(extra <= DUPLICATE_BOUND_PER_KILL * kills,
-                   f"{extra} duplicate sends after {kills} kills")  # fmt: skip
+    findings.check(
+        extra <= DUPLICATE_BOUND_PER_KILL * kills, f"{extra} duplicate sends after {kills} kills"
+    )
     _soak_report("kill -9 every 10 s, five times", outcome, findings, kills, extra)
     findings.verdict()

@@ -28,8 +28,12 @@ _numbers = itertools.count(1)
 def _closed_window() -> dict[str, Any]:
     """A window that opens in about two hours (every day, for a minute): closed now."""
     opens = datetime.now(UTC) + timedelta(hours=2)
-    return {"days": ["mon", "tue", "wed", "thu", "fri", "sat", "sun"], "timezone": "UTC",
-            "start": opens.strftime("%H:%M"), "end": (opens + timedelta(minutes=1)).strftime("%H:%M")}  # fmt: skip
+    return {
+        "days": ["mon", "tue", "wed", "thu", "fri", "sat", "sun"],
+        "timezone": "UTC",
+        "start": opens.strftime("%H:%M"),
+        "end": (opens + timedelta(minutes=1)).strftime("%H:%M"),
+    }
 
 
 @pytest.fixture(scope="module")
@@ -39,8 +43,11 @@ def worker(
     """acme sends at once; other's sms window is closed for the next two hours."""
     outbox = tmp_path_factory.mktemp("outbox") / "outbox.jsonl"
     document = sandbox_sms_clients(keys, time_windows={"sms": _closed_window()})
-    env = {"SWITCHBOARD_SANDBOX_OUTBOX": str(outbox), "SWITCHBOARD_PARTITIONS": "1",
-           "SWITCHBOARD_MAX_IN_FLIGHT": "2"}  # fmt: skip
+    env = {
+        "SWITCHBOARD_SANDBOX_OUTBOX": str(outbox),
+        "SWITCHBOARD_PARTITIONS": "1",
+        "SWITCHBOARD_MAX_IN_FLIGHT": "2",
+    }
     return make_worker(env, document=document).start()
 
 
@@ -55,8 +62,13 @@ def sent_to(worker: Worker, address: str) -> list[dict[str, Any]]:
     return [r for r in map(json.loads, filter(None, lines)) if r["to"] == address]
 
 
-def send(worker: Worker, key: str, address: str, options: dict[str, Any],
-         sandbox: dict[str, Any] | None = None) -> str:  # fmt: skip
+def send(
+    worker: Worker,
+    key: str,
+    address: str,
+    options: dict[str, Any],
+    sandbox: dict[str, Any] | None = None,
+) -> str:
     transport: dict[str, Any] = {"type": "sms", "message": "Your code is 492817"}
     if sandbox:
         transport["extras"] = {"sandbox": sandbox}
@@ -138,11 +150,17 @@ def test_a_job_that_waited_in_a_backlog_past_its_deadline_is_not_sent(
     """A campaign of six 1.5 s sends, two at a time, holds the only partition for 4.5 s; a
     message with one second to go queued behind it expires when its turn comes."""
     campaign = [number() for _ in range(6)]
-    answer = worker.post({
-        "transport": {"type": "sms", "message": "Polls open at 7am",
-                      "extras": {"sandbox": {"delay_ms": 1500}}},
-        "audience": campaign,
-    }, keys.acme)  # fmt: skip
+    answer = worker.post(
+        {
+            "transport": {
+                "type": "sms",
+                "message": "Polls open at 7am",
+                "extras": {"sandbox": {"delay_ms": 1500}},
+            },
+            "audience": campaign,
+        },
+        keys.acme,
+    )
     assert answer.status == 202, answer.body
     address = number()
     session_id = send(worker, keys.acme, address, {"ttlSeconds": 1})

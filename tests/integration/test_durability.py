@@ -133,36 +133,76 @@ def test_a_restart_loses_no_timer_and_sends_nothing_twice(
     from tests.integration.test_rules import window_opening_soon
 
     out = tmp_path_factory.mktemp("outbox") / "outbox.jsonl"
-    document = {"clients": {"acme": {"api_keys": [api_key_digest(keys.acme)], "default_channels": ["sms"],
-                                     "channels": {"sms": {"provider": "sandbox"}}}}}  # fmt: skip
+    document = {
+        "clients": {
+            "acme": {
+                "api_keys": [api_key_digest(keys.acme)],
+                "default_channels": ["sms"],
+                "channels": {"sms": {"provider": "sandbox"}},
+            }
+        }
+    }
     worker = make_worker({"SWITCHBOARD_SANDBOX_OUTBOX": str(out)}, document=document).start()
     window, opens = window_opening_soon()
-    windowed = parse_client("other", {"api_keys": [api_key_digest(keys.other)], "default_channels": ["sms"],
-                                      "channels": {"sms": {"provider": "sandbox"}}, "time_windows": {"sms": window}})  # fmt: skip
+    windowed = parse_client(
+        "other",
+        {
+            "api_keys": [api_key_digest(keys.other)],
+            "default_channels": ["sms"],
+            "channels": {"sms": {"provider": "sandbox"}},
+            "time_windows": {"sms": window},
+        },
+    )
     publish_clients(
         Settings.from_env(bootstrap_servers=kafka.bootstrap_servers, topic_prefix=worker.prefix),
         [windowed],
     )
     # The worker follows the clients topic: it knows the new client once its key is accepted
     # (a session it does not have is then a 404, not a 401).
-    wait_for(lambda: worker.session(str(uuid.uuid4()), keys.other).status == 404, 30, 0.1,
-             "the worker to read the new client")  # fmt: skip
+    wait_for(
+        lambda: worker.session(str(uuid.uuid4()), keys.other).status == 404,
+        30,
+        0.1,
+        "the worker to read the new client",
+    )
     try:
         sms = {"type": "sms", "message": "Hi"}
         scheduled, deferred, retried = "+14155550111", "+14155550112", "+14155550113"
         due = (datetime.now(UTC) + timedelta(seconds=20)).isoformat()
         answers = [
-            worker.post({"transport": sms, "audience": [scheduled],
-                         "options": {"trigger": "scheduled", "scheduledTimestamp": due}}, keys.acme),
+            worker.post(
+                {
+                    "transport": sms,
+                    "audience": [scheduled],
+                    "options": {"trigger": "scheduled", "scheduledTimestamp": due},
+                },
+                keys.acme,
+            ),
             worker.post({"transport": sms, "audience": [deferred]}, keys.other),
-            worker.post({"transport": {**sms, "extras": {"sandbox": {"fail": "retryable", "fail_attempts": 1}}},
-                         "audience": [retried], "options": {"retries": 2, "retryIntervalMinutes": "0.4"}}, keys.acme),
-        ]  # fmt: skip
+            worker.post(
+                {
+                    "transport": {
+                        **sms,
+                        "extras": {"sandbox": {"fail": "retryable", "fail_attempts": 1}},
+                    },
+                    "audience": [retried],
+                    "options": {"retries": 2, "retryIntervalMinutes": "0.4"},
+                },
+                keys.acme,
+            ),
+        ]
         assert all(a.status == 202 for a in answers), [a.body for a in answers]
         first = [a.body["session_id"] for a in answers]
         # The retried one has failed once and waits for its retry; the others wait for their time.
-        wait_for(lambda: any(r["to"] == retried for r in _sent(out)) or _failed_once(worker, keys.acme, first[2]),
-                 30, 0.2, "the first attempt to fail")  # fmt: skip
+        wait_for(
+            lambda: (
+                any(r["to"] == retried for r in _sent(out))
+                or _failed_once(worker, keys.acme, first[2])
+            ),
+            30,
+            0.2,
+            "the first attempt to fail",
+        )
         assert [r["to"] for r in _sent(out)] == []
 
         assert worker.stop(signal.SIGTERM) == 0, worker.log_tail()

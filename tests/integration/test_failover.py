@@ -39,20 +39,34 @@ def gateways() -> Iterator[Gateways]:
 
 
 def provider(url: str) -> dict[str, Any]:
-    return {"provider": "http", "url": f"{url}/send", "body": {"to": "{{to}}", "text": "{{body}}"},
-            "response": {"success_when": {"path": "status", "equals": "ok"},
-                         "message_id": "data.message_id"}}  # fmt: skip
+    return {
+        "provider": "http",
+        "url": f"{url}/send",
+        "body": {"to": "{{to}}", "text": "{{body}}"},
+        "response": {
+            "success_when": {"path": "status", "equals": "ok"},
+            "message_id": "data.message_id",
+        },
+    }
 
 
 @pytest.fixture(scope="module")
 def worker(make_worker: WorkerFactory, keys: Keys, gateways: Gateways) -> Worker:
     a, b, c = (g.url for g in gateways)
-    document = {"clients": {
-        "acme": {"api_keys": [api_key_digest(keys.acme)], "default_channels": ["sms"],
-                 "channels": {"sms": {"providers": [provider(a), provider(b)]}}},
-        "other": {"api_keys": [api_key_digest(keys.other)], "default_channels": ["sms"],
-                  "channels": {"sms": {"providers": [provider(c)]}}},
-    }}  # fmt: skip
+    document = {
+        "clients": {
+            "acme": {
+                "api_keys": [api_key_digest(keys.acme)],
+                "default_channels": ["sms"],
+                "channels": {"sms": {"providers": [provider(a), provider(b)]}},
+            },
+            "other": {
+                "api_keys": [api_key_digest(keys.other)],
+                "default_channels": ["sms"],
+                "channels": {"sms": {"providers": [provider(c)]}},
+            },
+        }
+    }
     env = {"SWITCHBOARD_CIRCUIT_FAILURES": "3", "SWITCHBOARD_CIRCUIT_COOLDOWN": "5"}
     return make_worker(env, document=document).start()
 
@@ -78,8 +92,9 @@ def gauge(worker: Worker, name: str, **labels: str) -> float | None:
 
 def circuit(worker: Worker, client: str, position: int) -> float | None:
     """``switchboard_provider_circuit`` of the client's sms provider: 0 closed, 2 open."""
-    return gauge(worker, "switchboard_provider_circuit", client=client, channel="sms",
-                 position=str(position))  # fmt: skip
+    return gauge(
+        worker, "switchboard_provider_circuit", client=client, channel="sms", position=str(position)
+    )
 
 
 def send_during_outage(

@@ -33,8 +33,13 @@ def sms(audience: list[Any], **extra: Any) -> dict[str, Any]:
     return {"transport": {"type": "sms", "message": "Hi"}, "audience": audience, **extra}
 
 
-def post_raw(worker: Worker, key: str, raw: bytes, content_type: str | None = "application/json",
-             headers: dict[str, str] | None = None) -> Answer:  # fmt: skip
+def post_raw(
+    worker: Worker,
+    key: str,
+    raw: bytes,
+    content_type: str | None = "application/json",
+    headers: dict[str, str] | None = None,
+) -> Answer:
     """A POST /v1/messages with exactly these bytes and this Content-Type (None: no header)."""
     all_headers = dict(headers or {})
     if content_type is not None:
@@ -79,13 +84,21 @@ def fields(answer: Answer) -> list[str]:
 
 
 def test_a_number_of_5000_digits_is_a_400_that_says_so(worker: Worker, keys: Keys) -> None:
-    raw = b'{"transport": {"type": "sms", "message": "Hi"}, "audience": ["+14155550123"], "options": {"retries": ' + b"7" * 5000 + b"}}"  # fmt: skip
+    raw = (
+        b'{"transport": {"type": "sms", "message": "Hi"}, "audience": ["+14155550123"], "options": {"retries": '
+        + b"7" * 5000
+        + b"}}"
+    )
     answer = post_raw(worker, keys.acme, raw)
     assert answer.status == 400, answer.body
     assert (
         "a number has 5,000 digits; at most 100 are accepted" in answer.body["errors"][0]["error"]
     )
-    answer = post_raw(worker, keys.acme, b'{"transport": {"type": "sms", "message": "Hi"}, "audience": ["+14155550123"], "options": {"retries": NaN}}')  # fmt: skip
+    answer = post_raw(
+        worker,
+        keys.acme,
+        b'{"transport": {"type": "sms", "message": "Hi"}, "audience": ["+14155550123"], "options": {"retries": NaN}}',
+    )
     assert answer.status == 400 and "NaN is not a JSON value" in answer.body["errors"][0]["error"]
 
 
@@ -94,7 +107,11 @@ def test_a_lone_surrogate_is_a_422_naming_the_field_and_the_instruction_is_never
 ) -> None:
     recipient = f"surrogate-{uuid.uuid4().hex}@example.com"
     # The JSON escape as a client sends it: the text is valid JSON, the string is not Unicode.
-    raw = b'{"transport": {"type": "email", "subject": "\\ud800", "message": "Hi"}, "audience": ["' + recipient.encode() + b'", "\\udcff"]}'  # fmt: skip
+    raw = (
+        b'{"transport": {"type": "email", "subject": "\\ud800", "message": "Hi"}, "audience": ["'
+        + recipient.encode()
+        + b'", "\\udcff"]}'
+    )
     answer = post_raw(worker, keys.acme, raw)
     assert answer.status == 422, answer.body
     assert fields(answer) == ["transport.subject", "audience[1]"]
@@ -107,9 +124,16 @@ def test_a_header_that_is_not_utf8_is_a_400(worker: Worker, keys: Keys) -> None:
     # http.client sends a header's characters as Latin-1 bytes: \xff is a lone 0xFF byte.
     answer = post_raw(worker, keys.acme, body, headers={"Idempotency-Key": "order-\xff"})
     assert answer.status == 400, answer.body
-    assert answer.body["errors"] == [{"field": "Idempotency-Key", "error": "the Idempotency-Key header is not UTF-8 text"}]  # fmt: skip
-    answer = _send(worker, "/v1/messages", body, None,
-                   {"Content-Type": "application/json", "Authorization": "Bearer k\xff"})  # fmt: skip
+    assert answer.body["errors"] == [
+        {"field": "Idempotency-Key", "error": "the Idempotency-Key header is not UTF-8 text"}
+    ]
+    answer = _send(
+        worker,
+        "/v1/messages",
+        body,
+        None,
+        {"Content-Type": "application/json", "Authorization": "Bearer k\xff"},
+    )
     assert answer.status == 400 and fields(answer) == ["Authorization"], answer.body
 
 
@@ -136,8 +160,11 @@ def test_every_json_content_type_is_accepted(worker: Worker, keys: Keys, content
 
 
 def test_every_problem_at_once_when_the_transport_is_wrong_too(worker: Worker, keys: Keys) -> None:
-    body = {"transport": {"type": "email", "message": "Hi"}, "audience": ["ana@example.com", "nope"],
-            "options": {"retries": 99}}  # fmt: skip
+    body = {
+        "transport": {"type": "email", "message": "Hi"},
+        "audience": ["ana@example.com", "nope"],
+        "options": {"retries": 99},
+    }
     answer = worker.post(body, keys.acme)
     assert answer.status == 422, answer.body
     assert fields(answer) == ["transport.subject", "audience[1]", "options.retries"]
@@ -163,7 +190,10 @@ def test_concurrent_repeats_with_another_instruction_get_a_422(worker: Worker, k
     key = f"mixed-{uuid.uuid4()}"
 
     def post(i: int) -> Answer:
-        instruction = {"transport": {"type": "sms", "message": "AB"[i % 2]}, "audience": ["+14155550177"]}  # fmt: skip
+        instruction = {
+            "transport": {"type": "sms", "message": "AB"[i % 2]},
+            "audience": ["+14155550177"],
+        }
         return worker.post(instruction, keys.acme, headers={"Idempotency-Key": key})
 
     answers: list[Answer] = concurrently(post, 10)
@@ -234,7 +264,13 @@ def test_a_twilio_form_that_is_not_text_is_a_400(worker: Worker, path: str) -> N
     form = {"Content-Type": "application/x-www-form-urlencoded"}
     answer = _send(worker, path, b"Body=%FF%FE&To=\xff\xfe", None, form)
     assert answer.status == 400, answer.body
-    answer = _send(worker, path, b"Body=hi", None, {"Content-Type": "application/x-www-form-urlencoded; charset=nonesuch"})  # fmt: skip
+    answer = _send(
+        worker,
+        path,
+        b"Body=hi",
+        None,
+        {"Content-Type": "application/x-www-form-urlencoded; charset=nonesuch"},
+    )
     assert answer.status == 400, answer.body
 
 

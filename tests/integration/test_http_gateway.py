@@ -47,27 +47,48 @@ def document(keys: Keys, mail: MailSink, url: str) -> dict[str, Any]:
         "secrets": {"token": TOKEN_ENV},
         "headers": {"Authorization": "Bearer {{secrets.token}}", "X-Reference": "{{reference}}"},
         "from": "ACME",
-        "body": {"to": "{{to}}", "text": "{{body}}", "sender": "{{from}}", "subject": "{{subject}}",
-                 "attempt": "{{attempt}}"},
+        "body": {
+            "to": "{{to}}",
+            "text": "{{body}}",
+            "sender": "{{from}}",
+            "subject": "{{subject}}",
+            "attempt": "{{attempt}}",
+        },
         "address": {"prefix": "tel:", "digits_only": True},
-        "response": {"success_when": {"path": "status", "equals": "ok"},
-                     "message_id": "data.message_id", "error": "error"},
+        "response": {
+            "success_when": {"path": "status", "equals": "ok"},
+            "message_id": "data.message_id",
+            "error": "error",
+        },
         "timeout": 10,
-    }  # fmt: skip
+    }
     bulk = {
         "provider": "http",
         "url": f"{url}/v2/sms/",
         "format": "form",
         "secrets": {"token": TOKEN_ENV},
         "from": "InfoAlert",
-        "body": {"token": "{{secrets.token}}", "from": "{{from}}", "to": "{{to}}", "text": "{{body}}"},
+        "body": {
+            "token": "{{secrets.token}}",
+            "from": "{{from}}",
+            "to": "{{to}}",
+            "text": "{{body}}",
+        },
         "address": {"strip": "+977", "digits_only": True},
-        "bulk": {"max_addresses": 100, "linger": 0.5, "join": ",", "results": "data.messages",
-                 "match": "to", "message_id": "id",
-                 "success_when": {"path": "status", "equals": "queued"}},
-        "response": {"success_when": {"path": "status", "equals": "ok"},
-                     "message_id": "data.message_id"},
-    }  # fmt: skip
+        "bulk": {
+            "max_addresses": 100,
+            "linger": 0.5,
+            "join": ",",
+            "results": "data.messages",
+            "match": "to",
+            "message_id": "id",
+            "success_when": {"path": "status", "equals": "queued"},
+        },
+        "response": {
+            "success_when": {"path": "status", "equals": "ok"},
+            "message_id": "data.message_id",
+        },
+    }
     doc = clients_document(keys, mail.port)
     acme = doc["clients"]["acme"]
     acme["channels"] = {**acme["channels"], "sms": single}
@@ -163,8 +184,12 @@ def test_one_request_per_recipient_with_the_secret_header_and_the_gateway_id(
         assert request.headers["authorization"] == f"Bearer {TOKEN}"
         assert request.headers["x-reference"].startswith(f"{session_id}/")
         # `subject` is empty for an sms: its key is dropped; `attempt` keeps its type.
-        assert request.fields == {"to": address, "text": "Your code is 4321", "sender": "ACME",
-                                  "attempt": 1}  # fmt: skip
+        assert request.fields == {
+            "to": address,
+            "text": "Your code is 4321",
+            "sender": "ACME",
+            "attempt": 1,
+        }
         gateway_id = request.answer["data"]["message_id"]
         statuses_seen = [(e["status"], e["provider_message_id"]) for e in mine(events, number)]
         assert statuses_seen == [
@@ -208,8 +233,14 @@ def test_a_send_stuck_past_the_deadline_fails_retryably_in_a_batch_and_alone(
     session_id = post(worker, keys.acme, [number], "Hello", retries=2, retryIntervalMinutes="0.02")
     events = events_of(statuses, session_id, 6)
     seen = [(e["status"], e["attempt"], e["error_code"]) for e in events]
-    assert seen == [("accepted", 0, None), ("failed", 1, "deadline"), ("failed", 2, "deadline"),
-                    ("sent", 3, None), ("delivered", 3, None), ("completed", 0, None)]  # fmt: skip
+    assert seen == [
+        ("accepted", 0, None),
+        ("failed", 1, "deadline"),
+        ("failed", 2, "deadline"),
+        ("sent", 3, None),
+        ("delivered", 3, None),
+        ("completed", 0, None),
+    ]
     assert f"within {SEND_DEADLINE}s" in events[1]["error"]
 
 
@@ -247,8 +278,12 @@ def test_bulk_sends_one_request_for_the_audience_and_maps_each_number(
     [request] = requests_to(gateway, local[0])
     assert request.path == "/v2/sms/" and request.method == "POST"
     assert request.headers["content-type"] == "application/x-www-form-urlencoded"
-    assert request.fields == {"token": [TOKEN], "from": ["InfoAlert"], "to": [",".join(local)],
-                              "text": ["Namaste, the clinic opens at 9"]}  # fmt: skip
+    assert request.fields == {
+        "token": [TOKEN],
+        "from": ["InfoAlert"],
+        "to": [",".join(local)],
+        "text": ["Namaste, the clinic opens at 9"],
+    }
     ids = {item["to"]: item["id"] for item in request.answer["data"]["messages"]}
     for number, address in zip(numbers, local, strict=True):
         seen = mine(events, number)

@@ -29,8 +29,13 @@ BACKLOG = 500
 
 @pytest.fixture(scope="module")
 def lane_worker(make_worker: WorkerFactory) -> Worker:
-    return make_worker({"SWITCHBOARD_PARTITIONS": "1", "SWITCHBOARD_MAX_IN_FLIGHT": str(IN_FLIGHT),
-                        "SWITCHBOARD_DISPATCH_BACKLOG": str(BACKLOG)}).start()  # fmt: skip
+    return make_worker(
+        {
+            "SWITCHBOARD_PARTITIONS": "1",
+            "SWITCHBOARD_MAX_IN_FLIGHT": str(IN_FLIGHT),
+            "SWITCHBOARD_DISPATCH_BACKLOG": str(BACKLOG),
+        }
+    ).start()
 
 
 @pytest.fixture(scope="module")
@@ -43,23 +48,33 @@ def lane_statuses(kafka: Any, lane_worker: Worker) -> Iterator[TopicReader]:
 def test_a_one_time_password_overtakes_a_campaign_on_the_same_channel(
     lane_worker: Worker, lane_statuses: TopicReader, keys: Keys
 ) -> None:
-    campaign = lane_worker.post({
-        "transport": {"type": "sms", "message": "Polls open at 7am",
-                      "extras": {"sandbox": {"delay_ms": SEND_MS}}},
-        "audience": [f"+1415556{i:04d}" for i in range(CAMPAIGN)],
-    }, keys.acme)  # fmt: skip
+    campaign = lane_worker.post(
+        {
+            "transport": {
+                "type": "sms",
+                "message": "Polls open at 7am",
+                "extras": {"sandbox": {"delay_ms": SEND_MS}},
+            },
+            "audience": [f"+1415556{i:04d}" for i in range(CAMPAIGN)],
+        },
+        keys.acme,
+    )
     assert campaign.status == 202, campaign.body
     campaign_id = campaign.body["session_id"]
     # The campaign is under way: its first sends are out, the rest queued behind them.
-    lane_statuses.wait(lambda e: e["session_id"] == campaign_id and e["status"] == "delivered",
-                       timeout=60)  # fmt: skip
+    lane_statuses.wait(
+        lambda e: e["session_id"] == campaign_id and e["status"] == "delivered", timeout=60
+    )
 
     posted = time.monotonic()
-    otp = lane_worker.post({
-        "transport": {"type": "sms", "message": "Your code is 492817"},
-        "audience": ["+14155550199"],
-        "options": {"priority": "high"},
-    }, keys.acme)  # fmt: skip
+    otp = lane_worker.post(
+        {
+            "transport": {"type": "sms", "message": "Your code is 492817"},
+            "audience": ["+14155550199"],
+            "options": {"priority": "high"},
+        },
+        keys.acme,
+    )
     assert otp.status == 202, otp.body
     otp_id = otp.body["session_id"]
     delivered = lane_statuses.wait(
@@ -95,11 +110,17 @@ def test_a_large_campaign_does_not_starve_another_clients_campaign(
 ) -> None:
     """The large campaign's chunks wait while the dispatch topic holds ``BACKLOG`` jobs, so the
     small campaign's jobs queue behind a thousand of them at most, not behind all 4,000."""
-    large = lane_worker.post({
-        "transport": {"type": "sms", "message": "Polls open at 7am",
-                      "extras": {"sandbox": {"delay_ms": 100}}},  # 100 a second: 40 s in all
-        "audience": [f"+1415559{i:04d}" for i in range(4000)],
-    }, keys.acme)  # fmt: skip
+    large = lane_worker.post(
+        {
+            "transport": {
+                "type": "sms",
+                "message": "Polls open at 7am",
+                "extras": {"sandbox": {"delay_ms": 100}},
+            },  # 100 a second: 40 s in all
+            "audience": [f"+1415559{i:04d}" for i in range(4000)],
+        },
+        keys.acme,
+    )
     assert large.status == 202, large.body
     large_id = large.body["session_id"]
 
@@ -117,8 +138,13 @@ def test_a_large_campaign_does_not_starve_another_clients_campaign(
     assert of_large("delivered") > 0
     assert max(queued) <= BACKLOG + 2 * 500 + IN_FLIGHT, f"jobs waiting, sampled: {queued}"
 
-    small = lane_worker.post({"transport": {"type": "sms", "message": "Hello"},
-                              "audience": [f"+1415560{i:04d}" for i in range(100)]}, keys.other)  # fmt: skip
+    small = lane_worker.post(
+        {
+            "transport": {"type": "sms", "message": "Hello"},
+            "audience": [f"+1415560{i:04d}" for i in range(100)],
+        },
+        keys.other,
+    )
     assert small.status == 202, small.body
     small_id = small.body["session_id"]
     lane_statuses.wait(

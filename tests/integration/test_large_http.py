@@ -30,7 +30,9 @@ UNMEETABLE = "0.000001"
 
 def audience(first: int) -> list[str]:
     """LARGE distinct valid NANP numbers (area code 415), from ``first`` on."""
-    return [f"+1415{200 + (k // 10_000) % 800:03d}{k % 10_000:04d}" for k in range(first, first + LARGE)]  # fmt: skip
+    return [
+        f"+1415{200 + (k // 10_000) % 800:03d}{k % 10_000:04d}" for k in range(first, first + LARGE)
+    ]
 
 
 def body(recipients: list[Any]) -> dict[str, Any]:
@@ -39,14 +41,22 @@ def body(recipients: list[Any]) -> dict[str, Any]:
 
 def post(worker: Worker, key: str, recipients: list[Any], **headers: str) -> Answer:
     # A generous client timeout: validating 100,000 numbers takes seconds on a slow machine.
-    return http("POST", f"{worker.url}/v1/messages", body(recipients), key=key, headers=headers,
-                timeout=300)  # fmt: skip
+    return http(
+        "POST", f"{worker.url}/v1/messages", body(recipients), key=key, headers=headers, timeout=300
+    )
 
 
 @pytest.fixture(scope="module")
 def document(keys: Keys) -> dict[str, Any]:
-    return {"clients": {"acme": {"api_keys": [api_key_digest(keys.acme)], "default_channels": ["sms"],
-                                 "channels": {"sms": {"provider": "sandbox"}}}}}  # fmt: skip
+    return {
+        "clients": {
+            "acme": {
+                "api_keys": [api_key_digest(keys.acme)],
+                "default_channels": ["sms"],
+                "channels": {"sms": {"provider": "sandbox"}},
+            }
+        }
+    }
 
 
 @pytest.fixture(scope="module")
@@ -56,8 +66,11 @@ def worker(make_worker: WorkerFactory, document: dict[str, Any]) -> Worker:
 
 def commands(kafka: Any, worker: Worker) -> list[Any]:
     """Every session command on the worker's sessions topic, as it is now."""
-    return read_topic(kafka.bootstrap_servers, worker.topic("sessions"),
-                      lambda msg: records.decode_command(msg.value()))  # fmt: skip
+    return read_topic(
+        kafka.bootstrap_servers,
+        worker.topic("sessions"),
+        lambda msg: records.decode_command(msg.value()),
+    )
 
 
 def written(kafka: Any, worker: Worker, last: Callable[[Any], bool]) -> list[Any]:
@@ -65,8 +78,10 @@ def written(kafka: Any, worker: Worker, last: Callable[[Any], bool]) -> list[Any
     a session's commands in order to one partition, so every one before it is there too."""
     found: list[Any] = wait_for(
         lambda: (cs := commands(kafka, worker)) and any(last(c) for c in cs) and cs,
-        60, 0.5, "the command",
-    )  # fmt: skip
+        60,
+        0.5,
+        "the command",
+    )
     return found
 
 
@@ -74,8 +89,10 @@ def opened(worker: Worker, key: str, session_id: str) -> dict[str, Any]:
     """The session's document, once its opening (confirmed before the 202) is applied."""
     found: dict[str, Any] = wait_for(
         lambda: (a := worker.session(session_id, key)).status == 200 and a.body,
-        60, 0.2, f"session {session_id}",
-    )  # fmt: skip
+        60,
+        0.2,
+        f"session {session_id}",
+    )
     return found
 
 
@@ -115,8 +132,11 @@ def test_a_503_opens_nothing_and_a_retry_opens_one_session(
 ) -> None:
     """A worker of the same deployment whose broker never confirms in time answers 503 "no
     session was opened"; the client's retry, on a healthy worker, opens exactly one."""
-    slow = make_worker({"SWITCHBOARD_PAUSED_CHANNELS": "sms", "SWITCHBOARD_PRODUCE_TIMEOUT": UNMEETABLE},
-                       prefix=worker.prefix, document=document).start()  # fmt: skip
+    slow = make_worker(
+        {"SWITCHBOARD_PAUSED_CHANNELS": "sms", "SWITCHBOARD_PRODUCE_TIMEOUT": UNMEETABLE},
+        prefix=worker.prefix,
+        document=document,
+    ).start()
     wait_for(lambda: http("GET", f"{worker.url}/readyz").body.get("settled"), 60, 0.2, "settled")
     recipients = audience(2 * LARGE)
     key = f"campaign-{uuid.uuid4()}"
@@ -147,27 +167,48 @@ def test_chunks_of_a_keyed_503_never_retried_are_deleted(
     """A keyed submission answered 503 keeps its chunks for a retry under the same id, so no
     ``Discard`` follows it; never retried, they are deleted two idempotency windows later
     (bounded state: before, they were kept forever)."""
-    slow = make_worker({"SWITCHBOARD_PAUSED_CHANNELS": "sms", "SWITCHBOARD_PRODUCE_TIMEOUT": UNMEETABLE,
-                        "SWITCHBOARD_IDEMPOTENCY_WINDOW": "2"}, document=document).start()  # fmt: skip
+    slow = make_worker(
+        {
+            "SWITCHBOARD_PAUSED_CHANNELS": "sms",
+            "SWITCHBOARD_PRODUCE_TIMEOUT": UNMEETABLE,
+            "SWITCHBOARD_IDEMPOTENCY_WINDOW": "2",
+        },
+        document=document,
+    ).start()
     try:
         recipients = audience(3 * LARGE)[:1_200]  # three chunks
         refused = post(slow, keys.acme, recipients, **{"Idempotency-Key": f"orphan-{uuid.uuid4()}"})
         assert refused.status == 503, refused.body
 
         def first_chunk(c: Any) -> bool:
-            return isinstance(c, AudienceChunk) and c.chunk == 0 and c.recipients[0]["given"] == recipients[0]  # fmt: skip
+            return (
+                isinstance(c, AudienceChunk)
+                and c.chunk == 0
+                and c.recipients[0]["given"] == recipients[0]
+            )
 
         session_id = next(c.session_id for c in written(kafka, slow, first_chunk) if first_chunk(c))
         rows = {f"{session_id}:{n}".encode() for n in range(3)}
 
         def latest() -> dict[bytes, bytes | None]:
             changelog = f"sb-{slow.prefix}-sessions-changelog"
-            return {r["key"]: r["value"] for r in read_topic(kafka.bootstrap_servers, changelog)
-                    if r["key"] in rows}  # fmt: skip
+            return {
+                r["key"]: r["value"]
+                for r in read_topic(kafka.bootstrap_servers, changelog)
+                if r["key"] in rows
+            }
 
         # Stored (the writes were only confirmed too late), then tombstoned by the orphan check.
-        wait_for(lambda: set(latest()) == rows and all(v is None for v in latest().values()),
-                 90, 0.5, "the chunks' tombstones")  # fmt: skip
-        assert not [c for c in commands(kafka, slow) if isinstance(c, OpenSession | Claim) and _opens(c, session_id)]  # fmt: skip
+        wait_for(
+            lambda: set(latest()) == rows and all(v is None for v in latest().values()),
+            90,
+            0.5,
+            "the chunks' tombstones",
+        )
+        assert not [
+            c
+            for c in commands(kafka, slow)
+            if isinstance(c, OpenSession | Claim) and _opens(c, session_id)
+        ]
     finally:
         slow.stop()

@@ -38,12 +38,21 @@ def worker(
     make_worker: WorkerFactory, keys: Keys, tmp_path_factory: pytest.TempPathFactory
 ) -> Worker:
     outbox = tmp_path_factory.mktemp("outbox") / "outbox.jsonl"
-    document = {"clients": {
-        "acme": {"api_keys": [api_key_digest(keys.acme)], "default_channels": ["sms"],
-                 "channels": {"sms": {"provider": "sandbox"}}},
-        "other": {"api_keys": [api_key_digest(keys.other)], "default_channels": ["sms"],
-                  "channels": {"sms": {"provider": "sandbox"}}, "rate_limit": {"per_second": 2, "burst": 3}},
-    }}  # fmt: skip
+    document = {
+        "clients": {
+            "acme": {
+                "api_keys": [api_key_digest(keys.acme)],
+                "default_channels": ["sms"],
+                "channels": {"sms": {"provider": "sandbox"}},
+            },
+            "other": {
+                "api_keys": [api_key_digest(keys.other)],
+                "default_channels": ["sms"],
+                "channels": {"sms": {"provider": "sandbox"}},
+                "rate_limit": {"per_second": 2, "burst": 3},
+            },
+        }
+    }
     return make_worker({"SWITCHBOARD_SANDBOX_OUTBOX": str(outbox)}, document=document).start()
 
 
@@ -165,8 +174,12 @@ def test_a_client_over_its_rate_gets_429_with_retry_after(worker: Worker, keys: 
     assert limited, statuses_seen
     assert int(limited[0].headers["Retry-After"]) >= 1
     assert "rate limited" in limited[0].body["errors"][0]["error"]
-    wait_for(lambda: worker.post(body([number()]), keys.other).status == 202,
-             10, 0.25, "the bucket to refill")  # fmt: skip
+    wait_for(
+        lambda: worker.post(body([number()]), keys.other).status == 202,
+        10,
+        0.25,
+        "the bucket to refill",
+    )
     assert worker.post(body([number()]), keys.acme).status == 202, "other clients are not limited"
 
 
@@ -234,16 +247,8 @@ def test_switchboard_send_reads_an_audience_file(
         "phone,name\n" + "".join(f"{a},Friend {i}\n" for i, a in enumerate(audience))
     )
     env = {**worker.env(), "SWITCHBOARD_URL": worker.url, "SWITCHBOARD_API_KEY": keys.acme}
-    command = [
-        sys.executable,
-        "-m",
-        "cli.main",
-        "send",
-        "--audience",
-        str(csv_file),
-        "-m",
-        "Hello {{name}}",
-    ]
+    command = [sys.executable, "-m", "cli.main", "send", "--audience", str(csv_file)]
+    command += ["-m", "Hello {{name}}"]
     result = subprocess.run(
         command, env=env, capture_output=True, text=True, timeout=60, check=False
     )
@@ -256,9 +261,16 @@ def test_switchboard_send_reads_an_audience_file(
     lines = tmp_path / "audience.txt"
     more = [number() for _ in range(2)]
     lines.write_text("\n".join(["# two more", *more]) + "\n")
-    result = subprocess.run([sys.executable, "-m", "cli.main", "send", "--audience", str(lines), "--via-kafka",
-                             "--client", "acme", "--channel", "sms", "-m", "Via Kafka"],
-                            env=env, capture_output=True, text=True, timeout=60, check=False)  # fmt: skip
+    command = [sys.executable, "-m", "cli.main", "send", "--audience", str(lines), "--via-kafka"]
+    command += ["--client", "acme", "--channel", "sms", "-m", "Via Kafka"]
+    result = subprocess.run(
+        command,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert result.returncode == 0, result.stderr
     assert "produced 2 recipients" in result.stdout
     [accepted] = statuses.wait(lambda e: e["recipient"] == more[0] and e["status"] == "accepted")
@@ -281,8 +293,9 @@ def test_switchboard_tail_follows_a_clients_status_events(
 
     def tail(*options: str) -> list[str]:
         command = [sys.executable, "-m", "cli.main", "tail", "--from-beginning", *options]
-        result = subprocess.run(command, env=worker.env(), capture_output=True, text=True,
-                                timeout=60, check=False)  # fmt: skip
+        result = subprocess.run(
+            command, env=worker.env(), capture_output=True, text=True, timeout=60, check=False
+        )
         assert result.returncode == 0, result.stderr
         return result.stdout.splitlines()
 

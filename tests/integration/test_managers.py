@@ -42,16 +42,21 @@ def number() -> str:
             return candidate
 
 
-KEYS = {name: f"{name}-{secrets.token_hex(8)}" for name in
-        ("sticky", "picker", "mms", "services", "fragile", "gated", "scrubbed")}  # fmt: skip
+KEYS = {
+    name: f"{name}-{secrets.token_hex(8)}"
+    for name in ("sticky", "picker", "mms", "services", "fragile", "gated", "scrubbed")
+}
 
 
 def sandbox_client(
     name: str, managers: list[str] | None, pool: list[str], **sms: Any
 ) -> dict[str, Any]:
     """A client with sandbox SMS from ``pool``; ``managers`` None: the global list applies."""
-    client = {"api_keys": [api_key_digest(KEYS[name])], "default_channels": ["sms"],
-              "channels": {"sms": {"provider": "sandbox", "from": pool, **sms}}}  # fmt: skip
+    client = {
+        "api_keys": [api_key_digest(KEYS[name])],
+        "default_channels": ["sms"],
+        "channels": {"sms": {"provider": "sandbox", "from": pool, **sms}},
+    }
     if managers is not None:
         client["service_managers"] = managers
     return client
@@ -71,19 +76,35 @@ def worker(
 ) -> Worker:
     plugins = install(tmp_path_factory.mktemp("plugins"))
     outbox = tmp_path_factory.mktemp("outbox") / "outbox.jsonl"
-    twilio_sms = {"provider": "twilio", "account_sid": TEST_ACCOUNT_SID, "auth_token_env": "SCRUB_TWILIO_TOKEN",
-                  "from": [X], "api_base": twilio.url, "rate_per_second": 50}  # fmt: skip
-    document = {"clients": {
-        "sticky": sandbox_client("sticky", ["sticky-sender", "numpicker-basic"], [X]),
-        "picker": sandbox_client("picker", ["numpicker-basic", "sticky-sender"], [X]),
-        "mms": sandbox_client("mms", None, [X]),  # the global list (SERVICE_MANAGERS) applies
-        "services": sandbox_client("services", ["numpicker-basic", "per-client-messageservices"],
-                                   [X, Y], messaging_service_sid=SERVICE_SID),
-        "fragile": sandbox_client("fragile", ["explode", "numpicker-basic"], [X, Y, Z]),
-        "gated": sandbox_client("gated", ["gate"], [X]),
-        "scrubbed": {"api_keys": [api_key_digest(KEYS["scrubbed"])], "default_channels": ["sms"],
-                     "channels": {"sms": twilio_sms}, "service_managers": ["scrub-bad-mobilenums"]},
-    }}  # fmt: skip
+    twilio_sms = {
+        "provider": "twilio",
+        "account_sid": TEST_ACCOUNT_SID,
+        "auth_token_env": "SCRUB_TWILIO_TOKEN",
+        "from": [X],
+        "api_base": twilio.url,
+        "rate_per_second": 50,
+    }
+    document = {
+        "clients": {
+            "sticky": sandbox_client("sticky", ["sticky-sender", "numpicker-basic"], [X]),
+            "picker": sandbox_client("picker", ["numpicker-basic", "sticky-sender"], [X]),
+            "mms": sandbox_client("mms", None, [X]),  # the global list (SERVICE_MANAGERS) applies
+            "services": sandbox_client(
+                "services",
+                ["numpicker-basic", "per-client-messageservices"],
+                [X, Y],
+                messaging_service_sid=SERVICE_SID,
+            ),
+            "fragile": sandbox_client("fragile", ["explode", "numpicker-basic"], [X, Y, Z]),
+            "gated": sandbox_client("gated", ["gate"], [X]),
+            "scrubbed": {
+                "api_keys": [api_key_digest(KEYS["scrubbed"])],
+                "default_channels": ["sms"],
+                "channels": {"sms": twilio_sms},
+                "service_managers": ["scrub-bad-mobilenums"],
+            },
+        }
+    }
     pythonpath = os.pathsep.join(p for p in (str(plugins), os.environ.get("PYTHONPATH")) if p)
     env = {
         "SWITCHBOARD_SANDBOX_OUTBOX": str(outbox),
@@ -108,8 +129,12 @@ def memory(kafka: Any, worker: Worker) -> Iterator[TopicReader]:
 
     def decode(msg: Any) -> tuple[str, Any, int, int]:
         value = msg.value()
-        return (msg.key().decode(), json.loads(value) if value is not None else None,
-                msg.partition(), msg.offset())  # fmt: skip
+        return (
+            msg.key().decode(),
+            json.loads(value) if value is not None else None,
+            msg.partition(),
+            msg.offset(),
+        )
 
     reader = TopicReader(kafka.bootstrap_servers, worker.topic("manager-state"), decode)
     yield reader
@@ -189,11 +214,16 @@ def test_sticky_sender_listed_first_wins_and_listed_after_the_picker_never_appli
     settings = Settings.from_env(
         bootstrap_servers=kafka.bootstrap_servers, topic_prefix=worker.prefix
     )
-    publish_clients(settings, [
-        parse_client(name, sandbox_client(name, managers, grown))
-        for name, managers in (("sticky", ["sticky-sender", "numpicker-basic"]),
-                               ("picker", ["numpicker-basic", "sticky-sender"]))
-    ])  # fmt: skip
+    publish_clients(
+        settings,
+        [
+            parse_client(name, sandbox_client(name, managers, grown))
+            for name, managers in (
+                ("sticky", ["sticky-sender", "numpicker-basic"]),
+                ("picker", ["numpicker-basic", "sticky-sender"]),
+            )
+        ],
+    )
 
     def grown_pool_applied() -> bool:
         probe = far_from(grown, X)
@@ -270,7 +300,10 @@ def test_a_session_start_manager_scrubs_recipients_or_blocks_the_session(
     assert done["detail"]["counts"] == {"delivered": 1, "suppressed": 1}
     [suppressed] = [e for e in events(statuses, session_id, scrubbed)]
     assert (suppressed["status"], suppressed["error_code"], suppressed["error"]) == (
-        "suppressed", "scrubbed", "test scrub")  # fmt: skip
+        "suppressed",
+        "scrubbed",
+        "test scrub",
+    )
     assert suppressed["detail"] == {"service_manager": "gate", "reason": "scrubbed"}
     accepted = next(e for e in events(statuses, session_id, kept) if e["status"] == "accepted")
     assert accepted["detail"] == {"gate": {"seen": 2}}
@@ -280,8 +313,11 @@ def test_a_session_start_manager_scrubs_recipients_or_blocks_the_session(
     blocked = send(worker, "gated", [innocent, forbidden])
     done = completed(statuses, blocked)
     assert done["detail"]["counts"] == {"cancelled": 2}
-    [session_event] = [e for e in events(statuses, blocked) if e["status"] == "cancelled"
-                       and e["recipient"] is None]  # fmt: skip
+    [session_event] = [
+        e
+        for e in events(statuses, blocked)
+        if e["status"] == "cancelled" and e["recipient"] is None
+    ]
     assert (session_event["error_code"], session_event["detail"]["reason"]) == ("blocked",) * 2
     assert session_event["error"] == "gate: a number ending in 0000 is not allowed"
     for address in (innocent, forbidden):
@@ -304,8 +340,13 @@ def test_scrubbing_looks_each_number_up_once_and_removes_landlines_and_invalid_n
     twilio.call(lambda: twilio.fake.line_types.update({landline: "landline", invalid: "invalid"}))
 
     def outcome(session_id: str, address: str) -> dict[str, Any]:
-        return statuses.wait(lambda e: e["session_id"] == session_id and e["recipient"] == address
-                             and e["status"] in ("sent", "suppressed"))[0]  # fmt: skip
+        return statuses.wait(
+            lambda e: (
+                e["session_id"] == session_id
+                and e["recipient"] == address
+                and e["status"] in ("sent", "suppressed")
+            )
+        )[0]
 
     first = send(worker, "scrubbed", [mobile, landline, invalid])
     assert outcome(first, mobile)["status"] == "sent"

@@ -23,25 +23,41 @@ pytestmark = pytest.mark.kafka
 def closed_window() -> dict[str, Any]:
     """An sms window that opens in about two hours (every day, for a minute): closed now."""
     opens = datetime.now(UTC) + timedelta(hours=2)
-    return {"days": ["mon", "tue", "wed", "thu", "fri", "sat", "sun"], "timezone": "UTC",
-            "start": opens.strftime("%H:%M"), "end": (opens + timedelta(minutes=1)).strftime("%H:%M")}  # fmt: skip
+    return {
+        "days": ["mon", "tue", "wed", "thu", "fri", "sat", "sun"],
+        "timezone": "UTC",
+        "start": opens.strftime("%H:%M"),
+        "end": (opens + timedelta(minutes=1)).strftime("%H:%M"),
+    }
 
 
 @pytest.fixture(scope="module")
 def worker(make_worker: WorkerFactory, keys: Keys) -> Worker:
-    document = {"clients": {
-        # acme's sms is held by its window; other's goes out at once.
-        "acme": {"api_keys": [api_key_digest(keys.acme)], "default_channels": ["sms"],
-                 "channels": {"sms": {"provider": "sandbox"}}, "time_windows": {"sms": closed_window()}},
-        "other": {"api_keys": [api_key_digest(keys.other)], "default_channels": ["sms"],
-                  "channels": {"sms": {"provider": "sandbox"}}},
-    }}  # fmt: skip
+    document = {
+        "clients": {
+            # acme's sms is held by its window; other's goes out at once.
+            "acme": {
+                "api_keys": [api_key_digest(keys.acme)],
+                "default_channels": ["sms"],
+                "channels": {"sms": {"provider": "sandbox"}},
+                "time_windows": {"sms": closed_window()},
+            },
+            "other": {
+                "api_keys": [api_key_digest(keys.other)],
+                "default_channels": ["sms"],
+                "channels": {"sms": {"provider": "sandbox"}},
+            },
+        }
+    }
     return make_worker(document=document).start()
 
 
 def lag(samples: Samples, topic: str) -> dict[int, float]:
-    return {int(dict(labels)["partition"]): value for (name, labels), value in samples.items()
-            if name == "switchboard_consumer_lag" and dict(labels)["topic"] == topic}  # fmt: skip
+    return {
+        int(dict(labels)["partition"]): value
+        for (name, labels), value in samples.items()
+        if name == "switchboard_consumer_lag" and dict(labels)["topic"] == topic
+    }
 
 
 def numbers(count: int) -> list[str]:
@@ -63,24 +79,36 @@ def test_gauges_follow_sessions_deferrals_and_lag(worker: Worker, keys: Keys) ->
     wait_for(
         lambda: gauge(worker, "switchboard_deferred_deliveries") == 250, 30, 0.5, "250 deferred"
     )
-    wait_for(lambda: (gauge(worker, "switchboard_deferred_oldest_age_seconds") or 0) > 0, 30, 0.5,
-             "the oldest deferral's age")  # fmt: skip
+    wait_for(
+        lambda: (gauge(worker, "switchboard_deferred_oldest_age_seconds") or 0) > 0,
+        30,
+        0.5,
+        "the oldest deferral's age",
+    )
     wait_for(lambda: gauge(worker, "switchboard_sessions_open") == 2, 30, 0.5, "sessions open = 2")
     assert worker.session(held, keys.acme).body["status"] == "dispatching"
     # The status filter (the console's) lists them, each with its release time.
     url = f"{worker.url}/v1/sessions/{held}?status=deferred&limit=5"
-    page = wait_for(lambda: len(r := http("GET", url, key=keys.acme).body["recipients"]) == 5 and r,
-                    30, 0.5, "5 deferred recipients listed")  # fmt: skip
+    page = wait_for(
+        lambda: len(r := http("GET", url, key=keys.acme).body["recipients"]) == 5 and r,
+        30,
+        0.5,
+        "5 deferred recipients listed",
+    )
     assert all(r["status"] == "deferred" and r["release_at"].endswith("Z") for r in page), page
     assert http("GET", url, key=keys.acme).body["next_offset"] == 5
     assert worker.session(held, keys.acme).body["deferred"] == 250  # the console's bar shows them
 
     # `status --watch`, not on a terminal: plain lines, until the triggered session completes.
+    command = [sys.executable, "-m", "cli.main", "status", manual, "--watch", "--interval", "0.2"]
+    command += ["--url", worker.url, "--api-key", keys.other]
     watcher = subprocess.Popen(
-        [sys.executable, "-m", "cli.main", "status", manual, "--watch", "--interval", "0.2",
-         "--url", worker.url, "--api-key", keys.other],
-        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+        command,
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         trigger = http("POST", f"{worker.url}/v1/sessions/{manual}/trigger", key=keys.other)
         assert trigger.status == 202, trigger.body

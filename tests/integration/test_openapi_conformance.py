@@ -33,15 +33,26 @@ MAX_EXAMPLES = 5
 def test_the_api_conforms_to_its_openapi_document(
     worker: Worker, keys: Keys, tmp_path: Path
 ) -> None:
-    command = [
-        str(Path(sys.executable).parent / "schemathesis"), "--config-file", str(CONFIG), "--no-color",
-        "run", f"{worker.url}/openapi.json",
-        "--checks", "all", "--max-examples", str(MAX_EXAMPLES),
+    schemathesis = str(Path(sys.executable).parent / "schemathesis")
+    command = [schemathesis, "--config-file", str(CONFIG), "--no-color"]
+    command += ["run", f"{worker.url}/openapi.json"]
+    command += [
+        "--checks",
+        "all",
+        "--max-examples",
+        str(MAX_EXAMPLES),
         "--generation-deterministic",
-        "--header", f"Authorization: Bearer {keys.acme}",
-        "--request-timeout", "30", "--continue-on-failure", "--workers", "1",
-        "--phases", "examples,coverage,fuzzing",
-    ]  # fmt: skip
-    result = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=600,
-                            check=False, env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)})  # fmt: skip
+    ]
+    command += ["--header", f"Authorization: Bearer {keys.acme}"]
+    command += ["--request-timeout", "30", "--continue-on-failure", "--workers", "1"]
+    command += ["--phases", "examples,coverage,fuzzing"]
+    result = subprocess.run(
+        command,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+        env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)},
+    )
     assert result.returncode == 0, result.stdout[-8000:] + result.stderr[-2000:]

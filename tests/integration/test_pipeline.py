@@ -21,10 +21,14 @@ def email_instruction(
     *addresses: str, subject: str = "Your order", client: str | None = None
 ) -> dict[str, Any]:
     body: dict[str, Any] = {
-        "transport": {"type": "email", "subject": subject, "message": "Hello {{name}}, it shipped.",
-                      "extras": {"template_vars": {"name": "friend"}}},
+        "transport": {
+            "type": "email",
+            "subject": subject,
+            "message": "Hello {{name}}, it shipped.",
+            "extras": {"template_vars": {"name": "friend"}},
+        },
         "audience": list(addresses),
-    }  # fmt: skip
+    }
     if client:
         body["client_id"] = client
     return body
@@ -92,17 +96,69 @@ def test_another_clients_session_is_not_found(
     [
         (b"{not json", 400, [""]),
         (b"[1, 2]", 400, [""]),
-        (json.dumps({"transport": {"type": "fax", "message": "x"}, "audience": ["a@b.co"]}).encode(), 422, ["transport.type"]),
-        (json.dumps({"transport": {"type": "email", "subject": "s", "message": "m"},
-                     "audience": ["ok@example.com", "not-an-email", {"email": "x@y"}]}).encode(), 422, ["audience[1]", "audience[2].email"]),
-        (json.dumps({"transport": {"type": "email", "message": "m"}, "audience": []}).encode(), 422, ["transport.subject", "audience"]),
-        (json.dumps({"transport": {"type": "voice", "message": "m"}, "audience": ["+14155550100"]}).encode(), 422, ["transport.type"]),
-        (json.dumps({"client_id": "other", "transport": {"type": "sms", "message": "m"}, "audience": ["+14155550100"]}).encode(), 422, ["client_id"]),
-        (json.dumps({"transport": {"type": "sms", "message": "m"}, "audience": ["+14155550100"], "optionz": {}}).encode(), 422, ["optionz"]),
+        (
+            json.dumps(
+                {"transport": {"type": "fax", "message": "x"}, "audience": ["a@b.co"]}
+            ).encode(),
+            422,
+            ["transport.type"],
+        ),
+        (
+            json.dumps(
+                {
+                    "transport": {"type": "email", "subject": "s", "message": "m"},
+                    "audience": ["ok@example.com", "not-an-email", {"email": "x@y"}],
+                }
+            ).encode(),
+            422,
+            ["audience[1]", "audience[2].email"],
+        ),
+        (
+            json.dumps({"transport": {"type": "email", "message": "m"}, "audience": []}).encode(),
+            422,
+            ["transport.subject", "audience"],
+        ),
+        (
+            json.dumps(
+                {"transport": {"type": "voice", "message": "m"}, "audience": ["+14155550100"]}
+            ).encode(),
+            422,
+            ["transport.type"],
+        ),
+        (
+            json.dumps(
+                {
+                    "client_id": "other",
+                    "transport": {"type": "sms", "message": "m"},
+                    "audience": ["+14155550100"],
+                }
+            ).encode(),
+            422,
+            ["client_id"],
+        ),
+        (
+            json.dumps(
+                {
+                    "transport": {"type": "sms", "message": "m"},
+                    "audience": ["+14155550100"],
+                    "optionz": {},
+                }
+            ).encode(),
+            422,
+            ["optionz"],
+        ),
     ],
-    ids=["malformed", "not-an-object", "unknown-channel", "invalid-emails", "missing-fields", "unconfigured-channel",
-         "other-client-id", "unknown-field"],
-)  # fmt: skip
+    ids=[
+        "malformed",
+        "not-an-object",
+        "unknown-channel",
+        "invalid-emails",
+        "missing-fields",
+        "unconfigured-channel",
+        "other-client-id",
+        "unknown-field",
+    ],
+)
 def test_bad_http_input_names_every_error(
     worker: Worker, keys: Any, body: bytes, status: int, fields: list[str]
 ) -> None:
@@ -144,11 +200,16 @@ def avro_instruction(*addresses: str, subject: str) -> dict[str, Any]:
     return {
         "client_id": "acme",
         "idempotency_key": None,
-        "transport": {"type": "email", "subject": subject, "message": "Hello {{name}}, it shipped.", "fileUrl": None,
-                      "extras": {"template_vars": {"name": "friend"}}},
+        "transport": {
+            "type": "email",
+            "subject": subject,
+            "message": "Hello {{name}}, it shipped.",
+            "fileUrl": None,
+            "extras": {"template_vars": {"name": "friend"}},
+        },
         "audience": list(addresses),
         "options": None,
-    }  # fmt: skip
+    }
 
 
 def session_of(statuses: TopicReader, recipient: str) -> str:
@@ -178,31 +239,66 @@ def test_kafka_instruction_delivers(
 
 
 def _other_schema() -> Any:
-    return fastavro.parse_schema({"type": "record", "name": "Order", "fields": [
-        {"name": "id", "type": "long"}, {"name": "note", "type": "string"}]})  # fmt: skip
+    return fastavro.parse_schema(
+        {
+            "type": "record",
+            "name": "Order",
+            "fields": [{"name": "id", "type": "long"}, {"name": "note", "type": "string"}],
+        }
+    )
 
 
 BAD_KAFKA_INPUTS: list[tuple[str, bytes, list[tuple[str, bytes]], list[str]]] = [
     ("malformed", b"\x07\x00garbage\xff", [], [""]),
-    ("wrong-schema", avro_body({"id": 42, "note": "an order, not an instruction"}, _other_schema()),
-     [("content-type", schemas.content_type("instruction").encode())], [""]),
-    ("missing-field", json.dumps({"client_id": "acme", "transport": {"type": "email", "subject": "s", "message": "m"}}).encode(),
-     [("content-type", b"application/json")], ["audience"]),
-    ("invalid-email", json.dumps(email_instruction("fine@example.com", "no-at-sign", client="acme")).encode(),
-     [("content-type", b"application/json")], ["audience[1]"]),
-    ("unknown-channel", json.dumps({"client_id": "acme", "transport": {"type": "pigeon", "message": "m"},
-                                    "audience": ["a@example.com"]}).encode(), [("content-type", b"application/json")], ["transport.type"]),
+    (
+        "wrong-schema",
+        avro_body({"id": 42, "note": "an order, not an instruction"}, _other_schema()),
+        [("content-type", schemas.content_type("instruction").encode())],
+        [""],
+    ),
+    (
+        "missing-field",
+        json.dumps(
+            {"client_id": "acme", "transport": {"type": "email", "subject": "s", "message": "m"}}
+        ).encode(),
+        [("content-type", b"application/json")],
+        ["audience"],
+    ),
+    (
+        "invalid-email",
+        json.dumps(email_instruction("fine@example.com", "no-at-sign", client="acme")).encode(),
+        [("content-type", b"application/json")],
+        ["audience[1]"],
+    ),
+    (
+        "unknown-channel",
+        json.dumps(
+            {
+                "client_id": "acme",
+                "transport": {"type": "pigeon", "message": "m"},
+                "audience": ["a@example.com"],
+            }
+        ).encode(),
+        [("content-type", b"application/json")],
+        ["transport.type"],
+    ),
     ("confluent-without-registry", b"\x00\x00\x00\x00\x07" + b"\x02" * 10, [], [""]),
-]  # fmt: skip
+]
 
 
 @pytest.mark.parametrize(
     ("name", "value", "headers", "fields"), BAD_KAFKA_INPUTS, ids=[b[0] for b in BAD_KAFKA_INPUTS]
 )
 def test_bad_kafka_input_is_rejected_and_the_next_gets_through(
-    worker: Worker, kafka: Any, statuses: TopicReader, rejections: TopicReader,
-    name: str, value: bytes, headers: list[tuple[str, bytes]], fields: list[str],
-) -> None:  # fmt: skip
+    worker: Worker,
+    kafka: Any,
+    statuses: TopicReader,
+    rejections: TopicReader,
+    name: str,
+    value: bytes,
+    headers: list[tuple[str, bytes]],
+    fields: list[str],
+) -> None:
     key = f"bad-{name}-{uuid.uuid4().hex[:6]}".encode()
     produce(kafka.bootstrap_servers, worker.topic("instructions"), value, key=key, headers=headers)
     [rejection] = rejections.wait(lambda r: r["key"] == key)
@@ -213,8 +309,12 @@ def test_bad_kafka_input_is_rejected_and_the_next_gets_through(
     assert rejection["_headers"]["content-type"] == schemas.content_type("rejection").encode()
 
     good = f"after-{name}-{uuid.uuid4().hex[:6]}@example.com"
-    produce(kafka.bootstrap_servers, worker.topic("instructions"),
-            json.dumps(email_instruction(good, client="acme")).encode(), key=b"acme")  # fmt: skip
+    produce(
+        kafka.bootstrap_servers,
+        worker.topic("instructions"),
+        json.dumps(email_instruction(good, client="acme")).encode(),
+        key=b"acme",
+    )
     assert_delivered(statuses, session_of(statuses, good), [good])
 
 
@@ -235,8 +335,12 @@ def test_poison_message_on_an_internal_topic_is_quarantined(
     assert "internal error in sessions" in rejection["errors"][0]["error"]
 
     good = f"after-poison-{uuid.uuid4().hex[:6]}@example.com"
-    produce(kafka.bootstrap_servers, worker.topic("instructions"),
-            json.dumps(email_instruction(good, client="acme")).encode(), key=b"acme")  # fmt: skip
+    produce(
+        kafka.bootstrap_servers,
+        worker.topic("instructions"),
+        json.dumps(email_instruction(good, client="acme")).encode(),
+        key=b"acme",
+    )
     assert_delivered(statuses, session_of(statuses, good), [good])
 
 

@@ -55,8 +55,12 @@ def number() -> str:
 
 def window() -> dict[str, Any]:
     start = (datetime.now(UTC).hour + 8) % 24
-    return {"days": EVERY_DAY, "start": f"{start:02d}:00", "end": f"{(start + 13) % 24:02d}:00",
-            "timezone": "recipient"}  # fmt: skip
+    return {
+        "days": EVERY_DAY,
+        "start": f"{start:02d}:00",
+        "end": f"{(start + 13) % 24:02d}:00",
+        "timezone": "recipient",
+    }
 
 
 @pytest.fixture(scope="module")
@@ -66,12 +70,21 @@ def held_window() -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def worker(make_worker: WorkerFactory, keys: Keys, held_window: dict[str, Any]) -> Worker:
-    document = {"clients": {
-        "acme": {"api_keys": [api_key_digest(keys.acme)], "default_channels": ["sms"],
-                 "channels": {"sms": {"provider": "sandbox"}}, "time_windows": {"sms": held_window}},
-        "other": {"api_keys": [api_key_digest(keys.other)], "default_channels": ["sms"],
-                  "channels": {"sms": {"provider": "sandbox"}}},
-    }}  # fmt: skip
+    document = {
+        "clients": {
+            "acme": {
+                "api_keys": [api_key_digest(keys.acme)],
+                "default_channels": ["sms"],
+                "channels": {"sms": {"provider": "sandbox"}},
+                "time_windows": {"sms": held_window},
+            },
+            "other": {
+                "api_keys": [api_key_digest(keys.other)],
+                "default_channels": ["sms"],
+                "channels": {"sms": {"provider": "sandbox"}},
+            },
+        }
+    }
     return make_worker(document=document).start()
 
 
@@ -95,15 +108,20 @@ def test_a_deferral_says_which_window_and_zone_hold_it(
     worker: Worker, keys: Keys, statuses: TopicReader, held_window: dict[str, Any]
 ) -> None:
     audience = [{"phone": "+9779812345678", "timezone": "Asia/Kathmandu"}, RUSSIAN_MOBILE]
-    answer = worker.post({"transport": {"type": "sms", "message": "Later"}, "audience": audience},
-                         keys.acme)  # fmt: skip
+    answer = worker.post(
+        {"transport": {"type": "sms", "message": "Later"}, "audience": audience}, keys.acme
+    )
     assert answer.status == 202, answer.body
     session_id = answer.body["session_id"]
     events = events_of(statuses, session_id, 4)
     deferred = {e["recipient"]: e for e in events if e["status"] == "deferred"}
     assert set(deferred) == {"+9779812345678", RUSSIAN_MOBILE}, [e["status"] for e in events]
-    configured = {"days": ",".join(EVERY_DAY), "start": held_window["start"],
-                  "end": held_window["end"], "timezone": "recipient"}  # fmt: skip
+    configured = {
+        "days": ",".join(EVERY_DAY),
+        "start": held_window["start"],
+        "end": held_window["end"],
+        "timezone": "recipient",
+    }
     for event in deferred.values():
         detail = event["detail"]
         assert (event["error_code"], detail["reason"]) == ("window-closed", "window-closed")
@@ -129,8 +147,10 @@ def test_a_deferral_says_which_window_and_zone_hold_it(
     page = wait_for(held, 30, 0.2, "both deferrals in the session's document")
     for entry in page.body["recipients"]:
         assert (entry["status"], entry["reason"], entry["error_code"]) == (
-            "deferred", "window-closed", "window-closed",
-        )  # fmt: skip
+            "deferred",
+            "window-closed",
+            "window-closed",
+        )
         assert entry["error"] == deferred[entry["recipient"]]["error"]
     assert page.body["next_offset"] is None
     first = recipients(worker, keys.acme, session_id, "status=deferred&limit=1")
@@ -143,8 +163,11 @@ def test_a_deferral_says_which_window_and_zone_hold_it(
 
 def test_an_unknown_status_is_a_400_naming_it(worker: Worker, keys: Keys) -> None:
     session_id = worker.send_sms(keys.other, [number()])
-    for query, named in (("status=deferred,held", "held"), ("status=completed", "completed"),
-                         ("status=sent,nope,gone", "gone, nope")):  # fmt: skip
+    for query, named in (
+        ("status=deferred,held", "held"),
+        ("status=completed", "completed"),
+        ("status=sent,nope,gone", "gone, nope"),
+    ):
         answer = recipients(worker, keys.other, session_id, query)
         assert answer.status == 400, answer.body
         assert answer.body["errors"][0]["field"] == "status"
@@ -157,9 +180,14 @@ def test_suppressed_deliveries_say_why_and_the_filter_finds_them(
     # An opt-out on the opt-out topic, as a STOP records it; it reaches the worker's replica
     # within a moment: until then a send to the number goes out.
     stopped = number()
-    produce(kafka.bootstrap_servers, worker.topic("optouts"),
-            json.dumps({"at": time.time(), "source": "keyword", "detail": "STOP", "channel": "sms"}).encode(),
-            key=optout.key("other", stopped))  # fmt: skip
+    produce(
+        kafka.bootstrap_servers,
+        worker.topic("optouts"),
+        json.dumps(
+            {"at": time.time(), "source": "keyword", "detail": "STOP", "channel": "sms"}
+        ).encode(),
+        key=optout.key("other", stopped),
+    )
 
     def suppressed_session() -> str | None:
         session_id = worker.send_sms(keys.other, [stopped, number()])
@@ -181,15 +209,25 @@ def test_suppressed_deliveries_say_why_and_the_filter_finds_them(
     assert [e["status"] for e in both.body["recipients"]] == ["suppressed", "delivered"]
 
     # A provider's refusal for good: its own code stays, the reason is provider-suppressed.
-    answer = worker.post({"transport": {"type": "sms", "message": "Hi",
-                                        "extras": {"sandbox": {"fail": "suppressed"}}},
-                          "audience": [number()]}, keys.other)  # fmt: skip
+    answer = worker.post(
+        {
+            "transport": {
+                "type": "sms",
+                "message": "Hi",
+                "extras": {"sandbox": {"fail": "suppressed"}},
+            },
+            "audience": [number()],
+        },
+        keys.other,
+    )
     assert answer.status == 202, answer.body
-    refused = next(e for e in events_of(statuses, answer.body["session_id"], 3)
-                   if e["status"] == "suppressed")  # fmt: skip
+    refused = next(
+        e for e in events_of(statuses, answer.body["session_id"], 3) if e["status"] == "suppressed"
+    )
     assert (refused["error_code"], refused["detail"]["reason"]) == (
-        "sandbox-suppressed", "provider-suppressed",
-    )  # fmt: skip
+        "sandbox-suppressed",
+        "provider-suppressed",
+    )
 
 
 def test_a_cancelled_session_and_its_deliveries_say_why(
@@ -208,8 +246,9 @@ def test_a_cancelled_session_and_its_deliveries_say_why(
     worker.wait_completed(session_id, keys.other)
     page = recipients(worker, keys.other, session_id, "status=cancelled")
     assert [(e["index"], e["reason"]) for e in page.body["recipients"]] == [
-        (0, "cancelled"), (1, "cancelled"),
-    ]  # fmt: skip
+        (0, "cancelled"),
+        (1, "cancelled"),
+    ]
     told = [e for e in events_of(statuses, session_id, 5) if e["recipient"] is not None]
     assert {e["detail"].get("reason") for e in told if e["status"] == "cancelled"} == {"cancelled"}
 
@@ -224,16 +263,25 @@ def test_a_sessions_lifecycle_replays_in_order_from_the_status_topic(
     session_id = worker.send_sms(keys.other, audience)
     worker.wait_completed(session_id, keys.other)
     published = events_of(statuses, session_id, 10)  # 3 x (accepted, sent, delivered), completed
+    command = [sys.executable, "-m", "cli.main", "tail", "--from-beginning"]
+    command += ["--session", session_id, "--json"]
+    command += ["--count", str(len(published)), "--idle-timeout", "20"]
     tail = subprocess.run(
-        [sys.executable, "-m", "cli.main", "tail", "--from-beginning", "--session", session_id,
-         "--json", "--count", str(len(published)), "--idle-timeout", "20"],
-        cwd=ROOT, env=worker.env(), capture_output=True, text=True, timeout=120, check=True,
-    )  # fmt: skip
+        command,
+        cwd=ROOT,
+        env=worker.env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
     replayed = [json.loads(line) for line in tail.stdout.splitlines() if line.startswith("{")]
     assert [e["event_id"] for e in replayed] == [e["event_id"] for e in published]
     assert len({e["event_id"] for e in replayed}) == len(replayed), "one id per state change"
     for address in audience:
         assert [e["status"] for e in replayed if e["recipient"] == address] == [
-            "accepted", "sent", "delivered",
-        ]  # fmt: skip
+            "accepted",
+            "sent",
+            "delivered",
+        ]
     assert replayed[-1]["status"] == "completed" and replayed[-1]["recipient"] is None

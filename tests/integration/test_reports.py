@@ -47,11 +47,24 @@ def twilio() -> Iterator[BackgroundServer[FakeTwilioServer]]:
 def worker(
     make_worker: WorkerFactory, keys: Keys, twilio: BackgroundServer[FakeTwilioServer]
 ) -> Worker:
-    sms = {"provider": "twilio", "account_sid": TEST_ACCOUNT_SID, "auth_token_env": "ACME_TWILIO_TOKEN",
-           "from": [SENDER], "api_base": twilio.url, "rate_per_second": 5}  # fmt: skip
-    document = {"clients": {"acme": {"api_keys": [api_key_digest(keys.acme)], "default_channels": ["sms"],
-                                     "channels": {"sms": sms, "voice": {**sms, "rate_per_second": 50}},
-                                     "help_text": "Acme: reply STOP to stop."}}}  # fmt: skip
+    sms = {
+        "provider": "twilio",
+        "account_sid": TEST_ACCOUNT_SID,
+        "auth_token_env": "ACME_TWILIO_TOKEN",
+        "from": [SENDER],
+        "api_base": twilio.url,
+        "rate_per_second": 5,
+    }
+    document = {
+        "clients": {
+            "acme": {
+                "api_keys": [api_key_digest(keys.acme)],
+                "default_channels": ["sms"],
+                "channels": {"sms": sms, "voice": {**sms, "rate_per_second": 50}},
+                "help_text": "Acme: reply STOP to stop.",
+            }
+        }
+    }
     worker = make_worker(
         {"ACME_TWILIO_TOKEN": TEST_AUTH_TOKEN, "SWITCHBOARD_REPORT_TIMEOUT": "6"}, document=document
     )
@@ -175,9 +188,12 @@ def test_a_forged_callback_is_refused_and_changes_nothing(
 
 
 def test_a_signed_callback_for_another_message_changes_nothing_and_is_rejected(
-    worker: Worker, kafka: Any, keys: Keys, statuses: TopicReader,
+    worker: Worker,
+    kafka: Any,
+    keys: Keys,
+    statuses: TopicReader,
     twilio: BackgroundServer[FakeTwilioServer],
-) -> None:  # fmt: skip
+) -> None:
     """Issue 14, part 5: a correctly signed callback on a delivery's own URL, with another
     ``MessageSid``, neither replaces the delivery's id nor moves its status."""
     rejected = rejection_reader(kafka.bootstrap_servers, worker.topic("rejected"))
@@ -188,8 +204,13 @@ def test_a_signed_callback_for_another_message_changes_nothing_and_is_rejected(
         statuses.wait(lambda e: e["recipient"] == address and e["status"] == "sent")
         url = twilio.records("requests", lambda r: r.get("To") == address)[0].get("StatusCallback")
         other = "SM" + secrets.token_hex(16)
-        params = {"MessageSid": other, "MessageStatus": "undelivered", "ErrorCode": "30005",
-                  "To": address, "AccountSid": TEST_ACCOUNT_SID}  # fmt: skip
+        params = {
+            "MessageSid": other,
+            "MessageStatus": "undelivered",
+            "ErrorCode": "30005",
+            "To": address,
+            "AccountSid": TEST_ACCOUNT_SID,
+        }
         signed = {
             "X-Twilio-Signature": twilio.fake.signature(url, params),
             "Content-Type": "application/x-www-form-urlencoded",
@@ -343,9 +364,14 @@ def test_a_voice_broadcast_is_final_on_its_call_status_and_busy_is_retried(
     """Twilio reports a broadcast call's end on its status callback (CallStatus): an answered
     call is delivered; busy and no-answer are failures that the session's retries try again."""
     busy_then_answers, never_answers = number(), number()
-    answer = worker.post({"transport": {"type": "voice", "message": "Your appointment is tomorrow"},
-                          "audience": [busy_then_answers, never_answers],
-                          "options": {"retries": 1, "retryIntervalMinutes": "0.02"}}, keys.acme)  # fmt: skip
+    answer = worker.post(
+        {
+            "transport": {"type": "voice", "message": "Your appointment is tomorrow"},
+            "audience": [busy_then_answers, never_answers],
+            "options": {"retries": 1, "retryIntervalMinutes": "0.02"},
+        },
+        keys.acme,
+    )
     assert answer.status == 202, answer.body
     session_id = answer.body["session_id"]
 
@@ -353,8 +379,11 @@ def test_a_voice_broadcast_is_final_on_its_call_status_and_busy_is_retried(
         twilio.wait_records(
             lambda r: r.resource == "Calls" and r.get("To") == to, count, timeout=60
         )
-        return [sid for sid, res in twilio.call(lambda: dict(twilio.fake.resources)).items()
-                if res.get("to") == to and sid.startswith("CA")]  # fmt: skip
+        return [
+            sid
+            for sid, res in twilio.call(lambda: dict(twilio.fake.resources)).items()
+            if res.get("to") == to and sid.startswith("CA")
+        ]
 
     [first] = calls_to(busy_then_answers, 1)
     [other_first] = calls_to(never_answers, 1)

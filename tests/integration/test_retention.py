@@ -91,8 +91,9 @@ def completed_or_gone(worker: Worker, session_id: str, key: str) -> bool:
 def test_a_session_past_its_retention_is_tombstoned_everywhere_and_gone_after_a_rebuild(
     make_worker: WorkerFactory, kafka: LocalBroker, keys: Keys
 ) -> None:
-    worker = make_worker({"SWITCHBOARD_RETENTION": RETENTION,
-                          "SWITCHBOARD_IDEMPOTENCY_WINDOW": RETENTION}).start()  # fmt: skip
+    worker = make_worker(
+        {"SWITCHBOARD_RETENTION": RETENTION, "SWITCHBOARD_IDEMPOTENCY_WINDOW": RETENTION}
+    ).start()
     bootstrap = kafka.bootstrap_servers
     try:
         # A campaign over several dispatch partitions (slices of 100), a cancelled session
@@ -104,31 +105,48 @@ def test_a_session_past_its_retention_is_tombstoned_everywhere_and_gone_after_a_
         cancel = http("POST", f"{worker.url}/v1/sessions/{cancelled}/cancel", key=keys.acme)
         assert cancel.status == 202, cancel.body
         idem_key = f"retention-{uuid.uuid4()}"
-        keyed = worker.post({"transport": {"type": "sms", "message": "Hi"}, "audience": numbers(1)},
-                            keys.acme, headers={"Idempotency-Key": idem_key})  # fmt: skip
+        keyed = worker.post(
+            {"transport": {"type": "sms", "message": "Hi"}, "audience": numbers(1)},
+            keys.acme,
+            headers={"Idempotency-Key": idem_key},
+        )
         assert keyed.status == 202, keyed.body
         first_keyed = keyed.body["session_id"]
         waiting = worker.send_sms(keys.acme, numbers(2), trigger="manual")
         purged = [campaign, cancelled, first_keyed]
         for session_id in purged:
-            wait_for(lambda s=session_id: completed_or_gone(worker, s, keys.acme), 90, 0.2,
-                     f"session {session_id} to complete")  # fmt: skip
+            wait_for(
+                lambda s=session_id: completed_or_gone(worker, s, keys.acme),
+                90,
+                0.2,
+                f"session {session_id} to complete",
+            )
 
         # Before the purge, each of these tables had rows of the campaign.
-        before = {t: of_sessions(last_values(bootstrap, changelog(worker, t)), [campaign])
-                  for t in ("sessions", "sends", "deliveries")}  # fmt: skip
+        before = {
+            t: of_sessions(last_values(bootstrap, changelog(worker, t)), [campaign])
+            for t in ("sessions", "sends", "deliveries")
+        }
         assert all(before.values()), {t: len(k) for t, k in before.items()}
 
         # Past the retention: every row of the purged sessions is a tombstone on its changelog.
-        wait_for(lambda: not leftovers(worker, bootstrap, purged), 90, 1.0,
-                 "the purged sessions' rows to be tombstoned")  # fmt: skip
+        wait_for(
+            lambda: not leftovers(worker, bootstrap, purged),
+            90,
+            1.0,
+            "the purged sessions' rows to be tombstoned",
+        )
         for table in ("sessions", "sends", "deliveries"):
             latest = last_values(bootstrap, changelog(worker, table))
             tombstoned = {k for k, v in latest.items() if v is None}
-            assert of_sessions(tombstoned, [campaign]) >= {k for k in before[table]
-                                                           if not kept_on_purpose(k)}, table  # fmt: skip
-        fences = {k for k in of_sessions(last_values(bootstrap, changelog(worker, "sends")), [cancelled])
-                  if k.startswith(b"cancelled:")}  # fmt: skip
+            assert of_sessions(tombstoned, [campaign]) >= {
+                k for k in before[table] if not kept_on_purpose(k)
+            }, table
+        fences = {
+            k
+            for k in of_sessions(last_values(bootstrap, changelog(worker, "sends")), [cancelled])
+            if k.startswith(b"cancelled:")
+        }
         assert fences, "the cancelled session's fences were rows, now tombstones"
         cancels = last_values(bootstrap, worker.topic("cancels"))
         assert [v for (_, k), v in cancels.items() if k == cancelled.encode()] == [None]
@@ -143,10 +161,24 @@ def test_a_session_past_its_retention_is_tombstoned_everywhere_and_gone_after_a_
         # The idempotency key's record went after its window (a tombstone), and the key opens
         # a new session.
         row = f"idem:{anchor('acme', idem_key)}".encode()
-        wait_for(lambda: [v for (_, k), v in last_values(bootstrap, changelog(worker, "sessions")).items()
-                          if k == row] == [None], 30, 0.5, "the idempotency record's tombstone")  # fmt: skip
-        again = worker.post({"transport": {"type": "sms", "message": "Hi"}, "audience": numbers(1)},
-                            keys.acme, headers={"Idempotency-Key": idem_key})  # fmt: skip
+        wait_for(
+            lambda: (
+                [
+                    v
+                    for (_, k), v in last_values(bootstrap, changelog(worker, "sessions")).items()
+                    if k == row
+                ]
+                == [None]
+            ),
+            30,
+            0.5,
+            "the idempotency record's tombstone",
+        )
+        again = worker.post(
+            {"transport": {"type": "sms", "message": "Hi"}, "audience": numbers(1)},
+            keys.acme,
+            headers={"Idempotency-Key": idem_key},
+        )
         assert again.status == 202 and not again.body.get("repeat"), again.body
         assert again.body["session_id"] != first_keyed
 
@@ -159,8 +191,11 @@ def test_a_session_past_its_retention_is_tombstoned_everywhere_and_gone_after_a_
         assert worker.session(waiting, keys.acme).body["status"] == "waiting"
         assert worker.stop(signal.SIGTERM) == 0, worker.log_tail()
         local = local_keys(worker, purged)
-        assert {db: [k for k in ks if not kept_on_purpose(k)] for db, ks in local.items()
-                if any(not kept_on_purpose(k) for k in ks)} == {}  # fmt: skip
+        assert {
+            db: [k for k in ks if not kept_on_purpose(k)]
+            for db, ks in local.items()
+            if any(not kept_on_purpose(k) for k in ks)
+        } == {}
         assert local_keys(worker, [waiting]), "the session not due is in the rebuilt tables"
     finally:
         worker.stop()
@@ -177,8 +212,12 @@ def test_a_purge_interrupted_by_a_crash_is_finished_by_the_restarted_worker(
     worker = make_worker({"SWITCHBOARD_RETENTION": RETENTION}).start()
     try:
         session_id = worker.send_sms(keys.acme, numbers(3_000))
-        wait_for(lambda: completed_or_gone(worker, session_id, keys.acme), 180, 0.5,
-                 "the session to complete")  # fmt: skip
+        wait_for(
+            lambda: completed_or_gone(worker, session_id, keys.acme),
+            180,
+            0.5,
+            "the session to complete",
+        )
         marker = f"purged:{session_id}".encode()
 
         def begun() -> bool:
@@ -190,8 +229,12 @@ def test_a_purge_interrupted_by_a_crash_is_finished_by_the_restarted_worker(
         left = leftovers(worker, bootstrap, [session_id])
         shutil.rmtree(worker.workdir / "data")
         worker.start()
-        wait_for(lambda: not leftovers(worker, bootstrap, [session_id]), 90, 1.0,
-                 "the purge to finish after the crash")  # fmt: skip
+        wait_for(
+            lambda: not leftovers(worker, bootstrap, [session_id]),
+            90,
+            1.0,
+            "the purge to finish after the crash",
+        )
         assert worker.session(session_id, keys.acme).status == 410
         print(f"rows left when the worker was killed: { {t: len(r) for t, r in left.items()} }")
     finally:

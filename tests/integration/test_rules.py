@@ -39,8 +39,12 @@ def window_opening_soon() -> tuple[dict[str, Any], datetime]:
     now = datetime.now(UTC)
     opens = (now + timedelta(seconds=70)).replace(second=0, microsecond=0)
     closes = opens + timedelta(minutes=3)
-    window = {"days": ["mon", "tue", "wed", "thu", "fri", "sat", "sun"],
-              "start": opens.strftime("%H:%M"), "end": closes.strftime("%H:%M"), "timezone": "UTC"}  # fmt: skip
+    window = {
+        "days": ["mon", "tue", "wed", "thu", "fri", "sat", "sun"],
+        "start": opens.strftime("%H:%M"),
+        "end": closes.strftime("%H:%M"),
+        "timezone": "UTC",
+    }
     return window, opens
 
 
@@ -49,12 +53,20 @@ def worker(
     make_worker: WorkerFactory, keys: Keys, tmp_path_factory: pytest.TempPathFactory
 ) -> Worker:
     outbox = tmp_path_factory.mktemp("outbox") / "outbox.jsonl"
-    document = {"clients": {
-        "acme": {"api_keys": [api_key_digest(keys.acme)], "default_channels": ["sms"],
-                 "channels": {"sms": {"provider": "sandbox"}, "slack": {"provider": "sandbox"}}},
-        "other": {"api_keys": [api_key_digest(keys.other)], "default_channels": ["sms"],
-                  "channels": {"sms": {"provider": "sandbox"}}},
-    }}  # fmt: skip
+    document = {
+        "clients": {
+            "acme": {
+                "api_keys": [api_key_digest(keys.acme)],
+                "default_channels": ["sms"],
+                "channels": {"sms": {"provider": "sandbox"}, "slack": {"provider": "sandbox"}},
+            },
+            "other": {
+                "api_keys": [api_key_digest(keys.other)],
+                "default_channels": ["sms"],
+                "channels": {"sms": {"provider": "sandbox"}},
+            },
+        }
+    }
     return make_worker({"SWITCHBOARD_SANDBOX_OUTBOX": str(outbox)}, document=document).start()
 
 
@@ -178,8 +190,13 @@ def test_include_failed_sends_the_failed_deliveries_again(
     audience = [number(), number()]
     # Every first attempt fails permanently (the sandbox's scripted failure); a re-send is
     # attempt 2 and goes through.
-    session_id = send(worker, keys.acme, audience, trigger="manual",
-                      extras={"sandbox": {"fail": "permanent", "fail_attempts": 1}})  # fmt: skip
+    session_id = send(
+        worker,
+        keys.acme,
+        audience,
+        trigger="manual",
+        extras={"sandbox": {"fail": "permanent", "fail_attempts": 1}},
+    )
     events_of(statuses, session_id, 1)
     url = f"{worker.url}/v1/sessions/{session_id}/trigger"
     assert http("POST", url, key=keys.acme).status == 202
@@ -220,8 +237,14 @@ def test_retryable_failures_are_retried_with_their_intervals(
     worker: Worker, keys: Keys, statuses: TopicReader
 ) -> None:
     address = number()
-    session_id = send(worker, keys.acme, [address], retries=3, retryIntervalMinutes="0.03,0.05",
-                      extras={"sandbox": {"fail": "retryable", "fail_attempts": 2}})  # fmt: skip
+    session_id = send(
+        worker,
+        keys.acme,
+        [address],
+        retries=3,
+        retryIntervalMinutes="0.03,0.05",
+        extras={"sandbox": {"fail": "retryable", "fail_attempts": 2}},
+    )
     events = events_of(statuses, session_id, 6, timeout=60)
     mine = [(e["status"], e["attempt"]) for e in events if e["recipient"] == address]
     assert mine == [("accepted", 0), ("failed", 1), ("failed", 2), ("sent", 3), ("delivered", 3)]
@@ -236,8 +259,14 @@ def test_retryable_failures_are_retried_with_their_intervals(
 
 def test_the_last_failure_is_final(worker: Worker, keys: Keys, statuses: TopicReader) -> None:
     address = number()
-    session_id = send(worker, keys.acme, [address], retries=1, retryIntervalMinutes="0.02",
-                      extras={"sandbox": {"fail": "retryable"}})  # fmt: skip
+    session_id = send(
+        worker,
+        keys.acme,
+        [address],
+        retries=1,
+        retryIntervalMinutes="0.02",
+        extras={"sandbox": {"fail": "retryable"}},
+    )
     events = events_of(statuses, session_id, 4, timeout=60)
     failed = [e for e in events if e["status"] == "failed"]
     assert [e["attempt"] for e in failed] == [1, 2]
@@ -250,8 +279,14 @@ def test_the_last_failure_is_final(worker: Worker, keys: Keys, statuses: TopicRe
 def test_permanent_failures_are_not_retried(
     worker: Worker, keys: Keys, statuses: TopicReader
 ) -> None:
-    session_id = send(worker, keys.acme, [number()], retries=5, retryIntervalMinutes="0.02",
-                      extras={"sandbox": {"fail": "permanent"}})  # fmt: skip
+    session_id = send(
+        worker,
+        keys.acme,
+        [number()],
+        retries=5,
+        retryIntervalMinutes="0.02",
+        extras={"sandbox": {"fail": "permanent"}},
+    )
     events = events_of(statuses, session_id, 3)
     assert [(e["status"], e["attempt"]) for e in events] == [
         ("accepted", 0),
@@ -319,8 +354,15 @@ def test_outside_its_window_a_message_is_deferred_then_released(
     # The client gets a window that opens at the next minute boundary (at least 10 s away),
     # written to the clients topic while the worker runs: no restart needed.
     window, opens = window_opening_soon()
-    other = parse_client("other", {"api_keys": [api_key_digest(keys.other)], "default_channels": ["sms"],
-                                   "channels": {"sms": {"provider": "sandbox"}}, "time_windows": {"sms": window}})  # fmt: skip
+    other = parse_client(
+        "other",
+        {
+            "api_keys": [api_key_digest(keys.other)],
+            "default_channels": ["sms"],
+            "channels": {"sms": {"provider": "sandbox"}},
+            "time_windows": {"sms": window},
+        },
+    )
     publish_clients(
         Settings.from_env(bootstrap_servers=kafka.bootstrap_servers, topic_prefix=worker.prefix),
         [other],
@@ -337,11 +379,17 @@ def test_outside_its_window_a_message_is_deferred_then_released(
     session_id = send(worker, keys.other, addresses)
     events = events_of(statuses, session_id, 6)
     assert sorted(e["status"] for e in events) == ["accepted"] * 3 + ["deferred"] * 3
-    assert {datetime.fromisoformat(e["detail"]["release_at"]) for e in events
-            if e["status"] == "deferred"} == {opens}  # fmt: skip
+    assert {
+        datetime.fromisoformat(e["detail"]["release_at"])
+        for e in events
+        if e["status"] == "deferred"
+    } == {opens}
     # The chunk is held by one timer, not one per recipient.
-    timers = [json.loads(r["value"])["id"] for r in read_topic(kafka.bootstrap_servers, worker.topic("schedule"))
-              if session_id in json.loads(r["value"]).get("id", "")]  # fmt: skip
+    timers = [
+        json.loads(r["value"])["id"]
+        for r in read_topic(kafka.bootstrap_servers, worker.topic("schedule"))
+        if session_id in json.loads(r["value"]).get("id", "")
+    ]
     assert timers == [f"window:{session_id}:0:sms:{opens.timestamp():.0f}"], timers
     before = {a: len(sent_to(worker, a)) for a in addresses}
 
@@ -349,8 +397,11 @@ def test_outside_its_window_a_message_is_deferred_then_released(
     events = events_of(statuses, session_id, 13, timeout=remaining + 60)
     for address in addresses:
         assert [e["status"] for e in events if e["recipient"] == address] == [
-            "accepted", "deferred", "sent", "delivered",
-        ]  # fmt: skip
+            "accepted",
+            "deferred",
+            "sent",
+            "delivered",
+        ]
         released = sent_to(worker, address)[before[address] :]
         assert len(released) == 1
         assert opens.timestamp() <= released[0]["at"] < opens.timestamp() + 5

@@ -28,13 +28,21 @@ def pair(make_worker: WorkerFactory) -> tuple[Worker, Worker]:
     first = make_worker()
     second = make_worker(prefix=first.prefix)
     for worker in (first, second):
-        worker.extra_env.update({"SWITCHBOARD_SANDBOX_OUTBOX": str(worker.workdir / "outbox.jsonl"),
-                                 "SWITCHBOARD_MAX_IN_FLIGHT": "10"})  # fmt: skip
+        worker.extra_env.update(
+            {
+                "SWITCHBOARD_SANDBOX_OUTBOX": str(worker.workdir / "outbox.jsonl"),
+                "SWITCHBOARD_MAX_IN_FLIGHT": "10",
+            }
+        )
     first.start()
     second.start()
     for worker in (first, second):  # a quiet group: both own partitions
-        wait_for(lambda w=worker: http("GET", f"{w.url}/readyz").body.get("settled") is True,
-                 90, 0.5, "the group to settle")  # fmt: skip
+        wait_for(
+            lambda w=worker: http("GET", f"{w.url}/readyz").body.get("settled") is True,
+            90,
+            0.5,
+            "the group to settle",
+        )
     return first, second
 
 
@@ -48,8 +56,10 @@ def sends(worker: Worker, session_id: str) -> list[dict[str, Any]]:
 
 def campaign(recipients: int, delay_ms: int = 0) -> dict[str, Any]:
     extras = {"sandbox": {"delay_ms": delay_ms}} if delay_ms else {}
-    return {"transport": {"type": "sms", "message": "Polls open at 7am", "extras": extras},
-            "audience": [f"+1415557{i:04d}" for i in range(recipients)]}  # fmt: skip
+    return {
+        "transport": {"type": "sms", "message": "Polls open at 7am", "extras": extras},
+        "audience": [f"+1415557{i:04d}" for i in range(recipients)],
+    }
 
 
 def test_a_campaign_is_sent_by_both_workers_and_completes_exactly(
@@ -72,8 +82,12 @@ def test_a_cancel_stops_both_workers(pair: tuple[Worker, Worker], keys: Keys) ->
     answer = first.post(campaign(3000, delay_ms=200), keys.acme)  # about 100 a second in all
     assert answer.status == 202, answer.body
     session_id = answer.body["session_id"]
-    wait_for(lambda: len(sends(first, session_id)) > 20 and len(sends(second, session_id)) > 20,
-             60, 0.2, "both workers to be sending")  # fmt: skip
+    wait_for(
+        lambda: len(sends(first, session_id)) > 20 and len(sends(second, session_id)) > 20,
+        60,
+        0.2,
+        "both workers to be sending",
+    )
     cancel = http("POST", f"{second.url}/v1/sessions/{session_id}/cancel", key=keys.acme)
     acknowledged = time.time()
     assert cancel.status == 202, cancel.body
@@ -97,10 +111,23 @@ RATE = 5
 
 def test_two_workers_together_keep_a_senders_rate(make_worker: WorkerFactory, keys: Keys) -> None:
     with BackgroundServer(FakeTwilioServer) as twilio:
-        sms = {"provider": "twilio", "account_sid": TEST_ACCOUNT_SID, "auth_token_env": "PACED_TWILIO_TOKEN",
-               "from": [SENDER], "api_base": twilio.url, "rate_per_second": RATE}  # fmt: skip
-        document = {"clients": {"acme": {"api_keys": [api_key_digest(keys.acme)],
-                                         "default_channels": ["sms"], "channels": {"sms": sms}}}}  # fmt: skip
+        sms = {
+            "provider": "twilio",
+            "account_sid": TEST_ACCOUNT_SID,
+            "auth_token_env": "PACED_TWILIO_TOKEN",
+            "from": [SENDER],
+            "api_base": twilio.url,
+            "rate_per_second": RATE,
+        }
+        document = {
+            "clients": {
+                "acme": {
+                    "api_keys": [api_key_digest(keys.acme)],
+                    "default_channels": ["sms"],
+                    "channels": {"sms": sms},
+                }
+            }
+        }
         env = {"PACED_TWILIO_TOKEN": TEST_AUTH_TOKEN}
         first = make_worker(env, document=document)
         second = make_worker(env, prefix=first.prefix, document=document)
@@ -108,8 +135,12 @@ def test_two_workers_together_keep_a_senders_rate(make_worker: WorkerFactory, ke
         second.start()
         try:
             for worker in (first, second):
-                wait_for(lambda w=worker: http("GET", f"{w.url}/readyz").body.get("settled") is True,
-                         90, 0.5, "the group to settle")  # fmt: skip
+                wait_for(
+                    lambda w=worker: http("GET", f"{w.url}/readyz").body.get("settled") is True,
+                    90,
+                    0.5,
+                    "the group to settle",
+                )
 
             def send_sessions(sessions: int, prefix: str) -> int:
                 """Small sessions: their jobs land on every partition, so both workers send."""
@@ -129,8 +160,9 @@ def test_two_workers_together_keep_a_senders_rate(make_worker: WorkerFactory, ke
             warm = send_sessions(12, "557")
             twilio.wait_records(lambda r: r.resource == "Messages", warm, timeout=120)
             total = send_sessions(20, "558")
-            requests = twilio.wait_records(lambda r: r.resource == "Messages", warm + total,
-                                           timeout=120)[warm:]  # fmt: skip
+            requests = twilio.wait_records(
+                lambda r: r.resource == "Messages", warm + total, timeout=120
+            )[warm:]
         finally:
             second.stop()
             first.stop()

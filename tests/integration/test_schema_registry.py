@@ -73,10 +73,18 @@ def statuses(kafka: Any, worker: Worker, registry: Apicurio) -> Iterator[TopicRe
 
 def instruction(address: str, subject: str) -> dict[str, Any]:
     return {
-        "client_id": "acme", "idempotency_key": None, "options": None, "audience": [address],
-        "transport": {"type": "email", "subject": subject, "message": "Hi {{name}}", "fileUrl": None,
-                      "extras": {"template_vars": {"name": "Ana"}}},
-    }  # fmt: skip
+        "client_id": "acme",
+        "idempotency_key": None,
+        "options": None,
+        "audience": [address],
+        "transport": {
+            "type": "email",
+            "subject": subject,
+            "message": "Hi {{name}}",
+            "fileUrl": None,
+            "extras": {"template_vars": {"name": "Ana"}},
+        },
+    }
 
 
 def test_confluent_framed_instruction_is_delivered_and_statuses_are_confluent_framed(
@@ -99,8 +107,9 @@ def test_confluent_framed_instruction_is_delivered_and_statuses_are_confluent_fr
     assert message.get_payload().strip() == "Hi Ana"
 
 
-def test_a_newer_compatible_writer_schema_is_resolved(worker: Worker, kafka: Any, sr: SchemaRegistryClient,
-                                                      mail: MailSink, statuses: TopicReader) -> None:  # fmt: skip
+def test_a_newer_compatible_writer_schema_is_resolved(
+    worker: Worker, kafka: Any, sr: SchemaRegistryClient, mail: MailSink, statuses: TopicReader
+) -> None:
     """A producer on a newer instruction schema (an extra optional field) is read with the
     bundled reader schema: Avro schema resolution, not byte-for-byte equality."""
     evolved = json.loads(schemas.source("instruction"))

@@ -77,8 +77,10 @@ def make_secure_worker(
 
 
 def email(address: str, subject: str) -> dict[str, Any]:
-    return {"transport": {"type": "email", "subject": subject, "message": "Over TLS."},
-            "audience": [address]}  # fmt: skip
+    return {
+        "transport": {"type": "email", "subject": subject, "message": "Over TLS."},
+        "audience": [address],
+    }
 
 
 def assert_no_password_logged(worker: Worker, password: str) -> None:
@@ -89,8 +91,13 @@ def assert_no_password_logged(worker: Worker, password: str) -> None:
 def cli(worker: Worker, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "cli.main", *args],
-        cwd=ROOT, env=worker.env(), capture_output=True, text=True, timeout=120, check=False,
-    )  # fmt: skip
+        cwd=ROOT,
+        env=worker.env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
 
 
 def test_a_worker_and_the_cli_deliver_through_a_sasl_ssl_broker(
@@ -113,12 +120,35 @@ def test_a_worker_and_the_cli_deliver_through_a_sasl_ssl_broker(
 
         # The CLI's producer and consumer, with the worker's environment.
         via_kafka = f"cli-{uuid.uuid4().hex[:8]}@example.com"
-        sent = cli(worker, "send", "--via-kafka", "--client", "acme", "--channel", "email",
-                   "--subject", "From the CLI", "-m", "Over TLS.", "--to", via_kafka)  # fmt: skip
+        sent = cli(
+            worker,
+            "send",
+            "--via-kafka",
+            "--client",
+            "acme",
+            "--channel",
+            "email",
+            "--subject",
+            "From the CLI",
+            "-m",
+            "Over TLS.",
+            "--to",
+            via_kafka,
+        )
         assert sent.returncode == 0, sent.stderr
         statuses.wait(lambda r: r["recipient"] == via_kafka and r["status"] == "delivered")
-        tailed = cli(worker, "tail", "--from-beginning", "--status", "delivered", "--json",
-                     "--count", "2", "--idle-timeout", "60")  # fmt: skip
+        tailed = cli(
+            worker,
+            "tail",
+            "--from-beginning",
+            "--status",
+            "delivered",
+            "--json",
+            "--count",
+            "2",
+            "--idle-timeout",
+            "60",
+        )
         assert tailed.returncode == 0, tailed.stderr
         assert address in tailed.stdout and via_kafka in tailed.stdout, tailed.stdout
         assert SCRAM_PASSWORD not in sent.stdout + sent.stderr + tailed.stdout + tailed.stderr
@@ -149,8 +179,11 @@ def test_a_wrong_password_stops_the_worker_at_start_naming_the_problem(
     assert f"the password in ${PASSWORD_VARIABLE}" in log, log
     assert_no_password_logged(worker, wrong)
     # The CLI's Kafka commands check the connection the same way.
-    for command in (("tail", "--count", "1"), ("clients", "apply", str(worker.clients_file)),
-                    ("send", "--via-kafka", "--client", "acme", "-m", "x", "--to", "a@example.com")):  # fmt: skip
+    for command in (
+        ("tail", "--count", "1"),
+        ("clients", "apply", str(worker.clients_file)),
+        ("send", "--via-kafka", "--client", "acme", "-m", "x", "--to", "a@example.com"),
+    ):
         refused = cli(worker, *command)
         assert refused.returncode == 1, (command, refused.stdout, refused.stderr)
         assert "refused the SASL credentials" in refused.stderr, (command, refused.stderr)

@@ -30,11 +30,17 @@ def receiver() -> Iterator[BackgroundServer[WebhookReceiver]]:
 
 
 def document(keys: Keys) -> dict[str, Any]:
-    return {"clients": {"acme": {
-        "api_keys": [api_key_digest(keys.acme)], "default_channels": ["sms"],
-        "channels": {"sms": {"provider": "sandbox"}},
-        "webhook_secret": SECRET, "previous_webhook_secret": OLD_SECRET,
-    }}}  # fmt: skip
+    return {
+        "clients": {
+            "acme": {
+                "api_keys": [api_key_digest(keys.acme)],
+                "default_channels": ["sms"],
+                "channels": {"sms": {"provider": "sandbox"}},
+                "webhook_secret": SECRET,
+                "previous_webhook_secret": OLD_SECRET,
+            }
+        }
+    }
 
 
 @pytest.fixture(scope="module")
@@ -47,8 +53,11 @@ def worker(make_worker: WorkerFactory, keys: Keys) -> Worker:
 
 
 def send(worker: Worker, key: str, hook: str, **options: Any) -> str:
-    body = {"transport": {"type": "sms", "message": "Hi"}, "audience": ["+14155550100", "+14155550101"],
-            "options": {"webhookUrl": hook, **options}}  # fmt: skip
+    body = {
+        "transport": {"type": "sms", "message": "Hi"},
+        "audience": ["+14155550100", "+14155550101"],
+        "options": {"webhookUrl": hook, **options},
+    }
     answer = worker.post(body, key)
     assert answer.status == 202, answer.body
     return str(answer.body["session_id"])

@@ -63,8 +63,17 @@ TARGET = "+14155550123"
 SID = "CA" + "1" * 32
 OTHER_SID = "CA" + "2" * 32
 #: Every change :func:`apply` may name.
-CHANGES = {"created", "placed", "creation_failed", "started", "connected", "member_status",
-           "target_status", "expired", "timer"}  # fmt: skip
+CHANGES = {
+    "created",
+    "placed",
+    "creation_failed",
+    "started",
+    "connected",
+    "member_status",
+    "target_status",
+    "expired",
+    "timer",
+}
 TWILIO_MEMBER_STATUSES = [s for s in MEMBER_STATUSES if s != "unknown"]
 
 
@@ -79,10 +88,17 @@ def when(seconds: float) -> datetime:
 
 def open_command(**fields: Any) -> Open:
     values: dict[str, Any] = {
-        "call_id": "c1", "client_id": "acme", "campaign_id": "bees", "member_number": MEMBER,
-        "target_number": TARGET, "requested_at": EPOCH, "target_id": "mp-smith",
-        "target_extension": "123", "target_caller_id": "+14155550102", "silence_limit": LIMIT,
-    }  # fmt: skip
+        "call_id": "c1",
+        "client_id": "acme",
+        "campaign_id": "bees",
+        "member_number": MEMBER,
+        "target_number": TARGET,
+        "requested_at": EPOCH,
+        "target_id": "mp-smith",
+        "target_extension": "123",
+        "target_caller_id": "+14155550102",
+        "silence_limit": LIMIT,
+    }
     return Open(**{**values, **fields})
 
 
@@ -240,21 +256,22 @@ def test_what_is_not_json_is_a_value_error(data: bytes) -> None:
 
 _text = st.text(st.characters(codec="utf-8"), max_size=20)
 _times = st.floats(0, 4e9, allow_nan=False)
+_optional = st.none() | _text
+_opening = (_text,) * 5 + (_times,) + (_optional,) * 3 + (st.floats(1, 1e6),)
 _commands = st.one_of(
-    st.builds(Reserve, _text, _text, _text, _text, _text, _times, st.none() | _text,
-              st.none() | _text, st.none() | _text, st.floats(1, 1e6)),
-    st.builds(Open, _text, _text, _text, _text, _text, _times, st.none() | _text,
-              st.none() | _text, st.none() | _text, st.floats(1, 1e6)),
+    st.builds(Reserve, *_opening),
+    st.builds(Open, *_opening),
     st.builds(Release, _text),
     st.builds(Abandon, _text),
     st.builds(Created, _text, _text, _times),
     st.builds(CreationFailed, _text, _text, _text, _times),
-    st.builds(Step, _text, st.sampled_from(Step.STEPS), _times, st.none() | _text),
-    st.builds(MemberStatus, _text, _text, _times, st.none() | _text,
-              st.none() | st.integers(0, 2**31), st.none() | _text),
-    st.builds(TargetStatus, _text, _text, _times, st.none() | _text),
+    st.builds(Step, _text, st.sampled_from(Step.STEPS), _times, _optional),
+    st.builds(
+        MemberStatus, _text, _text, _times, _optional, st.none() | st.integers(0, 2**31), _optional
+    ),
+    st.builds(TargetStatus, _text, _text, _times, _optional),
     st.builds(Expire, _text),
-)  # fmt: skip
+)
 
 
 @given(_commands)
@@ -295,10 +312,14 @@ def full_record() -> CallRecord:
 
 @pytest.mark.parametrize(
     "record",
-    [opened(), opened(target_id=None, target_extension=None, target_caller_id=None),
-     in_status("failed"), full_record()],
+    [
+        opened(),
+        opened(target_id=None, target_extension=None, target_caller_id=None),
+        in_status("failed"),
+        full_record(),
+    ],
     ids=["opened", "manual-target", "failed", "full"],
-)  # fmt: skip
+)
 def test_call_record_round_trip(record: CallRecord) -> None:
     again = CallRecord.from_json(record.to_json())
     assert again == record
@@ -332,13 +353,18 @@ def test_open_creates_the_call() -> None:
     record = outcome.record
     assert record is not None
     assert (record.client_id, record.target_extension, record.target_caller_id) == (
-        "acme", "123", "+14155550102",
-    )  # fmt: skip
+        "acme",
+        "123",
+        "+14155550102",
+    )
     assert record.silence_limit == LIMIT and record.error_code is None and record.timer_due is None
     call = record.call
     assert (call.call_id, call.campaign_id, call.member_number, call.target_number) == (
-        "c1", "bees", MEMBER, TARGET,
-    )  # fmt: skip
+        "c1",
+        "bees",
+        MEMBER,
+        TARGET,
+    )
     assert call.target_id == "mp-smith" and call.created_at == when(-5)
     assert call.status == "unstarted" and call.twilio_call_sid is None
     assert call.member_status is None and call.target_status is None
@@ -691,30 +717,56 @@ def test_the_changes_of_a_call_that_connects() -> None:
         if outcome.change is not None:
             seen.append((delivery_status(record), outcome.change))
     assert seen == [
-        ("accepted", "created"), ("sent", "placed"),
-        ("sent", "member_status"), ("sent", "member_status"), ("delivered", "member_status"),
-        ("delivered", "started"), ("delivered", "connected"), ("delivered", "target_status"),
+        ("accepted", "created"),
+        ("sent", "placed"),
+        ("sent", "member_status"),
+        ("sent", "member_status"),
+        ("delivered", "member_status"),
+        ("delivered", "started"),
+        ("delivered", "connected"),
+        ("delivered", "target_status"),
         ("completed", "member_status"),
-    ]  # fmt: skip
+    ]
     assert silence_deadline(record) is None
 
 
 _command_and_time = st.tuples(
     st.one_of(
         st.builds(Created, st.just("c1"), st.sampled_from([SID, OTHER_SID]), st.just(t(1))),
-        st.builds(CreationFailed, st.just("c1"), st.sampled_from(["21211", NOT_PLACED]),
-                  st.just("refused"), st.just(t(1))),
-        st.builds(Step, st.just("c1"), st.sampled_from(["start", "connect"]), st.just(t(2)),
-                  st.sampled_from([None, SID, OTHER_SID])),
-        st.builds(MemberStatus, st.just("c1"), st.sampled_from(TWILIO_MEMBER_STATUSES),
-                  st.integers(0, 20_000).map(t), st.sampled_from([None, SID]),
-                  st.none() | st.integers(0, 4), st.none() | st.just("13224")),
-        st.builds(TargetStatus, st.just("c1"), st.sampled_from(TARGET_STATUSES), st.just(t(3)),
-                  st.sampled_from([None, "DA1", "DA2"])),
+        st.builds(
+            CreationFailed,
+            st.just("c1"),
+            st.sampled_from(["21211", NOT_PLACED]),
+            st.just("refused"),
+            st.just(t(1)),
+        ),
+        st.builds(
+            Step,
+            st.just("c1"),
+            st.sampled_from(["start", "connect"]),
+            st.just(t(2)),
+            st.sampled_from([None, SID, OTHER_SID]),
+        ),
+        st.builds(
+            MemberStatus,
+            st.just("c1"),
+            st.sampled_from(TWILIO_MEMBER_STATUSES),
+            st.integers(0, 20_000).map(t),
+            st.sampled_from([None, SID]),
+            st.none() | st.integers(0, 4),
+            st.none() | st.just("13224"),
+        ),
+        st.builds(
+            TargetStatus,
+            st.just("c1"),
+            st.sampled_from(TARGET_STATUSES),
+            st.just(t(3)),
+            st.sampled_from([None, "DA1", "DA2"]),
+        ),
         st.builds(Expire, st.just("c1")),
     ),
     st.integers(0, 20_000),
-)  # fmt: skip
+)
 
 
 @given(st.lists(_command_and_time, max_size=20))
@@ -810,10 +862,15 @@ def test_the_timer_fires_at_the_deadline_exactly(record: CallRecord) -> None:
 
 #: What the member's status alone decides, whatever the call status (unless it failed).
 _BY_MEMBER: dict[str, Status] = {
-    "failed": "failed", "unknown": "expired", "busy": "undelivered", "no-answer": "undelivered",
-    "canceled": "cancelled", "completed": "completed", "in-progress": "delivered",
+    "failed": "failed",
+    "unknown": "expired",
+    "busy": "undelivered",
+    "no-answer": "undelivered",
+    "canceled": "cancelled",
+    "completed": "completed",
+    "in-progress": "delivered",
     "answered": "delivered",
-}  # fmt: skip
+}
 
 
 def expected_status(status: CallStatus, member: MemberState | None, sid: str | None) -> Status:
@@ -837,8 +894,17 @@ def test_delivery_status_of_every_combination(
     # Built directly: some combinations the machines never produce must still map somewhere.
     for target in (None, *TARGET_STATUSES):
         dials = () if target is None else (TargetCallEvent(target, T0, 0),)
-        call = Call("c1", "bees", MEMBER, TARGET, T0, status=status, twilio_call_sid=sid,
-                    member_status=member, target_events=dials)  # fmt: skip
+        call = Call(
+            "c1",
+            "bees",
+            MEMBER,
+            TARGET,
+            T0,
+            status=status,
+            twilio_call_sid=sid,
+            member_status=member,
+            target_events=dials,
+        )
         assert delivery_status(CallRecord(call, "acme")) == expected_status(status, member, sid), (
             "the target's status never matters"
         )
@@ -867,9 +933,14 @@ def test_the_event_of_a_new_call() -> None:
     assert event.error_code is None and event.error is None
     assert event.occurred_at == T0 and event.occurred_at.tzinfo is not None
     assert event.detail == {
-        "kind": "call", "change": "created", "call_status": "unstarted", "member_status": None,
-        "target_status": None, "campaign_id": "bees", "target_id": "mp-smith",
-    }  # fmt: skip
+        "kind": "call",
+        "change": "created",
+        "call_status": "unstarted",
+        "member_status": None,
+        "target_status": None,
+        "campaign_id": "bees",
+        "target_id": "mp-smith",
+    }
 
 
 def test_the_event_carries_the_sid_and_the_three_machines() -> None:
@@ -882,10 +953,14 @@ def test_the_event_carries_the_sid_and_the_three_machines() -> None:
     assert event.status == "completed" and event.provider_message_id == SID
     assert event.occurred_at == when(45)
     assert event.detail == {
-        "kind": "call", "change": "member_status", "call_status": "connected",
-        "member_status": "completed", "target_status": "no-answer", "campaign_id": "bees",
+        "kind": "call",
+        "change": "member_status",
+        "call_status": "connected",
+        "member_status": "completed",
+        "target_status": "no-answer",
+        "campaign_id": "bees",
         "target_id": "mp-smith",
-    }  # fmt: skip
+    }
     assert event.to_json()["occurred_at"] == "2026-03-01T12:00:45Z"
 
 

@@ -71,13 +71,16 @@ def test_a_complete_campaign() -> None:
     ), "names are trimmed; a YAML number extension becomes text"
     assert bees.targets["desk"].dial() == DialTarget("+442079460000")
     assert (bees.caller_id, bees.default_region, bees.checksum_secret_env) == (
-        "+14155550101", "GB", "BEES_KEY",
-    )  # fmt: skip
+        "+14155550101",
+        "GB",
+        "BEES_KEY",
+    )
     assert bees.silence_limit == 120.0
     assert bees.script() == CallScript(
-        sound_clip_url=BEES["sound_clip_url"], menu_clip_url=BEES["menu_clip_url"],
+        sound_clip_url=BEES["sound_clip_url"],
+        menu_clip_url=BEES["menu_clip_url"],
         language="en-GB",
-    )  # fmt: skip
+    )
 
     spoken = parsed["spoken"]
     assert spoken.language == DEFAULT_LANGUAGE and spoken.silence_limit == DEFAULT_SILENCE_LIMIT
@@ -117,29 +120,31 @@ def test_every_problem_is_reported_with_its_path() -> None:
     }
     with pytest.raises(InvalidCampaigns) as exc:
         parse_campaigns(raw)
-    assert sorted(fields_of(exc)) == sorted([
-        "campaigns.bees.colour",
-        "campaigns.bees.sound_clip_url",
-        "campaigns.bees.menu_text",
-        "campaigns.bees.language",
-        "campaigns.bees.caller_id",
-        "campaigns.bees.default_region",
-        "campaigns.bees.checksum_secret_env",
-        "campaigns.bees.silence_limit",
-        "campaigns.bees.targets[0].phone_number",
-        "campaigns.bees.targets[1].id",
-        "campaigns.bees.targets[1].name",
-        "campaigns.bees.targets[1].extension",
-        "campaigns.bees.targets[2]",
-        "campaigns.bees.targets[3].office",
-        "campaigns.bees.targets[3].id",
-        "campaigns.bees.targets[3].caller_id",
-        "campaigns.bad id!",
-        "campaigns.empty.targets",
-        "campaigns.empty.sound_clip_url",
-        "campaigns.empty.menu_clip_url",
-        "campaigns.scalar",
-    ])  # fmt: skip
+    assert sorted(fields_of(exc)) == sorted(
+        [
+            "campaigns.bees.colour",
+            "campaigns.bees.sound_clip_url",
+            "campaigns.bees.menu_text",
+            "campaigns.bees.language",
+            "campaigns.bees.caller_id",
+            "campaigns.bees.default_region",
+            "campaigns.bees.checksum_secret_env",
+            "campaigns.bees.silence_limit",
+            "campaigns.bees.targets[0].phone_number",
+            "campaigns.bees.targets[1].id",
+            "campaigns.bees.targets[1].name",
+            "campaigns.bees.targets[1].extension",
+            "campaigns.bees.targets[2]",
+            "campaigns.bees.targets[3].office",
+            "campaigns.bees.targets[3].id",
+            "campaigns.bees.targets[3].caller_id",
+            "campaigns.bad id!",
+            "campaigns.empty.targets",
+            "campaigns.empty.sound_clip_url",
+            "campaigns.empty.menu_clip_url",
+            "campaigns.scalar",
+        ]
+    )
     assert isinstance(exc.value, ConfigError)
     message = str(exc.value)
     assert "campaigns.bees.targets[1].id: 'a' is used by another target" in message
@@ -193,9 +198,14 @@ def secrets_of(values: dict[str, bytes]) -> Any:
 
 def test_a_request_for_a_listed_target(parsed: dict[str, Campaign]) -> None:
     request = resolve_call_request(
-        {"campaign_id": "bees", "target_id": "mp-smith", "member_phone_number": "+1 (415) 555-2671"},
-        parsed, secrets_of({}),
-    )  # fmt: skip
+        {
+            "campaign_id": "bees",
+            "target_id": "mp-smith",
+            "member_phone_number": "+1 (415) 555-2671",
+        },
+        parsed,
+        secrets_of({}),
+    )
     assert request.campaign is parsed["bees"]
     assert request.target is parsed["bees"].targets["mp-smith"]
     assert request.target_id == "mp-smith"
@@ -205,32 +215,38 @@ def test_a_request_for_a_listed_target(parsed: dict[str, Campaign]) -> None:
 def test_a_national_number_needs_the_campaigns_region(parsed: dict[str, Campaign]) -> None:
     uk = resolve_call_request(
         {"campaign_id": "bees", "target_id": "desk", "member_phone_number": "020 7946 0018"},
-        parsed, secrets_of({}),
-    )  # fmt: skip
+        parsed,
+        secrets_of({}),
+    )
     assert uk.member_number == "+442079460018"
     with pytest.raises(ValidationFailed) as exc:
         resolve_call_request(
             {"campaign_id": "spoken", "target_id": "desk", "member_phone_number": "020 7946 0018"},
-            parsed, secrets_of({}),
-        )  # fmt: skip
+            parsed,
+            secrets_of({}),
+        )
     assert [e.field for e in exc.value.errors] == ["member_phone_number"]
 
 
 def test_every_request_problem_at_once(parsed: dict[str, Campaign]) -> None:
     with pytest.raises(ValidationFailed) as exc:
-        resolve_call_request({"campaign_id": "wasps", "member_phone_number": "12ab"}, parsed,
-                             secrets_of({}))  # fmt: skip
+        resolve_call_request(
+            {"campaign_id": "wasps", "member_phone_number": "12ab"}, parsed, secrets_of({})
+        )
     assert [(e.field, e.error) for e in exc.value.errors] == [
         ("campaign_id", "no such campaign"),
-        ("member_phone_number",
-         "the phone number may contain only digits, spaces, -, ., parentheses and a leading +"),
-    ]  # fmt: skip
+        (
+            "member_phone_number",
+            "the phone number may contain only digits, spaces, -, ., parentheses and a leading +",
+        ),
+    ]
     with pytest.raises(ValidationFailed) as exc:
         resolve_call_request({"campaign_id": "bees", "target_id": "nobody"}, parsed, secrets_of({}))
     assert sorted(e.field for e in exc.value.errors) == ["member_phone_number", "target_id"]
     with pytest.raises(ValidationFailed) as exc:
-        resolve_call_request({"member_phone_number": MEMBER, "campaign_id": 7}, parsed,
-                             secrets_of({}))  # fmt: skip
+        resolve_call_request(
+            {"member_phone_number": MEMBER, "campaign_id": 7}, parsed, secrets_of({})
+        )
     assert [e.field for e in exc.value.errors] == ["campaign_id"]
 
 
@@ -241,8 +257,12 @@ def manual(parsed: dict[str, Campaign], secrets: dict[str, bytes], **body: Any) 
 
 def test_a_manual_target_with_its_checksum(parsed: dict[str, Campaign]) -> None:
     checksum = target_checksum("+14155550198", SECRET)
-    request = manual(parsed, {"BEES_KEY": SECRET},
-                     target_phone_number="+1 (415) 555-0198", target_checksum=f" {checksum.upper()} ")  # fmt: skip
+    request = manual(
+        parsed,
+        {"BEES_KEY": SECRET},
+        target_phone_number="+1 (415) 555-0198",
+        target_checksum=f" {checksum.upper()} ",
+    )
     assert request.target_id is None
     assert request.target == Target("manual", "manual target", "+14155550198")
 
@@ -250,23 +270,45 @@ def test_a_manual_target_with_its_checksum(parsed: dict[str, Campaign]) -> None:
 @pytest.mark.parametrize(
     ("secrets", "body", "field"),
     [
-        ({"BEES_KEY": SECRET}, {"target_phone_number": "+14155550198", "target_checksum": "0" * 32},
-         "target_checksum"),
-        ({"BEES_KEY": SECRET}, {"target_phone_number": "+14155550197",
-                                "target_checksum": target_checksum("+14155550198", SECRET)},
-         "target_checksum"),
+        (
+            {"BEES_KEY": SECRET},
+            {"target_phone_number": "+14155550198", "target_checksum": "0" * 32},
+            "target_checksum",
+        ),
+        (
+            {"BEES_KEY": SECRET},
+            {
+                "target_phone_number": "+14155550197",
+                "target_checksum": target_checksum("+14155550198", SECRET),
+            },
+            "target_checksum",
+        ),
         ({"BEES_KEY": SECRET}, {"target_phone_number": "+14155550198"}, "target_checksum"),
         ({"BEES_KEY": SECRET}, {"target_checksum": "abc"}, "target_phone_number"),
-        ({}, {"target_phone_number": "+14155550198",
-              "target_checksum": target_checksum("+14155550198", SECRET)}, "target_phone_number"),
-        ({"BEES_KEY": b"short"}, {"target_phone_number": "+14155550198",
-                                  "target_checksum": target_checksum("+14155550198", SECRET)},
-         "target_phone_number"),
-        ({"BEES_KEY": SECRET}, {"target_id": "desk", "target_phone_number": "+14155550198",
-                                "target_checksum": "x"}, "target_id"),
+        (
+            {},
+            {
+                "target_phone_number": "+14155550198",
+                "target_checksum": target_checksum("+14155550198", SECRET),
+            },
+            "target_phone_number",
+        ),
+        (
+            {"BEES_KEY": b"short"},
+            {
+                "target_phone_number": "+14155550198",
+                "target_checksum": target_checksum("+14155550198", SECRET),
+            },
+            "target_phone_number",
+        ),
+        (
+            {"BEES_KEY": SECRET},
+            {"target_id": "desk", "target_phone_number": "+14155550198", "target_checksum": "x"},
+            "target_id",
+        ),
         ({"BEES_KEY": SECRET}, {}, "target_id"),
     ],
-)  # fmt: skip
+)
 def test_a_manual_target_is_refused(
     parsed: dict[str, Campaign], secrets: dict[str, bytes], body: dict[str, Any], field: str
 ) -> None:
@@ -278,8 +320,13 @@ def test_a_manual_target_is_refused(
 def test_a_campaign_without_a_secret_takes_no_manual_target(parsed: dict[str, Campaign]) -> None:
     with pytest.raises(ValidationFailed) as exc:
         resolve_call_request(
-            {"campaign_id": "spoken", "member_phone_number": MEMBER,
-             "target_phone_number": TARGET, "target_checksum": target_checksum(TARGET, SECRET)},
-            parsed, secrets_of({"BEES_KEY": SECRET}),
-        )  # fmt: skip
+            {
+                "campaign_id": "spoken",
+                "member_phone_number": MEMBER,
+                "target_phone_number": TARGET,
+                "target_checksum": target_checksum(TARGET, SECRET),
+            },
+            parsed,
+            secrets_of({"BEES_KEY": SECRET}),
+        )
     assert [e.error for e in exc.value.errors] == ["this campaign does not accept manual targets"]

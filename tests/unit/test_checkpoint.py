@@ -47,8 +47,14 @@ class Event:
     message: Any = field(init=False)
 
     def __post_init__(self) -> None:
-        self.message = SimpleNamespace(topic="t", partition=self.offset % 2, offset=self.offset,
-                                       key=None, value=self.value, headers=[])  # fmt: skip
+        self.message = SimpleNamespace(
+            topic="t",
+            partition=self.offset % 2,
+            offset=self.offset,
+            key=None,
+            value=self.value,
+            headers=[],
+        )
 
     def ack(self) -> bool:
         self.acked += 1
@@ -87,8 +93,10 @@ async def test_rows_wait_for_every_output_and_acks_wait_for_the_rows() -> None:
     assert table == {b"b": b"2"}
     # In the order staged, each in its own event's context (its changelog partition).
     assert [(op, key, event) for op, key, event in table.log] == [
-        ("set", b"a", first), ("set", b"b", second), ("del", b"a", second)
-    ]  # fmt: skip
+        ("set", b"a", first),
+        ("set", b"b", second),
+        ("del", b"a", second),
+    ]
     assert first.acked == second.acked == 1
 
 
@@ -207,8 +215,14 @@ def fake_sb() -> Any:
     async def crash(exc: BaseException) -> None:
         raise AssertionError(f"crashed: {exc!r}")
 
-    return SimpleNamespace(metrics=Metrics(), settings=Settings(drain_timeout=5.0), reject=reject,
-                           rejected=rejected, app=SimpleNamespace(crash=crash), bulk_rows=None)  # fmt: skip
+    return SimpleNamespace(
+        metrics=Metrics(),
+        settings=Settings(drain_timeout=5.0),
+        reject=reject,
+        rejected=rejected,
+        app=SimpleNamespace(crash=crash),
+        bulk_rows=None,
+    )
 
 
 async def test_the_runner_batches_what_is_waiting_and_acks_only_after_the_rows() -> None:

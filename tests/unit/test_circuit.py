@@ -106,9 +106,20 @@ def test_any_sequence_keeps_the_invariants(steps: list[tuple[str, float]]) -> No
 
 
 def test_a_channel_lists_providers_in_order() -> None:
-    client = parse_client("acme", {"default_channels": ["sms"], "channels": {"sms": {"providers": [
-        {"provider": "twilio", "from": ["+14155550100"]}, {"provider": "http", "url": "https://gw.example"},
-    ]}}})  # fmt: skip
+    client = parse_client(
+        "acme",
+        {
+            "default_channels": ["sms"],
+            "channels": {
+                "sms": {
+                    "providers": [
+                        {"provider": "twilio", "from": ["+14155550100"]},
+                        {"provider": "http", "url": "https://gw.example"},
+                    ]
+                }
+            },
+        },
+    )
     sms = client.channels["sms"]
     assert (sms.provider, dict(sms.options)) == ("twilio", {"from": ["+14155550100"]})
     assert sms.providers == (

@@ -23,11 +23,26 @@ SESSION = "0f8fad5b-d9cb-469f-a165-70867728950e"
 
 
 def test_the_table_has_one_line_per_delivery_whatever_the_error_holds() -> None:
-    table = render_table([
-        {"index": 0, "channel": "sms", "recipient": "+79161234567", "status": "deferred",
-         "reason": "window-closed", "error_code": "window-closed", "error": "outside the\nwindow"},
-        {"index": 12, "channel": "email", "status": "failed", "error_code": "http-500", "error": None},
-    ])  # fmt: skip
+    table = render_table(
+        [
+            {
+                "index": 0,
+                "channel": "sms",
+                "recipient": "+79161234567",
+                "status": "deferred",
+                "reason": "window-closed",
+                "error_code": "window-closed",
+                "error": "outside the\nwindow",
+            },
+            {
+                "index": 12,
+                "channel": "email",
+                "status": "failed",
+                "error_code": "http-500",
+                "error": None,
+            },
+        ]
+    )
     lines = table.splitlines()
     assert len(lines) == 3 and lines[0].split()[:4] == ["INDEX", "CHANNEL", "RECIPIENT", "STATUS"]
     assert lines[1].endswith("window-closed  outside the window")
@@ -71,16 +86,31 @@ def api(monkeypatch: pytest.MonkeyPatch) -> tuple[str, list[str]]:
         if SESSION not in path:
             return 404, {"errors": [{"field": "session_id", "error": "no such session"}]}
         return 200, {
-            "session_id": SESSION, "status": "dispatching", "counts": {"failed": 1},
+            "session_id": SESSION,
+            "status": "dispatching",
+            "counts": {"failed": 1},
             "next_offset": None,
             "recipients": [
-                {"index": 0, "channel": "sms", "recipient": "+14155550100", "status": "deferred",
-                 "reason": "window-closed", "error_code": "window-closed",
-                 "error": "outside the sms window 08:00-21:00 (mon) in UTC; released at 2026-12-07T08:00:00Z"},
-                {"index": 1, "channel": "sms", "recipient": "+14155550101", "status": "failed",
-                 "reason": None, "error_code": "30005", "error": "Twilio error 30005"},
+                {
+                    "index": 0,
+                    "channel": "sms",
+                    "recipient": "+14155550100",
+                    "status": "deferred",
+                    "reason": "window-closed",
+                    "error_code": "window-closed",
+                    "error": "outside the sms window 08:00-21:00 (mon) in UTC; released at 2026-12-07T08:00:00Z",
+                },
+                {
+                    "index": 1,
+                    "channel": "sms",
+                    "recipient": "+14155550101",
+                    "status": "failed",
+                    "reason": None,
+                    "error_code": "30005",
+                    "error": "Twilio error 30005",
+                },
             ],
-        }  # fmt: skip
+        }
 
     monkeypatch.setattr(cli, "_http", http)
     return "http://127.0.0.1:6066", asked
@@ -186,9 +216,16 @@ def test_clients_show_masks_every_secret_and_shows_the_rest(
     assert cli.main(["clients", "show", "acme", "--file", str(clients_file)]) == 0
     out = capsys.readouterr().out
     assert not any(secret in out for secret in SECRETS), out
-    for shown in ("auth_token_env: ACME_TOKEN", "account_sid: AC123", "key_env: ACME_P8",
-                  "key_id: ABC123", "key: ACME_GW_KEY", "Bearer {{secrets.key}}",
-                  "checksum_secret_env: ACME_CALL_SECRET", "to: '{{to}}'"):  # fmt: skip
+    for shown in (
+        "auth_token_env: ACME_TOKEN",
+        "account_sid: AC123",
+        "key_env: ACME_P8",
+        "key_id: ABC123",
+        "key: ACME_GW_KEY",
+        "Bearer {{secrets.key}}",
+        "checksum_secret_env: ACME_CALL_SECRET",
+        "to: '{{to}}'",
+    ):
         assert shown in out, shown
     assert cli.main(["clients", "show", "beta", "--file", str(clients_file)]) == 0
     assert "password: '****'" in capsys.readouterr().out
@@ -223,14 +260,28 @@ def _send_args(*argv: str) -> argparse.Namespace:
 
 
 def test_send_options_map_onto_the_contracts_fields() -> None:
-    args = _send_args("--schedule", "2026-12-31T09:00:00Z", "--retries", "3",
-                      "--retry-interval", "1,5", "--webhook-url", "https://hooks.example/sb",
-                      "--priority", "high", "--transactional")  # fmt: skip
+    args = _send_args(
+        "--schedule",
+        "2026-12-31T09:00:00Z",
+        "--retries",
+        "3",
+        "--retry-interval",
+        "1,5",
+        "--webhook-url",
+        "https://hooks.example/sb",
+        "--priority",
+        "high",
+        "--transactional",
+    )
     assert send_options.options_from(args) == {
-        "trigger": "scheduled", "scheduledTimestamp": "2026-12-31T09:00:00Z", "retries": 3,
-        "retryIntervalMinutes": "1,5", "webhookUrl": "https://hooks.example/sb",
-        "priority": "high", "transactional": True,
-    }  # fmt: skip
+        "trigger": "scheduled",
+        "scheduledTimestamp": "2026-12-31T09:00:00Z",
+        "retries": 3,
+        "retryIntervalMinutes": "1,5",
+        "webhookUrl": "https://hooks.example/sb",
+        "priority": "high",
+        "transactional": True,
+    }
     assert send_options.options_from(_send_args()) == {}
     assert send_options.options_from(_send_args("--manual")) == {"trigger": "manual"}
     assert send_options.options_from(_send_args("--ttl", "300")) == {"ttlSeconds": 300}
@@ -268,8 +319,12 @@ def test_send_posts_the_options(
         return 202, {"session_id": SESSION, "status": "accepted", "recipients": 1}
 
     monkeypatch.setattr(cli, "_http", http)
-    code = cli.main(["send", "--to", "+14155550100", "-m", "hi", "--retries", "2",
-                     "--webhook-url", "https://hooks.example/sb", "--priority", "high"])  # fmt: skip
+    argv = ["send", "--to", "+14155550100", "-m", "hi", "--retries", "2"]
+    argv += ["--webhook-url", "https://hooks.example/sb", "--priority", "high"]
+    code = cli.main(argv)
     assert code == 0
-    assert sent[0][2]["options"] == {"retries": 2, "webhookUrl": "https://hooks.example/sb",
-                                     "priority": "high"}  # fmt: skip
+    assert sent[0][2]["options"] == {
+        "retries": 2,
+        "webhookUrl": "https://hooks.example/sb",
+        "priority": "high",
+    }

@@ -125,8 +125,12 @@ def faust_commit(
     gaps: defaultdict[TP, IntervalTree] = defaultdict(IntervalTree)
     if gap is not None:
         gaps[TP0].addi(*gap)
-    state = SimpleNamespace(_acked={TP0: list(acked)}, _acked_index={TP0: set(acked)}, _gap=gaps,
-                            _committed_offset={TP0: committed})  # fmt: skip
+    state = SimpleNamespace(
+        _acked={TP0: list(acked)},
+        _acked_index={TP0: set(acked)},
+        _gap=gaps,
+        _committed_offset={TP0: committed},
+    )
     result: int | None = FaustConsumer._new_offset(state, TP0)  # type: ignore[arg-type]
     return result
 
@@ -344,10 +348,14 @@ async def test_changelog_records_cleared_from_recoverys_queue_are_read_again(
 
     standby, active = TP("sb-deliveries-changelog", 2), TP("sb-sessions-changelog", 1)
     ordering = _Ordering(due=None)
-    ordering.consumer.app.tables = SimpleNamespace(_recovery=SimpleNamespace(
-        active_tps={active}, active_offsets={active: 9},
-        standby_tps={standby}, standby_offsets={standby: 341},
-    ))  # fmt: skip
+    ordering.consumer.app.tables = SimpleNamespace(
+        _recovery=SimpleNamespace(
+            active_tps={active},
+            active_offsets={active: 9},
+            standby_tps={standby},
+            standby_offsets={standby: 341},
+        )
+    )
     sought: dict[TP, int] = {}
 
     async def broker_seek(self: Any, tp: TP, offset: int) -> None:

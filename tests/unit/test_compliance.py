@@ -71,10 +71,19 @@ def test_every_form_of_one_address_has_one_key() -> None:
 
 def _session(options: dict[str, object]) -> SessionState:
     return SessionState(
-        session_id="s1", client_id="acme", channels=["email"], recipients=1, deliveries=1,
-        chunks=1, trigger="immediate", status="dispatching", created_at=0.0, source="api",
-        transport={"type": "email", "subject": "Hi", "message": "Hello"}, options=options,
-    )  # fmt: skip
+        session_id="s1",
+        client_id="acme",
+        channels=["email"],
+        recipients=1,
+        deliveries=1,
+        chunks=1,
+        trigger="immediate",
+        status="dispatching",
+        created_at=0.0,
+        source="api",
+        transport={"type": "email", "subject": "Hi", "message": "Hello"},
+        options=options,
+    )
 
 
 def test_fan_out_marks_transactional_jobs() -> None:
@@ -121,7 +130,10 @@ def test_the_link_and_its_headers() -> None:
 
 def test_links_need_both_settings_and_a_long_secret() -> None:
     assert Settings.from_env({}).unsubscribe_links is None
-    assert Settings.from_env({"SWITCHBOARD_PUBLIC_URL": "https://sb.example"}).unsubscribe_links is None  # fmt: skip
+    assert (
+        Settings.from_env({"SWITCHBOARD_PUBLIC_URL": "https://sb.example"}).unsubscribe_links
+        is None
+    )
     settings = Settings.from_env(
         {"SWITCHBOARD_PUBLIC_URL": "https://sb.example", "SWITCHBOARD_UNSUBSCRIBE_SECRET": SECRET}
     )
@@ -134,7 +146,9 @@ def test_links_need_both_settings_and_a_long_secret() -> None:
 
 def _email(**kwargs: object) -> email.message.EmailMessage:
     """The message as the SMTP client writes it to the wire, parsed again."""
-    message = OutboundMessage(channel="email", to="ana@example.com", body="Hi", subject="News", **kwargs)  # type: ignore[arg-type]  # fmt: skip
+    message = OutboundMessage(
+        channel="email", to="ana@example.com", body="Hi", subject="News", **kwargs
+    )  # type: ignore[arg-type]
     raw = flatten_message(build_email(message, "Acme <noreply@acme.example>"))
     parsed = message_from_bytes(raw, policy=email.policy.default)
     assert isinstance(parsed, email.message.EmailMessage)
@@ -158,6 +172,8 @@ def test_bulk_email_carries_both_headers_and_transactional_none() -> None:
 
 def test_a_clients_own_list_unsubscribe_wins() -> None:
     url = unsubscribe.link("https://sb.example", SECRET, "acme", "ana@example.com")
-    own = _email(unsubscribe_url=url, extras={"headers": {"List-Unsubscribe": "<mailto:u@acme.example>"}})  # fmt: skip
+    own = _email(
+        unsubscribe_url=url, extras={"headers": {"List-Unsubscribe": "<mailto:u@acme.example>"}}
+    )
     assert own.get_all("List-Unsubscribe") == ["<mailto:u@acme.example>"]
     assert own["List-Unsubscribe-Post"] is None

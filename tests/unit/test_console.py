@@ -41,8 +41,11 @@ def test_activity_folds_a_burst_into_counts_and_the_newest_events() -> None:
     update = activity.drain()
     assert update is not None
     by_id = {s["session_id"]: s for s in update["sessions"]}
-    assert by_id["s-1"] == {"session_id": "s-1", "statuses": {"delivered": 13, "sent": 12},
-                            "completed": False}  # fmt: skip
+    assert by_id["s-1"] == {
+        "session_id": "s-1",
+        "statuses": {"delivered": 13, "sent": 12},
+        "completed": False,
+    }
     assert by_id["s-2"]["completed"] is True
     assert len(update["events"]) == RECENT  # bounded, the newest kept
     assert update["events"][-1]["status"] == "completed"
@@ -63,8 +66,12 @@ def test_status_filter_names_every_unknown_status() -> None:
 
 
 def status_record(session_id: str, client_id: str, status: str = "sent") -> tuple[bytes, Any]:
-    avro = StatusEvent(session_id=session_id, client_id=client_id, status=status,  # type: ignore[arg-type]
-                       occurred_at=AT).to_avro()  # fmt: skip
+    avro = StatusEvent(
+        session_id=session_id,
+        client_id=client_id,
+        status=status,  # type: ignore[arg-type]
+        occurred_at=AT,
+    ).to_avro()
     return encode_status_event(avro)
 
 

@@ -74,10 +74,16 @@ def test_every_query_names_metrics_and_labels_the_worker_exposes() -> None:
             for label in re.findall(r"([a-z_]+)\s*(?:=~|!=|!~|=)", selector):
                 assert label in labels[name], f"{expr!r}: {name} has no label {label}"
     # The panels: lag, deferred, webhooks, sessions open, throughput, provider latency.
-    for wanted in ("switchboard_consumer_lag", "switchboard_deferred_deliveries",
-                   "switchboard_deferred_oldest_age_seconds", "switchboard_webhook_backlog",
-                   "switchboard_sessions_open", "switchboard_status_events_total",
-                   "switchboard_provider_send_seconds_bucket", "switchboard_provider_sends_total"):  # fmt: skip
+    for wanted in (
+        "switchboard_consumer_lag",
+        "switchboard_deferred_deliveries",
+        "switchboard_deferred_oldest_age_seconds",
+        "switchboard_webhook_backlog",
+        "switchboard_sessions_open",
+        "switchboard_status_events_total",
+        "switchboard_provider_send_seconds_bucket",
+        "switchboard_provider_sends_total",
+    ):
         assert wanted in used, f"the dashboard shows nothing of {wanted}"
 
 
@@ -93,8 +99,11 @@ def test_sample_names_follow_the_exposition() -> None:
         if line and not line.startswith("#")
     }
     assert shown <= metrics.sample_names()
-    assert {"switchboard_provider_sends_total", "switchboard_provider_send_seconds_bucket",
-            "switchboard_consumer_lag"} <= shown  # fmt: skip
+    assert {
+        "switchboard_provider_sends_total",
+        "switchboard_provider_send_seconds_bucket",
+        "switchboard_consumer_lag",
+    } <= shown
 
 
 def test_compose_monitoring_profile_is_provisioned() -> None:

@@ -108,10 +108,19 @@ def test_the_reason_names_the_deadline() -> None:
 
 def _session(options: dict[str, object], created_at: float = 1000.0) -> SessionState:
     return SessionState(
-        session_id="s1", client_id="acme", channels=["sms"], recipients=1, deliveries=1,
-        chunks=1, trigger="immediate", status="dispatching", created_at=created_at, source="api",
-        transport={"type": "sms", "message": "Your code is 1234"}, options=options,
-    )  # fmt: skip
+        session_id="s1",
+        client_id="acme",
+        channels=["sms"],
+        recipients=1,
+        deliveries=1,
+        chunks=1,
+        trigger="immediate",
+        status="dispatching",
+        created_at=created_at,
+        source="api",
+        transport={"type": "sms", "message": "Your code is 1234"},
+        options=options,
+    )
 
 
 def test_fan_out_gives_each_job_the_sessions_deadline() -> None:

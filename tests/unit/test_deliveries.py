@@ -10,8 +10,17 @@ from switchboard.records import DeliveryState, Report
 
 
 def report(status: Any, attempt: int = 1, **fields: Any) -> Report:
-    return Report(session_id="s", client_id="c", channel="voice", index=0, address="+14155550100",
-                  status=status, attempt=attempt, occurred_at=1_800_000_000.0, **fields)  # fmt: skip
+    return Report(
+        session_id="s",
+        client_id="c",
+        channel="voice",
+        index=0,
+        address="+14155550100",
+        status=status,
+        attempt=attempt,
+        occurred_at=1_800_000_000.0,
+        **fields,
+    )
 
 
 def walk(*reports: Report) -> tuple[DeliveryState | None, list[list[str]]]:
@@ -41,8 +50,13 @@ def test_a_busy_call_already_sent_ends_its_attempt_and_waits_for_the_retry_once(
     state, told = walk(report("accepted"), report("sent"), busy, busy)
     assert told[2:] == [["failed"], []], "told once; the repeat changes nothing"
     assert state is not None and (state.status, state.attempt) == ("scheduled", 1)
-    state, told = walk(report("accepted"), report("sent"), busy, report("sent", attempt=2),
-                       report("failed", attempt=1, error_code="busy"))  # fmt: skip
+    state, told = walk(
+        report("accepted"),
+        report("sent"),
+        busy,
+        report("sent", attempt=2),
+        report("failed", attempt=1, error_code="busy"),
+    )
     assert told[3:] == [["sent"], []], "attempt 1's late news does not touch attempt 2"
     assert state is not None and (state.status, state.attempt) == ("sent", 2)
 
@@ -77,8 +91,16 @@ def test_an_event_id_names_the_change_and_survives_a_replay() -> None:
     # Each change has its own id: another status, another attempt, another delivery.
     ids = {first[0].event_id, *(e.event_id for e in told)}
     ids.add(apply_report(report("sent", attempt=2), state)[1][0].event_id)
-    other = Report(session_id="s", client_id="c", channel="voice", index=1, address="+14155550100",
-                   status="accepted", attempt=1, occurred_at=1_800_000_000.0)  # fmt: skip
+    other = Report(
+        session_id="s",
+        client_id="c",
+        channel="voice",
+        index=1,
+        address="+14155550100",
+        status="accepted",
+        attempt=1,
+        occurred_at=1_800_000_000.0,
+    )
     ids.add(apply_report(other, None)[1][0].event_id)
     assert len(ids) == 5
     # The time of a report is not part of its change: a late copy of it is the same event.
@@ -116,8 +138,9 @@ def test_a_callback_with_another_message_id_changes_nothing() -> None:
 
 
 def test_a_callback_with_the_delivery_s_own_id_moves_it_on() -> None:
-    state, told = walk(report("accepted"), report("sent", provider_message_id="SM1"),
-                       callback("delivered", "SM1"))  # fmt: skip
+    state, told = walk(
+        report("accepted"), report("sent", provider_message_id="SM1"), callback("delivered", "SM1")
+    )
     assert told[-1] == ["delivered"]
     assert state is not None and (state.status, state.provider_message_id) == ("delivered", "SM1")
 

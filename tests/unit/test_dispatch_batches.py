@@ -21,8 +21,15 @@ SESSION = "3b0f6d2e-8f7c-4a55-9c43-0e6a3c9d1b21"
 
 
 def job(index: int) -> DispatchJob:
-    return DispatchJob(session_id=SESSION, client_id="acme", channel="sms", index=index,
-                       address=f"+1415555010{index}", attempt=1, message="hi")  # fmt: skip
+    return DispatchJob(
+        session_id=SESSION,
+        client_id="acme",
+        channel="sms",
+        index=index,
+        address=f"+1415555010{index}",
+        attempt=1,
+        message="hi",
+    )
 
 
 class Counter:
@@ -43,10 +50,14 @@ def worker(sends: dict[bytes, bytes] | None = None) -> Any:
         withdrawn=Counter(), duplicate_jobs=Counter(), sends_in_doubt=Counter()
     )
     return SimpleNamespace(
-        tables=SimpleNamespace(sends=dict(sends or {})), claims=set(), produced=produced,
-        cancels=SimpleNamespace(get=lambda _: None), metrics=metrics, report_batch=report_batch,
+        tables=SimpleNamespace(sends=dict(sends or {})),
+        claims=set(),
+        produced=produced,
+        cancels=SimpleNamespace(get=lambda _: None),
+        metrics=metrics,
+        report_batch=report_batch,
         settings=Settings(max_in_flight=2),
-    )  # fmt: skip
+    )
 
 
 @pytest.fixture
@@ -88,10 +99,16 @@ async def test_the_next_owner_reports_what_was_recorded_and_sends_only_the_rest(
 ) -> None:
     batch = JobBatch([job(0), job(1), job(2)])
     recorded = dispatch._report(job(0), "delivered", passed=["sent"])
-    sb = worker({
-        batch_row(batch.key): b'{"claimed_at": 1.0}',  # claimed, never finished: the worker died
-        batch_part_row(batch.key, 0): json.dumps({"items": records.as_items([recorded]), "retries": []}).encode(),
-    })  # fmt: skip
+    sb = worker(
+        {
+            batch_row(
+                batch.key
+            ): b'{"claimed_at": 1.0}',  # claimed, never finished: the worker died
+            batch_part_row(batch.key, 0): json.dumps(
+                {"items": records.as_items([recorded]), "retries": []}
+            ).encode(),
+        }
+    )
     await dispatch._dispatch_batch(sb, batch)
     assert sorted(sent) == [(1, True), (2, True)], "job 0 is not sent again; the rest in doubt"
     assert [r.index for r in sb.produced[0]] == [0], "the recorded outcome is reported again"

@@ -71,8 +71,13 @@ def test_settings_reject_bad_values_naming_each_variable() -> None:
     from switchboard.errors import ConfigError
 
     with pytest.raises(ConfigError) as info:
-        Settings.from_env({"SWITCHBOARD_PARTITIONS": "many", "SWITCHBOARD_SANDBOX": "perhaps",
-                           "SWITCHBOARD_LOG_FORMAT": "xml"})  # fmt: skip
+        Settings.from_env(
+            {
+                "SWITCHBOARD_PARTITIONS": "many",
+                "SWITCHBOARD_SANDBOX": "perhaps",
+                "SWITCHBOARD_LOG_FORMAT": "xml",
+            }
+        )
     message = str(info.value)
     assert (
         "SWITCHBOARD_PARTITIONS" in message
@@ -104,14 +109,20 @@ def test_openapi_documents_every_status_the_views_answer() -> None:
     for path in ("/v1/messages", "/api/call"):  # a JSON body: every way it can be refused
         assert {"400", "413", "415", "422"} <= statuses(path, "post"), path
     assert {"400", "404", "503"} <= statuses("/v1/sessions/{session_id}", "get")
-    assert {"400", "403", "404", "413", "415", "503"} <= statuses("/twilio/calls/{call_id}/{step}", "post")  # fmt: skip
+    assert {"400", "403", "404", "413", "415", "503"} <= statuses(
+        "/twilio/calls/{call_id}/{step}", "post"
+    )
 
 
 def test_openapi_strings_are_as_strict_as_validation_about_empty_values() -> None:
     document = openapi_document()
     call = document["paths"]["/api/call"]["post"]["requestBody"]["content"]["application/json"]
     properties = call["schema"]["properties"]
-    assert properties["campaign_id"]["minLength"] == properties["member_phone_number"]["minLength"] == 1  # fmt: skip
+    assert (
+        properties["campaign_id"]["minLength"]
+        == properties["member_phone_number"]["minLength"]
+        == 1
+    )
     instruction = document["components"]["schemas"]["Instruction"]["properties"]
     key = instruction["idempotency_key"]["anyOf"][0]
     assert key["pattern"] == r"\S" and key["maxLength"] == 255, "a blank key is refused"
@@ -141,15 +152,25 @@ def test_openapi_call_schema_is_the_shape_of_get_v1_calls() -> None:
     from switchboard import calls
 
     at = datetime(2026, 12, 5, 12, 0, tzinfo=UTC)
-    call = calls.new_call("7b7d0c56-8f8e-4c55-9d54-1f2f8b0a4e11", "park", "+14155550123",
-                          "+14155550199", at, target_id="mayor")  # fmt: skip
+    call = calls.new_call(
+        "7b7d0c56-8f8e-4c55-9d54-1f2f8b0a4e11",
+        "park",
+        "+14155550123",
+        "+14155550199",
+        at,
+        target_id="mayor",
+    )
     fresh = calls.combined_state(call)
     call = calls.record_call_sid(call, "CA" + "0" * 32)
     call = calls.record_member_status(call, "initiated", at, provider_sequence=0)
     call = calls.start(call, at + timedelta(seconds=5)).call
     call = calls.connect(call, at + timedelta(seconds=20)).call
-    call = calls.record_target_status(call, "completed", at + timedelta(minutes=2), dial_call_sid="CA1")  # fmt: skip
-    call = calls.record_member_status(call, "completed", at + timedelta(minutes=3), provider_sequence=3)  # fmt: skip
+    call = calls.record_target_status(
+        call, "completed", at + timedelta(minutes=2), dial_call_sid="CA1"
+    )
+    call = calls.record_member_status(
+        call, "completed", at + timedelta(minutes=3), provider_sequence=3
+    )
     failed = calls.creation_failed(calls.new_call("c", "park", "+1", "+1", at), at, "21211").call
     document = openapi_document()
     schema = {**document["components"]["schemas"]["Call"], "components": document["components"]}
@@ -167,7 +188,14 @@ def test_readme_documents_every_campaign_option_and_the_twilio_options() -> None
     section = readme[readme.index("## The call tool") : readme.index("## Scaling out")]
     table = re.findall(r"^\| `([a-z_]+)`(?: or `([a-z_]+)`)? \|", section, re.M)
     assert {name for row in table for name in row if name} == set(_CAMPAIGN_KEYS)
-    for needle in ("`api_base`", "SendAsMms", "lookups.twilio.com/v2/PhoneNumbers",
-                   "/twilio/messages/inbound", "IncomingPhoneNumbers", "`To` number",
-                   f"from 0 (the default) to {MAX_RETRIES}", "at most 10,080 (7 days)"):  # fmt: skip
+    for needle in (
+        "`api_base`",
+        "SendAsMms",
+        "lookups.twilio.com/v2/PhoneNumbers",
+        "/twilio/messages/inbound",
+        "IncomingPhoneNumbers",
+        "`To` number",
+        f"from 0 (the default) to {MAX_RETRIES}",
+        "at most 10,080 (7 days)",
+    ):
         assert needle in readme, needle

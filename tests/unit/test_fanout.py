@@ -195,13 +195,28 @@ def test_chunk_size_default() -> None:
 
 def test_a_high_priority_sessions_jobs_and_rejections_travel_in_its_lane() -> None:
     state = session(["sms"], {"type": "sms", "message": "Code {{code}}"}, recipients=2)
-    high = SessionState(**{**{f: getattr(state, f) for f in state.__dataclass_fields__},
-                           "options": {"priority": "high"}})  # fmt: skip
-    items = list(plan_chunk(high, 0, [
-        {"addresses": {"phone": "+14155550100"}, "vars": {"code": "1"}},
-        {"addresses": {"phone": "+14155550101"}},  # no code: rejected
-    ], now=NOW))  # fmt: skip
+    high = SessionState(
+        **{
+            **{f: getattr(state, f) for f in state.__dataclass_fields__},
+            "options": {"priority": "high"},
+        }
+    )
+    items = list(
+        plan_chunk(
+            high,
+            0,
+            [
+                {"addresses": {"phone": "+14155550100"}, "vars": {"code": "1"}},
+                {"addresses": {"phone": "+14155550101"}},  # no code: rejected
+            ],
+            now=NOW,
+        )
+    )
     assert [type(i).__name__ for i in items] == ["DispatchJob", "Report"]
     assert all(item.priority == "high" for item in items)
-    assert all(item.priority == "normal" for item in plan_chunk(state, 0, [
-        {"addresses": {"phone": "+14155550100"}, "vars": {"code": "1"}}], now=NOW))  # fmt: skip
+    assert all(
+        item.priority == "normal"
+        for item in plan_chunk(
+            state, 0, [{"addresses": {"phone": "+14155550100"}, "vars": {"code": "1"}}], now=NOW
+        )
+    )

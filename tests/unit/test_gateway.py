@@ -26,9 +26,19 @@ def parse(channel: str = "sms", **options: Any) -> GatewayConfig:
 
 
 def values(**over: Any) -> dict[str, Any]:
-    out: dict[str, Any] = {"to": "+14155550100", "body": "Hello", "subject": None, "from": None,
-                           "attempt": 1, "reference": "s1/0/sms", "session_id": "s1",
-                           "channel": "sms", "locale": None, "file_url": None, "extras": {}}  # fmt: skip
+    out: dict[str, Any] = {
+        "to": "+14155550100",
+        "body": "Hello",
+        "subject": None,
+        "from": None,
+        "attempt": 1,
+        "reference": "s1/0/sms",
+        "session_id": "s1",
+        "channel": "sms",
+        "locale": None,
+        "file_url": None,
+        "extras": {},
+    }
     out.update(over)
     return out
 
@@ -63,9 +73,16 @@ def test_a_placeholder_inside_text_is_text() -> None:
 
 def test_a_key_whose_value_is_empty_is_dropped_but_a_literal_empty_string_stays() -> None:
     template = compile_(
-        {"subject": "{{subject}}", "from": "{{from}}", "x": "{{extras.none}}", "lit": "",
-         "list": ["{{from}}", "keep"], "nested": {"s": "{{subject}}"}, "zero": "{{extras.zero}}"}
-    )  # fmt: skip
+        {
+            "subject": "{{subject}}",
+            "from": "{{from}}",
+            "x": "{{extras.none}}",
+            "lit": "",
+            "list": ["{{from}}", "keep"],
+            "nested": {"s": "{{subject}}"},
+            "zero": "{{extras.zero}}",
+        }
+    )
     rendered = template.render(values(**{"from": ""}, extras={"zero": 0}))
     assert rendered == {"lit": "", "list": ["keep"], "zero": 0}
 
@@ -118,22 +135,35 @@ def test_a_sparrow_like_form_gateway_in_bulk_mode() -> None:
     assert request.headers == {"Content-Type": "application/x-www-form-urlencoded"}
     assert request.content is not None
     assert parse_qsl(request.content.decode()) == [
-        ("token", "tok-123456"), ("from", "InfoAlert"), ("to", "9812345678,9841234567"),
+        ("token", "tok-123456"),
+        ("from", "InfoAlert"),
+        ("to", "9812345678,9841234567"),
         ("text", "Hello"),
-    ]  # fmt: skip
+    ]
     assert "tok-123456" not in repr(config), "secrets stay out of the repr"
 
 
 def test_a_json_request_with_a_secret_header() -> None:
     config = parse(
         secrets={"key": "GW_KEY"},
-        headers={"Authorization": "Bearer {{secrets.key}}", "X-Ref": "{{reference}}",
-                 "X-Empty": "{{subject}}"},
-        body={"to": "{{to}}", "text": "{{body}}", "attempt": "{{attempt}}", "subject": "{{subject}}"},
-    )  # fmt: skip
+        headers={
+            "Authorization": "Bearer {{secrets.key}}",
+            "X-Ref": "{{reference}}",
+            "X-Empty": "{{subject}}",
+        },
+        body={
+            "to": "{{to}}",
+            "text": "{{body}}",
+            "attempt": "{{attempt}}",
+            "subject": "{{subject}}",
+        },
+    )
     request = config.request(values())
-    assert request.headers == {"Authorization": "Bearer key-abcdef", "X-Ref": "s1/0/sms",
-                               "Content-Type": "application/json"}  # fmt: skip
+    assert request.headers == {
+        "Authorization": "Bearer key-abcdef",
+        "X-Ref": "s1/0/sms",
+        "Content-Type": "application/json",
+    }
     assert request.content is not None
     assert json.loads(request.content) == {"to": "+14155550100", "text": "Hello", "attempt": 1}
 
@@ -149,8 +179,12 @@ def test_a_get_request_carries_its_fields_in_the_query_and_url_values_are_encode
     assert request.content is None and request.method == "GET"
     url = urlsplit(request.url)
     assert url.path == "/send/%2B14155550100"
-    assert parse_qsl(url.query) == [("v", "2"), ("token", "tok-123456"), ("text", "a&b=c"),
-                                    ("to", "+14155550100")]  # fmt: skip
+    assert parse_qsl(url.query) == [
+        ("v", "2"),
+        ("token", "tok-123456"),
+        ("text", "a&b=c"),
+        ("to", "+14155550100"),
+    ]
 
 
 def test_form_lists_repeat_their_key_without_join() -> None:
@@ -161,12 +195,22 @@ def test_form_lists_repeat_their_key_without_join() -> None:
 
 def test_every_problem_is_named_at_once() -> None:
     text = problems_of(
-        url="ftp://gw.example", method="DELETE", timeout=0, max_in_flight=0, colour="red",
-        secrets={"token": "UNSET_VARIABLE"}, headers={"Bad Header": "x"},
-        body={"text": "{{body}}"}, address={"prefix": 1},
-        response={"success": ["2xx", "700"], "message_id": "data..id", "success_when": {"path": "ok"}},
+        url="ftp://gw.example",
+        method="DELETE",
+        timeout=0,
+        max_in_flight=0,
+        colour="red",
+        secrets={"token": "UNSET_VARIABLE"},
+        headers={"Bad Header": "x"},
+        body={"text": "{{body}}"},
+        address={"prefix": 1},
+        response={
+            "success": ["2xx", "700"],
+            "message_id": "data..id",
+            "success_when": {"path": "ok"},
+        },
         bulk={"max_addresses": 1, "match": "to"},
-    )  # fmt: skip
+    )
     for expected in (
         "colour: unknown option",
         "secrets.token: names UNSET_VARIABLE, which is not set",
@@ -190,14 +234,14 @@ def test_every_problem_is_named_at_once() -> None:
 @pytest.mark.parametrize(
     ("options", "problem"),
     [
-        ({"method": "GET", "format": "json"}, "format: a GET request carries its fields in the query"),
-        ({"format": "form", "body": {"to": "{{to}}", "n": {"a": 1}}}, "body.n: with format form, a field is a value or a list of values"),
-        ({"url": "https://{{to}}.gw.example/"}, "url: the host cannot hold a placeholder"),
-        ({"url": None}, "url: required"),
-        ({"url": "https://user:pw@gw.example/"}, "url: credentials go in headers, from secrets"),
-        ({"response": {"retryable": ["599-500"]}}, "response.retryable[0]: the range ends before it starts"),
-        ({"response": {"sucess": ["2xx"]}}, "response.sucess: unknown option"),
-        ({"bulk": {"max_addresses": 5, "linger": 9}}, "bulk.linger: seconds from 0 to 5"),
+        ({"method": "GET", "format": "json"},                          "format: a GET request carries its fields in the query"),
+        ({"format": "form", "body": {"to": "{{to}}", "n": {"a": 1}}},  "body.n: with format form, a field is a value or a list of values"),
+        ({"url": "https://{{to}}.gw.example/"},                        "url: the host cannot hold a placeholder"),
+        ({"url": None},                                                "url: required"),
+        ({"url": "https://user:pw@gw.example/"},                       "url: credentials go in headers, from secrets"),
+        ({"response": {"retryable": ["599-500"]}},                     "response.retryable[0]: the range ends before it starts"),
+        ({"response": {"sucess": ["2xx"]}},                            "response.sucess: unknown option"),
+        ({"bulk": {"max_addresses": 5, "linger": 9}},                  "bulk.linger: seconds from 0 to 5"),
     ],
 )  # fmt: skip
 def test_option_problems(options: dict[str, Any], problem: str) -> None:
@@ -235,9 +279,18 @@ def rules(**options: Any) -> Any:
 
 @pytest.mark.parametrize(
     ("status", "kind"),
-    [(200, "ok"), (202, "ok"), (301, "permanent"), (400, "permanent"), (401, "permanent"),
-     (404, "permanent"), (429, "retryable"), (500, "retryable"), (503, "retryable")],
-)  # fmt: skip
+    [
+        (200, "ok"),
+        (202, "ok"),
+        (301, "permanent"),
+        (400, "permanent"),
+        (401, "permanent"),
+        (404, "permanent"),
+        (429, "retryable"),
+        (500, "retryable"),
+        (503, "retryable"),
+    ],
+)
 def test_default_status_mapping(status: int, kind: str) -> None:
     [outcome] = classify(rules(), status, None, ["a"])
     assert outcome.kind == kind
@@ -249,12 +302,17 @@ def test_default_status_mapping(status: int, kind: str) -> None:
 
 
 def test_configured_statuses_and_json_conditions() -> None:
-    r = rules(response={
-        "success": [200], "retryable": ["502-504"], "message_id": "data.ids.0",
-        "success_when": {"path": "response_code", "equals": [200, "queued"]},
-        "retryable_when": {"path": "response_code", "equals": 1011},
-        "error": "response", "error_code": "response_code",
-    })  # fmt: skip
+    r = rules(
+        response={
+            "success": [200],
+            "retryable": ["502-504"],
+            "message_id": "data.ids.0",
+            "success_when": {"path": "response_code", "equals": [200, "queued"]},
+            "retryable_when": {"path": "response_code", "equals": 1011},
+            "error": "response",
+            "error_code": "response_code",
+        }
+    )
     assert classify(r, 200, {"response_code": "200", "data": {"ids": ["m1"]}}, ["a"]) == [
         Outcome("ok", "m1")
     ]
@@ -278,13 +336,24 @@ def test_a_bulk_answer_without_results_is_shared() -> None:
 
 
 def test_bulk_results_map_to_each_address() -> None:
-    r = rules(bulk={"max_addresses": 10, "results": "data.messages", "match": "to",
-                    "message_id": "id", "success_when": {"path": "status", "equals": "queued"}},
-              response={"error": "reason"})  # fmt: skip
-    answer = {"data": {"messages": [
-        {"to": "9779841234567", "id": "m2", "status": "queued"},
-        {"to": "+9779812345678", "id": "m1", "status": "rejected", "reason": "DND number"},
-    ]}}  # fmt: skip
+    r = rules(
+        bulk={
+            "max_addresses": 10,
+            "results": "data.messages",
+            "match": "to",
+            "message_id": "id",
+            "success_when": {"path": "status", "equals": "queued"},
+        },
+        response={"error": "reason"},
+    )
+    answer = {
+        "data": {
+            "messages": [
+                {"to": "9779841234567", "id": "m2", "status": "queued"},
+                {"to": "+9779812345678", "id": "m1", "status": "rejected", "reason": "DND number"},
+            ]
+        }
+    }
     one, two, three = classify(r, 200, answer, ["+9779812345678", "+9779841234567", "+1555"])
     assert one == Outcome("permanent", code="gateway-refused", error="DND number")
     assert two == Outcome("ok", "m2")

@@ -16,8 +16,17 @@ from switchboard.backlog import OpenSessions, TimerTally
 from switchboard.keys import webhook_timer, window_timer
 from switchboard.timers import b64
 
-TOPICS = ["instructions", "sessions", "reports", "schedule", "calls", "webhooks",
-          "sessions.priority", "dispatch.priority", "reports.priority"]  # fmt: skip
+TOPICS = [
+    "instructions",
+    "sessions",
+    "reports",
+    "schedule",
+    "calls",
+    "webhooks",
+    "sessions.priority",
+    "dispatch.priority",
+    "reports.priority",
+]
 
 
 def _topic(name: str) -> Any:
@@ -29,10 +38,13 @@ def world(assigned: list[tuple[str, int]]) -> tuple[Any, Callable[[], Awaitable[
     app = SimpleNamespace(
         rebalancing=False,
         tables=SimpleNamespace(recovery=SimpleNamespace(in_recovery=False)),
-        assignor=SimpleNamespace(assigned_actives=lambda: [SimpleNamespace(topic=f"t.{t}", partition=p)
-                                                          for t, p in assigned]),
+        assignor=SimpleNamespace(
+            assigned_actives=lambda: [
+                SimpleNamespace(topic=f"t.{t}", partition=p) for t, p in assigned
+            ]
+        ),
         timer=lambda interval, name: lambda fn: timers.append(fn) or fn,
-    )  # fmt: skip
+    )
     topics = SimpleNamespace(**{n.replace(".", "_"): _topic(n) for n in TOPICS})
     topics.priority_sessions, topics.priority_dispatch = (
         _topic("sessions.priority"),
@@ -48,13 +60,19 @@ def world(assigned: list[tuple[str, int]]) -> tuple[Any, Callable[[], Awaitable[
         return SimpleNamespace(topic=f"t.{name}", positions=lambda: dict(positions))
 
     sb = SimpleNamespace(
-        app=app, metrics=Metrics(), topics=topics,
-        optouts=replica("optouts", {}), manager_state=replica("manager-state", {0: 3, 1: 0}),
+        app=app,
+        metrics=Metrics(),
+        topics=topics,
+        optouts=replica("optouts", {}),
+        manager_state=replica("manager-state", {0: 3, 1: 0}),
         cancels=replica("cancels", {0: 1}),
-        timer_tally=TimerTally(frozenset({"t.dispatch.sms"})), open_sessions=OpenSessions(),
-        tables=SimpleNamespace(sessions={b"s-open": b"{}", b"s-done": b"{}", b"s-open:0": b"[]"},
-                               deliveries={b"s-done": progress}),
-    )  # fmt: skip
+        timer_tally=TimerTally(frozenset({"t.dispatch.sms"})),
+        open_sessions=OpenSessions(),
+        tables=SimpleNamespace(
+            sessions={b"s-open": b"{}", b"s-done": b"{}", b"s-open:0": b"[]"},
+            deliveries={b"s-done": progress},
+        ),
+    )
     gauges.register(sb)  # type: ignore[arg-type]
     return sb, timers[0]
 

@@ -257,8 +257,16 @@ async def test_a_send_stuck_through_a_rebalance_is_handed_off_then_acked() -> No
         rebalancing = True
         await all_acked.wait()
 
-    run = run_overlapped(stream(), handle, max_in_flight=4, drain_timeout=0.2, on_error=never,
-                         on_fatal=never, rebalancing=lambda: rebalancing, hand_off=hand_off)  # fmt: skip
+    run = run_overlapped(
+        stream(),
+        handle,
+        max_in_flight=4,
+        drain_timeout=0.2,
+        on_error=never,
+        on_fatal=never,
+        rebalancing=lambda: rebalancing,
+        hand_off=hand_off,
+    )
     await asyncio.wait_for(run, timeout=10)
     assert handed == [1] and cancelled == [1]
     assert acks == [(0, 0), (0, 1), (0, 2)]
@@ -285,9 +293,14 @@ async def test_weighted_events_bound_the_units_in_flight_not_the_events() -> Non
         raise AssertionError("not called")
 
     await run_overlapped(
-        _events(events), handle, max_in_flight=10, drain_timeout=5, on_error=never,
-        on_fatal=never, prepare=lambda e: ((e, weights[e.offset]), weights[e.offset]),
-    )  # fmt: skip
+        _events(events),
+        handle,
+        max_in_flight=10,
+        drain_timeout=5,
+        on_error=never,
+        on_fatal=never,
+        prepare=lambda e: ((e, weights[e.offset]), weights[e.offset]),
+    )
     assert peak == 10
     assert acks == [(0, i) for i in range(len(weights))]
 
@@ -313,8 +326,13 @@ async def test_an_event_that_cannot_be_prepared_goes_to_the_error_policy_in_orde
         raise AssertionError("not called")
 
     await run_overlapped(
-        _events(events), handle, max_in_flight=4, drain_timeout=5, on_error=on_error,
-        on_fatal=never, prepare=prepare,
-    )  # fmt: skip
+        _events(events),
+        handle,
+        max_in_flight=4,
+        drain_timeout=5,
+        on_error=on_error,
+        on_fatal=never,
+        prepare=prepare,
+    )
     assert failed == [1]
     assert acks == [(0, 0), (0, 1), (0, 2)]

@@ -205,8 +205,12 @@ def test_config_prints_no_password(
     assert main(["config"]) == 0
     out = capsys.readouterr().out
     assert PASSWORD not in out
-    for variable in ("SWITCHBOARD_KAFKA_SECURITY_PROTOCOL", "SWITCHBOARD_KAFKA_SASL_PASSWORD_ENV",
-                     "SCHEMA_REGISTRY_BASIC_AUTH_USER_INFO", "SCHEMA_REGISTRY_CA_FILE"):  # fmt: skip
+    for variable in (
+        "SWITCHBOARD_KAFKA_SECURITY_PROTOCOL",
+        "SWITCHBOARD_KAFKA_SASL_PASSWORD_ENV",
+        "SCHEMA_REGISTRY_BASIC_AUTH_USER_INFO",
+        "SCHEMA_REGISTRY_CA_FILE",
+    ):
         assert variable in out
 
 

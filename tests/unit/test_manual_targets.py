@@ -53,8 +53,12 @@ def clients_file(tmp_path: Path, secret_env: str = "PARK_SECRET") -> Path:
 
 def test_the_recipe_is_what_the_product_accepts() -> None:
     campaigns = parse_campaigns({"park": CAMPAIGN})
-    body = {"campaign_id": "park", "member_phone_number": "+14155552671",
-            "target_phone_number": "+1 (415) 555-0198", "target_checksum": recipe(NUMBER, SECRET)}  # fmt: skip
+    body = {
+        "campaign_id": "park",
+        "member_phone_number": "+14155552671",
+        "target_phone_number": "+1 (415) 555-0198",
+        "target_checksum": recipe(NUMBER, SECRET),
+    }
     call = resolve_call_request(body, campaigns, secret_from({"PARK_SECRET": SECRET}))
     assert call.target.phone_number == NUMBER and call.target_id is None
     assert verify_target_checksum(NUMBER, recipe(NUMBER, SECRET), SECRET.encode())
@@ -62,7 +66,9 @@ def test_the_recipe_is_what_the_product_accepts() -> None:
 
 def readme_recipe() -> tuple[str, str]:
     readme = (ROOT / "README.md").read_text()
-    block = re.search(r"<!-- checksum-recipe:start -->\n(.*?)<!-- checksum-recipe:end -->", readme, re.S)  # fmt: skip
+    block = re.search(
+        r"<!-- checksum-recipe:start -->\n(.*?)<!-- checksum-recipe:end -->", readme, re.S
+    )
     assert block, "README.md lost its checksum-recipe markers"
     shell = re.search(r"```sh\n(.*?)```", block.group(1), re.S)
     python = re.search(r"```python\n(.*?)```", block.group(1), re.S)
@@ -73,7 +79,9 @@ def readme_recipe() -> tuple[str, str]:
 def test_the_readme_s_python_recipe_runs_and_is_accepted() -> None:
     _, python = readme_recipe()
     env = {"ACME_CALL_SECRET": SECRET, "PATH": "/usr/bin:/bin"}
-    out = subprocess.run([sys.executable, "-c", python], env=env, capture_output=True, text=True, check=True)  # fmt: skip
+    out = subprocess.run(
+        [sys.executable, "-c", python], env=env, capture_output=True, text=True, check=True
+    )
     assert out.stdout.strip() == recipe(NUMBER, SECRET)
     assert verify_target_checksum(NUMBER, out.stdout, SECRET.encode())
 
@@ -82,7 +90,7 @@ def test_the_readme_s_python_recipe_runs_and_is_accepted() -> None:
 def test_the_readme_s_shell_recipe_runs_and_is_accepted() -> None:
     shell, _ = readme_recipe()
     env = {"ACME_CALL_SECRET": SECRET, "PATH": "/usr/bin:/bin"}
-    out = subprocess.run(["bash", "-c", shell], env=env, capture_output=True, text=True, check=True)  # fmt: skip
+    out = subprocess.run(["bash", "-c", shell], env=env, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == recipe(NUMBER, SECRET)
     assert verify_target_checksum(NUMBER, out.stdout, SECRET.encode())
 
@@ -102,18 +110,24 @@ def test_the_cli_prints_the_checksum_the_product_accepts(
 
 @pytest.mark.parametrize(
     ("value", "reason"),
-    [(None, "PARK_SECRET, which is not set"), ("short-secret", "12 bytes long; a checksum secret needs at least 16")],
-)  # fmt: skip
+    [
+        (None, "PARK_SECRET, which is not set"),
+        ("short-secret", "12 bytes long; a checksum secret needs at least 16"),
+    ],
+)
 def test_the_cli_says_why_a_campaign_cannot_sign(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
-    value: str | None, reason: str,
-) -> None:  # fmt: skip
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    value: str | None,
+    reason: str,
+) -> None:
     if value is None:
         monkeypatch.delenv("PARK_SECRET", raising=False)
     else:
         monkeypatch.setenv("PARK_SECRET", value)
-    argv = ["calls", "checksum", "--client", "acme", "--campaign", "park",
-            "--file", str(clients_file(tmp_path)), NUMBER]  # fmt: skip
+    argv = ["calls", "checksum", "--client", "acme", "--campaign", "park"]
+    argv += ["--file", str(clients_file(tmp_path)), NUMBER]
     assert main(argv) == 1
     err = capsys.readouterr().err
     assert "client acme, campaign park" in err and reason in err
@@ -121,10 +135,14 @@ def test_the_cli_says_why_a_campaign_cannot_sign(
 
 
 def test_a_secret_too_short_or_unset_is_named_with_client_campaign_and_reason() -> None:
-    campaigns = parse_campaigns({"park": CAMPAIGN, "plain": {**CAMPAIGN, "checksum_secret_env": None}})  # fmt: skip
+    campaigns = parse_campaigns(
+        {"park": CAMPAIGN, "plain": {**CAMPAIGN, "checksum_secret_env": None}}
+    )
     short = "x" * (MIN_SECRET_BYTES - 1)
     [problem] = checksum_secret_problems("acme", campaigns, secret_from({"PARK_SECRET": short}))
-    assert problem.startswith("clients.acme.campaigns.park.checksum_secret_env (client acme, campaign park): ")  # fmt: skip
+    assert problem.startswith(
+        "clients.acme.campaigns.park.checksum_secret_env (client acme, campaign park): "
+    )
     assert f"{MIN_SECRET_BYTES - 1} bytes long" in problem and short not in problem
     [problem] = checksum_secret_problems("acme", campaigns, secret_from({}))
     assert "not set" in problem
@@ -142,8 +160,12 @@ def test_a_secret_that_cannot_sign_says_so_at_request_time(environ: dict[str, st
     """What apply now prevents, should a worker's environment differ: the caller is told the
     fault is the server's, not that the campaign takes no manual targets."""
     campaigns = parse_campaigns({"park": CAMPAIGN})
-    body = {"campaign_id": "park", "member_phone_number": "+14155552671",
-            "target_phone_number": NUMBER, "target_checksum": recipe(NUMBER, "short")}  # fmt: skip
+    body = {
+        "campaign_id": "park",
+        "member_phone_number": "+14155552671",
+        "target_phone_number": NUMBER,
+        "target_checksum": recipe(NUMBER, "short"),
+    }
     with pytest.raises(ValidationFailed) as refused:
         resolve_call_request(body, campaigns, secret_from(environ))
     assert [e.error for e in refused.value.errors] == [MANUAL_TARGETS_MISCONFIGURED]

@@ -21,8 +21,17 @@ README = Path(__file__).resolve().parents[2] / "README.md"
 
 
 def report(status: Any, **fields: Any) -> Report:
-    return Report(session_id="s", client_id="c", channel="sms", index=0, address="+14155550100",
-                  status=status, attempt=1, occurred_at=1_800_000_000.0, **fields)  # fmt: skip
+    return Report(
+        session_id="s",
+        client_id="c",
+        channel="sms",
+        index=0,
+        address="+14155550100",
+        status=status,
+        attempt=1,
+        occurred_at=1_800_000_000.0,
+        **fields,
+    )
 
 
 def sms_window(start: str, end: str, days: list[str] | None = None) -> Any:
@@ -106,11 +115,20 @@ def test_a_deferral_names_the_window_the_zone_and_the_release() -> None:
     assert hold is not None and hold.release == release
     error, detail = reasons.deferred("sms", hold)
     assert detail == {
-        "reason": "window-closed", "release_at": "2026-12-07T05:00:00Z", "zone": "Europe/Moscow",
-        "window": {"days": "mon,tue,wed,thu,fri", "start": "08:00", "end": "21:00", "timezone": "recipient"},
-    }  # fmt: skip
-    assert error == ("outside the sms window 08:00-21:00 (mon,tue,wed,thu,fri) in Europe/Moscow; "
-                     "released at 2026-12-07T05:00:00Z")  # fmt: skip
+        "reason": "window-closed",
+        "release_at": "2026-12-07T05:00:00Z",
+        "zone": "Europe/Moscow",
+        "window": {
+            "days": "mon,tue,wed,thu,fri",
+            "start": "08:00",
+            "end": "21:00",
+            "timezone": "recipient",
+        },
+    }
+    assert error == (
+        "outside the sms window 08:00-21:00 (mon,tue,wed,thu,fri) in Europe/Moscow; "
+        "released at 2026-12-07T05:00:00Z"
+    )
 
 
 def test_a_number_in_many_zones_is_held_by_the_last_to_open() -> None:
@@ -133,8 +151,16 @@ def test_the_deferral_detail_fits_the_status_topics_schema() -> None:
     hold = delivery_hold(client, "sms", at, recipient_tz=None, address="+79161234567")
     assert hold is not None
     error, detail = reasons.deferred("sms", hold)
-    event = StatusEvent("s", "acme", "deferred", recipient="+79161234567", channel="sms",
-                        error_code="window-closed", error=error, detail=detail)  # fmt: skip
+    event = StatusEvent(
+        "s",
+        "acme",
+        "deferred",
+        recipient="+79161234567",
+        channel="sms",
+        error_code="window-closed",
+        error=error,
+        detail=detail,
+    )
     value, _ = encode_record("status_event", event.to_avro())
     assert read_record("status_event", value)["detail"] == detail
 

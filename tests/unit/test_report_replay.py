@@ -35,24 +35,46 @@ def world(deliveries: int = 2) -> Any:
         return None
 
     session = SessionState(
-        session_id=SESSION, client_id="acme", channels=["sms"], recipients=deliveries,
-        deliveries=deliveries, chunks=1, trigger="immediate", status="dispatching",
-        created_at=1.0, source="api", transport={"type": "sms", "message": "hi"}, options={},
-    )  # fmt: skip
+        session_id=SESSION,
+        client_id="acme",
+        channels=["sms"],
+        recipients=deliveries,
+        deliveries=deliveries,
+        chunks=1,
+        trigger="immediate",
+        status="dispatching",
+        created_at=1.0,
+        source="api",
+        transport={"type": "sms", "message": "hi"},
+        options={},
+    )
     tables = SimpleNamespace(sessions={SESSION.encode(): records.encode(session)}, deliveries={})
     return SimpleNamespace(
-        tables=tables, published=published, publish_status=publish_status,
-        schedule_at=schedule_at, cancel_timer=schedule_at, sessions_topic=lambda lane: lane,
-        clients=SimpleNamespace(get=lambda _: None), settings=Settings(report_timeout=60.0),
+        tables=tables,
+        published=published,
+        publish_status=publish_status,
+        schedule_at=schedule_at,
+        cancel_timer=schedule_at,
+        sessions_topic=lambda lane: lane,
+        clients=SimpleNamespace(get=lambda _: None),
+        settings=Settings(report_timeout=60.0),
         metrics=SimpleNamespace(missing_state=SimpleNamespace(labels=lambda *_: None)),
         open_sessions=OpenSessions(),
-    )  # fmt: skip
+    )
 
 
 def delivered(index: int) -> Report:
-    return Report(session_id=SESSION, client_id="acme", channel="sms", index=index,
-                  address=f"+1415555010{index}", status="delivered", attempt=1,
-                  occurred_at=1_800_000_000.0 + index, passed=["sent"])  # fmt: skip
+    return Report(
+        session_id=SESSION,
+        client_id="acme",
+        channel="sms",
+        index=index,
+        address=f"+1415555010{index}",
+        status="delivered",
+        attempt=1,
+        occurred_at=1_800_000_000.0 + index,
+        passed=["sent"],
+    )
 
 
 class _Event:
@@ -121,8 +143,12 @@ async def test_a_report_whose_progress_was_written_but_not_its_delivery_is_not_c
     replay.apply()
     assert progress(sb).final == 2, "counted once"
     assert len(completed_events(sb)) == 1, "completed once (its event is in Kafka already)"
-    assert records.decode(records.DeliveryState,
-                          sb.tables.deliveries[f"{SESSION}/1/sms".encode()]).status == "delivered"  # fmt: skip
+    assert (
+        records.decode(
+            records.DeliveryState, sb.tables.deliveries[f"{SESSION}/1/sms".encode()]
+        ).status
+        == "delivered"
+    )
 
 
 async def test_a_report_whose_rows_were_all_lost_is_applied_again_with_the_same_events() -> None:
@@ -175,9 +201,17 @@ def test_progress_counts_the_deliveries_deferred_now() -> None:
 
     def apply(index: int, status: str, **fields: Any) -> None:
         nonlocal progress
-        report = Report(session_id="s", client_id="c", channel="sms", index=index,
-                        address="+14155550100", status=status, attempt=1,  # type: ignore[arg-type]
-                        occurred_at=1_800_000_000.0, **fields)  # fmt: skip
+        report = Report(
+            session_id="s",
+            client_id="c",
+            channel="sms",
+            index=index,
+            address="+14155550100",
+            status=status,
+            attempt=1,  # type: ignore[arg-type]
+            occurred_at=1_800_000_000.0,
+            **fields,
+        )
         old = states[index]
         state, _ = apply_report(report, old)
         assert state is not None

@@ -66,8 +66,12 @@ def test_a_session_is_due_once_completed_and_past_its_retention() -> None:
 
 
 def test_a_session_s_rows_in_the_sessions_table() -> None:
-    assert session_rows(SID, 3) == [chunk_row(SID, 0), chunk_row(SID, 1), chunk_row(SID, 2),
-                                    session_row(SID)]  # fmt: skip
+    assert session_rows(SID, 3) == [
+        chunk_row(SID, 0),
+        chunk_row(SID, 1),
+        chunk_row(SID, 2),
+        session_row(SID),
+    ]
     assert session_rows(SID, 0)[-1] == session_row(SID), "the session row last"
 
 
@@ -149,14 +153,24 @@ class _Event:
 
 
 def test_keys_with_prefix_walks_only_the_partition_s_matches(tmp_path: Path) -> None:
-    app = faust.App("t", store=STORE_URL, datadir=str(tmp_path), autodiscover=False,
-                    key_serializer="raw", value_serializer="raw")  # fmt: skip
+    app = faust.App(
+        "t",
+        store=STORE_URL,
+        datadir=str(tmp_path),
+        autodiscover=False,
+        key_serializer="raw",
+        value_serializer="raw",
+    )
     table = app.Table("sends", key_type=bytes, value_type=bytes, partitions=4)
     store: Any = table.data
     rows = {
-        1: [send_row(f"{SID}/0/sms", 0), send_row(f"{SID}/100/sms", 1), send_row(f"{OTHER}/0/sms", 0)],
+        1: [
+            send_row(f"{SID}/0/sms", 0),
+            send_row(f"{SID}/100/sms", 1),
+            send_row(f"{OTHER}/0/sms", 0),
+        ],
         2: [send_row(f"{SID}/200/sms", 0)],
-    }  # fmt: skip
+    }
     for partition, keys in rows.items():
         event = _Event(partition)  # held: the context keeps only a weak reference
         token = _current_event.set(weakref.ref(event))  # type: ignore[arg-type]
@@ -174,13 +188,24 @@ def test_keys_with_prefix_walks_only_the_partition_s_matches(tmp_path: Path) -> 
 # -- the session agent's step, against dict tables ------------------------------------------
 
 
-def _world(completed_at: float | None, *, status: str = "dispatching", fenced: tuple[str, ...] = (),
-           **settings: Any) -> Any:  # fmt: skip
+def _world(
+    completed_at: float | None,
+    *,
+    status: str = "dispatching",
+    fenced: tuple[str, ...] = (),
+    **settings: Any,
+) -> Any:
     produced: list[tuple[Any, bytes | None, bytes | None, int | None]] = []
     timers: list[tuple[str, float]] = []
 
-    async def produce(topic: Any, *, key: bytes | None, value: bytes | None,
-                      partition: int | None = None, headers: Any = None) -> Any:  # fmt: skip
+    async def produce(
+        topic: Any,
+        *,
+        key: bytes | None,
+        value: bytes | None,
+        partition: int | None = None,
+        headers: Any = None,
+    ) -> Any:
         produced.append((topic, key, value, partition))
         return None
 
@@ -191,25 +216,43 @@ def _world(completed_at: float | None, *, status: str = "dispatching", fenced: t
         timers.append((timer_id, -1.0))
 
     state = SessionState(
-        session_id=SID, client_id="acme", channels=["sms", "email"], recipients=1_200,
-        deliveries=2_400, chunks=3, trigger="immediate", status=status,  # type: ignore[arg-type]
-        created_at=1.0, source="api", transport={"type": "sms", "message": "hi"}, options={},
+        session_id=SID,
+        client_id="acme",
+        channels=["sms", "email"],
+        recipients=1_200,
+        deliveries=2_400,
+        chunks=3,
+        trigger="immediate",
+        status=status,  # type: ignore[arg-type]
+        created_at=1.0,
+        source="api",
+        transport={"type": "sms", "message": "hi"},
+        options={},
         fences={f"{topic}/{p}": 1 for topic in fenced for p in range(4)},
-    )  # fmt: skip
+    )
     sessions = {session_row(SID): records.encode(state)}
     sessions.update({chunk_row(SID, c): b"[]" for c in range(3)})
     deliveries = {SID.encode(): records.encode(Progress(final=2_400, completed_at=completed_at))}
     counter = SimpleNamespace(labels=lambda *_: SimpleNamespace(inc=lambda *_: None))
     return SimpleNamespace(
-        state=state, produced=produced, timers=timers, produce=produce, schedule_at=schedule_at,
-        cancel_timer=cancel_timer, sessions_topic=lambda lane: f"sessions.{lane}",
+        state=state,
+        produced=produced,
+        timers=timers,
+        produce=produce,
+        schedule_at=schedule_at,
+        cancel_timer=cancel_timer,
+        sessions_topic=lambda lane: f"sessions.{lane}",
         settings=Settings(partitions=4, **settings),
         tables=SimpleNamespace(sessions=sessions, deliveries=deliveries, sends={}),
-        topics=SimpleNamespace(dispatch={"sms": _Topic("dispatch.sms"), "email": _Topic("dispatch.email")},
-                               priority_dispatch=_Topic("dispatch.priority"), reports="reports",
-                               priority_reports="reports.priority", cancels="cancels"),
+        topics=SimpleNamespace(
+            dispatch={"sms": _Topic("dispatch.sms"), "email": _Topic("dispatch.email")},
+            priority_dispatch=_Topic("dispatch.priority"),
+            reports="reports",
+            priority_reports="reports.priority",
+            cancels="cancels",
+        ),
         metrics=SimpleNamespace(purged_rows=counter),
-    )  # fmt: skip
+    )
 
 
 class _Topic(str):
@@ -234,11 +277,19 @@ async def _staged(coro: Any) -> Checkpoint:
 
 
 async def test_a_session_past_its_retention_starts_the_chain_then_deletes_its_rows() -> None:
-    sb = _world(completed_at=1_000.0, status="cancelled", retention=60.0, gone_for=120.0,
-                fenced=("dispatch.sms", "dispatch.email"))  # fmt: skip
+    sb = _world(
+        completed_at=1_000.0,
+        status="cancelled",
+        retention=60.0,
+        gone_for=120.0,
+        fenced=("dispatch.sms", "dispatch.email"),
+    )
     checkpoint = await _staged(purge.purge_session(sb, sb.state))
-    sends = [(topic, partition, records.decode(PurgeSends, value))
-             for topic, _, value, partition in sb.produced if topic.startswith("dispatch.")]  # fmt: skip
+    sends = [
+        (topic, partition, records.decode(PurgeSends, value))
+        for topic, _, value, partition in sb.produced
+        if topic.startswith("dispatch.")
+    ]
     assert {(t, p) for t, p, _ in sends} == {
         (t, p) for t in ("dispatch.sms", "dispatch.email") for p in range(4)
     }, "every partition of every channel's dispatch topic"

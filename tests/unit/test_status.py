@@ -148,10 +148,19 @@ def test_progress_rank_never_decreases(reports: list[Status]) -> None:
 def test_to_avro_shape() -> None:
     at = datetime(2026, 5, 1, 12, 0, tzinfo=UTC)
     event = StatusEvent(
-        "s1", "acme", "failed", recipient="+14155550100", channel="sms", attempt=2,
-        provider_message_id="SM1", error_code="30003", error="unreachable",
-        detail={"retry_in": 60}, occurred_at=at, event_id="e1",
-    )  # fmt: skip
+        "s1",
+        "acme",
+        "failed",
+        recipient="+14155550100",
+        channel="sms",
+        attempt=2,
+        provider_message_id="SM1",
+        error_code="30003",
+        error="unreachable",
+        detail={"retry_in": 60},
+        occurred_at=at,
+        event_id="e1",
+    )
     assert event.to_avro() == {
         "event_id": "e1",
         "session_id": "s1",
@@ -178,9 +187,19 @@ def test_to_json_occurred_at_is_iso_utc_with_z() -> None:
     assert out["occurred_at"] == "2026-05-01T12:30:15.250000Z"
     assert out["detail"] == {}
     assert set(out) == {
-        "event_id", "session_id", "client_id", "recipient", "channel", "status", "attempt",
-        "provider_message_id", "error_code", "error", "occurred_at", "detail",
-    }  # fmt: skip
+        "event_id",
+        "session_id",
+        "client_id",
+        "recipient",
+        "channel",
+        "status",
+        "attempt",
+        "provider_message_id",
+        "error_code",
+        "error",
+        "occurred_at",
+        "detail",
+    }
 
 
 def test_to_json_detail_and_defaults() -> None:

@@ -59,10 +59,17 @@ def test_the_bytes_are_fastavro_s(record: dict[str, Any], schema_id: int | None)
 
 def test_a_delivery_event_round_trips(monkeypatch: pytest.MonkeyPatch) -> None:
     event = StatusEvent(
-        session_id="s-1", client_id="acme", status="delivered", recipient="+15551234567",
-        channel="sms", attempt=1, provider_message_id="SM1", detail={"sandbox": True, "n": 3},
-        occurred_at=datetime(2026, 12, 5, 22, 15, 0, 123456, tzinfo=UTC), event_id="e-1",
-    )  # fmt: skip
+        session_id="s-1",
+        client_id="acme",
+        status="delivered",
+        recipient="+15551234567",
+        channel="sms",
+        attempt=1,
+        provider_message_id="SM1",
+        detail={"sandbox": True, "n": 3},
+        occurred_at=datetime(2026, 12, 5, 22, 15, 0, 123456, tzinfo=UTC),
+        event_id="e-1",
+    )
     expected = encode_record("status_event", event.to_avro())
     monkeypatch.setattr(status_avro, "encode_record", _slow_path_taken)  # the fast path writes it
     value, headers = encode_status_event(event.to_avro())

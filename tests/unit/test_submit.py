@@ -20,7 +20,9 @@ from switchboard.clients import parse_client
 from switchboard.records import AudienceChunk, Claim, Discard, OpenSession, SessionCommand
 from switchboard.validation import validate_envelope
 
-ACME = parse_client("acme", {"channels": {"sms": {"provider": "sandbox"}}, "default_channels": ["sms"]})  # fmt: skip
+ACME = parse_client(
+    "acme", {"channels": {"sms": {"provider": "sandbox"}}, "default_channels": ["sms"]}
+)
 AUDIENCE = [f"+1415555{k:04d}" for k in range(1_200)]  # three chunks of 500
 
 
@@ -72,8 +74,16 @@ async def run(topic: Topic, key: str | None = None) -> None:
     if key is not None:
         data["idempotency_key"] = key
     envelope = validate_envelope(data, client=ACME)
-    await submit(cast(Switchboard, Sb(topic)), envelope, AUDIENCE, session_id="s-1", source="api",
-                 origin="api", fingerprint="fp" if key else None, deadline=0.05)  # fmt: skip
+    await submit(
+        cast(Switchboard, Sb(topic)),
+        envelope,
+        AUDIENCE,
+        session_id="s-1",
+        source="api",
+        origin="api",
+        fingerprint="fp" if key else None,
+        deadline=0.05,
+    )
 
 
 def kinds(topic: Topic) -> list[str]:
@@ -141,9 +151,20 @@ async def test_an_invalid_recipient_is_a_422_whatever_kafka_does() -> None:
     from switchboard.errors import ValidationFailed
 
     topic = Topic(lambda c: RuntimeError("broker down"))
-    data = {"client_id": "acme", "transport": {"type": "sms", "message": "Hi"}, "audience": [*AUDIENCE, "nope"]}  # fmt: skip
+    data = {
+        "client_id": "acme",
+        "transport": {"type": "sms", "message": "Hi"},
+        "audience": [*AUDIENCE, "nope"],
+    }
     envelope = validate_envelope(data, client=ACME)
     with pytest.raises(ValidationFailed):
-        await submit(cast(Switchboard, Sb(topic)), envelope, data["audience"], session_id="s-1",
-                     source="api", origin="api", deadline=0.05)  # fmt: skip
+        await submit(
+            cast(Switchboard, Sb(topic)),
+            envelope,
+            data["audience"],
+            session_id="s-1",
+            source="api",
+            origin="api",
+            deadline=0.05,
+        )
     assert kinds(topic) == ["AudienceChunk"] * 2 + ["Discard"]

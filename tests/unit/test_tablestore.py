@@ -27,8 +27,14 @@ class _Event:
 
 
 def _row_after_revocation(url: str, datadir: Path) -> tuple[bytes | None, bytes | None]:
-    app = faust.App("t", store=url, datadir=str(datadir), autodiscover=False,
-                    key_serializer="raw", value_serializer="raw")  # fmt: skip
+    app = faust.App(
+        "t",
+        store=url,
+        datadir=str(datadir),
+        autodiscover=False,
+        key_serializer="raw",
+        value_serializer="raw",
+    )
     table = app.Table("sessions", key_type=bytes, value_type=bytes, partitions=4)
     store = table.data
     event = _Event(2)
@@ -54,8 +60,14 @@ def test_switchboard_s_store_keeps_them_readable(url: str, tmp_path: Path) -> No
 
 def _options_file(datadir: Path, memory: TableMemory | None) -> str:
     """The OPTIONS file RocksDB wrote for a table partition opened by Switchboard's store."""
-    app = faust.App("t", store=STORE_URL, datadir=str(datadir), autodiscover=False,
-                    key_serializer="raw", value_serializer="raw")  # fmt: skip
+    app = faust.App(
+        "t",
+        store=STORE_URL,
+        datadir=str(datadir),
+        autodiscover=False,
+        key_serializer="raw",
+        value_serializer="raw",
+    )
     table = (
         declare_table(app, "deliveries", partitions=2, memory=memory, help_text="")
         if memory is not None
@@ -86,8 +98,14 @@ async def test_changelog_offsets_are_written_once_per_loop_turn(tmp_path: Path) 
     """Faust writes a partition's persisted changelog offset for every record acknowledged;
     Switchboard's store keeps the highest and writes it once per turn of the loop, answering
     it meanwhile, and never loses it at a stop."""
-    app = faust.App("t", store=STORE_URL, datadir=str(tmp_path), autodiscover=False,
-                    key_serializer="raw", value_serializer="raw")  # fmt: skip
+    app = faust.App(
+        "t",
+        store=STORE_URL,
+        datadir=str(tmp_path),
+        autodiscover=False,
+        key_serializer="raw",
+        value_serializer="raw",
+    )
     table = declare_table(app, "deliveries", partitions=2, memory=TableMemory.of(64), help_text="")
     store = table.data
     tp = TP(table.changelog_topic.get_topic_name(), 1)
@@ -115,8 +133,14 @@ async def test_changelog_offsets_are_written_once_per_loop_turn(tmp_path: Path) 
 def test_read_row_answers_as_faust_s_get_in_the_event_s_partition(tmp_path: Path) -> None:
     from streams.tablestore import read_row
 
-    app = faust.App("t", store=STORE_URL, datadir=str(tmp_path), autodiscover=False,
-                    key_serializer="raw", value_serializer="raw")  # fmt: skip
+    app = faust.App(
+        "t",
+        store=STORE_URL,
+        datadir=str(tmp_path),
+        autodiscover=False,
+        key_serializer="raw",
+        value_serializer="raw",
+    )
     table = app.Table("deliveries", key_type=bytes, value_type=bytes, partitions=4)
     events = [_Event(partition) for partition in range(4)]  # held: the context keeps a weakref
     for partition, value in ((1, b"one"), (3, b"three")):

@@ -19,10 +19,18 @@ AT = datetime(2026, 11, 21, 13, 45, 6, 789000, tzinfo=UTC)
 
 
 def event(**changes: object) -> StatusEvent:
-    fields: dict[str, object] = {"session_id": "s-1", "client_id": "acme", "status": "failed",
-                                 "recipient": "+14155550100", "channel": "sms", "attempt": 2,
-                                 "error_code": "30003", "error": "Unreachable", "occurred_at": AT,
-                                 "event_id": "e-1"}  # fmt: skip
+    fields: dict[str, object] = {
+        "session_id": "s-1",
+        "client_id": "acme",
+        "status": "failed",
+        "recipient": "+14155550100",
+        "channel": "sms",
+        "attempt": 2,
+        "error_code": "30003",
+        "error": "Unreachable",
+        "occurred_at": AT,
+        "event_id": "e-1",
+    }
     fields.update(changes)
     return StatusEvent(**fields)  # type: ignore[arg-type]
 
@@ -88,16 +96,29 @@ def test_a_line_for_a_person() -> None:
 
 
 def test_a_held_or_unsent_delivery_shows_why_not_an_error() -> None:
-    held = event(status="deferred", attempt=1, error_code="window-closed",
-                 error="outside the sms window 08:00-21:00 (mon) in UTC; released at 2026-12-07T08:00:00Z",
-                 detail={"reason": "window-closed"})  # fmt: skip
-    assert render(held.to_avro()).endswith("attempt 1  why window-closed outside the sms window "
-                                           "08:00-21:00 (mon) in UTC; released at 2026-12-07T08:00:00Z")  # fmt: skip
+    held = event(
+        status="deferred",
+        attempt=1,
+        error_code="window-closed",
+        error="outside the sms window 08:00-21:00 (mon) in UTC; released at 2026-12-07T08:00:00Z",
+        detail={"reason": "window-closed"},
+    )
+    assert render(held.to_avro()).endswith(
+        "attempt 1  why window-closed outside the sms window "
+        "08:00-21:00 (mon) in UTC; released at 2026-12-07T08:00:00Z"
+    )
 
 
 def test_a_completed_session_shows_its_counts() -> None:
-    done = event(status="completed", recipient=None, channel=None, attempt=0, error_code=None,
-                 error=None, detail={"counts": {"delivered": 3, "failed": 1}})  # fmt: skip
+    done = event(
+        status="completed",
+        recipient=None,
+        channel=None,
+        attempt=0,
+        error_code=None,
+        error=None,
+        detail={"counts": {"delivered": 3, "failed": 1}},
+    )
     assert render(done.to_avro()).endswith("-         -  delivered=3 failed=1")
     assert render(done.to_json()).startswith("13:45:06.789  s-1  completed")
 

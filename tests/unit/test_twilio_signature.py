@@ -147,7 +147,9 @@ async def test_a_signed_get(client: TestClient[web.Request, web.Application]) ->
     response = await client.get(path, headers={"X-Twilio-Signature": sign(PUBLIC + path, {})})
     assert response.status == 200
     assert dict((await response.json())["params"]) == PARAMS
-    forged = await client.get(path + "&CallStatus=busy", headers={"X-Twilio-Signature": sign(PUBLIC + path, {})})  # fmt: skip
+    forged = await client.get(
+        path + "&CallStatus=busy", headers={"X-Twilio-Signature": sign(PUBLIC + path, {})}
+    )
     assert forged.status == 403
 
 

@@ -79,9 +79,14 @@ def test_base_url_path_is_kept_and_call_id_is_one_segment() -> None:
 
 @pytest.mark.parametrize(
     ("base", "call_id"),
-    [("sb.example.com", CALL), ("ftp://sb.example.com", CALL), ("https://", CALL),
-     ("https://sb.example.com/?x=1", CALL), (BASE, "")],
-)  # fmt: skip
+    [
+        ("sb.example.com", CALL),
+        ("ftp://sb.example.com", CALL),
+        ("https://", CALL),
+        ("https://sb.example.com/?x=1", CALL),
+        (BASE, ""),
+    ],
+)
 def test_bad_urls_are_refused(base: str, call_id: str) -> None:
     with pytest.raises(ValueError, match=r"base URL|call id"):
         CallUrls(base, call_id)
@@ -89,9 +94,21 @@ def test_bad_urls_are_refused(base: str, call_id: str) -> None:
 
 @pytest.mark.parametrize(
     ("value", "attempt"),
-    [(None, 1), ("", 1), ("1", 1), ("2", 2), ("3", 3), ("4", 4), ("99", 4), ("0", 0),
-     ("-2", 1), ("x", 1), ("²", 1), ("٣", 1)],
-)  # fmt: skip
+    [
+        (None, 1),
+        ("", 1),
+        ("1", 1),
+        ("2", 2),
+        ("3", 3),
+        ("4", 4),
+        ("99", 4),
+        ("0", 0),
+        ("-2", 1),
+        ("x", 1),
+        ("²", 1),
+        ("٣", 1),
+    ],
+)
 def test_parse_attempt_never_fails(value: str | None, attempt: int) -> None:
     assert parse_attempt(value) == attempt
 

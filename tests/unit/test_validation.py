@@ -867,11 +867,18 @@ def test_high_priority_is_refused_for_a_campaign_with_every_other_error() -> Non
         validate_envelope(data, client=ACME)
     assert [(e.field, e.error) for e in info.value.errors] == [
         ("options.retries", "must be a whole number from 0 to 20"),
-        ("options.priority", "'high' is for at most 100 recipients (this audience has 101); "
-                             "send a campaign as 'normal'"),
-    ]  # fmt: skip
-    assert validate_envelope(body(audience=audience[:-1], options={"priority": "high"}),
-                             client=ACME).recipients == MAX_PRIORITY_RECIPIENTS  # fmt: skip
+        (
+            "options.priority",
+            "'high' is for at most 100 recipients (this audience has 101); "
+            "send a campaign as 'normal'",
+        ),
+    ]
+    assert (
+        validate_envelope(
+            body(audience=audience[:-1], options={"priority": "high"}), client=ACME
+        ).recipients
+        == MAX_PRIORITY_RECIPIENTS
+    )
 
 
 # -- the production path: validate_envelope + audience_chunks (issue 13, part 4) ---------------

@@ -17,8 +17,13 @@ from cli.watch import LINE_EVERY, render, watch
 
 
 def _doc(final: int, status: str = "dispatching", **counts: int) -> dict[str, Any]:
-    return {"session_id": "0f8fad5b-d9cb-469f-a165-70867728950e", "status": status,
-            "deliveries": 200, "final": final, "counts": counts}  # fmt: skip
+    return {
+        "session_id": "0f8fad5b-d9cb-469f-a165-70867728950e",
+        "status": status,
+        "deliveries": 200,
+        "final": final,
+        "counts": counts,
+    }
 
 
 class Clock:
@@ -43,8 +48,15 @@ def test_render_shows_bar_percentage_counts_and_rate() -> None:
 
 
 def test_tty_redraws_one_line_until_completed() -> None:
-    answers = iter([(503, {}), (200, _doc(0)), (0, None), (200, _doc(100, delivered=100)),
-                    (200, _doc(200, "completed", delivered=200))])  # fmt: skip
+    answers = iter(
+        [
+            (503, {}),
+            (200, _doc(0)),
+            (0, None),
+            (200, _doc(100, delivered=100)),
+            (200, _doc(200, "completed", delivered=200)),
+        ]
+    )
     out, clock = io.StringIO(), Clock()
     code = watch(lambda: next(answers), out, interval=1.0, tty=True, clock=clock, sleep=clock.sleep)
     assert code == 0
@@ -114,8 +126,8 @@ def test_status_watch_against_a_fake_api(capsys: pytest.CaptureFixture[str]) -> 
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
         url = f"http://127.0.0.1:{server.server_address[1]}"
-        code = cli.main(["status", "0f8fad5b-d9cb-469f-a165-70867728950e", "--watch",
-                         "--interval", "0.1", "--url", url, "--api-key", "k1"])  # fmt: skip
+        argv = ["status", "0f8fad5b-d9cb-469f-a165-70867728950e", "--watch", "--interval", "0.1"]
+        code = cli.main([*argv, "--url", url, "--api-key", "k1"])
     finally:
         server.shutdown()
         server.server_close()

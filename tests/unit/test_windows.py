@@ -39,12 +39,27 @@ ZONES = sorted(available_timezones())
 # (Lord_Howe), a 2-hour DST (Antarctica/Troll), Ramadan's reversed DST (Casablanca), southern
 # hemisphere rules, midnight transitions (Havana, Asuncion, Santiago), +12:45/+13:45 (Chatham).
 DST_ZONES = [
-    "America/New_York", "Europe/London", "Australia/Lord_Howe", "Antarctica/Troll",
-    "Africa/Casablanca", "America/Santiago", "America/Asuncion", "America/Havana",
-    "Pacific/Chatham", "Asia/Gaza", "Asia/Beirut", "Africa/Cairo", "Pacific/Norfolk",
-    "Australia/Adelaide", "Europe/Dublin", "America/Nuuk", "America/Scoresbysund",
-    "Pacific/Easter", "Asia/Jerusalem", "America/St_Johns",
-]  # fmt: skip
+    "America/New_York",
+    "Europe/London",
+    "Australia/Lord_Howe",
+    "Antarctica/Troll",
+    "Africa/Casablanca",
+    "America/Santiago",
+    "America/Asuncion",
+    "America/Havana",
+    "Pacific/Chatham",
+    "Asia/Gaza",
+    "Asia/Beirut",
+    "Africa/Cairo",
+    "Pacific/Norfolk",
+    "Australia/Adelaide",
+    "Europe/Dublin",
+    "America/Nuuk",
+    "America/Scoresbysund",
+    "Pacific/Easter",
+    "Asia/Jerusalem",
+    "America/St_Johns",
+]
 
 AT_FROM = datetime(2024, 1, 1, tzinfo=UTC)
 AT_TO = datetime(2027, 12, 1, tzinfo=UTC)
@@ -603,29 +618,45 @@ def test_a_moscow_mobile_waits_for_8_am_in_its_easternmost_zone() -> None:
     later in Anadyr (UTC+12) and before 21:00 in Kaliningrad's offset (Bucharest, UTC+2)."""
     client = sms_window("08:00", "21:00")
     # 04:00 UTC is 07:00 in Moscow and 16:00 in Anadyr: Moscow is not open yet.
-    release = delivery_release(client, "sms", utc(2026, 12, 5, 4), recipient_tz=None,
-                               address="+79161234567")  # fmt: skip
+    release = delivery_release(
+        client, "sms", utc(2026, 12, 5, 4), recipient_tz=None, address="+79161234567"
+    )
     assert release == utc(2026, 12, 5, 6)  # 08:00 in Bucharest's offset, 18:00 in Anadyr
-    assert delivery_release(client, "sms", utc(2026, 12, 5, 7), recipient_tz=None,
-                            address="+79161234567") is None  # fmt: skip
+    assert (
+        delivery_release(
+            client, "sms", utc(2026, 12, 5, 7), recipient_tz=None, address="+79161234567"
+        )
+        is None
+    )
     # 09:30 UTC is 21:30 in Anadyr: closed there, so it waits for the next day's 06:00 UTC.
-    assert delivery_release(client, "sms", utc(2026, 12, 5, 9, 30), recipient_tz=None,
-                            address="+79161234567") == utc(2026, 12, 6, 6)  # fmt: skip
+    assert delivery_release(
+        client, "sms", utc(2026, 12, 5, 9, 30), recipient_tz=None, address="+79161234567"
+    ) == utc(2026, 12, 6, 6)
     # The profile's zone, when given, is the only one read (14:00 in Vladivostok).
-    assert delivery_release(client, "sms", utc(2026, 12, 5, 4), recipient_tz="Asia/Vladivostok",
-                            address="+79161234567") is None  # fmt: skip
+    assert (
+        delivery_release(
+            client,
+            "sms",
+            utc(2026, 12, 5, 4),
+            recipient_tz="Asia/Vladivostok",
+            address="+79161234567",
+        )
+        is None
+    )
     # A window of three hours never fits a number spanning ten: refused, never sent outside it.
     narrow = sms_window("09:00", "12:00")
     with pytest.raises(NoCommonOpening, match="never open in all"):
-        delivery_release(narrow, "sms", utc(2026, 12, 5, 4), recipient_tz=None,
-                         address="+79161234567")  # fmt: skip
+        delivery_release(
+            narrow, "sms", utc(2026, 12, 5, 4), recipient_tz=None, address="+79161234567"
+        )
 
 
 def test_an_australian_mobile_is_held_until_perth_is_awake() -> None:
     client = sms_window("08:00", "21:00")
     # 22:00 UTC on 2026-12-06 is 09:00 in Sydney (AEDT) but 06:00 in Perth (AWST, UTC+8).
-    release = delivery_release(client, "sms", utc(2026, 12, 6, 22), recipient_tz=None,
-                               address="+61412345678")  # fmt: skip
+    release = delivery_release(
+        client, "sms", utc(2026, 12, 6, 22), recipient_tz=None, address="+61412345678"
+    )
     assert release is not None
     for zone in recipient_zones("recipient", None, "+61412345678", "UTC"):
         assert 8 <= release.astimezone(zone).hour < 21, zone.key

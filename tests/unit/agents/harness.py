@@ -123,8 +123,9 @@ class Produced:
 
     def event(self) -> MemoryEvent:
         """This record as the event its consumer would get."""
-        return MemoryEvent(self.topic, self.partition, self.offset, self.key, self.value,
-                           list(self.headers))  # fmt: skip
+        return MemoryEvent(
+            self.topic, self.partition, self.offset, self.key, self.value, list(self.headers)
+        )
 
 
 @dataclass(frozen=True)
@@ -141,9 +142,16 @@ class _Message:
 class MemoryEvent:
     """What a Faust event offers the handlers: ``key``, ``value``, ``message``, ``ack()``."""
 
-    def __init__(self, topic: str, partition: int, offset: int, key: bytes | None,
-                 value: bytes | None, headers: list[tuple[str, bytes]] | None = None,
-                 timestamp: float = 1_800_000_000.0) -> None:  # fmt: skip
+    def __init__(
+        self,
+        topic: str,
+        partition: int,
+        offset: int,
+        key: bytes | None,
+        value: bytes | None,
+        headers: list[tuple[str, bytes]] | None = None,
+        timestamp: float = 1_800_000_000.0,
+    ) -> None:
         self.message = _Message(topic, partition, offset, key, value, headers or [], timestamp)
         self.key = key
         self.value = value
@@ -193,8 +201,9 @@ class MemoryTopic:
     def get_topic_name(self) -> str:
         return self.name
 
-    def add(self, key: bytes | None, value: bytes | None, headers: Headers | None,
-            partition: int | None) -> asyncio.Future[Any]:  # fmt: skip
+    def add(
+        self, key: bytes | None, value: bytes | None, headers: Headers | None, partition: int | None
+    ) -> asyncio.Future[Any]:
         if partition is None:
             partition = zlib.crc32(key or b"") % self.partitions
         offset = self.ends.get(partition, 0)
@@ -209,8 +218,14 @@ class MemoryTopic:
         )
         return future
 
-    async def send(self, *, key: bytes | None = None, value: bytes | None = None,
-                   headers: Headers | None = None, partition: int | None = None) -> asyncio.Future[Any]:  # fmt: skip
+    async def send(
+        self,
+        *,
+        key: bytes | None = None,
+        value: bytes | None = None,
+        headers: Headers | None = None,
+        partition: int | None = None,
+    ) -> asyncio.Future[Any]:
         return self.add(key, value, headers, partition)
 
     def take(self) -> list[Produced]:
@@ -225,8 +240,9 @@ class MemoryStatusProducer:
     def __init__(self, topic: MemoryTopic) -> None:
         self.topic = topic
 
-    async def produce(self, topic: str, key: bytes | None, value: bytes,
-                      headers: Sequence[tuple[str, bytes]]) -> asyncio.Future[Any]:  # fmt: skip
+    async def produce(
+        self, topic: str, key: bytes | None, value: bytes, headers: Sequence[tuple[str, bytes]]
+    ) -> asyncio.Future[Any]:
         assert topic == self.topic.name
         return self.topic.add(key, value, list(headers), None)
 
@@ -251,7 +267,9 @@ class MemoryReplica:
         else:
             self.rows[key] = value
 
-    async def put(self, key: bytes, value: bytes | None, *, wait_applied: float | None = None) -> bool:  # fmt: skip
+    async def put(
+        self, key: bytes, value: bytes | None, *, wait_applied: float | None = None
+    ) -> bool:
         self.apply(key, value)
         return True
 
@@ -335,22 +353,45 @@ def build(
     """A worker in memory: ``clients`` is a clients document's ``clients`` mapping (default: one
     client ``acme``, :data:`CLIENT`); ``settings`` override :class:`Settings` fields."""
     config = Settings(**{"data_dir": tmp, "partitions": 2, "sandbox": True, **settings})
-    names = ["instructions", "status", "rejected", "sessions", "reports", "schedule", "calls",
-             "optouts", "manager-state", "webhooks", "cancels", "sessions.priority",
-             "dispatch.priority", "reports.priority", *(f"dispatch.{c}" for c in CHANNELS)]  # fmt: skip
+    names = [
+        "instructions",
+        "status",
+        "rejected",
+        "sessions",
+        "reports",
+        "schedule",
+        "calls",
+        "optouts",
+        "manager-state",
+        "webhooks",
+        "cancels",
+        "sessions.priority",
+        "dispatch.priority",
+        "reports.priority",
+        *(f"dispatch.{c}" for c in CHANNELS),
+    ]
     produced = {config.topic(n): MemoryTopic(config.topic(n), config.partitions) for n in names}
 
     def topic(name: str) -> TopicT:
         return cast(TopicT, produced[config.topic(name)])
 
     topics = Topics(
-        instructions=topic("instructions"), status=topic("status"), rejected=topic("rejected"),
-        sessions=topic("sessions"), reports=topic("reports"), schedule=topic("schedule"),
-        calls=topic("calls"), optouts=topic("optouts"), manager_state=topic("manager-state"),
-        webhooks=topic("webhooks"), dispatch={c: topic(f"dispatch.{c}") for c in CHANNELS},
-        cancels=topic("cancels"), priority_sessions=topic("sessions.priority"),
-        priority_dispatch=topic("dispatch.priority"), priority_reports=topic("reports.priority"),
-    )  # fmt: skip
+        instructions=topic("instructions"),
+        status=topic("status"),
+        rejected=topic("rejected"),
+        sessions=topic("sessions"),
+        reports=topic("reports"),
+        schedule=topic("schedule"),
+        calls=topic("calls"),
+        optouts=topic("optouts"),
+        manager_state=topic("manager-state"),
+        webhooks=topic("webhooks"),
+        dispatch={c: topic(f"dispatch.{c}") for c in CHANNELS},
+        cancels=topic("cancels"),
+        priority_sessions=topic("sessions.priority"),
+        priority_dispatch=topic("dispatch.priority"),
+        priority_reports=topic("reports.priority"),
+    )
 
     def table() -> TableT[bytes, bytes]:
         return cast(TableT[bytes, bytes], {})
@@ -381,8 +422,11 @@ def build(
     sb.cancels = cast(KeyValueReplica, replicas["cancels"])
     sb.managers = ManagerDesk.over(managers, sb.manager_state)
     sb.flow = MemoryBacklog(sb)
-    sb.failover = Failover(Breaker(config.circuit_failures, config.circuit_cooldown),
-                           metrics.circuit, metrics.held_sends)  # fmt: skip
+    sb.failover = Failover(
+        Breaker(config.circuit_failures, config.circuit_cooldown),
+        metrics.circuit,
+        metrics.held_sends,
+    )
     return sb
 
 
@@ -411,19 +455,29 @@ async def dispatch_event(sb: Switchboard, event: MemoryEvent) -> None:
         _current_event.reset(token)
 
 
-def command_event(sb: MemorySwitchboard, command: records.SessionCommand, offset: int = 0) -> MemoryEvent:  # fmt: skip
+def command_event(
+    sb: MemorySwitchboard, command: records.SessionCommand, offset: int = 0
+) -> MemoryEvent:
     """A session command as the session agent would receive it."""
     key = command.session_id.encode()
     topic = sb.topic("sessions")
-    return MemoryEvent(topic.name, zlib.crc32(key) % topic.partitions, offset, key,
-                       records.encode(command))  # fmt: skip
+    return MemoryEvent(
+        topic.name, zlib.crc32(key) % topic.partitions, offset, key, records.encode(command)
+    )
 
 
 def instruction(sb: MemorySwitchboard, body: Any, offset: int = 0) -> MemoryEvent:
     """An instruction on the instructions topic (JSON; ``body`` as bytes is sent as is)."""
     value = body if isinstance(body, bytes) else json.dumps(body).encode()
-    return MemoryEvent(sb.topic("instructions").name, 0, offset, b"k", value,
-                       [("content-type", b"application/json")], timestamp=sb.born)  # fmt: skip
+    return MemoryEvent(
+        sb.topic("instructions").name,
+        0,
+        offset,
+        b"k",
+        value,
+        [("content-type", b"application/json")],
+        timestamp=sb.born,
+    )
 
 
 async def run_intake(sb: Switchboard, events: Iterable[MemoryEvent]) -> None:

@@ -50,7 +50,13 @@ async def test_an_unknown_client_and_garbage_are_rejected_and_the_stream_goes_on
     tmp_path: Path,
 ) -> None:
     sb = build(tmp_path)
-    await run_intake(sb, [instruction(sb, {**SEND, "client_id": "nobody"}, 0),
-                          instruction(sb, b"\x00not json", 1), instruction(sb, SEND, 2)])  # fmt: skip
+    await run_intake(
+        sb,
+        [
+            instruction(sb, {**SEND, "client_id": "nobody"}, 0),
+            instruction(sb, b"\x00not json", 1),
+            instruction(sb, SEND, 2),
+        ],
+    )
     assert len(sb.take("rejected")) == 2
     assert any(r.value for r in sb.take("sessions")), "the good one still opens its session"

@@ -77,8 +77,11 @@ async def test_a_retryable_failure_is_sent_again_by_its_timer_and_then_delivered
 ) -> None:
     sb = build(tmp_path)
     index = TimerIndex(tmp_path / "scheduler" / "index")
-    flaky = {"type": "sms", "message": "Hi",
-             "extras": {"sandbox": {"fail": "retryable", "fail_attempts": 1}}}  # fmt: skip
+    flaky = {
+        "type": "sms",
+        "message": "Hi",
+        "extras": {"sandbox": {"fail": "retryable", "fail_attempts": 1}},
+    }
     try:
         body = {
             **SEND,

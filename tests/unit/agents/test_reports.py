@@ -95,8 +95,10 @@ async def test_a_provider_repeating_a_report_later_changes_nothing(tmp_path: Pat
     told = len(sb.statuses)
     progress = reports.load_progress(sb, session_id)
     # The same reports, at later offsets: a callback the provider sent twice.
-    later = [MemoryEvent(e.message.topic, e.message.partition, e.message.offset + 100, e.key,
-                         e.value) for e in events]  # fmt: skip
+    later = [
+        MemoryEvent(e.message.topic, e.message.partition, e.message.offset + 100, e.key, e.value)
+        for e in events
+    ]
     await run_reports(sb, later)
     assert len(sb.statuses) == told, "no event for a report that moves nothing"
     after = reports.load_progress(sb, session_id)
@@ -108,9 +110,16 @@ async def test_a_report_for_a_session_this_worker_does_not_have_is_rejected(
     tmp_path: Path,
 ) -> None:
     sb = build(tmp_path)
-    report = records.Report(session_id="no-such-session", client_id="acme", channel="sms", index=0,
-                            address=AUDIENCE[0], status="delivered", attempt=1,
-                            occurred_at=1_800_000_000.0)  # fmt: skip
+    report = records.Report(
+        session_id="no-such-session",
+        client_id="acme",
+        channel="sms",
+        index=0,
+        address=AUDIENCE[0],
+        status="delivered",
+        attempt=1,
+        occurred_at=1_800_000_000.0,
+    )
     topic = sb.topic("reports")
     await run_reports(
         sb, [MemoryEvent(topic.name, 0, 0, b"no-such-session", records.encode(report))]

@@ -15,8 +15,9 @@ from tests.unit.agents.harness import MemoryEvent, MemorySwitchboard, build, run
 KEY = b"3b0f6d2e-session"
 
 
-async def set_timer(sb: MemorySwitchboard, index: TimerIndex, timer_id: str, due: float,
-                    value: bytes) -> None:  # fmt: skip
+async def set_timer(
+    sb: MemorySwitchboard, index: TimerIndex, timer_id: str, due: float, value: bytes
+) -> None:
     """``schedule_at`` (the real one), then the scheduler agent takes the command."""
     await sb.schedule_at(timer_id, due, sb.topics.sessions, KEY, value)
     await run_scheduler(sb, index, [r.event() for r in sb.take("schedule")])
@@ -24,8 +25,11 @@ async def set_timer(sb: MemorySwitchboard, index: TimerIndex, timer_id: str, due
 
 async def fire(sb: MemorySwitchboard, index: TimerIndex, timer_id: str) -> None:
     """The tick's ``fire`` command (produced to the timer's partition) reaching the agent."""
-    await run_scheduler(sb, index, [MemoryEvent(sb.topic("schedule").name, 0, 99,
-                                                timer_id.encode(), fire_command(timer_id))])  # fmt: skip
+    await run_scheduler(
+        sb,
+        index,
+        [MemoryEvent(sb.topic("schedule").name, 0, 99, timer_id.encode(), fire_command(timer_id))],
+    )
 
 
 def index_of(tmp_path: Path) -> TimerIndex:

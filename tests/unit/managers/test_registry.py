@@ -19,11 +19,20 @@ def test_applying_a_client_that_names_an_unknown_manager_is_refused_before_kafka
     from switchboard.settings import Settings
 
     path = tmp_path / "clients.yaml"
-    path.write_text(yaml.safe_dump({"clients": {"acme": {
-        "api_keys": ["sha256:" + "0" * 64], "default_channels": ["sms"],
-        "channels": {"sms": {"provider": "sandbox"}},
-        "service_managers": ["sticky-sender", "numpicker-basci"],
-    }}}))  # fmt: skip
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "clients": {
+                    "acme": {
+                        "api_keys": ["sha256:" + "0" * 64],
+                        "default_channels": ["sms"],
+                        "channels": {"sms": {"provider": "sandbox"}},
+                        "service_managers": ["sticky-sender", "numpicker-basci"],
+                    }
+                }
+            }
+        )
+    )
     # An unreachable broker: the refusal must come before any write is attempted.
     settings = Settings.from_env({"SWITCHBOARD_BOOTSTRAP_SERVERS": "127.0.0.1:9"})
     with pytest.raises(ConfigError, match=r"clients\.acme\.service_managers: .*numpicker-basci"):
@@ -38,8 +47,12 @@ def test_a_worker_keeps_the_previous_configuration_when_a_list_cannot_run() -> N
     from switchboard.settings import Settings
 
     registry = ClientRegistry(Settings(), check=ServiceManagers().check_client)
-    client = {"api_keys": ["sha256:" + "0" * 64], "default_channels": ["sms"],
-              "channels": {"sms": {"provider": "sandbox"}}, "service_managers": ["sticky-sender"]}  # fmt: skip
+    client = {
+        "api_keys": ["sha256:" + "0" * 64],
+        "default_channels": ["sms"],
+        "channels": {"sms": {"provider": "sandbox"}},
+        "service_managers": ["sticky-sender"],
+    }
     registry.apply(b"acme", json.dumps(client).encode())
     registry.apply(b"acme", json.dumps({**client, "service_managers": ["no-such"]}).encode())
     kept = registry.get("acme")

@@ -57,8 +57,14 @@ def sms(to: str, body: str | None = "Hello", **kwargs: Any) -> OutboundMessage:
     return OutboundMessage(channel="sms", to=to, body=body, reference="s1/0/sms", **kwargs)
 
 
-BULK = {"max_addresses": 10, "linger": 0.05, "results": "data.messages", "match": "to",
-        "message_id": "id", "success_when": {"path": "status", "equals": "queued"}}  # fmt: skip
+BULK = {
+    "max_addresses": 10,
+    "linger": 0.05,
+    "results": "data.messages",
+    "match": "to",
+    "message_id": "id",
+    "success_when": {"path": "status", "equals": "queued"},
+}
 
 
 # -- single mode ----------------------------------------------------------------------------------
@@ -155,8 +161,11 @@ async def test_bulk_sends_one_request_and_maps_each_address(
     refused = results.pop(3)
     assert isinstance(refused, PermanentError) and refused.code == "gateway-refused"
     assert [r.provider_message_id for r in results if isinstance(r, SendResult)] == [
-        "gw-1-0", "gw-1-1", "gw-1-2", "gw-1-4",
-    ]  # fmt: skip
+        "gw-1-0",
+        "gw-1-1",
+        "gw-1-2",
+        "gw-1-4",
+    ]
     assert all(isinstance(r, SendResult) and r.detail["bulk_size"] == 5 for r in results)
 
 
@@ -166,8 +175,13 @@ async def test_bulk_groups_by_text_size_and_address(
     transport = make(
         bulk={**BULK, "max_addresses": 2}, format="form", body={"to": "{{to}}", "text": "{{body}}"}
     )
-    messages = [sms("+14155550300"), sms("+14155550301"), sms("+14155550302"),
-                sms("+14155550300", body="Other"), sms("+14155550302")]  # fmt: skip
+    messages = [
+        sms("+14155550300"),
+        sms("+14155550301"),
+        sms("+14155550302"),
+        sms("+14155550300", body="Other"),
+        sms("+14155550302"),
+    ]
     await asyncio.gather(*(transport.send(m) for m in messages))
     batches = sorted((r.fields["text"][0], tuple(r.addresses)) for r in gateway.requests)
     assert batches == [
@@ -193,9 +207,11 @@ async def test_bulk_shares_a_failure_and_leaves_out_a_withdrawn_message(
 
     gateway.script("+14155550400", GatewayReply(status=500))
     results = await asyncio.gather(
-        transport.send(sms("+14155550400")), transport.send(sms("+14155550401")),
-        transport.send(sms("+14155550402", last_check=opted_out)), return_exceptions=True,
-    )  # fmt: skip
+        transport.send(sms("+14155550400")),
+        transport.send(sms("+14155550401")),
+        transport.send(sms("+14155550402", last_check=opted_out)),
+        return_exceptions=True,
+    )
     [request] = gateway.requests
     assert request.fields["to"] == "+14155550400,+14155550401"
     assert [type(r) for r in results] == [RetryableError, RetryableError, Withdrawn]
@@ -236,12 +252,26 @@ def test_clients_apply_refuses_bad_options_naming_the_field_before_kafka(tmp_pat
     from streams.worker import apply_clients_file  # the worker module: Faust, imported on use
 
     path = tmp_path / "clients.yaml"
-    sms = {"provider": "http", "url": "https://gw.example/send", "secrets": {"token": "GW_UNSET_VAR"},
-           "body": {"to": "{{to}}", "text": "{{body}}", "token": "{{secrets.token}}"},
-           "response": {"message_id": "data..id"}}  # fmt: skip
-    path.write_text(yaml.safe_dump({"clients": {"acme": {
-        "api_keys": ["sha256:" + "0" * 64], "default_channels": ["sms"], "channels": {"sms": sms},
-    }}}))  # fmt: skip
+    sms = {
+        "provider": "http",
+        "url": "https://gw.example/send",
+        "secrets": {"token": "GW_UNSET_VAR"},
+        "body": {"to": "{{to}}", "text": "{{body}}", "token": "{{secrets.token}}"},
+        "response": {"message_id": "data..id"},
+    }
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "clients": {
+                    "acme": {
+                        "api_keys": ["sha256:" + "0" * 64],
+                        "default_channels": ["sms"],
+                        "channels": {"sms": sms},
+                    }
+                }
+            }
+        )
+    )
     settings = Settings.from_env({"SWITCHBOARD_BOOTSTRAP_SERVERS": "127.0.0.1:9"})
     with pytest.raises(ConfigError) as caught:
         apply_clients_file(settings, path)

@@ -415,7 +415,11 @@ async def test_allow_private_still_refuses_cloud_metadata(
 ) -> None:
     resolver = StubResolver({"meta.example": ["169.254.169.254", "fd00:ec2::254"]})
     sender = make(allow_private=True, resolver=resolver)
-    for url in ("http://169.254.169.254/latest/meta-data/", "http://[fd00:ec2::254]/", "http://100.100.100.200/"):  # fmt: skip
+    for url in (
+        "http://169.254.169.254/latest/meta-data/",
+        "http://[fd00:ec2::254]/",
+        "http://100.100.100.200/",
+    ):
         assert (await deliver(sender, url, event())).outcome == "refused", url
     assert (await deliver(sender, "http://meta.example/", event())).outcome == "refused"
 
@@ -436,13 +440,19 @@ def test_the_socket_factory_is_the_last_check_before_connect() -> None:
     with pytest.raises(BlockedAddressError, match="loopback"):
         create((socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP, "", ("127.0.0.1", 443)))
     with pytest.raises(BlockedAddressError, match="link-local"):
-        create((socket.AF_INET6, socket.SOCK_STREAM, socket.IPPROTO_TCP, "", ("fe80::1%1", 443, 0, 1)))  # fmt: skip
+        create(
+            (socket.AF_INET6, socket.SOCK_STREAM, socket.IPPROTO_TCP, "", ("fe80::1%1", 443, 0, 1))
+        )
     sock = create((socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP, "", ("8.8.8.8", 443)))
     sock.close()
     permissive = guarded_socket_factory(allow_private=True)
-    permissive((socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP, "", ("127.0.0.1", 1))).close()  # fmt: skip
+    permissive(
+        (socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP, "", ("127.0.0.1", 1))
+    ).close()
     with pytest.raises(BlockedAddressError, match="metadata"):
-        permissive((socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP, "", ("169.254.169.254", 80)))  # fmt: skip
+        permissive(
+            (socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP, "", ("169.254.169.254", 80))
+        )
 
 
 @pytest.mark.parametrize(
