@@ -134,18 +134,15 @@ def load_session(sb: Switchboard, session_id: str) -> SessionState | None:
     raw = get(sb.tables.sessions, session_id.encode())
     if raw is None:
         return None
-    cached = _decoded.get(session_id)
+    decoded = sb.decoded_sessions  # this worker's memo (bounded): never shared by two apps
+    cached = decoded.get(session_id)
     if cached is not None and cached[0] == raw:
         return cached[1]
     state = records.decode(SessionState, raw)
-    if len(_decoded) >= 10_000:
-        _decoded.clear()
-    _decoded[session_id] = (raw, state)
+    if len(decoded) >= 10_000:
+        decoded.clear()
+    decoded[session_id] = (raw, state)
     return state
-
-
-#: session id -> (stored bytes, decoded state): see :func:`load_session`.
-_decoded: dict[str, tuple[bytes, SessionState]] = {}
 
 
 def _save(sb: Switchboard, state: SessionState) -> None:
