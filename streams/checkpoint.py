@@ -54,20 +54,20 @@ import time
 import weakref
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Final, cast
+from typing import TYPE_CHECKING, Any, Final, Protocol, cast
 
 from faust.streams import _current_event
 
-from streams.guard import guarded
+from streams.guard import Rejecting, guarded
 from streams.tablestore import read_row
 
 if TYPE_CHECKING:
     from faust.types import EventT, StreamT, TableT
 
-    from streams.app import Switchboard
     from streams.changelog import BulkRows
+    from switchboard.settings import Settings
 
-__all__ = ["MAX_BATCH", "Checkpoint", "get", "output", "put", "run_checkpointed"]
+__all__ = ["MAX_BATCH", "Checkpoint", "Checkpointing", "get", "output", "put", "run_checkpointed"]
 
 log = logging.getLogger(__name__)
 
@@ -214,6 +214,18 @@ def output(future: Awaitable[Any]) -> None:
 # -- the runner --------------------------------------------------------------------------------
 
 
+class Checkpointing(Rejecting, Protocol):
+    """What the runner needs of the worker (``streams.app.Switchboard`` is one): the error
+    policy's needs, the settings (the drain timeout) and the bulk tables. Typed here, so that
+    this module never depends on the shared object's module (which depends on it)."""
+
+    @property
+    def settings(self) -> Settings: ...
+
+    @property
+    def bulk_rows(self) -> BulkRows | None: ...
+
+
 def _waiting(stream: Any) -> Callable[[], int]:
     """How many events are queued for this agent (0 when it cannot tell: commit each event)."""
     queue = getattr(getattr(stream, "channel", None), "queue", None)
@@ -222,7 +234,7 @@ def _waiting(stream: Any) -> Callable[[], int]:
 
 
 async def run_checkpointed(
-    sb: Switchboard,
+    sb: Checkpointing,
     stream: StreamT[bytes],
     stage: str,
     handler: Callable[[EventT[bytes]], Awaitable[None]],
@@ -251,7 +263,7 @@ IDLE_COMMIT: Final = 0.05
 
 
 async def _commit_when_idle(
-    sb: Switchboard,
+    sb: Checkpointing,
     checkpoint: Checkpoint,
     stage: str,
     turn: asyncio.Lock,
@@ -274,7 +286,7 @@ async def _commit_when_idle(
 
 
 async def _run(
-    sb: Switchboard,
+    sb: Checkpointing,
     stream: StreamT[bytes],
     stage: str,
     handler: Callable[[EventT[bytes]], Awaitable[None]],
@@ -306,7 +318,7 @@ async def _run(
                 left_open.set()
 
 
-async def _commit(sb: Switchboard, checkpoint: Checkpoint, stage: str) -> None:
+async def _commit(sb: Checkpointing, checkpoint: Checkpoint, stage: str) -> None:
     try:
         task = asyncio.ensure_future(checkpoint.commit())
         try:
