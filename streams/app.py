@@ -143,6 +143,9 @@ class Switchboard:
     background: set[asyncio.Task[None]] = field(default_factory=set)
     #: The tables whose rows go through librdkafka (``streams/changelog.py``).
     bulk_rows: BulkRows | None = None
+    #: The rows this worker's checkpoints have staged, as every reader here sees them
+    #: (``streams/checkpoint.py``): read the tables through ``staged.get``.
+    staged: checkpoint.StagedRows = field(default_factory=checkpoint.StagedRows)
     _admin: Any = None
     _status_producer: BulkProducer | None = None
     _crash: asyncio.Future[None] | None = None
@@ -223,7 +226,7 @@ class Switchboard:
         # decode the session for every one of its events.
         if session_id in self._webhook_urls:
             return self._webhook_urls[session_id]
-        raw = checkpoint.get(self.tables.sessions, session_id.encode())
+        raw = self.staged.get(self.tables.sessions, session_id.encode())
         url = json.loads(raw).get("options", {}).get("webhookUrl") if raw is not None else None
         url = url if isinstance(url, str) else None
         if raw is not None:  # an unknown session may be opened later: not remembered

@@ -50,7 +50,7 @@ from faust.types import EventT, StreamT, TopicT
 
 from streams import retention
 from streams.app import Switchboard
-from streams.checkpoint import get, put, run_checkpointed
+from streams.checkpoint import put, run_checkpointed
 from streams.managers import merge_detail
 from streams.sessions import load_session
 from switchboard import jsonbytes, records
@@ -106,12 +106,12 @@ def _lane(sb: Switchboard) -> TopicT:
 
 
 def load_delivery(sb: Switchboard, key: str) -> DeliveryState | None:
-    raw = get(sb.tables.deliveries, key.encode())
+    raw = sb.staged.get(sb.tables.deliveries, key.encode())
     return records.decode(DeliveryState, raw) if raw is not None else None
 
 
 def load_progress(sb: Switchboard, session_id: str) -> Progress:
-    raw = get(sb.tables.deliveries, session_id.encode())
+    raw = sb.staged.get(sb.tables.deliveries, session_id.encode())
     return records.decode(Progress, raw) if raw is not None else Progress()
 
 
