@@ -148,6 +148,17 @@ def test_the_staged_rows_of_two_writers_of_one_table_are_all_seen() -> None:
     assert normal not in rows.writers(table)
 
 
+def test_two_workers_in_one_process_never_read_each_others_staged_rows() -> None:
+    """Each worker's staged rows live in its own registry (``Switchboard.staged``): a second app
+    in the same process (tests, the benchmark) reads only its own writers' rows, even of a
+    table object both were given."""
+    table, mine, theirs = Table(), StagedRows(), StagedRows()
+    table[b"k"] = b"in the table"
+    staged(Checkpoint(staged=theirs), Event(1), table, b"k", b"theirs")
+    assert mine.get(table, b"k") == b"in the table"  # type: ignore[arg-type]
+    assert theirs.get(table, b"k") == b"theirs"  # type: ignore[arg-type]
+
+
 def test_rollback_forgets_what_a_failed_handler_staged() -> None:
     table, cp = Table(), Checkpoint()
     staged(cp, Event(1), table, b"kept", b"1")
