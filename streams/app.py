@@ -131,8 +131,21 @@ class Switchboard:
     timer_tally: TimerTally = field(default_factory=TimerTally)
     #: Sessions of this worker's partitions not completed (the session and report agents).
     open_sessions: OpenSessions = field(default_factory=OpenSessions)
+    #: session id -> (stored bytes, decoded state), at most 10,000: the session agent's and
+    #: every reader's memo of the last decoding (``streams.sessions.load_session``).
+    decoded_sessions: dict[str, tuple[bytes, records.SessionState]] = field(default_factory=dict)
+    #: session id -> when (monotonic) this worker saw its expiry timer armed, at most 100,000: a
+    #: hint trusted for a minute and cleared at every revocation of partitions (the report agent,
+    #: ``streams/reports.py``; ``Progress`` is the truth).
+    armed_expiry: dict[str, float] = field(default_factory=dict)
+    #: Background tasks nobody awaits (a failed submission's clean-up, ``streams/submit.py``),
+    #: held until done so that the event loop's weak reference is not their only one.
+    background: set[asyncio.Task[None]] = field(default_factory=set)
     #: The tables whose rows go through librdkafka (``streams/changelog.py``).
     bulk_rows: BulkRows | None = None
+    #: The rows this worker's checkpoints have staged, as every reader here sees them
+    #: (``streams/checkpoint.py``): read the tables through ``staged.get``.
+    staged: checkpoint.StagedRows = field(default_factory=checkpoint.StagedRows)
     _admin: Any = None
     _status_producer: BulkProducer | None = None
     _crash: asyncio.Future[None] | None = None
@@ -213,7 +226,7 @@ class Switchboard:
         # decode the session for every one of its events.
         if session_id in self._webhook_urls:
             return self._webhook_urls[session_id]
-        raw = checkpoint.get(self.tables.sessions, session_id.encode())
+        raw = self.staged.get(self.tables.sessions, session_id.encode())
         url = json.loads(raw).get("options", {}).get("webhookUrl") if raw is not None else None
         url = url if isinstance(url, str) else None
         if raw is not None:  # an unknown session may be opened later: not remembered

@@ -61,7 +61,7 @@ from functools import partial
 from typing import TYPE_CHECKING, Final
 
 from streams import checkpoint
-from streams.checkpoint import get, put, run_checkpointed
+from streams.checkpoint import StagedRows, put, run_checkpointed
 from streams.tablestore import declare_table
 from switchboard.call_commands import (
     NOT_PLACED,
@@ -110,11 +110,13 @@ class CallDesk:
     topic: TopicT
     calls: TableT[bytes, bytes]
     lines: TableT[bytes, bytes]
+    #: The worker's staged rows (``Switchboard.staged``): the calls and lines as it sees them.
+    staged: StagedRows
     _waiting: dict[str, asyncio.Future[bool]] = field(default_factory=dict)
 
     def load(self, call_id: str) -> CallRecord | None:
         """The call, when this worker holds its partition (None otherwise, or if unknown)."""
-        raw = get(self.calls, call_id.encode())  # with the rows this worker has staged
+        raw = self.staged.get(self.calls, call_id.encode())  # with the rows this worker has staged
         return CallRecord.from_json(raw) if raw is not None else None
 
     def expect(self, call_id: str) -> asyncio.Future[bool]:
@@ -150,6 +152,7 @@ def register(sb: Switchboard) -> CallDesk:
         lines=table(
             "call_lines", help_text="client/campaign/member -> calls counted against the limit"
         ),
+        staged=sb.staged,
     )
 
     @app.agent(sb.topics.calls, name="switchboard.calls")
@@ -171,7 +174,7 @@ async def _handle(sb: Switchboard, desk: CallDesk, event: EventT[bytes]) -> None
 
 
 async def _on_line(desk: CallDesk, line: str, command: LineCommand) -> None:
-    raw = get(desk.lines, line.encode())
+    raw = desk.staged.get(desk.lines, line.encode())
     state = LineState.from_json(raw) if raw is not None else LineState()
     call_id = command.call_id
     if isinstance(command, Release):
@@ -215,7 +218,7 @@ async def _on_line(desk: CallDesk, line: str, command: LineCommand) -> None:
 
 async def _on_call(sb: Switchboard, desk: CallDesk, command: CallCommand) -> None:
     key = command.call_id.encode()
-    raw = get(desk.calls, key)
+    raw = desk.staged.get(desk.calls, key)
     record = CallRecord.from_json(raw) if raw is not None else None
     now = datetime.now(UTC).timestamp()
     outcome = apply(record, command, now)

@@ -10,7 +10,7 @@ then never fans out, a delivery's count is lost, a timer never fires.
 :func:`run_checkpointed` runs a serial agent's handler so that this cannot happen:
 
 1. the handler runs with a :class:`Checkpoint` in its context: its table writes are *staged*
-   (reads through :func:`get` see them), its outputs are produced at once and remembered;
+   (reads through :meth:`StagedRows.get` see them), its outputs are produced at once and remembered;
 2. once no more events are waiting (or :data:`MAX_BATCH` are, or no next event came within
    :data:`IDLE_COMMIT`), the checkpoint waits for the broker to acknowledge every output of the
    batch (one round trip per batch, not per event);
@@ -32,7 +32,7 @@ Guarantees and failure modes:
       an agent writes one table, and each event's rows go to its own partition, in order. An
       event whose rows are partly written is processed again over them; the agents' rules are
       written so that this is exact (``streams/reports.py`` records the offset it applied).
-    * Staged rows are visible to every reader in the worker at once (:func:`get`), as Faust's own
+    * Staged rows are visible to every reader in the worker at once (:meth:`StagedRows.get`), as Faust's own
       table writes are: an agent that consumes this agent's outputs (a dispatcher reading the
       session of a job, the report agent reading the session of a report) may see them before
       the checkpoint writes the rows, and must see the rows they depend on.
@@ -54,20 +54,28 @@ import time
 import weakref
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Final, cast
+from typing import TYPE_CHECKING, Any, Final, Protocol, cast
 
 from faust.streams import _current_event
 
-from streams.guard import guarded
+from streams.guard import Rejecting, guarded
 from streams.tablestore import read_row
 
 if TYPE_CHECKING:
     from faust.types import EventT, StreamT, TableT
 
-    from streams.app import Switchboard
     from streams.changelog import BulkRows
+    from switchboard.settings import Settings
 
-__all__ = ["MAX_BATCH", "Checkpoint", "get", "output", "put", "run_checkpointed"]
+__all__ = [
+    "MAX_BATCH",
+    "Checkpoint",
+    "Checkpointing",
+    "StagedRows",
+    "output",
+    "put",
+    "run_checkpointed",
+]
 
 log = logging.getLogger(__name__)
 
@@ -76,13 +84,59 @@ log = logging.getLogger(__name__)
 MAX_BATCH: Final = 500
 
 _ABSENT: Final = object()
+#: The checkpoint of the handler running in this context (an agent's task): context-local, so
+#: each agent's handler stages into its own checkpoint.
 _active: contextvars.ContextVar[Checkpoint | None] = contextvars.ContextVar(
     "switchboard_checkpoint", default=None
 )
-#: The checkpoints staging rows of each table (by ``id(table)``), whose staged rows every reader
-#: sees (module docs). A table may have several writing agents (the report agents of the two
-#: lanes), as long as each key has one.
-_writing: dict[int, list[Checkpoint]] = {}
+
+
+class StagedRows:
+    """The rows one worker's checkpoints have staged and not yet written, as every reader of
+    that worker sees them (module docs). One per worker (``Switchboard.staged``): two apps in
+    one process never see each other's rows.
+
+    A table may have several writing agents (the report agents of the two lanes), as long as
+    each key has one; every reader sees what any of them has staged."""
+
+    __slots__ = ("_writing",)
+
+    def __init__(self) -> None:
+        #: The checkpoints staging rows of each table, by ``id(table)``; a checkpoint is listed
+        #: from its first staged row of the table until it is abandoned.
+        self._writing: dict[int, list[Checkpoint]] = {}
+
+    def get(self, table: TableT[bytes, bytes], key: bytes) -> bytes | None:
+        """``table[key]`` as this worker sees it: the rows the running handler's checkpoint has
+        staged, else those any other checkpoint of the worker has, else the table."""
+        active = _active.get()
+        if active is not None:
+            staged = active.lookup(table, key)
+            if staged is not _ABSENT:
+                return cast(bytes | None, staged)
+        for checkpoint in self._writing.get(id(table), ()):
+            staged = checkpoint.lookup(table, key)
+            if staged is not _ABSENT:
+                return cast(bytes | None, staged)
+        return read_row(table, key)
+
+    def enlist(self, table: TableT[bytes, bytes], checkpoint: Checkpoint) -> None:
+        """``checkpoint`` stages rows of ``table``: readers look there too."""
+        writers = self._writing.setdefault(id(table), [])
+        if checkpoint not in writers:
+            writers.append(checkpoint)
+
+    def withdraw(self, checkpoint: Checkpoint) -> None:
+        """``checkpoint`` stages nothing any more, in any table."""
+        for table_id, writers in list(self._writing.items()):
+            if checkpoint in writers:
+                writers.remove(checkpoint)
+            if not writers:
+                del self._writing[table_id]
+
+    def writers(self, table: TableT[bytes, bytes]) -> list[Checkpoint]:
+        """The checkpoints staging rows of ``table`` (a copy)."""
+        return list(self._writing.get(id(table), ()))
 
 
 @dataclass(eq=False)
@@ -103,6 +157,9 @@ class Checkpoint:
     #: The worker's bulk tables (``streams/changelog.py``), whose rows are written through
     #: librdkafka; None: every row through Faust.
     bulk: BulkRows | None = None
+    #: Where every reader of the worker finds the rows staged here (the worker's
+    #: ``Switchboard.staged``; a checkpoint on its own has a registry of its own).
+    staged: StagedRows = field(default_factory=StagedRows)
     _rows: dict[tuple[int, bytes], bytes | None] = field(default_factory=dict)
 
     def lookup(self, table: TableT[bytes, bytes], key: bytes) -> Any:
@@ -117,18 +174,12 @@ class Checkpoint:
             raise RuntimeError("a checkpointed write outside of an event")
         self.writes.append(_Write(table, key, value, event))
         self._rows[(id(table), key)] = value
-        writers = _writing.setdefault(id(table), [])
-        if self not in writers:
-            writers.append(self)
+        self.staged.enlist(table, self)
 
     def abandon(self) -> None:
         """Forget everything staged (the agent stops before its checkpoint): no reader may see
         rows that will never be written."""
-        for table_id, writers in list(_writing.items()):
-            if self in writers:
-                writers.remove(self)
-            if not writers:
-                del _writing[table_id]
+        self.staged.withdraw(self)
         self.writes.clear()
         self.outputs.clear()
         self.events.clear()
@@ -177,20 +228,6 @@ class Checkpoint:
 # -- what handlers call ------------------------------------------------------------------------
 
 
-def get(table: TableT[bytes, bytes], key: bytes) -> bytes | None:
-    """``table[key]`` as this worker sees it: the rows its writer has staged, else the table."""
-    active = _active.get()
-    if active is not None:
-        staged = active.lookup(table, key)
-        if staged is not _ABSENT:
-            return cast(bytes | None, staged)
-    for checkpoint in _writing.get(id(table), ()):
-        staged = checkpoint.lookup(table, key)
-        if staged is not _ABSENT:
-            return cast(bytes | None, staged)
-    return read_row(table, key)
-
-
 def put(table: TableT[bytes, bytes], key: bytes, value: bytes | None) -> None:
     """Write (``None``: delete) ``table[key]``: staged in a checkpointed agent, else at once (a
     dispatcher's task, whose context carries its event)."""
@@ -214,6 +251,22 @@ def output(future: Awaitable[Any]) -> None:
 # -- the runner --------------------------------------------------------------------------------
 
 
+class Checkpointing(Rejecting, Protocol):
+    """What the runner needs of the worker (``streams.app.Switchboard`` is one): the error
+    policy's needs, the settings (the drain timeout), the bulk tables and where its staged rows
+    are read. Typed here, so that this module never depends on the shared object's module
+    (which depends on it)."""
+
+    @property
+    def settings(self) -> Settings: ...
+
+    @property
+    def bulk_rows(self) -> BulkRows | None: ...
+
+    @property
+    def staged(self) -> StagedRows: ...
+
+
 def _waiting(stream: Any) -> Callable[[], int]:
     """How many events are queued for this agent (0 when it cannot tell: commit each event)."""
     queue = getattr(getattr(stream, "channel", None), "queue", None)
@@ -222,7 +275,7 @@ def _waiting(stream: Any) -> Callable[[], int]:
 
 
 async def run_checkpointed(
-    sb: Switchboard,
+    sb: Checkpointing,
     stream: StreamT[bytes],
     stage: str,
     handler: Callable[[EventT[bytes]], Awaitable[None]],
@@ -233,7 +286,7 @@ async def run_checkpointed(
 
     Events are acknowledged only here, after their checkpoint: an agent cancelled half way (a
     stop, a crash) never acknowledges an event whose effects are not all durable."""
-    checkpoint = Checkpoint(bulk=sb.bulk_rows)
+    checkpoint = Checkpoint(bulk=sb.bulk_rows, staged=sb.staged)
     turn = asyncio.Lock()  # a handler and a commit, or the idle commit: never both at once
     left_open = asyncio.Event()  # set while a checkpoint holds events after its handler
     idle = asyncio.ensure_future(_commit_when_idle(sb, checkpoint, stage, turn, left_open))
@@ -251,7 +304,7 @@ IDLE_COMMIT: Final = 0.05
 
 
 async def _commit_when_idle(
-    sb: Switchboard,
+    sb: Checkpointing,
     checkpoint: Checkpoint,
     stage: str,
     turn: asyncio.Lock,
@@ -274,7 +327,7 @@ async def _commit_when_idle(
 
 
 async def _run(
-    sb: Switchboard,
+    sb: Checkpointing,
     stream: StreamT[bytes],
     stage: str,
     handler: Callable[[EventT[bytes]], Awaitable[None]],
@@ -306,7 +359,7 @@ async def _run(
                 left_open.set()
 
 
-async def _commit(sb: Switchboard, checkpoint: Checkpoint, stage: str) -> None:
+async def _commit(sb: Checkpointing, checkpoint: Checkpoint, stage: str) -> None:
     try:
         task = asyncio.ensure_future(checkpoint.commit())
         try:

@@ -23,14 +23,14 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Final, Protocol
 
 from streams import offsets
 
 if TYPE_CHECKING:
-    from streams.app import Switchboard
+    from switchboard.settings import Settings
 
-__all__ = ["FRESH", "REFRESH", "DispatchBacklog"]
+__all__ = ["FRESH", "REFRESH", "DispatchBacklog", "Partitioned"]
 
 #: Seconds a measurement is trusted to say the backlog is over the limit (it only shrinks as the
 #: dispatchers work, so a measurement under the limit plus what this worker added since stays an
@@ -41,13 +41,21 @@ FRESH: Final = 0.5
 REFRESH: Final = 5.0
 
 
+class Partitioned(offsets.Cluster, Protocol):
+    """What the backlog is measured through (``streams.app.Switchboard`` is one): the cluster's
+    offsets, and the settings that give every topic's partition count."""
+
+    @property
+    def settings(self) -> Settings: ...
+
+
 class DispatchBacklog:
     """Records waiting in dispatch topics, per topic: measured, plus what this worker has produced
     since. Measured only when that estimate is over the limit (and the measurement is older than
     :data:`FRESH`), or older than :data:`REFRESH`, so a fan-out does not pay an admin round trip
     per chunk."""
 
-    def __init__(self, sb: Switchboard) -> None:
+    def __init__(self, sb: Partitioned) -> None:
         self._sb = sb
         self._estimate: dict[str, tuple[float, int]] = {}  # topic -> (measured at, records)
 
@@ -74,7 +82,7 @@ class DispatchBacklog:
         self._estimate[topic] = (at, waiting + count)
 
 
-def _measure(sb: Switchboard, topics: list[str]) -> dict[str, int]:
+def _measure(sb: Partitioned, topics: list[str]) -> dict[str, int]:
     partitions = [(t, p) for t in topics for p in range(sb.settings.partitions)]
     end, done = offsets.ends(sb, partitions), offsets.committed(sb, partitions)
     waiting: dict[str, int] = {}

@@ -11,23 +11,58 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from switchboard.errors import FieldError
-from switchboard.wire import header_list
+from switchboard.wire import Headers, header_list
 
 if TYPE_CHECKING:
-    from faust.types import EventT
+    from faust.types import AppT, EventT, TopicT
 
-    from streams.app import Switchboard
+    from streams.metrics import Metrics
 
-__all__ = ["guarded", "hand_off", "quarantine"]
+__all__ = ["Rejecting", "guarded", "hand_off", "quarantine"]
 
 log = logging.getLogger(__name__)
 
 
+class Rejecting(Protocol):
+    """What the error policy needs of the worker (``streams.app.Switchboard`` is one): its
+    rejected topic, its producer, its metrics and the app it stops. Typed here, so that this
+    module never depends on the shared object's module (which depends on it)."""
+
+    @property
+    def app(self) -> AppT: ...
+
+    @property
+    def metrics(self) -> Metrics: ...
+
+    async def produce(
+        self,
+        topic: TopicT,
+        *,
+        key: bytes | None,
+        value: bytes | None,
+        headers: Headers | None = None,
+        partition: int | None = None,
+    ) -> Awaitable[Any]: ...
+
+    async def reject(
+        self,
+        *,
+        errors: list[FieldError],
+        topic: str,
+        partition: int,
+        offset: int,
+        key: bytes | None,
+        value: bytes | None,
+        headers: Headers,
+        client_id: str | None = None,
+    ) -> Awaitable[Any]: ...
+
+
 async def guarded(
-    sb: Switchboard,
+    sb: Rejecting,
     event: EventT[Any],
     stage: str,
     handler: Callable[[EventT[Any]], Awaitable[None]],
@@ -41,7 +76,7 @@ async def guarded(
     return False
 
 
-async def quarantine(sb: Switchboard, event: EventT[Any], stage: str, exc: BaseException) -> None:
+async def quarantine(sb: Rejecting, event: EventT[Any], stage: str, exc: BaseException) -> None:
     """Put ``event`` on the rejected topic because ``stage`` failed on it with ``exc``."""
     msg = event.message
     log.exception(
@@ -67,7 +102,7 @@ async def quarantine(sb: Switchboard, event: EventT[Any], stage: str, exc: BaseE
         raise
 
 
-async def hand_off(sb: Switchboard, topic: Any, event: EventT[Any]) -> None:
+async def hand_off(sb: Rejecting, topic: Any, event: EventT[Any]) -> None:
     """Put a copy of ``event`` back at the end of its partition (the partition's next owner
     processes it), and wait until the broker has it: the original may then be acknowledged
     unfinished (``streams/inflight.py``)."""

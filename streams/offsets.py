@@ -5,12 +5,12 @@ fences (``streams/fences.py``) and the fan-out's flow control (``streams/flow.py
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any, Final, cast
+from typing import TYPE_CHECKING, Any, Final, Protocol, cast
 
 if TYPE_CHECKING:
-    from streams.app import Switchboard
+    from faust.types import AppT
 
-__all__ = ["committed", "ends"]
+__all__ = ["Cluster", "committed", "ends"]
 
 #: Seconds for the broker to answer one request.
 TIMEOUT: Final = 10.0
@@ -18,7 +18,21 @@ TIMEOUT: Final = 10.0
 TP = tuple[str, int]
 
 
-def committed(sb: Switchboard, partitions: Iterable[TP]) -> dict[TP, int]:
+class Cluster(Protocol):
+    """What the offsets are read through (``streams.app.Switchboard`` is one): this module
+    depends on these two members only, never on the shared object's module."""
+
+    def admin(self) -> Any:
+        """The worker's confluent-kafka admin client."""
+        ...
+
+    @property
+    def app(self) -> AppT:
+        """The Faust app, whose id is the consumer group."""
+        ...
+
+
+def committed(sb: Cluster, partitions: Iterable[TP]) -> dict[TP, int]:
     """The group's committed offset of each partition (negative: nothing committed yet)."""
     from confluent_kafka import ConsumerGroupTopicPartitions, TopicPartition
 
@@ -28,7 +42,7 @@ def committed(sb: Switchboard, partitions: Iterable[TP]) -> dict[TP, int]:
     return {(tp.topic, tp.partition): tp.offset for tp in result.topic_partitions}
 
 
-def ends(sb: Switchboard, partitions: Iterable[TP]) -> dict[TP, int]:
+def ends(sb: Cluster, partitions: Iterable[TP]) -> dict[TP, int]:
     """The end offset (the next offset to be written) of each partition."""
     from confluent_kafka import TopicPartition
     from confluent_kafka import admin as kafka_admin

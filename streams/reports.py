@@ -50,7 +50,7 @@ from faust.types import EventT, StreamT, TopicT
 
 from streams import retention
 from streams.app import Switchboard
-from streams.checkpoint import get, put, run_checkpointed
+from streams.checkpoint import put, run_checkpointed
 from streams.managers import merge_detail
 from streams.sessions import load_session
 from switchboard import jsonbytes, records
@@ -91,7 +91,7 @@ def register(sb: Switchboard) -> None:
     async def forget_armed(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
         # A session's partition may come back after another worker cancelled its timer: the
         # hint must not outlive this worker's ownership.
-        _armed.clear()
+        sb.armed_expiry.clear()
 
     sb.app.on_partitions_revoked.connect(forget_armed)
 
@@ -106,12 +106,12 @@ def _lane(sb: Switchboard) -> TopicT:
 
 
 def load_delivery(sb: Switchboard, key: str) -> DeliveryState | None:
-    raw = get(sb.tables.deliveries, key.encode())
+    raw = sb.staged.get(sb.tables.deliveries, key.encode())
     return records.decode(DeliveryState, raw) if raw is not None else None
 
 
 def load_progress(sb: Switchboard, session_id: str) -> Progress:
-    raw = get(sb.tables.deliveries, session_id.encode())
+    raw = sb.staged.get(sb.tables.deliveries, session_id.encode())
     return records.decode(Progress, raw) if raw is not None else Progress()
 
 
@@ -272,23 +272,23 @@ async def _publish(sb: Switchboard, report: Report, events: list[StatusEvent]) -
 
 # -- expiry --------------------------------------------------------------------------------
 
-#: Sessions whose expiry timer this worker saw armed, and when (monotonic). A hint trusted for a
-#: minute and forgotten at every revocation of partitions (``Progress`` is the truth).
-_armed: dict[str, float] = {}
+#: Seconds this worker trusts that it saw a session's expiry timer armed
+#: (``Switchboard.armed_expiry``, forgotten at every revocation of partitions).
 _ARMED_TRUST = 60.0
 
 
 async def _arm_expiry(sb: Switchboard, session_id: str, progress: Progress, due: float) -> Progress:
     """Make sure the session's expiry sweep is due by ``due``, at one table read per session
     and worker, and one timer per session. Returns the progress to write."""
-    seen = _armed.get(session_id)
+    armed = sb.armed_expiry
+    seen = armed.get(session_id)
     if seen is not None and time.monotonic() - seen < _ARMED_TRUST:
         return progress
     if progress.expiry_due is None or progress.expiry_due > due:
         progress = await _set_expiry(sb, session_id, progress, due)
-    if len(_armed) >= 100_000:
-        _armed.clear()
-    _armed[session_id] = time.monotonic()
+    if len(armed) >= 100_000:
+        armed.clear()
+    armed[session_id] = time.monotonic()
     return progress
 
 
@@ -350,7 +350,7 @@ async def _sweep(sb: Switchboard, cmd: ExpireSweep, offset: int) -> None:
     # The whole session is swept. While it is open, sweep again for the earliest delivery not
     # yet due; a delivery sent during this sweep is due by started + timeout at the latest.
     progress = load_progress(sb, cmd.session_id)
-    _armed.pop(cmd.session_id, None)
+    sb.armed_expiry.pop(cmd.session_id, None)
     if progress.completed_at is not None:
         _save_progress(
             sb, cmd.session_id, await _set_expiry(sb, cmd.session_id, progress, None), offset

@@ -51,7 +51,7 @@ import logging
 import time
 from typing import TYPE_CHECKING
 
-from streams.checkpoint import get, put
+from streams.checkpoint import put
 from streams.tablestore import keys_with_prefix
 from switchboard import records
 from switchboard.idempotency import expires_at
@@ -165,7 +165,7 @@ async def schedule_orphan_check(sb: Switchboard, session_id: str, lane: TopicT) 
 
 def purged(sb: Switchboard, session_id: str) -> Purged | None:
     """The marker of a session deleted after its retention, while it is kept."""
-    raw = get(sb.tables.sessions, purged_row(session_id))
+    raw = sb.staged.get(sb.tables.sessions, purged_row(session_id))
     return records.decode(Purged, raw) if raw is not None else None
 
 
@@ -173,7 +173,9 @@ async def purge_session(sb: Switchboard, state: SessionState) -> None:
     """Step 2 of the module docs: start the chain, then delete the session's own rows. A session
     not due (opened again by a re-send, or retention turned off since) is left alone."""
     sid, key = state.session_id, state.session_id.encode()
-    raw = get(sb.tables.deliveries, key)  # its progress: same partition, the report agent's
+    raw = sb.staged.get(
+        sb.tables.deliveries, key
+    )  # its progress: same partition, the report agent's
     progress = records.decode(Progress, raw) if raw is not None else Progress()
     now = time.time()
     if not purge_due(progress.completed_at, sb.settings.retention, now, state.resent_at):
@@ -282,7 +284,7 @@ def forget_orphan(sb: Switchboard, partition: int, cmd: ForgetOrphan) -> int:
 
 
 def _opened(sb: Switchboard, session_id: str) -> bool:
-    opened = get(sb.tables.sessions, session_row(session_id)) is not None
+    opened = sb.staged.get(sb.tables.sessions, session_row(session_id)) is not None
     return opened or purged(sb, session_id) is not None
 
 
@@ -298,7 +300,7 @@ async def purge_deliveries(sb: Switchboard, cmd: PurgeDeliveries, lane: TopicT) 
         await sb.produce(lane, key=cmd.session_id.encode(), value=records.encode(more))
     else:
         rows.append(cmd.session_id.encode())  # the progress row
-    existing = [row for row in rows if get(sb.tables.deliveries, row) is not None]
+    existing = [row for row in rows if sb.staged.get(sb.tables.deliveries, row) is not None]
     for row in existing:  # a delivery never reported has no row
         put(sb.tables.deliveries, row, None)
     sb.metrics.purged_rows.labels("deliveries").inc(len(existing))

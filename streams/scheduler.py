@@ -45,7 +45,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 from rocksdict import Options, Rdict
 
-from streams.checkpoint import get, put, run_checkpointed
+from streams.checkpoint import put, run_checkpointed
 from switchboard.timers import fire_command, unb64
 
 if TYPE_CHECKING:
@@ -167,7 +167,7 @@ async def _handle(sb: Switchboard, index: TimerIndex, event: EventT[bytes]) -> N
     timer_id: str = command["id"]
     key = timer_id.encode()
     table = sb.tables.timers
-    raw = get(table, key)
+    raw = sb.staged.get(table, key)
     existing = json.loads(raw) if raw is not None else None
     kind = command["kind"]
     if kind == "set":

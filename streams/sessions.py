@@ -52,7 +52,7 @@ from faust.types import EventT, StreamT
 
 from streams import retention
 from streams.app import Switchboard
-from streams.checkpoint import get, put, run_checkpointed
+from streams.checkpoint import put, run_checkpointed
 from streams.fences import fences_passed, place_fences
 from streams.guard import quarantine
 from streams.managers import SessionStartPlan
@@ -131,21 +131,18 @@ def load_session(sb: Switchboard, session_id: str) -> SessionState | None:
     """The session, read from this worker's table. Every job, report and status event reads its
     session, so the decoded state is kept while the stored bytes stay the same (comparing bytes
     costs far less than decoding the JSON again)."""
-    raw = get(sb.tables.sessions, session_id.encode())
+    raw = sb.staged.get(sb.tables.sessions, session_id.encode())
     if raw is None:
         return None
-    cached = _decoded.get(session_id)
+    decoded = sb.decoded_sessions  # this worker's memo (bounded): never shared by two apps
+    cached = decoded.get(session_id)
     if cached is not None and cached[0] == raw:
         return cached[1]
     state = records.decode(SessionState, raw)
-    if len(_decoded) >= 10_000:
-        _decoded.clear()
-    _decoded[session_id] = (raw, state)
+    if len(decoded) >= 10_000:
+        decoded.clear()
+    decoded[session_id] = (raw, state)
     return state
-
-
-#: session id -> (stored bytes, decoded state): see :func:`load_session`.
-_decoded: dict[str, tuple[bytes, SessionState]] = {}
 
 
 def _save(sb: Switchboard, state: SessionState) -> None:
@@ -154,7 +151,7 @@ def _save(sb: Switchboard, state: SessionState) -> None:
 
 def load_chunk(sb: Switchboard, session_id: str, chunk: int) -> list[dict[str, Any]] | None:
     """The recipients of one audience chunk, or None when the table does not have it."""
-    raw = get(sb.tables.sessions, chunk_row(session_id, chunk))
+    raw = sb.staged.get(sb.tables.sessions, chunk_row(session_id, chunk))
     return json.loads(raw) if raw is not None else None
 
 
@@ -225,7 +222,7 @@ async def _without_session(sb: Switchboard, command: records.SessionCommand) -> 
 
 def load_idempotency(sb: Switchboard, anchor: str) -> IdempotencyRecord | None:
     """The record of an idempotency key, by its anchor (stored in the sessions table)."""
-    raw = get(sb.tables.sessions, idempotency_row(anchor))
+    raw = sb.staged.get(sb.tables.sessions, idempotency_row(anchor))
     return records.decode(IdempotencyRecord, raw) if raw is not None else None
 
 
@@ -887,5 +884,5 @@ async def _cancel_chunk(
 
 
 def _delivery(sb: Switchboard, key: str) -> dict[str, Any] | None:
-    raw = get(sb.tables.deliveries, key.encode())
+    raw = sb.staged.get(sb.tables.deliveries, key.encode())
     return json.loads(raw) if raw is not None else None

@@ -247,9 +247,6 @@ async def _discard(sb: Switchboard, session_id: str, chunks: int, lane: str) -> 
     asyncio.ensure_future(sent).add_done_callback(said)
 
 
-_cleanups: set[asyncio.Task[None]] = set()
-
-
 def _forget(
     sb: Switchboard, envelope: Envelope, session_id: str, written: int, opening_sent: bool
 ) -> None:
@@ -267,8 +264,8 @@ def _forget(
         _orphan_check(sb, session_id, lane) if later else _discard(sb, session_id, written, lane)
     )
     task = asyncio.ensure_future(cleanup)
-    _cleanups.add(task)
-    task.add_done_callback(_cleanups.discard)
+    sb.background.add(task)  # held until done (the event loop keeps only a weak reference)
+    task.add_done_callback(sb.background.discard)
 
 
 async def _orphan_check(sb: Switchboard, session_id: str, lane: str) -> None:

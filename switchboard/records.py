@@ -59,6 +59,8 @@ __all__ = [
 ]
 
 T = TypeVar("T")
+#: Field names per record class: pure memoisation of ``dataclasses.fields`` (a class's fields
+#: never change), bounded by the number of record classes, so sharing it shares nothing mutable.
 _FIELDS: dict[type, frozenset[str]] = {}
 
 

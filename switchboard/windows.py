@@ -59,6 +59,10 @@ Guarantees and failure modes
   programming errors); ``next_opening`` found no non-empty instance within 14 days, which real
   tz data cannot produce (it would take a window inside a DST gap three weeks in a row).
 - ``OverflowError``: ``at`` within two weeks of :data:`datetime.min` / :data:`datetime.max`.
+- The module's only state is ``functools.lru_cache`` on pure functions of values
+  (:func:`_common_opening`, :func:`_last_to_open`, :func:`_parse_fields`; bounded): pure
+  memoisation, whose cached answer is the one the function computes, so the process-wide
+  caches are shared by every app in a process without either seeing the other.
 
 :func:`recipient_zones` picks the zones a ``recipient`` window is read in (documented there).
 

@@ -18,7 +18,7 @@ import pytest
 from faust import current_event
 
 from streams import checkpoint
-from streams.checkpoint import Checkpoint, run_checkpointed
+from streams.checkpoint import Checkpoint, StagedRows, run_checkpointed
 from streams.metrics import Metrics
 from switchboard.settings import Settings
 
@@ -116,34 +116,47 @@ async def test_a_refused_output_writes_no_row_and_acks_nothing() -> None:
 def test_staged_rows_are_seen_by_every_reader_until_abandoned() -> None:
     """A dispatcher reading the session of a job, or the report agent the session of a report,
     must see the rows those outputs depend on, even before the writer's checkpoint writes them."""
-    table, cp = Table(), Checkpoint()
+    table, rows = Table(), StagedRows()
+    cp = Checkpoint(staged=rows)
     table[b"k"] = b"old"
     staged(cp, Event(1), table, b"k", b"new")
     staged(cp, Event(1), table, b"gone", None)
     table[b"gone"] = b"still in the table"
-    assert checkpoint.get(table, b"k") == b"new"  # type: ignore[arg-type]  # another agent
-    assert checkpoint.get(table, b"gone") is None  # type: ignore[arg-type]
-    assert checkpoint.get(table, b"other") is None  # type: ignore[arg-type]
+    assert rows.get(table, b"k") == b"new"  # type: ignore[arg-type]  # another agent
+    assert rows.get(table, b"gone") is None  # type: ignore[arg-type]
+    assert rows.get(table, b"other") is None  # type: ignore[arg-type]
     cp.abandon()  # the writer stopped before its checkpoint: these rows will never be written
-    assert checkpoint.get(table, b"k") == b"old"  # type: ignore[arg-type]
-    assert checkpoint.get(table, b"gone") == b"still in the table"  # type: ignore[arg-type]
+    assert rows.get(table, b"k") == b"old"  # type: ignore[arg-type]
+    assert rows.get(table, b"gone") == b"still in the table"  # type: ignore[arg-type]
 
 
 def test_the_staged_rows_of_two_writers_of_one_table_are_all_seen() -> None:
     """The report agents of the two lanes write one table (each its own sessions' keys): every
     reader sees what either has staged, and one abandoning leaves the other's rows visible."""
-    table, normal, high = Table(), Checkpoint(), Checkpoint()
+    table, rows = Table(), StagedRows()
+    normal, high = Checkpoint(staged=rows), Checkpoint(staged=rows)
     staged(normal, Event(1), table, b"campaign", b"c")
     staged(high, Event(2), table, b"otp", b"o")
-    assert checkpoint.get(table, b"campaign") == b"c"  # type: ignore[arg-type]
-    assert checkpoint.get(table, b"otp") == b"o"  # type: ignore[arg-type]
+    assert rows.get(table, b"campaign") == b"c"  # type: ignore[arg-type]
+    assert rows.get(table, b"otp") == b"o"  # type: ignore[arg-type]
     high.abandon()
-    assert checkpoint.get(table, b"otp") is None  # type: ignore[arg-type]
-    assert checkpoint.get(table, b"campaign") == b"c"  # type: ignore[arg-type]
+    assert rows.get(table, b"otp") is None  # type: ignore[arg-type]
+    assert rows.get(table, b"campaign") == b"c"  # type: ignore[arg-type]
     normal.apply()
     assert table == {b"campaign": b"c"}
     normal.abandon()
-    assert normal not in checkpoint._writing.get(id(table), [])
+    assert normal not in rows.writers(table)
+
+
+def test_two_workers_in_one_process_never_read_each_others_staged_rows() -> None:
+    """Each worker's staged rows live in its own registry (``Switchboard.staged``): a second app
+    in the same process (tests, the benchmark) reads only its own writers' rows, even of a
+    table object both were given."""
+    table, mine, theirs = Table(), StagedRows(), StagedRows()
+    table[b"k"] = b"in the table"
+    staged(Checkpoint(staged=theirs), Event(1), table, b"k", b"theirs")
+    assert mine.get(table, b"k") == b"in the table"  # type: ignore[arg-type]
+    assert theirs.get(table, b"k") == b"theirs"  # type: ignore[arg-type]
 
 
 def test_rollback_forgets_what_a_failed_handler_staged() -> None:
@@ -222,6 +235,7 @@ def fake_sb() -> Any:
         rejected=rejected,
         app=SimpleNamespace(crash=crash),
         bulk_rows=None,
+        staged=StagedRows(),
     )
 
 

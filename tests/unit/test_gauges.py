@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from streams import gauges
+from streams.checkpoint import StagedRows
 from streams.metrics import Metrics
 from switchboard import records
 from switchboard.backlog import OpenSessions, TimerTally
@@ -72,6 +73,7 @@ def world(assigned: list[tuple[str, int]]) -> tuple[Any, Callable[[], Awaitable[
             sessions={b"s-open": b"{}", b"s-done": b"{}", b"s-open:0": b"[]"},
             deliveries={b"s-done": progress},
         ),
+        staged=StagedRows(),
     )
     gauges.register(sb)  # type: ignore[arg-type]
     return sb, timers[0]

@@ -16,7 +16,7 @@ from typing import Any
 from faust.streams import _current_event
 
 from streams import reports
-from streams.checkpoint import Checkpoint, _active
+from streams.checkpoint import Checkpoint, StagedRows, _active
 from switchboard import records
 from switchboard.backlog import OpenSessions
 from switchboard.records import Report, SessionState
@@ -60,6 +60,9 @@ def world(deliveries: int = 2) -> Any:
         settings=Settings(report_timeout=60.0),
         metrics=SimpleNamespace(missing_state=SimpleNamespace(labels=lambda *_: None)),
         open_sessions=OpenSessions(),
+        staged=StagedRows(),
+        decoded_sessions={},
+        armed_expiry={},
     )
 
 
@@ -88,7 +91,7 @@ class _Event:
 async def apply(sb: Any, report: Report | list[Report], offset: int) -> Checkpoint:
     """Run the agent's rule on one event (a report, or a batch of them) inside a checkpoint;
     return it uncommitted."""
-    checkpoint = Checkpoint()
+    checkpoint = Checkpoint(staged=sb.staged)
     event = _Event(offset)
     token, active = _current_event.set(weakref.ref(event)), _active.set(checkpoint)  # type: ignore[arg-type]
     try:

@@ -15,7 +15,7 @@ import pytest
 from faust.streams import _current_event
 
 from streams import retention as purge
-from streams.checkpoint import Checkpoint, _active
+from streams.checkpoint import Checkpoint, StagedRows, _active
 from streams.tablestore import STORE_URL, keys_with_prefix
 from switchboard import records
 from switchboard.idempotency import (
@@ -252,6 +252,8 @@ def _world(
             cancels="cancels",
         ),
         metrics=SimpleNamespace(purged_rows=counter),
+        staged=StagedRows(),
+        decoded_sessions={},
     )
 
 

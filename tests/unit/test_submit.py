@@ -60,6 +60,7 @@ class Topic:
 class Sb:
     def __init__(self, topic: Topic) -> None:
         self.topic = topic
+        self.background: set[asyncio.Task[None]] = set()
 
     def sessions_topic(self, lane: str) -> Topic:
         return self.topic

@@ -6,8 +6,9 @@
 
 * topics are :class:`MemoryTopic`\\ s: what is produced is kept per topic (:class:`Produced`,
   with its partition and offset) and acknowledged at once;
-* tables are dicts, read and written through the checkpoint's staged ``get``/``put``
-  (``streams/checkpoint.py``), so a handler sees its own staged rows as in production;
+* tables are dicts, read and written through the worker's staged rows (``sb.staged.get``,
+  ``checkpoint.put``; ``streams/checkpoint.py``), so a handler sees its own staged rows as in
+  production;
 * the replicated tables (opt-outs, cancels, managers' memory) are :class:`MemoryReplica`\\ s;
 * the settings, metrics, client registry (loaded from a clients document), transports (sandbox),
   service managers, circuit breakers and dispatch backlog are the real ones (the backlog is
