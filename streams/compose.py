@@ -179,9 +179,9 @@ def build(
         topics.cancels,
     )
 
-    from streams import calls, dispatch, gauges, intake, reports, scheduler, sessions, webhooks
+    from streams import dispatch, gauges, intake, reports, scheduler, sessions, webhooks
+    from streams.twilio import call_agent, call_views, message_views
     from streams.web import api
-    from streams.web import calls as call_views
 
     # The replicated tables follow their topics for the life of the worker.
     for replica in (sb.clients, sb.optouts, sb.manager_state, sb.cancels):
@@ -198,7 +198,10 @@ def build(
     )
     gauges.register(sb)
     api.register(sb)
-    call_views.register(sb, calls.register(sb))
+    # What Twilio calls (streams/twilio/): message status callbacks and inbound SMS, and the
+    # call tool (its agent, its API and Twilio's steps during a call).
+    message_views.register(sb)
+    call_views.register(sb, call_agent.register(sb))
 
     async def close_transports(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
         await sb.transports.aclose()

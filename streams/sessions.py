@@ -91,7 +91,7 @@ from switchboard.records import (
     Trigger,
 )
 from switchboard.status import FINAL, Status, StatusEvent, event_id
-from switchboard.windows import Hold, NoCommonOpening, delivery_hold
+from switchboard.windows import Hold, NoCommonOpening, deferred, delivery_hold
 
 __all__ = [
     "dispatch_or_defer",
@@ -607,8 +607,8 @@ def _window_hold(sb: Switchboard, job: DispatchJob, now: float) -> Hold | None:
 
 
 async def _report_deferred(sb: Switchboard, job: DispatchJob, hold: Hold, now: float) -> None:
-    """``deferred``, saying which window and zone hold it, and until when (reasons.deferred)."""
-    error, detail = reasons.deferred(job.channel, hold)
+    """``deferred``, saying which window and zone hold it, and until when (windows.deferred)."""
+    error, detail = deferred(job.channel, hold)
     await sb.report(
         Report(
             session_id=job.session_id,
