@@ -369,12 +369,12 @@ def _clients_show(args: argparse.Namespace) -> int:
 
 
 def _calls_checksum(args: argparse.Namespace) -> int:
-    """Print the checksum :func:`switchboard.calls.verify_target_checksum` accepts: the worker's
+    """Print the checksum :func:`switchboard.calltool.calls.verify_target_checksum` accepts: the worker's
     own function over the worker's own secret lookup, so the two cannot disagree."""
     import yaml
 
-    from switchboard.calls import InvalidMemberNumber, target_checksum
-    from switchboard.campaigns import checksum_secret, parse_campaigns, secret_from
+    from switchboard.calltool.calls import InvalidMemberNumber, target_checksum
+    from switchboard.calltool.campaigns import checksum_secret, parse_campaigns, secret_from
 
     try:
         document = yaml.safe_load(args.file.read_text())

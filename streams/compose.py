@@ -7,7 +7,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from faust.types import TableT, TopicT
+from faust.types import AppT, TableT, TopicT
 
 from streams.app import BIG_MESSAGE, Switchboard, Tables, Topics
 from streams.changelog import BulkRows
@@ -28,7 +28,7 @@ from transports.ratelimit import Slots
 from transports.registry import TransportRegistry
 from transports.twilio_lookup import TwilioLookups
 
-__all__ = ["build", "table_dir"]
+__all__ = ["build", "declare_topics", "table_dir"]
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +36,39 @@ log = logging.getLogger(__name__)
 def table_dir(settings: Settings) -> Path:
     """The directory of this worker's local copies of the tables (a cache of their changelogs)."""
     return settings.data_dir.resolve() / "tables"
+
+
+def declare_topics(app: AppT, settings: Settings) -> Topics:
+    """Declare every topic the agents read and write on ``app`` (raw bytes, the worker's
+    partition count). The agents' fast tier (``tests/unit/agents/harness.py``) declares them
+    through this too, on its in-memory app, so it cannot drift from production's."""
+
+    def topic(name: str) -> TopicT:
+        return app.topic(
+            settings.topic(name),
+            key_type=bytes,
+            value_type=bytes,
+            partitions=settings.partitions if name != "clients" else 1,
+            internal=False,
+        )
+
+    return Topics(
+        instructions=topic("instructions"),
+        status=topic("status"),
+        rejected=topic("rejected"),
+        sessions=topic("sessions"),
+        reports=topic("reports"),
+        schedule=topic("schedule"),
+        calls=topic("calls"),
+        optouts=topic("optouts"),
+        manager_state=topic("manager-state"),
+        webhooks=topic("webhooks"),
+        dispatch={channel: topic(f"dispatch.{channel}") for channel in CHANNELS},
+        cancels=topic("cancels"),
+        priority_sessions=topic("sessions.priority"),
+        priority_dispatch=topic("dispatch.priority"),
+        priority_reports=topic("reports.priority"),
+    )
 
 
 def build(
@@ -88,32 +121,7 @@ def build(
         worker_redirect_stdouts=False,
     )
 
-    def topic(name: str) -> TopicT:
-        return app.topic(
-            settings.topic(name),
-            key_type=bytes,
-            value_type=bytes,
-            partitions=settings.partitions if name != "clients" else 1,
-            internal=False,
-        )
-
-    topics = Topics(
-        instructions=topic("instructions"),
-        status=topic("status"),
-        rejected=topic("rejected"),
-        sessions=topic("sessions"),
-        reports=topic("reports"),
-        schedule=topic("schedule"),
-        calls=topic("calls"),
-        optouts=topic("optouts"),
-        manager_state=topic("manager-state"),
-        webhooks=topic("webhooks"),
-        dispatch={channel: topic(f"dispatch.{channel}") for channel in CHANNELS},
-        cancels=topic("cancels"),
-        priority_sessions=topic("sessions.priority"),
-        priority_dispatch=topic("dispatch.priority"),
-        priority_reports=topic("reports.priority"),
-    )
+    topics = declare_topics(app, settings)
 
     memory = TableMemory.of(settings.table_memory_mb)
 
@@ -179,9 +187,9 @@ def build(
         topics.cancels,
     )
 
-    from streams import calls, dispatch, gauges, intake, reports, scheduler, sessions, webhooks
+    from streams import dispatch, gauges, intake, reports, scheduler, sessions, webhooks
+    from streams.twilio import call_agent, call_views, message_views
     from streams.web import api
-    from streams.web import calls as call_views
 
     # The replicated tables follow their topics for the life of the worker.
     for replica in (sb.clients, sb.optouts, sb.manager_state, sb.cancels):
@@ -198,7 +206,10 @@ def build(
     )
     gauges.register(sb)
     api.register(sb)
-    call_views.register(sb, calls.register(sb))
+    # What Twilio calls (streams/twilio/): message status callbacks and inbound SMS, and the
+    # call tool (its agent, its API and Twilio's steps during a call).
+    message_views.register(sb)
+    call_views.register(sb, call_agent.register(sb))
 
     async def close_transports(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
         await sb.transports.aclose()

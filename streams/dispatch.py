@@ -58,6 +58,7 @@ from switchboard.fanout import dispatch_key
 from switchboard.keys import batch_part_row, batch_row, fence_row, job_timer, send_row
 from switchboard.records import DispatchJob, Fence, JobBatch, PurgeSends, Report
 from switchboard.retry import next_attempt_of_session
+from switchboard.status import Status
 from switchboard.windows import NoCommonOpening, delivery_release
 from transports.base import OutboundMessage, SendResult, Transport
 from transports.errors import RetryableError, TransportError, Withdrawn
@@ -171,9 +172,9 @@ async def _dispatch(sb: Switchboard, job: DispatchJob) -> None:
     withdrawn = _withdrawn(sb, job)
     if withdrawn is not None:
         await sb.report(
-            _report(
-                job,
+            job.report(
                 withdrawn.status,
+                time.time(),
                 error=withdrawn.message,
                 error_code=withdrawn.code,
                 detail=_withdrawn_detail(job, withdrawn),
@@ -267,9 +268,9 @@ async def _outcome(
     ``watch``: the batch's deadlines, which bound the send (else a timeout of its own)."""
     withdrawn = _withdrawn(sb, job)
     if withdrawn is not None:
-        return _report(
-            job,
+        return job.report(
             withdrawn.status,
+            time.time(),
             error=withdrawn.message,
             error_code=withdrawn.code,
             detail=_withdrawn_detail(job, withdrawn),
@@ -282,24 +283,24 @@ async def _outcome(
         # A `sent` awaits a final report (a delivery callback); the report agent expires it
         # when none comes in time (streams/reports.py).
         passed = ["sent"] if result.status == "delivered" else []
-        report = _report(
-            job,
+        report = job.report(
             result.status,
+            time.time(),
             provider_message_id=result.provider_message_id,
             detail=dict(result.detail) | extra,
             passed=passed,
         )
         return report, None
     if isinstance(failure, Withdrawn):  # nothing was sent
-        report = _report(
-            job,
+        report = job.report(
             failure.status,
+            time.time(),
             error=failure.message,
             error_code=failure.code,
             detail=_withdrawn_detail(job, failure, extra),
         )
         return report, None
-    status = "suppressed" if failure.suppressed else "failed"
+    status: Status = "suppressed" if failure.suppressed else "failed"
     if failure.suppressed and job.channel in optout.PHONE_CHANNELS:
         # The provider knows the recipient opted out (Twilio 21610): remember it here too, for
         # every channel that reaches the number (the client's ``optout_channels``).
@@ -328,9 +329,9 @@ async def _outcome(
         detail["retry_at"] = (
             datetime.fromtimestamp(retry_at, UTC).isoformat().replace("+00:00", "Z")
         )
-    report = _report(
-        job,
+    report = job.report(
         status,
+        time.time(),
         error=failure.message,
         error_code=failure.code,
         retryable=failure.retryable,
@@ -692,7 +693,7 @@ def _too_late_to_retry(
         "last_error": failure.message,
         "last_error_code": failure.code,
     }
-    return _report(job, "expired", error=message, error_code="deadline", detail=detail)
+    return job.report("expired", time.time(), error=message, error_code="deadline", detail=detail)
 
 
 def _unsubscribe_url(sb: Switchboard, job: DispatchJob) -> str | None:
@@ -739,18 +740,3 @@ def _past_deadline(sb: Switchboard) -> TransportError:
 
 def _retryable(message: str, code: str) -> TransportError:
     return RetryableError(message, code=code)
-
-
-def _report(job: DispatchJob, status: Any, **fields: Any) -> Report:
-    return Report(
-        session_id=job.session_id,
-        client_id=job.client_id,
-        channel=job.channel,
-        index=job.index,
-        address=job.address,
-        status=status,
-        attempt=job.attempt,
-        occurred_at=time.time(),
-        priority=job.priority,
-        **fields,
-    )

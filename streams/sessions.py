@@ -91,7 +91,7 @@ from switchboard.records import (
     Trigger,
 )
 from switchboard.status import FINAL, Status, StatusEvent, event_id
-from switchboard.windows import Hold, NoCommonOpening, delivery_hold
+from switchboard.windows import Hold, NoCommonOpening, deferred, delivery_hold
 
 __all__ = [
     "dispatch_or_defer",
@@ -449,19 +449,13 @@ async def _route(
             await sb.report(item)
         elif (scrub := plan.scrubbed.get((item.channel, item.address))) is not None:
             await sb.report(
-                Report(
-                    session_id=item.session_id,
-                    client_id=item.client_id,
-                    channel=item.channel,
-                    index=item.index,
-                    address=item.address,
-                    status="suppressed",
+                item.report(
+                    "suppressed",
+                    now,
                     attempt=0,
-                    occurred_at=now,
                     error=scrub.reason,
                     error_code="scrubbed",
                     detail={"service_manager": scrub.manager},
-                    priority=item.priority,
                 )
             )
         else:
@@ -607,23 +601,10 @@ def _window_hold(sb: Switchboard, job: DispatchJob, now: float) -> Hold | None:
 
 
 async def _report_deferred(sb: Switchboard, job: DispatchJob, hold: Hold, now: float) -> None:
-    """``deferred``, saying which window and zone hold it, and until when (reasons.deferred)."""
-    error, detail = reasons.deferred(job.channel, hold)
+    """``deferred``, saying which window and zone hold it, and until when (windows.deferred)."""
+    error, detail = deferred(job.channel, hold)
     await sb.report(
-        Report(
-            session_id=job.session_id,
-            client_id=job.client_id,
-            channel=job.channel,
-            index=job.index,
-            address=job.address,
-            status="deferred",
-            attempt=job.attempt,
-            occurred_at=now,
-            error_code=reasons.WINDOW_CLOSED,
-            error=error,
-            detail=detail,
-            priority=job.priority,
-        )
+        job.report("deferred", now, error_code=reasons.WINDOW_CLOSED, error=error, detail=detail)
     )
 
 
@@ -637,19 +618,12 @@ async def _report_window_too_late(
         job.expires_at, "its window opens at " + deadline.iso(release.timestamp())
     )
     await sb.report(
-        Report(
-            session_id=job.session_id,
-            client_id=job.client_id,
-            channel=job.channel,
-            index=job.index,
-            address=job.address,
-            status="expired",
-            attempt=job.attempt,
-            occurred_at=now,
+        job.report(
+            "expired",
+            now,
             error=why,
             error_code="deadline",
             detail={"expires_at": deadline.iso(job.expires_at)},
-            priority=job.priority,
         )
     )
 
@@ -659,21 +633,7 @@ async def _report_no_window(
 ) -> None:
     """The delivery can never be sent inside its window in every zone its number may be in:
     ``rejected`` (code ``no-common-window``), rather than sent outside it or held forever."""
-    await sb.report(
-        Report(
-            session_id=job.session_id,
-            client_id=job.client_id,
-            channel=job.channel,
-            index=job.index,
-            address=job.address,
-            status="rejected",
-            attempt=job.attempt,
-            occurred_at=now,
-            error=str(exc),
-            error_code="no-common-window",
-            priority=job.priority,
-        )
-    )
+    await sb.report(job.report("rejected", now, error=str(exc), error_code="no-common-window"))
 
 
 async def dispatch_or_defer(sb: Switchboard, job: DispatchJob, now: float) -> bool:
@@ -752,18 +712,8 @@ async def _resend(sb: Switchboard, state: SessionState, chunk: int) -> None:
             continue
         job = dataclasses.replace(job, attempt=int(previous["attempt"]) + 1)
         await sb.report(
-            Report(
-                session_id=job.session_id,
-                client_id=job.client_id,
-                channel=job.channel,
-                index=job.index,
-                address=job.address,
-                status="accepted",
-                attempt=job.attempt,
-                occurred_at=now,
-                reopen=True,
-                detail={"resend_of_attempt": previous["attempt"]},
-                priority=job.priority,
+            job.report(
+                "accepted", now, reopen=True, detail={"resend_of_attempt": previous["attempt"]}
             )
         )
         await dispatch_or_defer(sb, job, now)

@@ -33,7 +33,7 @@ from streams.compose import build, table_dir
 from streams.kafka_security import check_kafka
 from streams.schema_registry import SchemaIds, SchemaRegistry
 from streams.topics import ensure_topics
-from switchboard.campaigns import checksum_secret_problems, parse_campaigns, secret_from
+from switchboard.calltool.campaigns import checksum_secret_problems, parse_campaigns, secret_from
 from switchboard.clients import parse_clients_document
 from switchboard.errors import ConfigError
 from switchboard.logs import logging_config

@@ -20,7 +20,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final, cast
 
-from switchboard.campaigns import InvalidCampaigns, parse_campaigns
+from switchboard.calltool.campaigns import InvalidCampaigns, parse_campaigns
 from switchboard.errors import ConfigError, FieldError
 from switchboard.instruction import CHANNELS, Channel
 from switchboard.optout import DEFAULT_CHANNELS, PHONE_CHANNELS
@@ -115,7 +115,7 @@ class ClientConfig:
     timezone: str = "UTC"
     service_managers: tuple[str, ...] | None = None
     help_text: str | None = None
-    #: The call tool's campaigns (README: "The call tool"), checked by switchboard.campaigns.
+    #: The call tool's campaigns (README: "The call tool"), checked by switchboard.calltool.campaigns.
     campaigns: Mapping[str, Any] = field(default_factory=dict)
     #: Send API requests per second and burst, per worker (``rate_limit: {per_second, burst}``).
     rate_limit: RateLimit = DEFAULT_LIMIT

@@ -10,7 +10,8 @@ already has:
 - ``error_code``: unchanged in meaning, the provider's code when a provider decided (Twilio
   ``21610``, APNs ``Unregistered``), else Switchboard's own, which is then the reason code;
 - for ``deferred``, ``detail`` also names the window that held the delivery, the zone it is
-  closed in, every zone it is read in and the release time (:func:`deferred`).
+  closed in, every zone it is read in and the release time (:func:`switchboard.windows.deferred`,
+  next to the hold it describes).
 
 :func:`annotate` is applied where the events are built (``switchboard/deliveries.py`` for
 deliveries, the session agent for a session's own events), so a reason cannot be forgotten by
@@ -23,11 +24,9 @@ know becomes the status's catch-all (:data:`FALLBACK`), and the code itself stay
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import UTC
 from typing import Any, Final
 
 from switchboard.status import Status
-from switchboard.windows import Hold
 
 __all__ = [
     "FALLBACK",
@@ -35,7 +34,6 @@ __all__ = [
     "REASONS",
     "WINDOW_CLOSED",
     "annotate",
-    "deferred",
     "reason_for",
 ]
 
@@ -131,33 +129,3 @@ def annotate(
     assert reason is not None
     text = error or _TEXT.get(reason) or REASONS[status][reason]
     return error_code or reason, text, {**detail, "reason": reason}
-
-
-def deferred(channel: str, hold: Hold) -> tuple[str, dict[str, Any]]:
-    """``(error, detail)`` of a delivery that ``hold`` keeps outside ``channel``'s window
-    (:func:`switchboard.windows.delivery_hold`).
-
-    ``detail`` holds ``reason`` (``window-closed``), ``release_at`` (ISO 8601, UTC), ``window``
-    (``{days, start, end, timezone}`` as configured, ``timezone`` being a zone name or
-    ``recipient``), ``zone`` (the zone whose window opens last: the one that holds the delivery
-    until ``release_at``) and, when the window is read in several, ``zones`` (every one)."""
-    at = hold.release.astimezone(UTC).isoformat().replace("+00:00", "Z")
-    window = hold.window
-    days = ",".join(window.days)
-    detail: dict[str, Any] = {
-        "reason": WINDOW_CLOSED,
-        "release_at": at,
-        "zone": hold.zone,
-        "window": {
-            "days": days,
-            "start": window.start,
-            "end": window.end,
-            "timezone": window.timezone,
-        },
-    }
-    where = f"in {hold.zone}"
-    if len(hold.zones) > 1:
-        detail["zones"] = list(hold.zones)
-        where += f", the last to open of the number's {len(hold.zones)} time zones"
-    error = f"outside the {channel} window {window.start}-{window.end} ({days}) {where}; released at {at}"
-    return error, detail

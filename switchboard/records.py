@@ -383,6 +383,43 @@ class DispatchJob:
     def key(self) -> str:
         return delivery_key(self.session_id, self.index, self.channel)
 
+    def report(
+        self,
+        status: Status,
+        occurred_at: float,
+        *,
+        attempt: int | None = None,
+        provider_message_id: str | None = None,
+        error_code: str | None = None,
+        error: str | None = None,
+        retryable: bool = False,
+        detail: dict[str, Any] | None = None,
+        passed: list[str] | None = None,
+        retry_at: float | None = None,
+        reopen: bool = False,
+    ) -> Report:
+        """What happened to this job's delivery: a :class:`Report` of its session, client,
+        channel, recipient, attempt (unless ``attempt`` says otherwise) and lane."""
+        return Report(
+            session_id=self.session_id,
+            client_id=self.client_id,
+            channel=self.channel,
+            index=self.index,
+            address=self.address,
+            status=status,
+            attempt=self.attempt if attempt is None else attempt,
+            provider_message_id=provider_message_id,
+            error_code=error_code,
+            error=error,
+            retryable=retryable,
+            detail={} if detail is None else detail,
+            occurred_at=occurred_at,
+            passed=[] if passed is None else passed,
+            retry_at=retry_at,
+            reopen=reopen,
+            priority=self.priority,
+        )
+
 
 @dataclass(slots=True)  # not frozen, yet a value: see "Hot records" in switchboard/records.py
 class Report:

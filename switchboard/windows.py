@@ -87,19 +87,21 @@ import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
-from typing import Final
+from typing import Any, Final
 from zoneinfo import ZoneInfo
 
 import phonenumbers
 from phonenumbers.timezone import time_zones_for_number
 
 from switchboard.clients import ClientConfig, TimeWindow
+from switchboard.reasons import WINDOW_CLOSED
 from switchboard.zones import is_zone_name
 
 __all__ = [
     "Hold",
     "NoCommonOpening",
     "common_opening",
+    "deferred",
     "delivery_hold",
     "delivery_release",
     "is_open",
@@ -409,3 +411,34 @@ def _instant(wall: datetime, zone: ZoneInfo) -> datetime:
 
 def _wall(instant: datetime, zone: ZoneInfo) -> datetime:
     return instant.astimezone(zone).replace(tzinfo=None, fold=0)
+
+
+def deferred(channel: str, hold: Hold) -> tuple[str, dict[str, Any]]:
+    """``(error, detail)`` of a delivery that ``hold`` keeps outside ``channel``'s window
+    (:func:`delivery_hold`): the text and detail of its ``deferred`` status event, whose reason
+    codes are :mod:`switchboard.reasons`'.
+
+    ``detail`` holds ``reason`` (``window-closed``), ``release_at`` (ISO 8601, UTC), ``window``
+    (``{days, start, end, timezone}`` as configured, ``timezone`` being a zone name or
+    ``recipient``), ``zone`` (the zone whose window opens last: the one that holds the delivery
+    until ``release_at``) and, when the window is read in several, ``zones`` (every one)."""
+    at = hold.release.astimezone(UTC).isoformat().replace("+00:00", "Z")
+    window = hold.window
+    days = ",".join(window.days)
+    detail: dict[str, Any] = {
+        "reason": WINDOW_CLOSED,
+        "release_at": at,
+        "zone": hold.zone,
+        "window": {
+            "days": days,
+            "start": window.start,
+            "end": window.end,
+            "timezone": window.timezone,
+        },
+    }
+    where = f"in {hold.zone}"
+    if len(hold.zones) > 1:
+        detail["zones"] = list(hold.zones)
+        where += f", the last to open of the number's {len(hold.zones)} time zones"
+    error = f"outside the {channel} window {window.start}-{window.end} ({days}) {where}; released at {at}"
+    return error, detail

@@ -19,6 +19,7 @@ from __future__ import annotations
 from typing import ClassVar
 
 from switchboard.errors import SwitchboardError
+from switchboard.status import Status
 
 __all__ = ["PermanentError", "RetryableError", "SuppressedError", "TransportError", "Withdrawn"]
 
@@ -55,6 +56,6 @@ class Withdrawn(TransportError):
     is what the delivery becomes (``cancelled``: its session was cancelled; ``suppressed``: its
     recipient opted out meanwhile)."""
 
-    def __init__(self, message: str, *, status: str, code: str | None = None) -> None:
+    def __init__(self, message: str, *, status: Status, code: str | None = None) -> None:
         super().__init__(message, code=code)
         self.status = status

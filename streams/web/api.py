@@ -24,7 +24,7 @@ from faust.web import Request, Response, View
 from streams.app import Switchboard
 from streams.sessions import load_idempotency
 from streams.submit import Unconfirmed, checked_envelope, submit
-from streams.web import console, protocol, routing, sessions, twilio, unsubscribe
+from streams.web import console, protocol, routing, sessions, unsubscribe
 from streams.web.claims import WINDOW as CLAIM_WINDOW
 from streams.web.claims import Claims, KeyOutcome
 from streams.web.common import (
@@ -86,7 +86,6 @@ def register(sb: Switchboard) -> None:
             return self.json(answer, status=202)
 
     sessions.register(sb)
-    twilio.register(sb)
     unsubscribe.register(sb)
     console.register(sb)
 

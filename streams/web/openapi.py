@@ -15,6 +15,7 @@ from typing import Any, Final
 from streams.web.common import MAX_TWILIO_BODY
 from streams.web.openapi_console import console_paths
 from streams.web.openapi_twilio import call_schema, twilio_message_paths
+from switchboard.calltool.twiml import STEPS
 from switchboard.deadline import MAX_TTL_SECONDS
 from switchboard.instruction import (
     CHANNELS,
@@ -25,7 +26,6 @@ from switchboard.instruction import (
 )
 from switchboard.reasons import REASONS
 from switchboard.status import STATUSES
-from switchboard.twiml import STEPS
 from switchboard.validation import MAX_MESSAGE, MAX_RETRIES
 
 __all__ = ["openapi_document"]

@@ -4,7 +4,7 @@ calls (delivery status callbacks, inbound SMS) and the combined state of a call.
 Kept apart from :mod:`streams.web.openapi` (the Send API) so that neither grows past a readable
 size; :func:`streams.web.openapi.openapi_document` merges them. The Twilio endpoints are called
 by Twilio, not by clients: they carry no API key but ``X-Twilio-Signature``, checked against
-``SWITCHBOARD_PUBLIC_URL`` and the exact path and query (``streams/web/twilio_signature.py``).
+``SWITCHBOARD_PUBLIC_URL`` and the exact path and query (``streams/twilio/signature.py``).
 The header is not marked required because a request without a valid one is not always
 refused: one that names no delivery of a client with a Twilio channel is answered 200 once
 recorded on the rejected topic (nothing to check it against, and nothing it could change).
@@ -15,7 +15,7 @@ from __future__ import annotations
 from typing import Any
 
 from streams.web.common import MAX_TWILIO_BODY
-from switchboard.calls import CALL_STATUSES, MEMBER_STATUSES, TARGET_STATUSES
+from switchboard.calltool.calls import CALL_STATUSES, MEMBER_STATUSES, TARGET_STATUSES
 
 __all__ = ["call_schema", "twilio_message_paths"]
 
@@ -150,7 +150,7 @@ def twilio_message_paths() -> dict[str, Any]:
 
 
 def call_schema() -> dict[str, Any]:
-    """The answer of ``GET /v1/calls/{id}`` (``switchboard.calls.combined_state``)."""
+    """The answer of ``GET /v1/calls/{id}`` (``switchboard.calltool.calls.combined_state``)."""
     time: dict[str, Any] = {"type": ["string", "null"], "format": "date-time"}
     nullable: dict[str, Any] = {"type": ["string", "null"]}
 

@@ -24,7 +24,7 @@ from typing import Any
 
 import pytest
 
-from switchboard.calls import target_checksum
+from switchboard.calltool.calls import target_checksum
 from tests.fakes.background import BackgroundServer
 from tests.fakes.twilio_server import (
     TEST_ACCOUNT_SID,

@@ -6,6 +6,7 @@ the dispatcher's own code over dict tables."""
 from __future__ import annotations
 
 import json
+import time
 from types import SimpleNamespace
 from typing import Any
 
@@ -67,7 +68,7 @@ def sent(monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, bool]]:
 
     async def outcome(sb: Any, job: DispatchJob, in_doubt: bool, watch: Any) -> tuple[Report, None]:
         calls.append((job.index, in_doubt))
-        return dispatch._report(job, "delivered", passed=["sent"]), None
+        return job.report("delivered", time.time(), passed=["sent"]), None
 
     async def window_allows(sb: Any, job: DispatchJob) -> bool:
         return True
@@ -98,7 +99,7 @@ async def test_the_next_owner_reports_what_was_recorded_and_sends_only_the_rest(
     sent: list[tuple[int, bool]],
 ) -> None:
     batch = JobBatch([job(0), job(1), job(2)])
-    recorded = dispatch._report(job(0), "delivered", passed=["sent"])
+    recorded = job(0).report("delivered", time.time(), passed=["sent"])
     sb = worker(
         {
             batch_row(
@@ -140,7 +141,7 @@ async def test_a_batch_sends_at_most_max_in_flight_at_a_time(
         peak = max(peak, running)
         await asyncio.sleep(0.001)
         running -= 1
-        return dispatch._report(job, "delivered"), None
+        return job.report("delivered", time.time()), None
 
     async def window_allows(sb: Any, job: DispatchJob) -> bool:
         return True

@@ -134,7 +134,8 @@ def test_openapi_strings_are_as_strict_as_validation_about_empty_values() -> Non
 def test_openapi_documents_every_public_route() -> None:
     """Issue 14, part 5: Twilio's message endpoints were missing. Every route a view registers is
     an operation of the document, except the workers' internal ones."""
-    source = "\n".join(p.read_text() for p in (ROOT / "streams" / "web").glob("*.py"))
+    views = (ROOT / "streams" / "web", ROOT / "streams" / "twilio")
+    source = "\n".join(p.read_text() for folder in views for p in folder.glob("*.py"))
     routes = set(re.findall(r'@app\.page\("([^"]+)"', source))
     routes |= set(re.findall(r'router\.add_get\("([^"]+)"', source))  # the console's
     internal = {r for r in routes if r.startswith("/internal/")}
@@ -149,7 +150,7 @@ def test_openapi_call_schema_is_the_shape_of_get_v1_calls() -> None:
 
     import jsonschema
 
-    from switchboard import calls
+    from switchboard.calltool import calls
 
     at = datetime(2026, 12, 5, 12, 0, tzinfo=UTC)
     call = calls.new_call(
@@ -181,7 +182,7 @@ def test_openapi_call_schema_is_the_shape_of_get_v1_calls() -> None:
 
 def test_readme_documents_every_campaign_option_and_the_twilio_options() -> None:
     """Issue 14, part 5: options that worked but were documented nowhere."""
-    from switchboard.campaigns import _CAMPAIGN_KEYS
+    from switchboard.calltool.campaigns import _CAMPAIGN_KEYS
     from switchboard.validation import MAX_RETRIES
 
     readme = (ROOT / "README.md").read_text()

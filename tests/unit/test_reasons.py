@@ -14,7 +14,7 @@ from switchboard.clients import parse_client
 from switchboard.deliveries import apply_report
 from switchboard.records import Report
 from switchboard.status import STATUSES, StatusEvent
-from switchboard.windows import delivery_hold, delivery_release
+from switchboard.windows import deferred, delivery_hold, delivery_release
 from switchboard.wire import encode_record, read_record
 
 README = Path(__file__).resolve().parents[2] / "README.md"
@@ -113,7 +113,7 @@ def test_a_deferral_names_the_window_the_zone_and_the_release() -> None:
     assert release == datetime(2026, 12, 7, 5, tzinfo=UTC)
     hold = delivery_hold(client, "sms", at, recipient_tz="Europe/Moscow", address=None)
     assert hold is not None and hold.release == release
-    error, detail = reasons.deferred("sms", hold)
+    error, detail = deferred("sms", hold)
     assert detail == {
         "reason": "window-closed",
         "release_at": "2026-12-07T05:00:00Z",
@@ -141,7 +141,7 @@ def test_a_number_in_many_zones_is_held_by_the_last_to_open() -> None:
     assert release is not None and hold is not None and len(hold.zones) > 10
     assert hold.release == release
     assert release.astimezone(__import__("zoneinfo").ZoneInfo(hold.zone)).hour == 8
-    _, detail = reasons.deferred("sms", hold)
+    _, detail = deferred("sms", hold)
     assert detail["zones"] == list(hold.zones) and detail["zone"] in detail["zones"]
 
 
@@ -150,7 +150,7 @@ def test_the_deferral_detail_fits_the_status_topics_schema() -> None:
     at = datetime(2026, 12, 5, 4, tzinfo=UTC)
     hold = delivery_hold(client, "sms", at, recipient_tz=None, address="+79161234567")
     assert hold is not None
-    error, detail = reasons.deferred("sms", hold)
+    error, detail = deferred("sms", hold)
     event = StatusEvent(
         "s",
         "acme",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -172,3 +173,30 @@ def test_a_batch_encoded_with_its_items_once_reads_back_the_same() -> None:
     assert encode_batch(batch, items) == encode_batch(batch)
     body = json.loads(encode_batch(batch))
     assert body["kind"] == "reports" and ReportBatch.decode(body).reports == [REPORT, REPORT]
+
+
+def test_a_job_reports_on_its_own_delivery() -> None:
+    """``DispatchJob.report``: the job's session, client, channel, recipient, attempt and lane,
+    with what happened; every other field as a Report's default."""
+    job = JOB
+    high = dataclasses.replace(job, priority="high")
+    report = high.report("deferred", 1_700_000_000.5, error="closed", detail={"zone": "UTC"})
+    assert report == Report(
+        session_id="s1",
+        client_id="acme",
+        channel="email",
+        index=501,
+        address="a@b.co",
+        status="deferred",
+        attempt=2,
+        error="closed",
+        detail={"zone": "UTC"},
+        occurred_at=1_700_000_000.5,
+        priority="high",
+    )
+    assert report.key == job.key
+    bare = job.report("delivered", 5.0, passed=["sent"], provider_message_id="SM1")
+    assert (bare.detail, bare.passed, bare.retry_at, bare.reopen) == ({}, ["sent"], None, False)
+    assert bare.statuses == ["sent", "delivered"] and bare.priority == "normal"
+    assert job.report("suppressed", 5.0, attempt=0).attempt == 0, "unless told otherwise"
+    assert job.report("failed", 5.0).detail is not job.report("failed", 5.0).detail

@@ -4,8 +4,9 @@
 ``produce``, ``command``, ``report_batch``, ``dispatch_batch``, ``schedule_at``, ``reject`` and
 ``publish_status`` run), over stand-ins for what needs Kafka or RocksDB:
 
-* topics are :class:`MemoryTopic`\\ s: what is produced is kept per topic (:class:`Produced`,
-  with its partition and offset) and acknowledged at once;
+* topics are :class:`MemoryTopic`\\ s, declared by production's own
+  :func:`streams.compose.declare_topics` on an in-memory app: what is produced is kept per topic
+  (:class:`Produced`, with its partition and offset) and acknowledged at once;
 * tables are dicts, read and written through the worker's staged rows (``sb.staged.get``,
   ``checkpoint.put``; ``streams/checkpoint.py``), so a handler sees its own staged rows as in
   production;
@@ -35,13 +36,14 @@ from types import SimpleNamespace
 from typing import Any, cast
 
 from faust.streams import _current_event
-from faust.types import EventT, StreamT, TableT, TopicT
+from faust.types import EventT, StreamT, TableT
 
 from streams import dispatch, intake, reports, scheduler, sessions
-from streams.app import Switchboard, Tables, Topics
+from streams.app import Switchboard, Tables
 from streams.bulk import BulkProducer
 from streams.checkpoint import run_checkpointed
 from streams.clients import ClientRegistry
+from streams.compose import declare_topics
 from streams.failover import Failover
 from streams.flow import DispatchBacklog
 from streams.managers import ManagerDesk, build_managers
@@ -50,7 +52,6 @@ from streams.replica import KeyValueReplica
 from streams.tablestore import TableMemory
 from switchboard import records
 from switchboard.circuit import Breaker
-from switchboard.instruction import CHANNELS
 from switchboard.settings import Settings
 from switchboard.status import StatusEvent
 from switchboard.validation import ValidationPolicy
@@ -354,45 +355,9 @@ def build(
     """A worker in memory: ``clients`` is a clients document's ``clients`` mapping (default: one
     client ``acme``, :data:`CLIENT`); ``settings`` override :class:`Settings` fields."""
     config = Settings(**{"data_dir": tmp, "partitions": 2, "sandbox": True, **settings})
-    names = [
-        "instructions",
-        "status",
-        "rejected",
-        "sessions",
-        "reports",
-        "schedule",
-        "calls",
-        "optouts",
-        "manager-state",
-        "webhooks",
-        "cancels",
-        "sessions.priority",
-        "dispatch.priority",
-        "reports.priority",
-        *(f"dispatch.{c}" for c in CHANNELS),
-    ]
-    produced = {config.topic(n): MemoryTopic(config.topic(n), config.partitions) for n in names}
-
-    def topic(name: str) -> TopicT:
-        return cast(TopicT, produced[config.topic(name)])
-
-    topics = Topics(
-        instructions=topic("instructions"),
-        status=topic("status"),
-        rejected=topic("rejected"),
-        sessions=topic("sessions"),
-        reports=topic("reports"),
-        schedule=topic("schedule"),
-        calls=topic("calls"),
-        optouts=topic("optouts"),
-        manager_state=topic("manager-state"),
-        webhooks=topic("webhooks"),
-        dispatch={c: topic(f"dispatch.{c}") for c in CHANNELS},
-        cancels=topic("cancels"),
-        priority_sessions=topic("sessions.priority"),
-        priority_dispatch=topic("dispatch.priority"),
-        priority_reports=topic("reports.priority"),
-    )
+    produced: dict[str, MemoryTopic] = {}
+    app = MemoryApp(produced, config.partitions)
+    topics = declare_topics(cast(Any, app), config)  # production's, on the in-memory app
 
     def table() -> TableT[bytes, bytes]:
         return cast(TableT[bytes, bytes], {})
@@ -406,7 +371,7 @@ def build(
     metrics = Metrics()
     sb = MemorySwitchboard(
         settings=config,
-        app=cast(Any, MemoryApp(produced, config.partitions)),
+        app=cast(Any, app),
         topics=topics,
         tables=Tables(sessions=table(), sends=table(), deliveries=table(), timers=table()),
         clients=registry,

@@ -1,5 +1,5 @@
-"""switchboard.call_commands: the call tool's commands, what each does to a call, and the
-status events they publish (the pure core of the calls agent, streams/calls.py)."""
+"""switchboard.calltool.commands: the call tool's commands, what each does to a call, and the
+status events they publish (the pure core of the calls agent, streams/twilio/call_agent.py)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,19 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from switchboard.call_commands import (
+from switchboard.calltool.calls import (
+    CALL_STATUSES,
+    DEFAULT_ANSWERED_LIMIT,
+    MEMBER_STATUSES,
+    MEMBER_TERMINAL,
+    TARGET_STATUSES,
+    Call,
+    CallStatus,
+    TargetCallEvent,
+    UnknownStatus,
+)
+from switchboard.calltool.calls import MemberStatus as MemberState
+from switchboard.calltool.commands import (
     CHANNEL,
     NOT_PLACED,
     Abandon,
@@ -40,18 +52,6 @@ from switchboard.call_commands import (
     silence_deadline,
     status_event,
 )
-from switchboard.calls import (
-    CALL_STATUSES,
-    DEFAULT_ANSWERED_LIMIT,
-    MEMBER_STATUSES,
-    MEMBER_TERMINAL,
-    TARGET_STATUSES,
-    Call,
-    CallStatus,
-    TargetCallEvent,
-    UnknownStatus,
-)
-from switchboard.calls import MemberStatus as MemberState
 from switchboard.status import STATUSES, Status
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
@@ -1019,7 +1019,7 @@ def test_the_module_imports_no_io() -> None:
     """Pure core, thin I/O: importing it loads no Kafka, Faust or HTTP library, nor streams."""
     forbidden = ("faust", "mode", "aiokafka", "aiohttp", "streams", "rocksdict", "confluent_kafka")
     code = (
-        "import sys, switchboard.call_commands\n"
+        "import sys, switchboard.calltool.commands\n"
         f"loaded = sorted({{m.split('.')[0] for m in sys.modules}} & set({forbidden!r}))\n"
         "print(','.join(loaded))"
     )

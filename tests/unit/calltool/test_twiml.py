@@ -7,7 +7,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from switchboard.twiml import (
+from switchboard.calltool.twiml import (
     CLIP_ATTEMPT,
     MAX_MENU_ATTEMPTS,
     MENU_GATHER_TIMEOUT,

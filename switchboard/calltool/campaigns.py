@@ -21,7 +21,7 @@ A client's ``campaigns`` (``clients.<id>.campaigns`` in ``clients.yaml``) maps a
 
 :func:`checksum_secret` gives the bytes that sign a campaign's manual targets, or a
 :class:`~switchboard.errors.ConfigError` saying why there are none (the variable is unset, or
-its secret is shorter than :data:`~switchboard.calls.MIN_SECRET_BYTES`);
+its secret is shorter than :data:`~switchboard.calltool.calls.MIN_SECRET_BYTES`);
 :func:`checksum_secret_problems` lists those reasons for every campaign of a client, for
 ``switchboard clients apply`` and the worker's start, which refuse them: a campaign that names
 a secret it cannot use would refuse every manual target.
@@ -44,14 +44,14 @@ from urllib.parse import urlsplit
 
 import phonenumbers
 
-from switchboard.calls import (
+from switchboard.calltool.calls import (
     MIN_SECRET_BYTES,
     InvalidMemberNumber,
     normalize_member_number,
     verify_target_checksum,
 )
+from switchboard.calltool.twiml import CallScript, DialTarget
 from switchboard.errors import ConfigError, FieldError, ValidationFailed
-from switchboard.twiml import CallScript, DialTarget
 
 __all__ = [
     "DEFAULT_LANGUAGE",
@@ -141,7 +141,7 @@ class Campaign:
     silence_limit: float = DEFAULT_SILENCE_LIMIT
 
     def script(self) -> CallScript:
-        """What the call says (:mod:`switchboard.twiml`); the menu text defaults to TwiML's."""
+        """What the call says (:mod:`switchboard.calltool.twiml`); the menu text defaults to TwiML's."""
         base = CallScript()
         return CallScript(
             sound_clip_url=self.sound_clip_url,
@@ -379,7 +379,7 @@ def checksum_secret(campaign: Campaign, secret: SecretLookup) -> bytes:
 
     Raises:
         ConfigError: the campaign names no ``checksum_secret_env``, the variable is unset, or it
-            holds fewer than :data:`~switchboard.calls.MIN_SECRET_BYTES` bytes. The message
+            holds fewer than :data:`~switchboard.calltool.calls.MIN_SECRET_BYTES` bytes. The message
             names the variable and says why; it never quotes the secret.
     """
     name = campaign.checksum_secret_env

@@ -1,14 +1,14 @@
 """The call tool's commands and what they do to a call (README: "The call tool"). Pure.
 
-:mod:`streams.calls` wires this module to Kafka: its agent decodes the commands of
+:mod:`streams.twilio.call_agent` wires this module to Kafka: its agent decodes the commands of
 ``<prefix>.calls``, applies them with :func:`apply` to the records of its ``calls`` table and
 publishes :func:`status_event`. Nothing here does I/O or reads a clock: every instant is passed
-in, as epoch seconds. The call's own state machines are :mod:`switchboard.calls`.
+in, as epoch seconds. The call's own state machines are :mod:`switchboard.calltool.calls`.
 
 Commands
     A line command (:class:`Reserve`, :class:`Release`, :class:`Abandon`) is keyed by the
     member's line (:func:`line_key`): the calls of one member and campaign, counted against
-    :data:`~switchboard.calls.MAX_CALLS_PER_MEMBER_AND_CAMPAIGN` in a :class:`LineState`. A call
+    :data:`~switchboard.calltool.calls.MAX_CALLS_PER_MEMBER_AND_CAMPAIGN` in a :class:`LineState`. A call
     command (:class:`Open`, :class:`Created`, :class:`CreationFailed`, :class:`Step`,
     :class:`MemberStatus`, :class:`TargetStatus`, :class:`Expire`) is keyed by the call id and
     changes one :class:`CallRecord`. On the topic a command is compact JSON with its ``kind``
@@ -21,7 +21,7 @@ Applying a call command
     replayed ``Open``). A callback's ``CallSid`` fills in a lost ``Created``. When the silence
     timer fires (:class:`Expire`), a call that was never placed at all (no SID, no callback) for
     the silence limit fails with code :data:`NOT_PLACED` and ``release`` (its slot must be freed);
-    otherwise :func:`switchboard.calls.expire_if_silent` decides, and a call that is not silent
+    otherwise :func:`switchboard.calltool.calls.expire_if_silent` decides, and a call that is not silent
     yet gives the change ``timer`` (the record is written: its timer is gone; nothing is
     published). :func:`silence_deadline` says when the timer must fire next.
 
@@ -58,9 +58,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar, Final
 
-from switchboard import calls as machine
 from switchboard import reasons
-from switchboard.calls import (
+from switchboard.calltool import calls as machine
+from switchboard.calltool.calls import (
     DEFAULT_ANSWERED_LIMIT,
     MEMBER_TERMINAL,
     Call,

@@ -10,7 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from switchboard.addresses import AddressError
-from switchboard.calls import (
+from switchboard.calltool.calls import (
     CALL_STATUSES,
     CHECKSUM_LENGTH,
     DEFAULT_ANSWERED_LIMIT,

@@ -1,16 +1,16 @@
 """The call tool's state (README: "The call tool"): the calls agent and its two tables.
 
 The commands, the table values and what a command does to a call are pure, in
-:mod:`switchboard.call_commands`; this module wires them to Kafka. Everything that changes a call
+:mod:`switchboard.calltool.commands`; this module wires them to Kafka. Everything that changes a call
 goes through ``<prefix>.calls`` and is applied by one agent, ``switchboard.calls``, the only
 writer of two RocksDB tables:
 
-* ``calls``: call id -> :class:`~switchboard.call_commands.CallRecord` (the
-  :class:`switchboard.calls.Call` plus what the TwiML steps need: the client, the target's
+* ``calls``: call id -> :class:`~switchboard.calltool.commands.CallRecord` (the
+  :class:`switchboard.calltool.calls.Call` plus what the TwiML steps need: the client, the target's
   extension and caller id, the silence limit);
 * ``call_lines``: line key (``<client>/<campaign>/<member E.164>``) ->
-  :class:`~switchboard.call_commands.LineState`, the calls counted against the limit of
-  :data:`~switchboard.calls.MAX_CALLS_PER_MEMBER_AND_CAMPAIGN`.
+  :class:`~switchboard.calltool.commands.LineState`, the calls counted against the limit of
+  :data:`~switchboard.calltool.calls.MAX_CALLS_PER_MEMBER_AND_CAMPAIGN`.
 
 Commands are keyed by what they change, so each table row is owned by one partition::
 
@@ -33,7 +33,7 @@ The limit
 
 The silence limit (``unknown``)
     While a call may still hear from Twilio, one durable timer (``sb.schedule_at``, id
-    ``call-silence:<call id>``) is pending. When it fires, :func:`switchboard.calls.expire_if_silent`
+    ``call-silence:<call id>``) is pending. When it fires, :func:`switchboard.calltool.calls.expire_if_silent`
     decides; if the call was never placed at all (no SID, no callback: the API died between the
     reservation and Twilio) it becomes ``failed`` (code ``not-placed``) and frees its slot.
     Otherwise, if the call is not silent yet, the timer is set again for the new deadline. The
@@ -41,7 +41,7 @@ The silence limit (``unknown``)
 
 Status events
     Every change of a call publishes one :class:`~switchboard.status.StatusEvent`, built by
-    :func:`switchboard.call_commands.status_event` (its module docs list the statuses and the
+    :func:`switchboard.calltool.commands.status_event` (its module docs list the statuses and the
     ``detail``). Refusals (a step from the wrong status, an exact duplicate callback) change
     nothing and publish nothing.
 
@@ -63,7 +63,8 @@ from typing import TYPE_CHECKING, Final
 from streams import checkpoint
 from streams.checkpoint import StagedRows, put, run_checkpointed
 from streams.tablestore import declare_table
-from switchboard.call_commands import (
+from switchboard.calltool.calls import MAX_CALLS_PER_MEMBER_AND_CAMPAIGN
+from switchboard.calltool.commands import (
     NOT_PLACED,
     Abandon,
     CallCommand,
@@ -83,7 +84,6 @@ from switchboard.call_commands import (
     silence_deadline,
     status_event,
 )
-from switchboard.calls import MAX_CALLS_PER_MEMBER_AND_CAMPAIGN
 from switchboard.keys import call_silence_timer
 
 if TYPE_CHECKING:

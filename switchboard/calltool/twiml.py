@@ -41,7 +41,7 @@ Rules
       it back and never fails). An invalid key counts as an attempt, so a caller pressing wrong keys
       is hung up on after :data:`MAX_MENU_ATTEMPTS` menus, like one who presses nothing.
     - The connect step is a ``<Redirect>`` rather than inline TwiML so that the ``/connect``
-      handler alone moves the call to ``connected`` (switchboard.calls).
+      handler alone moves the call to ``connected`` (switchboard.calltool.calls).
     - An extension is sent with ``sendDigits`` once the target answers; unless it already starts
       with a ``w`` (half a second's wait), :data:`EXTENSION_PAUSE` is put in front, because most
       switchboards drop digits sent the instant they pick up.

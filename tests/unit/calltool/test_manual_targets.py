@@ -18,8 +18,8 @@ import yaml
 
 from cli.main import main
 from streams.worker import apply_clients_file
-from switchboard.calls import MIN_SECRET_BYTES, verify_target_checksum
-from switchboard.campaigns import (
+from switchboard.calltool.calls import MIN_SECRET_BYTES, verify_target_checksum
+from switchboard.calltool.campaigns import (
     MANUAL_TARGETS_MISCONFIGURED,
     checksum_secret,
     checksum_secret_problems,
@@ -29,9 +29,9 @@ from switchboard.campaigns import (
 )
 from switchboard.errors import ConfigError, ValidationFailed
 from switchboard.settings import Settings
-from tests.unit.test_campaigns import SPOKEN
+from tests.unit.calltool.test_campaigns import SPOKEN
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 SECRET = "a-campaign-secret-of-32-bytes-ok"
 NUMBER = "+14155550198"
 #: A spoken campaign whose manual targets are signed with the secret in PARK_SECRET.

@@ -1,4 +1,4 @@
-"""Campaign configuration and ``POST /api/call`` bodies (switchboard.campaigns)."""
+"""Campaign configuration and ``POST /api/call`` bodies (switchboard.calltool.campaigns)."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from switchboard.calls import target_checksum
-from switchboard.campaigns import (
+from switchboard.calltool.calls import target_checksum
+from switchboard.calltool.campaigns import (
     DEFAULT_LANGUAGE,
     DEFAULT_SILENCE_LIMIT,
     Campaign,
@@ -17,8 +17,8 @@ from switchboard.campaigns import (
     parse_campaigns,
     resolve_call_request,
 )
+from switchboard.calltool.twiml import CallScript, DialTarget
 from switchboard.errors import ConfigError, ValidationFailed
-from switchboard.twiml import CallScript, DialTarget
 
 SECRET = b"s3cret-for-manual-targets-0123456789"
 TARGET = "+14155550199"

@@ -1,4 +1,4 @@
-"""``X-Twilio-Signature`` checks (streams.web.twilio_signature): the pure check, and requests
+"""``X-Twilio-Signature`` checks (streams.twilio.signature): the pure check, and requests
 read by a real aiohttp server, signed as Twilio signs them."""
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from multidict import MultiDict
 from twilio.request_validator import RequestValidator
 from yarl import URL
 
-from streams.web.twilio_signature import public_url, signature_valid, verified_params
+from streams.twilio.signature import public_url, signature_valid, verified_params
 
 TOKEN = "twilio-auth-token-0123456789abcdef"
 PUBLIC = "https://sb.example.com"

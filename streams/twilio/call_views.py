@@ -2,7 +2,7 @@
 ``GET /v1/calls/{id}`` and the Twilio endpoints ``/twilio/calls/{id}/{step}``.
 
 The views never write state: they validate, then produce commands to ``<prefix>.calls`` for the
-calls agent (:mod:`streams.calls`). Each request is handled on the worker that owns the
+calls agent (:mod:`streams.twilio.call_agent`). Each request is handled on the worker that owns the
 partition of its key, because that worker holds the state the answer needs:
 
 * ``POST /api/call``: the member's line (``<client>/<campaign>/<member>``), whose agent decides
@@ -21,7 +21,7 @@ the worker that checks a signature is the call's owner, not necessarily the one 
 
 1. authenticate the API key (401); read ``campaign_id``, ``member_phone_number`` and
    ``target_id`` or ``target_phone_number`` + ``target_checksum``
-   (:func:`switchboard.campaigns.resolve_call_request`; 422 with every field's error);
+   (:func:`switchboard.calltool.campaigns.resolve_call_request`; 422 with every field's error);
 2. forward to the line's owner, which produces ``Reserve`` and waits for its agent's decision
    (403 over the limit; 503 when no decision came within ``SWITCHBOARD_PRODUCE_TIMEOUT``, and
    the reservation is abandoned);
@@ -32,8 +32,8 @@ the worker that checks a signature is the call's owner, not necessarily the one 
    does not count against the limit).
 
 Every Twilio endpoint checks ``X-Twilio-Signature`` against ``SWITCHBOARD_PUBLIC_URL`` + the raw
-path (:mod:`streams.web.twilio_signature`) and answers 403, changing nothing, when it is wrong.
-TwiML comes from :mod:`switchboard.twiml`. The state a step changes is acknowledged by the broker
+path (:mod:`streams.twilio.signature`) and answers 403, changing nothing, when it is wrong.
+TwiML comes from :mod:`switchboard.calltool.twiml`. The state a step changes is acknowledged by the broker
 before its TwiML is answered; if Kafka cannot take it in time the TwiML is answered anyway (the
 member's call goes on; the error is logged), except for the pure callbacks (``status``,
 ``dial-status``), which answer 503 so that the loss is visible in Twilio's debugger.
@@ -55,7 +55,8 @@ from faust.web import Request, Response, View
 from twilio.twiml.voice_response import VoiceResponse
 
 from streams.app import Switchboard
-from streams.calls import CallDesk
+from streams.twilio.call_agent import CallDesk
+from streams.twilio.signature import Params, verified_params
 from streams.web import routing
 from streams.web.common import (
     HTTPProblem,
@@ -65,8 +66,23 @@ from streams.web.common import (
     read_json_object,
     twilio_form,
 )
-from streams.web.twilio_signature import Params, verified_params
-from switchboard.call_commands import (
+from switchboard.calltool.calls import (
+    UnknownStatus,
+    combined_state,
+    parse_member_status,
+    parse_target_status,
+)
+from switchboard.calltool.campaigns import (
+    MANUAL_TARGETS_MISCONFIGURED,
+    CallRequest,
+    Campaign,
+    InvalidCampaigns,
+    checksum_secret_problems,
+    parse_campaigns,
+    resolve_call_request,
+    secret_from,
+)
+from switchboard.calltool.commands import (
     Abandon,
     CallRecord,
     Command,
@@ -78,25 +94,7 @@ from switchboard.call_commands import (
     TargetStatus,
     line_key,
 )
-from switchboard.calls import (
-    UnknownStatus,
-    combined_state,
-    parse_member_status,
-    parse_target_status,
-)
-from switchboard.campaigns import (
-    MANUAL_TARGETS_MISCONFIGURED,
-    CallRequest,
-    Campaign,
-    InvalidCampaigns,
-    checksum_secret_problems,
-    parse_campaigns,
-    resolve_call_request,
-    secret_from,
-)
-from switchboard.clients import ClientConfig
-from switchboard.errors import ValidationFailed
-from switchboard.twiml import (
+from switchboard.calltool.twiml import (
     STEPS,
     CallScript,
     CallUrls,
@@ -108,6 +106,8 @@ from switchboard.twiml import (
     parse_attempt,
     start_twiml,
 )
+from switchboard.clients import ClientConfig
+from switchboard.errors import ValidationFailed
 from transports.errors import TransportError
 from transports.twilio import TwilioVoiceTransport
 

@@ -21,7 +21,7 @@
     it (the replicated table is checked before every send); 503 while the worker is starting.
 
 Every request is checked with ``X-Twilio-Signature`` against ``SWITCHBOARD_PUBLIC_URL`` and the
-exact path (``streams/web/twilio_signature.py``): 403 otherwise, and nothing changes.
+exact path (``streams/twilio/signature.py``): 403 otherwise, and nothing changes.
 """
 
 from __future__ import annotations
@@ -39,8 +39,8 @@ from faust.web import Request, Response, View
 
 from streams.app import Switchboard
 from streams.dispatch import optout_record
+from streams.twilio.signature import verified_params
 from streams.web.common import HTTPProblem, problem_text, twilio_form
-from streams.web.twilio_signature import verified_params
 from switchboard import optout
 from switchboard.addresses import AddressError, normalize_phone
 from switchboard.clients import MAX_PROVIDERS, ClientConfig

@@ -1,0 +1,1 @@
+"""Tests of the call tool's pure rules (switchboard/calltool/)."""
