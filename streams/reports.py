@@ -404,10 +404,12 @@ async def _sweep(sb: Switchboard, cmd: ExpireSweep, offset: int) -> None:
         await sb.produce(_lane(sb), key=cmd.session_id.encode(), value=records.encode(more))
         return
     # The whole session is swept. While it is open, sweep again for the earliest delivery not
-    # yet due; a delivery sent during this sweep is due by started + timeout at the latest.
+    # yet due; a delivery sent during this sweep is due by started + timeout at the latest. A
+    # session with a fallback may complete with a channel still in flight (another one was
+    # delivered): it is swept until that one is final too.
     progress = load_progress(sb, cmd.session_id)
     sb.armed_expiry.pop(cmd.session_id, None)
-    if progress.completed_at is not None:
+    if progress.completed_at is not None and (plan is None or next_due is None):
         _save_progress(
             sb, cmd.session_id, await _set_expiry(sb, cmd.session_id, progress, None), offset
         )
