@@ -874,10 +874,15 @@ async def _cancel_chunk(
         recipients = []
     why = f"the session was blocked: {blocked}" if blocked else "the session was cancelled"
     now = time.time()
+    steps = fallback.plan_of(state.options) is not None
+    previous = -1
     for item in plan_chunk(state, chunk, recipients, now=now):
+        first, previous = item.index != previous, item.index
         delivery = _delivery(sb, item.key)
         if delivery is not None and delivery["status"] in FINAL:
             continue
+        if steps and delivery is None and not first:
+            continue  # a fallback step not started: the report agent ends it, should it start
         await sb.report(
             Report(
                 session_id=state.session_id,

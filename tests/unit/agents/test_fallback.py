@@ -8,12 +8,16 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from streams import reports
+import pytest
+
+from streams import offsets, reports
+from switchboard import records
 from tests.unit.agents.harness import (
     MemorySwitchboard,
     build,
     dispatch_event,
     fan_out,
+    reports_of,
     run_reports,
     settle_sessions,
 )
@@ -80,3 +84,23 @@ async def test_a_failure_for_good_starts_the_next_channel_and_counts_the_recipie
         ("email", "failed"),
     ]
     assert sb.take("sessions") == [], "no third step"
+
+
+async def test_a_cancel_ends_each_recipients_first_step_and_starts_no_other(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sb = build(tmp_path)
+    monkeypatch.setattr(offsets, "committed", lambda _, partitions: sb.committed(partitions))
+    session_id = await fan_out(sb, send())
+    sb.take("dispatch.sms"), sb.take("dispatch.email")  # not sent
+    await sb.command(records.Cancel(session_id))
+    await settle_sessions(sb)
+    produced = sb.take("reports")
+    assert sorted((r.index, r.channel, r.status) for r in reports_of(produced)) == [
+        (0, "sms", "cancelled"),
+        (1, "email", "cancelled"),
+    ], "the first step of each; recipient 0's email was never started"
+    await run_reports(sb, [record.event() for record in produced])
+    progress = reports.load_progress(sb, session_id)
+    assert progress.counts == {"cancelled": 2} and progress.completed_at is not None
+    assert sb.take("sessions") == [], "no step started after the cancel"
