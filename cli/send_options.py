@@ -12,6 +12,8 @@ here second-guesses the rules beyond what a flag's form says:
 - ``--transactional``: ``transactional: true``.
 - ``--ttl SECONDS`` or ``--expires-at TIME`` (ISO 8601 with an offset): the send-by deadline,
   ``ttlSeconds`` or ``expiresAt`` (``switchboard/deadline.py``).
+- ``--fallback CHANNELS`` (``sms,email``), ``--fallback-after SECONDS``: the channel fallback,
+  ``fallback: {"channels": [...], "afterSeconds": N}`` (``switchboard/fallback.py``).
 """
 
 from __future__ import annotations
@@ -81,6 +83,19 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         type=_timestamp,
         help="send-by deadline, ISO 8601 with an offset (else expired, never late)",
     )
+    p.add_argument(
+        "--fallback",
+        metavar="CHANNELS",
+        type=_channels,
+        help="channels tried in order per recipient, e.g. sms,email: the next when one is not "
+        "delivered (failed for good, or not delivered within --fallback-after)",
+    )
+    p.add_argument(
+        "--fallback-after",
+        type=int,
+        metavar="SECONDS",
+        help="with --fallback: move on when a sent message is not delivered within this time",
+    )
 
 
 def options_from(args: argparse.Namespace) -> dict[str, Any]:
@@ -97,7 +112,17 @@ def options_from(args: argparse.Namespace) -> dict[str, Any]:
             options[field] = value
     if args.transactional:
         options["transactional"] = True
+    if args.fallback is not None or args.fallback_after is not None:
+        fallback: dict[str, Any] = {"channels": args.fallback or []}
+        if args.fallback_after is not None:
+            fallback["afterSeconds"] = args.fallback_after
+        options["fallback"] = fallback  # --fallback-after alone: a 422 names the missing list
     return options
+
+
+def _channels(text: str) -> list[str]:
+    """A comma list of channels, as given (the worker says which one is unknown)."""
+    return [part.strip() for part in text.split(",") if part.strip()]
 
 
 def _timestamp(text: str) -> str:

@@ -22,6 +22,14 @@ per-delivery status events, so a recipient's events are in order on the status t
   applied like any report), and arms the timer again for the earliest one not yet due while the
   session is open. A delivery expires within the duration of a sweep of its due time.
 
+* Channel fallback (``options.fallback``, ``switchboard/fallback.py``): this agent decides when
+  a recipient's next channel is tried, as the one owner of its deliveries' states. A step that
+  ends without being delivered starts the next at once (its row is written ``accepted``, with
+  ``detail.reason`` ``fallback`` and why, and a :class:`~switchboard.records.Retry` of attempt
+  1 asks the session agent to dispatch it); a step handed off and not delivered within
+  ``afterSeconds`` starts it from the session's sweep (below), whose timer is then due by the
+  earliest such time. A session with a fallback counts recipients, each by its outcome.
+
 * Retention: :class:`~switchboard.records.PurgeDeliveries` deletes a deleted session's
   delivery rows a chunk per event, then its progress (``streams/retention.py``); a report for a
   session already deleted (a late callback) is ignored.
@@ -42,6 +50,7 @@ import dataclasses
 import logging
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -52,8 +61,8 @@ from streams import retention
 from streams.app import Switchboard
 from streams.checkpoint import put, run_checkpointed
 from streams.managers import merge_detail
-from streams.sessions import load_session
-from switchboard import jsonbytes, records
+from streams.sessions import load_chunk, load_session
+from switchboard import deadline, fallback, jsonbytes, records
 from switchboard.deliveries import apply_report, provider_id_conflict
 from switchboard.errors import FieldError, MissingState
 from switchboard.fanout import CHUNK_SIZE
@@ -69,7 +78,7 @@ from switchboard.records import (
     SessionState,
 )
 from switchboard.retry import next_attempt_of_session
-from switchboard.status import StatusEvent, event_id, is_final
+from switchboard.status import Status, StatusEvent, event_id, is_final
 
 __all__ = ["load_delivery", "load_progress", "register"]
 
@@ -159,6 +168,9 @@ async def _apply(sb: Switchboard, reports: list[Report], offset: int) -> None:
     counted = progress.applied >= offset
     states: dict[str, DeliveryState] = {}  # the deliveries this event moves, in order
     expiry_due: float | None = None
+    plan = fallback.plan_of(session.options)
+    horizon = _horizon(sb, plan)
+    audience: dict[int, list[dict[str, Any]]] = {}  # chunks read for fallback steps
     for report in reports:
         if report.retry_if_allowed and report.retry_at is None:
             report = _with_retry(report, session.options)
@@ -166,28 +178,19 @@ async def _apply(sb: Switchboard, reports: list[Report], offset: int) -> None:
         state, events = await _apply_one(sb, report, old, offset)
         if state is None or state is old:
             continue
-        updated = _progress_after(report, old, state, progress)
-        completes = updated.completed_at is None and updated.final >= session.deliveries
-        completes = completes and updated is not progress
-        if completes:
-            updated = dataclasses.replace(
-                updated, completed_at=report.occurred_at, completions=updated.completions + 1
-            )
-        progress = updated
+        updated, step, events = _progressed(
+            sb, session, plan, report, (old, state), progress, events, (states, audience)
+        )
+        progress, completes = _completing(session, report, progress, updated)
         await _publish(sb, report, events)
+        if step is not None:
+            states[step.key] = step.state
+            await _start(sb, session, step)
         if state.status == "sent":
-            due = report.occurred_at + sb.settings.report_timeout
+            due = report.occurred_at + horizon
             expiry_due = due if expiry_due is None else min(expiry_due, due)
         if report.retry_if_allowed and report.retry_at is not None:
-            # Only for a report that moved its delivery on: a repeated callback schedules nothing.
-            retry = Retry(report.session_id, report.index, report.channel, report.attempt + 1)
-            await sb.schedule_at(
-                job_timer(report.key, retry.attempt),
-                report.retry_at,
-                sb.sessions_topic(report.priority),
-                report.session_id.encode(),
-                records.encode(retry),
-            )
+            await _schedule_retry(sb, report, report.retry_at)
         if completes and not counted:
             await _completed(sb, session, report.client_id, progress)
         states[report.key] = state
@@ -197,6 +200,53 @@ async def _apply(sb: Switchboard, reports: list[Report], offset: int) -> None:
         _save_progress(sb, session_id, progress, offset)  # before the deliveries: see above
     for key, state in states.items():
         put(sb.tables.deliveries, key.encode(), records.encode(state))
+
+
+def _progressed(
+    sb: Switchboard,
+    session: SessionState,
+    plan: fallback.Plan | None,
+    report: Report,
+    change: tuple[DeliveryState | None, DeliveryState],
+    progress: Progress,
+    events: list[StatusEvent],
+    seen: tuple[dict[str, DeliveryState], dict[int, list[dict[str, Any]]]],
+) -> tuple[Progress, _Step | None, list[StatusEvent]]:
+    """The progress once ``report`` moved its delivery (``change``), the fallback step it
+    starts (with a fallback: the recipient is counted by its outcome) and its events. ``seen``:
+    the deliveries this event moved so far and the audience chunks it read."""
+    if plan is None:
+        return _progress_after(report, *change, progress), None, events
+    states, audience = seen
+    rows = _rows(sb, session, report.index, states)
+    return _fallback_after(sb, session, report, change, rows, progress, events, audience)
+
+
+def _completing(
+    session: SessionState, report: Report, progress: Progress, updated: Progress
+) -> tuple[Progress, bool]:
+    """``updated`` (the progress after ``report``), completed if it makes every delivery of the
+    session final; and whether it does."""
+    completes = updated.completed_at is None and updated.final >= session.deliveries
+    if not completes or updated is progress:
+        return updated, False
+    done = dataclasses.replace(
+        updated, completed_at=report.occurred_at, completions=updated.completions + 1
+    )
+    return done, True
+
+
+async def _schedule_retry(sb: Switchboard, report: Report, at: float) -> None:
+    """The next attempt of ``report``'s delivery, at ``at``. Only for a report that moved its
+    delivery on: a repeated callback schedules nothing."""
+    retry = Retry(report.session_id, report.index, report.channel, report.attempt + 1)
+    await sb.schedule_at(
+        job_timer(report.key, retry.attempt),
+        at,
+        sb.sessions_topic(report.priority),
+        report.session_id.encode(),
+        records.encode(retry),
+    )
 
 
 def _session_of(sb: Switchboard, session_id: str, what: str) -> SessionState | None:
@@ -306,7 +356,8 @@ async def _set_expiry(
 
 
 async def _sweep(sb: Switchboard, cmd: ExpireSweep, offset: int) -> None:
-    """One chunk of a session's expiry sweep (see the module docs)."""
+    """One chunk of a session's expiry sweep (see the module docs); with a fallback, it also
+    starts the steps whose previous one was not delivered within ``afterSeconds``."""
     session = _session_of(sb, cmd.session_id, "an expiry sweep")
     if session is None:
         return
@@ -314,11 +365,14 @@ async def _sweep(sb: Switchboard, cmd: ExpireSweep, offset: int) -> None:
     started = cmd.started_at or now
     timeout = sb.settings.report_timeout
     next_due = cmd.next_due
+    plan = fallback.plan_of(session.options)
+    audience: dict[int, list[dict[str, Any]]] = {}
     first, last = cmd.chunk * CHUNK_SIZE, min(session.recipients, (cmd.chunk + 1) * CHUNK_SIZE)
     for index in range(first, last):
+        rows: dict[str, DeliveryState | None] = {}
         for channel in session.channels:
             key = records.delivery_key(cmd.session_id, index, channel)
-            state = load_delivery(sb, key)
+            state = rows[channel] = load_delivery(sb, key)
             if state is None or state.status != "sent":
                 continue
             due = state.updated_at + timeout
@@ -343,23 +397,209 @@ async def _sweep(sb: Switchboard, cmd: ExpireSweep, offset: int) -> None:
                     priority=session.priority,
                 )
             )
+        if plan is not None:
+            next_due = await _timed_out(sb, session, plan, index, rows, started, audience, next_due)
     if cmd.chunk + 1 < session.chunks:
         more = ExpireSweep(cmd.session_id, cmd.chunk + 1, started, next_due)
         await sb.produce(_lane(sb), key=cmd.session_id.encode(), value=records.encode(more))
         return
     # The whole session is swept. While it is open, sweep again for the earliest delivery not
-    # yet due; a delivery sent during this sweep is due by started + timeout at the latest.
+    # yet due; a delivery sent during this sweep is due by started + timeout at the latest. A
+    # session with a fallback may complete with a channel still in flight (another one was
+    # delivered): it is swept until that one is final too.
     progress = load_progress(sb, cmd.session_id)
     sb.armed_expiry.pop(cmd.session_id, None)
-    if progress.completed_at is not None:
+    if progress.completed_at is not None and (plan is None or next_due is None):
         _save_progress(
             sb, cmd.session_id, await _set_expiry(sb, cmd.session_id, progress, None), offset
         )
         return
-    again = started + timeout if next_due is None else min(next_due, started + timeout)
+    horizon = started + _horizon(sb, plan)
+    again = horizon if next_due is None else min(next_due, horizon)
     _save_progress(
         sb, cmd.session_id, await _set_expiry(sb, cmd.session_id, progress, again), offset
     )
+
+
+# -- channel fallback ------------------------------------------------------------------------
+
+
+def _horizon(sb: Switchboard, plan: fallback.Plan | None) -> float:
+    """Seconds after a hand-off by which the session's sweep must look at the delivery: the
+    report timeout, or a fallback's ``afterSeconds`` when shorter. The same for every delivery
+    of a session, so the sweep's timer, once armed, is never due later than a new one needs."""
+    timeout = sb.settings.report_timeout
+    if plan is None or plan.after_seconds is None:
+        return timeout
+    return min(timeout, float(plan.after_seconds))
+
+
+@dataclass(frozen=True, slots=True)
+class _Step:
+    """A fallback step started: its delivery's row, the events that tell it, and the command
+    that has the session agent dispatch it (None: it ended at once, cancelled or expired)."""
+
+    key: str
+    state: DeliveryState
+    events: list[StatusEvent]
+    dispatch: Retry | None
+
+
+def _rows(
+    sb: Switchboard, session: SessionState, index: int, states: Mapping[str, DeliveryState]
+) -> dict[str, DeliveryState | None]:
+    """The recipient's deliveries by channel, as this event has them so far."""
+    rows: dict[str, DeliveryState | None] = {}
+    for channel in session.channels:
+        key = records.delivery_key(session.session_id, index, channel)
+        rows[channel] = states.get(key) or load_delivery(sb, key)
+    return rows
+
+
+def _steps_of(
+    sb: Switchboard, session: SessionState, index: int, audience: dict[int, list[dict[str, Any]]]
+) -> tuple[tuple[str, ...], Mapping[str, str]]:
+    """The recipient's fallback steps and addresses, from its audience chunk (read once per
+    event and chunk; a lost chunk has none, so nothing is started)."""
+    chunk, at = divmod(index, CHUNK_SIZE)
+    if chunk not in audience:
+        audience[chunk] = load_chunk(sb, session.session_id, chunk) or []
+    recipients = audience[chunk]
+    addresses: Mapping[str, str] = (
+        recipients[at].get("addresses") or {} if at < len(recipients) else {}
+    )
+    return fallback.steps(session.channels, addresses), addresses
+
+
+def _fallback_after(
+    sb: Switchboard,
+    session: SessionState,
+    report: Report,
+    change: tuple[DeliveryState | None, DeliveryState],
+    rows: dict[str, DeliveryState | None],
+    progress: Progress,
+    events: list[StatusEvent],
+    audience: dict[int, list[dict[str, Any]]],
+) -> tuple[Progress, _Step | None, list[StatusEvent]]:
+    """A fallback session's delivery moved from ``change[0]`` to ``change[1]``: the next step it
+    starts, if any, the progress with the recipient counted by its outcome, and the report's
+    events (a ``delivered`` after a later step was started says so: ``after_fallback_to``)."""
+    old, state = change
+    rows[report.channel] = old
+    before = fallback.outcome(session.channels, rows)
+    rows[report.channel] = state
+    step = None
+    if fallback.after_failure(session.channels, rows, report.channel) is not None:
+        order, addresses = _steps_of(sb, session, report.index, audience)
+        move = fallback.after_failure(order, rows, report.channel)
+        if move is not None:
+            step = _step(session, report.index, move, addresses, time.time())
+            rows[move.channel] = step.state
+    progress = _recounted(progress, before, fallback.outcome(session.channels, rows))
+    progress = _held(progress, old, state)
+    later = [c for c in session.channels[session.channels.index(report.channel) + 1 :] if rows[c]]
+    if later and state.status in ("delivered", "read"):
+        events = [
+            dataclasses.replace(e, detail={**e.detail, "after_fallback_to": later[-1]})
+            if e.status in ("delivered", "read")
+            else e
+            for e in events
+        ]
+    return progress, step, events
+
+
+def _step(
+    session: SessionState, index: int, move: fallback.Move, addresses: Mapping[str, str], now: float
+) -> _Step:
+    """Fallback step ``move`` of recipient ``index``: ``accepted`` with the reason, then
+    dispatched by the session agent; or ended at once when the session was cancelled meanwhile
+    (``cancelled``) or its send-by deadline has passed (``expired``, reason ``deadline``)."""
+    accepted = Report(
+        session_id=session.session_id,
+        client_id=session.client_id,
+        channel=move.channel,
+        index=index,
+        address=fallback.address(move.channel, addresses),
+        status="accepted",
+        attempt=1,
+        occurred_at=now,
+        detail=move.detail(),
+        priority=session.priority,
+    )
+    state, events = apply_report(accepted, None)
+    assert state is not None
+    expires = deadline.deadline_of(session.options, session.created_at)
+    end: Report | None = None
+    if session.status == "cancelled":
+        why = f"the session was cancelled before the fallback to {move.channel}"
+        end = dataclasses.replace(accepted, status="cancelled", error=why, detail={})
+    elif deadline.passed_before(expires, now):
+        assert expires is not None
+        end = dataclasses.replace(
+            accepted,
+            status="expired",
+            error_code="deadline",
+            error=deadline.reason(expires, f"the fallback to {move.channel}"),
+            detail={"expires_at": deadline.iso(expires)},
+        )
+    if end is not None:
+        state, more = apply_report(end, state)
+        assert state is not None
+        events = [*events, *more]
+        return _Step(accepted.key, state, events, None)
+    return _Step(accepted.key, state, events, Retry(session.session_id, index, move.channel, 1))
+
+
+async def _start(sb: Switchboard, session: SessionState, step: _Step) -> None:
+    """Tell a started step, and have the session agent dispatch it."""
+    for event in step.events:
+        await sb.publish_status(event)
+    if step.dispatch is not None:
+        await sb.command(step.dispatch, priority=session.priority)
+
+
+async def _timed_out(
+    sb: Switchboard,
+    session: SessionState,
+    plan: fallback.Plan,
+    index: int,
+    rows: dict[str, DeliveryState | None],
+    started: float,
+    audience: dict[int, list[dict[str, Any]]],
+    next_due: float | None,
+) -> float | None:
+    """A sweep's look at a recipient's fallback timeout: its next step is started when due
+    (its row written here), else its due time is kept. Answers the sweep's ``next_due``."""
+    due = fallback.timeout_due(plan, rows)
+    if due is None:
+        return next_due
+    if due > started:
+        return due if next_due is None else min(next_due, due)
+    order, addresses = _steps_of(sb, session, index, audience)
+    move = fallback.after_timeout(plan, order, rows, started)
+    if move is not None:
+        step = _step(session, index, move, addresses, time.time())
+        put(sb.tables.deliveries, step.key.encode(), records.encode(step.state))
+        await _start(sb, session, step)
+    return next_due
+
+
+def _recounted(progress: Progress, before: Status | None, after: Status | None) -> Progress:
+    """The progress once a recipient's outcome went from ``before`` to ``after``. A count
+    moved after the session completed (a late ``delivered``) does not open it again."""
+    uncount, count = fallback.recount(before, after)
+    if uncount is None and count is None:
+        return progress
+    counts, final = dict(progress.counts), progress.final
+    if uncount is not None:
+        counts[uncount] = counts.get(uncount, 0) - 1
+        if counts[uncount] <= 0:
+            del counts[uncount]
+        final -= 1
+    if count is not None:
+        counts[count] = counts.get(count, 0) + 1
+        final += 1
+    return dataclasses.replace(progress, final=max(0, final), counts=counts)
 
 
 def _with_retry(report: Report, options: Mapping[str, Any]) -> Report:
@@ -386,6 +626,11 @@ def _progress_after(
         progress = _uncount(progress, old.status)
     if is_final(state.status) and (report.reopen or not was_final):
         progress = _count(progress, state.status)
+    return _held(progress, old, state)
+
+
+def _held(progress: Progress, old: DeliveryState | None, state: DeliveryState) -> Progress:
+    """``deferred`` follows the deliveries moving into and out of ``deferred``."""
     held = (state.status == "deferred") - (old is not None and old.status == "deferred")
     if held:
         progress = dataclasses.replace(progress, deferred=max(0, progress.deferred + held))

@@ -56,9 +56,16 @@ from streams.checkpoint import put, run_checkpointed
 from streams.fences import fences_passed, place_fences
 from streams.guard import quarantine
 from streams.managers import SessionStartPlan
-from switchboard import deadline, reasons, records
+from switchboard import deadline, fallback, reasons, records
 from switchboard.errors import MissingState
-from switchboard.fanout import CHUNK_SIZE, DISPATCH_SPREAD, chunk_count, dispatch_key, plan_chunk
+from switchboard.fanout import (
+    CHUNK_SIZE,
+    DISPATCH_SPREAD,
+    chunk_count,
+    dispatch_key,
+    first_steps,
+    plan_chunk,
+)
 from switchboard.idempotency import IdempotencyRecord, decide, next_generation, shown
 from switchboard.keys import (
     cancel_check_timer,
@@ -332,7 +339,10 @@ async def _open(sb: Switchboard, cmd: OpenSession) -> None:
         client_id=ins["client_id"],
         channels=ins["channels"],
         recipients=recipients,
-        deliveries=recipients * len(ins["channels"]),
+        # With a fallback, a recipient counts once: its outcome over the channels it is tried on.
+        deliveries=recipients
+        if fallback.plan_of(ins["options"])
+        else recipients * len(ins["channels"]),
         chunks=chunks,
         trigger=trigger,
         status="dispatching" if due_now else ("scheduled" if trigger == "scheduled" else "waiting"),
@@ -408,6 +418,8 @@ async def _fan_out(sb: Switchboard, state: SessionState, cmd: FanOut) -> None:
         recipients = []
     now = time.time()
     items = list(plan_chunk(state, cmd.chunk, recipients, now=now))
+    if fallback.plan_of(state.options) is not None:  # the first step; the report agent the rest
+        items = list(first_steps(iter(items)))
     plan = await _session_start(sb, state, items)
     if plan.block is not None:
         await _block(sb, state, plan)
@@ -696,8 +708,9 @@ async def _trigger(sb: Switchboard, state: SessionState, cmd: Trigger) -> None:
 
 
 async def _resend(sb: Switchboard, state: SessionState, chunk: int) -> None:
-    """Send again the deliveries of ``chunk`` whose final status is a failure."""
-    if state.status == "cancelled":
+    """Send again the deliveries of ``chunk`` whose final status is a failure (not for a session
+    with a fallback, whose failed recipients were tried on every channel: the API refuses it)."""
+    if state.status == "cancelled" or fallback.plan_of(state.options) is not None:
         return
     recipients = load_chunk(sb, state.session_id, chunk)
     if recipients is None:
@@ -723,7 +736,8 @@ async def _resend(sb: Switchboard, state: SessionState, chunk: int) -> None:
 
 async def _retry(sb: Switchboard, state: SessionState, cmd: Retry) -> None:
     """Dispatch attempt ``cmd.attempt`` of one delivery: its job is rebuilt from the stored
-    audience, as the fan-out built it (a callback's retry has no job at hand)."""
+    audience, as the fan-out built it (a callback's retry has no job at hand). Attempt 1 is a
+    fallback step the report agent started (``switchboard/fallback.py``)."""
     if state.status == "cancelled":
         return
     chunk = cmd.index // CHUNK_SIZE
@@ -810,10 +824,15 @@ async def _cancel_chunk(
         recipients = []
     why = f"the session was blocked: {blocked}" if blocked else "the session was cancelled"
     now = time.time()
+    steps = fallback.plan_of(state.options) is not None
+    previous = -1
     for item in plan_chunk(state, chunk, recipients, now=now):
+        first, previous = item.index != previous, item.index
         delivery = _delivery(sb, item.key)
         if delivery is not None and delivery["status"] in FINAL:
             continue
+        if steps and delivery is None and not first:
+            continue  # a fallback step not started: the report agent ends it, should it start
         await sb.report(
             Report(
                 session_id=state.session_id,

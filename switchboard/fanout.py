@@ -7,7 +7,9 @@ jobs in memory and never blocks its partition for long.
 For each recipient and channel, :func:`plan_chunk` gives either a :class:`~switchboard.records.
 DispatchJob` with the message rendered for that recipient, or a ``rejected`` report saying why
 that delivery cannot be made (no address for the channel, a template variable without a value):
-a delivery is never dropped silently.
+a delivery is never dropped silently. A session with a channel fallback (``options.fallback``,
+``switchboard/fallback.py``) has a job for each of a recipient's steps (the channels it has an
+address for), of which the fan-out sends only the first (:func:`first_steps`).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, Final
 
+from switchboard import fallback
 from switchboard.deadline import deadline_of
 from switchboard.instruction import ADDRESS_FIELD, SMS_MAX_CHARS, Channel
 from switchboard.records import DispatchJob, Report, SessionState
@@ -26,6 +29,7 @@ __all__ = [
     "RETRY_OPTIONS",
     "chunk_count",
     "dispatch_key",
+    "first_steps",
     "plan_chunk",
     "template_variables",
 ]
@@ -82,11 +86,16 @@ def plan_chunk(
     extras = {k: v for k, v in (transport.get("extras") or {}).items() if k != "template_vars"}
     transactional = session.options.get("transactional") is True
     expires_at = deadline_of(session.options, session.created_at)
+    plan = fallback.plan_of(session.options)
     for offset, recipient in enumerate(recipients):
         index = chunk * size + offset
         variables = template_variables(transport, recipient)
-        for channel in session.channels:
-            address = (recipient.get("addresses") or {}).get(ADDRESS_FIELD[_channel(channel)])
+        addresses = recipient.get("addresses") or {}
+        channels = session.channels
+        if plan is not None:  # its steps; one with no address at all is rejected on the first
+            channels = list(fallback.steps(channels, addresses)) or channels[:1]
+        for channel in channels:
+            address = addresses.get(ADDRESS_FIELD[_channel(channel)])
             if not address:
                 yield _rejected(
                     session,
@@ -136,6 +145,16 @@ def plan_chunk(
                 transactional=transactional,
                 expires_at=expires_at,
             )
+
+
+def first_steps(items: Iterator[DispatchJob | Report]) -> Iterator[DispatchJob | Report]:
+    """The first of each recipient's items (its first step, with a fallback): what a fan-out
+    sends of a session with a fallback."""
+    seen = -1
+    for item in items:
+        if item.index != seen:
+            seen = item.index
+            yield item
 
 
 def _render(template: Any, variables: Mapping[str, Any]) -> str | None:

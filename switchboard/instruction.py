@@ -51,6 +51,7 @@ __all__ = [
     "TRIGGERS",
     "Channel",
     "Envelope",
+    "Fallback",
     "Instruction",
     "Options",
     "Priority",
@@ -114,6 +115,22 @@ class Transport:
 
 
 @dataclass(frozen=True, slots=True)
+class Fallback:
+    """``options.fallback``: the channels to try in order, each only when the one before did
+    not end delivered, or was not delivered within ``after_seconds`` of its hand-off
+    (``switchboard/fallback.py``)."""
+
+    channels: tuple[Channel, ...]
+    after_seconds: int | None = None
+
+    def to_contract(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"channels": list(self.channels)}
+        if self.after_seconds is not None:
+            out["afterSeconds"] = self.after_seconds
+        return out
+
+
+@dataclass(frozen=True, slots=True)
 class Options:
     trigger: Trigger = "immediate"
     scheduled_at: datetime | None = None
@@ -127,6 +144,8 @@ class Options:
     #: The send-by deadline (``switchboard/deadline.py``): at most one of the two is set.
     expires_at: datetime | None = None
     ttl_seconds: int | None = None
+    #: Channel fallback: the instruction's channels, tried one after the other per recipient.
+    fallback: Fallback | None = None
 
     def to_contract(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -146,6 +165,8 @@ class Options:
             out["expiresAt"] = self.expires_at.isoformat()
         if self.ttl_seconds is not None:
             out["ttlSeconds"] = self.ttl_seconds
+        if self.fallback is not None:
+            out["fallback"] = self.fallback.to_contract()
         return out
 
 
@@ -176,7 +197,10 @@ class Instruction:
 
     @property
     def deliveries(self) -> int:
-        """How many (recipient, channel) deliveries this instruction makes."""
+        """How many deliveries the session counts: one per (recipient, channel), or one per
+        recipient with a fallback (its outcome over the channels it was tried on)."""
+        if self.options.fallback is not None:
+            return len(self.audience)
         return len(self.audience) * len(self.channels)
 
 

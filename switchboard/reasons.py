@@ -19,6 +19,11 @@ one of the many places that decide a delivery's fate: a code they give that the 
 know becomes the status's catch-all (:data:`FALLBACK`), and the code itself stays in
 ``error_code``. Adding a code means adding it here and to the README's tables
 (``tests/unit/test_reasons.py`` checks both agree).
+
+One ``accepted`` event has a reason too: a channel fallback's next step
+(``switchboard/fallback.py``), whose ``detail.reason`` is ``fallback`` and ``detail.why`` says
+why the recipient's previous channel was left (``sms not delivered within 120 s``, ``sms
+undelivered: ...``). It is set where the step is started; every other ``accepted`` has none.
 """
 
 from __future__ import annotations
@@ -41,6 +46,11 @@ WINDOW_CLOSED: Final = "window-closed"
 
 #: Status -> reason code -> what it means (the README's tables say the same).
 REASONS: Final[Mapping[str, Mapping[str, str]]] = {
+    "accepted": {
+        "fallback": "a channel fallback's next step (options.fallback): the recipient's previous "
+        "channel ended without being delivered, or was not delivered within afterSeconds of "
+        "its hand-off; detail.fallback_from names it and detail.why says which",
+    },
     "deferred": {
         WINDOW_CLOSED: "the channel's time window is closed in the recipient's time zone (or in "
         "one of the zones its number may be in); the delivery is released when it opens",
@@ -78,8 +88,9 @@ REASONS: Final[Mapping[str, Mapping[str, str]]] = {
     },
 }
 
-#: The statuses whose events carry a reason.
-REASONED: Final[frozenset[str]] = frozenset(REASONS)
+#: The statuses whose events always carry a reason (an ``accepted`` has one only as a
+#: fallback step, set where it is started).
+REASONED: Final[frozenset[str]] = frozenset(REASONS) - {"accepted"}
 
 #: The reason of an event whose ``error_code`` is not a code of its status (a provider's code).
 FALLBACK: Final[Mapping[str, str]] = {
@@ -102,9 +113,9 @@ def reason_for(status: str, error_code: str | None, *, provider: bool = False) -
     """The reason code of an event (or a stored delivery) with ``status`` and ``error_code``;
     None for a status that carries no reason. ``provider``: the status was told by a provider's
     callback (a ``cancelled`` from Twilio is the provider's, not the session's)."""
-    codes = REASONS.get(status)
-    if codes is None:
+    if status not in REASONED:
         return None
+    codes = REASONS[status]
     if error_code is not None and error_code in codes:
         return error_code
     if provider and status == "cancelled":

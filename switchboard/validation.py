@@ -32,6 +32,7 @@ from switchboard.addresses import NORMALIZERS, AddressError, normalize_url
 from switchboard.clients import ClientConfig
 from switchboard.deadline import MAX_TTL_SECONDS
 from switchboard.errors import FieldError, ValidationFailed
+from switchboard.fallback import MAX_AFTER_SECONDS
 from switchboard.instruction import (
     ADDRESS_FIELD,
     CHANNELS,
@@ -42,6 +43,7 @@ from switchboard.instruction import (
     TRIGGERS,
     Channel,
     Envelope,
+    Fallback,
     Options,
     Priority,
     Recipient,
@@ -74,8 +76,10 @@ _OPTIONS: Final = frozenset(
         "transactional",
         "expiresAt",
         "ttlSeconds",
+        "fallback",
     }
 )
+_FALLBACK: Final = frozenset({"channels", "afterSeconds"})
 _PROFILE: Final = frozenset({*NORMALIZERS, "name", "timezone", "locale", "vars"})
 MAX_RETRIES: Final = 20
 MAX_ERRORS: Final = 100  # an audience's errors reported at once; the rest after a fix
@@ -212,6 +216,16 @@ def _shown(key: Any) -> str:
 _ORDER: Final = {"client_id": 1, "idempotency_key": 2, "transport": 3, "audience": 4, "options": 5}
 
 
+def _channel_problem(name: Any, client: ClientConfig | None) -> str | None:
+    """Why ``name`` cannot be one of the instruction's channels (None: it can)."""
+    if name not in CHANNELS:
+        return f"unknown channel {name!r}; expected one of {', '.join(CHANNELS)}"
+    if client is not None and name not in client.channels:
+        configured = ", ".join(client.channels) or "none"
+        return f"channel {name!r} is not configured for client {client.client_id!r} (configured: {configured})"
+    return None
+
+
 def _document_rank(error: FieldError) -> int:
     top = error.field.split(".", 1)[0].split("[", 1)[0]
     return _ORDER.get(top, 0)  # the whole message and unknown top-level fields come first
@@ -311,9 +325,10 @@ class _Validator:
         if idem is not None and not idem.strip():
             self.err("idempotency_key", "must not be blank")
         transport = self.transport(data.get("transport"), client)
-        channels = self.found_channels = self.channels(transport, client)
+        fallback = self.fallback(data.get("options"), client)
+        channels = self.found_channels = self.channels(transport, client, fallback)
         count = self.audience_count = self.audience_shape(data.get("audience"))
-        options = self.options(data.get("options"))
+        options = self.options(data.get("options"), fallback)
         raw_options = data.get("options")
         high = isinstance(raw_options, Mapping) and raw_options.get("priority") == "high"
         if high and count is not None and count > MAX_PRIORITY_RECIPIENTS:
@@ -390,21 +405,61 @@ class _Validator:
     def channel_type(self, raw_type: Any, client: ClientConfig | None) -> Channel | None:
         if raw_type is None:
             return None
-        if raw_type not in CHANNELS:
-            self.err(
-                "transport.type",
-                f"unknown channel {raw_type!r}; expected one of {', '.join(CHANNELS)}",
-            )
-        elif client is not None and raw_type not in client.channels:
-            configured = ", ".join(client.channels) or "none"
-            self.err(
-                "transport.type",
-                f"channel {raw_type!r} is not configured for client {client.client_id!r} (configured: {configured})",
-            )
-        else:
+        problem = _channel_problem(raw_type, client)
+        if problem is None:
             return cast(Channel, raw_type)
+        self.err("transport.type", problem)
         self.bad_type = True
         return None
+
+    def fallback(self, options: Any, client: ClientConfig | None) -> Fallback | None:
+        """``options.fallback``: 2 or more distinct channels configured for the client, in the
+        order they are tried, and an optional ``afterSeconds`` (``switchboard/fallback.py``)."""
+        raw = options.get("fallback") if isinstance(options, Mapping) else None
+        if raw is None:
+            return None
+        path = "options.fallback"
+        if not isinstance(raw, Mapping):
+            self.err(
+                path, 'must be an object, e.g. {"channels": ["sms", "email"], "afterSeconds": 120}'
+            )
+            return None
+        before = len(self.errors)
+        self.unknown(raw, _FALLBACK, f"{path}.")
+        channels = self.fallback_channels(raw.get("channels"), client)
+        after = raw.get("afterSeconds")
+        if after is not None and (
+            isinstance(after, bool)
+            or not isinstance(after, int)
+            or not 1 <= after <= MAX_AFTER_SECONDS
+        ):
+            self.err(
+                f"{path}.afterSeconds",
+                f"must be a whole number of seconds from 1 to {MAX_AFTER_SECONDS} (a day)",
+            )
+        if len(self.errors) > before or channels is None:
+            return None
+        return Fallback(channels, after)
+
+    def fallback_channels(
+        self, raw: Any, client: ClientConfig | None
+    ) -> tuple[Channel, ...] | None:
+        path = "options.fallback.channels"
+        if not isinstance(raw, list) or not 2 <= len(raw) <= len(CHANNELS):
+            self.err(
+                path, f"required: a list of 2 to {len(CHANNELS)} channels, tried in this order"
+            )
+            return None
+        found: list[Channel] = []
+        for i, name in enumerate(raw):
+            problem = _channel_problem(name, client)
+            if problem is None and name in found:
+                problem = f"{name!r} is named twice: each channel is tried at most once"
+            if problem is not None:
+                self.err(f"{path}[{i}]", problem)
+                continue
+            found.append(cast(Channel, name))
+        return tuple(found) if len(found) == len(raw) else None
 
     def extras(self, extras: Any) -> dict[str, Any]:
         if extras is None:
@@ -430,12 +485,20 @@ class _Validator:
         return dict(extras)
 
     def channels(
-        self, transport: Transport | None, client: ClientConfig | None
+        self, transport: Transport | None, client: ClientConfig | None, fallback: Fallback | None
     ) -> tuple[Channel, ...]:
         if transport is None or client is None or self.bad_type:
             return ()
-        if transport.type is not None:
-            channels: tuple[Channel, ...] = (transport.type,)
+        if fallback is not None:
+            if transport.type not in (None, fallback.channels[0]):
+                self.err(
+                    "transport.type",
+                    f"must be {fallback.channels[0]!r}, the first of options.fallback.channels, "
+                    "or left out",
+                )
+            channels: tuple[Channel, ...] = fallback.channels
+        elif transport.type is not None:
+            channels = (transport.type,)
         elif client.default_channels:
             channels = client.default_channels
         else:
@@ -582,7 +645,7 @@ class _Validator:
             return False
         return value
 
-    def options(self, data: Any) -> Options | None:
+    def options(self, data: Any, fallback: Fallback | None = None) -> Options | None:
         if data is None:
             return Options()
         if not isinstance(data, Mapping):
@@ -638,6 +701,7 @@ class _Validator:
             transactional,
             expires_at,
             ttl,
+            fallback,
         )
 
     def deadline(

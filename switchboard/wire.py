@@ -207,6 +207,8 @@ def _contract_shape(record: dict[str, Any]) -> dict[str, Any]:
         out["transport"] = _drop_nones(out["transport"])
     if isinstance(out.get("options"), dict):
         out["options"] = _drop_nones(out["options"])
+        if isinstance(out["options"].get("fallback"), dict):
+            out["options"]["fallback"] = _drop_nones(out["options"]["fallback"])
     if isinstance(out.get("audience"), list):
         out["audience"] = [_drop_nones(r) if isinstance(r, dict) else r for r in out["audience"]]
     return out

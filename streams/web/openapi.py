@@ -17,6 +17,7 @@ from streams.web.openapi_console import console_paths
 from streams.web.openapi_twilio import call_schema, twilio_message_paths
 from switchboard.calltool.twiml import STEPS
 from switchboard.deadline import MAX_TTL_SECONDS
+from switchboard.fallback import MAX_AFTER_SECONDS
 from switchboard.instruction import (
     CHANNELS,
     MAX_AUDIENCE,
@@ -135,7 +136,10 @@ def openapi_document() -> dict[str, Any]:
                         {
                             "type": "string",
                             "enum": list(CHANNELS),
-                            "description": "Omitted: the client's default channels.",
+                            "description": (
+                                "Omitted: the client's default channels (all at once), or with "
+                                "options.fallback its first channel, which it may name."
+                            ),
                         }
                     ),
                     "subject": _text(998),
@@ -252,6 +256,51 @@ def openapi_document() -> dict[str, Any]:
                                 ),
                             }
                         ),
+                        "fallback": _optional(
+                            {
+                                "type": "object",
+                                "additionalProperties": False,
+                                "required": ["channels"],
+                                "description": (
+                                    "Channel fallback: each recipient is sent these channels "
+                                    "one after the other (those it has an address for), the "
+                                    "next only when the previous ended without being delivered "
+                                    "(failed with no retry left, undelivered, rejected, "
+                                    "suppressed, expired without a report), or, with "
+                                    "afterSeconds, was handed off and not delivered within that "
+                                    "time. Each step is an 'accepted' event with detail.reason "
+                                    "'fallback', detail.fallback_from and detail.why. Once one "
+                                    "is delivered nothing more is sent; a late delivered on an "
+                                    "earlier channel is recorded (detail.after_fallback_to). "
+                                    "The session then counts recipients, each by its outcome."
+                                ),
+                                "properties": {
+                                    "channels": {
+                                        "type": "array",
+                                        "items": {"type": "string", "enum": list(CHANNELS)},
+                                        "minItems": 2,
+                                        "maxItems": len(CHANNELS),
+                                        "uniqueItems": True,
+                                        "description": (
+                                            "Distinct channels configured for the client, in "
+                                            "the order they are tried."
+                                        ),
+                                    },
+                                    "afterSeconds": _optional(
+                                        {
+                                            "type": "integer",
+                                            "minimum": 1,
+                                            "maximum": MAX_AFTER_SECONDS,
+                                            "description": (
+                                                "Move on when a channel's message, handed to "
+                                                "its provider, is not delivered within this "
+                                                "many seconds. Absent: only a failure moves on."
+                                            ),
+                                        }
+                                    ),
+                                },
+                            }
+                        ),
                     },
                 }
             ),
@@ -307,12 +356,22 @@ def openapi_document() -> dict[str, Any]:
             "created_at": {"type": "string", "format": "date-time"},
             "completed_at": {"type": ["string", "null"], "format": "date-time"},
             "recipient_count": {"type": "integer"},
-            "deliveries": {"type": "integer", "description": "recipients x channels"},
+            "deliveries": {
+                "type": "integer",
+                "description": "recipients x channels; with a channel fallback, recipients",
+            },
             "final": {"type": "integer", "description": "deliveries in a final state"},
             "counts": {
                 "type": "object",
                 "additionalProperties": {"type": "integer"},
-                "description": "final deliveries by status",
+                "description": (
+                    "final deliveries by status; with a channel fallback, recipients by their "
+                    "outcome (delivered once any channel is)"
+                ),
+            },
+            "fallback": {
+                "type": "object",
+                "description": "The session's options.fallback (present only then).",
             },
             "deferred": {
                 "type": "integer",
@@ -516,6 +575,28 @@ def openapi_document() -> dict[str, Any]:
                                             },
                                             "audience": ["+14155550100"],
                                             "options": {"priority": "high", "ttlSeconds": 300},
+                                        },
+                                    },
+                                    "push-then-sms": {
+                                        "summary": (
+                                            "Push first; an sms to whoever's push is not "
+                                            "delivered within a minute (or fails)"
+                                        ),
+                                        "value": {
+                                            "client_id": "acme",
+                                            "transport": {"message": "Your table is ready."},
+                                            "audience": [
+                                                {
+                                                    "push_token": "ab" * 32,
+                                                    "phone": "+14155550101",
+                                                }
+                                            ],
+                                            "options": {
+                                                "fallback": {
+                                                    "channels": ["push", "sms"],
+                                                    "afterSeconds": 60,
+                                                }
+                                            },
                                         },
                                     },
                                     "campaign": {

@@ -34,7 +34,7 @@ from streams.web.common import (
     until,
 )
 from streams.web.routing import on_owner
-from switchboard import records
+from switchboard import fallback, records
 from switchboard.clients import ClientConfig
 from switchboard.console import parse_statuses
 from switchboard.reasons import reason_for
@@ -202,6 +202,13 @@ def _check_gone(sb: Switchboard, client: ClientConfig, session_id: str) -> None:
 def _check_triggerable(sb: Switchboard, state: SessionState, include_failed: bool) -> None:
     if state.status in ("waiting", "scheduled"):
         return
+    if include_failed and fallback.plan_of(state.options) is not None:
+        raise HTTPProblem(
+            409,
+            "include_failed",
+            "a session with a channel fallback tried its failed recipients on each of their "
+            "channels already: send a new instruction to try them again",
+        )
     if include_failed and any(
         load_progress(sb, state.session_id).counts.get(s) for s in RESENDABLE
     ):
@@ -264,10 +271,15 @@ def session_document(
     recipients: list[dict[str, Any]] = []
     end = min(state.recipients, offset + (MAX_SCAN if statuses else limit))
     index = offset
+    plan = fallback.plan_of(state.options)
     while index < end and not (statuses and len(recipients) >= limit):
-        for channel in state.channels:
-            key = delivery_key(state.session_id, index, channel)
-            delivery = load_delivery(sb, key)
+        rows = [
+            (channel, load_delivery(sb, delivery_key(state.session_id, index, channel)))
+            for channel in state.channels
+        ]
+        if plan is not None:  # the fallback steps started (a step not started has no entry)
+            rows = [row for row in rows if row[1] is not None] or rows[:1]
+        for channel, delivery in rows:
             entry: dict[str, Any] = {"index": index, "channel": channel}
             if delivery is None:
                 entry["status"] = pending
@@ -290,7 +302,7 @@ def session_document(
                 recipients.append(entry)
         index += 1
     end = index
-    return {
+    document = {
         "session_id": state.session_id,
         "client_id": state.client_id,
         "status": status,
@@ -307,3 +319,6 @@ def session_document(
         "recipients": recipients,
         "next_offset": end if end < state.recipients else None,
     }
+    if plan is not None:
+        document["fallback"] = state.options["fallback"]
+    return document

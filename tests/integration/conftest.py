@@ -14,6 +14,8 @@ import yaml
 
 from cli.kafka.local import LocalBroker
 from switchboard.clients import api_key_digest
+from tests.fakes.background import BackgroundServer
+from tests.fakes.twilio_server import FakeTwilioServer
 from tests.integration.harness import MailSink, TopicReader, Worker, rejection_reader, status_reader
 
 _prefixes = itertools.count(1)
@@ -30,6 +32,13 @@ class Keys:
 @pytest.fixture(scope="session")
 def keys() -> Keys:
     return Keys(acme=f"acme-{secrets.token_hex(8)}", other=f"other-{secrets.token_hex(8)}")
+
+
+@pytest.fixture(scope="module")
+def twilio() -> Iterator[BackgroundServer[FakeTwilioServer]]:
+    """A fake Twilio of the module's own, serving its API and calling the worker back."""
+    with BackgroundServer(FakeTwilioServer) as server:
+        yield server
 
 
 @pytest.fixture(scope="module")

@@ -49,12 +49,6 @@ def mailbox() -> str:
 
 
 @pytest.fixture(scope="module")
-def twilio() -> Iterator[BackgroundServer[FakeTwilioServer]]:
-    with BackgroundServer(FakeTwilioServer) as server:
-        yield server
-
-
-@pytest.fixture(scope="module")
 def worker(
     make_worker: WorkerFactory,
     keys: Keys,

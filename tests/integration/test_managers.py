@@ -63,12 +63,6 @@ def sandbox_client(
 
 
 @pytest.fixture(scope="module")
-def twilio() -> Iterator[BackgroundServer[FakeTwilioServer]]:
-    with BackgroundServer(FakeTwilioServer) as server:
-        yield server
-
-
-@pytest.fixture(scope="module")
 def worker(
     make_worker: WorkerFactory,
     twilio: BackgroundServer[FakeTwilioServer],

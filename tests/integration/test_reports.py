@@ -38,12 +38,6 @@ def number() -> str:
 
 
 @pytest.fixture(scope="module")
-def twilio() -> Iterator[BackgroundServer[FakeTwilioServer]]:
-    with BackgroundServer(FakeTwilioServer) as server:
-        yield server
-
-
-@pytest.fixture(scope="module")
 def worker(
     make_worker: WorkerFactory, keys: Keys, twilio: BackgroundServer[FakeTwilioServer]
 ) -> Worker:
