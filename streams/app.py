@@ -25,7 +25,7 @@ from faust.transport.producer import ProducerBuffer
 from faust.types import TableT, TopicT
 
 from streams import checkpoint
-from streams.bulk import BulkProducer
+from streams.bulk import BulkProducer, Located
 from streams.changelog import BulkRows
 from streams.clients import ClientRegistry
 from streams.kafka_security import librdkafka_config
@@ -147,7 +147,7 @@ class Switchboard:
     #: (``streams/checkpoint.py``): read the tables through ``staged.get``.
     staged: checkpoint.StagedRows = field(default_factory=checkpoint.StagedRows)
     _admin: Any = None
-    _status_producer: BulkProducer | None = None
+    _bulk_producer: BulkProducer | None = None
     _crash: asyncio.Future[None] | None = None
 
     def admin(self) -> Any:
@@ -169,11 +169,28 @@ class Switchboard:
         headers: Headers | None = None,
         partition: int | None = None,
     ) -> Awaitable[Any]:
-        """Produce one record; the returned future resolves when the broker acknowledged it.
+        """Produce one record; the returned future resolves when the broker acknowledged it
+        (and every record produced in the same turn of the event loop: :mod:`streams.bulk`).
 
         Every record an agent produces goes through here, so that a checkpointed agent writes
-        no row before the broker has its outputs (:mod:`streams.checkpoint`)."""
-        future = await topic.send(key=key, value=value, headers=headers, partition=partition)
+        no row before the broker has its outputs (:mod:`streams.checkpoint`), and through this
+        worker's librdkafka producer, whose acknowledgements Faust's commit awaits too
+        (``streams/commits.py``): an agent without checkpoints (a dispatcher) never has an
+        offset committed before its outputs are in Kafka."""
+        future = await self.bulk_producer().produce(
+            topic.get_topic_name(), key, value, headers, partition
+        )
+        checkpoint.output(future)
+        return future
+
+    async def produce_located(
+        self, topic: TopicT, *, key: bytes | None, value: bytes | None, partition: int | None
+    ) -> Awaitable[Located]:
+        """:meth:`produce`, for a record whose place is needed: the future resolves with its
+        topic, partition and offset."""
+        future = await self.bulk_producer().produce_located(
+            topic.get_topic_name(), key, value, partition
+        )
         checkpoint.output(future)
         return future
 
@@ -182,8 +199,8 @@ class Switchboard:
 
         Called by agents working on the session's partition, whose tables are local here."""
         value, headers = encode_status_event(event.to_avro(), self.schema_ids.status_event)
-        future = await self.status_producer().produce(
-            self.topics.status.get_topic_name(), event.session_id.encode(), value, headers
+        future = await self.bulk_producer().produce(
+            self._status_topic, event.session_id.encode(), value, headers
         )
         checkpoint.output(future)
         self.metrics.child(
@@ -203,19 +220,24 @@ class Switchboard:
                 self.topics.webhooks, key=event.session_id.encode(), value=records.encode(job)
             )
 
-    def status_producer(self) -> BulkProducer:
-        """This worker's producer of status events (made on first use, in the event loop)."""
-        if self._status_producer is None:
+    @property
+    def _status_topic(self) -> str:
+        return self.topics.status.get_topic_name()
+
+    def bulk_producer(self) -> BulkProducer:
+        """This worker's librdkafka producer of status events, agents' outputs and bulk table
+        rows (made on first use, in the event loop)."""
+        if self._bulk_producer is None:
 
             def failed(exc: BaseException) -> None:
                 self._crash = asyncio.ensure_future(self.app.crash(exc))
 
-            self._status_producer = BulkProducer(self.kafka_config(), failed)
-        return self._status_producer
+            self._bulk_producer = BulkProducer(self.kafka_config(), failed)
+        return self._bulk_producer
 
-    def close_status_producer(self, timeout: float) -> int:
-        """Deliver the status events still queued; returns how many could not be."""
-        return self._status_producer.close(timeout) if self._status_producer is not None else 0
+    def close_bulk_producer(self, timeout: float) -> int:
+        """Deliver the records still queued; returns how many could not be."""
+        return self._bulk_producer.close(timeout) if self._bulk_producer is not None else 0
 
     def kafka_config(self) -> dict[str, Any]:
         """What every confluent-kafka client of this worker is given to reach the cluster."""

@@ -1,9 +1,15 @@
-"""The status topic's producer: librdkafka (confluent-kafka), batching in C.
+"""The worker's producer of what its agents produce: librdkafka (confluent-kafka), batching in C.
 
 Status events are most of what a delivery produces (``accepted``, ``sent``, ``delivered`` ...:
-one per state change per recipient), and handing each to aiokafka costs a Python future, a
-batch append and often a request of its own. librdkafka batches and retries in its own threads;
-the event loop only enqueues.
+one per state change per recipient), then the agents' other outputs (jobs, reports, commands,
+timers: :meth:`streams.app.Switchboard.produce`) and the deliveries table's rows
+(``streams/changelog.py``). Handing each to aiokafka costs a Python future, a batch append and
+often a request of its own; librdkafka batches and retries in its own threads, and the event
+loop only enqueues. (Faust's own records, the changelogs of its tables and its replicas', stay
+on its aiokafka producer.)
+
+Keyed records go to the partition Faust's producer (and Java's) would choose: librdkafka is
+told to use the same murmur2 partitioner, since a session's records must meet its table rows.
 
 One future per *batch*, not per record: every record produced in one turn of the event loop
 shares a future, resolved (from librdkafka's delivery callbacks, on a polling thread) once the
@@ -17,6 +23,9 @@ Guarantees and failure modes:
     * A record the broker refuses fails its batch's future (the checkpoint then stops the worker
       without acknowledging) and calls ``on_failure`` (which stops the worker too).
     * librdkafka's queue full (the broker slower than the agents): :meth:`produce` waits for room.
+    * :meth:`drained` waits until every record produced so far is acknowledged: Faust's commit
+      awaits it (``streams/commits.py``), so no offset is committed before the outputs of the
+      events it covers are in Kafka.
 """
 
 from __future__ import annotations
@@ -25,16 +34,25 @@ import asyncio
 import logging
 import threading
 from collections.abc import Callable, Sequence
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 
 from confluent_kafka import KafkaError, Producer
 
-__all__ = ["BulkProducer", "Offsets"]
+__all__ = ["BulkProducer", "Located", "Offsets"]
 
 #: The highest offset acknowledged per (topic, partition).
 Offsets = dict[tuple[str, int], int]
 
 log = logging.getLogger(__name__)
+
+
+class Located(NamedTuple):
+    """Where the broker put one record (what aiokafka's ``RecordMetadata`` tells)."""
+
+    topic: str
+    partition: int
+    offset: int
+
 
 #: Milliseconds librdkafka waits to fill a batch: a status event is not a latency-critical hop
 #: (a client reads it), and a few milliseconds buy batches of hundreds under load.
@@ -104,21 +122,70 @@ class BulkProducer:
                 "enable.idempotence": True,
                 "linger.ms": LINGER_MS,
                 "message.max.bytes": 64 * 1024 * 1024,
+                # Java's (and aiokafka's) partitioner: a keyed record lands where Faust's
+                # producer, the Send API's, would put it (librdkafka's default is CRC32).
+                "partitioner": "murmur2_random",
             }
         )
         self._on_failure = on_failure
         self._batch: _Batch | None = None
+        #: The batches not resolved yet (:meth:`drained` waits for them).
+        self._open: set[asyncio.Future[Offsets]] = set()
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._poll, name="status-producer", daemon=True)
         self._thread.start()
 
     async def produce(
-        self, topic: str, key: bytes | None, value: bytes, headers: Sequence[tuple[str, bytes]]
+        self,
+        topic: str,
+        key: bytes | None,
+        value: bytes | None,
+        headers: Sequence[tuple[str, bytes]] | None = None,
+        partition: int | None = None,
     ) -> asyncio.Future[Offsets]:
-        """Enqueue one record; the returned future resolves when the broker has it (and every
-        record produced in the same turn of the loop)."""
-        listed: list[tuple[str, str | bytes | None]] = list(headers)
-        return await self._enqueue(topic, value, key, None, listed, row=False)
+        """Enqueue one record (to ``partition``, else the key's); the returned future resolves
+        when the broker has it (and every record produced in the same turn of the loop)."""
+        listed: list[tuple[str, str | bytes | None]] | None = list(headers) if headers else None
+        return await self._enqueue(topic, value, key, partition, listed, row=False)
+
+    async def produce_located(
+        self, topic: str, key: bytes | None, value: bytes | None, partition: int | None = None
+    ) -> asyncio.Future[Located]:
+        """Enqueue one record; the returned future resolves with where the broker put it (a
+        future of its own: for the few records whose offset is needed, such as fences)."""
+        loop = asyncio.get_running_loop()
+        located: asyncio.Future[Located] = loop.create_future()
+
+        def settle(error: KafkaError | None, message: Any) -> None:  # on the polling thread
+            if error is None:
+                where = Located(message.topic(), message.partition(), message.offset())
+                loop.call_soon_threadsafe(_settle, located, where, None)
+            else:
+                failure = RuntimeError(f"the broker refused a record: {error}")
+                loop.call_soon_threadsafe(_settle, located, None, failure)
+
+        while True:
+            try:
+                self._producer.produce(
+                    topic,
+                    value,
+                    key,
+                    partition=-1 if partition is None else partition,
+                    on_delivery=settle,
+                )
+            except BufferError:
+                await asyncio.sleep(0.005)
+                continue
+            return located
+
+    async def drained(self) -> None:
+        """Wait until every record produced so far is acknowledged; raises when one was
+        refused (the worker is stopping then: :class:`_Batch` calls ``on_failure``)."""
+        batch = self._batch
+        if batch is not None and not batch.sealed:
+            batch.seal()
+        while self._open:
+            await asyncio.gather(*list(self._open))
 
     async def produce_row(
         self, topic: str, partition: int, key: bytes, value: bytes | None
@@ -163,11 +230,13 @@ class BulkProducer:
         if batch is None or batch.sealed:
             loop = asyncio.get_running_loop()
             batch = self._batch = _Batch(loop)
+            self._open.add(batch.future)
             batch.future.add_done_callback(self._check)
             loop.call_soon(batch.seal)
         return batch
 
     def _check(self, future: asyncio.Future[Offsets]) -> None:
+        self._open.discard(future)
         if future.cancelled():  # nothing was refused: an awaiting gather gave up on it
             return
         error = future.exception()
@@ -185,3 +254,15 @@ class BulkProducer:
         left = int(self._producer.flush(timeout))
         self._stopping.set()
         return left
+
+
+def _settle(
+    future: asyncio.Future[Located], where: Located | None, failure: BaseException | None
+) -> None:
+    if future.done():
+        return
+    if failure is not None:
+        future.set_exception(failure)
+    else:
+        assert where is not None
+        future.set_result(where)

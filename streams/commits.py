@@ -54,7 +54,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import defaultdict
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 import faust
@@ -120,10 +120,14 @@ class _DurableBuffer(ProducerBuffer):
 
 
 class DurableProducer(Producer):
-    """The aiokafka producer of Faust, whose flush means every record is acknowledged."""
+    """The aiokafka producer of Faust, whose flush means every record is acknowledged: its own,
+    and those of the other producers the worker registered with :meth:`flush_also` (the
+    librdkafka producer of the agents' outputs, ``streams/bulk.py``). Faust flushes it before
+    every commit of offsets."""
 
     failure: BaseException | None = None
     _crashing: asyncio.Future[None] | None = None
+    _others: tuple[Callable[[], Awaitable[None]], ...] = ()
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -146,8 +150,17 @@ class DurableProducer(Producer):
         )
         self._crashing = asyncio.ensure_future(self.app.crash(error))
 
+    def flush_also(self, drained: Callable[[], Awaitable[None]]) -> None:
+        """Make every flush wait for ``drained()`` too (another producer's acknowledgements)."""
+        self._others = (*self._others, drained)
+
     async def flush(self) -> None:
         await super().flush()
+        for drained in self._others:
+            try:
+                await drained()
+            except Exception as exc:  # a record refused: the worker is stopping
+                raise ProducerFailed("a record was refused by the broker") from exc
         if self.failure is not None:
             raise ProducerFailed("a record was refused by the broker") from self.failure
 

@@ -12,7 +12,7 @@ from faust.types import AppT, TableT, TopicT
 from streams.app import BIG_MESSAGE, Switchboard, Tables, Topics
 from streams.changelog import BulkRows
 from streams.clients import ClientRegistry
-from streams.commits import SwitchboardApp
+from streams.commits import DurableProducer, SwitchboardApp
 from streams.failover import Failover
 from streams.flow import DispatchBacklog
 from streams.kafka_security import faust_credentials
@@ -174,7 +174,12 @@ def build(
     sb.flow = DispatchBacklog(sb)
     # The deliveries table takes a row per delivery (twice, as it is sent and reported): its
     # rows go through librdkafka in bulk (streams/changelog.py).
-    sb.bulk_rows = BulkRows(sb.status_producer, [sb.tables.deliveries])
+    sb.bulk_rows = BulkRows(sb.bulk_producer, [sb.tables.deliveries])
+    # What the agents produce goes through librdkafka too (Switchboard.produce): Faust's commit
+    # of offsets waits for it as for its own producer's records.
+    producer = app.producer
+    if isinstance(producer, DurableProducer):
+        producer.flush_also(lambda: sb.bulk_producer().drained())
     sb.failover = Failover(
         Breaker(settings.circuit_failures, settings.circuit_cooldown),
         sb.metrics.circuit,

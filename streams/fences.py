@@ -52,7 +52,7 @@ async def place_fences(sb: Switchboard, state: SessionState) -> dict[str, int]:
     ``"<topic>/<partition>"``."""
     value = records.encode(Fence(state.session_id))
     futures = [
-        await sb.produce(topic, key=None, value=value, partition=partition)
+        await sb.produce_located(topic, key=None, value=value, partition=partition)
         for topic in _dispatch_topics(sb, state)
         for partition in range(sb.settings.partitions)
     ]

@@ -129,16 +129,18 @@ class _Worker(faust.Worker):
 
 def _mark_clean_stop(settings: Settings, sb: Switchboard) -> None:
     """Write the clean-stop marker if every table row reached its changelog."""
-    # Status events still queued belong to checkpoints that never committed (their rows were not
-    # written, their events not acknowledged): the next owner produces them again. They say
-    # nothing about the tables, so they do not decide the marker.
-    left = sb.close_status_producer(settings.drain_timeout)
+    # Records still queued in librdkafka (status events, agents' outputs, the deliveries
+    # table's rows) belong to events never acknowledged: the next owner processes them again.
+    # A bulk table row among them may be in the local table and not in its changelog, so the
+    # local tables are not trusted then.
+    left = sb.close_bulk_producer(settings.drain_timeout)
     if left:
         log.warning(
-            "stopped with status events not confirmed; they are produced again by the "
-            "partitions' next owner",
+            "stopped with records not confirmed: their events are processed again by the "
+            "partitions' next owner, and local tables will be rebuilt",
             extra={"unsent": left},
         )
+        return
     producer = sb.app.producer
     failure = getattr(producer, "failure", None)
     unsent = producer.buffer.size + getattr(producer.buffer, "handing_over", 0)

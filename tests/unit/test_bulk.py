@@ -50,6 +50,7 @@ async def test_a_cancelled_batch_stops_nothing() -> None:
     stopped: list[BaseException] = []
     checker: object = BulkProducer.__new__(BulkProducer)
     checker._on_failure = stopped.append  # type: ignore[attr-defined]
+    checker._open = set()  # type: ignore[attr-defined]
     batch = _Batch(asyncio.get_running_loop())
     batch.future.cancel()
     BulkProducer._check(checker, batch.future)  # type: ignore[arg-type]

@@ -237,16 +237,29 @@ class MemoryTopic:
 
 
 class MemoryStatusProducer:
-    """The status events' producer (a :class:`~streams.bulk.BulkProducer` in production)."""
+    """The worker's librdkafka producer (a :class:`~streams.bulk.BulkProducer` in production):
+    status events and every agent's outputs, into the harness's topics."""
 
-    def __init__(self, topic: MemoryTopic) -> None:
+    def __init__(self, topic: Callable[[str], MemoryTopic]) -> None:
         self.topic = topic
 
     async def produce(
-        self, topic: str, key: bytes | None, value: bytes, headers: Sequence[tuple[str, bytes]]
+        self,
+        topic: str,
+        key: bytes | None,
+        value: bytes | None,
+        headers: Sequence[tuple[str, bytes]] | None = None,
+        partition: int | None = None,
     ) -> asyncio.Future[Any]:
-        assert topic == self.topic.name
-        return self.topic.add(key, value, list(headers), None)
+        return self.topic(topic).add(key, value, list(headers or []), partition)
+
+    async def produce_located(
+        self, topic: str, key: bytes | None, value: bytes | None, partition: int | None = None
+    ) -> asyncio.Future[Any]:
+        return self.topic(topic).add(key, value, None, partition)
+
+    async def drained(self) -> None:
+        return None
 
     def close(self, timeout: float) -> int:
         return 0
@@ -328,8 +341,8 @@ class MemorySwitchboard(Switchboard):
     def take(self, name: str) -> list[Produced]:
         return self.topic(name).take()
 
-    def status_producer(self) -> BulkProducer:
-        return cast(BulkProducer, MemoryStatusProducer(self.topic("status")))
+    def bulk_producer(self) -> BulkProducer:
+        return cast(BulkProducer, MemoryStatusProducer(self.produced.__getitem__))
 
     async def publish_status(self, event: StatusEvent) -> None:
         self.statuses.append(event)
