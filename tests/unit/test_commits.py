@@ -368,3 +368,41 @@ async def test_changelog_records_cleared_from_recoverys_queue_are_read_again(
     assert sought == {standby: 342, active: 10}
     await ordering.feed(343, tp=standby)  # fetched before the seek back: stale
     assert ordering.delivered == []
+
+
+async def test_faust_s_flush_waits_for_the_other_producers_and_fails_with_them(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Faust flushes its producer before every commit of offsets: the flush must also wait
+    for the agents' outputs in librdkafka (``streams/bulk.py``), and fail when one of them was
+    refused, so that no offset is committed past an output that is not in Kafka."""
+    from faust.transport.drivers.aiokafka import Producer
+
+    from streams.commits import DurableProducer, ProducerFailed
+
+    async def faust_flush(self: Any) -> None:
+        return None
+
+    monkeypatch.setattr(Producer, "flush", faust_flush)
+    producer = DurableProducer.__new__(DurableProducer)
+    release = asyncio.Event()
+    waited: list[str] = []
+
+    async def drained() -> None:
+        await release.wait()
+        waited.append("drained")
+
+    producer.flush_also(drained)
+    flushing = asyncio.ensure_future(producer.flush())
+    await asyncio.sleep(0.01)
+    assert not flushing.done()  # still waiting for the other producer's acknowledgements
+    release.set()
+    await flushing
+    assert waited == ["drained"]
+
+    async def refused() -> None:
+        raise RuntimeError("the broker refused a record")
+
+    producer.flush_also(refused)
+    with pytest.raises(ProducerFailed):
+        await producer.flush()
