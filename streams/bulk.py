@@ -130,7 +130,7 @@ class BulkProducer:
         self._on_failure = on_failure
         self._batch: _Batch | None = None
         #: The batches not resolved yet (:meth:`drained` waits for them).
-        self._open: set[asyncio.Future[Offsets]] = set()
+        self._open: set[asyncio.Future[Any]] = set()
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._poll, name="status-producer", daemon=True)
         self._thread.start()
@@ -155,6 +155,8 @@ class BulkProducer:
         future of its own: for the few records whose offset is needed, such as fences)."""
         loop = asyncio.get_running_loop()
         located: asyncio.Future[Located] = loop.create_future()
+        self._open.add(located)  # drained() waits for it too
+        located.add_done_callback(self._open.discard)
 
         def settle(error: KafkaError | None, message: Any) -> None:  # on the polling thread
             if error is None:
