@@ -12,10 +12,17 @@ from __future__ import annotations
 
 from typing import Any, Final
 
-from streams.web.common import MAX_TWILIO_BODY
 from streams.web.openapi_console import console_paths
-from streams.web.openapi_twilio import call_schema, twilio_message_paths
-from switchboard.calltool.twiml import STEPS
+from streams.web.openapi_parts import (
+    GONE,
+    JSON_BODY_ERRORS,
+    MOVING,
+    bounded_text,
+    errors_response,
+    optional,
+    text_response,
+)
+from streams.web.openapi_twilio import call_schema, call_tool_paths, twilio_message_paths
 from switchboard.deadline import MAX_TTL_SECONDS
 from switchboard.fallback import MAX_AFTER_SECONDS
 from switchboard.instruction import (
@@ -32,87 +39,44 @@ from switchboard.validation import MAX_MESSAGE, MAX_RETRIES
 __all__ = ["openapi_document"]
 
 
-def _errors_response(description: str) -> dict[str, Any]:
-    return {
-        "description": description,
-        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Errors"}}},
-    }
-
-
-#: A session of this client removed after the retention period (``streams/retention.py``).
-_GONE: dict[str, Any] = {
-    "description": "The session completed and was removed after the retention period; the body says when.",
-    "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Gone"}}},
-}
-
-
-def _text_response(description: str) -> dict[str, Any]:
-    return {"description": description, "content": {"text/plain": {"schema": {"type": "string"}}}}
-
-
-def _optional(schema: dict[str, Any]) -> dict[str, Any]:
-    """An optional field: the validator reads ``null`` as absent, so ``null`` is valid too."""
-    return {"anyOf": [schema, {"type": "null"}]}
-
-
-def _text(max_length: int, description: str | None = None, **more: Any) -> dict[str, Any]:
-    out: dict[str, Any] = {"type": "string", "maxLength": max_length, **more}
-    if description:
-        out["description"] = description
-    return _optional(out)
-
-
-#: What every view that reads a JSON body can answer besides its own outcomes.
-_JSON_BODY_ERRORS: dict[str, Any] = {
-    "400": _errors_response(
-        "The body is not one JSON object (e.g. a number of over 100 digits, NaN), or a header is not UTF-8 text."
-    ),
-    "413": _errors_response("The body is too large."),
-    "415": _errors_response("The body is not JSON: send Content-Type: application/json."),
-}
-#: What every view answered by the worker holding its state can answer while partitions move.
-_MOVING: Final = _errors_response("Partitions are moving between workers; retry (Retry-After).")
-
-
 #: One delivery status, as the ``status`` filter of ``GET /v1/sessions/{id}`` takes it.
 _ANY_STATUS: Final = "|".join(s for s in STATUSES if s != "completed")
 
 
 def openapi_document() -> dict[str, Any]:
     string = {"type": "string"}
-    non_empty = {"type": "string", "minLength": 1}
     nullable_string = {"type": ["string", "null"]}
     recipient = {
         "type": "object",
         "additionalProperties": False,
         "description": "A recipient profile with per-channel addresses.",
         "properties": {
-            "phone": _optional(
+            "phone": optional(
                 {
                     "type": "string",
                     "minLength": 1,
                     "description": "E.164, e.g. +14155550100 (sms, voice, whatsapp)",
                 }
             ),
-            "email": _optional({"type": "string", "format": "email"}),
-            "push_token": _optional(
+            "email": optional({"type": "string", "format": "email"}),
+            "push_token": optional(
                 {
                     "type": "string",
                     "minLength": 1,
                     "description": "APNs device token or FCM registration token",
                 }
             ),
-            "slack": _optional(
+            "slack": optional(
                 {
                     "type": "string",
                     "minLength": 1,
                     "description": "Slack conversation id, #channel or incoming-webhook URL",
                 }
             ),
-            "name": _text(200, "Available to templates as {{name}}"),
-            "timezone": _text(64, "IANA zone, e.g. America/Los_Angeles"),
-            "locale": _text(35),
-            "vars": _optional({"type": "object", "additionalProperties": {"type": "string"}}),
+            "name": bounded_text(200, "Available to templates as {{name}}"),
+            "timezone": bounded_text(64, "IANA zone, e.g. America/Los_Angeles"),
+            "locale": bounded_text(35),
+            "vars": optional({"type": "object", "additionalProperties": {"type": "string"}}),
         },
     }
     instruction = {
@@ -120,19 +84,19 @@ def openapi_document() -> dict[str, Any]:
         "additionalProperties": False,
         "required": ["transport", "audience"],
         "properties": {
-            "client_id": _optional(
+            "client_id": optional(
                 {
                     "type": "string",
                     "minLength": 1,
                     "description": "Optional over HTTP: must match the API key's client.",
                 }
             ),
-            "idempotency_key": _text(255, pattern=r"\S"),
+            "idempotency_key": bounded_text(255, pattern=r"\S"),
             "transport": {
                 "type": "object",
                 "additionalProperties": False,
                 "properties": {
-                    "type": _optional(
+                    "type": optional(
                         {
                             "type": "string",
                             "enum": list(CHANNELS),
@@ -142,13 +106,13 @@ def openapi_document() -> dict[str, Any]:
                             ),
                         }
                     ),
-                    "subject": _text(998),
-                    "message": _text(
+                    "subject": bounded_text(998),
+                    "message": bounded_text(
                         MAX_MESSAGE,
                         "{{var}} placeholders from extras.template_vars and the recipient profile.",
                     ),
-                    "fileUrl": _text(2048, format="uri"),
-                    "extras": _optional(
+                    "fileUrl": bounded_text(2048, format="uri"),
+                    "extras": optional(
                         {
                             "type": "object",
                             "description": (
@@ -171,16 +135,16 @@ def openapi_document() -> dict[str, Any]:
                     ]
                 },
             },
-            "options": _optional(
+            "options": optional(
                 {
                     "type": "object",
                     "additionalProperties": False,
                     "properties": {
-                        "trigger": _optional(
+                        "trigger": optional(
                             {"type": "string", "enum": list(TRIGGERS), "default": "immediate"}
                         ),
-                        "scheduledTimestamp": _optional({"type": "string", "format": "date-time"}),
-                        "retries": _optional(
+                        "scheduledTimestamp": optional({"type": "string", "format": "date-time"}),
+                        "retries": optional(
                             {
                                 "type": "integer",
                                 "minimum": 0,
@@ -193,7 +157,7 @@ def openapi_document() -> dict[str, Any]:
                                 ),
                             }
                         ),
-                        "retryIntervalMinutes": _optional(
+                        "retryIntervalMinutes": optional(
                             {
                                 "type": ["string", "number"],
                                 "default": "60",
@@ -205,7 +169,7 @@ def openapi_document() -> dict[str, Any]:
                                 "examples": ["60,180,600"],
                             }
                         ),
-                        "webhookUrl": _text(2048, format="uri"),
+                        "webhookUrl": bounded_text(2048, format="uri"),
                         "priority": {
                             "type": ["string", "null"],
                             "enum": [*PRIORITIES, None],
@@ -229,7 +193,7 @@ def openapi_document() -> dict[str, Any]:
                                 "number's opt-out (STOP) applies either way."
                             ),
                         },
-                        "expiresAt": _optional(
+                        "expiresAt": optional(
                             {
                                 "type": "string",
                                 "format": "date-time",
@@ -244,7 +208,7 @@ def openapi_document() -> dict[str, Any]:
                                 "examples": ["2026-12-06T10:00:00Z"],
                             }
                         ),
-                        "ttlSeconds": _optional(
+                        "ttlSeconds": optional(
                             {
                                 "type": "integer",
                                 "minimum": 1,
@@ -256,7 +220,7 @@ def openapi_document() -> dict[str, Any]:
                                 ),
                             }
                         ),
-                        "fallback": _optional(
+                        "fallback": optional(
                             {
                                 "type": "object",
                                 "additionalProperties": False,
@@ -286,7 +250,7 @@ def openapi_document() -> dict[str, Any]:
                                             "the order they are tried."
                                         ),
                                     },
-                                    "afterSeconds": _optional(
+                                    "afterSeconds": optional(
                                         {
                                             "type": "integer",
                                             "minimum": 1,
@@ -626,16 +590,16 @@ def openapi_document() -> dict[str, Any]:
                                 }
                             },
                         },
-                        **_JSON_BODY_ERRORS,
-                        "401": _errors_response("Missing or unknown API key."),
-                        "409": _errors_response(
+                        **JSON_BODY_ERRORS,
+                        "401": errors_response("Missing or unknown API key."),
+                        "409": errors_response(
                             "Idempotency conflict (not produced: repeats of one key are serialized)."
                         ),
-                        "422": _errors_response(
+                        "422": errors_response(
                             "The instruction breaks the rules; every problem is listed."
                         ),
-                        "429": _errors_response("Rate limited; see Retry-After."),
-                        "503": _errors_response(
+                        "429": errors_response("Rate limited; see Retry-After."),
+                        "503": errors_response(
                             "Kafka refused a write or did not confirm it in time (Retry-After). Without `session_id` in the body, no session was opened and none will be: retrying is safe. With it, the session's opening was written and that session may still open: retry with the same Idempotency-Key, or check GET /v1/sessions/{session_id} before sending again."
                         ),
                     },
@@ -691,14 +655,14 @@ def openapi_document() -> dict[str, Any]:
                                 }
                             },
                         },
-                        "400": _errors_response(
+                        "400": errors_response(
                             "offset or limit is not a whole number in its range, or status names "
                             "something that is not a delivery status."
                         ),
-                        "401": _errors_response("Missing or unknown API key."),
-                        "404": _errors_response("No such session for this client."),
-                        "410": _GONE,
-                        "503": _MOVING,
+                        "401": errors_response("Missing or unknown API key."),
+                        "404": errors_response("No such session for this client."),
+                        "410": GONE,
+                        "503": MOVING,
                     },
                 }
             },
@@ -721,13 +685,13 @@ def openapi_document() -> dict[str, Any]:
                     ],
                     "responses": {
                         "202": {"description": "Triggered."},
-                        "401": _errors_response("Missing or unknown API key."),
-                        "404": _errors_response("No such session for this client."),
-                        "410": _GONE,
-                        "409": _errors_response(
+                        "401": errors_response("Missing or unknown API key."),
+                        "404": errors_response("No such session for this client."),
+                        "410": GONE,
+                        "409": errors_response(
                             "Nothing to trigger: not waiting, cancelled, or no failed deliveries."
                         ),
-                        "503": _errors_response(
+                        "503": errors_response(
                             "Kafka did not confirm the trigger, or partitions are moving: retry."
                         ),
                     },
@@ -748,145 +712,16 @@ def openapi_document() -> dict[str, Any]:
                     ],
                     "responses": {
                         "202": {"description": "Cancelled."},
-                        "401": _errors_response("Missing or unknown API key."),
-                        "404": _errors_response("No such session for this client."),
-                        "410": _GONE,
-                        "503": _errors_response(
+                        "401": errors_response("Missing or unknown API key."),
+                        "404": errors_response("No such session for this client."),
+                        "410": GONE,
+                        "503": errors_response(
                             "The cancel is stored but not yet applied everywhere (30 s): retry."
                         ),
                     },
                 }
             },
-            "/api/call": {
-                "post": {
-                    "summary": "Call tool: call a member and connect them to a target",
-                    "security": bearer,
-                    "requestBody": {
-                        "required": True,
-                        "content": {
-                            "application/json": {
-                                "schema": {
-                                    "type": "object",
-                                    "required": ["campaign_id", "member_phone_number"],
-                                    "properties": {
-                                        "campaign_id": non_empty,
-                                        "target_id": _optional(non_empty),
-                                        "member_phone_number": non_empty,
-                                        "target_phone_number": _optional(
-                                            {
-                                                "type": "string",
-                                                "minLength": 1,
-                                                "description": "A manual target, with target_checksum",
-                                            }
-                                        ),
-                                        "target_checksum": _optional(non_empty),
-                                    },
-                                }
-                            }
-                        },
-                    },
-                    "responses": {
-                        "201": {
-                            "description": "The call was placed.",
-                            "content": {
-                                "application/json": {
-                                    "schema": {"type": "object", "properties": {"call_id": string}}
-                                }
-                            },
-                        },
-                        **_JSON_BODY_ERRORS,
-                        "401": _errors_response("Missing or unknown API key."),
-                        "403": _errors_response("Too many calls for this member and campaign."),
-                        "422": _errors_response(
-                            "An invalid field, or Twilio refused the call (its code is given)."
-                        ),
-                        "503": _errors_response(
-                            "The call could not be registered or placed now (nothing was placed), or partitions are moving: retry."
-                        ),
-                    },
-                }
-            },
-            "/v1/calls/{call_id}": {
-                "get": {
-                    "summary": "A call's combined state: call status, the member's CallStatus events, the target's DialCallStatus",
-                    "security": bearer,
-                    "parameters": [
-                        {
-                            "name": "call_id",
-                            "in": "path",
-                            "required": True,
-                            "schema": {"type": "string", "format": "uuid"},
-                        }
-                    ],
-                    "responses": {
-                        "200": {
-                            "description": "The call.",
-                            "content": {
-                                "application/json": {
-                                    "schema": {"$ref": "#/components/schemas/Call"}
-                                }
-                            },
-                        },
-                        "401": _errors_response("Missing or unknown API key."),
-                        "404": _errors_response("No such call for this client."),
-                        "503": _MOVING,
-                    },
-                }
-            },
-            "/twilio/calls/{call_id}/{step}": {
-                "post": {
-                    "summary": "Twilio's requests during a call (start, menu, connect, dial-status, status); TwiML answers",
-                    "description": "Authenticated by X-Twilio-Signature over SWITCHBOARD_PUBLIC_URL and the exact path.",
-                    "parameters": [
-                        {
-                            "name": "call_id",
-                            "in": "path",
-                            "required": True,
-                            "schema": {"type": "string", "format": "uuid"},
-                        },
-                        {
-                            "name": "step",
-                            "in": "path",
-                            "required": True,
-                            "schema": {"type": "string", "enum": sorted(STEPS)},
-                        },
-                        {
-                            "name": "X-Twilio-Signature",
-                            "in": "header",
-                            "required": True,
-                            "schema": {"type": "string"},
-                        },
-                    ],
-                    "requestBody": {
-                        "required": True,
-                        "content": {
-                            "application/x-www-form-urlencoded": {
-                                "schema": {
-                                    "type": "object",
-                                    "description": f"Twilio's parameters (CallSid, CallStatus, Digits, ...); at most {MAX_TWILIO_BODY:,} bytes.",
-                                    "additionalProperties": {"type": "string"},
-                                }
-                            }
-                        },
-                    },
-                    "responses": {
-                        "200": {
-                            "description": "TwiML.",
-                            "content": {"text/xml": {"schema": {"type": "string"}}},
-                        },
-                        "400": _text_response("The form is not text in its charset."),
-                        "403": _text_response("Bad signature."),
-                        "404": _text_response("No such step, or no such call."),
-                        "413": _text_response(
-                            f"The body is larger than {MAX_TWILIO_BODY:,} bytes."
-                        ),
-                        "415": _text_response("The body is not application/x-www-form-urlencoded."),
-                        "503": _text_response(
-                            "The state change was not recorded, the worker is not configured for Twilio, or partitions are moving: Twilio retries."
-                        ),
-                    },
-                }
-            },
+            **call_tool_paths(bearer),
             **twilio_message_paths(),
             **console_paths(),
             "/v1/unsubscribe": {
@@ -910,11 +745,11 @@ def openapi_document() -> dict[str, Any]:
                             "description": "A page whose button POSTs the one-click form.",
                             "content": {"text/html": {"schema": {"type": "string"}}},
                         },
-                        "400": _errors_response(
+                        "400": errors_response(
                             "The request line cannot be read (over 8 kB, or not HTTP)."
                         ),
-                        "403": _text_response("Not a link this deployment signed."),
-                        "404": _text_response(
+                        "403": text_response("Not a link this deployment signed."),
+                        "404": text_response(
                             "Unsubscribe links are not enabled (SWITCHBOARD_PUBLIC_URL or SWITCHBOARD_UNSUBSCRIBE_SECRET unset)."
                         ),
                     },
@@ -961,13 +796,13 @@ def openapi_document() -> dict[str, Any]:
                                 "application/json": {"schema": {"type": "object"}},
                             },
                         },
-                        "403": _text_response(
+                        "403": text_response(
                             "Not a link this deployment signed; nothing is recorded."
                         ),
-                        "404": _text_response("Unsubscribe links are not enabled."),
-                        "413": _text_response("The body is larger than 4 kB."),
-                        "415": _text_response("The body is not a form."),
-                        "503": _text_response("Kafka did not confirm the record: retry."),
+                        "404": text_response("Unsubscribe links are not enabled."),
+                        "413": text_response("The body is larger than 4 kB."),
+                        "415": text_response("The body is not a form."),
+                        "503": text_response("Kafka did not confirm the record: retry."),
                     },
                 },
             },

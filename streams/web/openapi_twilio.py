@@ -1,5 +1,6 @@
 """The parts of the OpenAPI document about Twilio and the call tool: the message endpoints Twilio
-calls (delivery status callbacks, inbound SMS) and the combined state of a call.
+calls (delivery status callbacks, inbound SMS), the call tool's endpoints (placing a call, its
+combined state, Twilio's steps during it) and the schema of a call.
 
 Kept apart from :mod:`streams.web.openapi` (the Send API) so that neither grows past a readable
 size; :func:`streams.web.openapi.openapi_document` merges them. The Twilio endpoints are called
@@ -15,9 +16,17 @@ from __future__ import annotations
 from typing import Any
 
 from streams.web.common import MAX_TWILIO_BODY
+from streams.web.openapi_parts import (
+    JSON_BODY_ERRORS,
+    MOVING,
+    errors_response,
+    optional,
+    text_response,
+)
 from switchboard.calltool.calls import CALL_STATUSES, MEMBER_STATUSES, TARGET_STATUSES
+from switchboard.calltool.twiml import STEPS
 
-__all__ = ["call_schema", "twilio_message_paths"]
+__all__ = ["call_schema", "call_tool_paths", "twilio_message_paths"]
 
 _STRING: dict[str, Any] = {"type": "string"}
 _SIGNATURE: dict[str, Any] = {
@@ -240,5 +249,140 @@ def call_schema() -> dict[str, Any]:
                     "events": events(TARGET_STATUSES, {"dial_call_sid": nullable}),
                 },
             },
+        },
+    }
+
+
+def call_tool_paths(bearer: list[dict[str, list[str]]]) -> dict[str, Any]:
+    """The call tool's endpoints: a client places a call (``bearer``: its API key), reads its
+    state, and Twilio drives it step by step (``streams/twilio/call_views.py``)."""
+    string: dict[str, Any] = {"type": "string"}
+    non_empty: dict[str, Any] = {"type": "string", "minLength": 1}
+    return {
+        "/api/call": {
+            "post": {
+                "summary": "Call tool: call a member and connect them to a target",
+                "security": bearer,
+                "requestBody": {
+                    "required": True,
+                    "content": {
+                        "application/json": {
+                            "schema": {
+                                "type": "object",
+                                "required": ["campaign_id", "member_phone_number"],
+                                "properties": {
+                                    "campaign_id": non_empty,
+                                    "target_id": optional(non_empty),
+                                    "member_phone_number": non_empty,
+                                    "target_phone_number": optional(
+                                        {
+                                            "type": "string",
+                                            "minLength": 1,
+                                            "description": "A manual target, with target_checksum",
+                                        }
+                                    ),
+                                    "target_checksum": optional(non_empty),
+                                },
+                            }
+                        }
+                    },
+                },
+                "responses": {
+                    "201": {
+                        "description": "The call was placed.",
+                        "content": {
+                            "application/json": {
+                                "schema": {"type": "object", "properties": {"call_id": string}}
+                            }
+                        },
+                    },
+                    **JSON_BODY_ERRORS,
+                    "401": errors_response("Missing or unknown API key."),
+                    "403": errors_response("Too many calls for this member and campaign."),
+                    "422": errors_response(
+                        "An invalid field, or Twilio refused the call (its code is given)."
+                    ),
+                    "503": errors_response(
+                        "The call could not be registered or placed now (nothing was placed), or partitions are moving: retry."
+                    ),
+                },
+            }
+        },
+        "/v1/calls/{call_id}": {
+            "get": {
+                "summary": "A call's combined state: call status, the member's CallStatus events, the target's DialCallStatus",
+                "security": bearer,
+                "parameters": [
+                    {
+                        "name": "call_id",
+                        "in": "path",
+                        "required": True,
+                        "schema": {"type": "string", "format": "uuid"},
+                    }
+                ],
+                "responses": {
+                    "200": {
+                        "description": "The call.",
+                        "content": {
+                            "application/json": {"schema": {"$ref": "#/components/schemas/Call"}}
+                        },
+                    },
+                    "401": errors_response("Missing or unknown API key."),
+                    "404": errors_response("No such call for this client."),
+                    "503": MOVING,
+                },
+            }
+        },
+        "/twilio/calls/{call_id}/{step}": {
+            "post": {
+                "summary": "Twilio's requests during a call (start, menu, connect, dial-status, status); TwiML answers",
+                "description": "Authenticated by X-Twilio-Signature over SWITCHBOARD_PUBLIC_URL and the exact path.",
+                "parameters": [
+                    {
+                        "name": "call_id",
+                        "in": "path",
+                        "required": True,
+                        "schema": {"type": "string", "format": "uuid"},
+                    },
+                    {
+                        "name": "step",
+                        "in": "path",
+                        "required": True,
+                        "schema": {"type": "string", "enum": sorted(STEPS)},
+                    },
+                    {
+                        "name": "X-Twilio-Signature",
+                        "in": "header",
+                        "required": True,
+                        "schema": {"type": "string"},
+                    },
+                ],
+                "requestBody": {
+                    "required": True,
+                    "content": {
+                        "application/x-www-form-urlencoded": {
+                            "schema": {
+                                "type": "object",
+                                "description": f"Twilio's parameters (CallSid, CallStatus, Digits, ...); at most {MAX_TWILIO_BODY:,} bytes.",
+                                "additionalProperties": {"type": "string"},
+                            }
+                        }
+                    },
+                },
+                "responses": {
+                    "200": {
+                        "description": "TwiML.",
+                        "content": {"text/xml": {"schema": {"type": "string"}}},
+                    },
+                    "400": text_response("The form is not text in its charset."),
+                    "403": text_response("Bad signature."),
+                    "404": text_response("No such step, or no such call."),
+                    "413": text_response(f"The body is larger than {MAX_TWILIO_BODY:,} bytes."),
+                    "415": text_response("The body is not application/x-www-form-urlencoded."),
+                    "503": text_response(
+                        "The state change was not recorded, the worker is not configured for Twilio, or partitions are moving: Twilio retries."
+                    ),
+                },
+            }
         },
     }
