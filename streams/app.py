@@ -148,6 +148,7 @@ class Switchboard:
     staged: checkpoint.StagedRows = field(default_factory=checkpoint.StagedRows)
     _admin: Any = None
     _bulk_producer: BulkProducer | None = None
+    _output_producer: BulkProducer | None = None
     _crash: asyncio.Future[None] | None = None
 
     def admin(self) -> Any:
@@ -177,7 +178,7 @@ class Switchboard:
         worker's librdkafka producer, whose acknowledgements Faust's commit awaits too
         (``streams/commits.py``): an agent without checkpoints (a dispatcher) never has an
         offset committed before its outputs are in Kafka."""
-        future = await self.bulk_producer().produce(
+        future = await self.output_producer().produce(
             topic.get_topic_name(), key, value, headers, partition
         )
         checkpoint.output(future)
@@ -188,7 +189,7 @@ class Switchboard:
     ) -> Awaitable[Located]:
         """:meth:`produce`, for a record whose place is needed: the future resolves with its
         topic, partition and offset."""
-        future = await self.bulk_producer().produce_located(
+        future = await self.output_producer().produce_located(
             topic.get_topic_name(), key, value, partition
         )
         checkpoint.output(future)
@@ -225,19 +226,31 @@ class Switchboard:
         return self.topics.status.get_topic_name()
 
     def bulk_producer(self) -> BulkProducer:
-        """This worker's librdkafka producer of status events, agents' outputs and bulk table
-        rows (made on first use, in the event loop)."""
+        """This worker's librdkafka producer of status events and bulk table rows (made on first
+        use, in the event loop)."""
         if self._bulk_producer is None:
-
-            def failed(exc: BaseException) -> None:
-                self._crash = asyncio.ensure_future(self.app.crash(exc))
-
-            self._bulk_producer = BulkProducer(self.kafka_config(), failed)
+            self._bulk_producer = BulkProducer(self.kafka_config(), self._failed, "status-producer")
         return self._bulk_producer
 
-    def close_bulk_producer(self, timeout: float) -> int:
+    def output_producer(self) -> BulkProducer:
+        """This worker's librdkafka producer of the agents' other outputs (jobs, reports,
+        commands, timers): a producer of its own, so that a command on the way to the next
+        agent never queues behind a burst of status events (librdkafka sends at most five
+        requests at a time per broker and producer)."""
+        if self._output_producer is None:
+            self._output_producer = BulkProducer(self.kafka_config(), self._failed, "outputs")
+        return self._output_producer
+
+    def _failed(self, exc: BaseException) -> None:
+        self._crash = asyncio.ensure_future(self.app.crash(exc))
+
+    def producers(self) -> list[BulkProducer]:
+        """The librdkafka producers made so far."""
+        return [p for p in (self._output_producer, self._bulk_producer) if p is not None]
+
+    def close_bulk_producers(self, timeout: float) -> int:
         """Deliver the records still queued; returns how many could not be."""
-        return self._bulk_producer.close(timeout) if self._bulk_producer is not None else 0
+        return sum(producer.close(timeout) for producer in self.producers())
 
     def kafka_config(self) -> dict[str, Any]:
         """What every confluent-kafka client of this worker is given to reach the cluster."""

@@ -115,7 +115,12 @@ class _Batch:
 class BulkProducer:
     """Produce records through librdkafka; one awaitable per turn of the loop (module docs)."""
 
-    def __init__(self, config: dict[str, Any], on_failure: Callable[[BaseException], None]) -> None:
+    def __init__(
+        self,
+        config: dict[str, Any],
+        on_failure: Callable[[BaseException], None],
+        name: str = "status-producer",
+    ) -> None:
         self._producer = Producer(
             {
                 **config,
@@ -132,7 +137,7 @@ class BulkProducer:
         #: The batches not resolved yet (:meth:`drained` waits for them).
         self._open: set[asyncio.Future[Any]] = set()
         self._stopping = threading.Event()
-        self._thread = threading.Thread(target=self._poll, name="status-producer", daemon=True)
+        self._thread = threading.Thread(target=self._poll, name=name, daemon=True)
         self._thread.start()
 
     async def produce(
@@ -181,12 +186,16 @@ class BulkProducer:
             return located
 
     async def drained(self) -> None:
-        """Wait until every record produced so far is acknowledged; raises when one was
-        refused (the worker is stopping then: :class:`_Batch` calls ``on_failure``)."""
+        """Wait until every record produced before the call is acknowledged; raises when one
+        was refused (the worker is stopping then: :class:`_Batch` calls ``on_failure``).
+
+        Only those: records produced meanwhile belong to later events, and waiting for them
+        too would, under steady load, hold Faust's commit of offsets until the agents pause
+        (the fan-out's flow control reads the committed offsets, ``streams/flow.py``)."""
         batch = self._batch
         if batch is not None and not batch.sealed:
             batch.seal()
-        while self._open:
+        if self._open:
             await asyncio.gather(*list(self._open))
 
     async def produce_row(

@@ -179,6 +179,7 @@ def build(
     # of offsets waits for it as for its own producer's records.
     producer = app.producer
     if isinstance(producer, DurableProducer):
+        producer.flush_also(lambda: sb.output_producer().drained())
         producer.flush_also(lambda: sb.bulk_producer().drained())
     sb.failover = Failover(
         Breaker(settings.circuit_failures, settings.circuit_cooldown),

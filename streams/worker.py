@@ -133,7 +133,7 @@ def _mark_clean_stop(settings: Settings, sb: Switchboard) -> None:
     # table's rows) belong to events never acknowledged: the next owner processes them again.
     # A bulk table row among them may be in the local table and not in its changelog, so the
     # local tables are not trusted then.
-    left = sb.close_bulk_producer(settings.drain_timeout)
+    left = sb.close_bulk_producers(settings.drain_timeout)
     if left:
         log.warning(
             "stopped with records not confirmed: their events are processed again by the "

@@ -344,6 +344,9 @@ class MemorySwitchboard(Switchboard):
     def bulk_producer(self) -> BulkProducer:
         return cast(BulkProducer, MemoryStatusProducer(self.produced.__getitem__))
 
+    def output_producer(self) -> BulkProducer:
+        return self.bulk_producer()
+
     async def publish_status(self, event: StatusEvent) -> None:
         self.statuses.append(event)
         await super().publish_status(event)
