@@ -161,7 +161,7 @@ class BulkProducer:
         loop = asyncio.get_running_loop()
         located: asyncio.Future[Located] = loop.create_future()
         self._open.add(located)  # drained() waits for it too
-        located.add_done_callback(self._open.discard)
+        located.add_done_callback(self._check)  # a refused record stops the worker, as a batch's
 
         def settle(error: KafkaError | None, message: Any) -> None:  # on the polling thread
             if error is None:
@@ -246,7 +246,7 @@ class BulkProducer:
             loop.call_soon(batch.seal)
         return batch
 
-    def _check(self, future: asyncio.Future[Offsets]) -> None:
+    def _check(self, future: asyncio.Future[Any]) -> None:
         self._open.discard(future)
         if future.cancelled():  # nothing was refused: an awaiting gather gave up on it
             return
