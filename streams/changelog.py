@@ -20,6 +20,12 @@ Guarantees and failure modes:
       path, where the commit's flush makes them durable): a worker that dies before leaves the
       event to be processed again, as for any crash during a checkpoint's writes.
     * A record the broker refuses fails the checkpoint, which stops the worker unacknowledged.
+    * A dispatcher, which has no checkpoint, writes a bulk table's row with
+      :meth:`BulkRows.write_now`: into the database at once and its changelog record into the
+      same producer, as Faust's ``table[key] = value`` would through its own. Faust's commit of
+      the dispatcher's offsets waits for the producer (``streams/compose.py``), as it waits for
+      its own changelog records, so the guarantee is Faust's: durable before the event's offset
+      is committed.
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ import asyncio
 from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
+from faust import current_event
 from faust.types import TP
 
 from streams.bulk import BulkProducer, Offsets
@@ -59,6 +66,7 @@ class BulkRows:
     ) -> None:
         self._producer = producer
         self._tables = {id(table): table for table in tables}
+        self._persisting: asyncio.Future[Offsets] | None = None
 
     def owns(self, table: TableT[bytes, bytes]) -> bool:
         return id(table) in self._tables
@@ -87,12 +95,50 @@ class BulkRows:
             )
             if not futures or futures[-1] is not future:
                 futures.append(future)
-        stores = {
-            table.changelog_topic.get_topic_name(): table.data
-            for table in (write.table for write in writes)
-        }
+        stores = self._stores()
         for offsets in await asyncio.gather(*futures):
-            for (topic, partition), offset in offsets.items():
-                store = stores.get(topic)
-                if store is not None:
-                    store.set_persisted_offset(TP(topic, partition), offset)  # type: ignore[attr-defined]
+            _persist(stores, offsets)
+
+    async def write_now(self, table: TableT[bytes, bytes], key: bytes, value: bytes | None) -> None:
+        """Write one row outside a checkpoint (a dispatcher's task, whose context carries its
+        event): into the event's partition's database at once, its changelog record into the
+        producer; the partition's persisted offset follows the broker's acknowledgement.
+
+        Raises:
+            RuntimeError: outside an event (the row would have no partition).
+        """
+        event = current_event()
+        if event is None:
+            raise RuntimeError(
+                f"a row of {table.changelog_topic.get_topic_name()} outside of an event"
+            )
+        partition = event.message.partition
+        db = table.data._db_for_partition(partition)  # type: ignore[attr-defined]  # Faust's
+        if value is None:
+            db.delete(key)
+        else:
+            db.put(key, value)
+        topic = table.changelog_topic.get_topic_name()
+        future = await self._producer().produce_row(topic, partition, key, value)
+        if future is not self._persisting:  # one callback per batch of rows
+            self._persisting = future
+            future.add_done_callback(self._persist_batch)
+
+    def _persist_batch(self, future: asyncio.Future[Offsets]) -> None:
+        if not future.cancelled() and future.exception() is None:  # else the worker stops
+            _persist(self._stores(), future.result())
+
+    def _stores(self) -> dict[str, Any]:
+        return {
+            table.changelog_topic.get_topic_name(): table.data for table in self._tables.values()
+        }
+
+
+def _persist(stores: dict[str, Any], offsets: Offsets) -> None:
+    """Record the highest changelog offset acknowledged per partition as its database's
+    persisted offset (where recovery starts reading). One that arrives late, lower than one
+    recorded, only makes a recovery read a few records again."""
+    for (topic, partition), offset in offsets.items():
+        store = stores.get(topic)
+        if store is not None:
+            store.set_persisted_offset(TP(topic, partition), offset)

@@ -240,6 +240,19 @@ def put(table: TableT[bytes, bytes], key: bytes, value: bytes | None) -> None:
         del table[key]
 
 
+async def put_now(
+    bulk: BulkRows | None, table: TableT[bytes, bytes], key: bytes, value: bytes | None
+) -> None:
+    """Write (``None``: delete) ``table[key]`` outside a checkpoint, in a task whose context
+    carries its event (a dispatcher's): a bulk table's row through librdkafka
+    (:meth:`streams.changelog.BulkRows.write_now`), another's through Faust. A bulk table's rows
+    must never go through Faust's producer as well: two producers would not keep them in order."""
+    if bulk is not None and bulk.owns(table):
+        await bulk.write_now(table, key, value)
+    else:
+        put(table, key, value)
+
+
 def output(future: Awaitable[Any]) -> None:
     """Remember a produced record's future: the running checkpoint waits for it before it
     writes any row. Outside a checkpoint (views, dispatchers) this does nothing."""

@@ -172,9 +172,15 @@ def build(
     )
     sb.managers = ManagerDesk.over(managers, sb.manager_state)
     sb.flow = DispatchBacklog(sb)
-    # The deliveries table takes a row per delivery (twice, as it is sent and reported): its
-    # rows go through librdkafka in bulk (streams/changelog.py).
-    sb.bulk_rows = BulkRows(sb.bulk_producer, [sb.tables.deliveries])
+    # Every table's rows go through librdkafka in bulk (streams/changelog.py): the deliveries
+    # take a row per delivery (twice, as it is sent and reported), the sends a claim and the
+    # outcomes of every batch, the sessions and timers a few rows per session. Through Faust's
+    # aiokafka producer each row was a Python record, a task turn and a socket write on the
+    # event loop.
+    sb.bulk_rows = BulkRows(
+        sb.bulk_producer,
+        [sb.tables.deliveries, sb.tables.sessions, sb.tables.sends, sb.tables.timers],
+    )
     # What the agents produce goes through librdkafka too (Switchboard.produce): Faust's commit
     # of offsets waits for it as for its own producer's records.
     producer = app.producer

@@ -47,7 +47,7 @@ from faust import Stream
 from faust.types import EventT, StreamT
 
 from streams.app import Switchboard
-from streams.checkpoint import put
+from streams.checkpoint import put_now
 from streams.guard import hand_off, quarantine
 from streams.inflight import run_overlapped
 from streams.retention import purge_sends
@@ -147,18 +147,18 @@ async def _handle(sb: Switchboard, item: Item) -> None:
     if isinstance(body, JobBatch):
         await _dispatch_batch(sb, body)
     elif body.get("kind") == Fence.KIND:
-        _fence(sb, body["session_id"])
+        await _fence(sb, body["session_id"])
     elif body.get("kind") == PurgeSends.KIND:
         # A session deleted after its retention: its rows in this partition (streams/retention.py).
-        purge_sends(sb, event.message.partition, records.decode(PurgeSends, body))
+        await purge_sends(sb, event.message.partition, records.decode(PurgeSends, body))
     else:
         await _dispatch(sb, records.decode(DispatchJob, body))
 
 
-def _fence(sb: Switchboard, session_id: str) -> None:
+async def _fence(sb: Switchboard, session_id: str) -> None:
     """A cancelled session's fence (``streams/fences.py``): every later job of the session on
     this partition is withdrawn, by this worker or the partition's next owner."""
-    put(sb.tables.sends, fence_row(session_id), b"1")  # in this event's partition
+    await put_now(sb.bulk_rows, sb.tables.sends, fence_row(session_id), b"1")  # event's partition
 
 
 async def _dispatch(sb: Switchboard, job: DispatchJob) -> None:
@@ -224,16 +224,21 @@ async def _claimed(sb: Switchboard, job: DispatchJob, send_key: bytes) -> None:
             extra={"delivery": job.key, "attempt": job.attempt, "claimed_at": row["claimed_at"]},
         )
     # Written in this task, whose context carries the job's event: the row goes to its partition.
-    put(sb.tables.sends, send_key, _json({"claimed_at": time.time(), "by": sb.settings.web_url}))
+    await _put_send(sb, send_key, {"claimed_at": time.time(), "by": sb.settings.web_url})
     report, retry_at = await _outcome(sb, job, in_doubt)
     await _produce_outcome(sb, job, report, retry_at)
     outcome = {"report": records.as_items([report])[0], "retry_at": retry_at}
-    put(sb.tables.sends, send_key, _json({"at": time.time(), "outcome": outcome}))
+    await _put_send(sb, send_key, {"at": time.time(), "outcome": outcome})
 
 
 def _load_send(sb: Switchboard, send_key: bytes) -> dict[str, Any] | None:
     raw = read_row(sb.tables.sends, send_key)  # in the job's partition, where it is written
     return jsonbytes.loads(raw) if raw is not None else None
+
+
+async def _put_send(sb: Switchboard, key: bytes, row: dict[str, Any]) -> None:
+    """Write a ``sends`` row, in this task's event's partition (its context carries the event)."""
+    await put_now(sb.bulk_rows, sb.tables.sends, key, _json(row))
 
 
 def _json(body: dict[str, Any]) -> bytes:
@@ -400,7 +405,7 @@ async def _claimed_batch(sb: Switchboard, batch: JobBatch, row_key: bytes) -> No
             "batch claimed before but not finished; sending the rest again",
             extra={"batch": batch.key, "jobs": len(pending), "claimed_at": row.get("claimed_at")},
         )
-    put(sb.tables.sends, row_key, _json({"claimed_at": time.time(), "by": sb.settings.web_url}))
+    await _put_send(sb, row_key, {"claimed_at": time.time(), "by": sb.settings.web_url})
 
     # A batch heavier than SWITCHBOARD_MAX_IN_FLIGHT holds every unit of the lane
     # (``run_overlapped``), and sends that many at a time.
@@ -427,7 +432,7 @@ async def _claimed_batch(sb: Switchboard, batch: JobBatch, row_key: bytes) -> No
     finally:
         for task in running:
             task.cancel()
-    put(sb.tables.sends, row_key, _json({"at": time.time(), "parts": outcomes.parts}))
+    await _put_send(sb, row_key, {"at": time.time(), "parts": outcomes.parts})
 
 
 class _Outcomes:
@@ -456,7 +461,10 @@ class _Outcomes:
         items = records.encode_items(reports)  # once, for the record and the row
         await self._produce(reports, retries, items)
         part = b'{"items":' + items + b',"retries":' + json.dumps(retries).encode() + b"}"
-        put(self._sb.tables.sends, batch_part_row(self._batch.key, self.parts), part)
+        sb = self._sb
+        await put_now(
+            sb.bulk_rows, sb.tables.sends, batch_part_row(self._batch.key, self.parts), part
+        )
         self.parts += 1
 
     async def replay(self) -> None:

@@ -51,7 +51,7 @@ import logging
 import time
 from typing import TYPE_CHECKING
 
-from streams.checkpoint import put
+from streams.checkpoint import put, put_now
 from streams.tablestore import keys_with_prefix
 from switchboard import records
 from switchboard.idempotency import expires_at
@@ -309,7 +309,7 @@ async def purge_deliveries(sb: Switchboard, cmd: PurgeDeliveries, lane: TopicT) 
 # -- the dispatchers -------------------------------------------------------------------------
 
 
-def purge_sends(sb: Switchboard, partition: int, cmd: PurgeSends) -> int:
+async def purge_sends(sb: Switchboard, partition: int, cmd: PurgeSends) -> int:
     """Delete the session's ``sends`` rows in ``partition`` (the event's) that this topic's
     dispatcher wrote; returns how many. Called in the event's context, so each tombstone goes to
     the partition's changelog."""
@@ -318,7 +318,7 @@ def purge_sends(sb: Switchboard, partition: int, cmd: PurgeSends) -> int:
     for prefix in send_row_prefixes(cmd.session_id):
         for key in keys_with_prefix(table, partition, prefix):
             if is_send_row(key, cmd.session_id, cmd.channels):
-                put(table, key, None)
+                await put_now(sb.bulk_rows, table, key, None)
                 deleted += 1
     sb.metrics.purged_rows.labels("sends").inc(deleted)
     return deleted

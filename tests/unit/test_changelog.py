@@ -1,8 +1,8 @@
 """Bulk rows (streams/changelog.py): a checkpoint's writes of a bulk table go to the partition's
 database and, in order, to the changelog partition of the event that wrote them; the offsets the
 broker acknowledged become the databases' persisted offsets. The broker is replaced here by a
-producer that records; the real path is exercised by every integration test (the deliveries
-table is bulk) and the crash tests."""
+producer that records; the real path is exercised by every integration test (every table is
+bulk) and the crash tests."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ import pytest
 from faust.types import TP
 
 from streams.changelog import BulkRows
-from streams.checkpoint import Checkpoint
+from streams.checkpoint import Checkpoint, put_now
 
 TOPIC = "sb-deliveries-changelog"
 
@@ -130,3 +130,40 @@ async def test_a_refused_row_acknowledges_nothing() -> None:
         await checkpoint.commit()
     assert not getattr(event, "acked", False)
     assert bulk_table.data.persisted == {}
+
+
+async def test_a_dispatchers_row_goes_to_its_events_partition_and_persists_once_acknowledged() -> (
+    None
+):
+    """Outside a checkpoint (a dispatcher's task): the row is in the database at once, its
+    changelog record in the producer, and the persisted offset follows the acknowledgement."""
+    import weakref
+
+    from faust.streams import _current_event
+
+    sends, other = Table("sb-sends-changelog"), Table("sb-other-changelog")
+    producer = Producer()
+    bulk = BulkRows(lambda: producer, [sends])  # type: ignore[arg-type, list-item]
+    event = Event(partition=2)
+    token = _current_event.set(weakref.ref(event))  # type: ignore[arg-type]
+    try:
+        await put_now(bulk, sends, b"claim", b"{}")  # type: ignore[arg-type]
+        await put_now(bulk, sends, b"fence", None)  # type: ignore[arg-type]
+        await put_now(bulk, other, b"k", b"v")  # type: ignore[arg-type]
+    finally:
+        _current_event.reset(token)
+    assert producer.records == [
+        ("sb-sends-changelog", 2, b"claim", b"{}"),
+        ("sb-sends-changelog", 2, b"fence", None),
+    ], "only the bulk table's rows, in order, to the event's partition"
+    assert sends.data.dbs[2] == {b"claim": b"{}"}
+    assert dict(other) == {b"k": b"v"}, "a table not bulk is written through Faust"
+    await asyncio.sleep(0)  # the acknowledgement's callbacks
+    assert sends.data.persisted == {TP("sb-sends-changelog", 2): 1}
+
+
+async def test_a_dispatchers_row_outside_an_event_is_refused() -> None:
+    sends = Table("sb-sends-changelog")
+    bulk = BulkRows(lambda: Producer(), [sends])  # type: ignore[arg-type, list-item]
+    with pytest.raises(RuntimeError, match="outside of an event"):
+        await put_now(bulk, sends, b"claim", b"{}")  # type: ignore[arg-type]

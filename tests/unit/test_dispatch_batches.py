@@ -52,6 +52,7 @@ def worker(sends: dict[bytes, bytes] | None = None) -> Any:
     )
     return SimpleNamespace(
         tables=SimpleNamespace(sends=dict(sends or {})),
+        bulk_rows=None,  # the dict tables are written at once
         claims=set(),
         produced=produced,
         cancels=SimpleNamespace(get=lambda _: None),

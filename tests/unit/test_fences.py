@@ -24,14 +24,16 @@ def worker(
     cancels: dict[bytes, bytes] | None = None, sends: dict[bytes, bytes] | None = None
 ) -> Any:
     return SimpleNamespace(
-        cancels=Replica(cancels), tables=SimpleNamespace(sends=dict(sends or {}))
+        cancels=Replica(cancels), tables=SimpleNamespace(sends=dict(sends or {})), bulk_rows=None
     )
 
 
-def test_a_passed_fence_withdraws_the_sessions_jobs_without_the_replica() -> None:
+async def test_a_passed_fence_withdraws_the_sessions_jobs_without_the_replica() -> None:
     sb = worker()
     assert not dispatch._cancelled(sb, "s1")
-    dispatch._fence(sb, "s1")  # outside a checkpoint: written to the partition's table at once
+    await dispatch._fence(
+        sb, "s1"
+    )  # outside a checkpoint: written to the partition's table at once
     assert sb.tables.sends == {fence_row("s1"): b"1"}
     assert dispatch._cancelled(sb, "s1")
     assert not dispatch._cancelled(sb, "s2")
