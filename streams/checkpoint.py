@@ -17,8 +17,8 @@ then never fans out, a delivery's count is lost, a timer never fires.
 3. then it applies the staged writes to the tables, in order, each in its own event's context (the
    changelog record goes to that event's partition);
 4. then it acknowledges the events. Faust's commit flushes the producer, the changelog included,
-   before it commits their offsets. A *bulk* table's rows (``streams/changelog.py``: the
-   deliveries, a row per delivery) are written first, through librdkafka, and the events are
+   before it commits their offsets. A *bulk* table's rows (``streams/changelog.py``: every
+   table of the worker is one) are written first, through librdkafka, and the events are
    acknowledged only once the broker has their changelog records.
 
 Guarantees and failure modes:
