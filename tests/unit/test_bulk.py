@@ -1,14 +1,18 @@
 """The status producer's batches (streams/bulk.py): one future per turn of the event loop,
-resolved only when every record of the batch is acknowledged, failed by any refusal. The
+resolved only when every record of the batch is acknowledged, failed by any refusal; delivery
+reports served on the event loop while records await theirs. The
 producer itself runs against the real broker in every integration test that reads statuses."""
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
+from typing import Any, cast
 
 import pytest
 from confluent_kafka import KafkaError
 
+from streams import bulk
 from streams.bulk import _Batch
 
 
@@ -22,7 +26,7 @@ async def test_a_batch_resolves_once_sealed_and_every_record_acknowledged() -> N
     batch.pending += 1
     batch.seal()
     assert not batch.future.done()
-    batch.delivered(None, None)  # from the polling thread in production
+    batch.delivered(None, None)  # from the producer's pump in production
     await asyncio.wait_for(batch.future, 1)
 
 
@@ -42,19 +46,58 @@ async def test_one_refused_record_fails_the_batch() -> None:
         await asyncio.wait_for(batch.future, 1)
 
 
-async def test_a_cancelled_batch_stops_nothing() -> None:
+class _FakeProducer:
+    """librdkafka as the pump sees it: records wait for their delivery report until ``poll``."""
+
+    def __init__(self, _config: dict[str, Any]) -> None:
+        self.waiting: list[Callable[[KafkaError | None, Any], None]] = []
+        self.polls = 0
+
+    def produce(self, *_args: Any, on_delivery: Callable[..., None], **_kw: Any) -> None:
+        self.waiting.append(on_delivery)
+
+    def poll(self, _timeout: float) -> int:
+        self.polls += 1
+        served, self.waiting = self.waiting, []
+        for report in served:
+            report(None, None)
+        return len(served)
+
+    def __len__(self) -> int:
+        return len(self.waiting)
+
+    def flush(self, _timeout: float) -> int:
+        return self.poll(0) and 0
+
+
+async def test_a_cancelled_batch_stops_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
     """An awaiting gather that gives up cancels the shared future: nothing was refused, so the
     worker is not stopped (``BulkProducer._check``)."""
-    from streams.bulk import BulkProducer
-
+    monkeypatch.setattr(bulk, "Producer", _FakeProducer)
     stopped: list[BaseException] = []
-    checker: object = BulkProducer.__new__(BulkProducer)
-    checker._on_failure = stopped.append  # type: ignore[attr-defined]
-    checker._open = set()  # type: ignore[attr-defined]
+    checker = bulk.BulkProducer({}, stopped.append, "test")
     batch = _Batch(asyncio.get_running_loop())
     batch.future.cancel()
-    BulkProducer._check(checker, batch.future)  # type: ignore[arg-type]
+    checker._check(batch.future)
     failed = _Batch(asyncio.get_running_loop())
     failed.future.set_exception(RuntimeError("the broker refused a record"))
-    BulkProducer._check(checker, failed.future)  # type: ignore[arg-type]
+    checker._check(failed.future)
     assert [str(e) for e in stopped] == ["the broker refused a record"]
+
+
+async def test_delivery_reports_are_served_on_the_loop_until_none_is_awaited(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(bulk, "Producer", _FakeProducer)
+    producer = bulk.BulkProducer({}, lambda exc: None, "test")
+    fake = cast(_FakeProducer, producer._producer)
+    futures = [await producer.produce("t", b"k", b"v") for _ in range(3)]
+    assert futures[0] is futures[2], "one future for the records of one turn of the loop"
+    assert fake.polls == 0, "no report is served in the turn that produced"
+    await asyncio.wait_for(futures[0], 1)  # served by the pump, no thread
+    polls = fake.polls
+    await asyncio.sleep(0.02)
+    assert fake.polls == polls, "nothing awaits a report: the pump stops"
+    again = await producer.produce("t", b"k", b"v")
+    await asyncio.wait_for(again, 1)  # and starts again with the next record
+    assert producer.close(1) == 0
