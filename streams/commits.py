@@ -66,6 +66,8 @@ from mode.utils.futures import notify
 from mode.utils.objects import cached_property
 from mode.utils.queues import FlowControlEvent
 
+from streams.fetching import ConsumerThread
+
 __all__ = ["DurableProducer", "ProducerFailed", "SafeConsumer", "SwitchboardApp"]
 
 log = logging.getLogger(__name__)
@@ -174,7 +176,11 @@ class _NoReadOffsets(dict[TP, "int | None"]):
 
 
 class SafeConsumer(Consumer):
-    """Faust's aiokafka consumer, committing only contiguous processed offsets (module docs)."""
+    """Faust's aiokafka consumer, committing only contiguous processed offsets (module docs),
+    whose fetches wait at most 100 ms for idle partitions (``streams/fetching.py``)."""
+
+    def _new_consumer_thread(self) -> ConsumerThread:
+        return ConsumerThread(self, loop=self.loop, beacon=self.beacon)
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
