@@ -59,7 +59,7 @@ if TYPE_CHECKING:
 
     from streams.app import Switchboard
 
-__all__ = ["TimerIndex", "register"]
+__all__ = ["Fires", "TimerIndex", "register"]
 
 log = logging.getLogger(__name__)
 
@@ -110,10 +110,36 @@ class TimerIndex:
         self._db.close()
 
 
+class Fires:
+    """The fires this worker produced lately, so that a timer whose ``fire`` is on its way is
+    not fired again at every tick: again only after :data:`REFIRE_AFTER` without effect (a
+    ``fire`` lost with a worker). A timer set again for a later time (a check that looks again
+    every half second, under the same id) is another firing: it fires as soon as it is due,
+    not :data:`REFIRE_AFTER` after its previous time."""
+
+    def __init__(self) -> None:
+        self._fired: dict[str, tuple[float, float]] = {}  # timer id -> (due, fired at)
+
+    def fire(self, timer_id: str, due: float, now: float) -> bool:
+        """Whether to produce a ``fire`` for ``timer_id`` due at ``due`` (and remember it)."""
+        last = self._fired.get(timer_id)
+        if last is not None and last[0] == due and now - last[1] < REFIRE_AFTER:
+            return False
+        self._fired[timer_id] = (due, now)
+        return True
+
+    def forget_done(self, now: float) -> None:
+        """Forget fires long done (bounded memory: a fire older than :data:`REFIRE_AFTER`
+        would be produced again anyway)."""
+        if len(self._fired) > 10_000:
+            self._fired = {k: v for k, v in self._fired.items() if now - v[1] < REFIRE_AFTER}
+
+
 def register(sb: Switchboard) -> None:
     app = sb.app
     index = TimerIndex(sb.settings.data_dir / "scheduler" / "index")
-    state: dict[str, Any] = {"indexed": None, "fired": {}}
+    state: dict[str, Any] = {"indexed": None}
+    fires = Fires()
 
     @app.agent(sb.topics.schedule, name="switchboard.scheduler")
     async def scheduler(stream: StreamT[bytes]) -> None:
@@ -132,19 +158,16 @@ def register(sb: Switchboard) -> None:
             _rebuild(sb, index)
             state["indexed"] = actives
         now = time.time()
-        fired: dict[str, float] = state["fired"]
-        for _due, partition, timer_id in index.due(now):
-            if now - fired.get(timer_id, 0.0) < REFIRE_AFTER:
+        for due, partition, timer_id in index.due(now):
+            if not fires.fire(timer_id, due, now):
                 continue
-            fired[timer_id] = now
             await sb.produce(
                 sb.topics.schedule,
                 key=timer_id.encode(),
                 value=fire_command(timer_id),
                 partition=partition,
             )
-        if len(fired) > 10_000:  # forget fires long done
-            state["fired"] = {k: v for k, v in fired.items() if now - v < REFIRE_AFTER}
+        fires.forget_done(now)
 
     app.timer(TICK_SECONDS, name="switchboard.scheduler.tick")(tick)
 

@@ -8,7 +8,7 @@ import json
 import time
 from pathlib import Path
 
-from streams.scheduler import TimerIndex
+from streams.scheduler import REFIRE_AFTER, Fires, TimerIndex
 from switchboard.timers import fire_command
 from tests.unit.agents.harness import MemoryEvent, MemorySwitchboard, build, run_scheduler
 
@@ -78,3 +78,22 @@ async def test_a_timer_set_again_produces_only_its_new_record(tmp_path: Path) ->
     await fire(sb, index, "t1")
     assert [r.value for r in sb.take("sessions")] == [b"new"]
     index.close()
+
+
+def test_a_fire_on_its_way_is_not_produced_again_until_it_had_time_to_land() -> None:
+    fires = Fires()
+    assert fires.fire("t", 100.0, now=100.1)
+    assert not fires.fire("t", 100.0, now=100.35), "the next tick: its fire is on its way"
+    assert not fires.fire("t", 100.0, now=100.1 + REFIRE_AFTER - 0.01)
+    assert fires.fire("t", 100.0, now=100.1 + REFIRE_AFTER), "lost with a worker: again"
+
+
+def test_a_timer_set_again_for_later_fires_as_soon_as_it_is_due() -> None:
+    """A check that looks again in half a second under the same id (a cancel waiting for its
+    fences, a fan-out held by the dispatch backlog) is another firing: it used to wait out the
+    refire delay of the previous one, so a cancel took 10 s instead of 1."""
+    fires = Fires()
+    assert fires.fire("cancel-check:s1", 100.0, now=100.1)
+    assert fires.fire("cancel-check:s1", 100.5, now=100.6)
+    assert fires.fire("cancel-check:s1", 101.0, now=101.1)
+    assert not fires.fire("cancel-check:s1", 101.0, now=101.35)
