@@ -27,12 +27,11 @@ Guarantees and failure modes:
       at once when its time has passed, e.g. after downtime). A crash between producing the
       record and committing the ``fire`` can produce it twice; every record Switchboard
       schedules is idempotent where it lands (session commands, dispatch jobs).
-    * Known issue: the tick remembers its fires by timer id alone, so a timer set again under
-      the same id, for a later time, within :data:`REFIRE_AFTER` of its previous fire, fires
-      up to 10 s late (a cancel's fence check, a fan-out held by the dispatch backlog: a
-      cancel then answers in about 11 s instead of 1). Keying the memory by (id, due) fixed
-      that but duplicated sends in the ``kill -9`` soak, for a reason not yet understood, so
-      it was reverted (the closing notes of issue 12).
+    * A ``fire`` on its way is not produced again at every tick, only after
+      :data:`REFIRE_AFTER` without effect (a ``fire`` lost with a worker); a timer set again
+      under the same id for a later time (a cancel's fence check, a fan-out held by the
+      dispatch backlog, each looking again every half second) fires when due, not
+      :data:`REFIRE_AFTER` after its previous fire (:class:`Fires`).
     * ``set`` with an existing id replaces the timer; ``cancel`` removes it; both are ordered with
       ``fire`` on the partition, so a cancel acknowledged by the agent is never followed by its
       record.
