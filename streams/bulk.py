@@ -13,12 +13,13 @@ told to use the same murmur2 partitioner, since a session's records must meet it
 
 One future per *batch*, not per record: every record produced in one turn of the event loop
 shares a future, resolved (from librdkafka's delivery callbacks) once the broker acknowledged
-all of them. The callbacks are served on the event loop itself, every millisecond while records
-await theirs (:meth:`BulkProducer._pump`): a polling thread would take the GIL from the loop for
-every report, and wake the loop across threads for every batch; measured, serving them here cut
-the worker's CPU per delivery by an eighth (README, "Benchmarks"). A checkpoint awaits it like any output
-(:func:`streams.checkpoint.output`), so a row is still never written before the status events
-of its event are in Kafka.
+all of them. A checkpoint awaits it like any output (:func:`streams.checkpoint.output`), so a
+row is still never written before the status events of its event are in Kafka.
+
+The callbacks are served on the event loop itself, every millisecond while records await
+theirs (:meth:`BulkProducer._pump`): a polling thread would take the GIL from the loop for every
+report, and wake the loop across threads for every batch. Measured, serving them here cut the
+worker's CPU per delivery by an eighth (README, "Benchmarks").
 
 Guarantees and failure modes:
     * Order: one producer per worker with idempotence on, so the events a worker produces for one
@@ -62,6 +63,9 @@ LINGER_MS: Final = 5
 
 #: Seconds between two servings of delivery reports while records await theirs.
 PUMP_S: Final = 0.001
+
+#: Seconds to wait for room when librdkafka's queue is full (the broker slower than the agents).
+FULL_WAIT_S: Final = 0.005
 
 
 class _Batch:
@@ -172,20 +176,9 @@ class BulkProducer:
                 _settle(located, None, RuntimeError(f"the broker refused a record: {error}"))
 
         while True:
-            try:
-                self._producer.produce(
-                    topic,
-                    value,
-                    key,
-                    partition=-1 if partition is None else partition,
-                    on_delivery=settle,
-                )
-            except BufferError:
-                self._pump_soon()
-                await asyncio.sleep(0.005)
-                continue
-            self._pump_soon()
-            return located
+            if self._handed(topic, value, key, partition, None, settle):
+                return located
+            await asyncio.sleep(FULL_WAIT_S)
 
     async def drained(self) -> None:
         """Wait until every record produced before the call is acknowledged; raises when one
@@ -219,24 +212,40 @@ class BulkProducer:
         row: bool,
     ) -> asyncio.Future[Offsets]:
         while True:
-            batch = self._current()
+            batch = self._current()  # again after a wait: the one before may be sealed
             batch.pending += 1
-            try:
-                self._producer.produce(
-                    topic,
-                    value,
-                    key,
-                    partition=-1 if partition is None else partition,  # -1: the partitioner's
-                    headers=headers,
-                    on_delivery=batch.delivered_row if row else batch.delivered,
-                )
-            except BufferError:  # librdkafka's queue is full: wait for the broker
-                batch.pending -= 1
-                self._pump_soon()
-                await asyncio.sleep(0.005)
-                continue
+            report = batch.delivered_row if row else batch.delivered
+            if self._handed(topic, value, key, partition, headers, report):
+                return batch.future
+            batch.pending -= 1
+            await asyncio.sleep(FULL_WAIT_S)
+
+    def _handed(
+        self,
+        topic: str,
+        value: bytes | None,
+        key: bytes | None,
+        partition: int | None,
+        headers: list[tuple[str, str | bytes | None]] | None,
+        report: Callable[[KafkaError | None, Any], None],
+    ) -> bool:
+        """Hand one record to librdkafka, with ``report`` as its delivery callback, and make
+        sure reports are served; False when librdkafka's queue is full (wait for the broker,
+        whose acknowledgements the pump serves, and try again)."""
+        try:
+            self._producer.produce(
+                topic,
+                value,
+                key,
+                partition=-1 if partition is None else partition,  # -1: the partitioner's
+                headers=headers,
+                on_delivery=report,
+            )
+            return True
+        except BufferError:
+            return False
+        finally:
             self._pump_soon()
-            return batch.future
 
     def _current(self) -> _Batch:
         batch = self._batch

@@ -46,6 +46,22 @@ async def test_one_refused_record_fails_the_batch() -> None:
         await asyncio.wait_for(batch.future, 1)
 
 
+class _Message:
+    """What a delivery report tells of its record."""
+
+    def __init__(self, topic: str, partition: int, offset: int) -> None:
+        self._where = (topic, partition, offset)
+
+    def topic(self) -> str:
+        return self._where[0]
+
+    def partition(self) -> int:
+        return self._where[1]
+
+    def offset(self) -> int:
+        return self._where[2]
+
+
 class _FakeProducer:
     """librdkafka as the pump sees it: records wait for their delivery report until ``poll``."""
 
@@ -59,8 +75,8 @@ class _FakeProducer:
     def poll(self, _timeout: float) -> int:
         self.polls += 1
         served, self.waiting = self.waiting, []
-        for report in served:
-            report(None, None)
+        for offset, report in enumerate(served):
+            report(None, _Message("t", 0, offset))
         return len(served)
 
     def __len__(self) -> int:
@@ -100,4 +116,34 @@ async def test_delivery_reports_are_served_on_the_loop_until_none_is_awaited(
     assert fake.polls == polls, "nothing awaits a report: the pump stops"
     again = await producer.produce("t", b"k", b"v")
     await asyncio.wait_for(again, 1)  # and starts again with the next record
+    assert producer.close(1) == 0
+
+
+class _FullOnce(_FakeProducer):
+    """librdkafka whose queue is full at the first record: ``BufferError`` until a report is
+    served (the broker acknowledged what was queued)."""
+
+    def __init__(self, config: dict[str, Any]) -> None:
+        super().__init__(config)
+        self.refused = 0
+
+    def produce(self, *args: Any, on_delivery: Callable[..., None], **kw: Any) -> None:
+        if self.refused == 0:
+            self.refused += 1
+            raise BufferError("queue full")
+        super().produce(*args, on_delivery=on_delivery, **kw)
+
+
+async def test_a_full_queue_waits_for_room_and_the_record_joins_a_live_batch(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(bulk, "Producer", _FullOnce)
+    producer = bulk.BulkProducer({}, lambda exc: None, "test")
+    fake = cast(_FullOnce, producer._producer)
+    row = await producer.produce_row("t", 0, b"k", b"v")  # refused once, then taken
+    located = await producer.produce_located("t", b"k", b"v")
+    assert fake.refused == 1
+    # Each batch counted its record once: resolved by that record's one report.
+    assert await asyncio.wait_for(row, 1) == {("t", 0): 0}
+    assert await asyncio.wait_for(located, 1) == bulk.Located("t", 0, 1)  # queued second
     assert producer.close(1) == 0
