@@ -21,6 +21,10 @@ then never fans out, a delivery's count is lost, a timer never fires.
    table of the worker is one) are written first, through librdkafka, and the events are
    acknowledged only once the broker has their changelog records.
 
+Steps 2 to 4 run behind the handler (:class:`_Pipeline`): while the broker acknowledges one
+batch, the handler fills the next checkpoint, reading the rows of the one being committed as
+staged. Checkpoints are committed one at a time, in order, and at most one behind the handler.
+
 Guarantees and failure modes:
     * A row is never durable before the outputs of the event that wrote it (and of every event
       before it in the batch): whatever a replay finds already done, its outputs are in Kafka.
@@ -36,6 +40,10 @@ Guarantees and failure modes:
       table writes are: an agent that consumes this agent's outputs (a dispatcher reading the
       session of a job, the report agent reading the session of a report) may see them before
       the checkpoint writes the rows, and must see the rows they depend on.
+    * A batch's rows and acknowledgements never come before the previous batch's: a crash
+      while one batch is committed and the next is being processed leaves both to be processed
+      again, as a crash in the middle of one larger batch would. A commit that fails stops the
+      worker, and no later batch is committed.
     * A handler that raises has its staged rows dropped (its outputs cannot be taken back) and
       its event goes to the rejected topic (:func:`streams.guard.guarded`).
     * An output the broker refuses stops the worker without acknowledging the batch: Kafka
@@ -114,7 +122,8 @@ class StagedRows:
             staged = active.lookup(table, key)
             if staged is not _ABSENT:
                 return cast(bytes | None, staged)
-        for checkpoint in self._writing.get(id(table), ()):
+        # Newest first: an agent's checkpoint being committed is listed before the one it fills.
+        for checkpoint in reversed(self._writing.get(id(table), ())):
             staged = checkpoint.lookup(table, key)
             if staged is not _ABSENT:
                 return cast(bytes | None, staged)
@@ -160,6 +169,8 @@ class Checkpoint:
     #: Where every reader of the worker finds the rows staged here (the worker's
     #: ``Switchboard.staged``; a checkpoint on its own has a registry of its own).
     staged: StagedRows = field(default_factory=StagedRows)
+    #: When its first event came (``time.monotonic()``): the checkpoint latency metric.
+    started: float = 0.0
     _rows: dict[tuple[int, bytes], bytes | None] = field(default_factory=dict)
 
     def lookup(self, table: TableT[bytes, bytes], key: bytes) -> Any:
@@ -299,29 +310,71 @@ async def run_checkpointed(
 
     Events are acknowledged only here, after their checkpoint: an agent cancelled half way (a
     stop, a crash) never acknowledges an event whose effects are not all durable."""
-    checkpoint = Checkpoint(bulk=sb.bulk_rows, staged=sb.staged)
-    turn = asyncio.Lock()  # a handler and a commit, or the idle commit: never both at once
+    pipeline = _Pipeline(sb, stage)
+    turn = asyncio.Lock()  # a handler and a sealing, or the idle commit: never both at once
     left_open = asyncio.Event()  # set while a checkpoint holds events after its handler
-    idle = asyncio.ensure_future(_commit_when_idle(sb, checkpoint, stage, turn, left_open))
+    idle = asyncio.ensure_future(_commit_when_idle(pipeline, turn, left_open))
     try:
-        await _run(sb, stream, stage, handler, checkpoint, max_batch, turn, left_open)
+        await _run(sb, stream, stage, handler, pipeline, max_batch, turn, left_open)
     finally:
         idle.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await idle
-        checkpoint.abandon()  # whatever was not committed will never be written
+        await pipeline.drain()
+        pipeline.open.abandon()  # whatever was not committed will never be written
 
 
 #: Seconds a checkpoint with events may wait for the next event before it is committed anyway.
 IDLE_COMMIT: Final = 0.05
 
 
+class _Pipeline:
+    """An agent's open checkpoint, which its handler fills, and the one sealed before it, being
+    committed meanwhile (step 2 of the module docs is a broker round trip: the handler goes on
+    with the next events instead of waiting for it).
+
+    Guarantees: checkpoints are committed one at a time, in the order sealed (a batch's rows and
+    acknowledgements never before the previous batch's); at most one is being committed while
+    the next fills (sealing waits for the one before); the rows of a checkpoint being committed
+    stay visible to every reader until they are in the tables (:class:`StagedRows`, newest
+    first). A commit that fails stops the worker, and no later checkpoint is committed."""
+
+    __slots__ = ("_sb", "_stage", "committing", "open")
+
+    def __init__(self, sb: Checkpointing, stage: str) -> None:
+        self._sb, self._stage = sb, stage
+        self.open = Checkpoint(bulk=sb.bulk_rows, staged=sb.staged)
+        self.committing: asyncio.Future[None] | None = None
+
+    async def seal(self) -> None:
+        """Commit the open checkpoint behind the handler, once the one before it is committed;
+        the handler's next events go into a new one.
+
+        Raises:
+            BaseException: the previous commit's failure (the worker is stopping)."""
+        await self._settled()
+        sealed = self.open
+        self.open = Checkpoint(bulk=self._sb.bulk_rows, staged=self._sb.staged)
+        self.committing = asyncio.ensure_future(_commit(self._sb, sealed, self._stage))
+
+    async def _settled(self) -> None:
+        if self.committing is not None:
+            # Shielded: the agent's cancellation (a clean stop) must not cut a commit short.
+            await asyncio.shield(self.committing)
+            self.committing = None
+
+    async def drain(self) -> None:
+        """The agent stops: let the commit under way finish (a clean stop acknowledges its
+        events before Faust's last commit), within the drain timeout."""
+        task = self.committing
+        if task is not None and not task.done():
+            await asyncio.wait({task}, timeout=self._sb.settings.drain_timeout)
+        if task is not None and task.done() and not task.cancelled():
+            task.exception()  # retrieved: its failure was logged, and stopped the worker
+
+
 async def _commit_when_idle(
-    sb: Checkpointing,
-    checkpoint: Checkpoint,
-    stage: str,
-    turn: asyncio.Lock,
-    left_open: asyncio.Event,
+    pipeline: _Pipeline, turn: asyncio.Lock, left_open: asyncio.Event
 ) -> None:
     """Commit a checkpoint left open. The runner leaves it open while more events are queued,
     but a rebalance can clear that queue: the events would then wait, unacknowledged, for an
@@ -331,11 +384,11 @@ async def _commit_when_idle(
     while True:
         await left_open.wait()
         await asyncio.sleep(IDLE_COMMIT)
-        if checkpoint.events and not turn.locked():
+        if pipeline.open.events and not turn.locked():
             async with turn:
-                if checkpoint.events:
-                    await _commit(sb, checkpoint, stage)
-        if not checkpoint.events:
+                if pipeline.open.events:
+                    await pipeline.seal()
+        if not pipeline.open.events:
             left_open.clear()
 
 
@@ -344,18 +397,18 @@ async def _run(
     stream: StreamT[bytes],
     stage: str,
     handler: Callable[[EventT[bytes]], Awaitable[None]],
-    checkpoint: Checkpoint,
+    pipeline: _Pipeline,
     max_batch: int,
     turn: asyncio.Lock,
     left_open: asyncio.Event,
 ) -> None:
     waiting = _waiting(stream)
-    started = 0.0
     events = cast(Any, stream).noack().events()  # StreamT does not declare noack()
     async for event in events:
         async with turn:
+            checkpoint = pipeline.open
             if not checkpoint.events:
-                started = time.monotonic()
+                checkpoint.started = time.monotonic()
             token = _active.set(checkpoint)
             savepoint = checkpoint.savepoint()
             try:
@@ -366,23 +419,16 @@ async def _run(
                 checkpoint.rollback(savepoint)
             checkpoint.events.append(event)
             if len(checkpoint.events) >= max_batch or not waiting():
-                await _commit(sb, checkpoint, stage)
-                sb.metrics.checkpoints.labels(stage).observe(time.monotonic() - started)
+                await pipeline.seal()
             else:
                 left_open.set()
 
 
 async def _commit(sb: Checkpointing, checkpoint: Checkpoint, stage: str) -> None:
+    """Commit ``checkpoint`` (a task of its own: :class:`_Pipeline`), then stop listing it
+    among the writers of staged rows. A failure stops the worker."""
     try:
-        task = asyncio.ensure_future(checkpoint.commit())
-        try:
-            await asyncio.shield(task)
-        except asyncio.CancelledError:
-            # A clean stop: finish this checkpoint (its outputs are on their way) so that its
-            # events are acknowledged before Faust's last commit, then stop.
-            if not task.done():
-                await asyncio.wait({task}, timeout=sb.settings.drain_timeout)
-            raise
+        await checkpoint.commit()
     except asyncio.CancelledError:
         raise
     except BaseException as exc:
@@ -393,3 +439,6 @@ async def _commit(sb: Checkpointing, checkpoint: Checkpoint, stage: str) -> None
         )
         await sb.app.crash(exc)
         raise
+    finally:
+        checkpoint.staged.withdraw(checkpoint)
+    sb.metrics.checkpoints.labels(stage).observe(time.monotonic() - checkpoint.started)

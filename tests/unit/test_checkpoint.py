@@ -382,3 +382,79 @@ async def test_an_idle_agent_sets_no_timer(monkeypatch: pytest.MonkeyPatch) -> N
         runner.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await runner
+
+
+# -- the pipeline: the next events run while a checkpoint is being committed --------------------
+
+
+class OneByOne(Stream):
+    """A stream whose queue is empty after every event: each event is a checkpoint of its own."""
+
+    async def events(self) -> AsyncIterator[Event]:
+        async for event in super().events():
+            self.waiting = 0
+            yield event
+
+
+async def test_the_next_checkpoint_fills_while_one_is_committed_and_commits_after_it() -> None:
+    """The handler goes on while the broker acknowledges the last batch's outputs, reading its
+    rows as staged; at most one checkpoint is committed behind it, and rows and acks keep the
+    batches' order."""
+    sb, table = fake_sb(), Table()
+    events = [Event(0), Event(1), Event(2)]
+    first_output = asyncio.get_running_loop().create_future()
+    handled: list[int] = []
+    seen: list[bytes | None] = []
+
+    async def handler(event: Any) -> None:
+        handled.append(event.offset)
+        seen.append(sb.staged.get(table, b"k"))
+        if event.offset == 0:
+            checkpoint.output(first_output)
+        checkpoint.put(table, b"k", b"v%d" % event.offset)  # type: ignore[arg-type]
+
+    runner = asyncio.ensure_future(run_checkpointed(sb, OneByOne(events), "test", handler))  # type: ignore[arg-type]
+    for _ in range(20):
+        await asyncio.sleep(0)
+    # Event 1 ran while event 0's checkpoint waits for the broker, and saw its row; event 2
+    # waits: event 1's checkpoint is sealed only once event 0's is committed.
+    assert handled == [0, 1] and seen == [None, b"v0"]
+    assert table == {} and [e.acked for e in events] == [0, 0, 0]
+    assert sb.staged.get(table, b"k") == b"v1", "a reader sees the newest staged row"
+    first_output.set_result(None)
+    await runner
+    assert handled == [0, 1, 2] and seen == [None, b"v0", b"v1"]
+    assert [(op, key, e.offset) for op, key, e in table.log] == [
+        ("set", b"k", 0),
+        ("set", b"k", 1),
+        ("set", b"k", 2),
+    ]
+    assert table == {b"k": b"v2"} and [e.acked for e in events] == [1, 1, 1]
+    assert sb.staged.writers(table) == [], "a committed checkpoint is no longer read"
+
+
+async def test_a_refused_output_stops_the_agent_and_no_later_checkpoint_is_committed() -> None:
+    sb, table = fake_sb(), Table()
+    crashes: list[BaseException] = []
+
+    async def crash(exc: BaseException) -> None:
+        crashes.append(exc)
+
+    sb.app.crash = crash
+    events = [Event(0), Event(1), Event(2)]
+    refused = asyncio.get_running_loop().create_future()
+
+    async def handler(event: Any) -> None:
+        if event.offset == 0:
+            checkpoint.output(refused)
+        checkpoint.put(table, str(event.offset).encode(), b"x")  # type: ignore[arg-type]
+
+    runner = asyncio.ensure_future(run_checkpointed(sb, OneByOne(events), "test", handler))  # type: ignore[arg-type]
+    for _ in range(20):
+        await asyncio.sleep(0)
+    refused.set_exception(RuntimeError("the broker refused a record"))
+    with pytest.raises(RuntimeError, match="refused"):
+        await runner
+    assert len(crashes) == 1
+    assert table == {} and [e.acked for e in events] == [0, 0, 0]
+    assert sb.staged.get(table, b"1") is None, "rows that will never be written are not read"
