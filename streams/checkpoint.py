@@ -318,7 +318,8 @@ async def run_checkpointed(
         await _run(sb, stream, stage, handler, pipeline, max_batch, turn, left_open)
     finally:
         idle.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
+        # A failure the idle commit met is a commit's: logged, and the worker told to stop.
+        with contextlib.suppress(Exception, asyncio.CancelledError):
             await idle
         await pipeline.drain()
         pipeline.open.abandon()  # whatever was not committed will never be written

@@ -458,3 +458,41 @@ async def test_a_refused_output_stops_the_agent_and_no_later_checkpoint_is_commi
     assert len(crashes) == 1
     assert table == {} and [e.acked for e in events] == [0, 0, 0]
     assert sb.staged.get(table, b"1") is None, "rows that will never be written are not read"
+
+
+async def test_a_refused_output_seen_by_the_idle_commit_still_lets_the_agent_stop_cleanly() -> None:
+    """The batch after a failed commit is left open and sealed by the idle commit, which meets
+    the failure: the agent's stop still drops what is staged and ends as a stop."""
+    sb, table = fake_sb(), Table()
+    crashes: list[BaseException] = []
+
+    async def crash(exc: BaseException) -> None:
+        crashes.append(exc)
+
+    sb.app.crash = crash
+    refused = asyncio.get_running_loop().create_future()
+    events = [Event(0), Event(1)]
+
+    class FirstAlone(Stream):
+        async def events(self) -> AsyncIterator[Event]:
+            async for event in super().events():
+                self.waiting = 0 if event.offset == 0 else 3  # event 1 is left open
+                yield event
+
+    async def handler(event: Any) -> None:
+        if event.offset == 0:
+            checkpoint.output(refused)
+        checkpoint.put(table, str(event.offset).encode(), b"x")  # type: ignore[arg-type]
+
+    runner = asyncio.ensure_future(
+        run_checkpointed(sb, FirstAlone(events, hold=asyncio.Event()), "test", handler)  # type: ignore[arg-type]
+    )
+    for _ in range(20):
+        await asyncio.sleep(0)
+    refused.set_exception(RuntimeError("the broker refused a record"))
+    await asyncio.sleep(3 * checkpoint.IDLE_COMMIT)  # the idle commit meets the failure
+    runner.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await runner
+    assert len(crashes) == 1 and table == {} and [e.acked for e in events] == [0, 0]
+    assert sb.staged.get(table, b"1") is None
