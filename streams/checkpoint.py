@@ -368,9 +368,10 @@ class _Pipeline:
         """The agent stops: let the commit under way finish (a clean stop acknowledges its
         events before Faust's last commit), within the drain timeout."""
         task = self.committing
-        if task is not None and not task.done():
-            await asyncio.wait({task}, timeout=self._sb.settings.drain_timeout)
-        if task is not None and task.done() and not task.cancelled():
+        if task is None:
+            return
+        await asyncio.wait({task}, timeout=self._sb.settings.drain_timeout)
+        if task.done() and not task.cancelled():
             task.exception()  # retrieved: its failure was logged, and stopped the worker
 
 
