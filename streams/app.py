@@ -16,7 +16,7 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import Awaitable, Mapping
+from collections.abc import Awaitable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -40,7 +40,7 @@ from switchboard.errors import FieldError
 from switchboard.fanout import dispatch_key
 from switchboard.settings import Settings
 from switchboard.status import StatusEvent
-from switchboard.status_avro import encode_status_event
+from switchboard.status_avro import encode_event
 from switchboard.timers import cancel_command, set_command
 from switchboard.webhooks import encode as webhook_body
 from switchboard.wire import Headers, encode_record
@@ -199,14 +199,40 @@ class Switchboard:
         """Publish ``event`` on the status topic, and to its session's webhook URL if it has one.
 
         Called by agents working on the session's partition, whose tables are local here."""
-        value, headers = encode_status_event(event.to_avro(), self.schema_ids.status_event)
-        future = await self.bulk_producer().produce(
-            self._status_topic, event.session_id.encode(), value, headers
-        )
-        checkpoint.output(future)
-        self.metrics.child(
-            self.metrics.status_events, event.channel or "session", event.status
-        ).inc()
+        await self.publish_statuses((event,))
+
+    async def publish_statuses(self, events: Sequence[StatusEvent]) -> None:
+        """Publish ``events`` (in order) as :meth:`publish_status` publishes each: paid per
+        batch where it can be (a chunk's ``accepted`` events, a report batch's ``sent`` and
+        ``delivered``). Each is still one record of the status topic, enqueued in the order
+        given on this worker's one status producer, so a session's events stay in order."""
+        producer = self.bulk_producer()
+        topic = self._status_topic
+        schema_id = self.schema_ids.status_event
+        counted: dict[tuple[str, str], int] = {}
+        futures: list[asyncio.Future[Any]] = []
+        key: bytes = b""
+        session_id = ""
+        for event in events:
+            value, headers = encode_event(event, schema_id)
+            if event.session_id != session_id:
+                session_id, key = event.session_id, event.session_id.encode()
+            future = producer.produce_nowait(topic, key, value, headers or None)
+            if future is None:  # librdkafka's queue is full: wait for room
+                future = await producer.produce(topic, key, value, headers)
+            if not futures or futures[-1] is not future:  # records of one turn share one
+                futures.append(future)
+            labels: tuple[str, str] = (event.channel or "session", event.status)
+            counted[labels] = counted.get(labels, 0) + 1
+        for future in futures:
+            checkpoint.output(future)
+        for labels, count in counted.items():
+            self.metrics.child(self.metrics.status_events, *labels).inc(count)
+        for event in events:
+            await self._to_webhook(event)
+
+    async def _to_webhook(self, event: StatusEvent) -> None:
+        """``event``'s webhook job, when its session has a webhook URL."""
         url = self._webhook_url(event.session_id)
         if url is not None:
             job = records.WebhookJob(

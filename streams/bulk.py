@@ -156,6 +156,23 @@ class BulkProducer:
         listed: list[tuple[str, str | bytes | None]] | None = list(headers) if headers else None
         return await self._enqueue(topic, value, key, partition, listed, row=False)
 
+    def produce_nowait(
+        self,
+        topic: str,
+        key: bytes | None,
+        value: bytes | None,
+        headers: Sequence[tuple[str, bytes]] | None,
+    ) -> asyncio.Future[Offsets] | None:
+        """:meth:`produce` without a coroutine of its own (for a loop over many records, such
+        as a batch's status events); None, with nothing enqueued, when librdkafka's queue is
+        full: :meth:`produce` that record then, which waits for room."""
+        batch = self._current()
+        batch.pending += 1
+        if self._handed(topic, value, key, None, headers, batch.delivered):
+            return batch.future
+        batch.pending -= 1
+        return None
+
     async def produce_located(
         self, topic: str, key: bytes | None, value: bytes | None, partition: int | None = None
     ) -> asyncio.Future[Located]:
@@ -226,7 +243,7 @@ class BulkProducer:
         value: bytes | None,
         key: bytes | None,
         partition: int | None,
-        headers: list[tuple[str, str | bytes | None]] | None,
+        headers: Sequence[tuple[str, str | bytes | None]] | None,
         report: Callable[[KafkaError | None, Any], None],
     ) -> bool:
         """Hand one record to librdkafka, with ``report`` as its delivery callback, and make
@@ -238,7 +255,7 @@ class BulkProducer:
                 value,
                 key,
                 partition=-1 if partition is None else partition,  # -1: the partitioner's
-                headers=headers,
+                headers=headers,  # type: ignore[arg-type]  # a list, or None
                 on_delivery=report,
             )
             return True

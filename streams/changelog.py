@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from faust import current_event
 from faust.types import TP
+from rocksdict import WriteBatch
 
 from streams.bulk import BulkProducer, Offsets
 
@@ -82,19 +83,27 @@ class BulkRows:
             return
         producer = self._producer()
         futures: list[asyncio.Future[Offsets]] = []
+        # One RocksDB write per database (a write batch, in order), not one per row: each
+        # write appends to the database's log with a system call of its own.
+        batches: dict[int, tuple[Any, WriteBatch]] = {}
         for write in writes:
             table = write.table
             partition = write.event.message.partition
             db = table.data._db_for_partition(partition)  # type: ignore[attr-defined]  # Faust's
+            found = batches.get(id(db))
+            if found is None:
+                found = batches[id(db)] = (db, WriteBatch(raw_mode=True))
             if write.value is None:
-                db.delete(write.key)
+                found[1].delete(write.key)
             else:
-                db.put(write.key, write.value)
+                found[1].put(write.key, write.value)
             future = await producer.produce_row(
                 table.changelog_topic.get_topic_name(), partition, write.key, write.value
             )
             if not futures or futures[-1] is not future:
                 futures.append(future)
+        for db, batch in batches.values():
+            db.write(batch)
         stores = self._stores()
         for offsets in await asyncio.gather(*futures):
             _persist(stores, offsets)

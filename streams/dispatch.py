@@ -37,6 +37,7 @@ import dataclasses
 import json
 import logging
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from functools import partial
@@ -407,22 +408,26 @@ async def _claimed_batch(sb: Switchboard, batch: JobBatch, row_key: bytes) -> No
         )
     await _put_send(sb, row_key, {"claimed_at": time.time(), "by": sb.settings.web_url})
 
-    # A batch heavier than SWITCHBOARD_MAX_IN_FLIGHT holds every unit of the lane
-    # (``run_overlapped``), and sends that many at a time.
-    gate = asyncio.Semaphore(max(1, min(len(pending), sb.settings.max_in_flight)))
+    # Sends are made by *runners*, tasks that each take the batch's next job until none is
+    # left: one runner while sends finish without waiting (the sandbox, a withdrawn job), since
+    # a task per send would cost more than the send; as many as SWITCHBOARD_MAX_IN_FLIGHT once
+    # one waits (a provider's round trip), so that that many wait together. A batch heavier
+    # than the limit holds every unit of the lane (``run_overlapped``).
+    queue = deque(pending)
+    watch = _Deadlines(sb.settings.send_deadline)
 
-    tasks: dict[int, asyncio.Future[None]] = {}
-    watch = _Deadlines(sb.settings.send_deadline, tasks)
-
-    async def one(job: DispatchJob) -> None:
-        async with gate:
+    async def runner() -> None:
+        while queue:
+            job = queue.popleft()
             if await _window_allows(sb, job):
                 outcomes.add(job, *await _outcome(sb, job, in_doubt, watch))
 
-    for job in pending:
-        tasks[job.index] = asyncio.ensure_future(one(job))
-    running = set(tasks.values())
+    running: set[asyncio.Future[None]] = {asyncio.ensure_future(runner())}
     try:
+        await asyncio.sleep(0)  # the first runner goes until a send waits, or to the end
+        if queue and not all(task.done() for task in running):  # a send waits: the rest too
+            more = min(len(queue), sb.settings.max_in_flight - 1)
+            running.update(asyncio.ensure_future(runner()) for _ in range(more))
         while running:
             finished, running = await asyncio.wait(running, timeout=FLUSH_EVERY)
             await outcomes.flush()
@@ -490,17 +495,18 @@ class _Deadlines:
     per send (a timer handle in the loop's heap, made and cancelled, for every delivery).
 
     A send running longer than ``seconds`` is cancelled at the loop's next turn (within
-    :data:`FLUSH_EVERY`), and :meth:`expired` tells it apart from a cancellation of the batch.
-    Sends are known by their job's index, and ``tasks`` maps each to the task sending it."""
+    :data:`FLUSH_EVERY`): the task making it (a runner of :func:`_claimed_batch`) is cancelled,
+    and :meth:`expired` tells that apart from a cancellation of the batch. Sends are known by
+    their job's index."""
 
-    def __init__(self, seconds: float, tasks: dict[int, asyncio.Future[None]]) -> None:
+    def __init__(self, seconds: float) -> None:
         self._seconds = seconds
-        self._tasks = tasks
-        self._started: dict[int, float] = {}  # the sends running now -> when they started
+        #: The sends running now -> when they started, and the task making each.
+        self._started: dict[int, tuple[float, asyncio.Task[Any] | None]] = {}
         self._expired: set[int] = set()
 
     def start(self, index: int) -> None:
-        self._started[index] = time.monotonic()
+        self._started[index] = (time.monotonic(), asyncio.current_task())
 
     def stop(self, index: int) -> None:
         del self._started[index]
@@ -511,8 +517,8 @@ class _Deadlines:
         if index not in self._expired:
             return False
         self._expired.discard(index)
-        task = self._tasks[index]
-        if isinstance(task, asyncio.Task):
+        task = asyncio.current_task()
+        if task is not None:
             task.uncancel()
         return True
 
@@ -520,10 +526,10 @@ class _Deadlines:
         if not self._started:
             return
         late = time.monotonic() - self._seconds
-        for index, started in list(self._started.items()):
-            if started < late and index not in self._expired:
+        for index, (started, task) in list(self._started.items()):
+            if started < late and index not in self._expired and task is not None:
                 self._expired.add(index)
-                self._tasks[index].cancel()
+                task.cancel()
 
 
 def _retry_at(job: DispatchJob, failure: TransportError) -> float | None:

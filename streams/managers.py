@@ -105,9 +105,9 @@ class ManagerDesk:
         self, job: DispatchJob, client: ClientConfig, message: OutboundMessage
     ) -> tuple[OutboundMessage, dict[str, Any]]:
         """The message to send after ``on_message_send``, and the detail for its report."""
-        managers = self.managers.for_client(client)
-        if not self.managers.has_hook(managers, "on_message_send"):
+        if not self.managers.wants(client, "on_message_send"):
             return message, {}
+        managers = self.managers.for_client(client)
         outcome = await self.managers.run_send(
             managers, SendContext.for_job(job, client, self.state)
         )
@@ -115,9 +115,9 @@ class ManagerDesk:
 
     async def after_report(self, report: Report, client: ClientConfig) -> dict[str, Any]:
         """Run ``on_delivery_report``; the detail (errors) for the report's status event."""
-        managers = self.managers.for_client(client)
-        if not self.managers.has_hook(managers, "on_delivery_report"):
+        if not self.managers.wants(client, "on_delivery_report"):
             return {}
+        managers = self.managers.for_client(client)
         ctx = ReportContext.from_report(report, client, self.state)
         return (await self.managers.run_delivery_report(managers, ctx)).detail
 

@@ -171,6 +171,9 @@ async def _apply(sb: Switchboard, reports: list[Report], offset: int) -> None:
     plan = fallback.plan_of(session.options)
     horizon = _horizon(sb, plan)
     audience: dict[int, list[dict[str, Any]]] = {}  # chunks read for fallback steps
+    # The event's status events, published together (``Switchboard.publish_statuses``) before
+    # anything else this event publishes, and at its end: in the order of its reports.
+    pending: list[StatusEvent] = []
     for report in reports:
         if report.retry_if_allowed and report.retry_at is None:
             report = _with_retry(report, session.options)
@@ -182,9 +185,10 @@ async def _apply(sb: Switchboard, reports: list[Report], offset: int) -> None:
             sb, session, plan, report, (old, state), progress, events, (states, audience)
         )
         progress, completes = _completing(session, report, progress, updated)
-        await _publish(sb, report, events)
+        pending += await _told(sb, report, events)
         if step is not None:
             states[step.key] = step.state
+            await _flush(sb, pending)
             await _start(sb, session, step)
         if state.status == "sent":
             due = report.occurred_at + horizon
@@ -192,8 +196,10 @@ async def _apply(sb: Switchboard, reports: list[Report], offset: int) -> None:
         if report.retry_if_allowed and report.retry_at is not None:
             await _schedule_retry(sb, report, report.retry_at)
         if completes and not counted:
+            await _flush(sb, pending)
             await _completed(sb, session, report.client_id, progress)
         states[report.key] = state
+    await _flush(sb, pending)
     if expiry_due is not None:
         progress = await _arm_expiry(sb, session_id, progress, expiry_due)
     if progress is not before and not counted:
@@ -305,10 +311,10 @@ async def _reject_report(sb: Switchboard, report: Report, why: str, offset: int)
     )
 
 
-async def _publish(sb: Switchboard, report: Report, events: list[StatusEvent]) -> None:
+async def _told(sb: Switchboard, report: Report, events: list[StatusEvent]) -> list[StatusEvent]:
     """The status events of a report that moved its delivery on, after the service managers'
     ``after_report`` (once per such report, never for a duplicate; a failing hook's error is
-    told on the report's own event)."""
+    told on the report's own event). The caller publishes them (:func:`_flush`)."""
     client = sb.clients.get(report.client_id)
     if client is not None:
         errors = await sb.managers.after_report(report, client)
@@ -316,8 +322,14 @@ async def _publish(sb: Switchboard, report: Report, events: list[StatusEvent]) -
             events[-1] = dataclasses.replace(
                 events[-1], detail=merge_detail(events[-1].detail, errors)
             )
-    for status_event in events:
-        await sb.publish_status(status_event)
+    return events
+
+
+async def _flush(sb: Switchboard, pending: list[StatusEvent]) -> None:
+    """Publish the status events gathered so far, and forget them."""
+    if pending:
+        await sb.publish_statuses(pending)
+        pending.clear()
 
 
 # -- expiry --------------------------------------------------------------------------------

@@ -97,7 +97,7 @@ from switchboard.records import (
     SessionState,
     Trigger,
 )
-from switchboard.status import FINAL, Status, StatusEvent, event_id
+from switchboard.status import FINAL, Status, StatusEvent, delivery_change_id, event_id
 from switchboard.windows import Hold, NoCommonOpening, deferred, delivery_hold
 
 __all__ = [
@@ -452,14 +452,21 @@ async def _route(
     accepted_at = datetime.fromtimestamp(now, UTC)
     held: dict[tuple[str, float], list[int]] = {}  # (channel, window opening) -> indexes
     batches: dict[tuple[str, bytes], list[DispatchJob]] = {}  # (channel, dispatch key) -> jobs
+    # ``accepted`` events, published together (``Switchboard.publish_statuses``) before the
+    # loop lets anything else run and before any report: each precedes every later event of
+    # its delivery, which the report agent publishes on this worker's same status producer.
+    accepted: list[StatusEvent] = []
     for n, item in enumerate(items, 1):
         if n % YIELD_EVERY == 0:
             # A chunk is hundreds of recipients of synchronous work: let the event loop run the
             # other lanes' events in between (a one-time password's hops wait for it otherwise).
+            await _publish_accepted(sb, accepted)
             await asyncio.sleep(0)
         if not isinstance(item, DispatchJob):
+            await _publish_accepted(sb, accepted)
             await sb.report(item)
         elif (scrub := plan.scrubbed.get((item.channel, item.address))) is not None:
+            await _publish_accepted(sb, accepted)
             await sb.report(
                 item.report(
                     "suppressed",
@@ -474,11 +481,10 @@ async def _route(
             try:
                 hold = _window_hold(sb, item, now)
             except NoCommonOpening as exc:
+                await _publish_accepted(sb, accepted)
                 await _report_no_window(sb, item, exc, now)
                 continue
-            # Straight to the status topic: enqueued on this worker's producer before the job,
-            # so it precedes every later event of the delivery on the (same) status partition.
-            await sb.publish_status(
+            accepted.append(
                 StatusEvent(
                     session_id=item.session_id,
                     client_id=item.client_id,
@@ -487,18 +493,28 @@ async def _route(
                     channel=item.channel,
                     occurred_at=accepted_at,
                     detail=plan.detail.get(item.channel) or {},
-                    event_id=event_id(item.key, item.attempt, "accepted"),
+                    event_id=delivery_change_id(item.key, item.attempt, "accepted"),
                 )
             )
             if hold is None:
                 key = (item.channel, dispatch_key(item.session_id, item.index))
                 batches.setdefault(key, []).append(item)
-            elif deadline.passed_before(item.expires_at, hold.release.timestamp()):
+                continue
+            await _publish_accepted(sb, accepted)
+            if deadline.passed_before(item.expires_at, hold.release.timestamp()):
                 await _report_window_too_late(sb, item, hold.release, now)
             else:
                 await _report_deferred(sb, item, hold, now)
                 held.setdefault((item.channel, hold.release.timestamp()), []).append(item.index)
+    await _publish_accepted(sb, accepted)
     return held, batches
+
+
+async def _publish_accepted(sb: Switchboard, accepted: list[StatusEvent]) -> None:
+    """Publish the ``accepted`` events gathered so far, and forget them."""
+    if accepted:
+        await sb.publish_statuses(accepted)
+        accepted.clear()
 
 
 async def _hold(

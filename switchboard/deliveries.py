@@ -41,7 +41,7 @@ from typing import Any
 
 from switchboard import reasons
 from switchboard.records import DeliveryState, Report
-from switchboard.status import Status, StatusEvent, advances, event_id
+from switchboard.status import Status, StatusEvent, advances, delivery_change_id
 
 __all__ = ["apply_report", "delivery_event_id", "provider_id_conflict"]
 
@@ -126,7 +126,7 @@ def delivery_event_id(report: Report, status: Status) -> str:
     attempt and status name the change; a delivery held again by a window (a new
     ``release_at``) is a new change."""
     again = report.detail.get("release_at") if status == "deferred" else None
-    return event_id(report.key, report.attempt, status, again)
+    return delivery_change_id(report.key, report.attempt, status, again)
 
 
 def _moves(report: Report, status: Status, resting: Status, state: DeliveryState | None) -> bool:

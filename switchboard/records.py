@@ -77,8 +77,12 @@ def encode(record: Any) -> bytes:
     of the fields is enough; ``dataclasses.asdict`` would deep-copy every value, and this is
     called for every message of every delivery."""
     cls = type(record)
-    body = {name: getattr(record, name) for name in _field_names(cls)}
     kind = getattr(cls, "KIND", None)
+    if kind is None:
+        fast = jsonbytes.dumps_records(record)  # a delivery's state, a report: per delivery
+        if fast is not None:
+            return fast
+    body = {name: getattr(record, name) for name in _field_names(cls)}
     if kind is not None:
         body["kind"] = kind
     return jsonbytes.dumps(body)
@@ -94,7 +98,8 @@ def encode_batch(batch: JobBatch | ReportBatch, items: bytes | None = None) -> b
 
 def encode_items(items: Sequence[Any]) -> bytes:
     """A JSON array of flat records (all of one class), as :func:`as_items` reads them."""
-    return jsonbytes.dumps(as_items(items))
+    fast = jsonbytes.dumps_records(items if isinstance(items, list) else list(items))
+    return fast if fast is not None else jsonbytes.dumps(as_items(items))
 
 
 def as_items(items: Sequence[Any]) -> list[dict[str, Any]]:
@@ -107,6 +112,11 @@ def as_items(items: Sequence[Any]) -> list[dict[str, Any]]:
 def decode(cls: type[T], data: bytes | Mapping[str, Any]) -> T:
     """Build ``cls`` from JSON bytes or a mapping, ignoring unknown fields."""
     body = jsonbytes.loads(data) if isinstance(data, bytes | bytearray) else data
+    if "kind" not in body:
+        try:  # the usual body: every key one of the fields (two per delivery, jobs and reports)
+            return cls(**body)
+        except TypeError:
+            pass  # a field this version does not know (a newer writer's), or one missing
     names = _field_names(cls)
     return cls(**{k: v for k, v in body.items() if k in names})
 

@@ -79,6 +79,15 @@ def event_id(*parts: object) -> str:
     return _uuid5("\x1f".join("" if p is None else str(p) for p in parts))
 
 
+def delivery_change_id(key: str, attempt: int, status: str, *more: object) -> str:
+    """``event_id(key, attempt, status, *more)`` for a delivery's change (the key a ``str``,
+    the attempt an ``int``), without the general form's generator: three per delivery."""
+    name = f"{key}\x1f{attempt}\x1f{status}"
+    for part in more:
+        name += "\x1f" + ("" if part is None else str(part))
+    return _uuid5(name)
+
+
 def _uuid5(name: str) -> str:
     """``str(uuid.uuid5(_EVENT_IDS, name))``, without building a ``UUID`` (three per delivery)."""
     digest = bytearray(
@@ -191,6 +200,8 @@ class StatusEvent:
 
 _PLAIN = (type(None), bool, int, float, str)
 _LONG = range(-(2**63), 2**63)
+#: Values kept as they are without a look further (exactly these types, not subclasses).
+_AS_IS: Final = frozenset({type(None), bool, float, str})
 
 
 def plain_detail(detail: Mapping[str, Any]) -> dict[str, Any]:
@@ -201,20 +212,22 @@ def plain_detail(detail: Mapping[str, Any]) -> dict[str, Any]:
     detail, say) is kept as its JSON text rather than refused: the event must never be lost for
     its detail. Integers beyond 64 bits become text for the same reason.
     """
-
-    def plain(value: Any) -> Any:
-        if isinstance(value, int) and not isinstance(value, bool) and value not in _LONG:
-            return str(value)
-        if isinstance(value, _PLAIN):
-            return value
-        return json.dumps(value, default=str, sort_keys=True, ensure_ascii=False)
-
     out: dict[str, Any] = {}
     for key, value in detail.items():
-        if isinstance(value, list | tuple):
-            out[str(key)] = [plain(v) for v in value]
+        if type(value) in _AS_IS:  # the usual detail: no list, no map (about three per delivery)
+            out[str(key)] = value
+        elif isinstance(value, list | tuple):
+            out[str(key)] = [_plain(v) for v in value]
         elif isinstance(value, Mapping):
-            out[str(key)] = {str(k): plain(v) for k, v in value.items()}
+            out[str(key)] = {str(k): _plain(v) for k, v in value.items()}
         else:
-            out[str(key)] = plain(value)
+            out[str(key)] = _plain(value)
     return out
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, int) and not isinstance(value, bool) and value not in _LONG:
+        return str(value)
+    if isinstance(value, _PLAIN):
+        return value
+    return json.dumps(value, default=str, sort_keys=True, ensure_ascii=False)

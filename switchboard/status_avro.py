@@ -24,9 +24,10 @@ from typing import Any, Final
 
 import schemas
 from switchboard.errors import DecodeFailed, FieldError
+from switchboard.status import StatusEvent, plain_detail
 from switchboard.wire import CONTENT_TYPE, Headers, encode_record, header_map, read_record, sniff
 
-__all__ = ["WriterLookup", "decode_status", "encode_status_event"]
+__all__ = ["WriterLookup", "decode_status", "encode_event", "encode_status_event"]
 
 _EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 _DOUBLE: Final = struct.Struct("<d")
@@ -59,6 +60,117 @@ def encode_status_event(
     if schema_id is None:
         return body, [(CONTENT_TYPE, _CONTENT_TYPE)]
     return _HEADER.pack(0, schema_id) + body, []
+
+
+def encode_event(event: StatusEvent, schema_id: int | None = None) -> tuple[bytes, Headers]:
+    """``encode_status_event(event.to_avro(), schema_id)``, written from the event itself: no
+    record is built, and the strings a session's events repeat (its id, its client's, a
+    recipient's address, a channel, a status) are encoded once (:func:`_repeated`)."""
+    try:
+        body = _event_body(event)
+    except _Unsupported:
+        return encode_status_event(event.to_avro(), schema_id)
+    if schema_id is None:
+        return body, [(CONTENT_TYPE, _CONTENT_TYPE)]
+    return _HEADER.pack(0, schema_id) + body, []
+
+
+def _event_body(event: StatusEvent) -> bytes:
+    detail = event.detail
+    encoded_detail = _encoded_detail(detail) if detail else _NULL
+    recipient, channel = event.recipient, event.channel
+    attempt = event.attempt
+    return b"".join(
+        (
+            _text(event.event_id),
+            _repeated(event.session_id),
+            _repeated(event.client_id),
+            _NULL if recipient is None else b"\x02" + _repeated(recipient),
+            _NULL if channel is None else b"\x02" + _repeated(channel),
+            _repeated(event.status),
+            _SMALL_LONGS[attempt]
+            if type(attempt) is int and 0 <= attempt < 64
+            else _long_bytes(attempt),
+            _optional_text(event.provider_message_id),
+            _optional_text(event.error_code),
+            _optional_text(event.error),
+            _long_bytes(_millis(event.occurred_at)),
+            encoded_detail,
+        )
+    )
+
+
+def _encoded_detail(detail: Mapping[str, Any]) -> bytes:
+    """The ``detail`` field: a map of plain values (:func:`plain_detail`), or null when empty.
+    A small detail of strings, booleans and nulls is remembered by its items (a provider's
+    ``{"sandbox": true}`` or ``{"from": ...}`` on every delivery of a session)."""
+    key: tuple[tuple[Any, Any], ...] | None = None
+    if len(detail) <= 4:
+        key = tuple(detail.items())
+        if all(type(k) is str and type(v) in _REMEMBERED for k, v in key):
+            found = _DETAILS.get(key)
+            if found is not None:
+                return found
+        else:
+            key = None
+    plain = plain_detail(detail)
+    if not plain:
+        return _NULL
+    out = bytearray(b"\x02")
+    _map(out, plain)
+    encoded = bytes(out)
+    if key is not None:
+        if len(_DETAILS) >= _ENCODED_MAX:
+            _DETAILS.clear()
+        _DETAILS[key] = encoded
+    return encoded
+
+
+#: The types of a detail's values :func:`_encoded_detail` may remember it by (not ``int`` or
+#: ``float``: ``True == 1 == 1.0`` would find another type's bytes).
+_REMEMBERED: Final = frozenset({str, bool, type(None)})
+_DETAILS: dict[tuple[tuple[Any, Any], ...], bytes] = {}
+
+#: The zigzag varints of 0..63: one byte each (an attempt number).
+_SMALL_LONGS: Final = tuple(bytes((n << 1,)) for n in range(64))
+
+#: Avro strings already encoded (their length and UTF-8 bytes), by value: a session's events
+#: repeat its id, its client's and each recipient's address. Bounded: cleared when full.
+_ENCODED: dict[str, bytes] = {}
+_ENCODED_MAX: Final = 65_536
+
+
+def _repeated(value: Any) -> bytes:
+    """:func:`_text`, remembered (for a value many events carry)."""
+    if type(value) is not str:
+        raise _Unsupported
+    found = _ENCODED.get(value)
+    if found is None:
+        if len(_ENCODED) >= _ENCODED_MAX:
+            _ENCODED.clear()
+        found = _ENCODED[value] = _text(value)
+    return found
+
+
+def _text(value: Any) -> bytes:
+    """An Avro string: the zigzag varint of its UTF-8 length, then the bytes."""
+    if type(value) is not str:
+        raise _Unsupported
+    data = value.encode()
+    size = len(data)
+    if size < 64:
+        return _SMALL_LONGS[size] + data
+    return _long_bytes(size) + data
+
+
+def _optional_text(value: Any) -> bytes:
+    return _NULL if value is None else b"\x02" + _text(value)
+
+
+def _long_bytes(value: Any) -> bytes:
+    out = bytearray()
+    _long(out, value)
+    return bytes(out)
 
 
 def _body(record: Mapping[str, Any]) -> bytes:

@@ -258,6 +258,8 @@ class ServiceManagers:
         self._instances: dict[str, ServiceManager] = {}
         self._lists: dict[tuple[str, ...], tuple[ServiceManager, ...]] = {}
         self._lists[self.names] = self._build(self.names)
+        #: Whether a list of managers implements a hook (:meth:`wants`), by list and hook.
+        self._wants: dict[tuple[tuple[str, ...], HookName], bool] = {}
 
     @classmethod
     def from_setting(
@@ -308,6 +310,16 @@ class ServiceManagers:
             )
             managers = self._lists[names] = self._build(names)
         return list(managers)
+
+    def wants(self, client: ClientConfig, hook: HookName) -> bool:
+        """``has_hook(for_client(client), hook)``, remembered per manager list and hook: asked
+        for every delivery (before its send, after its report), and a list's managers never
+        change. Raises :class:`ConfigError` as :meth:`for_client` does."""
+        names = self.names if client.service_managers is None else client.service_managers
+        found = self._wants.get((names, hook))
+        if found is None:
+            found = self._wants[(names, hook)] = self.has_hook(self.for_client(client), hook)
+        return found
 
     @staticmethod
     def has_hook(managers: Sequence[ServiceManager], hook: HookName) -> bool:

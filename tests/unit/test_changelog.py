@@ -7,12 +7,16 @@ bulk) and the crash tests."""
 from __future__ import annotations
 
 import asyncio
+import shutil
+import tempfile
+import weakref
 from dataclasses import dataclass
 from types import SimpleNamespace
 from typing import Any
 
 import pytest
 from faust.types import TP
+from rocksdict import Options, Rdict, WriteBatch
 
 from streams.changelog import BulkRows
 from streams.checkpoint import Checkpoint, put_now
@@ -20,12 +24,33 @@ from streams.checkpoint import Checkpoint, put_now
 TOPIC = "sb-deliveries-changelog"
 
 
-class Db(dict[bytes, bytes]):
+class Db:
+    """A partition's RocksDB database (a real one, in a temporary directory: the bulk writer
+    writes it in write batches); equal to the dict of its rows."""
+
+    def __init__(self) -> None:
+        path = tempfile.mkdtemp(prefix="sb-changelog-test-")
+        self.rdict = Rdict(path, Options(raw_mode=True))
+        weakref.finalize(self, _remove, self.rdict, path)
+
     def put(self, key: bytes, value: bytes) -> None:
-        self[key] = value
+        self.rdict.put(key, value)
 
     def delete(self, key: bytes) -> None:
-        self.pop(key, None)
+        self.rdict.delete(key)
+
+    def write(self, batch: WriteBatch) -> None:
+        self.rdict.write(batch)
+
+    def __eq__(self, other: object) -> bool:
+        return dict(self.rdict.items()) == other
+
+    __hash__ = None  # type: ignore[assignment]
+
+
+def _remove(rdict: Rdict, path: str) -> None:
+    rdict.close()
+    shutil.rmtree(path, ignore_errors=True)
 
 
 class Store:
@@ -137,8 +162,6 @@ async def test_a_dispatchers_row_goes_to_its_events_partition_and_persists_once_
 ):
     """Outside a checkpoint (a dispatcher's task): the row is in the database at once, its
     changelog record in the producer, and the persisted offset follows the acknowledgement."""
-    import weakref
-
     from faust.streams import _current_event
 
     sends, other = Table("sb-sends-changelog"), Table("sb-other-changelog")

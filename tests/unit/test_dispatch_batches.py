@@ -129,6 +129,20 @@ async def test_a_finished_batch_is_only_reported_again(sent: list[tuple[int, boo
     assert [[r.index for r in reports] for reports in sb.produced] == [[0, 1]]
 
 
+async def send_seven(monkeypatch: pytest.MonkeyPatch, outcome: Any) -> None:
+    """A batch of seven jobs dispatched with ``outcome`` in place of the provider's (and every
+    window open), by a worker of ``max_in_flight`` 2: each job is reported once."""
+
+    async def window_allows(sb: Any, job: DispatchJob) -> bool:
+        return True
+
+    monkeypatch.setattr(dispatch, "_outcome", outcome)
+    monkeypatch.setattr(dispatch, "_window_allows", window_allows)
+    sb = worker()
+    await dispatch._dispatch_batch(sb, JobBatch([job(i) for i in range(7)]))
+    assert sorted(r.index for reports in sb.produced for r in reports) == list(range(7))
+
+
 async def test_a_batch_sends_at_most_max_in_flight_at_a_time(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -144,15 +158,28 @@ async def test_a_batch_sends_at_most_max_in_flight_at_a_time(
         running -= 1
         return job.report("delivered", time.time()), None
 
-    async def window_allows(sb: Any, job: DispatchJob) -> bool:
-        return True
-
-    monkeypatch.setattr(dispatch, "_outcome", outcome)
-    monkeypatch.setattr(dispatch, "_window_allows", window_allows)
-    sb = worker()
-    await dispatch._dispatch_batch(sb, JobBatch([job(i) for i in range(7)]))
+    await send_seven(monkeypatch, outcome)
     assert peak == 2
-    assert sorted(r.index for reports in sb.produced for r in reports) == list(range(7))
+
+
+@pytest.mark.parametrize(("waits", "runners"), [(False, 1), (True, 2)])
+async def test_sends_that_do_not_wait_are_made_by_one_task_and_waiting_ones_by_many(
+    monkeypatch: pytest.MonkeyPatch, waits: bool, runners: int
+) -> None:
+    """A task per send costs more than a sandbox's send: sends that finish at once are made
+    one after the other by one task; once one waits, up to max_in_flight tasks send."""
+    import asyncio
+
+    tasks: set[asyncio.Task[Any] | None] = set()
+
+    async def outcome(sb: Any, job: DispatchJob, in_doubt: bool, watch: Any) -> tuple[Report, None]:
+        tasks.add(asyncio.current_task())
+        if waits:
+            await asyncio.sleep(0.001)
+        return job.report("delivered", time.time()), None
+
+    await send_seven(monkeypatch, outcome)
+    assert len(tasks) == runners
 
 
 # -- the batch's send deadline ---------------------------------------------------------------------
@@ -161,8 +188,7 @@ async def test_a_batch_sends_at_most_max_in_flight_at_a_time(
 async def test_a_send_past_its_deadline_is_cancelled_and_told_apart() -> None:
     import asyncio
 
-    tasks: dict[int, asyncio.Future[None]] = {}
-    watch = dispatch._Deadlines(-1.0, tasks)  # every running send is overdue at once
+    watch = dispatch._Deadlines(-1.0)  # every running send is overdue at once
     told: list[bool] = []
 
     async def send() -> None:
@@ -176,7 +202,7 @@ async def test_a_send_past_its_deadline_is_cancelled_and_told_apart() -> None:
         finally:
             watch.stop(7)
 
-    task = tasks[7] = asyncio.ensure_future(send())
+    task = asyncio.ensure_future(send())
     await asyncio.sleep(0)
     watch.cancel_overdue()
     await asyncio.wait_for(task, 1)
@@ -187,8 +213,7 @@ async def test_a_send_past_its_deadline_is_cancelled_and_told_apart() -> None:
 async def test_a_batch_cancelled_is_not_mistaken_for_a_deadline() -> None:
     import asyncio
 
-    tasks: dict[int, asyncio.Future[None]] = {}
-    watch = dispatch._Deadlines(3600.0, tasks)
+    watch = dispatch._Deadlines(3600.0)
     told: list[bool] = []
 
     async def send() -> None:
@@ -201,7 +226,7 @@ async def test_a_batch_cancelled_is_not_mistaken_for_a_deadline() -> None:
         finally:
             watch.stop(7)
 
-    task = tasks[7] = asyncio.ensure_future(send())
+    task = asyncio.ensure_future(send())
     await asyncio.sleep(0)
     watch.cancel_overdue()  # nothing is overdue
     assert not task.done()

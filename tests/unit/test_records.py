@@ -19,6 +19,7 @@ from switchboard.records import (
     decode_command,
     delivery_key,
     encode,
+    encode_items,
 )
 
 JOB = DispatchJob(
@@ -200,3 +201,18 @@ def test_a_job_reports_on_its_own_delivery() -> None:
     assert bare.statuses == ["sent", "delivered"] and bare.priority == "normal"
     assert job.report("suppressed", 5.0, attempt=0).attempt == 0, "unless told otherwise"
     assert job.report("failed", 5.0).detail is not job.report("failed", 5.0).detail
+
+
+@pytest.mark.parametrize("record", [JOB, REPORT], ids=["job", "report"])
+def test_a_record_written_from_itself_holds_its_fields(record: DispatchJob | Report) -> None:
+    """orjson writes a record from the dataclass itself (no dict built): the same fields and
+    values as the record's dict, alone and in a batch's items."""
+    fields = {f.name: getattr(record, f.name) for f in dataclasses.fields(record)}
+    assert json.loads(encode(record)) == fields
+    assert json.loads(encode_items([record, record])) == [fields, fields]
+
+
+def test_a_record_orjson_cannot_write_is_written_by_the_standard_library() -> None:
+    wide = dataclasses.replace(REPORT, detail={"n": 2**70})  # wider than 64 bits
+    assert decode(Report, encode(wide)) == wide
+    assert json.loads(encode_items([wide]))[0]["detail"] == {"n": 2**70}

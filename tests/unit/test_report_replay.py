@@ -31,6 +31,9 @@ def world(deliveries: int = 2) -> Any:
     async def publish_status(event: Any) -> None:
         published.append(event)
 
+    async def publish_statuses(events: Any) -> None:
+        published.extend(events)
+
     async def schedule_at(*args: Any) -> None:
         return None
 
@@ -53,6 +56,7 @@ def world(deliveries: int = 2) -> Any:
         tables=tables,
         published=published,
         publish_status=publish_status,
+        publish_statuses=publish_statuses,
         schedule_at=schedule_at,
         cancel_timer=schedule_at,
         sessions_topic=lambda lane: lane,

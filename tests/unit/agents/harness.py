@@ -253,6 +253,15 @@ class MemoryStatusProducer:
     ) -> asyncio.Future[Any]:
         return self.topic(topic).add(key, value, list(headers or []), partition)
 
+    def produce_nowait(
+        self,
+        topic: str,
+        key: bytes | None,
+        value: bytes | None,
+        headers: Sequence[tuple[str, bytes]] | None,
+    ) -> asyncio.Future[Any]:
+        return self.topic(topic).add(key, value, list(headers or []), None)
+
     async def produce_located(
         self, topic: str, key: bytes | None, value: bytes | None, partition: int | None = None
     ) -> asyncio.Future[Any]:
@@ -347,9 +356,9 @@ class MemorySwitchboard(Switchboard):
     def output_producer(self) -> BulkProducer:
         return self.bulk_producer()
 
-    async def publish_status(self, event: StatusEvent) -> None:
-        self.statuses.append(event)
-        await super().publish_status(event)
+    async def publish_statuses(self, events: Sequence[StatusEvent]) -> None:
+        self.statuses.extend(events)
+        await super().publish_statuses(events)
 
     def committed(self, partitions: Iterable[tuple[str, int]]) -> dict[tuple[str, int], int]:
         """The group's committed offsets (``streams/offsets.py``) when every consumer has

@@ -415,6 +415,20 @@ def test_a_client_naming_an_unknown_manager_is_a_config_error() -> None:
     sb.check_client(make_client(service_managers=("carrier-lookup",)))
 
 
+def test_whether_a_client_s_managers_want_a_hook_is_theirs_and_an_unknown_name_still_refused() -> (
+    None
+):
+    sb = ServiceManagers(["sticky-sender"], registry=Registry(entry_points=[]))
+    for client in (make_client(), make_client(service_managers=()), make_client()):
+        for hook in ("on_message_send", "on_delivery_report", "on_session_start"):
+            expected = ServiceManagers.has_hook(sb.for_client(client), hook)
+            assert sb.wants(client, hook) is expected
+    assert sb.wants(make_client(), "on_message_send"), "sticky-sender picks the sender"
+    assert not sb.wants(make_client(service_managers=()), "on_message_send")
+    with pytest.raises(UnknownServiceManager):
+        sb.wants(make_client(service_managers=("nope",)), "on_message_send")
+
+
 def test_parse_the_global_list() -> None:
     assert parse_manager_list("sticky-sender,numpicker-basic", KNOWN) == (
         "sticky-sender",
