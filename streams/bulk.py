@@ -166,12 +166,7 @@ class BulkProducer:
         """:meth:`produce` without a coroutine of its own (for a loop over many records, such
         as a batch's status events); None, with nothing enqueued, when librdkafka's queue is
         full: :meth:`produce` that record then, which waits for room."""
-        batch = self._current()
-        batch.pending += 1
-        if self._handed(topic, value, key, None, headers, batch.delivered):
-            return batch.future
-        batch.pending -= 1
-        return None
+        return self._try(topic, value, key, None, headers, row=False)
 
     async def produce_located(
         self, topic: str, key: bytes | None, value: bytes | None, partition: int | None = None
@@ -228,14 +223,31 @@ class BulkProducer:
         *,
         row: bool,
     ) -> asyncio.Future[Offsets]:
-        while True:
-            batch = self._current()  # again after a wait: the one before may be sealed
-            batch.pending += 1
-            report = batch.delivered_row if row else batch.delivered
-            if self._handed(topic, value, key, partition, headers, report):
-                return batch.future
-            batch.pending -= 1
+        while True:  # a full queue empties as the pump serves the broker's acknowledgements
+            future = self._try(topic, value, key, partition, headers, row=row)
+            if future is not None:
+                return future
             await asyncio.sleep(FULL_WAIT_S)
+
+    def _try(
+        self,
+        topic: str,
+        value: bytes | None,
+        key: bytes | None,
+        partition: int | None,
+        headers: Sequence[tuple[str, str | bytes | None]] | None,
+        *,
+        row: bool,
+    ) -> asyncio.Future[Offsets] | None:
+        """Enqueue one record in the current batch (again after a wait: the one before may be
+        sealed); its batch's future, or None when librdkafka's queue is full."""
+        batch = self._current()
+        batch.pending += 1
+        report = batch.delivered_row if row else batch.delivered
+        if self._handed(topic, value, key, partition, headers, report):
+            return batch.future
+        batch.pending -= 1
+        return None
 
     def _handed(
         self,

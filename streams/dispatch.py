@@ -422,10 +422,11 @@ async def _claimed_batch(sb: Switchboard, batch: JobBatch, row_key: bytes) -> No
             if await _window_allows(sb, job):
                 outcomes.add(job, *await _outcome(sb, job, in_doubt, watch))
 
-    running: set[asyncio.Future[None]] = {asyncio.ensure_future(runner())}
+    first = asyncio.ensure_future(runner())
+    running: set[asyncio.Future[None]] = {first}
     try:
         await asyncio.sleep(0)  # the first runner goes until a send waits, or to the end
-        if queue and not all(task.done() for task in running):  # a send waits: the rest too
+        if queue and not first.done():  # a send waits: the rest wait together
             more = min(len(queue), sb.settings.max_in_flight - 1)
             running.update(asyncio.ensure_future(runner()) for _ in range(more))
         while running:

@@ -3,7 +3,9 @@
 Every delivery is told by about three status events, and fastavro's ``schemaless_writer``
 costs about 8 µs per event in its per-call set-up (a schema lookup, a copy of the record, the
 generic writer walking the schema). :func:`encode_status_event` writes the same bytes for
-``schemas/status_event.avsc`` directly, in about a fifth of that.
+``schemas/status_event.avsc`` directly, in about a fifth of that, and :func:`encode_event`
+(what the worker publishes with) writes them from the event itself, remembering the strings
+a session's events repeat: about 3 µs an ``accepted`` event, 4 µs a ``delivered`` one.
 
 Guarantee: the bytes are exactly fastavro's for the same record (``tests/unit/test_status_avro.py``
 compares them over generated events). Anything the fast path does not cover (a naive
@@ -204,15 +206,7 @@ def _long(out: bytearray, value: Any) -> None:
 
 
 def _string(out: bytearray, value: Any) -> None:
-    if type(value) is not str:
-        raise _Unsupported
-    data = value.encode()
-    size = len(data)
-    if size < 64:  # the zigzag varint of a length below 64 is one byte: twice the length
-        out.append(size << 1)
-    else:
-        _long(out, size)
-    out += data
+    out += _text(value)
 
 
 def _optional_string(out: bytearray, value: Any) -> None:

@@ -43,6 +43,8 @@ async def test_an_instruction_is_sent_reported_and_its_session_completed(tmp_pat
         told = [e.status for e in sb.statuses if e.recipient == address]
         assert told == ["accepted", "sent", "delivered"], address
     assert [e.status for e in sb.statuses if e.recipient is None] == ["completed"]
+    # The report batch's events are published together, and before the session's completion.
+    assert sb.statuses[-1].status == "completed", [e.status for e in sb.statuses]
     assert sb.take("rejected") == []
 
 
