@@ -1,7 +1,7 @@
 """Committing only what is durably done: Faust's producer and consumer, with their promises kept.
 
 Faust commits an offset after ``producer.flush()``, so that whatever the processed events wrote
-is in Kafka first, and only past events its streams acknowledged. Four things break that promise
+is in Kafka first, and only past events its streams acknowledged. These break that promise
 in faust-streaming 0.15.3.
 
 The producer (:class:`DurableProducer`):
@@ -33,13 +33,20 @@ The consumer (:class:`SafeConsumer`):
 * A rebalance clears the agents' queues, but records fetched before it keep arriving after it:
   an agent then processes a record before one that precedes it (a session's fan-out before its
   audience; a report after a later one of the same delivery).
+* Faust's seek of one partition (``Consumer.seek``, which a seek back of the agents' records
+  uses) calls aiokafka's ``seek`` from the worker's event loop, while aiokafka's fetcher runs
+  in the consumer's own thread: the seek empties the fetcher's buffer of the partition while the
+  thread iterates over it, and the fetcher crashes the worker (``KeyError`` in
+  ``fetched_records``; seen in the kill and restart soaks).
 
-:class:`SafeConsumer` fixes both sides. A record fetched before the latest seek of its partition
-is stale and never handed over (agents' topics and table changelogs alike: a stale changelog
-record read ahead of its position makes table recovery skip every record between). It hands an
-agent the records of a partition strictly in offset order from where processing resumes after
-each seek (the group's committed offset, or the
-log's start when retention removed it): a record already handed over since is a repeat and
+:class:`SafeConsumer` fixes both sides. Every seek runs in the consumer's thread (its
+:class:`_SeekingThread`), as aiokafka's other calls do, and that thread notes which seeks of each
+partition were made when it hands a batch of fetched records over. A record fetched before the
+latest seek of its partition is stale and never handed over (agents' topics and table
+changelogs alike: a stale changelog record read ahead of its position makes table recovery skip
+every record between). It hands an agent the records of a partition strictly in offset order
+from where processing resumes after each seek (the group's committed offset, or the log's start
+when retention removed it): a record already handed over since is a repeat and
 dropped; a record beyond the next one due is held back (dropped, and the partition sought back
 to the one due); while a partition is being revoked and until its next seek, nothing is handed
 over. And it keeps its own account of commits: for each partition the next offset that must be
@@ -175,12 +182,60 @@ class _NoReadOffsets(dict[TP, "int | None"]):
         return None
 
 
+class _SeekingThread(ConsumerThread):
+    """The consumer's thread, where aiokafka's consumer and fetcher live: seeks are made here
+    (never from the worker's loop, module docs), and each batch of fetched records handed over
+    carries the seeks made before it was taken from the fetcher's buffer."""
+
+    consumer: SafeConsumer
+
+    async def seek_as(
+        self, partitions: Mapping[TP, int], epochs: Mapping[TP, int], *, wait: bool
+    ) -> None:
+        """Seek ``partitions`` (to the offsets given) in this thread, as the seeks numbered
+        ``epochs`` (:attr:`SafeConsumer._epoch`); with ``wait``, until aiokafka knows each new
+        position (Faust's ``seek_wait``)."""
+        await self.call_thread(self._seek_as, partitions, epochs, wait)
+
+    async def _seek_as(
+        self, partitions: Mapping[TP, int], epochs: Mapping[TP, int], wait: bool
+    ) -> None:
+        # In this thread: no batch is taken from the fetcher's buffer between the seeks and
+        # their note (both run before the first await), so a batch taken after the note follows
+        # the seeks, and one taken before does not carry them.
+        applied = self.consumer._applied
+        for tp in partitions:
+            applied[tp] = max(applied.get(tp, 0), epochs[tp])
+        consumer = self._ensure_consumer()
+        if wait:
+            await self._seek_wait(consumer, partitions)  # seeks before its first await
+        else:
+            for tp, offset in partitions.items():
+                consumer.seek(tp, offset)
+
+    async def _fetch_records(
+        self,
+        consumer: Any,
+        active_partitions: set[TP],
+        timeout: float | None = None,  # noqa: ASYNC109 - Faust's signature
+        max_records: int | None = None,
+    ) -> Any:
+        records = await super()._fetch_records(
+            consumer, active_partitions, timeout=timeout, max_records=max_records
+        )
+        # Taken from the buffer just now, in this thread, with no seek in between.
+        self.consumer._drained = dict(self.consumer._applied)
+        return records
+
+
 class SafeConsumer(Consumer):
     """Faust's aiokafka consumer, committing only contiguous processed offsets (module docs),
     whose fetches wait at most 100 ms for idle partitions (``streams/fetching.py``)."""
 
+    _thread: _SeekingThread
+
     def _new_consumer_thread(self) -> ConsumerThread:
-        return ConsumerThread(self, loop=self.loop, beacon=self.beacon)
+        return _SeekingThread(self, loop=self.loop, beacon=self.beacon)
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -195,6 +250,10 @@ class SafeConsumer(Consumer):
         #: were fetched: a record fetched before its partition's latest seek is stale.
         self._epoch: defaultdict[TP, int] = defaultdict(int)
         self._fetched: dict[TP, int] = {}
+        #: Per partition, the latest of its seeks made (written in the consumer's thread), and
+        #: that as it was when the last batch of fetched records was taken (ditto).
+        self._applied: dict[TP, int] = {}
+        self._drained: dict[TP, int] = {}
         #: Partitions sought back to their due offset, and to which offset; and whose log start
         #: was checked since, for which due offset.
         self._sought: dict[TP, int] = {}
@@ -204,8 +263,9 @@ class SafeConsumer(Consumer):
         self._reseek: asyncio.Future[None] | None = None
 
     async def _wait_next_records(self, timeout: float) -> Any:  # noqa: ASYNC109 - Faust's signature
+        self._drained = {}  # no batch taken: nothing is current
         records = await super()._wait_next_records(timeout)
-        self._fetched = dict(self._epoch)  # the records just fetched follow every seek so far
+        self._fetched = self._drained  # the seeks the records just fetched follow
         return records
 
     def _sought_now(self, tps: Iterable[TP]) -> None:
@@ -218,7 +278,15 @@ class SafeConsumer(Consumer):
 
     async def seek_wait(self, partitions: Mapping[TP, int]) -> None:
         self._sought_now(partitions)
-        await super().seek_wait(partitions)
+        epochs = {tp: self._epoch[tp] for tp in partitions}
+        await self._thread.seek_as(partitions, epochs, wait=True)
+
+    async def _seek(self, partition: TP, offset: int) -> None:
+        """Faust's ``Consumer.seek`` (after :meth:`seek` or :meth:`queues_cleared` counted the
+        seek): made in the consumer's thread, not here (module docs)."""
+        await self._thread.seek_as(
+            {partition: offset}, {partition: self._epoch[partition]}, wait=False
+        )
 
     async def _in_order(self, message: Message) -> None:
         """Hand ``message`` over if it is not stale, and, on an agent's topic, the next record

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import threading
 from collections import defaultdict
 from types import SimpleNamespace
 from typing import Any
@@ -17,11 +18,13 @@ from weakref import WeakSet
 import pytest
 from aiokafka.partitioner import DefaultPartitioner
 from faust.transport.consumer import Consumer as FaustConsumer
+from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
 from faust.transport.producer import ProducerBuffer
 from faust.types import TP
 from intervaltree import IntervalTree
+from mode.utils.futures import maybe_async
 
-from streams.commits import SafeConsumer, _DurableBuffer
+from streams.commits import SafeConsumer, _DurableBuffer, _SeekingThread
 from streams.web.routing import partition_of
 
 
@@ -295,6 +298,97 @@ async def test_a_record_fetched_before_its_partition_was_sought_is_never_handed_
     ordering.fetched()
     await ordering.feed(63, 64, 65, tp=changelog)
     assert ordering.delivered == [63, 64, 65]
+
+
+class _ConsumerThread:
+    """The consumer's own thread (a loop of its own, as Faust's), running a
+    :class:`_SeekingThread`'s calls there over a stand-in of aiokafka's consumer that records
+    in which thread it was sought, and a stand-in of aiokafka's fetcher."""
+
+    def __init__(self, consumer: Any) -> None:
+        self.loop = asyncio.new_event_loop()
+        self._runner = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self._runner.start()
+        self.seeks: list[tuple[TP, int, int]] = []
+        aiokafka = SimpleNamespace(
+            seek=lambda tp, offset: self.seeks.append((tp, offset, threading.get_ident()))
+        )
+        thread: Any = _SeekingThread.__new__(_SeekingThread)
+        thread.consumer = consumer
+        thread._ensure_consumer = lambda: aiokafka
+        thread.seek = aiokafka.seek  # Faust's: aiokafka's seek, in whichever thread calls it
+        thread.call_thread = self._call
+        self.thread: _SeekingThread = thread
+        consumer._thread = thread
+        consumer._applied, consumer._drained = {}, {}
+
+    async def _call(self, fun: Any, *args: Any) -> Any:
+        async def call() -> Any:
+            return await maybe_async(fun(*args))
+
+        return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(call(), self.loop))
+
+    async def fetch(self) -> None:
+        """Faust's fetch: a batch taken from aiokafka's fetcher in the consumer's thread."""
+        await self._call(self.thread._fetch_records, None, set())
+
+    def stop(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._runner.join(5)
+        self.loop.close()
+
+
+async def test_a_seek_is_made_in_the_consumers_thread_never_from_the_workers_loop() -> None:
+    """aiokafka's fetcher runs in the consumer's thread; a seek made from the worker's loop
+    emptied its buffer while it iterated over it, and the worker crashed (``KeyError`` in
+    ``fetched_records``, seen in the soaks)."""
+    ordering = _Ordering(due=46)
+    consumer = ordering.consumer
+    del consumer.seek  # the real seek, not _Ordering's stand-in
+    consumer._read_offset = {}
+    consumer.log = SimpleNamespace(dev=lambda *a, **k: None)
+    own = _ConsumerThread(consumer)
+    try:
+        await consumer.seek(TP0, 46)  # a seek back (SafeConsumer._jumped)
+    finally:
+        own.stop()
+    [(tp, offset, ident)] = own.seeks
+    assert (tp, offset) == (TP0, 46) and ident != threading.get_ident()
+    assert consumer._applied[TP0] == consumer._epoch[TP0] == 1
+
+
+async def test_records_taken_from_the_fetcher_before_their_seek_was_made_are_stale(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The seek is counted at once and made a moment later in the consumer's thread: a batch
+    the thread takes from aiokafka's buffer in between was fetched before the seek, and is not
+    handed over; one taken after the seek is."""
+    changelog = TP("sb-sessions-changelog", 3)
+    ordering = _Ordering(due=None)
+    consumer = ordering.consumer
+    own = _ConsumerThread(consumer)
+
+    async def fetched_records(*args: Any, **kwargs: Any) -> dict[TP, list[Any]]:
+        return {}
+
+    async def wait_next_records(self: Any, timeout: float) -> Any:
+        await own.fetch()  # Faust's fetch, through the consumer's thread
+        return {}, set()
+
+    monkeypatch.setattr(AIOKafkaConsumerThread, "_fetch_records", fetched_records)
+    monkeypatch.setattr(FaustConsumer, "_wait_next_records", wait_next_records)
+    try:
+        consumer._sought_now([changelog])  # recovery asks for a seek to 63 ...
+        await consumer._wait_next_records(1.0)  # ... and a batch is taken before it is made
+        await ordering.feed(71, 72, tp=changelog)
+        assert ordering.delivered == []
+        await own.thread.seek_as({changelog: 63}, {changelog: 1}, wait=False)
+        await consumer._wait_next_records(1.0)
+        await ordering.feed(63, 64, tp=changelog)
+    finally:
+        own.stop()
+    assert ordering.delivered == [63, 64]
+    assert [offset for _, offset, _ in own.seeks] == [63]
 
 
 async def test_records_handed_over_then_cleared_from_the_queues_are_read_again(
