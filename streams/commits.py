@@ -33,8 +33,9 @@ The consumer (:class:`SafeConsumer`):
 * A rebalance clears the agents' queues, but records fetched before it keep arriving after it:
   an agent then processes a record before one that precedes it (a session's fan-out before its
   audience; a report after a later one of the same delivery).
-* Faust's seek of one partition (``Consumer.seek``, which a seek back of the agents' records
-  uses) calls aiokafka's ``seek`` from the worker's event loop, while aiokafka's fetcher runs
+* Faust's seek of one partition (``Consumer.seek``, used below to read an agent's partition
+  again from the record due, and every changelog partition after the agents' queues were
+  cleared) calls aiokafka's ``seek`` from the worker's event loop, while aiokafka's fetcher runs
   in the consumer's own thread: the seek empties the fetcher's buffer of the partition while the
   thread iterates over it, and the fetcher crashes the worker (``KeyError`` in
   ``fetched_records``; seen in the kill and restart soaks).

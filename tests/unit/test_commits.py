@@ -303,7 +303,7 @@ async def test_a_record_fetched_before_its_partition_was_sought_is_never_handed_
 class _ConsumerThread:
     """The consumer's own thread (a loop of its own, as Faust's), running a
     :class:`_SeekingThread`'s calls there over a stand-in of aiokafka's consumer that records
-    in which thread it was sought, and a stand-in of aiokafka's fetcher."""
+    in which thread it was sought (a test stands in for aiokafka's fetcher where it needs one)."""
 
     def __init__(self, consumer: Any) -> None:
         self.loop = asyncio.new_event_loop()
