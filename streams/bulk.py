@@ -142,6 +142,9 @@ class BulkProducer:
         self._open: set[asyncio.Future[Any]] = set()
         #: The pending call of :meth:`_pump`: scheduled while records await their reports.
         self._pumping: asyncio.TimerHandle | None = None
+        #: The event loop, once known (the producer is made in it): asking asyncio for the
+        #: running loop costs a getpid() system call each time (Python 3.11's fork check).
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     async def produce(
         self,
@@ -279,7 +282,7 @@ class BulkProducer:
     def _current(self) -> _Batch:
         batch = self._batch
         if batch is None or batch.sealed:
-            loop = asyncio.get_running_loop()
+            loop = self._running_loop()
             batch = self._batch = _Batch(loop)
             self._open.add(batch.future)
             batch.future.add_done_callback(self._check)
@@ -297,7 +300,13 @@ class BulkProducer:
 
     def _pump_soon(self) -> None:
         if self._pumping is None:
-            self._pumping = asyncio.get_running_loop().call_later(PUMP_S, self._pump)
+            self._pumping = self._running_loop().call_later(PUMP_S, self._pump)
+
+    def _running_loop(self) -> asyncio.AbstractEventLoop:
+        loop = self._loop
+        if loop is None or loop.is_closed():  # closed: a test's next loop
+            loop = self._loop = asyncio.get_running_loop()
+        return loop
 
     def _pump(self) -> None:
         """Serve librdkafka's delivery reports here, on the event loop, every ``PUMP_S`` while

@@ -247,11 +247,11 @@ def _json(body: dict[str, Any]) -> bytes:
 
 
 async def _window_allows(sb: Switchboard, job: DispatchJob) -> bool:
-    from streams.sessions import dispatch_or_defer
-
     client = sb.clients.get(job.client_id)
     if client is None or job.channel not in client.time_windows:
-        return True
+        return True  # the common case, asked per send: before the import below
+    from streams.sessions import dispatch_or_defer
+
     now = time.time()
     try:
         at = datetime.fromtimestamp(now, UTC)
@@ -502,12 +502,15 @@ class _Deadlines:
 
     def __init__(self, seconds: float) -> None:
         self._seconds = seconds
+        # asyncio.current_task() without a loop asks for the running one, and that costs a
+        # getpid() system call (Python 3.11's check for a fork): once per batch, not per send.
+        self._loop = asyncio.get_running_loop()
         #: The sends running now -> when they started, and the task making each.
         self._started: dict[int, tuple[float, asyncio.Task[Any] | None]] = {}
         self._expired: set[int] = set()
 
     def start(self, index: int) -> None:
-        self._started[index] = (time.monotonic(), asyncio.current_task())
+        self._started[index] = (time.monotonic(), asyncio.current_task(self._loop))
 
     def stop(self, index: int) -> None:
         del self._started[index]

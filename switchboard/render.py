@@ -17,6 +17,7 @@ from __future__ import annotations
 import html
 import re
 from collections.abc import Mapping
+from functools import lru_cache
 from typing import Any, Final
 
 __all__ = ["MissingVariable", "TemplateSyntaxError", "placeholders", "render"]
@@ -48,16 +49,7 @@ class MissingVariable(KeyError):
 
 def placeholders(template: str) -> set[str]:
     """Names used by ``template``; raises :class:`TemplateSyntaxError` on a malformed one."""
-    names = set()
-    for block in _ANY_BRACES.finditer(template):
-        match = _PLACEHOLDER.fullmatch(block.group(0))
-        if match is None:
-            raise TemplateSyntaxError(
-                f"{block.group(0)!r} is not a placeholder: use {{{{ name }}}} or "
-                '{{ name | default("text") }}'
-            )
-        names.add(match.group("name"))
-    return names
+    return {part[0] for part in _compiled(template) if type(part) is tuple}
 
 
 def render(template: str, variables: Mapping[str, Any], *, escape_html: bool = False) -> str:
@@ -67,23 +59,54 @@ def render(template: str, variables: Mapping[str, Any], *, escape_html: bool = F
         escape_html: escape values for an HTML body (the template itself is trusted markup).
 
     Raises:
-        MissingVariable: a placeholder without a value or default.
+        MissingVariable: the first placeholder without a value or default.
         TemplateSyntaxError: a malformed placeholder.
     """
-    placeholders(template)  # validates every {{ }} block, not only the well-formed ones
-
-    def fill(match: re.Match[str]) -> str:
-        name = match.group("name")
+    parts = _compiled(template)
+    if len(parts) == 1 and type(parts[0]) is str:  # no placeholder: the template itself
+        return parts[0]
+    out: list[str] = []
+    for part in parts:
+        if type(part) is str:
+            out.append(part)
+            continue
+        name, fallback = part
         value = variables.get(name)
         if value is None:
-            fallback = match.group("dq") if match.group("dq") is not None else match.group("sq")
             if fallback is None:
                 raise MissingVariable(name)
             value = fallback
         text = _text(value)
-        return html.escape(text) if escape_html else text
+        out.append(html.escape(text) if escape_html else text)
+    return "".join(out)
 
-    return _PLACEHOLDER.sub(fill, template)
+
+#: A template, parsed: its literal text and its placeholders (name, fallback), in order.
+_Parts = tuple[str | tuple[str, str | None], ...]
+
+
+@lru_cache(maxsize=256)
+def _compiled(template: str) -> _Parts:
+    """``template`` parsed once, then remembered: a campaign renders the same template for
+    every recipient, and parsing it (and checking every ``{{ }}`` block) is most of the cost.
+    A malformed template raises :class:`TemplateSyntaxError` (and is not remembered)."""
+    for block in _ANY_BRACES.finditer(template):  # every {{ }} block, not only well-formed ones
+        if _PLACEHOLDER.fullmatch(block.group(0)) is None:
+            raise TemplateSyntaxError(
+                f"{block.group(0)!r} is not a placeholder: use {{{{ name }}}} or "
+                '{{ name | default("text") }}'
+            )
+    parts: list[str | tuple[str, str | None]] = []
+    at = 0
+    for match in _PLACEHOLDER.finditer(template):
+        if match.start() > at:
+            parts.append(template[at : match.start()])
+        fallback = match.group("dq") if match.group("dq") is not None else match.group("sq")
+        parts.append((match.group("name"), fallback))
+        at = match.end()
+    if at < len(template) or not parts:
+        parts.append(template[at:])
+    return tuple(parts)
 
 
 def _text(value: Any) -> str:

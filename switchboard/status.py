@@ -89,14 +89,19 @@ def delivery_change_id(key: str, attempt: int, status: str, *more: object) -> st
 
 
 def _uuid5(name: str) -> str:
-    """``str(uuid.uuid5(_EVENT_IDS, name))``, without building a ``UUID`` (three per delivery)."""
-    digest = bytearray(
-        hashlib.sha1(_EVENT_ID_PREFIX + name.encode(), usedforsecurity=False).digest()[:16]
-    )
-    digest[6] = (digest[6] & 0x0F) | 0x50  # version 5
-    digest[8] = (digest[8] & 0x3F) | 0x80  # RFC 4122 variant
-    h = digest.hex()
-    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+    """``str(uuid.uuid5(_EVENT_IDS, name))``, without building a ``UUID`` (three per delivery):
+    the digest's hex with the version (5) and the RFC 4122 variant written into it."""
+    hasher = _EVENT_ID_HASH.copy()
+    hasher.update(name.encode())
+    h = hasher.hexdigest()
+    # Version: the 13th hex digit is 5. Variant: the 17th digit's top two bits are 10.
+    return f"{h[:8]}-{h[8:12]}-5{h[13:16]}-{_VARIANT[h[16]]}{h[17:20]}-{h[20:32]}"
+
+
+#: The namespace hashed once: each id copies this state and hashes its name only.
+_EVENT_ID_HASH: Final = hashlib.sha1(_EVENT_ID_PREFIX, usedforsecurity=False)
+#: A hex digit -> the same digit with its top two bits set to 10 (the RFC 4122 variant).
+_VARIANT: Final = {f"{n:x}": f"{(n & 0x3) | 0x8:x}" for n in range(16)}
 
 
 _NOT_SENT: Final[frozenset[Status]] = frozenset({"accepted", "scheduled", "deferred"})

@@ -135,3 +135,19 @@ def test_rendering_is_concatenation_of_values(pairs: list[tuple[str, str]]) -> N
     variables = dict(pairs)
     template = "".join(f"<{{{{ {n} }}}}>" for n in variables)
     assert render(template, variables) == "".join(f"<{v}>" for v in variables.values())
+
+
+def test_a_template_parsed_once_renders_each_recipients_own_values() -> None:
+    """The parsed template is remembered across recipients; their values never are, and a
+    malformed template is refused every time it is rendered, not only the first."""
+    template = "Hi {{ name }}, {{ n | default('no') }} new"
+    assert render(template, {"name": "Ana", "n": 2}) == "Hi Ana, 2 new"
+    assert render(template, {"name": "Bo"}) == "Hi Bo, no new"
+    with pytest.raises(MissingVariable):
+        render(template, {"n": 1})
+    assert render(template, {"name": "<b>"}, escape_html=True) == "Hi &lt;b&gt;, no new"
+    for _ in range(2):
+        with pytest.raises(TemplateSyntaxError):
+            render("Hi {{ name.upper() }}", {"name": "Ana"})
+        with pytest.raises(TemplateSyntaxError):
+            placeholders("Hi {{ name.upper() }}")
