@@ -891,6 +891,16 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def _against(result: Result, baseline: Result) -> str:
+    """``result`` as a ratio of the baseline of the same run (the issue's target: at least 25 %
+    of its deliveries/s)."""
+    cpu = (result.cpu_seconds / result.deliveries) / (baseline.cpu_seconds / baseline.deliveries)
+    return (
+        f"{result.name} / baseline: {result.rate / baseline.rate:.1%} of its deliveries/s, "
+        f"{cpu:.1f}x its CPU per delivery"
+    )
+
+
 def _print(
     args: argparse.Namespace,
     results: list[Result],
@@ -914,6 +924,12 @@ def _print(
             print(result.row())
         sandbox = next((r for r in results if "sandbox" in r.name), None)
         fake = next((r for r in results if "Twilio" in r.name), None)
+        baseline = next((r for r in results if r.name.startswith("baseline")), None)
+        if baseline:
+            print()
+            for result in results:
+                if result is not baseline:
+                    print(_against(result, baseline))
         if sandbox and fake:
             print(
                 f"\nfake provider ({args.provider_latency_ms} ms per request, 100 in flight) / sandbox: "
