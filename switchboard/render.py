@@ -49,7 +49,7 @@ class MissingVariable(KeyError):
 
 def placeholders(template: str) -> set[str]:
     """Names used by ``template``; raises :class:`TemplateSyntaxError` on a malformed one."""
-    return {part[0] for part in _compiled(template) if type(part) is tuple}
+    return {part[0] for part in _compiled(template) if isinstance(part, tuple)}
 
 
 def render(template: str, variables: Mapping[str, Any], *, escape_html: bool = False) -> str:
@@ -63,11 +63,11 @@ def render(template: str, variables: Mapping[str, Any], *, escape_html: bool = F
         TemplateSyntaxError: a malformed placeholder.
     """
     parts = _compiled(template)
-    if len(parts) == 1 and type(parts[0]) is str:  # no placeholder: the template itself
+    if len(parts) == 1 and isinstance(parts[0], str):  # no placeholder: the template itself
         return parts[0]
     out: list[str] = []
     for part in parts:
-        if type(part) is str:
+        if isinstance(part, str):
             out.append(part)
             continue
         name, fallback = part
