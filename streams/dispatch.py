@@ -52,6 +52,7 @@ from streams.checkpoint import put_now
 from streams.guard import hand_off, quarantine
 from streams.inflight import run_overlapped
 from streams.retention import purge_sends
+from streams.sessions import dispatch_or_defer
 from streams.tablestore import read_row
 from switchboard import deadline, jsonbytes, optout, records, unsubscribe
 from switchboard.errors import ConfigError
@@ -249,9 +250,7 @@ def _json(body: dict[str, Any]) -> bytes:
 async def _window_allows(sb: Switchboard, job: DispatchJob) -> bool:
     client = sb.clients.get(job.client_id)
     if client is None or job.channel not in client.time_windows:
-        return True  # the common case, asked per send: before the import below
-    from streams.sessions import dispatch_or_defer
-
+        return True
     now = time.time()
     try:
         at = datetime.fromtimestamp(now, UTC)
