@@ -24,6 +24,8 @@ class Metrics:
         #: Label children already made: ``labels()`` takes a lock and builds a key every call,
         #: and the hot path asks for the same few children for every delivery.
         self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
+        #: Provider calls in flight by channel, read by ``in_flight`` when it is scraped.
+        self._in_flight: dict[str, list[int]] = {}
         self.registry = CollectorRegistry()
         r = self.registry
         self.instructions = Counter(
@@ -194,6 +196,17 @@ class Metrics:
         if found is None:
             found = self._children[key] = metric.labels(*labels)
         return found
+
+    def in_flight_cell(self, channel: str) -> list[int]:
+        """The count of ``channel``'s provider calls in flight, as a one-element list the caller
+        adds to and takes from around each call; ``switchboard_provider_in_flight`` reads it when
+        scraped. A gauge's ``inc``/``dec`` take a lock each, twice per send; this is two integer
+        operations on the event loop, where every send is made."""
+        cell = self._in_flight.get(channel)
+        if cell is None:
+            cell = self._in_flight[channel] = [0]
+            self.in_flight.labels(channel).set_function(lambda: cell[0])
+        return cell
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)

@@ -63,7 +63,7 @@ __all__ = [
 ]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen, yet a value: see "Hot records" in switchboard/records.py
 class Recipient:
     """One audience entry. ``addresses`` maps a channel's address field (``phone``, ``email``,
     ``push_token``, ``slack``) to a normalised address. ``given`` is the original string when the

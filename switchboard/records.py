@@ -21,7 +21,8 @@ session each. Single :class:`DispatchJob` and :class:`Report` records remain for
 at a time (a retry, a callback, a window's release of one delivery).
 
 Hot records: :class:`DispatchJob`, :class:`Report`, :class:`DeliveryState` (and
-:class:`~switchboard.status.StatusEvent`) are made several times per delivery, and a frozen
+:class:`~switchboard.status.StatusEvent`, :class:`~switchboard.instruction.Recipient`,
+:class:`~transports.base.OutboundMessage`) are made once or more per delivery, and a frozen
 dataclass's ``__init__`` sets each field through ``object.__setattr__``, four times slower
 than a plain one. They are not frozen, but they are values all the same: nothing assigns to
 their fields; a changed copy is made with :func:`dataclasses.replace`.

@@ -22,6 +22,7 @@ Guarantees:
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 from collections.abc import Generator, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -611,7 +612,7 @@ class _Validator:
             return None
         addresses: dict[str, str] = {}
         reasons: list[str] = []
-        for field in dict.fromkeys(ADDRESS_FIELD[c] for c in channels):
+        for field in _address_fields(tuple(channels)):
             try:
                 addresses[field] = NORMALIZERS[field](value)
             except AddressError as exc:
@@ -783,3 +784,10 @@ class _Validator:
                 return (60.0,)
             out.append(minutes)
         return tuple(out)
+
+
+@functools.lru_cache(maxsize=64)
+def _address_fields(channels: tuple[Channel, ...]) -> tuple[str, ...]:
+    """The address fields of ``channels``, each once, in order: the same for every recipient
+    of an audience, so worked out once."""
+    return tuple(dict.fromkeys(ADDRESS_FIELD[c] for c in channels))

@@ -24,7 +24,7 @@ from typing import Any, Literal, Protocol, runtime_checkable
 __all__ = ["OutboundMessage", "SendResult", "Transport", "final_check"]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen, yet a value: see "Hot records" in switchboard/records.py
 class OutboundMessage:
     """What to send, already rendered for its recipient."""
 
@@ -55,7 +55,7 @@ class OutboundMessage:
     unsubscribe_url: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen, yet a value (made per send, as OutboundMessage)
 class SendResult:
     """A provider accepted the message.
 

@@ -106,6 +106,20 @@ def test_sample_names_follow_the_exposition() -> None:
     } <= shown
 
 
+def test_in_flight_gauge_reads_the_calls_counted_on_the_loop() -> None:
+    """``switchboard_provider_in_flight`` shows, when scraped, what the dispatcher added to and
+    took from its channel's cell around each provider call (no locked gauge update per send)."""
+    metrics = Metrics()
+    sms = metrics.in_flight_cell("sms")
+    assert metrics.in_flight_cell("sms") is sms  # one cell per channel
+    sms[0] += 3
+    metrics.in_flight_cell("email")[0] += 1
+    sms[0] -= 1
+    text = metrics.exposition().decode()
+    assert 'switchboard_provider_in_flight{channel="sms"} 2.0' in text
+    assert 'switchboard_provider_in_flight{channel="email"} 1.0' in text
+
+
 def test_compose_monitoring_profile_is_provisioned() -> None:
     compose = _load(ROOT / "docker-compose.yml")
     services = compose["services"]
