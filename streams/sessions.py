@@ -9,8 +9,10 @@ done on a replay has nothing left to do.
 
 * ``OpenSession``: a session id seen before is ignored (intake's redelivery, the API's retried
   write), so a session is opened once. The session and its audience (in chunks) are stored;
-  then an immediate one (or one scheduled in the past) starts its fan-out, a scheduled one gets
-  a durable timer that starts it (``streams/scheduler.py``), and a manual one waits.
+  then an immediate one (or one scheduled in the past) fans out its first chunk in the same
+  event (as ``FanOut(0)`` would: one hop less on a one-time password's way, whose lane is
+  otherwise a hop behind a busy event loop per command), a scheduled one gets a durable timer
+  that starts it (``streams/scheduler.py``), and a manual one waits.
 * ``FanOut(chunk)``: each delivery of the chunk gets ``accepted`` and then either a dispatch job
   (in a :class:`~switchboard.records.JobBatch` with the others of its dispatch key and channel)
   or, outside its channel's time window, ``deferred``; the deferred deliveries of the chunk are
@@ -366,7 +368,11 @@ async def _open(sb: Switchboard, cmd: OpenSession) -> None:
     )
     key = state.session_id.encode()
     if due_now:
-        await sb.command(FanOut(state.session_id, 0), priority=state.priority)
+        # Its first chunk now, not through a FanOut command on the sessions topic: the same
+        # work in the same partition, a round trip through Kafka and a Faust event sooner. The
+        # checkpoint writes the session's rows once the broker has the chunk's jobs and events,
+        # so a replay finds the opening either undone (all of it is done again) or done.
+        await _fan_out(sb, state, FanOut(state.session_id, 0))
     elif state.status == "scheduled":
         assert due is not None
         await sb.schedule_at(
