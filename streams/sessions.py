@@ -58,7 +58,7 @@ from streams.checkpoint import put, run_checkpointed
 from streams.fences import fences_passed, place_fences
 from streams.guard import quarantine
 from streams.managers import SessionStartPlan
-from switchboard import deadline, fallback, reasons, records
+from switchboard import deadline, fallback, jsonbytes, reasons, records
 from switchboard.errors import MissingState
 from switchboard.fanout import (
     CHUNK_SIZE,
@@ -161,7 +161,7 @@ def _save(sb: Switchboard, state: SessionState) -> None:
 def load_chunk(sb: Switchboard, session_id: str, chunk: int) -> list[dict[str, Any]] | None:
     """The recipients of one audience chunk, or None when the table does not have it."""
     raw = sb.staged.get(sb.tables.sessions, chunk_row(session_id, chunk))
-    return json.loads(raw) if raw is not None else None
+    return jsonbytes.loads(raw) if raw is not None else None
 
 
 async def _handle(sb: Switchboard, event: EventT[bytes]) -> None:
@@ -303,7 +303,7 @@ def _audience(sb: Switchboard, cmd: AudienceChunk | Discard) -> None:
     if load_session(sb, cmd.session_id) is not None:
         return
     if isinstance(cmd, AudienceChunk):
-        value = json.dumps(cmd.recipients, separators=(",", ":")).encode()
+        value = jsonbytes.dumps(cmd.recipients)
         put(sb.tables.sessions, chunk_row(cmd.session_id, cmd.chunk), value)
         return
     for chunk in range(cmd.chunks):
@@ -325,7 +325,7 @@ async def _open(sb: Switchboard, cmd: OpenSession) -> None:
         recipients, chunks = len(audience), chunk_count(len(audience))
         for chunk in range(chunks):
             part = audience[chunk * CHUNK_SIZE : (chunk + 1) * CHUNK_SIZE]
-            value = json.dumps(part, separators=(",", ":")).encode()
+            value = jsonbytes.dumps(part)
             put(sb.tables.sessions, chunk_row(cmd.session_id, chunk), value)
     else:  # its chunks came before it (streams/submit.py)
         recipients, chunks = int(ins["recipients"]), int(ins["chunks"])
