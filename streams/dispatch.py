@@ -624,7 +624,7 @@ async def _call(
     sends); a send past it and an unclassified exception raise retryable
     :class:`TransportError`, as the provider's own errors do."""
     in_flight = sb.metrics.in_flight_cell(job.channel)
-    in_flight[0] += 1
+    in_flight.value += 1
     started = time.perf_counter()
     # Each transport bounds its own requests; the deadline only catches a send that is stuck,
     # and includes the wait for the sender's rate-limit slot (which is not an error).
@@ -649,7 +649,7 @@ async def _call(
         log.exception("transport raised an unclassified error", extra={"provider": transport.name})
         raise _retryable(f"{type(exc).__name__}: {exc}", "unclassified") from exc
     finally:
-        in_flight[0] -= 1
+        in_flight.value -= 1
         sb.metrics.child(sb.metrics.send_seconds, job.channel, transport.name).observe(
             time.perf_counter() - started
         )

@@ -13,7 +13,20 @@ from prometheus_client.metrics import MetricWrapperBase
 
 _M = TypeVar("_M", bound=MetricWrapperBase)
 
-__all__ = ["Metrics"]
+__all__ = ["LoopCount", "Metrics"]
+
+
+class LoopCount:
+    """A count changed only on the event loop's thread (so without a lock) and read by a
+    gauge's callback when ``/metrics`` is scraped: a read of one integer needs no lock either."""
+
+    __slots__ = ("value",)
+
+    def __init__(self) -> None:
+        self.value = 0
+
+    def read(self) -> float:
+        return self.value
 
 
 class Metrics:
@@ -25,7 +38,7 @@ class Metrics:
         #: and the hot path asks for the same few children for every delivery.
         self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
         #: Provider calls in flight by channel, read by ``in_flight`` when it is scraped.
-        self._in_flight: dict[str, list[int]] = {}
+        self._in_flight: dict[str, LoopCount] = {}
         self.registry = CollectorRegistry()
         r = self.registry
         self.instructions = Counter(
@@ -197,15 +210,15 @@ class Metrics:
             found = self._children[key] = metric.labels(*labels)
         return found
 
-    def in_flight_cell(self, channel: str) -> list[int]:
-        """The count of ``channel``'s provider calls in flight, as a one-element list the caller
-        adds to and takes from around each call; ``switchboard_provider_in_flight`` reads it when
-        scraped. A gauge's ``inc``/``dec`` take a lock each, twice per send; this is two integer
+    def in_flight_cell(self, channel: str) -> LoopCount:
+        """The count of ``channel``'s provider calls in flight, which the caller adds to and
+        takes from around each call; ``switchboard_provider_in_flight`` reads it when scraped.
+        A gauge's ``inc``/``dec`` take a lock each, twice per send; this is two integer
         operations on the event loop, where every send is made."""
         cell = self._in_flight.get(channel)
         if cell is None:
-            cell = self._in_flight[channel] = [0]
-            self.in_flight.labels(channel).set_function(lambda: cell[0])
+            cell = self._in_flight[channel] = LoopCount()
+            self.in_flight.labels(channel).set_function(cell.read)
         return cell
 
     def exposition(self) -> bytes:

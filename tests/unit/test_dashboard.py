@@ -112,9 +112,9 @@ def test_in_flight_gauge_reads_the_calls_counted_on_the_loop() -> None:
     metrics = Metrics()
     sms = metrics.in_flight_cell("sms")
     assert metrics.in_flight_cell("sms") is sms  # one cell per channel
-    sms[0] += 3
-    metrics.in_flight_cell("email")[0] += 1
-    sms[0] -= 1
+    sms.value += 3
+    metrics.in_flight_cell("email").value += 1
+    sms.value -= 1
     text = metrics.exposition().decode()
     assert 'switchboard_provider_in_flight{channel="sms"} 2.0' in text
     assert 'switchboard_provider_in_flight{channel="email"} 1.0' in text
