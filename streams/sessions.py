@@ -22,8 +22,9 @@ done on a replay has nothing left to do.
   chunk is queued: one chunk per event keeps memory bounded and the partition responsive. A
   chunk processed twice re-emits its jobs; the dispatchers' ``sends`` table makes the second
   copy of a job a no-op.
-* ``Trigger``: starts a manual session; with ``include_failed``, sends its failed deliveries
-  again, chunk by chunk (``Resend``), as a new attempt.
+* ``Trigger``: starts a manual session (or a scheduled one before its time), fanning out its
+  first chunk in the same event, as an opening does; with ``include_failed``, sends its failed
+  deliveries again, chunk by chunk (``Resend``), as a new attempt.
 * ``Cancel``: marks the session cancelled (every dispatcher checks this before each send), then
   ``CancelChunk`` by chunk reports ``cancelled`` for whatever was not sent. It first waits for the
   sends of the session already in flight on this worker, so a ``cancelled`` report never
@@ -720,8 +721,10 @@ async def _trigger(sb: Switchboard, state: SessionState, cmd: Trigger) -> None:
         return
     if state.status in ("waiting", "scheduled"):
         await sb.cancel_timer(release_timer(state.session_id), state.session_id.encode())
-        _save(sb, dataclasses.replace(state, status="dispatching"))
-        await sb.command(FanOut(state.session_id, 0), priority=state.priority)
+        released = dataclasses.replace(state, status="dispatching")
+        _save(sb, released)
+        # Its first chunk in this event, as an immediate session's opening fans out its own.
+        await _fan_out(sb, released, FanOut(state.session_id, 0))
     elif cmd.include_failed:
         await sb.command(Resend(state.session_id, 0), priority=state.priority)
         # The re-send opens the session again only once the report agent applies it: until

@@ -65,6 +65,32 @@ async def test_an_opened_session_fans_out_accepted_events_then_its_jobs(tmp_path
     assert sb.take("rejected") == []
 
 
+async def test_a_trigger_fans_out_a_manual_sessions_first_chunk_in_its_own_event(
+    tmp_path: Path,
+) -> None:
+    sb = build(tmp_path)
+    session_id = await opened(sb, {**SEND, "options": {"trigger": "manual"}})
+    assert kinds(await settle_sessions(sb)) == ["audience", "open"]
+    assert jobs_of(sb.take("dispatch.sms")) == [], "a manual session waits for its trigger"
+    waiting = sessions.load_session(sb, session_id)
+    assert waiting is not None and waiting.status == "waiting"
+
+    await run_sessions(sb, [command_event(sb, records.Trigger(session_id))])
+    # The trigger fans out the first chunk itself: no FanOut command on the sessions topic.
+    assert kinds(await settle_sessions(sb)) == []
+    assert sorted(j.index for j in jobs_of(sb.take("dispatch.sms"))) == [0, 1, 2]
+    accepted = [e for e in sb.statuses if e.status == "accepted" and e.recipient is not None]
+    assert sorted(e.recipient or "" for e in accepted) == AUDIENCE
+    state = sessions.load_session(sb, session_id)
+    assert state is not None
+    assert (state.status, state.fanned_out_chunks) == ("dispatching", 1)
+
+    # A second trigger (a client's retry) sends nothing again.
+    await run_sessions(sb, [command_event(sb, records.Trigger(session_id), offset=1)])
+    assert kinds(await settle_sessions(sb)) == []
+    assert jobs_of(sb.take("dispatch.sms")) == []
+
+
 async def test_a_session_opened_twice_fans_out_once(tmp_path: Path) -> None:
     sb = build(tmp_path)
     await opened(sb)
