@@ -15,6 +15,8 @@ import phonenumbers
 from email_validator import SPECIAL_USE_DOMAIN_NAMES, EmailNotValidError, validate_email
 from email_validator.rfc_constants import CASE_INSENSITIVE_MAILBOX_NAMES
 
+from switchboard.e164 import valid_e164
+
 __all__ = [
     "NORMALIZERS",
     "AddressError",
@@ -46,6 +48,19 @@ def normalize_phone(value: str) -> str:
         raise AddressError(
             "not a valid E.164 phone number: it must start with + and the country code"
         )
+    digits = text[1:]
+    if digits.isascii() and digits.isdigit():
+        # The usual form: libphonenumber's answer without its parser (switchboard/e164.py),
+        # which leaves every other case, and every number it would refuse, to the library.
+        found = valid_e164(digits)
+        if found is not None:
+            return found
+    return _library_phone(text)
+
+
+def _library_phone(text: str) -> str:
+    """:func:`normalize_phone` of ``text`` (stripped, starting with ``+``) by libphonenumber
+    alone: the answer :func:`switchboard.e164.valid_e164` gives faster, and every other."""
     if not _PHONE_CHARACTERS.fullmatch(text):
         raise AddressError(
             "not a valid E.164 phone number: only digits after the +, "
