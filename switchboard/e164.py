@@ -19,11 +19,15 @@ None and the caller asks the library, whose answer (and error message) is the on
   most of Europe, ``1`` in NANP countries) or with a zero (Italy's leading zeros);
 * a number the tables find impossible or invalid (the error message is the library's).
 
+:func:`split` and :func:`typed` give the parts (calling code, national number) and the type of
+such a number as the library's parser and ``number_type`` would, for what else reads them (a
+recipient's time zones, ``switchboard/windows.py``).
+
 Guarantee: whenever :func:`valid_e164` answers a number, ``phonenumbers.parse`` with
 ``is_possible_number``, ``is_valid_number`` and ``format_number(E164)`` answers the same;
-``tests/unit/test_e164.py`` compares the two over every region's example numbers and generated
-numbers of every calling code. The tables follow the installed library's metadata: an upgrade
-of ``phonenumbers`` changes both alike.
+``tests/unit/test_e164.py`` compares the two (and the parts and types) over every region's
+example numbers and generated numbers of every calling code. The tables follow the installed
+library's metadata: an upgrade of ``phonenumbers`` changes both alike.
 """
 
 from __future__ import annotations
@@ -37,11 +41,12 @@ from phonenumbers import (
     REGION_CODE_FOR_NON_GEO_ENTITY,
     PhoneMetadata,
     PhoneNumberDesc,
+    PhoneNumberType,
     country_code_for_valid_region,
     region_code_for_country_code,
 )
 
-__all__ = ["valid_e164"]
+__all__ = ["split", "typed", "valid_e164"]
 
 #: The library's bounds: a national significant number of 2 to 17 digits, a calling code of
 #: at most 3, and more than 2 digits after the ``+``.
@@ -73,11 +78,32 @@ class _Region:
     types: tuple[_Desc, ...]
     #: What it was built from (the same region's validation and search share one check).
     metadata: PhoneMetadata
+    #: The types other than fixed line and mobile, in the library's order (for :meth:`kind`).
+    special: tuple[tuple[int, _Desc], ...]
+    fixed: _Desc | None
+    mobile: _Desc | None
 
     def knows(self, nsn: str) -> bool:
         if self.general is None or not self.general.matches(nsn):
             return False
         return any(desc.matches(nsn) for desc in self.types)
+
+    def kind(self, nsn: str) -> int:
+        """The library's number type (``PhoneNumberType``), found in its order."""
+        if self.general is None or not self.general.matches(nsn):
+            return PhoneNumberType.UNKNOWN
+        for kind, desc in self.special:
+            if desc.matches(nsn):
+                return kind
+        same = self.metadata.same_mobile_and_fixed_line_pattern
+        mobile = self.mobile is not None and (same or self.mobile.matches(nsn))
+        if self.fixed is not None and self.fixed.matches(nsn):
+            if same or mobile:
+                return PhoneNumberType.FIXED_LINE_OR_MOBILE
+            return PhoneNumberType.FIXED_LINE
+        if not same and mobile:
+            return PhoneNumberType.MOBILE
+        return PhoneNumberType.UNKNOWN
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,6 +134,31 @@ def valid_e164(digits: str) -> str | None:
     """``"+" + digits`` when libphonenumber parses it as that number and finds it possible and
     valid; None when the library must answer (module docs). ``digits``: what follows the ``+``,
     ASCII digits only (the caller checked)."""
+    return None if split(digits) is None else "+" + digits
+
+
+def split(digits: str) -> tuple[int, str] | None:
+    """The calling code and national number ``phonenumbers.parse("+" + digits)`` gives, when
+    :func:`valid_e164` answers for ``digits`` (a possible and valid number, with no leading
+    zero: the library's ``PhoneNumber(country_code=code, national_number=int(nsn))``); else
+    None. For what else needs the number's parts, such as its time zones."""
+    checked = _checked(digits)
+    return None if checked is None else (checked[0], checked[1])
+
+
+def typed(digits: str) -> tuple[int, str, int] | None:
+    """:func:`split`'s calling code and national number, and the library's ``number_type`` of
+    the number (a ``PhoneNumberType``); None when :func:`split` does not answer."""
+    checked = _checked(digits)
+    if checked is None:
+        return None
+    code, nsn, region = checked
+    return code, nsn, region.kind(nsn)
+
+
+def _checked(digits: str) -> tuple[int, str, _Region] | None:
+    """The calling code, national number and region tables of a number the library would
+    parse, find possible and valid as ``"+" + digits``; None when the library must answer."""
     if len(digits) <= _MIN_NSN or digits[0] == "0":
         return None
     for size in range(1, _MAX_CALLING_CODE + 1):
@@ -136,7 +187,7 @@ def valid_e164(digits: str) -> str | None:
     validator = plan.validators.get(region)
     if validator is None or (validator is not known and not validator.knows(nsn)):
         return None
-    return "+" + digits
+    return code, nsn, validator
 
 
 def _region_of(plan: _CallingCode, nsn: str) -> tuple[str | None, _Region | None]:
@@ -155,7 +206,8 @@ def _region_of(plan: _CallingCode, nsn: str) -> tuple[str | None, _Region | None
     return None, None
 
 
-#: The tables of the calling codes seen so far (a few hundred at most, built on first use).
+#: The tables of the calling codes seen so far (a few hundred at most, built on first use):
+#: pure memoisation of the installed library's metadata, the same for every caller.
 _PLANS: dict[int, _CallingCode] = {}
 #: Calling codes whose metadata the tables do not cover: always the library's answer.
 _NO_PLAN: set[int] = set()
@@ -231,8 +283,23 @@ def _region(metadata: PhoneMetadata) -> _Region:
         metadata.voicemail,
     ]
     described = (_desc(desc) for desc in types)
+    special = (
+        (PhoneNumberType.PREMIUM_RATE, metadata.premium_rate),
+        (PhoneNumberType.TOLL_FREE, metadata.toll_free),
+        (PhoneNumberType.SHARED_COST, metadata.shared_cost),
+        (PhoneNumberType.VOIP, metadata.voip),
+        (PhoneNumberType.PERSONAL_NUMBER, metadata.personal_number),
+        (PhoneNumberType.PAGER, metadata.pager),
+        (PhoneNumberType.UAN, metadata.uan),
+        (PhoneNumberType.VOICEMAIL, metadata.voicemail),
+    )
     return _Region(
-        _desc(metadata.general_desc), tuple(d for d in described if d is not None), metadata
+        general=_desc(metadata.general_desc),
+        types=tuple(d for d in described if d is not None),
+        metadata=metadata,
+        special=tuple((kind, d) for kind, desc in special if (d := _desc(desc)) is not None),
+        fixed=_desc(metadata.fixed_line),
+        mobile=_desc(metadata.mobile),
     )
 
 

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from phonenumbers import COUNTRY_CODE_TO_REGION_CODE, PhoneMetadata
 
 from switchboard.addresses import AddressError, _library_phone, normalize_phone
-from switchboard.e164 import valid_e164
+from switchboard.e164 import split, typed, valid_e164
 
 _TYPES = (
     "fixed_line",
@@ -157,3 +157,19 @@ def test_the_library_is_what_the_tables_were_built_from() -> None:
     number = phonenumbers.parse("+14155550123", None)
     assert phonenumbers.is_valid_number(number)
     assert _library("14155550123") == "+14155550123"
+
+
+def test_the_parts_and_the_type_are_the_librarys() -> None:
+    checked = 0
+    for example in EXAMPLES:
+        for digits in _variants(example):
+            found = typed(digits)
+            assert (found is None) == (split(digits) is None) == (valid_e164(digits) is None)
+            if found is None:
+                continue
+            checked += 1
+            number = phonenumbers.parse("+" + digits, None)
+            code, nsn, kind = found
+            assert (code, int(nsn)) == (number.country_code, number.national_number), digits
+            assert kind == phonenumbers.number_type(number), digits
+    assert checked > 2_000

@@ -16,13 +16,16 @@ import functools
 from datetime import UTC, date, datetime, time, timedelta, timezone
 from zoneinfo import ZoneInfo, available_timezones
 
+import phonenumbers
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from phonenumbers.timezone import time_zones_for_number
 
 from switchboard.clients import ClientConfig, TimeWindow, parse_client
 from switchboard.windows import (
     NoCommonOpening,
+    _phone_zones,
     common_opening,
     delivery_release,
     is_open,
@@ -30,6 +33,8 @@ from switchboard.windows import (
     recipient_zones,
     release_time,
 )
+from switchboard.zones import is_zone_name
+from tests.unit.test_e164 import EXAMPLES, _variants
 
 DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 ALL_DAYS = DAYS
@@ -513,6 +518,27 @@ def test_a_phone_with_several_zones_gives_every_zone_in_sorted_order() -> None:
     assert {"Europe/Moscow", "Asia/Kamchatka", "Asia/Anadyr"} <= set(russia)
     # The profile's zone, when given, is the only one.
     assert zone_of("recipient", "Asia/Vladivostok", "+79161234567", "UTC") == "Asia/Vladivostok"
+
+
+def test_a_numbers_zones_are_those_phonenumbers_gives_from_its_parser() -> None:
+    # The zones are found from the tables of switchboard/e164.py for an E.164 address: the
+    # same as phonenumbers' own, over every region's example numbers and their neighbours.
+    checked = 0
+    for example in EXAMPLES:
+        for digits in _variants(example):
+            phone = "+" + digits
+            try:
+                number = phonenumbers.parse(phone, None)
+            except phonenumbers.NumberParseException:
+                continue
+            expected = frozenset(
+                name
+                for name in time_zones_for_number(number)
+                if name != "Etc/Unknown" and is_zone_name(name)
+            )
+            assert _phone_zones(phone) == expected, phone
+            checked += 1
+    assert checked > 4_000
 
 
 def test_an_invalid_configured_zone_raises() -> None:
