@@ -642,12 +642,15 @@ class CampaignResult:
         )
 
 
-def run_campaign(broker: LocalBroker, workdir: Path, recipients: int) -> CampaignResult:
+def run_campaign(
+    broker: LocalBroker, workdir: Path, recipients: int, *, window: bool = False
+) -> CampaignResult:
     """One instruction of ``recipients`` SMS recipients sent through the sandbox by one worker,
     end to end: time until its session's ``completed`` event, the counts it carries, and the
-    worker's CPU and peak RSS meanwhile."""
+    worker's CPU and peak RSS meanwhile. ``window``: the client's SMS have an always-open
+    window read in each recipient's zones (``workload.OPEN_WINDOW``)."""
     prefix = f"cmp{uuid.uuid4().hex[:6]}"
-    worker = sandbox_worker(broker, workdir, prefix, {})
+    worker = sandbox_worker(broker, workdir, prefix, {}, window=window)
     worker.start()
     completed: dict[str, Any] = {}
 
@@ -795,6 +798,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--provider", choices=["sandbox", "twilio-fake", "both"], default="both")
     p.add_argument("--provider-latency-ms", type=int, default=20)
     p.add_argument("--no-baseline", action="store_true")
+    p.add_argument(
+        "--campaign-window",
+        action="store_true",
+        help="give the campaign end to end an always-open SMS window in each recipient's zones "
+        "(what checking a window costs)",
+    )
     for size, only, default, what in (
         ("--fanout",             "--only-fanout",    1_000_000, "the one large instruction whose fan-out is measured"),
         ("--lanes-campaign",     "--only-lanes",        50_000, "the campaign during which one-time passwords are timed"),
@@ -871,7 +880,7 @@ def main(argv: list[str] | None = None) -> int:
             fanout = run_fanout(broker, workdir, args.fanout)
         if args.campaign and (args.only_campaign or not only):
             print(f"One campaign of {args.campaign:,} end to end on one worker...", flush=True)
-            campaign = run_campaign(broker, workdir, args.campaign)
+            campaign = run_campaign(broker, workdir, args.campaign, window=args.campaign_window)
         if args.http_million and (args.only_http or not only):
             print(f"One POST /v1/messages of {args.http_million:,} recipients...", flush=True)
             http = run_http(broker, workdir, args.http_million)
@@ -962,7 +971,13 @@ def _print(
         print(fanout.row())
     if campaign:
         print(
-            "\none campaign end to end (SMS, sandbox, one worker, 4 partitions; instruction -> `completed`):\n"
+            "\none campaign end to end (SMS, sandbox, one worker, 4 partitions; instruction -> `completed`"
+            + (
+                "; an always-open SMS window in each recipient's zones"
+                if args.campaign_window
+                else ""
+            )
+            + "):\n"
         )
         print(
             "| recipients | to `completed` | deliveries/s | CPU ms / delivery | worker peak RSS MB | counts |"

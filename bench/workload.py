@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import io
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import fastavro
 import yaml
@@ -50,19 +50,30 @@ def avro(body: dict[str, Any]) -> bytes:
     return buf.getvalue()
 
 
+#: An SMS window open all day, every day, read in each recipient's time zones: it holds
+#: nothing, so what it measures is what checking it costs (at the fan-out and at each send).
+OPEN_WINDOW: Final = {"start": "00:00", "end": "24:00", "timezone": "recipient"}
+
+
 def sandbox_worker(
-    broker: LocalBroker, workdir: Path, prefix: str, env: dict[str, str], *, name: str | None = None
+    broker: LocalBroker,
+    workdir: Path,
+    prefix: str,
+    env: dict[str, str],
+    *,
+    name: str | None = None,
+    window: bool = False,
 ) -> WorkerProcess:
-    """A worker (not started) of client ``bench``, whose SMS go to the sandbox, 4 partitions."""
-    clients = {
-        "clients": {
-            "bench": {
-                "api_keys": [api_key_digest("bench-key")],
-                "default_channels": ["sms"],
-                "channels": {"sms": {"provider": "sandbox"}},
-            }
-        }
+    """A worker (not started) of client ``bench``, whose SMS go to the sandbox, 4 partitions;
+    with ``window``, the client's SMS have :data:`OPEN_WINDOW`."""
+    client: dict[str, Any] = {
+        "api_keys": [api_key_digest("bench-key")],
+        "default_channels": ["sms"],
+        "channels": {"sms": {"provider": "sandbox"}},
     }
+    if window:
+        client["time_windows"] = {"sms": OPEN_WINDOW}
+    clients = {"clients": {"bench": client}}
     clients_file = workdir / f"{prefix}-clients.yaml"
     clients_file.write_text(yaml.safe_dump(clients))
     settings = {"SWITCHBOARD_LOG_LEVEL": "warning", "SWITCHBOARD_PARTITIONS": "4", **env}
