@@ -48,14 +48,10 @@ def normalize_phone(value: str) -> str:
         raise AddressError(
             "not a valid E.164 phone number: it must start with + and the country code"
         )
-    digits = text[1:]
-    if digits.isascii() and digits.isdigit():
-        # The usual form: libphonenumber's answer without its parser (switchboard/e164.py),
-        # which leaves every other case, and every number it would refuse, to the library.
-        found = valid_e164(digits)
-        if found is not None:
-            return found
-    return _library_phone(text)
+    # The usual form, ``+`` and digits: libphonenumber's answer without its parser
+    # (switchboard/e164.py), which leaves every other case, and every number it would refuse,
+    # to the library.
+    return valid_e164(text) or _library_phone(text)
 
 
 def _library_phone(text: str) -> str:

@@ -19,8 +19,7 @@ None and the caller asks the library, whose answer (and error message) is the on
   most of Europe, ``1`` in NANP countries) or with a zero (Italy's leading zeros);
 * a number the tables find impossible or invalid (the error message is the library's).
 
-:func:`split` and :func:`typed` give the parts (calling code, national number) and the type of
-such a number as the library's parser and ``number_type`` would, for what else reads them (a
+:func:`typed` gives the parts (calling code, national number) and the type of such a number as the library's parser and ``number_type`` would, for what else reads them (a
 recipient's time zones, ``switchboard/windows.py``).
 
 Guarantee: whenever :func:`valid_e164` answers a number, ``phonenumbers.parse`` with
@@ -46,7 +45,7 @@ from phonenumbers import (
     region_code_for_country_code,
 )
 
-__all__ = ["split", "typed", "valid_e164"]
+__all__ = ["typed", "valid_e164"]
 
 #: The library's bounds: a national significant number of 2 to 17 digits, a calling code of
 #: at most 3, and more than 2 digits after the ``+``.
@@ -130,35 +129,30 @@ class _CallingCode:
     validators: dict[str, _Region | None]
 
 
-def valid_e164(digits: str) -> str | None:
-    """``"+" + digits`` when libphonenumber parses it as that number and finds it possible and
-    valid; None when the library must answer (module docs). ``digits``: what follows the ``+``,
-    ASCII digits only (the caller checked)."""
-    return None if split(digits) is None else "+" + digits
+def valid_e164(text: str) -> str | None:
+    """``text`` when libphonenumber parses it as that very number (``+`` and ASCII digits) and
+    finds it possible and valid; None when the library must answer (module docs)."""
+    return None if _checked(text) is None else text
 
 
-def split(digits: str) -> tuple[int, str] | None:
-    """The calling code and national number ``phonenumbers.parse("+" + digits)`` gives, when
-    :func:`valid_e164` answers for ``digits`` (a possible and valid number, with no leading
-    zero: the library's ``PhoneNumber(country_code=code, national_number=int(nsn))``); else
-    None. For what else needs the number's parts, such as its time zones."""
-    checked = _checked(digits)
-    return None if checked is None else (checked[0], checked[1])
-
-
-def typed(digits: str) -> tuple[int, str, int] | None:
-    """:func:`split`'s calling code and national number, and the library's ``number_type`` of
-    the number (a ``PhoneNumberType``); None when :func:`split` does not answer."""
-    checked = _checked(digits)
+def typed(text: str) -> tuple[int, str, int] | None:
+    """For a number :func:`valid_e164` answers: the calling code and national number
+    ``phonenumbers.parse`` gives (its ``PhoneNumber(country_code=code,
+    national_number=int(nsn))``: no leading zero) and the library's ``number_type`` of it (a
+    ``PhoneNumberType``). None when :func:`valid_e164` does not answer (ask the library)."""
+    checked = _checked(text)
     if checked is None:
         return None
     code, nsn, region = checked
     return code, nsn, region.kind(nsn)
 
 
-def _checked(digits: str) -> tuple[int, str, _Region] | None:
+def _checked(text: str) -> tuple[int, str, _Region] | None:
     """The calling code, national number and region tables of a number the library would
-    parse, find possible and valid as ``"+" + digits``; None when the library must answer."""
+    parse, find possible and valid as ``text``; None when the library must answer."""
+    digits = text[1:]
+    if not text.startswith("+") or not (digits.isascii() and digits.isdigit()):
+        return None
     if len(digits) <= _MIN_NSN or digits[0] == "0":
         return None
     for size in range(1, _MAX_CALLING_CODE + 1):

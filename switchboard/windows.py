@@ -61,9 +61,8 @@ Guarantees and failure modes
 - ``OverflowError``: ``at`` within two weeks of :data:`datetime.min` / :data:`datetime.max`.
 - The module's only state is ``functools.lru_cache`` on pure functions of values
   (:func:`_common_opening`, :func:`_last_to_open`, :func:`_parse_fields`, :func:`_instances`;
-  bounded): pure
-  memoisation, whose cached answer is the one the function computes, so the process-wide
-  caches are shared by every app in a process without either seeing the other.
+  bounded): pure memoisation, whose cached answer is the one the function computes, so the
+  process-wide caches are shared by every app in a process without either seeing the other.
 
 :func:`recipient_zones` picks the zones a ``recipient`` window is read in (documented there).
 
@@ -331,10 +330,7 @@ def _phone_zones(phone: str | None) -> frozenset[str]:
     recipient held by a window in its own time zone); any other is the library's alone."""
     if not phone:
         return frozenset()
-    digits = phone[1:]
-    parts = (
-        typed(digits) if phone.startswith("+") and digits.isascii() and digits.isdigit() else None
-    )
+    parts = typed(phone)
     if parts is not None:
         code, nsn, kind = parts
         number = phonenumbers.PhoneNumber(country_code=code, national_number=int(nsn))

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from phonenumbers import COUNTRY_CODE_TO_REGION_CODE, PhoneMetadata
 
 from switchboard.addresses import AddressError, _library_phone, normalize_phone
-from switchboard.e164 import split, typed, valid_e164
+from switchboard.e164 import typed, valid_e164
 
 _TYPES = (
     "fixed_line",
@@ -63,7 +63,7 @@ def test_every_example_number_and_its_neighbours_get_the_librarys_answer() -> No
     checked = answered = 0
     for example in EXAMPLES:
         for digits in _variants(example):
-            fast = valid_e164(digits)
+            fast = valid_e164("+" + digits)
             checked += 1
             if fast is not None:
                 answered += 1
@@ -72,7 +72,7 @@ def test_every_example_number_and_its_neighbours_get_the_librarys_answer() -> No
     # The fast path is worth having only if it answers for most valid numbers: every number
     # it leaves (a national prefix, a leading zero, an invalid one) costs the library's time.
     valid = [e for e in EXAMPLES if _library(e) is not None]
-    covered = [e for e in valid if valid_e164(e) is not None]
+    covered = [e for e in valid if valid_e164("+" + e) is not None]
     assert len(covered) > 0.8 * len(valid), (len(covered), len(valid))
 
 
@@ -85,7 +85,7 @@ def test_generated_numbers_of_every_calling_code_get_the_librarys_answer() -> No
             digits = f"{code}{rng.randint(1, 9)}" + "".join(
                 rng.choice("0123456789") for _ in range(size - 1)
             )
-            fast = valid_e164(digits)
+            fast = valid_e164("+" + digits)
             if fast is not None:
                 answered += 1
                 assert fast == _library(digits), digits
@@ -95,7 +95,7 @@ def test_generated_numbers_of_every_calling_code_get_the_librarys_answer() -> No
 @settings(max_examples=2_000, deadline=None)
 @given(st.text(alphabet="0123456789", min_size=0, max_size=22))
 def test_any_digits_get_the_librarys_answer(digits: str) -> None:
-    fast = valid_e164(digits)
+    fast = valid_e164("+" + digits)
     assert fast is None or fast == _library(digits)
 
 
@@ -112,7 +112,7 @@ def test_any_digits_get_the_librarys_answer(digits: str) -> None:
     ],
 )
 def test_the_usual_numbers_are_answered_without_the_library(digits: str) -> None:
-    assert valid_e164(digits) == "+" + digits == _library(digits)
+    assert valid_e164("+" + digits) == "+" + digits == _library(digits)
 
 
 @pytest.mark.parametrize(
@@ -130,7 +130,16 @@ def test_the_usual_numbers_are_answered_without_the_library(digits: str) -> None
     ],
 )
 def test_what_the_fast_path_leaves_to_the_library(digits: str) -> None:
-    assert valid_e164(digits) is None
+    assert valid_e164("+" + digits) is None
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["14155550123", "+1 415 555 0123", "+1-415-555-0123", "+1415555012३", "+", "", "whatsapp:+1"],
+)
+def test_anything_but_a_plus_and_ascii_digits_is_left_to_the_library(text: str) -> None:
+    assert valid_e164(text) is None
+    assert typed(text) is None
 
 
 @pytest.mark.parametrize(
@@ -163,8 +172,8 @@ def test_the_parts_and_the_type_are_the_librarys() -> None:
     checked = 0
     for example in EXAMPLES:
         for digits in _variants(example):
-            found = typed(digits)
-            assert (found is None) == (split(digits) is None) == (valid_e164(digits) is None)
+            found = typed("+" + digits)
+            assert (found is None) == (valid_e164("+" + digits) is None)
             if found is None:
                 continue
             checked += 1
