@@ -24,7 +24,7 @@ import faust
 from faust.transport.producer import ProducerBuffer
 from faust.types import TableT, TopicT
 
-from streams import checkpoint
+from streams import checkpoint, offsets
 from streams.bulk import BulkProducer, Located
 from streams.changelog import BulkRows
 from streams.clients import ClientRegistry
@@ -301,6 +301,14 @@ class Switchboard:
         return await self.produce(
             topic, key=report.session_id.encode(), value=records.encode(report)
         )
+
+    def ends(self, partitions: Sequence[tuple[str, int]]) -> dict[tuple[str, int], int]:
+        """Each partition's end offset (``streams/offsets.py``; blocking: call from a thread)."""
+        return offsets.ends(self, partitions)
+
+    def committed(self, partitions: Sequence[tuple[str, int]]) -> dict[tuple[str, int], int]:
+        """The group's committed offset of each partition (``streams/offsets.py``; blocking)."""
+        return offsets.committed(self, partitions)
 
     def sessions_topic(self, priority: str) -> TopicT:
         """The session commands topic of a lane (``options.priority``)."""

@@ -105,14 +105,36 @@ class StagedRows:
     one process never see each other's rows.
 
     A table may have several writing agents (the report agents of the two lanes), as long as
-    each key has one; every reader sees what any of them has staged."""
+    each key has one; every reader sees what any of them has staged.
 
-    __slots__ = ("_writing",)
+    It also knows how far each partition's events have been handled here (:meth:`handled`):
+    every row an event before that offset staged is seen by every reader, so an agent can tell
+    "not written yet" from "not there" for the rows another agent writes (the report agent
+    waiting for a session's opening to be replayed: ``streams/reports.py``)."""
+
+    __slots__ = ("_handled", "_writing")
 
     def __init__(self) -> None:
         #: The checkpoints staging rows of each table, by ``id(table)``; a checkpoint is listed
         #: from its first staged row of the table until it is abandoned.
         self._writing: dict[int, list[Checkpoint]] = {}
+        #: The offset after the last event handled of each (topic, partition).
+        self._handled: dict[tuple[str, int], int] = {}
+
+    def mark(self, topic: str, partition: int, offset: int) -> None:
+        """The event at ``offset`` of ``topic``'s ``partition`` was handled: its rows are staged
+        (or it failed, and was quarantined: it will never stage any)."""
+        self._handled[(topic, partition)] = offset + 1
+
+    def handled(self, topic: str, partition: int) -> int:
+        """The offset after the last event of the partition this worker handled since it last
+        lost partitions (-1: none). A lower bound only after :meth:`forget_handled` at every
+        revocation: a partition taken back later starts again from its committed offset."""
+        return self._handled.get((topic, partition), -1)
+
+    def forget_handled(self) -> None:
+        """Partitions are being revoked: what was handled of them says nothing any more."""
+        self._handled.clear()
 
     def get(self, table: TableT[bytes, bytes], key: bytes) -> bytes | None:
         """``table[key]`` as this worker sees it: the rows the running handler's checkpoint has
@@ -419,6 +441,8 @@ async def _run(
                 _active.reset(token)
             if failed:
                 checkpoint.rollback(savepoint)
+            message = event.message
+            sb.staged.mark(message.topic, message.partition, message.offset)
             checkpoint.events.append(event)
             if len(checkpoint.events) >= max_batch or not waiting():
                 await pipeline.seal()

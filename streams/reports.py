@@ -41,18 +41,22 @@ checkpoint's rows are written leaves a prefix of them in the changelog, so an ev
 again finds either nothing of itself (it applies normally), its progress and some of its
 deliveries (``applied`` is at or past its offset: it writes the deliveries not written yet and
 counts nothing again), or everything (its deliveries have moved: nothing to do). A delivery is therefore counted once, and a session
-completes once.
+completes once. A report can come before its session's row, when the worker that fanned the
+session out died before writing it: the report waits until this worker's session agent has
+handled what Kafka holds of the partition's session commands (``_opened_meanwhile``), and only
+a session still missing then is an error.
 """
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import logging
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Final
 
 from faust import current_event
 from faust.types import EventT, StreamT, TopicT
@@ -97,12 +101,15 @@ def register(sb: Switchboard) -> None:
     async def priority_reports(stream: StreamT[bytes]) -> None:
         await run_checkpointed(sb, stream, "reports.priority", lambda e: _handle(sb, e))
 
-    async def forget_armed(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
+    async def forget_ownership(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
         # A session's partition may come back after another worker cancelled its timer: the
-        # hint must not outlive this worker's ownership.
+        # hint must not outlive this worker's ownership. Nor may what the session agents had
+        # handled of it (``_opened_meanwhile``): a partition taken back is read again from its
+        # committed offset, and rows staged before were dropped.
         sb.armed_expiry.clear()
+        sb.staged.forget_handled()
 
-    sb.app.on_partitions_revoked.connect(forget_armed)
+    sb.app.on_partitions_revoked.connect(forget_ownership)
 
 
 def _lane(sb: Switchboard) -> TopicT:
@@ -159,7 +166,7 @@ async def _apply(sb: Switchboard, reports: list[Report], offset: int) -> None:
     # The session's row is on this worker with its reports (one partition): a report for a
     # session it does not have is an error to see (the rejected topic), such as a provider's
     # callback for a message this deployment did not send.
-    session = _session_of(sb, session_id, "a report")
+    session = await _session_of(sb, session_id, "a report")
     if session is None:
         return
     progress = before = load_progress(sb, session_id)
@@ -255,13 +262,16 @@ async def _schedule_retry(sb: Switchboard, report: Report, at: float) -> None:
     )
 
 
-def _session_of(sb: Switchboard, session_id: str, what: str) -> SessionState | None:
+async def _session_of(sb: Switchboard, session_id: str, what: str) -> SessionState | None:
     """The session ``what`` is for; None when it was deleted after its retention
     (``streams/retention.py``): what comes for it now (a provider's late callback, an expiry
-    sweep already queued) is ignored, not an error.
+    sweep already queued) is ignored, not an error. A session not in the table yet may be
+    opened meanwhile (:func:`_opened_meanwhile`): this waits for that.
 
     Raises:
-        MissingState: the session is not in this worker's table, which holds its partition.
+        MissingState: the session is not in this worker's table, which holds its partition,
+            once this worker's session agent has handled every command of that partition that
+            was in Kafka when the report came (or within :data:`OPENING_WAIT`).
     """
     session = load_session(sb, session_id)
     if session is not None:
@@ -270,11 +280,69 @@ def _session_of(sb: Switchboard, session_id: str, what: str) -> SessionState | N
         sb.metrics.after_purge.labels("reports").inc()
         log.info("report for a purged session ignored", extra={"session_id": session_id})
         return None
+    session, caught_up = await _opened_meanwhile(sb, session_id)
+    if session is not None:
+        return session
     sb.metrics.missing_state.labels("session").inc()
     raise MissingState(
-        f"{what} for unknown session {session_id} (not in this worker's "
-        "sessions table, which holds its partition)"
+        f"{what} for unknown session {session_id} (not in this worker's sessions table, which "
+        "holds its partition, "
+        + (
+            "once its session commands were all handled)"
+            if caught_up
+            else f"and its session commands not all handled within {OPENING_WAIT:g} s)"
+        )
     )
+
+
+#: Seconds a report for a session not in the table waits for the session agent to catch up.
+OPENING_WAIT: Final = 30.0
+#: Seconds between two looks at how far the session agent is.
+_OPENING_POLL: Final = 0.1
+
+
+async def _opened_meanwhile(sb: Switchboard, session_id: str) -> tuple[SessionState | None, bool]:
+    """The session, once this worker's session agent of the event's lane has handled every
+    command of its partition that Kafka holds now, or has opened it before; and whether it got
+    that far (False: not within :data:`OPENING_WAIT`).
+
+    Why a report can come before its session's row: the session agent writes the row at its
+    checkpoint, after the session's jobs are in Kafka (``streams/checkpoint.py``). A worker that
+    dies in between loses the row, not the jobs: they are dispatched and reported, and the row
+    comes back only when the restarted session agent handles ``OpenSession`` again. Nothing
+    orders that replay before this agent reads the reports, which are on another topic; but the
+    opening was in Kafka before any report of the session was, so once the session agent has
+    handled (or the group has committed) everything up to the partition's end offset as read
+    now, a session still missing is missing for good."""
+    event = current_event()
+    if event is None:
+        return None, True
+    message = event.message
+    high = message.topic == sb.topics.priority_reports.get_topic_name()
+    tp = (
+        (sb.topics.priority_sessions if high else sb.topics.sessions).get_topic_name(),
+        message.partition,
+    )
+    end = (await asyncio.to_thread(sb.ends, [tp]))[tp]
+    waited = time.monotonic() + OPENING_WAIT
+    told = False
+    while True:
+        if sb.staged.handled(*tp) >= end:
+            return load_session(sb, session_id), True
+        if (await asyncio.to_thread(sb.committed, [tp])).get(tp, -1) >= end:
+            return load_session(sb, session_id), True
+        if time.monotonic() >= waited:
+            return None, False
+        if not told:
+            told = True
+            log.info(
+                "a report waits for its session's commands to be handled",
+                extra={"session_id": session_id, "topic": tp[0], "partition": tp[1]},
+            )
+        await asyncio.sleep(_OPENING_POLL)
+        session = load_session(sb, session_id)
+        if session is not None:
+            return session, True
 
 
 async def _apply_one(
@@ -370,7 +438,7 @@ async def _set_expiry(
 async def _sweep(sb: Switchboard, cmd: ExpireSweep, offset: int) -> None:
     """One chunk of a session's expiry sweep (see the module docs); with a fallback, it also
     starts the steps whose previous one was not delivered within ``afterSeconds``."""
-    session = _session_of(sb, cmd.session_id, "an expiry sweep")
+    session = await _session_of(sb, cmd.session_id, "an expiry sweep")
     if session is None:
         return
     now = time.time()

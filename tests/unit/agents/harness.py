@@ -363,6 +363,10 @@ class MemorySwitchboard(Switchboard):
     def committed(self, partitions: Iterable[tuple[str, int]]) -> dict[tuple[str, int], int]:
         """The group's committed offsets (``streams/offsets.py``) when every consumer has
         processed everything produced: each partition's end offset."""
+        return self.ends(partitions)
+
+    def ends(self, partitions: Iterable[tuple[str, int]]) -> dict[tuple[str, int], int]:
+        """Each partition's end offset: what was produced to it."""
         by_name = {topic.name: topic for topic in self.produced.values()}
         return {(t, p): by_name[t].ends.get(p, 0) for t, p in partitions}
 

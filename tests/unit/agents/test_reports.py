@@ -4,9 +4,12 @@ the session once; a report seen again changes nothing."""
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 from streams import reports
 from switchboard import records
@@ -16,7 +19,10 @@ from tests.unit.agents.harness import (
     build,
     dispatch_event,
     fan_out,
+    instruction,
+    run_intake,
     run_reports,
+    run_sessions,
 )
 
 AUDIENCE = ["+14155550111", "+14155550112"]
@@ -126,3 +132,55 @@ async def test_a_report_for_a_session_this_worker_does_not_have_is_rejected(
     )
     assert len(sb.take("rejected")) == 1
     assert sb.table("deliveries") == {}
+
+
+async def test_a_report_overtaking_its_sessions_replayed_opening_waits_for_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A worker fans a session out and dies before its checkpoint writes the session's rows:
+    the jobs are in Kafka, dispatched and reported, but the row comes back only when the
+    restarted session agent handles the opening again, and the report agent may read the
+    session's reports first (another topic). The report waits for it; it is not rejected."""
+    sb = build(tmp_path)
+    await run_intake(sb, [instruction(sb, dict(SEND))])
+    commands = []
+    while batch := sb.take("sessions"):
+        commands += batch
+        await run_sessions(sb, [record.event() for record in batch])
+    session_id = commands[0].command().session_id
+    for record in sb.take("dispatch.sms"):
+        await dispatch_event(sb, record.event())
+    events = [record.event() for record in sb.take("reports")]
+    # The crash: the session's rows never reached the table; the restarted worker has handled
+    # nothing yet, and the group committed nothing of the session commands.
+    sb.table("sessions").clear()
+    sb.staged.forget_handled()
+    monkeypatch.setattr(sb, "committed", lambda partitions: dict.fromkeys(partitions, 0))
+
+    async def replayed() -> None:
+        await asyncio.sleep(0.3)  # the report agent is first
+        await run_sessions(sb, [record.event() for record in commands])
+
+    await asyncio.gather(run_reports(sb, events), replayed())
+    assert sb.take("rejected") == []
+    progress = reports.load_progress(sb, session_id)
+    assert progress.counts == {"delivered": 2} and progress.completed_at is not None
+    assert len(completed(sb)) == 1
+
+
+async def test_a_report_for_a_session_still_missing_is_rejected_after_the_wait(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The session agent never gets through its partition's commands (here: none is ever
+    handled, and nothing committed): the report is rejected after ``OPENING_WAIT``, saying so."""
+    sb = build(tmp_path)
+    _, events = await delivered(sb)
+    sb.table("sessions").clear()
+    sb.staged.forget_handled()
+    monkeypatch.setattr(sb, "committed", lambda partitions: dict.fromkeys(partitions, 0))
+    monkeypatch.setattr(reports, "OPENING_WAIT", 0.3)
+    await run_reports(sb, events[:1])
+    [record] = sb.take("rejected")
+    assert record.value is not None  # Avro: the error's text is in it as UTF-8
+    assert b"unknown session" in record.value and b"not all handled within" in record.value
+    assert events[0].acked
