@@ -234,3 +234,84 @@ def _sent(path: Any) -> list[dict[str, Any]]:
 def _failed_once(worker: Worker, key: str, session_id: str) -> bool:
     answer = worker.session(session_id, key)
     return answer.status == 200 and any(r.get("attempt") == 1 for r in answer.body["recipients"])
+
+
+def test_a_report_read_before_its_sessions_replayed_opening_is_applied(
+    make_worker: WorkerFactory, kafka: Any, keys: Any
+) -> None:
+    """A worker that dies after fanning a session out and before its checkpoint writes the
+    session's row: on its restart, the session's reports may be read before the session agent
+    handles the opening again (another topic). Set up here on a stopped worker: an opening with
+    thousands of session commands ahead of it on its partition, and a ``delivered`` report for
+    it on the reports topic. The report waits for the opening and is applied (its provider id is
+    the delivery's), not rejected as a report for an unknown session."""
+    import json
+
+    from confluent_kafka import Producer
+
+    from cli.topic_snapshot import read_topic
+    from streams.web.routing import partition_of
+    from switchboard import records
+    from tests.integration.harness import rejection_reader
+
+    worker = make_worker().start()
+    bootstrap = kafka.bootstrap_servers
+    statuses = status_reader(bootstrap, worker.topic("status"))
+    rejected = rejection_reader(bootstrap, worker.topic("rejected"))
+    try:
+        # A real opening (its audience, then the command) to copy under a new session id.
+        model = worker.send_sms(keys.acme, ["+14155550123"])
+        worker.wait_completed(model, keys.acme)
+        opening = [
+            json.loads(r["value"])
+            for r in read_topic(bootstrap, worker.topic("sessions"))
+            if r["key"] == model.encode()
+            and json.loads(r["value"]).get("kind") in ("audience", "open")
+        ]
+        assert [c["kind"] for c in opening] == ["audience", "open"], opening
+        partitions = len(
+            AdminClient({"bootstrap.servers": bootstrap})
+            .list_topics(worker.topic("sessions"), timeout=10)
+            .topics[worker.topic("sessions")]
+            .partitions
+        )
+        assert worker.stop(signal.SIGTERM) == 0, worker.log_tail()
+
+        session_id = str(uuid.uuid4())
+        key, partition = session_id.encode(), partition_of(session_id.encode(), partitions)
+        producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 20})
+        for n in range(5_000):  # commands that change nothing, ahead of the opening
+            forget = records.ForgetKey(f"no-such-key-{n}", 0.0)
+            producer.produce(worker.topic("sessions"), records.encode(forget), key, partition)
+        for command in opening:
+            value = json.dumps({**command, "session_id": session_id}).encode()
+            producer.produce(worker.topic("sessions"), value, key, partition)
+        early = f"early-{uuid.uuid4().hex}"
+        report = records.Report(
+            session_id=session_id,
+            client_id="acme",
+            channel="sms",
+            index=0,
+            address="+14155550123",
+            status="delivered",
+            attempt=1,
+            provider_message_id=early,
+            occurred_at=time.time(),
+            passed=["sent"],
+        )
+        producer.produce(worker.topic("reports"), records.encode(report), key, partition)
+        assert producer.flush(30) == 0
+
+        worker.start()
+        worker.wait_completed(session_id, keys.acme)
+        [delivered] = statuses.wait(
+            lambda e: e["session_id"] == session_id and e["status"] == "delivered"
+        )
+        assert delivered["provider_message_id"] == early, "the early report was not applied"
+        assert not [r["errors"] for r in rejected.matching(lambda r: session_id in repr(r))]
+        logged = [r for r in worker.log_records() if r.get("session_id") == session_id]
+        assert any("waits for its session" in r["msg"] for r in logged), logged
+    finally:
+        statuses.close()
+        rejected.close()
+        worker.stop()
