@@ -182,3 +182,24 @@ def test_the_parts_and_the_type_are_the_librarys() -> None:
             assert (code, int(nsn)) == (number.country_code, number.national_number), digits
             assert kind == phonenumbers.number_type(number), digits
     assert checked > 2_000
+
+
+def test_a_calling_code_whose_tables_cannot_be_built_is_left_to_the_library(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Metadata of a shape the table build does not foresee (here: the build raising) leaves
+    that calling code to the library for good; normalize_phone answers exactly as before."""
+    from switchboard import e164
+
+    def unforeseen(code: int) -> None:
+        raise KeyError(code)
+
+    monkeypatch.setattr(e164, "_PLANS", {})
+    monkeypatch.setattr(e164, "_NO_PLAN", set())
+    monkeypatch.setattr(e164, "_build", unforeseen)
+    assert valid_e164("+14155550123") is None
+    assert e164._NO_PLAN == {1}
+    assert typed("+14155550123") is None
+    assert normalize_phone("+14155550123") == "+14155550123"  # the library's answer
+    with pytest.raises(AddressError):
+        normalize_phone("+1415555012")
