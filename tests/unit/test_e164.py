@@ -198,7 +198,7 @@ def test_a_calling_code_whose_tables_cannot_be_built_is_left_to_the_library(
     monkeypatch.setattr(e164, "_NO_PLAN", set())
     monkeypatch.setattr(e164, "_build", unforeseen)
     assert valid_e164("+14155550123") is None
-    assert e164._NO_PLAN == {1}
+    assert {1} == e164._NO_PLAN
     assert typed("+14155550123") is None
     assert normalize_phone("+14155550123") == "+14155550123"  # the library's answer
     with pytest.raises(AddressError):
