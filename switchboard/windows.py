@@ -60,8 +60,8 @@ Guarantees and failure modes
   tz data cannot produce (it would take a window inside a DST gap three weeks in a row).
 - ``OverflowError``: ``at`` within two weeks of :data:`datetime.min` / :data:`datetime.max`.
 - The module's only state is ``functools.lru_cache`` on pure functions of values
-  (:func:`_common_opening`, :func:`_last_to_open`, :func:`_parse_fields`, :func:`_instances`;
-  bounded): pure memoisation, whose cached answer is the one the function computes, so the
+  (:func:`_common_opening`, :func:`_last_to_open`, :func:`_parse_fields`, :func:`_instances`,
+  :func:`_phone_zone_infos`; bounded): pure memoisation, whose cached answer is the one the function computes, so the
   process-wide caches are shared by every app in a process without either seeing the other.
 
 :func:`recipient_zones` picks the zones a ``recipient`` window is read in (documented there).
@@ -199,10 +199,19 @@ def recipient_zones(
         return (ZoneInfo(window_zone),)
     if recipient_tz is not None and is_zone_name(recipient_tz):
         return (ZoneInfo(recipient_tz),)
-    candidates = _phone_zones(phone)
-    if candidates:
-        return tuple(ZoneInfo(name) for name in sorted(candidates))
+    if phone:
+        candidates = _phone_zone_infos(phone)
+        if candidates:
+            return candidates
     return (ZoneInfo(client_tz),)
+
+
+@functools.lru_cache(maxsize=16_384)
+def _phone_zone_infos(phone: str) -> tuple[ZoneInfo, ...]:
+    """:func:`_phone_zones` as sorted zones, remembered: a recipient held by a window in its own
+    time zone is checked at the fan-out and again at its send, a few thousand deliveries later
+    (the dispatch backlog's bound, ``streams/flow.py``), so the second check finds it here."""
+    return tuple(ZoneInfo(name) for name in sorted(_phone_zones(phone)))
 
 
 def common_opening(window: TimeWindow, at: datetime, zones: Sequence[ZoneInfo]) -> datetime | None:
