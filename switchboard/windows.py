@@ -61,8 +61,9 @@ Guarantees and failure modes
 - ``OverflowError``: ``at`` within two weeks of :data:`datetime.min` / :data:`datetime.max`.
 - The module's only state is ``functools.lru_cache`` on pure functions of values
   (:func:`_common_opening`, :func:`_last_to_open`, :func:`_parse_fields`, :func:`_instances`,
-  :func:`_phone_zone_infos`; bounded): pure memoisation, whose cached answer is the one the function computes, so the
-  process-wide caches are shared by every app in a process without either seeing the other.
+  :func:`_phone_zone_infos`; bounded): pure memoisation, whose cached answer is the one the
+  function computes, so the process-wide caches are shared by every app in a process without
+  either seeing the other.
 
 :func:`recipient_zones` picks the zones a ``recipient`` window is read in (documented there).
 
