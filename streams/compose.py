@@ -243,4 +243,12 @@ def build(
 
     app.on_partitions_assigned.connect(share_pacing)
 
+    async def forget_handled(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
+        # How far each partition's events were handled here (streams/checkpoint.py, read by the
+        # report agent's wait for a session's opening) says nothing once partitions move: one
+        # taken back is read again from its committed offset, and rows staged before were dropped.
+        sb.staged.forget_handled()
+
+    app.on_partitions_revoked.connect(forget_handled)
+
     return sb

@@ -101,15 +101,12 @@ def register(sb: Switchboard) -> None:
     async def priority_reports(stream: StreamT[bytes]) -> None:
         await run_checkpointed(sb, stream, "reports.priority", lambda e: _handle(sb, e))
 
-    async def forget_ownership(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
+    async def forget_armed(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
         # A session's partition may come back after another worker cancelled its timer: the
-        # hint must not outlive this worker's ownership. Nor may what the session agents had
-        # handled of it (``_opened_meanwhile``): a partition taken back is read again from its
-        # committed offset, and rows staged before were dropped.
+        # hint must not outlive this worker's ownership.
         sb.armed_expiry.clear()
-        sb.staged.forget_handled()
 
-    sb.app.on_partitions_revoked.connect(forget_ownership)
+    sb.app.on_partitions_revoked.connect(forget_armed)
 
 
 def _lane(sb: Switchboard) -> TopicT:
