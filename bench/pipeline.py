@@ -5,7 +5,10 @@ produced to the instructions topic, ``delivered`` status events consumed) and pr
 
 * deliveries per second, from the first instruction produced to the last ``delivered`` consumed;
 * end-to-end latency p50 / p99: instruction produced -> its recipient's ``delivered`` consumed;
-* CPU seconds of the worker process per 1,000 deliveries, and its peak RSS.
+* CPU seconds of the worker process per 1,000 deliveries, and its peak RSS;
+* CPU seconds of the broker per 1,000 deliveries over the same window: on one machine the
+  broker shares the CPUs with what it serves, and serving Switchboard costs it more than
+  serving the baseline.
 
 Beside it, in the same run, a baseline: a plain confluent-kafka consume -> transform -> produce
 loop over the same number of topic hops (instructions -> sessions -> fan-out -> dispatch ->
@@ -66,6 +69,8 @@ class Result:
     cpu_seconds: float
     peak_rss_mb: float
     paced: list[float]  # one-recipient instructions at a steady rate well below capacity
+    #: The broker's CPU over the same window as ``cpu_seconds``: it shares the machine.
+    broker_cpu_seconds: float = float("nan")
 
     @property
     def rate(self) -> float:
@@ -73,10 +78,11 @@ class Result:
 
     def row(self) -> str:
         cpu = self.cpu_seconds / self.deliveries * 1000
+        broker = self.broker_cpu_seconds / self.deliveries * 1000
         burst, paced = _percentiles(self.latencies), _percentiles(self.paced)
         return (
             f"| {self.name} | {self.deliveries:,} | {self.rate:,.0f} | {burst} | {paced} | "
-            f"{cpu:.2f} | {self.peak_rss_mb:.0f} |"
+            f"{cpu:.2f} | {broker:.2f} | {self.peak_rss_mb:.0f} |"
         )
 
 
@@ -117,6 +123,13 @@ def cpu_seconds(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     ticks = os.sysconf("SC_CLK_TCK")
     return (int(fields[11]) + int(fields[12])) / ticks  # utime + stime
+
+
+def broker_cpu_seconds(broker: LocalBroker) -> float:
+    """The broker's CPU so far (NaN when its process is not found): on this machine it shares
+    the CPUs with the worker, and what Switchboard asks of it is part of what a delivery costs."""
+    pid = broker.running_pid()
+    return cpu_seconds(pid) if pid is not None else float("nan")
 
 
 def peak_rss_mb(pid: int) -> float:
@@ -226,7 +239,7 @@ def run_switchboard(
             before = watcher.count()
             assert worker.process is not None
             pid = worker.process.pid
-            cpu0 = cpu_seconds(pid)
+            cpu0, broker0 = cpu_seconds(pid), broker_cpu_seconds(broker)
             produced_at: dict[str, float] = {}
             start = time.perf_counter()
             for i in range(n):
@@ -243,7 +256,7 @@ def run_switchboard(
                 finished = [watcher.seen[a] for a in produced_at]
                 latencies = [watcher.seen[a] - produced_at[a] for a in produced_at]
             seconds = max(finished) - start
-            cpu = cpu_seconds(pid) - cpu0
+            cpu, broker_cpu = cpu_seconds(pid) - cpu0, broker_cpu_seconds(broker) - broker0
 
             def produce_one(i: int) -> list[str]:
                 body, audience = instruction(
@@ -262,7 +275,7 @@ def run_switchboard(
     name = (
         f"Switchboard ({'sandbox' if provider == 'sandbox' else f'fake Twilio, {latency_ms} ms'})"
     )
-    return Result(name, total, seconds, latencies, cpu, rss, paced_latencies)
+    return Result(name, total, seconds, latencies, cpu, rss, paced_latencies, broker_cpu)
 
 
 def _warm_up(
@@ -744,7 +757,7 @@ def run_baseline(
         produce(["warm"])  # one message through every hop
         producer.flush(10)
         _wait_until(lambda: "warm" in watcher.snapshot(), 120, "baseline warm-up")
-        cpu0 = cpu_seconds(process.pid)
+        cpu0, broker0 = cpu_seconds(process.pid), broker_cpu_seconds(broker)
         produced_at: dict[str, float] = {}
         start = time.perf_counter()
         for i in range(n):
@@ -759,6 +772,7 @@ def run_baseline(
         seconds = max(seen[a] for a in produced_at) - start
         latencies = [seen[a] - produced_at[a] for a in produced_at]
         cpu = cpu_seconds(process.pid) - cpu0
+        broker_cpu = broker_cpu_seconds(broker) - broker0
 
         def produce_one(i: int) -> list[str]:
             produce([f"p{i}"])
@@ -774,6 +788,7 @@ def run_baseline(
             cpu,
             peak_rss_mb(process.pid),
             paced_latencies,
+            broker_cpu,
         )
     finally:
         watcher.stop()
@@ -904,9 +919,12 @@ def _against(result: Result, baseline: Result) -> str:
     """``result`` as a ratio of the baseline of the same run (the issue's target: at least 25 %
     of its deliveries/s)."""
     cpu = (result.cpu_seconds / result.deliveries) / (baseline.cpu_seconds / baseline.deliveries)
+    broker = (result.broker_cpu_seconds / result.deliveries) / (
+        baseline.broker_cpu_seconds / baseline.deliveries
+    )
     return (
         f"{result.name} / baseline: {result.rate / baseline.rate:.1%} of its deliveries/s, "
-        f"{cpu:.1f}x its CPU per delivery"
+        f"{cpu:.1f}x its CPU per delivery, {broker:.1f}x the broker's"
     )
 
 
@@ -926,9 +944,9 @@ def _print(
             f"produced at once; paced: {PACED_COUNT} one-recipient instructions at {PACED_RATE}/s; {os.cpu_count()} CPUs\n"
         )
         print(
-            "| run | deliveries | deliveries/s | burst latency p50 / p99 ms | paced latency p50 / p99 ms | CPU s / 1k deliveries | peak RSS MB |"
+            "| run | deliveries | deliveries/s | burst latency p50 / p99 ms | paced latency p50 / p99 ms | CPU s / 1k deliveries | broker CPU s / 1k deliveries | peak RSS MB |"
         )
-        print("|---|---:|---:|---:|---:|---:|---:|")
+        print("|---|---:|---:|---:|---:|---:|---:|---:|")
         for result in results:
             print(result.row())
         sandbox = next((r for r in results if "sandbox" in r.name), None)
