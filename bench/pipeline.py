@@ -919,8 +919,12 @@ def _against(result: Result, baseline: Result) -> str:
     """``result`` as a ratio of the baseline of the same run (the issue's target: at least 25 %
     of its deliveries/s)."""
     cpu = (result.cpu_seconds / result.deliveries) / (baseline.cpu_seconds / baseline.deliveries)
-    broker = (result.broker_cpu_seconds / result.deliveries) / (
-        baseline.broker_cpu_seconds / baseline.deliveries
+    # The broker's CPU is read in clock ticks (10 ms): a short baseline burst may read none.
+    broker = (
+        (result.broker_cpu_seconds / result.deliveries)
+        / (baseline.broker_cpu_seconds / baseline.deliveries)
+        if baseline.broker_cpu_seconds > 0
+        else float("nan")
     )
     return (
         f"{result.name} / baseline: {result.rate / baseline.rate:.1%} of its deliveries/s, "
