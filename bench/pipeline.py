@@ -37,7 +37,7 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -204,8 +204,17 @@ def status_watcher(bootstrap: str, topic: str, final: str) -> Watcher:
 
 
 def run_switchboard(
-    broker: LocalBroker, workdir: Path, n: int, m: int, provider: str, latency_ms: int
+    broker: LocalBroker,
+    workdir: Path,
+    n: int,
+    m: int,
+    provider: str,
+    latency_ms: int,
+    *,
+    paced_sends: bool = True,
 ) -> Result:
+    """Switchboard's burst of ``n`` x ``m`` deliveries through one worker, then
+    (``paced_sends``) its paced one-recipient sends."""
     prefix = f"bench{uuid.uuid4().hex[:6]}"
     channel = "sms" if provider == "twilio-fake" else "email"
     extra_env: dict[str, str] = {"SWITCHBOARD_LOG_LEVEL": "warning", "SWITCHBOARD_PARTITIONS": "4"}
@@ -267,7 +276,9 @@ def run_switchboard(
                 producer.flush(5)
                 return audience
 
-            paced_latencies = paced(produce_one, watcher.snapshot, "Switchboard")
+            paced_latencies = (
+                paced(produce_one, watcher.snapshot, "Switchboard") if paced_sends else []
+            )
             rss = peak_rss_mb(pid)
         finally:
             watcher.stop()
@@ -814,6 +825,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--provider-latency-ms", type=int, default=20)
     p.add_argument("--no-baseline", action="store_true")
     p.add_argument(
+        "--ratio-pairs",
+        type=int,
+        default=4,
+        metavar="K",
+        help="after the runs, K more bursts of the sandbox run and the baseline back to back, "
+        "without their paced sends: the ratio of each pair and their median (0: none)",
+    )
+    p.add_argument(
         "--campaign-window",
         action="store_true",
         help="give the campaign end to end an always-open SMS window in each recipient's zones "
@@ -843,6 +862,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"Starting Kafka {broker.distribution.version} (single node, loopback)...", flush=True)
     broker.start()
     results: list[Result] = []
+    pairs: list[tuple[Result, Result]] = []
     fanout: FanoutResult | None = None
     lanes: LanesResult | None = None
     share: ShareResult | None = None
@@ -884,6 +904,11 @@ def main(argv: list[str] | None = None) -> int:
         if not args.no_baseline and not only:
             print("Baseline...", flush=True)
             results.append(run_baseline(broker, workdir, args.instructions, args.recipients))
+            if "sandbox" in providers and args.ratio_pairs:
+                print(f"{args.ratio_pairs} more pairs, sandbox and baseline...", flush=True)
+                pairs = run_pairs(
+                    broker, workdir, args.instructions, args.recipients, args.ratio_pairs
+                )
         if args.share_campaign and (args.only_share or not only):
             print(f"One campaign of {args.share_campaign:,} on two workers...", flush=True)
             share = run_share(broker, workdir, args.share_campaign)
@@ -909,10 +934,46 @@ def main(argv: list[str] | None = None) -> int:
         broker.stop()
         shutil.rmtree(workdir, ignore_errors=True)
 
-    _print(args, results, share, lanes, fanout, campaign, http)
+    _print(args, results, share, lanes, fanout, campaign, http, pairs)
     if retention:
         print_retention(retention)
     return 0
+
+
+def run_pairs(
+    broker: LocalBroker, workdir: Path, n: int, m: int, count: int
+) -> list[tuple[Result, Result]]:
+    """``count`` pairs of bursts, Switchboard's (sandbox) and the baseline's, back to back and
+    without their paced sends, the first of each pair alternating.
+
+    A 10,000-delivery burst lasts under half a second for the baseline, and the broker beside
+    it moves through phases of its own (measured: one worker's identical bursts from 4,080/s to
+    8,323/s within minutes, README "Benchmarks"), so the ratio of one pair moves by a third from
+    pair to pair; the median of several is the figure to compare."""
+    pairs: list[tuple[Result, Result]] = []
+    for i in range(count):
+        first_ours = i % 2 == 0
+        runs: dict[bool, Result] = {}
+        for ours in (first_ours, not first_ours):
+            runs[ours] = (
+                run_switchboard(broker, workdir, n, m, "sandbox", 0, paced_sends=False)
+                if ours
+                else run_baseline(broker, workdir, n, m, paced_sends=False)
+            )
+        pairs.append((runs[True], runs[False]))
+    return pairs
+
+
+def _pairs_line(pairs: Sequence[tuple[Result, Result]]) -> str:
+    """The ratio of each pair of :func:`run_pairs`, and their median."""
+    ratios = [ours.rate / theirs.rate for ours, theirs in pairs]
+    each = ", ".join(f"{r:.1%}" for r in ratios)
+    cpu = statistics.median(ours.cpu_seconds / ours.deliveries * 1000 for ours, _ in pairs)
+    return (
+        f"Switchboard (sandbox) / baseline in {len(pairs)} more pairs of bursts, back to back: "
+        f"{each} (median {statistics.median(ratios):.1%}; Switchboard's CPU per delivery, "
+        f"median {cpu:.2f} ms)"
+    )
 
 
 def _against(result: Result, baseline: Result) -> str:
@@ -932,6 +993,37 @@ def _against(result: Result, baseline: Result) -> str:
     )
 
 
+def _print_bursts(
+    args: argparse.Namespace, results: list[Result], pairs: Sequence[tuple[Result, Result]]
+) -> None:
+    """The table of the bursts, their ratios to the baseline, and the pairs'."""
+    print(
+        f"\nburst: {args.instructions} instructions x {args.recipients} recipients = {args.instructions * args.recipients:,} deliveries "
+        f"produced at once; paced: {PACED_COUNT} one-recipient instructions at {PACED_RATE}/s; {os.cpu_count()} CPUs\n"
+    )
+    print(
+        "| run | deliveries | deliveries/s | burst latency p50 / p99 ms | paced latency p50 / p99 ms | CPU s / 1k deliveries | broker CPU s / 1k deliveries | peak RSS MB |"
+    )
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    for result in results:
+        print(result.row())
+    sandbox = next((r for r in results if "sandbox" in r.name), None)
+    fake = next((r for r in results if "Twilio" in r.name), None)
+    baseline = next((r for r in results if r.name.startswith("baseline")), None)
+    if baseline:
+        print()
+        for result in results:
+            if result is not baseline:
+                print(_against(result, baseline))
+    if pairs:
+        print(f"\n{_pairs_line(pairs)}")
+    if sandbox and fake:
+        print(
+            f"\nfake provider ({args.provider_latency_ms} ms per request, 100 in flight) / sandbox: "
+            f"{fake.rate / sandbox.rate:.0%} of the sandbox's deliveries/s"
+        )
+
+
 def _print(
     args: argparse.Namespace,
     results: list[Result],
@@ -940,32 +1032,11 @@ def _print(
     fanout: FanoutResult | None,
     campaign: CampaignResult | None = None,
     http: HttpResult | None = None,
+    pairs: Sequence[tuple[Result, Result]] = (),
 ) -> None:
     """The figures of the run, as the README's tables."""
     if results:
-        print(
-            f"\nburst: {args.instructions} instructions x {args.recipients} recipients = {args.instructions * args.recipients:,} deliveries "
-            f"produced at once; paced: {PACED_COUNT} one-recipient instructions at {PACED_RATE}/s; {os.cpu_count()} CPUs\n"
-        )
-        print(
-            "| run | deliveries | deliveries/s | burst latency p50 / p99 ms | paced latency p50 / p99 ms | CPU s / 1k deliveries | broker CPU s / 1k deliveries | peak RSS MB |"
-        )
-        print("|---|---:|---:|---:|---:|---:|---:|---:|")
-        for result in results:
-            print(result.row())
-        sandbox = next((r for r in results if "sandbox" in r.name), None)
-        fake = next((r for r in results if "Twilio" in r.name), None)
-        baseline = next((r for r in results if r.name.startswith("baseline")), None)
-        if baseline:
-            print()
-            for result in results:
-                if result is not baseline:
-                    print(_against(result, baseline))
-        if sandbox and fake:
-            print(
-                f"\nfake provider ({args.provider_latency_ms} ms per request, 100 in flight) / sandbox: "
-                f"{fake.rate / sandbox.rate:.0%} of the sandbox's deliveries/s"
-            )
+        _print_bursts(args, results, pairs)
     if share:
         print("\none campaign (SMS, sandbox) on two workers of one deployment, 4 partitions:\n")
         print(
