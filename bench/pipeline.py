@@ -880,11 +880,16 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if not only:
             # The broker's JIT compiles its hot paths during the first tens of seconds of load
-            # (measured: up to 80 % of a core, on a machine of two): warm it with the baseline's
-            # burst once, unmeasured, so that the runs compared below all meet a warm broker,
-            # and not only those that come after the first.
-            print("Warming the broker up (the baseline's burst, not measured)...", flush=True)
+            # (measured: up to 80 % of a core, on a machine of two), and compiles more of them
+            # for each new mix of requests: warm it with a burst of each workload, unmeasured,
+            # so that the runs compared below all meet a broker warmed for them. (Warmed with
+            # the baseline's alone, the first Switchboard burst measured was, run after run,
+            # the slowest of a run's pairs: README "Benchmarks".)
+            print("Warming the broker up (a burst of each, not measured)...", flush=True)
             run_baseline(broker, workdir, args.instructions, args.recipients, paced_sends=False)
+            run_switchboard(
+                broker, workdir, args.instructions, args.recipients, "sandbox", 0, paced_sends=False
+            )
         providers = ["sandbox", "twilio-fake"] if args.provider == "both" else [args.provider]
         for provider in [] if only else providers:
             print(
