@@ -205,18 +205,24 @@ class Switchboard:
         """Publish ``events`` (in order) as :meth:`publish_status` publishes each: paid per
         batch where it can be (a chunk's ``accepted`` events, a report batch's ``sent`` and
         ``delivered``). Each is still one record of the status topic, enqueued in the order
-        given on this worker's one status producer, so a session's events stay in order."""
+        given on this worker's one status producer, so a session's events stay in order; then
+        the webhook jobs of those whose session has a webhook URL, in the same order."""
         producer = self.bulk_producer()
         topic = self._status_topic
         schema_id = self.schema_ids.status_event
         counted: dict[tuple[str, str], int] = {}
         futures: list[asyncio.Future[Any]] = []
+        hooked: list[tuple[StatusEvent, str]] = []
         key: bytes = b""
-        session_id = ""
+        session_id: str | None = None
+        url: str | None = None
         for event in events:
             value, headers = encode_event(event, schema_id)
-            if event.session_id != session_id:
+            if event.session_id != session_id:  # a batch's events are of one session, mostly
                 session_id, key = event.session_id, event.session_id.encode()
+                url = self._webhook_url(session_id)
+            if url is not None:
+                hooked.append((event, url))
             future = producer.produce_nowait(topic, key, value, headers or None)
             if future is None:  # librdkafka's queue is full: wait for room
                 future = await producer.produce(topic, key, value, headers)
@@ -228,24 +234,22 @@ class Switchboard:
             checkpoint.output(future)
         for labels, count in counted.items():
             self.metrics.child(self.metrics.status_events, *labels).inc(count)
-        for event in events:
-            await self._to_webhook(event)
+        for event, url in hooked:
+            await self._to_webhook(event, url)
 
-    async def _to_webhook(self, event: StatusEvent) -> None:
-        """``event``'s webhook job, when its session has a webhook URL."""
-        url = self._webhook_url(event.session_id)
-        if url is not None:
-            job = records.WebhookJob(
-                event.session_id,
-                event.client_id,
-                url,
-                event.event_id,
-                webhook_body(event).decode(),
-                first_at=time.time(),
-            )
-            await self.produce(
-                self.topics.webhooks, key=event.session_id.encode(), value=records.encode(job)
-            )
+    async def _to_webhook(self, event: StatusEvent, url: str) -> None:
+        """``event``'s webhook job, to its session's webhook URL ``url``."""
+        job = records.WebhookJob(
+            event.session_id,
+            event.client_id,
+            url,
+            event.event_id,
+            webhook_body(event).decode(),
+            first_at=time.time(),
+        )
+        await self.produce(
+            self.topics.webhooks, key=event.session_id.encode(), value=records.encode(job)
+        )
 
     @property
     def _status_topic(self) -> str:

@@ -216,6 +216,14 @@ class BulkProducer:
         batch (``streams/changelog.py``)."""
         return await self._enqueue(topic, value, key, partition, None, row=True)
 
+    def produce_row_nowait(
+        self, topic: str, partition: int, key: bytes, value: bytes | None
+    ) -> asyncio.Future[Offsets] | None:
+        """:meth:`produce_row` without a coroutine of its own (for a checkpoint's many rows);
+        None, with nothing enqueued, when librdkafka's queue is full: :meth:`produce_row` that
+        record then, which waits for room."""
+        return self._try(topic, value, key, partition, None, row=True)
+
     async def _enqueue(
         self,
         topic: str,

@@ -84,25 +84,29 @@ class BulkRows:
         producer = self._producer()
         futures: list[asyncio.Future[Offsets]] = []
         # One RocksDB write per database (a write batch, in order), not one per row: each
-        # write appends to the database's log with a system call of its own.
-        batches: dict[int, tuple[Any, WriteBatch]] = {}
+        # write appends to the database's log with a system call of its own. A table's
+        # partition has one database and one changelog partition: looked up once a call.
+        batches: dict[tuple[int, int], tuple[Any, WriteBatch, str]] = {}
         for write in writes:
             table = write.table
             partition = write.event.message.partition
-            db = table.data._db_for_partition(partition)  # type: ignore[attr-defined]  # Faust's
-            found = batches.get(id(db))
+            found = batches.get((id(table), partition))
             if found is None:
-                found = batches[id(db)] = (db, WriteBatch(raw_mode=True))
-            if write.value is None:
-                found[1].delete(write.key)
+                db = table.data._db_for_partition(partition)  # type: ignore[attr-defined]  # Faust's
+                topic = table.changelog_topic.get_topic_name()
+                found = batches[id(table), partition] = (db, WriteBatch(raw_mode=True), topic)
+            db, batch, topic = found
+            key, value = write.key, write.value
+            if value is None:
+                batch.delete(key)
             else:
-                found[1].put(write.key, write.value)
-            future = await producer.produce_row(
-                table.changelog_topic.get_topic_name(), partition, write.key, write.value
-            )
+                batch.put(key, value)
+            future = producer.produce_row_nowait(topic, partition, key, value)
+            if future is None:  # librdkafka's queue is full: wait for room
+                future = await producer.produce_row(topic, partition, key, value)
             if not futures or futures[-1] is not future:
                 futures.append(future)
-        for db, batch in batches.values():
+        for db, batch, _ in batches.values():
             db.write(batch)
         stores = self._stores()
         for offsets in await asyncio.gather(*futures):

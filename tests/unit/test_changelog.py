@@ -77,13 +77,19 @@ class Table(dict[bytes, bytes]):
 class Producer:
     """librdkafka as far as the bulk writer uses it: records kept in order, offsets per partition."""
 
-    def __init__(self, refuse: bool = False) -> None:
+    def __init__(self, refuse: bool = False, full: int = 0) -> None:
         self.records: list[tuple[str, int, bytes, bytes | None]] = []
         self.refuse = refuse
+        #: How many records find librdkafka's queue full (``produce_row_nowait`` answers None).
+        self.full = full
+        self.waited = 0
 
-    async def produce_row(
+    def produce_row_nowait(
         self, topic: str, partition: int, key: bytes, value: bytes | None
-    ) -> asyncio.Future[dict[tuple[str, int], int]]:
+    ) -> asyncio.Future[dict[tuple[str, int], int]] | None:
+        if self.full:
+            self.full -= 1
+            return None
         self.records.append((topic, partition, key, value))
         future: asyncio.Future[dict[tuple[str, int], int]] = (
             asyncio.get_running_loop().create_future()
@@ -95,6 +101,15 @@ class Producer:
             for n, (t, p, _, _) in enumerate(self.records):
                 offsets[(t, p)] = n
             future.set_result(offsets)
+        return future
+
+    async def produce_row(
+        self, topic: str, partition: int, key: bytes, value: bytes | None
+    ) -> asyncio.Future[dict[tuple[str, int], int]]:
+        self.waited += 1
+        self.full = 0  # the real one waits until the broker's acknowledgements make room
+        future = self.produce_row_nowait(topic, partition, key, value)
+        assert future is not None
         return future
 
 
@@ -144,6 +159,23 @@ async def test_rows_go_to_their_partition_and_changelog_in_order_and_offsets_per
     assert bulk_table.data.persisted == {TP(TOPIC, 3): 1, TP(TOPIC, 5): 3}
     assert dict(other) == {b"s1": b"open"}, "a table not bulk is written through Faust"
     assert all(getattr(e, "acked", False) for e in (first, second))
+
+
+async def test_rows_that_find_the_queue_full_wait_for_room_and_stay_in_order() -> None:
+    bulk_table = Table(TOPIC)
+    producer = Producer(full=1)
+    checkpoint = Checkpoint(bulk=BulkRows(lambda: producer, [bulk_table]))  # type: ignore[arg-type, list-item]
+    event = Event(partition=1)
+    for n in range(4):
+        staged(checkpoint, bulk_table, event, f"d{n}".encode(), b"sent")
+
+    await checkpoint.commit()
+
+    assert producer.waited == 1, "the row that found the queue full was produced by waiting"
+    assert [key for _, _, key, _ in producer.records] == [b"d0", b"d1", b"d2", b"d3"]
+    assert bulk_table.data.dbs[1] == {f"d{n}".encode(): b"sent" for n in range(4)}
+    assert bulk_table.data.persisted == {TP(TOPIC, 1): 3}
+    assert getattr(event, "acked", False)
 
 
 async def test_a_refused_row_acknowledges_nothing() -> None:
