@@ -63,6 +63,8 @@ T = TypeVar("T")
 #: Field names per record class: pure memoisation of ``dataclasses.fields`` (a class's fields
 #: never change), bounded by the number of record classes, so sharing it shares nothing mutable.
 _FIELDS: dict[type, frozenset[str]] = {}
+#: The parameters of each record class's ``__init__``, in order (memoised like ``_FIELDS``).
+_PARAMS: dict[type, tuple[str, ...]] = {}
 
 
 def priority_of(options: Mapping[str, Any] | None) -> str:
@@ -112,7 +114,15 @@ def as_items(items: Sequence[Any]) -> list[dict[str, Any]]:
 
 def decode(cls: type[T], data: bytes | Mapping[str, Any]) -> T:
     """Build ``cls`` from JSON bytes or a mapping, ignoring unknown fields."""
-    body = jsonbytes.loads(data) if isinstance(data, bytes | bytearray) else data
+    body = jsonbytes.loads(data) if isinstance(data, (bytes, bytearray)) else data
+    params = _PARAMS.get(cls)
+    if params is None:
+        params = _PARAMS[cls] = _params(cls)
+    if type(body) is dict and tuple(body) == params:
+        # What this version wrote (orjson writes a record's fields in order): positionally,
+        # at half the cost of keywords (1.0 µs for a job, 1.2 for a report, against 2.2 and
+        # 3.0), for the jobs, reports and delivery states read once or more per delivery.
+        return cls(*body.values())
     if "kind" not in body:
         try:  # the usual body: every key one of the fields (two per delivery, jobs and reports)
             return cls(**body)
@@ -120,6 +130,13 @@ def decode(cls: type[T], data: bytes | Mapping[str, Any]) -> T:
             pass  # a field this version does not know (a newer writer's), or one missing
     names = _field_names(cls)
     return cls(**{k: v for k, v in body.items() if k in names})
+
+
+def _params(cls: type) -> tuple[str, ...]:
+    """The fields ``cls.__init__`` takes, in order; none when one is keyword-only (then every
+    body is read by keywords)."""
+    fields = [f for f in dataclasses.fields(cls) if f.init]
+    return () if any(f.kw_only for f in fields) else tuple(f.name for f in fields)
 
 
 def _field_names(cls: type) -> frozenset[str]:

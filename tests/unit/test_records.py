@@ -105,6 +105,30 @@ def test_unknown_fields_are_ignored() -> None:
     assert decode(Report, body) == REPORT
 
 
+def test_a_body_in_another_order_reads_the_same() -> None:
+    """A body of exactly the record's fields in the order written is read positionally; the
+    same fields in any other order (another writer's) must read the same record."""
+    body = json.loads(encode(REPORT))
+    assert list(body) == [f.name for f in dataclasses.fields(Report)]
+    assert decode(Report, dict(reversed(body.items()))) == REPORT
+    swapped = dict(body)
+    swapped["session_id"], swapped["client_id"] = body["client_id"], body["session_id"]
+    moved = {"client_id": swapped.pop("client_id"), **swapped}
+    read = decode(Report, moved)
+    assert (read.session_id, read.client_id) == ("acme", "s1"), "each value by its name"
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class _KeywordsOnly:
+    a: int
+    b: str = "x"
+
+
+def test_a_record_of_keyword_only_fields_is_read_by_keywords() -> None:
+    assert decode(_KeywordsOnly, {"a": 1, "b": "y"}) == _KeywordsOnly(a=1, b="y")
+    assert decode(_KeywordsOnly, b'{"a":2}') == _KeywordsOnly(a=2)
+
+
 def test_defaults_fill_fields_an_older_writer_did_not_send() -> None:
     body = {
         "session_id": "s1",
