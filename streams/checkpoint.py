@@ -64,6 +64,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final, Protocol, cast
 
+from faust import current_event
 from faust.streams import _current_event
 
 from streams.guard import Rejecting, guarded
@@ -158,7 +159,9 @@ class StagedRows:
             writers.append(checkpoint)
 
     def withdraw(self, checkpoint: Checkpoint) -> None:
-        """``checkpoint`` stages nothing any more, in any table."""
+        """``checkpoint`` stages nothing any more, in any table (a row it stages later
+        enlists it again)."""
+        checkpoint._enlisted.clear()
         for table_id, writers in list(self._writing.items()):
             if checkpoint in writers:
                 writers.remove(checkpoint)
@@ -170,7 +173,7 @@ class StagedRows:
         return list(self._writing.get(id(table), ()))
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class _Write:
     table: TableT[bytes, bytes]
     key: bytes
@@ -194,20 +197,23 @@ class Checkpoint:
     #: When its first event came (``time.monotonic()``): the checkpoint latency metric.
     started: float = 0.0
     _rows: dict[tuple[int, bytes], bytes | None] = field(default_factory=dict)
+    #: The tables this checkpoint is enlisted for in ``staged`` (once each, not once a row).
+    _enlisted: set[int] = field(default_factory=set)
 
     def lookup(self, table: TableT[bytes, bytes], key: bytes) -> Any:
         """The staged value of ``key`` (``None``: deleted), or :data:`_ABSENT`."""
         return self._rows.get((id(table), key), _ABSENT)
 
     def stage(self, table: TableT[bytes, bytes], key: bytes, value: bytes | None) -> None:
-        from faust import current_event
-
         event = current_event()
         if event is None:
             raise RuntimeError("a checkpointed write outside of an event")
         self.writes.append(_Write(table, key, value, event))
-        self._rows[(id(table), key)] = value
-        self.staged.enlist(table, self)
+        table_id = id(table)
+        self._rows[(table_id, key)] = value
+        if table_id not in self._enlisted:
+            self._enlisted.add(table_id)
+            self.staged.enlist(table, self)
 
     def abandon(self) -> None:
         """Forget everything staged (the agent stops before its checkpoint): no reader may see

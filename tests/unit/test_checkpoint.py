@@ -130,6 +130,22 @@ def test_staged_rows_are_seen_by_every_reader_until_abandoned() -> None:
     assert rows.get(table, b"gone") == b"still in the table"  # type: ignore[arg-type]
 
 
+def test_a_checkpoint_that_stages_again_after_it_was_withdrawn_is_seen_again() -> None:
+    """A checkpoint is listed among a table's writers once, at its first row of the table, not
+    once a row; once withdrawn, its next row lists it again."""
+    table, other, rows = Table(), Table(), StagedRows()
+    cp = Checkpoint(staged=rows)
+    staged(cp, Event(1), table, b"a", b"1")
+    staged(cp, Event(1), table, b"b", b"2")
+    staged(cp, Event(1), other, b"c", b"3")
+    assert rows.writers(table) == [cp] and rows.writers(other) == [cp]  # type: ignore[arg-type]
+    rows.withdraw(cp)
+    assert rows.writers(table) == []  # type: ignore[arg-type]
+    staged(cp, Event(2), table, b"d", b"4")
+    assert rows.writers(table) == [cp]  # type: ignore[arg-type]
+    assert rows.get(table, b"d") == b"4"  # type: ignore[arg-type]
+
+
 def test_the_staged_rows_of_two_writers_of_one_table_are_all_seen() -> None:
     """The report agents of the two lanes write one table (each its own sessions' keys): every
     reader sees what either has staged, and one abandoning leaves the other's rows visible."""
