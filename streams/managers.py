@@ -113,9 +113,14 @@ class ManagerDesk:
         )
         return dataclasses.replace(message, **outcome.message.transport_fields()), outcome.detail
 
+    def wants_reports(self, client: ClientConfig) -> bool:
+        """Whether ``client``'s managers have an ``on_delivery_report`` hook: asked for every
+        report that moves a delivery, before paying :meth:`after_report`'s coroutine."""
+        return self.managers.wants(client, "on_delivery_report")
+
     async def after_report(self, report: Report, client: ClientConfig) -> dict[str, Any]:
         """Run ``on_delivery_report``; the detail (errors) for the report's status event."""
-        if not self.managers.wants(client, "on_delivery_report"):
+        if not self.wants_reports(client):
             return {}
         managers = self.managers.for_client(client)
         ctx = ReportContext.from_report(report, client, self.state)

@@ -67,6 +67,7 @@ from streams.checkpoint import put, run_checkpointed
 from streams.managers import merge_detail
 from streams.sessions import load_chunk, load_session
 from switchboard import deadline, fallback, jsonbytes, records
+from switchboard.clients import ClientConfig
 from switchboard.deliveries import apply_report, provider_id_conflict
 from switchboard.errors import FieldError, MissingState
 from switchboard.fanout import CHUNK_SIZE
@@ -179,30 +180,36 @@ async def _apply(sb: Switchboard, reports: list[Report], offset: int) -> None:
     # anything else this event publishes, and at its end: in the order of its reports.
     pending: list[StatusEvent] = []
     for report in reports:
-        if report.retry_if_allowed and report.retry_at is None:
-            report = _with_retry(report, session.options)
-        old = states.get(report.key) or load_delivery(sb, report.key)
-        state, events = await _apply_one(sb, report, old, offset)
+        report = _with_retry(report, session.options)
+        key = report.key
+        old = states.get(key) or load_delivery(sb, key)
+        base = None if report.reopen else old
+        conflict = provider_id_conflict(report, base)
+        if conflict is not None:  # a callback about another message: nothing changes
+            await _reject_report(sb, report, conflict, offset)
+            continue
+        state, events = apply_report(report, base)
         if state is None or state is old:
             continue
         updated, step, events = _progressed(
             sb, session, plan, report, (old, state), progress, events, (states, audience)
         )
         progress, completes = _completing(session, report, progress, updated)
-        pending += await _told(sb, report, events)
+        client = sb.clients.get(report.client_id)
+        if client is not None and sb.managers.wants_reports(client):
+            events = await _told(sb, report, client, events)
+        pending += events
         if step is not None:
             states[step.key] = step.state
             await _flush(sb, pending)
             await _start(sb, session, step)
-        if state.status == "sent":
-            due = report.occurred_at + horizon
-            expiry_due = due if expiry_due is None else min(expiry_due, due)
+        expiry_due = _expiry_after(report, state, horizon, expiry_due)
         if report.retry_if_allowed and report.retry_at is not None:
             await _schedule_retry(sb, report, report.retry_at)
         if completes and not counted:
             await _flush(sb, pending)
             await _completed(sb, session, report.client_id, progress)
-        states[report.key] = state
+        states[key] = state
     await _flush(sb, pending)
     if expiry_due is not None:
         progress = await _arm_expiry(sb, session_id, progress, expiry_due)
@@ -342,19 +349,6 @@ async def _opened_meanwhile(sb: Switchboard, session_id: str) -> tuple[SessionSt
             return session, True
 
 
-async def _apply_one(
-    sb: Switchboard, report: Report, old: DeliveryState | None, offset: int
-) -> tuple[DeliveryState | None, list[StatusEvent]]:
-    """:func:`apply_report`, except that a callback about another message than the delivery's
-    is put on the rejected topic and answers ``old`` unchanged."""
-    base = None if report.reopen else old
-    conflict = provider_id_conflict(report, base)
-    if conflict is not None:
-        await _reject_report(sb, report, conflict, offset)
-        return old, []
-    return apply_report(report, base)
-
-
 async def _reject_report(sb: Switchboard, report: Report, why: str, offset: int) -> None:
     """Put a report that must change nothing on the rejected topic, keyed by its delivery. Its
     id derives from the event's offset, so the same report processed again after a crash is the
@@ -376,17 +370,16 @@ async def _reject_report(sb: Switchboard, report: Report, why: str, offset: int)
     )
 
 
-async def _told(sb: Switchboard, report: Report, events: list[StatusEvent]) -> list[StatusEvent]:
+async def _told(
+    sb: Switchboard, report: Report, client: ClientConfig, events: list[StatusEvent]
+) -> list[StatusEvent]:
     """The status events of a report that moved its delivery on, after the service managers'
     ``after_report`` (once per such report, never for a duplicate; a failing hook's error is
-    told on the report's own event). The caller publishes them (:func:`_flush`)."""
-    client = sb.clients.get(report.client_id)
-    if client is not None:
-        errors = await sb.managers.after_report(report, client)
-        if errors and events[-1].status == report.status:
-            events[-1] = dataclasses.replace(
-                events[-1], detail=merge_detail(events[-1].detail, errors)
-            )
+    told on the report's own event). Called only for a client whose managers have that hook
+    (``Managers.wants_reports``); the caller publishes the events (:func:`_flush`)."""
+    errors = await sb.managers.after_report(report, client)
+    if errors and events[-1].status == report.status:
+        events[-1] = dataclasses.replace(events[-1], detail=merge_detail(events[-1].detail, errors))
     return events
 
 
@@ -679,8 +672,22 @@ def _recounted(progress: Progress, before: Status | None, after: Status | None) 
     return dataclasses.replace(progress, final=max(0, final), counts=counts)
 
 
+def _expiry_after(
+    report: Report, state: DeliveryState, horizon: float, due: float | None
+) -> float | None:
+    """When the event's deliveries ``sent`` so far expire at the earliest (``due``), once
+    ``report`` moved its delivery to ``state``: a delivery ``sent`` expires ``horizon`` after."""
+    if state.status != "sent":
+        return due
+    expires = report.occurred_at + horizon
+    return expires if due is None else min(due, expires)
+
+
 def _with_retry(report: Report, options: Mapping[str, Any]) -> Report:
-    """``report`` with the time of the next attempt, when the session's retries allow one."""
+    """``report`` with the time of the next attempt, when it is a retryable failure whose
+    time is not set yet (a provider's callback) and the session's retries allow one."""
+    if not report.retry_if_allowed or report.retry_at is not None:
+        return report
     at = next_attempt_of_session(
         options, max(report.attempt, 1), datetime.fromtimestamp(report.occurred_at, UTC)
     )
@@ -726,9 +733,7 @@ def _uncount(progress: Progress, status: str) -> Progress:
 
 
 def _count(progress: Progress, status: str) -> Progress:
-    counts = dict(progress.counts)
-    counts[status] = counts.get(status, 0) + 1
-    return dataclasses.replace(progress, final=progress.final + 1, counts=counts)
+    return progress.counted(status)
 
 
 async def _completed(

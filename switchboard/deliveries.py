@@ -51,15 +51,32 @@ def apply_report(
 ) -> tuple[DeliveryState | None, list[StatusEvent]]:
     """The delivery's state after ``report``, and the events that tell it (see module docs).
 
-    A callback that :func:`provider_id_conflict` refuses answers ``state`` itself and no events."""
+    A callback that :func:`provider_id_conflict` refuses answers ``state`` itself and no events.
+    A report that moves nothing answers ``state`` itself too (the same object)."""
     events: list[StatusEvent] = []
     if provider_id_conflict(report, state) is not None:
         return state, events
+    # What every status of the report leaves the same (the address, the attempt, the provider's
+    # id): worked out once, and one state built at the end, for the last status that moved it
+    # (a provider that sends and delivers in one answer passes two: about three per delivery).
+    if state is None:
+        status_now: Status | None = None
+        attempt_now = 0
+        address = report.address
+        provider_message_id = report.provider_message_id
+    else:
+        status_now, attempt_now = state.status, state.attempt
+        address = report.address or state.address
+        provider_message_id = report.provider_message_id or state.provider_message_id
+    attempt = max(report.attempt, attempt_now)
+    key = report.key
+    occurred_at: datetime | None = None
+    moved: tuple[Status, str | None, str | None] | None = None  # (resting, code, error)
     for status in report.statuses:
         resting: Status = (
             "scheduled" if status == "failed" and report.retry_at is not None else status
         )
-        if not _moves(report, status, resting, state):
+        if not _moves(report, status, resting, status_now, attempt_now):
             continue
         code, error = report.error_code, report.error
         detail: Mapping[str, Any] = report.detail if status == report.status else {}
@@ -69,34 +86,41 @@ def apply_report(
             code, error, detail = reasons.annotate(
                 status, code, error, detail, provider=report.from_callback
             )
-        state = DeliveryState(
-            status=resting,
-            attempt=max(report.attempt, state.attempt if state else 0),
-            address=report.address or (state.address if state else ""),
-            updated_at=report.occurred_at,
-            provider_message_id=report.provider_message_id
-            or (state.provider_message_id if state else None),
-            error_code=code,
-            error=error,
-            release_at=_release_at(report) if resting == "deferred" else None,
-        )
+        status_now, attempt_now, moved = resting, attempt, (resting, code, error)
+        if occurred_at is None:
+            occurred_at = datetime.fromtimestamp(report.occurred_at, UTC)
         events.append(
             StatusEvent(
                 session_id=report.session_id,
                 client_id=report.client_id,
                 status=status,
-                recipient=state.address or None,
+                recipient=address or None,
                 channel=report.channel,
                 attempt=report.attempt,
                 provider_message_id=report.provider_message_id,
                 error_code=code,
                 error=error,
                 detail=detail,
-                occurred_at=datetime.fromtimestamp(report.occurred_at, UTC),
-                event_id=delivery_event_id(report, status),
+                occurred_at=occurred_at,
+                event_id=_change_id(report, key, status),
             )
         )
-    return state, events
+    if moved is None:
+        return state, events
+    resting, code, error = moved
+    return (
+        DeliveryState(
+            status=resting,
+            attempt=attempt,
+            address=address,
+            updated_at=report.occurred_at,
+            provider_message_id=provider_message_id,
+            error_code=code,
+            error=error,
+            release_at=_release_at(report) if resting == "deferred" else None,
+        ),
+        events,
+    )
 
 
 def _release_at(report: Report) -> str | None:
@@ -125,12 +149,18 @@ def delivery_event_id(report: Report, status: Status) -> str:
     """The id of the event telling that ``report``'s delivery reached ``status``: its key,
     attempt and status name the change; a delivery held again by a window (a new
     ``release_at``) is a new change."""
+    return _change_id(report, report.key, status)
+
+
+def _change_id(report: Report, key: str, status: Status) -> str:
+    """:func:`delivery_event_id`, the delivery's key given."""
     again = report.detail.get("release_at") if status == "deferred" else None
-    return delivery_change_id(report.key, report.attempt, status, again)
+    return delivery_change_id(key, report.attempt, status, again)
 
 
-def _moves(report: Report, status: Status, resting: Status, state: DeliveryState | None) -> bool:
-    old_status, old_attempt = (state.status, state.attempt) if state else (None, 0)
+def _moves(
+    report: Report, status: Status, resting: Status, old_status: Status | None, old_attempt: int
+) -> bool:
     if status == "deferred" and old_status == "deferred":
         return True  # held again by a window: a new release time
     if resting == "scheduled" and status == "failed":

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from typing import Any
 
 import pytest
 
@@ -240,3 +241,28 @@ def test_a_record_orjson_cannot_write_is_written_by_the_standard_library() -> No
     wide = dataclasses.replace(REPORT, detail={"n": 2**70})  # wider than 64 bits
     assert decode(Report, encode(wide)) == wide
     assert json.loads(encode_items([wide]))[0]["detail"] == {"n": 2**70}
+
+
+def test_a_counted_progress_keeps_every_other_field() -> None:
+    """``Progress.counted`` builds the record field by field (not with ``dataclasses.replace``):
+    a field added to ``Progress`` and not carried over there would silently reset. Every field
+    but ``final`` and ``counts`` is given a value that is not its default, and must survive."""
+    samples: dict[str, Any] = {
+        "final": 3,
+        "counts": {"delivered": 2, "failed": 1},
+        "completed_at": 1_700_000_000.5,
+        "expiry_due": 1_700_000_100.25,
+        "completions": 2,
+        "applied": 41,
+        "deferred": 7,
+    }
+    names = {f.name for f in dataclasses.fields(Progress)}
+    assert names == set(samples), "a new Progress field: give it a sample here"
+    before = Progress(**samples)
+    after = before.counted("delivered")
+    assert after.final == 4
+    assert after.counts == {"delivered": 3, "failed": 1}
+    assert before.counts == {"delivered": 2, "failed": 1}  # the old progress is untouched
+    for name in names - {"final", "counts"}:
+        assert getattr(after, name) == getattr(before, name), name
+    assert before.counted("expired").counts == {"delivered": 2, "failed": 1, "expired": 1}
