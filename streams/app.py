@@ -25,7 +25,7 @@ from faust.transport.producer import ProducerBuffer
 from faust.types import TableT, TopicT
 
 from streams import checkpoint, offsets
-from streams.bulk import BulkProducer, Located
+from streams.bulk import BulkProducer, Keyed, Located
 from streams.changelog import BulkRows
 from streams.clients import ClientRegistry
 from streams.kafka_security import librdkafka_config
@@ -211,8 +211,8 @@ class Switchboard:
         topic = self._status_topic
         schema_id = self.schema_ids.status_event
         counted: dict[tuple[str, str], int] = {}
-        futures: list[asyncio.Future[Any]] = []
         hooked: list[tuple[StatusEvent, str]] = []
+        records: list[Keyed] = []
         key: bytes = b""
         session_id: str | None = None
         url: str | None = None
@@ -223,15 +223,18 @@ class Switchboard:
                 url = self._webhook_url(session_id)
             if url is not None:
                 hooked.append((event, url))
-            future = producer.produce_nowait(topic, key, value, headers or None)
-            if future is None:  # librdkafka's queue is full: wait for room
-                future = await producer.produce(topic, key, value, headers)
-            if not futures or futures[-1] is not future:  # records of one turn share one
-                futures.append(future)
+            records.append((key, value, headers or None))
             labels: tuple[str, str] = (event.channel or "session", event.status)
             counted[labels] = counted.get(labels, 0) + 1
-        for future in futures:
-            checkpoint.output(future)
+        done = 0
+        while done < len(records):
+            future, handed = producer.produce_many_nowait(topic, records, done)
+            done += handed
+            if future is not None:
+                checkpoint.output(future)
+            if done < len(records):  # librdkafka's queue is full: wait for room
+                checkpoint.output(await producer.produce(topic, *records[done]))
+                done += 1
         for labels, count in counted.items():
             self.metrics.child(self.metrics.status_events, *labels).inc(count)
         for event, url in hooked:

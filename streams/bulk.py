@@ -41,10 +41,13 @@ from typing import Any, Final, NamedTuple
 
 from confluent_kafka import KafkaError, Producer
 
-__all__ = ["BulkProducer", "Located", "Offsets"]
+__all__ = ["BulkProducer", "Keyed", "Located", "Offsets"]
 
 #: The highest offset acknowledged per (topic, partition).
 Offsets = dict[tuple[str, int], int]
+
+#: One record to produce: its key, value and headers (None: none).
+Keyed = tuple[bytes | None, bytes | None, Sequence[tuple[str, bytes]] | None]
 
 log = logging.getLogger(__name__)
 
@@ -159,17 +162,39 @@ class BulkProducer:
         listed: list[tuple[str, str | bytes | None]] | None = list(headers) if headers else None
         return await self._enqueue(topic, value, key, partition, listed, row=False)
 
-    def produce_nowait(
-        self,
-        topic: str,
-        key: bytes | None,
-        value: bytes | None,
-        headers: Sequence[tuple[str, bytes]] | None,
-    ) -> asyncio.Future[Offsets] | None:
-        """:meth:`produce` without a coroutine of its own (for a loop over many records, such
-        as a batch's status events); None, with nothing enqueued, when librdkafka's queue is
-        full: :meth:`produce` that record then, which waits for room."""
-        return self._try(topic, value, key, None, headers, row=False)
+    def produce_many_nowait(
+        self, topic: str, records: Sequence[Keyed], start: int = 0
+    ) -> tuple[asyncio.Future[Offsets] | None, int]:
+        """Enqueue ``records[start:]`` (key, value, headers) in order, each as :meth:`produce`
+        would but without a coroutine (for a batch's status events: one call, one batch lookup,
+        one pump check for all of them), until librdkafka's queue is full. Answers their batch's future (None when
+        none was enqueued) and how many were: :meth:`produce` the next one then, which waits
+        for room, and call again for the rest."""
+        batch = self._current()
+        report = batch.delivered
+        produce = self._producer.produce
+        handed = 0
+        try:
+            for index in range(start, len(records)):
+                key, value, headers = records[index]
+                produce(
+                    topic,
+                    value,
+                    key,
+                    partition=-1,  # the partitioner's
+                    headers=headers,  # type: ignore[arg-type]  # a list, or None
+                    on_delivery=report,
+                )
+                handed += 1
+        except BufferError:
+            pass  # full: the caller waits for room (the pump serves the broker's acknowledgements)
+        finally:
+            # Counted after the loop: a record's delivery callback runs only when the pump polls,
+            # on this loop, never during it. Also when produce() raised: what was handed counts.
+            batch.pending += handed
+            if handed:
+                self._pump_soon()
+        return (batch.future if handed else None), handed
 
     async def produce_located(
         self, topic: str, key: bytes | None, value: bytes | None, partition: int | None = None

@@ -96,10 +96,30 @@ def _event_body(event: StatusEvent) -> bytes:
             _optional_text(event.provider_message_id),
             _optional_text(event.error_code),
             _optional_text(event.error),
-            _long_bytes(_millis(event.occurred_at)),
+            _encoded_time(event.occurred_at),
             encoded_detail,
         )
     )
+
+
+def _encoded_time(value: Any) -> bytes:
+    """The ``occurred_at`` field (a long of milliseconds), remembered for the last few times
+    written: a report's events share one time (``sent`` and ``delivered``), and a burst's many
+    events share each millisecond."""
+    if type(value) is not datetime:
+        raise _Unsupported  # (and nothing unhashable is looked up)
+    found = _TIMES.get(value)
+    if found is None:
+        if len(_TIMES) >= _TIMES_MAX:
+            _TIMES.clear()
+        found = _TIMES[value] = _long_bytes(_millis(value))
+    return found
+
+
+#: Encoded times by ``datetime`` (equal datetimes are the same instant): bounded, cleared when
+#: full. Any value but an aware ``datetime`` raises in :func:`_millis` and is not remembered.
+_TIMES: dict[Any, bytes] = {}
+_TIMES_MAX: Final = 4096
 
 
 def _encoded_detail(detail: Mapping[str, Any]) -> bytes:

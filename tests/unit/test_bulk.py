@@ -147,3 +147,43 @@ async def test_a_full_queue_waits_for_room_and_the_record_joins_a_live_batch(
     assert await asyncio.wait_for(row, 1) == {("t", 0): 0}
     assert await asyncio.wait_for(located, 1) == bulk.Located("t", 0, 1)  # queued second
     assert producer.close(1) == 0
+
+
+class _RoomFor(_FakeProducer):
+    """librdkafka whose queue holds ``room`` records: ``BufferError`` beyond, until a report is
+    served (the broker acknowledged what was queued). Remembers each record's value, in order."""
+
+    room = 2
+
+    def __init__(self, config: dict[str, Any]) -> None:
+        super().__init__(config)
+        self.values: list[bytes] = []
+
+    def produce(self, _topic: str, value: bytes, *_args: Any, **kw: Any) -> None:
+        if len(self.waiting) >= self.room:
+            raise BufferError("queue full")
+        self.values.append(value)
+        super().produce(on_delivery=kw["on_delivery"])
+
+
+async def test_many_records_stop_at_a_full_queue_and_count_only_those_taken(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``produce_many_nowait`` enqueues in order until the queue is full and says how many it
+    enqueued: the batch waits for exactly those (one more pending record would never resolve
+    it; one fewer would resolve it before the broker has them all)."""
+    monkeypatch.setattr(bulk, "Producer", _RoomFor)
+    producer = bulk.BulkProducer({}, lambda exc: None, "test")
+    fake = cast(_RoomFor, producer._producer)
+    records: list[bulk.Keyed] = [(b"k", f"v{i}".encode(), None) for i in range(5)]
+    future, handed = producer.produce_many_nowait("t", records)
+    assert handed == 2 and future is not None
+    assert producer.produce_many_nowait("t", records, 2) == (None, 0), "still full"
+    await asyncio.sleep(0)  # the batch is sealed; no report served yet (the pump waits 1 ms)
+    assert not future.done(), "resolved before the broker acknowledged the records"
+    waited = await producer.produce("t", *records[2])  # waits for room: the pump serves reports
+    rest, handed = producer.produce_many_nowait("t", records, 3)
+    assert handed == 1  # the queue holds two: the third record and this one
+    assert fake.values == [b"v0", b"v1", b"v2", b"v3"], "in order, each once"
+    await asyncio.wait_for(asyncio.gather(future, waited, *([rest] if rest else [])), 1)
+    assert producer.close(1) == 0

@@ -40,7 +40,7 @@ from faust.types import EventT, StreamT, TableT
 
 from streams import dispatch, intake, reports, scheduler, sessions
 from streams.app import Switchboard, Tables
-from streams.bulk import BulkProducer
+from streams.bulk import BulkProducer, Keyed
 from streams.checkpoint import run_checkpointed
 from streams.clients import ClientRegistry
 from streams.compose import declare_topics
@@ -253,14 +253,13 @@ class MemoryStatusProducer:
     ) -> asyncio.Future[Any]:
         return self.topic(topic).add(key, value, list(headers or []), partition)
 
-    def produce_nowait(
-        self,
-        topic: str,
-        key: bytes | None,
-        value: bytes | None,
-        headers: Sequence[tuple[str, bytes]] | None,
-    ) -> asyncio.Future[Any]:
-        return self.topic(topic).add(key, value, list(headers or []), None)
+    def produce_many_nowait(
+        self, topic: str, records: Sequence[Keyed], start: int = 0
+    ) -> tuple[asyncio.Future[Any] | None, int]:
+        future: asyncio.Future[Any] | None = None
+        for key, value, headers in records[start:]:
+            future = self.topic(topic).add(key, value, list(headers or []), None)
+        return future, len(records) - start
 
     async def produce_located(
         self, topic: str, key: bytes | None, value: bytes | None, partition: int | None = None
