@@ -977,7 +977,10 @@ def run_pairs(
 def _pairs_line(pairs: Sequence[tuple[Result, Result]]) -> str:
     """The ratio of each pair of :func:`run_pairs`, and their median."""
     ratios = [ours.rate / theirs.rate for ours, theirs in pairs]
-    each = ", ".join(f"{r:.1%}" for r in ratios)
+    each = ", ".join(
+        f"{r:.1%} ({ours.rate:,.0f}/s beside {theirs.rate:,.0f}/s)"
+        for r, (ours, theirs) in zip(ratios, pairs, strict=True)
+    )
     cpu = statistics.median(ours.cpu_ms for ours, _ in pairs)
     return (
         f"Switchboard (sandbox) / baseline in {len(pairs)} more pairs of bursts, back to back: "

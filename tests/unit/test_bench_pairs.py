@@ -46,7 +46,10 @@ def test_the_pairs_line_gives_each_ratio_and_their_median() -> None:
     ]
     line = pipeline._pairs_line(pairs)
     assert "3 more pairs" in line
-    assert "25.0%, 20.0%, 50.0% (median 25.0%" in line
+    assert (
+        "25.0% (2,500/s beside 10,000/s), 20.0% (2,000/s beside 10,000/s), "
+        "50.0% (5,000/s beside 10,000/s) (median 25.0%"
+    ) in line  # each pair's rates: which side of a pair moved
     assert "median 0.20 ms" in line  # 2.0 s of CPU over 10,000 deliveries
 
 
