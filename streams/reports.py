@@ -376,7 +376,7 @@ async def _told(
     """The status events of a report that moved its delivery on, after the service managers'
     ``after_report`` (once per such report, never for a duplicate; a failing hook's error is
     told on the report's own event). Called only for a client whose managers have that hook
-    (``Managers.wants_reports``); the caller publishes the events (:func:`_flush`)."""
+    (``ManagerDesk.wants_reports``); the caller publishes the events (:func:`_flush`)."""
     errors = await sb.managers.after_report(report, client)
     if errors and events[-1].status == report.status:
         events[-1] = dataclasses.replace(events[-1], detail=merge_detail(events[-1].detail, errors))
