@@ -166,10 +166,10 @@ class BulkProducer:
         self, topic: str, records: Sequence[Keyed], start: int = 0
     ) -> tuple[asyncio.Future[Offsets] | None, int]:
         """Enqueue ``records[start:]`` (key, value, headers) in order, each as :meth:`produce`
-        would but without a coroutine (for a batch's status events: one call, one batch lookup,
-        one pump check for all of them), until librdkafka's queue is full. Answers their batch's future (None when
-        none was enqueued) and how many were: :meth:`produce` the next one then, which waits
-        for room, and call again for the rest."""
+        would but without a coroutine (for a batch's status events: one call, one batch
+        lookup, one pump check for all of them), until librdkafka's queue is full. Answers
+        their batch's future (None when none was enqueued) and how many were: :meth:`produce`
+        the next one then, which waits for room, and call again for the rest."""
         batch = self._current()
         report = batch.delivered
         produce = self._producer.produce

@@ -103,9 +103,10 @@ def _event_body(event: StatusEvent) -> bytes:
 
 
 def _encoded_time(value: Any) -> bytes:
-    """The ``occurred_at`` field (a long of milliseconds), remembered for the last few times
-    written: a report's events share one time (``sent`` and ``delivered``), and a burst's many
-    events share each millisecond."""
+    """The ``occurred_at`` field (a long of milliseconds), remembered by the time written: a
+    report's events share one (``sent`` and ``delivered``), and so do a chunk's ``accepted``
+    events. (Remembered by the ``datetime``, microseconds included: two times of one
+    millisecond are two entries.)"""
     if type(value) is not datetime:
         raise _Unsupported  # (and nothing unhashable is looked up)
     found = _TIMES.get(value)
