@@ -205,6 +205,8 @@ class LocalBroker:
     port: int = DEFAULT_PORT
     controller_port: int = 0
     heap: str = "512m"
+    #: More JVM options, after the defaults (a benchmark's broker trims its JIT: bench/pipeline.py).
+    jvm_options: tuple[str, ...] = ()
     overrides: dict[str, str] = field(default_factory=dict)
     #: An extra SASL_SSL listener (``secure_bootstrap_servers``); the PLAINTEXT one stays.
     secure: SecureListener | None = None
@@ -264,14 +266,9 @@ class LocalBroker:
         self._format(java)
         (self.run_dir / "logs").mkdir(parents=True, exist_ok=True)
         console = open(self.run_dir / "logs" / "console.log", "ab")  # noqa: SIM115 - owned by child
-        jvm = [f"-Xms{self.heap}", f"-Xmx{self.heap}", "-XX:+UseG1GC", "-XX:MaxGCPauseMillis=20"]
-        cmd = [java, *jvm, "-Djava.awt.headless=true", f"-Dkafka.logs.dir={self.run_dir / 'logs'}"]
-        cmd += [f"-Dlog4j2.configurationFile={self.run_dir / 'log4j2.properties'}"]
-        cmd += ["-cp", self.distribution.classpath, "kafka.Kafka"]
-        cmd += [str(self.run_dir / "server.properties")]
         # A new session so Ctrl-C in a terminal reaches the worker first; the caller stops us.
         self._process = subprocess.Popen(  # noqa: S603
-            cmd, stdout=console, stderr=subprocess.STDOUT, start_new_session=True
+            self.command(java), stdout=console, stderr=subprocess.STDOUT, start_new_session=True
         )
         console.close()
         self.pid_file.write_text(f"{self._process.pid}\n{self.port}\n")
@@ -281,6 +278,15 @@ class LocalBroker:
             self.stop()
             raise
         return self
+
+    def command(self, java: str) -> list[str]:
+        """The broker's command line: the JVM's options (``jvm_options`` last), then Kafka."""
+        jvm = [f"-Xms{self.heap}", f"-Xmx{self.heap}", "-XX:+UseG1GC", "-XX:MaxGCPauseMillis=20"]
+        jvm += self.jvm_options
+        cmd = [java, *jvm, "-Djava.awt.headless=true", f"-Dkafka.logs.dir={self.run_dir / 'logs'}"]
+        cmd += [f"-Dlog4j2.configurationFile={self.run_dir / 'log4j2.properties'}"]
+        cmd += ["-cp", self.distribution.classpath, "kafka.Kafka"]
+        return [*cmd, str(self.run_dir / "server.properties")]
 
     def stop(self, timeout: float = 30.0) -> None:
         """Stop the broker (SIGTERM, then SIGKILL after ``timeout``). Idempotent."""
