@@ -832,7 +832,7 @@ def _memory_dir(shm: Path = Path("/dev/shm")) -> Path | None:
     """A memory-backed directory for the broker's log (/dev/shm), when there is one with room.
 
     On disk (ext4 on this machine's virtual disk), the broker's appends to its memory-mapped
-    indexes and its metadata log's fsyncs cost it about twice the CPU per delivery (0.07-0.11
+    indexes and its metadata log's fsyncs cost it about twice the CPU per delivery (0.06-0.13
     ms against 0.04-0.06 ms, C1 only, ten bursts each): CPU the worker and the baseline then
     lack, more so for the side that makes more requests. A broker on its own machines does
     not share its cores; the worker's own state (RocksDB) stays on disk, in the work directory.
@@ -938,41 +938,7 @@ def main(argv: list[str] | None = None) -> int:
     retention: RetentionResult | None = None
     try:
         if not only:
-            # The broker's JIT compiles its hot paths during the first tens of seconds of load
-            # (measured: up to 80 % of a core, on a machine of two), and compiles more of them
-            # for each new mix of requests: warm it with a burst of each workload, unmeasured,
-            # so that the runs compared below all meet a broker warmed for them. (Warmed with
-            # the baseline's alone, the first Switchboard burst measured was, run after run,
-            # the slowest of a run's pairs: README "Benchmarks".)
-            print("Warming the broker up (a burst of each, not measured)...", flush=True)
-            run_baseline(broker, workdir, args.instructions, args.recipients, paced_sends=False)
-            run_switchboard(
-                broker, workdir, args.instructions, args.recipients, "sandbox", 0, paced_sends=False
-            )
-        providers = ["sandbox", "twilio-fake"] if args.provider == "both" else [args.provider]
-        for provider in [] if only else providers:
-            print(
-                f"Switchboard, {provider}: {args.instructions} instructions x {args.recipients} recipients...",
-                flush=True,
-            )
-            results.append(
-                run_switchboard(
-                    broker,
-                    workdir,
-                    args.instructions,
-                    args.recipients,
-                    provider,
-                    args.provider_latency_ms,
-                )
-            )
-        if not args.no_baseline and not only:
-            print("Baseline...", flush=True)
-            results.append(run_baseline(broker, workdir, args.instructions, args.recipients))
-            if "sandbox" in providers and args.ratio_pairs:
-                print(f"{args.ratio_pairs} more pairs, sandbox and baseline...", flush=True)
-                pairs = run_pairs(
-                    broker, workdir, args.instructions, args.recipients, args.ratio_pairs
-                )
+            results, pairs = run_bursts(broker, workdir, args)
         if args.share_campaign and (args.only_share or not only):
             print(f"One campaign of {args.share_campaign:,} on two workers...", flush=True)
             share = run_share(broker, workdir, args.share_campaign)
@@ -1003,6 +969,55 @@ def main(argv: list[str] | None = None) -> int:
     if retention:
         print_retention(retention)
     return 0
+
+
+def run_bursts(
+    broker: LocalBroker, workdir: Path, args: argparse.Namespace
+) -> tuple[list[Result], list[tuple[Result, Result]]]:
+    """The bursts: the warm-up, each provider's run, the baseline right after the first of them
+    (listed last), and the pairs."""
+    # The broker's JIT compiles its hot paths during the first tens of seconds of load
+    # (measured: up to 80 % of a core, on a machine of two), and compiles more of them for each
+    # new mix of requests: warm it with a burst of each workload, unmeasured, so that the runs
+    # compared below all meet a broker warmed for them. (Warmed with the baseline's alone, the
+    # first Switchboard burst measured was, run after run, the slowest of a run's pairs: README
+    # "Benchmarks".)
+    print("Warming the broker up (a burst of each, not measured)...", flush=True)
+    run_baseline(broker, workdir, args.instructions, args.recipients, paced_sends=False)
+    run_switchboard(
+        broker, workdir, args.instructions, args.recipients, "sandbox", 0, paced_sends=False
+    )
+    providers = ["sandbox", "twilio-fake"] if args.provider == "both" else [args.provider]
+    results: list[Result] = []
+    baseline: Result | None = None
+    for provider in providers:
+        print(
+            f"Switchboard, {provider}: {args.instructions} instructions x {args.recipients} recipients...",
+            flush=True,
+        )
+        results.append(
+            run_switchboard(
+                broker,
+                workdir,
+                args.instructions,
+                args.recipients,
+                provider,
+                args.provider_latency_ms,
+            )
+        )
+        if baseline is None and not args.no_baseline:
+            # Right after the first run, the sandbox's when there is one: the two bursts of the
+            # run's first pair as close together as the paced sends allow, as a pair's are
+            # (the machine's speed moves within a minute: _run_ratio_line).
+            print("Baseline...", flush=True)
+            baseline = run_baseline(broker, workdir, args.instructions, args.recipients)
+    if baseline is None:
+        return results, []
+    results.append(baseline)  # printed last, below the runs it is the baseline of
+    if "sandbox" not in providers or not args.ratio_pairs:
+        return results, []
+    print(f"{args.ratio_pairs} more pairs, sandbox and baseline...", flush=True)
+    return results, run_pairs(broker, workdir, args.instructions, args.recipients, args.ratio_pairs)
 
 
 def run_pairs(
@@ -1038,6 +1053,22 @@ def _pairs_line(pairs: Sequence[tuple[Result, Result]]) -> str:
         f"Switchboard (sandbox) / baseline in {len(pairs)} more pairs of bursts, back to back: "
         f"{each} (median {statistics.median(ratios):.1%}; Switchboard's CPU per delivery, "
         f"median {cpu:.2f} ms)"
+    )
+
+
+def _run_ratio_line(first: tuple[Result, Result], pairs: Sequence[tuple[Result, Result]]) -> str:
+    """The run's ratio: the median over every pair of it, the first burst's and the pairs'.
+
+    The first burst's baseline runs after the fake-Twilio run and the paced sends, a minute
+    later, while a pair's two bursts follow each other: on a machine whose speed moves by half
+    within minutes (README "Benchmarks"), one pair can land on either side of a change, and the
+    median of five or seven is what the run measured.
+    """
+    ratios = [ours.rate / theirs.rate for ours, theirs in [first, *pairs]]
+    return (
+        f"Switchboard (sandbox) / baseline, the run's ratio: {statistics.median(ratios):.1%} "
+        f"(the median of its {len(ratios)} pairs, the first burst's and the {len(pairs)} more; "
+        "the target: at least 25 %)"
     )
 
 
@@ -1081,6 +1112,8 @@ def _print_bursts(
                 print(_against(result, baseline))
     if pairs:
         print(f"\n{_pairs_line(pairs)}")
+        if sandbox and baseline:
+            print(_run_ratio_line((sandbox, baseline), pairs))
     if sandbox and fake:
         print(
             f"\nfake provider ({args.provider_latency_ms} ms per request, 100 in flight) / sandbox: "

@@ -60,3 +60,18 @@ def test_a_ratio_to_a_baseline_whose_broker_read_no_tick_is_not_a_number() -> No
     )
     theirs.broker_cpu_seconds = 0.0
     assert pipeline._against(ours, theirs).endswith("nanx the broker's")
+
+
+def test_the_runs_ratio_is_the_median_of_every_pair_the_first_bursts_included() -> None:
+    first = (_result("Switchboard (sandbox)", 5.0), _result("baseline", 1.0))  # 20 %
+    pairs = [
+        (_result("Switchboard (sandbox)", 4.0), _result("baseline", 1.0)),  # 25 %
+        (_result("Switchboard (sandbox)", 2.0), _result("baseline", 1.0)),  # 50 %
+        (_result("Switchboard (sandbox)", 10.0), _result("baseline", 1.0)),  # 10 %
+        (_result("Switchboard (sandbox)", 3.0), _result("baseline", 1.0)),  # 33.3 %
+    ]
+
+    line = pipeline._run_ratio_line(first, pairs)
+
+    assert "the run's ratio: 25.0%" in line
+    assert "the median of its 5 pairs, the first burst's and the 4 more" in line
