@@ -820,7 +820,7 @@ def run_baseline(
 #: a row (10,000 deliveries each, about 10 s with the worker's start), more than the broker's
 #: request handling (0.7-1.5 s) and on the machine's two cores beside the worker: the burst
 #: measured was the one that met the compiler, not the one that cost more. C1 alone compiled
-#: 0.05-0.2 s per burst and handled the requests in the same time (README "Benchmarks").
+#: 0.04-0.2 s per burst and handled the requests in the same time (README "Benchmarks").
 BROKER_JIT: Final = ("-XX:TieredStopAtLevel=1",)
 
 #: The least free memory for the broker's log to go in /dev/shm: a ``make bench`` leaves about
@@ -836,6 +836,9 @@ def _memory_dir(shm: Path = Path("/dev/shm")) -> Path | None:
     ms against 0.04-0.06 ms, C1 only, ten bursts each): CPU the worker and the baseline then
     lack, more so for the side that makes more requests. A broker on its own machines does
     not share its cores; the worker's own state (RocksDB) stays on disk, in the work directory.
+
+    The benchmark removes the broker's directory when it ends, Ctrl-C included; one killed
+    outright leaves its ``switchboard-bench-kafka-*`` there, in memory until deleted.
     """
     try:
         if (
