@@ -1046,7 +1046,7 @@ def run_pairs(
 
 def _pairs_line(pairs: Sequence[tuple[Result, Result]]) -> str:
     """The ratio of each pair of :func:`run_pairs`, and their median."""
-    ratios = [ours.rate / theirs.rate for ours, theirs in pairs]
+    ratios = _ratios(pairs)
     each = ", ".join(
         f"{r:.1%} ({ours.rate:,.0f}/s beside {theirs.rate:,.0f}/s)"
         for r, (ours, theirs) in zip(ratios, pairs, strict=True)
@@ -1059,15 +1059,20 @@ def _pairs_line(pairs: Sequence[tuple[Result, Result]]) -> str:
     )
 
 
+def _ratios(pairs: Sequence[tuple[Result, Result]]) -> list[float]:
+    """Switchboard's deliveries/s over the baseline's, pair by pair."""
+    return [ours.rate / theirs.rate for ours, theirs in pairs]
+
+
 def _run_ratio_line(first: tuple[Result, Result], pairs: Sequence[tuple[Result, Result]]) -> str:
     """The run's ratio: the median over every pair of it, the first burst's and the pairs'.
 
-    The first burst's baseline runs after the fake-Twilio run and the paced sends, a minute
-    later, while a pair's two bursts follow each other: on a machine whose speed moves by half
-    within minutes (README "Benchmarks"), one pair can land on either side of a change, and the
-    median of five or seven is what the run measured.
+    On a machine whose speed moves by half within minutes (README "Benchmarks"), one pair can
+    land on either side of a change (the first burst's two are the furthest apart: the
+    sandbox's paced sends come between them), and the median of five or seven is what the run
+    measured.
     """
-    ratios = [ours.rate / theirs.rate for ours, theirs in [first, *pairs]]
+    ratios = _ratios([first, *pairs])
     return (
         f"Switchboard (sandbox) / baseline, the run's ratio: {statistics.median(ratios):.1%} "
         f"(the median of its {len(ratios)} pairs, the first burst's and the {len(pairs)} more; "

@@ -3,6 +3,7 @@ baseline's of the same pair, the first of each pair alternates, and the median i
 
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 from typing import Any
 
@@ -75,3 +76,50 @@ def test_the_runs_ratio_is_the_median_of_every_pair_the_first_bursts_included() 
 
     assert "the run's ratio: 25.0%" in line
     assert "the median of its 5 pairs, the first burst's and the 4 more" in line
+
+
+def test_the_baseline_runs_right_after_the_first_burst_and_is_listed_last(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    order: list[str] = []
+
+    def ours(*args: Any, **kwargs: Any) -> Result:
+        name = "warm-up" if kwargs.get("paced_sends") is False else args[4]
+        order.append(name)
+        return _result(f"Switchboard ({args[4]})", 4.0)
+
+    def theirs(*_: Any, **kwargs: Any) -> Result:
+        order.append("warm-up baseline" if kwargs.get("paced_sends") is False else "baseline")
+        return _result("baseline", 1.0)
+
+    def pairs(*_: Any) -> list[tuple[Result, Result]]:
+        order.append("pairs")
+        return []
+
+    monkeypatch.setattr(pipeline, "run_switchboard", ours)
+    monkeypatch.setattr(pipeline, "run_baseline", theirs)
+    monkeypatch.setattr(pipeline, "run_pairs", pairs)
+    args = argparse.Namespace(
+        instructions=200,
+        recipients=50,
+        provider="both",
+        provider_latency_ms=20,
+        no_baseline=False,
+        ratio_pairs=4,
+    )
+
+    results, _ = pipeline.run_bursts(None, Path("."), args)  # type: ignore[arg-type]
+
+    assert order == [
+        "warm-up baseline",
+        "warm-up",
+        "sandbox",
+        "baseline",
+        "twilio-fake",
+        "pairs",
+    ]
+    assert [r.name for r in results] == [
+        "Switchboard (sandbox)",
+        "Switchboard (twilio-fake)",
+        "baseline",
+    ]
